@@ -1,0 +1,157 @@
+"""Configuration: the seed's ``memory:`` YAML, verbatim, as a strict pydantic model.
+
+    memory:
+      persistent:
+        enabled: true
+        provider: postgresql            # or sqlite (the embedded default), or memory
+        connection_string: ${{ secrets.POSTGRES_URI }}
+        user_isolation: true
+      session_timeout: 3600             # idle seconds before a session expires
+    auth:                               # optional: API keys for the HTTP edge
+      client_keys:
+        - tenant: tenant_a
+          key: ${{ secrets.TENANT_A_KEY }}     # or sha256: <hex digest of the key>
+      admin_keys:
+        - key: ${{ secrets.ADMIN_KEY }}
+
+``${{ secrets.NAME }}`` is replaced from the given mapping, else the environment; a missing
+one is an error naming it. Unknown keys are errors too, so a typo never silently falls back
+to a default. ``user_isolation: false`` is refused: this library always isolates users.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, MissingSecret
+
+__all__ = [
+    "AdminKeyConfig",
+    "AuthConfig",
+    "ClientKeyConfig",
+    "Config",
+    "MemoryConfig",
+    "PersistentConfig",
+    "load_config",
+    "resolve_secrets",
+]
+
+DEFAULT_SQLITE_URL = "sqlite:///muxi_memory.db"
+_SECRET = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PersistentConfig(_Strict):
+    enabled: bool = True
+    provider: Literal["sqlite", "postgresql", "memory"] = "sqlite"
+    connection_string: str | None = None
+    user_isolation: bool = True
+    embedding_dimension: int = Field(default=1536, ge=1, le=16000)
+
+    @field_validator("user_isolation")
+    @classmethod
+    def _always_isolated(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("muxi-isolation always isolates users; remove user_isolation: false")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The storage URL this configuration names."""
+        if not self.enabled or self.provider == "memory":
+            return "memory://"
+        if self.connection_string:
+            return self.connection_string
+        if self.provider == "postgresql":
+            raise ConfigError("memory.persistent.connection_string is required for postgresql")
+        return DEFAULT_SQLITE_URL
+
+
+class MemoryConfig(_Strict):
+    persistent: PersistentConfig = PersistentConfig()
+    session_timeout: int = Field(default=3600, gt=0)
+
+
+class ClientKeyConfig(_Strict):
+    tenant: str
+    key: str | None = None
+    sha256: str | None = None
+
+
+class AdminKeyConfig(_Strict):
+    key: str | None = None
+    sha256: str | None = None
+
+
+class AuthConfig(_Strict):
+    client_keys: list[ClientKeyConfig] = []
+    admin_keys: list[AdminKeyConfig] = []
+    require_user_header: bool = False
+
+
+class Config(_Strict):
+    memory: MemoryConfig = MemoryConfig()
+    auth: AuthConfig = AuthConfig()
+
+
+def resolve_secrets(data: Any, secrets: Mapping[str, str] | None = None) -> Any:
+    """``data`` with every ``${{ secrets.NAME }}`` replaced; ``MissingSecret`` names a gap."""
+    if isinstance(data, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            value = (secrets or {}).get(name, os.environ.get(name))
+            if value is None:
+                raise MissingSecret(name)
+            return value
+
+        return _SECRET.sub(lookup, data)
+    if isinstance(data, Mapping):
+        return {key: resolve_secrets(value, secrets) for key, value in data.items()}
+    if isinstance(data, list):
+        return [resolve_secrets(item, secrets) for item in data]
+    return data
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> Config:
+    """Load a config from a YAML file path, YAML text, or a dict; ``None`` is all defaults.
+
+    Raises:
+        ConfigError: the YAML does not parse or does not validate (the message names the key).
+        MissingSecret: a referenced secret has no value.
+    """
+    if source is None:
+        return Config()
+    if isinstance(source, Mapping):
+        raw: Any = source
+    else:
+        try:
+            is_path = isinstance(source, Path) or ("\n" not in source and Path(source).is_file())
+            text = Path(source).read_text() if is_path else str(source)
+            raw = yaml.safe_load(text) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config is not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config must be a YAML mapping, or the path of a YAML file")
+    try:
+        return Config.model_validate(resolve_secrets(raw, secrets))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config: {problems}") from exc

@@ -1,0 +1,145 @@
+"""The exceptions of muxi-isolation: one root, so an app can catch everything we raise.
+
+    IsolationError
+    ├── InvalidIdentifier        a tenant, user or session id breaks the canonical form
+    ├── MissingScope             a call arrived without a scope: we fail closed
+    ├── ScopeViolation           input tries to reach outside its scope
+    │   └── ReservedKey          a caller's metadata or filter names a reserved scope key
+    ├── InvalidFilter            a metadata filter that does not parse
+    ├── SessionError
+    │   ├── SessionNotFound      unknown id, or another user's id (the same message)
+    │   ├── SessionExists        this user already has a session with that id
+    │   └── SessionExpired       the session's idle timeout has passed
+    ├── AccessDenied             a missing or wrong API key (HTTP 401)
+    │   └── Forbidden            a valid key acting beyond its level (HTTP 403)
+    ├── ConfigError              invalid configuration
+    │   └── MissingSecret        a ${{ secrets.NAME }} with no value
+    ├── StorageError             the database failed; the driver error is chained
+    │   └── StorageUnavailable   the database cannot be reached
+    └── AdapterUnavailable       an optional framework is not installed
+
+Errors about bad input also subclass ``ValueError`` or ``LookupError`` where that is
+what a caller would naturally catch.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AdapterUnavailable",
+    "ConfigError",
+    "Forbidden",
+    "InvalidFilter",
+    "InvalidIdentifier",
+    "IsolationError",
+    "MissingScope",
+    "MissingSecret",
+    "ReservedKey",
+    "ScopeViolation",
+    "SessionError",
+    "SessionExists",
+    "SessionExpired",
+    "SessionNotFound",
+    "StorageError",
+    "StorageUnavailable",
+]
+
+
+class IsolationError(Exception):
+    """Root of every exception this library raises."""
+
+
+class InvalidIdentifier(IsolationError, ValueError):
+    """A tenant, user or session id that breaks a rule of the canonical form.
+
+    ``field`` names the id (``tenant_id``, ``user_id``, ``session_id``) and ``rule`` the
+    rule it broke, so callers can report it without parsing the message.
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"invalid {field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class MissingScope(IsolationError):
+    """A read or write without a scope. We never fall back to "everything"."""
+
+
+class ScopeViolation(IsolationError, ValueError):
+    """Input that tries to read or write outside the scope it was given."""
+
+
+class ReservedKey(ScopeViolation):
+    """A caller's metadata or filter names a key that only the library may set."""
+
+
+class InvalidFilter(IsolationError, ValueError):
+    """A metadata filter that does not follow the documented dialect."""
+
+
+class SessionError(IsolationError):
+    """A problem with a session."""
+
+
+class SessionNotFound(SessionError, LookupError):
+    """No such session for this user. Another user's session gives the same error."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session not found: {session_id!r}")
+        self.session_id = session_id
+
+
+class SessionExists(SessionError):
+    """This user already has a session with the id an app asked for."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session already exists: {session_id!r}")
+        self.session_id = session_id
+
+
+class SessionExpired(SessionError):
+    """The session passed its idle timeout; the user's persistent memory is kept."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session expired: {session_id!r}")
+        self.session_id = session_id
+
+
+class AccessDenied(IsolationError):
+    """A missing or unknown API key."""
+
+
+class Forbidden(AccessDenied):
+    """A valid key that asks for more than its access level allows."""
+
+
+class ConfigError(IsolationError, ValueError):
+    """Configuration that does not validate."""
+
+
+class MissingSecret(ConfigError):
+    """A ``${{ secrets.NAME }}`` reference with no value in the environment or mapping."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"missing secret: {name}")
+        self.name = name
+
+
+class StorageError(IsolationError):
+    """The storage backend failed. The driver's exception is chained as ``__cause__``."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage backend cannot be reached (connection refused, server gone)."""
+
+
+class AdapterUnavailable(IsolationError, ImportError):
+    """An optional framework is missing; the message holds the pip line that fixes it."""
+
+    def __init__(self, framework: str, extra: str) -> None:
+        super().__init__(
+            f"{framework} is not installed: pip install 'muxi-isolation[{extra}]'"
+        )
+        self.framework = framework
+        self.extra = extra

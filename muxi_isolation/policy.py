@@ -1,0 +1,133 @@
+"""The isolation policy: the only place that decides what a scope may see.
+
+Three pure functions of a scope and a record, used by every backend and adapter:
+
+- ``stamp``: put the scope on a record before it is written;
+- ``read_filter``: check a caller's filter and build the filter a read runs with;
+- ``verify``: check every record that comes back from storage, dropping anything foreign.
+
+For stores we do not own, the scope travels in reserved metadata keys (``RESERVED_KEYS``);
+a caller may never set or filter on those, nor on the bare scope field names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from .errors import MissingScope, ReservedKey, ScopeViolation
+from .filters import Filter, filter_keys, parse_filter
+from .records import Memory, Message, SessionRecord
+from .scope import Scope
+
+__all__ = [
+    "RESERVED_KEYS",
+    "SCOPE_FIELDS",
+    "check_metadata",
+    "read_filter",
+    "require_scope",
+    "scope_metadata",
+    "stamp",
+    "stamp_metadata",
+    "verify",
+    "verify_metadata",
+]
+
+log = logging.getLogger("muxi_isolation.policy")
+
+TENANT_KEY = "muxi_tenant_id"
+USER_KEY = "muxi_user_id"
+SESSION_KEY = "muxi_session_id"
+RESERVED_KEYS = frozenset({TENANT_KEY, USER_KEY, SESSION_KEY})
+SCOPE_FIELDS = frozenset({"tenant_id", "user_id", "session_id"})
+
+R = TypeVar("R", Message, Memory, SessionRecord)
+
+
+def require_scope(scope: object, *, session: bool = False) -> Scope:
+    """Fail closed: no scope (or no session where one is needed) is an error."""
+    if not isinstance(scope, Scope):
+        raise MissingScope(f"a Scope is required, got {type(scope).__name__}")
+    if session and scope.session_id is None:
+        raise MissingScope("this call needs a scope with a session_id")
+    return scope
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of the caller's metadata; reserved keys in it are an error, never overwritten."""
+    data = dict(metadata or {})
+    clash = RESERVED_KEYS.intersection(data)
+    if clash:
+        raise ReservedKey(f"metadata may not set reserved keys: {sorted(clash)}")
+    return data
+
+
+def stamp(scope: Scope, record: R) -> R:
+    """The record as it will be stored for ``scope``.
+
+    Messages are stamped with the full scope (they need a session); memories with the
+    scope as given (the session, if any, records where the memory was made); session
+    records with the user.
+    """
+    target = require_scope(scope, session=isinstance(record, Message))
+    if record.scope is not None and not record.scope.same_user(target):
+        raise ScopeViolation("a record already stamped for another user cannot be written here")
+    if isinstance(record, SessionRecord):
+        return replace(record, scope=target.user())
+    check_metadata(record.metadata)
+    return replace(record, scope=target)
+
+
+def read_filter(caller: Mapping[str, Any] | Filter | None) -> Filter | None:
+    """Validate a caller's metadata filter: it may not name a scope or reserved key.
+
+    The scope itself is never expressed in this filter: backends apply it as separate
+    equality predicates around it, so no caller filter (an OR, a NOT) can widen it.
+    """
+    node = caller if caller is None or not isinstance(caller, Mapping) else parse_filter(caller)
+    named = set(filter_keys(node)) & (RESERVED_KEYS | SCOPE_FIELDS)
+    if named:
+        raise ReservedKey(f"filters may not name scope keys: {sorted(named)}")
+    return node
+
+
+def _visible(scope: Scope, owner: Scope | None, *, session: bool) -> bool:
+    if owner is None or not owner.same_user(scope):
+        return False
+    return not session or owner.session_id == scope.session_id
+
+
+def verify(scope: Scope, records: Iterable[R]) -> list[R]:
+    """Keep only records stamped for ``scope``; report anything else and drop it.
+
+    Messages must match the session too; memories and session records only the
+    (tenant, user).
+    """
+    kept: list[R] = []
+    for record in records:
+        if _visible(scope, record.scope, session=isinstance(record, Message)):
+            kept.append(record)
+        else:
+            log.error("dropped a record from outside %s returned by storage", scope)
+    return kept
+
+
+def scope_metadata(scope: Scope) -> dict[str, str]:
+    """The reserved keys that stamp a record in a store we do not own."""
+    data = {TENANT_KEY: scope.tenant_id, USER_KEY: scope.user_id}
+    if scope.session_id is not None:
+        data[SESSION_KEY] = scope.session_id
+    return data
+
+
+def stamp_metadata(scope: Scope, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Caller metadata plus the scope's reserved keys (caller reserved keys are an error)."""
+    return {**check_metadata(metadata), **scope_metadata(require_scope(scope))}
+
+
+def verify_metadata(scope: Scope, metadata: Mapping[str, Any] | None) -> bool:
+    """Whether a foreign store's record carries this (tenant, user)'s stamp."""
+    data = metadata or {}
+    return data.get(TENANT_KEY) == scope.tenant_id and data.get(USER_KEY) == scope.user_id

@@ -1,0 +1,152 @@
+"""Session lifecycle: create, get, touch, expire. Each session is bound to one user.
+
+A session is a conversation context with an idle timeout (``session_timeout``): each use
+pushes ``expires_at`` forward; once it passes, writing to the session raises
+``SessionExpired``. The user's persistent memory is not touched by expiry.
+
+Looking up another user's session gives the same ``SessionNotFound`` as an unknown id, so
+ids cannot be probed. The clock is injectable so tests can move time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from . import policy
+from .errors import SessionExists, SessionExpired, SessionNotFound
+from .records import SessionRecord
+from .scope import Scope, canonical_id
+from .stores.base import Backend
+
+__all__ = ["Clock", "SessionManager", "new_session_id", "utc_now"]
+
+Clock = Callable[[], datetime]
+DEFAULT_TIMEOUT = 3600
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_session_id() -> str:
+    """``sess_`` and 192 random bits, URL-safe."""
+    return "sess_" + secrets.token_urlsafe(24)
+
+
+class SessionManager:
+    """Creates and checks sessions on a backend, with an idle timeout in seconds."""
+
+    def __init__(
+        self, backend: Backend, *, timeout: float = DEFAULT_TIMEOUT, clock: Clock = utc_now
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("session timeout must be positive")
+        self.backend = backend
+        self.timeout = timedelta(seconds=timeout)
+        self.clock = clock
+
+    def _new_record(self, scope: Scope, session_id: str | None) -> SessionRecord:
+        now = self.clock()
+        sid = new_session_id() if session_id is None else canonical_id(session_id, "session_id")
+        return SessionRecord(sid, scope.user(), now, now, now + self.timeout)
+
+    def _checked(self, record: SessionRecord | None, session_id: str) -> SessionRecord:
+        if record is None:
+            raise SessionNotFound(session_id)
+        if record.expired(self.clock()):
+            raise SessionExpired(session_id)
+        return record
+
+    # -- sync
+
+    def create(self, scope: Scope, session_id: str | None = None) -> SessionRecord:
+        """A new session for ``scope``'s user; ``session_id`` lets an app pick the id."""
+        user = policy.require_scope(scope).user()
+        return self.backend.insert_session(user, self._new_record(user, session_id))
+
+    def get(self, scope: Scope, session_id: str) -> SessionRecord:
+        """The session, expired or not; ``SessionNotFound`` if it is not this user's."""
+        found = self.backend.get_session(scope, canonical_id(session_id, "session_id"))
+        if found is None:
+            raise SessionNotFound(session_id)
+        return found
+
+    def active(self, scope: Scope, session_id: str) -> SessionRecord:
+        """The session if it is this user's and not expired; the check before every write."""
+        sid = canonical_id(session_id, "session_id")
+        return self._checked(self.backend.get_session(scope, sid), sid)
+
+    def touch(self, scope: Scope, session_id: str) -> SessionRecord:
+        """Check the session is active and push its expiry forward from now."""
+        record = self.active(scope, session_id)
+        now = self.clock()
+        self.backend.touch_session(scope, record.id, now, now + self.timeout)
+        return SessionRecord(record.id, record.scope, record.created_at, now, now + self.timeout)
+
+    def ensure(self, scope: Scope, session_id: str) -> SessionRecord:
+        """Touch the session, creating it under this id first if this user has none."""
+        sid = canonical_id(session_id, "session_id")
+        if self.backend.get_session(scope, sid) is None:
+            try:
+                return self.create(scope, sid)
+            except SessionExists:  # another request created it first
+                pass
+        return self.touch(scope, sid)
+
+    def list(self, scope: Scope) -> list[SessionRecord]:
+        return self.backend.list_sessions(scope)
+
+    def expire(self, scope: Scope, session_id: str) -> None:
+        """End a session now; its messages stay until purged, the user's memory always."""
+        record = self.get(scope, session_id)
+        now = self.clock()
+        self.backend.touch_session(scope, record.id, record.last_active_at, now)
+
+    def delete(self, scope: Scope, session_id: str) -> None:
+        """Delete the session and its messages; ``SessionNotFound`` if not this user's."""
+        if not self.backend.delete_session(scope, canonical_id(session_id, "session_id")):
+            raise SessionNotFound(session_id)
+
+    # -- async
+
+    async def acreate(self, scope: Scope, session_id: str | None = None) -> SessionRecord:
+        user = policy.require_scope(scope).user()
+        return await self.backend.ainsert_session(user, self._new_record(user, session_id))
+
+    async def aget(self, scope: Scope, session_id: str) -> SessionRecord:
+        found = await self.backend.aget_session(scope, canonical_id(session_id, "session_id"))
+        if found is None:
+            raise SessionNotFound(session_id)
+        return found
+
+    async def aactive(self, scope: Scope, session_id: str) -> SessionRecord:
+        sid = canonical_id(session_id, "session_id")
+        return self._checked(await self.backend.aget_session(scope, sid), sid)
+
+    async def atouch(self, scope: Scope, session_id: str) -> SessionRecord:
+        record = await self.aactive(scope, session_id)
+        now = self.clock()
+        await self.backend.atouch_session(scope, record.id, now, now + self.timeout)
+        return SessionRecord(record.id, record.scope, record.created_at, now, now + self.timeout)
+
+    async def aensure(self, scope: Scope, session_id: str) -> SessionRecord:
+        sid = canonical_id(session_id, "session_id")
+        if await self.backend.aget_session(scope, sid) is None:
+            try:
+                return await self.acreate(scope, sid)
+            except SessionExists:
+                pass
+        return await self.atouch(scope, sid)
+
+    async def alist(self, scope: Scope) -> list[SessionRecord]:
+        return await self.backend.alist_sessions(scope)
+
+    async def aexpire(self, scope: Scope, session_id: str) -> None:
+        record = await self.aget(scope, session_id)
+        await self.backend.atouch_session(scope, record.id, record.last_active_at, self.clock())
+
+    async def adelete(self, scope: Scope, session_id: str) -> None:
+        if not await self.backend.adelete_session(scope, canonical_id(session_id, "session_id")):
+            raise SessionNotFound(session_id)

@@ -1,0 +1,449 @@
+"""The storage protocol every backend implements, with the policy wired in once.
+
+A backend subclasses ``Backend`` and implements the underscored methods (``_get_messages``,
+``_aget_messages``, ...): each receives a scope that has already been checked, must filter
+by it with equality on separate tenant, user and session fields, and returns records that
+carry their stored scope. The public methods, written here once, fail closed on a missing
+scope, stamp every write, validate every caller filter and verify every returned record,
+so no backend can forget to.
+
+Sync and async twins: ``get_messages`` and ``aget_messages``, and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from .. import policy
+from ..filters import Filter
+from ..records import Memory, Message, SessionRecord
+from ..scope import Scope
+
+__all__ = ["Backend", "Counts", "FilterSpec", "Scored"]
+
+FilterSpec: TypeAlias = "Mapping[str, Any] | Filter | None"
+Scored: TypeAlias = "tuple[Memory, float]"
+Counts: TypeAlias = "dict[str, int]"
+
+
+def _check_window(limit: int | None, offset: int | None, last: int | None) -> None:
+    for name, value in (("limit", limit), ("offset", offset), ("last", last)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be a non-negative integer")
+    if last is not None and (limit is not None or offset is not None):
+        raise ValueError("last cannot be combined with limit or offset")
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or k < 0:
+        raise ValueError("k must be a non-negative integer")
+
+
+def _verify_scored(scope: Scope, hits: list[Scored]) -> list[Scored]:
+    kept = {id(m) for m in policy.verify(scope, [m for m, _ in hits])}
+    return [(m, s) for m, s in hits if id(m) in kept]
+
+
+class Backend:
+    """Sessions, chat messages and memories, each read and write scoped.
+
+    Memories are read at the user level; messages at the session level.
+    """
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def insert_session(self, scope: Scope, record: SessionRecord) -> SessionRecord:
+        record = policy.stamp(scope, record)
+        self._insert_session(record)
+        return record
+
+    async def ainsert_session(self, scope: Scope, record: SessionRecord) -> SessionRecord:
+        record = policy.stamp(scope, record)
+        await self._ainsert_session(record)
+        return record
+
+    def get_session(self, scope: Scope, session_id: str) -> SessionRecord | None:
+        found = self._get_session(policy.require_scope(scope).user(), session_id)
+        return next(iter(policy.verify(scope, [found] if found else [])), None)
+
+    async def aget_session(self, scope: Scope, session_id: str) -> SessionRecord | None:
+        found = await self._aget_session(policy.require_scope(scope).user(), session_id)
+        return next(iter(policy.verify(scope, [found] if found else [])), None)
+
+    def list_sessions(self, scope: Scope) -> list[SessionRecord]:
+        return policy.verify(scope, self._list_sessions(policy.require_scope(scope).user()))
+
+    async def alist_sessions(self, scope: Scope) -> list[SessionRecord]:
+        user = policy.require_scope(scope).user()
+        return policy.verify(scope, await self._alist_sessions(user))
+
+    def touch_session(
+        self, scope: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        user = policy.require_scope(scope).user()
+        return self._touch_session(user, session_id, last_active_at, expires_at)
+
+    async def atouch_session(
+        self, scope: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        user = policy.require_scope(scope).user()
+        return await self._atouch_session(user, session_id, last_active_at, expires_at)
+
+    def delete_session(self, scope: Scope, session_id: str) -> bool:
+        """Delete a session record and its messages; the user's memories stay."""
+        return self._delete_session(policy.require_scope(scope).user(), session_id)
+
+    async def adelete_session(self, scope: Scope, session_id: str) -> bool:
+        return await self._adelete_session(policy.require_scope(scope).user(), session_id)
+
+    # -- messages (scope must name a session) -------------------------------------------
+
+    def append_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        """Append in one transaction (all or nothing); returns them with ``seq`` set."""
+        stamped = [policy.stamp(scope, m) for m in messages]
+        return policy.verify(scope, self._append_messages(scope, stamped)) if stamped else []
+
+    async def aappend_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        stamped = [policy.stamp(scope, m) for m in messages]
+        if not stamped:
+            return []
+        return policy.verify(scope, await self._aappend_messages(scope, stamped))
+
+    def replace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        """Delete the session's messages and write these instead, in one transaction."""
+        stamped = [policy.stamp(scope, m) for m in messages]
+        return policy.verify(scope, self._replace_messages(scope, stamped))
+
+    async def areplace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        stamped = [policy.stamp(scope, m) for m in messages]
+        return policy.verify(scope, await self._areplace_messages(scope, stamped))
+
+    def get_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        last: int | None = None,
+    ) -> list[Message]:
+        """Messages oldest first; ``last=N`` gives the newest N, still oldest first."""
+        policy.require_scope(scope, session=True)
+        _check_window(limit, offset, last)
+        rows = self._get_messages(scope, status=status, limit=limit, offset=offset, last=last)
+        return policy.verify(scope, rows)
+
+    async def aget_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        last: int | None = None,
+    ) -> list[Message]:
+        policy.require_scope(scope, session=True)
+        _check_window(limit, offset, last)
+        rows = await self._aget_messages(
+            scope, status=status, limit=limit, offset=offset, last=last
+        )
+        return policy.verify(scope, rows)
+
+    def count_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        return self._count_messages(policy.require_scope(scope, session=True), status=status)
+
+    async def acount_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        scope = policy.require_scope(scope, session=True)
+        return await self._acount_messages(scope, status=status)
+
+    def delete_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        return self._delete_messages(policy.require_scope(scope, session=True), status=status)
+
+    async def adelete_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        scope = policy.require_scope(scope, session=True)
+        return await self._adelete_messages(scope, status=status)
+
+    def delete_message(self, scope: Scope, seq: int) -> Message | None:
+        found = self._delete_message(policy.require_scope(scope, session=True), seq)
+        return next(iter(policy.verify(scope, [found] if found else [])), None)
+
+    async def adelete_message(self, scope: Scope, seq: int) -> Message | None:
+        found = await self._adelete_message(policy.require_scope(scope, session=True), seq)
+        return next(iter(policy.verify(scope, [found] if found else [])), None)
+
+    def take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        """Remove the oldest ``n`` active messages (or mark them archived); return them."""
+        _check_k(n)
+        rows = self._take_oldest(policy.require_scope(scope, session=True), n, archive=archive)
+        return policy.verify(scope, rows)
+
+    async def atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        _check_k(n)
+        scope = policy.require_scope(scope, session=True)
+        return policy.verify(scope, await self._atake_oldest(scope, n, archive=archive))
+
+    # -- memories (read at the user level) -----------------------------------------------
+
+    def upsert_memories(self, scope: Scope, memories: Sequence[Memory]) -> list[str]:
+        """Insert, or replace this user's memories with the same ids, in one transaction."""
+        stamped = [policy.stamp(scope, m) for m in memories]
+        return self._upsert_memories(scope, stamped) if stamped else []
+
+    async def aupsert_memories(self, scope: Scope, memories: Sequence[Memory]) -> list[str]:
+        stamped = [policy.stamp(scope, m) for m in memories]
+        return await self._aupsert_memories(scope, stamped) if stamped else []
+
+    def get_memories(self, scope: Scope, ids: Sequence[str]) -> list[Memory]:
+        """This user's memories among ``ids``; another user's id is simply missing."""
+        user = policy.require_scope(scope).user()
+        return policy.verify(scope, self._get_memories(user, list(ids))) if ids else []
+
+    async def aget_memories(self, scope: Scope, ids: Sequence[str]) -> list[Memory]:
+        user = policy.require_scope(scope).user()
+        return policy.verify(scope, await self._aget_memories(user, list(ids))) if ids else []
+
+    def list_memories(
+        self,
+        scope: Scope,
+        *,
+        filter: FilterSpec = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Memory]:
+        """This user's memories, oldest first (then by id)."""
+        user = policy.require_scope(scope).user()
+        _check_window(limit, offset, None)
+        node = policy.read_filter(filter)
+        return policy.verify(scope, self._list_memories(user, node, limit, offset))
+
+    async def alist_memories(
+        self,
+        scope: Scope,
+        *,
+        filter: FilterSpec = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Memory]:
+        user = policy.require_scope(scope).user()
+        _check_window(limit, offset, None)
+        node = policy.read_filter(filter)
+        return policy.verify(scope, await self._alist_memories(user, node, limit, offset))
+
+    def count_memories(self, scope: Scope, *, filter: FilterSpec = None) -> int:
+        user = policy.require_scope(scope).user()
+        return self._count_memories(user, policy.read_filter(filter))
+
+    async def acount_memories(self, scope: Scope, *, filter: FilterSpec = None) -> int:
+        user = policy.require_scope(scope).user()
+        return await self._acount_memories(user, policy.read_filter(filter))
+
+    def delete_memories(
+        self, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
+    ) -> int:
+        """Delete this user's memories by id and/or filter; neither means all of them."""
+        user = policy.require_scope(scope).user()
+        node = policy.read_filter(filter)
+        return self._delete_memories(user, None if ids is None else list(ids), node)
+
+    async def adelete_memories(
+        self, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
+    ) -> int:
+        user = policy.require_scope(scope).user()
+        node = policy.read_filter(filter)
+        return await self._adelete_memories(user, None if ids is None else list(ids), node)
+
+    def search_memories(
+        self, scope: Scope, embedding: Sequence[float], k: int = 4, *, filter: FilterSpec = None
+    ) -> list[Scored]:
+        """The ``k`` memories most similar to ``embedding``, with cosine similarity.
+
+        Always ``min(k, matching memories with an embedding)`` results, best first.
+        """
+        user = policy.require_scope(scope).user()
+        _check_k(k)
+        vector = _vector(embedding)
+        node = policy.read_filter(filter)
+        return _verify_scored(scope, self._search_memories(user, vector, k, node))
+
+    async def asearch_memories(
+        self, scope: Scope, embedding: Sequence[float], k: int = 4, *, filter: FilterSpec = None
+    ) -> list[Scored]:
+        user = policy.require_scope(scope).user()
+        _check_k(k)
+        vector = _vector(embedding)
+        node = policy.read_filter(filter)
+        return _verify_scored(scope, await self._asearch_memories(user, vector, k, node))
+
+    # -- maintenance (the admin's, not an end user's) ----------------------------------------
+
+    def forget_user(self, scope: Scope) -> Counts:
+        """Delete every row of this (tenant, user) in every table; counts by kind."""
+        return self._forget_user(policy.require_scope(scope).user())
+
+    async def aforget_user(self, scope: Scope) -> Counts:
+        return await self._aforget_user(policy.require_scope(scope).user())
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    async def aclose(self) -> None:
+        self.close()
+
+    # -- what a backend implements ---------------------------------------------------------
+    # Each receives a checked scope (user level where noted above) and filters by it.
+
+    def _insert_session(self, record: SessionRecord) -> None:
+        raise NotImplementedError("_insert_session")
+
+    async def _ainsert_session(self, record: SessionRecord) -> None:
+        raise NotImplementedError("_ainsert_session")
+
+    def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
+        raise NotImplementedError("_get_session")
+
+    async def _aget_session(self, user: Scope, session_id: str) -> SessionRecord | None:
+        raise NotImplementedError("_aget_session")
+
+    def _list_sessions(self, user: Scope) -> list[SessionRecord]:
+        raise NotImplementedError("_list_sessions")
+
+    async def _alist_sessions(self, user: Scope) -> list[SessionRecord]:
+        raise NotImplementedError("_alist_sessions")
+
+    def _touch_session(
+        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        raise NotImplementedError("_touch_session")
+
+    async def _atouch_session(
+        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        raise NotImplementedError("_atouch_session")
+
+    def _delete_session(self, user: Scope, session_id: str) -> bool:
+        raise NotImplementedError("_delete_session")
+
+    async def _adelete_session(self, user: Scope, session_id: str) -> bool:
+        raise NotImplementedError("_adelete_session")
+
+    def _append_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        raise NotImplementedError("_append_messages")
+
+    async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        raise NotImplementedError("_aappend_messages")
+
+    def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        raise NotImplementedError("_replace_messages")
+
+    async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        raise NotImplementedError("_areplace_messages")
+
+    def _get_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        raise NotImplementedError("_get_messages")
+
+    async def _aget_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        raise NotImplementedError("_aget_messages")
+
+    def _count_messages(self, scope: Scope, *, status: str | None) -> int:
+        raise NotImplementedError("_count_messages")
+
+    async def _acount_messages(self, scope: Scope, *, status: str | None) -> int:
+        raise NotImplementedError("_acount_messages")
+
+    def _delete_messages(self, scope: Scope, *, status: str | None) -> int:
+        raise NotImplementedError("_delete_messages")
+
+    async def _adelete_messages(self, scope: Scope, *, status: str | None) -> int:
+        raise NotImplementedError("_adelete_messages")
+
+    def _delete_message(self, scope: Scope, seq: int) -> Message | None:
+        raise NotImplementedError("_delete_message")
+
+    async def _adelete_message(self, scope: Scope, seq: int) -> Message | None:
+        raise NotImplementedError("_adelete_message")
+
+    def _take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        raise NotImplementedError("_take_oldest")
+
+    async def _atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        raise NotImplementedError("_atake_oldest")
+
+    def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        raise NotImplementedError("_upsert_memories")
+
+    async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        raise NotImplementedError("_aupsert_memories")
+
+    def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
+        raise NotImplementedError("_get_memories")
+
+    async def _aget_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
+        raise NotImplementedError("_aget_memories")
+
+    def _list_memories(
+        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
+    ) -> list[Memory]:
+        raise NotImplementedError("_list_memories")
+
+    async def _alist_memories(
+        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
+    ) -> list[Memory]:
+        raise NotImplementedError("_alist_memories")
+
+    def _count_memories(self, user: Scope, node: Filter | None) -> int:
+        raise NotImplementedError("_count_memories")
+
+    async def _acount_memories(self, user: Scope, node: Filter | None) -> int:
+        raise NotImplementedError("_acount_memories")
+
+    def _delete_memories(self, user: Scope, ids: list[str] | None, node: Filter | None) -> int:
+        raise NotImplementedError("_delete_memories")
+
+    async def _adelete_memories(
+        self, user: Scope, ids: list[str] | None, node: Filter | None
+    ) -> int:
+        raise NotImplementedError("_adelete_memories")
+
+    def _search_memories(
+        self, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        raise NotImplementedError("_search_memories")
+
+    async def _asearch_memories(
+        self, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        raise NotImplementedError("_asearch_memories")
+
+    def _forget_user(self, user: Scope) -> Counts:
+        raise NotImplementedError("_forget_user")
+
+    async def _aforget_user(self, user: Scope) -> Counts:
+        raise NotImplementedError("_aforget_user")
+
+
+def _vector(embedding: Sequence[float]) -> list[float]:
+    try:
+        vector = [float(x) for x in embedding]
+    except (TypeError, ValueError) as exc:
+        raise ValueError("an embedding must be a sequence of numbers") from exc
+    if not vector:
+        raise ValueError("an embedding must not be empty")
+    return vector

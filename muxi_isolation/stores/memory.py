@@ -1,0 +1,300 @@
+"""A complete in-process backend: dicts keyed by scope, guarded by one lock.
+
+Real, not a mock: it passes the same storage suite as the SQL backends, and is the
+quickest way to run an app or a test. Nothing persists past the process.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import SessionExists
+from ..filters import Filter, matches
+from ..records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
+from ..scope import Scope
+from .base import Backend, Counts, Scored
+
+__all__ = ["MemoryBackend"]
+
+UserKey = tuple[str, str]
+SessionKey = tuple[str, str, str]
+
+
+def _user_key(scope: Scope) -> UserKey:
+    return (scope.tenant_id, scope.user_id)
+
+
+def _session_key(scope: Scope) -> SessionKey:
+    assert scope.session_id is not None
+    return (scope.tenant_id, scope.user_id, scope.session_id)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def cosine_similarity(a: list[float], b: list[float]) -> float:
+    if len(a) != len(b):
+        raise ValueError(f"embedding has {len(b)} dimensions, the query {len(a)}")
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+class MemoryBackend(Backend):
+    """Everything in dicts, per (tenant, user) and per session."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._sessions: dict[UserKey, dict[str, SessionRecord]] = {}
+        self._messages: dict[SessionKey, list[Message]] = {}
+        self._next_seq: dict[SessionKey, int] = {}
+        self._memories: dict[UserKey, dict[str, Memory]] = {}
+
+    # -- sessions
+
+    def _insert_session(self, record: SessionRecord) -> None:
+        with self._lock:
+            sessions = self._sessions.setdefault(_user_key(record.scope), {})
+            if record.id in sessions:
+                raise SessionExists(record.id)
+            sessions[record.id] = record
+
+    def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
+        with self._lock:
+            return self._sessions.get(_user_key(user), {}).get(session_id)
+
+    def _list_sessions(self, user: Scope) -> list[SessionRecord]:
+        with self._lock:
+            found = list(self._sessions.get(_user_key(user), {}).values())
+        return sorted(found, key=lambda s: (s.created_at, s.id))
+
+    def _touch_session(
+        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        with self._lock:
+            sessions = self._sessions.get(_user_key(user), {})
+            if session_id not in sessions:
+                return False
+            sessions[session_id] = replace(
+                sessions[session_id], last_active_at=last_active_at, expires_at=expires_at
+            )
+            return True
+
+    def _delete_session(self, user: Scope, session_id: str) -> bool:
+        with self._lock:
+            key = (user.tenant_id, user.user_id, session_id)
+            self._messages.pop(key, None)
+            self._next_seq.pop(key, None)
+            return self._sessions.get(_user_key(user), {}).pop(session_id, None) is not None
+
+    # -- messages
+
+    def _append_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        key = _session_key(scope)
+        with self._lock:
+            seq = self._next_seq.get(key, 1)
+            now = _now()
+            stored = [
+                replace(m, seq=seq + i, created_at=m.created_at or now)
+                for i, m in enumerate(messages)
+            ]
+            self._messages.setdefault(key, []).extend(stored)
+            self._next_seq[key] = seq + len(stored)
+            return stored
+
+    def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        with self._lock:
+            self._messages.pop(_session_key(scope), None)
+            return self._append_messages(scope, messages) if messages else []
+
+    def _selected(self, scope: Scope, status: str | None) -> list[Message]:
+        rows = self._messages.get(_session_key(scope), [])
+        return [m for m in rows if status is None or m.status == status]
+
+    def _get_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        with self._lock:
+            rows = self._selected(scope, status)
+        if last is not None:
+            return rows[max(0, len(rows) - last) :] if last else []
+        start = offset or 0
+        return rows[start : None if limit is None else start + limit]
+
+    def _count_messages(self, scope: Scope, *, status: str | None) -> int:
+        with self._lock:
+            return len(self._selected(scope, status))
+
+    def _delete_messages(self, scope: Scope, *, status: str | None) -> int:
+        key = _session_key(scope)
+        with self._lock:
+            rows = self._messages.get(key, [])
+            kept = [m for m in rows if status is not None and m.status != status]
+            self._messages[key] = kept
+            return len(rows) - len(kept)
+
+    def _delete_message(self, scope: Scope, seq: int) -> Message | None:
+        with self._lock:
+            rows = self._messages.get(_session_key(scope), [])
+            for i, message in enumerate(rows):
+                if message.seq == seq:
+                    return rows.pop(i)
+            return None
+
+    def _take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        key = _session_key(scope)
+        with self._lock:
+            rows = self._messages.get(key, [])
+            taken = [m for m in rows if m.status == ACTIVE][:n]
+            seqs = {m.seq for m in taken}
+            if archive:
+                self._messages[key] = [
+                    replace(m, status=ARCHIVED) if m.seq in seqs else m for m in rows
+                ]
+            else:
+                self._messages[key] = [m for m in rows if m.seq not in seqs]
+            return taken
+
+    # -- memories
+
+    def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        now = _now()
+        with self._lock:
+            bucket = self._memories.setdefault(_user_key(scope), {})
+            for memory in memories:
+                bucket[memory.id] = replace(memory, created_at=memory.created_at or now)
+        return [m.id for m in memories]
+
+    def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
+        with self._lock:
+            bucket = self._memories.get(_user_key(user), {})
+            return [bucket[i] for i in dict.fromkeys(ids) if i in bucket]
+
+    def _matching(self, user: Scope, node: Filter | None) -> list[Memory]:
+        with self._lock:
+            rows = list(self._memories.get(_user_key(user), {}).values())
+        rows.sort(key=lambda m: (m.created_at or _now(), m.id))
+        return [m for m in rows if matches(node, m.metadata)]
+
+    def _list_memories(
+        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
+    ) -> list[Memory]:
+        rows = self._matching(user, node)
+        start = offset or 0
+        return rows[start : None if limit is None else start + limit]
+
+    def _count_memories(self, user: Scope, node: Filter | None) -> int:
+        return len(self._matching(user, node))
+
+    def _delete_memories(self, user: Scope, ids: list[str] | None, node: Filter | None) -> int:
+        with self._lock:
+            bucket = self._memories.get(_user_key(user), {})
+            wanted = None if ids is None else set(ids)
+            doomed = [
+                m.id for m in self._matching(user, node) if wanted is None or m.id in wanted
+            ]
+            for memory_id in doomed:
+                del bucket[memory_id]
+            return len(doomed)
+
+    def _search_memories(
+        self, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        scored = [
+            (m, cosine_similarity(vector, m.embedding))
+            for m in self._matching(user, node)
+            if m.embedding is not None
+        ]
+        scored.sort(key=lambda pair: (-pair[1], pair[0].id))
+        return scored[:k]
+
+    # -- maintenance
+
+    def _forget_user(self, user: Scope) -> Counts:
+        key = _user_key(user)
+        with self._lock:
+            sessions = self._sessions.pop(key, {})
+            message_keys = [k for k in self._messages if k[:2] == key]
+            messages = sum(len(self._messages.pop(k)) for k in message_keys)
+            for k in message_keys:
+                self._next_seq.pop(k, None)
+            memories = len(self._memories.pop(key, {}))
+        return {"sessions": len(sessions), "messages": messages, "memories": memories}
+
+    # -- async twins: nothing here blocks, so each calls its sync twin.
+
+    async def _ainsert_session(self, record: SessionRecord) -> None:
+        self._insert_session(record)
+
+    async def _aget_session(self, user: Scope, session_id: str) -> SessionRecord | None:
+        return self._get_session(user, session_id)
+
+    async def _alist_sessions(self, user: Scope) -> list[SessionRecord]:
+        return self._list_sessions(user)
+
+    async def _atouch_session(
+        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        return self._touch_session(user, session_id, last_active_at, expires_at)
+
+    async def _adelete_session(self, user: Scope, session_id: str) -> bool:
+        return self._delete_session(user, session_id)
+
+    async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return self._append_messages(scope, messages)
+
+    async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return self._replace_messages(scope, messages)
+
+    async def _aget_messages(self, scope: Scope, **window: Any) -> list[Message]:
+        return self._get_messages(scope, **window)
+
+    async def _acount_messages(self, scope: Scope, *, status: str | None) -> int:
+        return self._count_messages(scope, status=status)
+
+    async def _adelete_messages(self, scope: Scope, *, status: str | None) -> int:
+        return self._delete_messages(scope, status=status)
+
+    async def _adelete_message(self, scope: Scope, seq: int) -> Message | None:
+        return self._delete_message(scope, seq)
+
+    async def _atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        return self._take_oldest(scope, n, archive=archive)
+
+    async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        return self._upsert_memories(scope, memories)
+
+    async def _aget_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
+        return self._get_memories(user, ids)
+
+    async def _alist_memories(
+        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
+    ) -> list[Memory]:
+        return self._list_memories(user, node, limit, offset)
+
+    async def _acount_memories(self, user: Scope, node: Filter | None) -> int:
+        return self._count_memories(user, node)
+
+    async def _adelete_memories(
+        self, user: Scope, ids: list[str] | None, node: Filter | None
+    ) -> int:
+        return self._delete_memories(user, ids, node)
+
+    async def _asearch_memories(
+        self, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        return self._search_memories(user, vector, k, node)
+
+    async def _aforget_user(self, user: Scope) -> Counts:
+        return self._forget_user(user)

@@ -1,0 +1,541 @@
+"""The storage suite: every backend must pass it, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from muxi_isolation import (
+    Backend,
+    Memory,
+    Message,
+    MissingScope,
+    ReservedKey,
+    Scope,
+    ScopeViolation,
+    SessionExists,
+    SessionRecord,
+)
+from muxi_isolation.records import ACTIVE, ARCHIVED
+
+T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
+ALICE = Scope("tenant_a", "alice")
+BOB = Scope("tenant_a", "bob")
+ALICE_B = Scope("tenant_b", "alice")  # same user id, other tenant
+
+
+def session(scope: Scope, sid: str, at: datetime = T0) -> SessionRecord:
+    return SessionRecord(sid, scope.user(), at, at, at + timedelta(hours=1))
+
+
+def open_session(backend: Backend, scope: Scope, sid: str = "s1") -> Scope:
+    backend.insert_session(scope, session(scope, sid))
+    return scope.with_session(sid)
+
+
+def texts(messages: list[Message]) -> list[str]:
+    return [m.content for m in messages]
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def test_session_round_trip_and_listing(backend: Backend) -> None:
+    backend.insert_session(ALICE, session(ALICE, "s1"))
+    backend.insert_session(ALICE, session(ALICE, "s2", T0 + timedelta(seconds=1)))
+    backend.insert_session(BOB, session(BOB, "s3"))
+    got = backend.get_session(ALICE, "s1")
+    assert got == session(ALICE, "s1")
+    assert [s.id for s in backend.list_sessions(ALICE)] == ["s1", "s2"]
+    assert [s.id for s in backend.list_sessions(BOB)] == ["s3"]
+    assert backend.list_sessions(ALICE_B) == []
+
+
+def test_another_users_session_is_missing(backend: Backend) -> None:
+    backend.insert_session(ALICE, session(ALICE, "s1"))
+    for other in (BOB, ALICE_B):
+        assert backend.get_session(other, "s1") is None
+        assert not backend.touch_session(other, "s1", T0, T0 + timedelta(days=1))
+        assert not backend.delete_session(other, "s1")
+    assert backend.get_session(ALICE, "s1") == session(ALICE, "s1")
+
+
+def test_same_session_id_for_two_users_stays_apart(backend: Backend) -> None:
+    a = open_session(backend, ALICE, "shared")
+    b = open_session(backend, BOB, "shared")
+    backend.append_messages(a, [Message("user", "from alice")])
+    backend.append_messages(b, [Message("user", "from bob")])
+    assert texts(backend.get_messages(a)) == ["from alice"]
+    assert texts(backend.get_messages(b)) == ["from bob"]
+
+
+def test_duplicate_session_id_for_one_user_is_refused(backend: Backend) -> None:
+    backend.insert_session(ALICE, session(ALICE, "s1"))
+    with pytest.raises(SessionExists):
+        backend.insert_session(ALICE, session(ALICE, "s1"))
+
+
+def test_session_record_for_another_user_is_refused(backend: Backend) -> None:
+    with pytest.raises(ScopeViolation):
+        backend.insert_session(ALICE, session(BOB, "s1"))
+    assert backend.list_sessions(BOB) == []
+    assert backend.list_sessions(ALICE) == []
+
+
+def test_touch_moves_expiry(backend: Backend) -> None:
+    backend.insert_session(ALICE, session(ALICE, "s1"))
+    later = T0 + timedelta(minutes=30)
+    assert backend.touch_session(ALICE, "s1", later, later + timedelta(hours=1))
+    got = backend.get_session(ALICE, "s1")
+    assert got is not None
+    assert (got.last_active_at, got.expires_at) == (later, later + timedelta(hours=1))
+
+
+def test_delete_session_removes_its_messages_only(backend: Backend) -> None:
+    s1, s2 = open_session(backend, ALICE, "s1"), open_session(backend, ALICE, "s2")
+    backend.append_messages(s1, [Message("user", "one")])
+    backend.append_messages(s2, [Message("user", "two")])
+    backend.upsert_memories(s1, [Memory("m1", "kept")])
+    assert backend.delete_session(ALICE, "s1")
+    assert backend.get_session(ALICE, "s1") is None
+    assert backend.get_messages(s1) == []
+    assert texts(backend.get_messages(s2)) == ["two"]
+    assert [m.id for m in backend.list_memories(ALICE)] == ["m1"]
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+def test_messages_keep_order_and_content(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    blocks = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    sent = [
+        Message("system", "be brief"),
+        Message("user", blocks, {"name": "al", "nested": {"a": [1, 2.5, None]}}),
+        Message("assistant", "", tool_calls=[{"id": "c1", "name": "f", "args": {"q": "é"}}]),
+        Message("tool", "42", {"tool_call_id": "c1"}),
+    ]
+    stored = backend.append_messages(scope, sent)
+    assert [m.seq for m in stored] == sorted({m.seq for m in stored})
+    got = backend.get_messages(scope)
+    assert [(m.role, m.content, m.metadata, m.tool_calls) for m in got] == [
+        (m.role, m.content, m.metadata, m.tool_calls) for m in sent
+    ]
+    assert all(m.scope == scope and m.status == ACTIVE and m.created_at for m in got)
+    assert backend.get_messages(scope) == got  # reading twice gives the same list
+
+
+def test_seq_keeps_growing_across_appends(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    first = backend.append_messages(scope, [Message("user", "a"), Message("user", "b")])
+    second = backend.append_messages(scope, [Message("user", "c")])
+    seqs = [m.seq for m in first + second]
+    assert all(isinstance(s, int) for s in seqs)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        ({}, ["m0", "m1", "m2", "m3", "m4"]),
+        ({"last": 2}, ["m3", "m4"]),
+        ({"last": 0}, []),
+        ({"last": 9}, ["m0", "m1", "m2", "m3", "m4"]),
+        ({"limit": 2}, ["m0", "m1"]),
+        ({"offset": 3}, ["m3", "m4"]),
+        ({"limit": 2, "offset": 1}, ["m1", "m2"]),
+        ({"limit": 0}, []),
+    ],
+)
+def test_message_windows(backend: Backend, window: dict[str, int], expected: list[str]) -> None:
+    scope = open_session(backend, ALICE)
+    backend.append_messages(scope, [Message("user", f"m{i}") for i in range(5)])
+    assert texts(backend.get_messages(scope, **window)) == expected
+
+
+@pytest.mark.parametrize("window", [{"last": 1, "limit": 1}, {"limit": -1}, {"offset": -2}])
+def test_bad_windows_are_refused(backend: Backend, window: dict[str, int]) -> None:
+    scope = open_session(backend, ALICE)
+    with pytest.raises(ValueError):
+        backend.get_messages(scope, **window)
+
+
+def test_status_archive_and_delete_oldest(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    backend.append_messages(scope, [Message("user", f"m{i}") for i in range(5)])
+    archived = backend.take_oldest(scope, 2, archive=True)
+    assert texts(archived) == ["m0", "m1"]
+    assert backend.count_messages(scope, status=ACTIVE) == 3
+    assert texts(backend.get_messages(scope, status=ARCHIVED)) == ["m0", "m1"]
+    deleted = backend.take_oldest(scope, 2, archive=False)
+    assert texts(deleted) == ["m2", "m3"]  # the oldest *active* ones
+    assert texts(backend.get_messages(scope)) == ["m0", "m1", "m4"]
+    assert backend.delete_messages(scope, status=ARCHIVED) == 2
+    assert texts(backend.get_messages(scope)) == ["m4"]
+    assert backend.take_oldest(scope, 5, archive=False)[0].content == "m4"
+    assert backend.count_messages(scope) == 0
+
+
+def test_append_with_status(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    backend.append_messages(scope, [Message("user", "old", status=ARCHIVED), Message("user", "new")])
+    assert texts(backend.get_messages(scope, status=ACTIVE)) == ["new"]
+    assert texts(backend.get_messages(scope, status=ARCHIVED)) == ["old"]
+    assert backend.count_messages(scope) == 2
+
+
+def test_delete_one_message_by_seq(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    stored = backend.append_messages(scope, [Message("user", "a"), Message("user", "b")])
+    assert stored[0].seq is not None
+    gone = backend.delete_message(scope, stored[0].seq)
+    assert gone is not None and gone.content == "a"
+    assert backend.delete_message(scope, stored[0].seq) is None
+    assert texts(backend.get_messages(scope)) == ["b"]
+
+
+def test_foreign_seq_deletes_nothing(backend: Backend) -> None:
+    mine = open_session(backend, ALICE)
+    theirs = open_session(backend, BOB)
+    stored = backend.append_messages(theirs, [Message("user", "bob's")])
+    assert stored[0].seq is not None
+    assert backend.delete_message(mine, stored[0].seq) is None
+    assert texts(backend.get_messages(theirs)) == ["bob's"]
+
+
+def test_replace_messages(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    backend.append_messages(scope, [Message("user", "a"), Message("user", "b")])
+    backend.replace_messages(scope, [Message("user", "c")])
+    assert texts(backend.get_messages(scope)) == ["c"]
+    assert backend.replace_messages(scope, []) == []
+    assert backend.get_messages(scope) == []
+
+
+def test_messages_isolated_by_session_user_and_tenant(backend: Backend) -> None:
+    scopes = [
+        open_session(backend, ALICE, "s1"),
+        open_session(backend, ALICE, "s2"),
+        open_session(backend, BOB, "s1"),
+        open_session(backend, ALICE_B, "s1"),
+    ]
+    for i, scope in enumerate(scopes):
+        backend.append_messages(scope, [Message("user", f"secret {i}")])
+    for i, scope in enumerate(scopes):
+        assert texts(backend.get_messages(scope)) == [f"secret {i}"]
+        assert backend.count_messages(scope) == 1
+    assert backend.delete_messages(scopes[0]) == 1
+    assert [backend.count_messages(s) for s in scopes] == [0, 1, 1, 1]
+
+
+def test_reserved_metadata_key_writes_nothing(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    with pytest.raises(ReservedKey):
+        backend.append_messages(
+            scope, [Message("user", "ok"), Message("user", "x", {"muxi_user_id": "bob"})]
+        )
+    assert backend.get_messages(scope) == []
+
+
+def test_message_stamped_for_another_user_is_refused(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    with pytest.raises(ScopeViolation):
+        backend.append_messages(scope, [Message("user", "x", scope=BOB.with_session("s1"))])
+    assert backend.get_messages(scope) == []
+
+
+# -- memories ---------------------------------------------------------------------------
+
+
+def mem(id: str, content: str = "", vec: list[float] | None = None, **meta: object) -> Memory:
+    return Memory(id, content or id, dict(meta), vec)
+
+
+def test_memory_round_trip(backend: Backend) -> None:
+    ids = backend.upsert_memories(
+        ALICE.with_session("s1"),
+        [mem("m1", "likes Python", [1.0, 0.0, 0.0], kind="preference", n=3)],
+    )
+    assert ids == ["m1"]
+    [got] = backend.get_memories(ALICE, ["m1"])
+    assert (got.id, got.content, got.metadata) == ("m1", "likes Python", {"kind": "preference", "n": 3})
+    assert got.embedding == pytest.approx([1.0, 0.0, 0.0])
+    assert got.scope == ALICE.with_session("s1")  # records where it was made
+    assert got.created_at is not None
+
+
+def test_memories_are_per_user_not_per_session(backend: Backend) -> None:
+    backend.upsert_memories(ALICE.with_session("s1"), [mem("m1")])
+    assert [m.id for m in backend.list_memories(ALICE.with_session("s2"))] == ["m1"]
+    assert backend.list_memories(BOB) == []
+    assert backend.list_memories(ALICE_B) == []
+
+
+def test_upsert_replaces_same_id(backend: Backend) -> None:
+    backend.upsert_memories(ALICE, [mem("m1", "old")])
+    backend.upsert_memories(ALICE, [mem("m1", "new", kind="x")])
+    [got] = backend.list_memories(ALICE)
+    assert (got.content, got.metadata) == ("new", {"kind": "x"})
+    assert backend.count_memories(ALICE) == 1
+
+
+def test_same_memory_id_for_two_users(backend: Backend) -> None:
+    backend.upsert_memories(ALICE, [mem("m1", "alice's")])
+    backend.upsert_memories(BOB, [mem("m1", "bob's")])
+    assert [m.content for m in backend.get_memories(ALICE, ["m1"])] == ["alice's"]
+    assert [m.content for m in backend.get_memories(BOB, ["m1"])] == ["bob's"]
+
+
+def test_foreign_ids_are_missing_and_survive(backend: Backend) -> None:
+    backend.upsert_memories(BOB, [mem("b1"), mem("b2")])
+    backend.upsert_memories(ALICE, [mem("a1")])
+    assert backend.get_memories(ALICE, ["b1", "b2"]) == []
+    assert backend.delete_memories(ALICE, ids=["b1", "b2"]) == 0
+    assert [m.id for m in backend.get_memories(ALICE, ["a1", "b1"])] == ["a1"]
+    assert backend.count_memories(BOB) == 2
+
+
+def test_list_order_window_and_count(backend: Backend) -> None:
+    backend.upsert_memories(ALICE, [mem(f"m{i}", n=i) for i in range(5)])
+    assert [m.id for m in backend.list_memories(ALICE)] == [f"m{i}" for i in range(5)]
+    assert [m.id for m in backend.list_memories(ALICE, limit=2, offset=1)] == ["m1", "m2"]
+    assert backend.count_memories(ALICE, filter={"n": {"$gte": 3}}) == 2
+
+
+def test_delete_by_ids_filter_and_all(backend: Backend) -> None:
+    backend.upsert_memories(ALICE, [mem(f"m{i}", n=i) for i in range(6)])
+    backend.upsert_memories(BOB, [mem("b", n=1)])
+    assert backend.delete_memories(ALICE, ids=["m0", "nope"]) == 1
+    assert backend.delete_memories(ALICE, filter={"n": {"$lt": 3}}) == 2
+    assert backend.delete_memories(ALICE, ids=["m3", "m4"], filter={"n": 4}) == 1
+    assert [m.id for m in backend.list_memories(ALICE)] == ["m3", "m5"]
+    assert backend.delete_memories(ALICE) == 2
+    assert backend.count_memories(ALICE) == 0
+    assert backend.count_memories(BOB) == 1
+
+
+def test_search_ranks_by_cosine_and_fills_k(backend: Backend) -> None:
+    backend.upsert_memories(
+        ALICE,
+        [
+            mem("x", vec=[1.0, 0.0, 0.0]),
+            mem("xy", vec=[1.0, 1.0, 0.0]),
+            mem("y", vec=[0.0, 1.0, 0.0]),
+            mem("none"),  # no embedding: never a search result
+        ],
+    )
+    backend.upsert_memories(BOB, [mem("bx", vec=[1.0, 0.0, 0.0])])
+    hits = backend.search_memories(ALICE, [1.0, 0.0, 0.0], k=10)
+    assert [m.id for m, _ in hits] == ["x", "xy", "y"]
+    assert [s for _, s in hits] == pytest.approx([1.0, 2**-0.5, 0.0], abs=1e-5)
+    assert [m.id for m, _ in backend.search_memories(ALICE, [0.0, 1.0, 0.0], k=1)] == ["y"]
+    assert backend.search_memories(ALICE, [1.0, 0.0, 0.0], k=0) == []
+    assert backend.search_memories(ALICE_B, [1.0, 0.0, 0.0], k=5) == []
+
+
+def test_search_with_filter(backend: Backend) -> None:
+    backend.upsert_memories(
+        ALICE,
+        [mem(f"m{i}", vec=[1.0, float(i), 0.0], kind="a" if i % 2 else "b") for i in range(6)],
+    )
+    hits = backend.search_memories(ALICE, [1.0, 0.0, 0.0], k=10, filter={"kind": "a"})
+    assert [m.id for m, _ in hits] == ["m1", "m3", "m5"]
+
+
+FILTER_CASES = [
+    ({"color": "red"}, {"r1", "r2"}),
+    ({"color": {"$ne": "red"}}, {"b", "g"}),
+    ({"n": 1}, {"r1"}),
+    ({"n": 1.0}, {"r1"}),
+    ({"flag": True}, {"b"}),
+    ({"flag": 1}, set()),
+    ({"n": {"$gt": 1}}, {"r2", "b"}),
+    ({"n": {"$gte": 1, "$lt": 3}}, {"r1", "r2"}),
+    ({"n": {"$lte": 1}}, {"r1", "g"}),
+    ({"name": {"$gt": "b"}}, {"r2", "g"}),
+    ({"n": {"$gt": "a"}}, set()),
+    ({"color": {"$in": ["red", "blue"]}}, {"r1", "r2", "b"}),
+    ({"color": {"$nin": ["red"]}}, {"b", "g"}),
+    ({"flag": {"$exists": True}}, {"b", "g"}),
+    ({"flag": {"$exists": False}}, {"r1", "r2"}),
+    ({"tags": {"$contains": "x"}}, {"r1", "b"}),
+    ({"tags": {"$any": ["y", "z"]}}, {"r1", "r2"}),
+    ({"tags": {"$all": ["x", "y"]}}, {"r1"}),
+    ({"name": {"$text": "elp"}}, {"r2"}),
+    ({"name": {"$text": "%"}}, {"g"}),
+    ({"name": {"$text": "_"}}, set()),
+    ({"$or": [{"color": "blue"}, {"n": 0}]}, {"b", "g"}),
+    ({"$and": [{"color": "red"}, {"n": {"$gt": 1}}]}, {"r2"}),
+    ({"$not": {"color": "red"}}, {"b", "g"}),
+    ({"$not": {"flag": True}}, {"r1", "r2", "g"}),
+    ({"nested": None}, {"g"}),
+    ({"nested": {"$ne": None}}, set()),
+    ({"missing": {"$ne": 1}}, set()),
+    ({"$not": {"missing": 1}}, {"r1", "r2", "b", "g"}),
+    ({"color": "red", "n": 2}, {"r2"}),
+    ({"name": "o'brien\" OR 1=1 --"}, set()),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), FILTER_CASES)
+def test_filter_dialect(backend: Backend, spec: dict[str, object], expected: set[str]) -> None:
+    backend.upsert_memories(
+        ALICE,
+        [
+            mem("r1", n=1, color="red", tags=["x", "y"], name="alpha"),
+            mem("r2", n=2, color="red", tags=["z"], name="delphi"),
+            mem("b", n=3, color="blue", tags=["x"], flag=True, name="b"),
+            mem("g", n=0, color="green", tags=[], flag=False, name="g 100%", nested=None),
+        ],
+    )
+    backend.upsert_memories(BOB, [mem("r1b", n=1, color="red", tags=["x"], name="alpha")])
+    assert {m.id for m in backend.list_memories(ALICE, filter=spec)} == expected
+    assert backend.count_memories(ALICE, filter=spec) == len(expected)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"user_id": "bob"},
+        {"tenant_id": "tenant_b"},
+        {"session_id": "s1"},
+        {"muxi_user_id": "bob"},
+        {"$or": [{"color": "red"}, {"muxi_tenant_id": "tenant_b"}]},
+        {"$not": {"$not": {"user_id": {"$ne": "x"}}}},
+    ],
+)
+def test_filters_naming_scope_keys_are_refused(backend: Backend, spec: dict[str, object]) -> None:
+    backend.upsert_memories(BOB, [mem("b", color="red")])
+    with pytest.raises(ReservedKey):
+        backend.list_memories(ALICE, filter=spec)
+    with pytest.raises(ReservedKey):
+        backend.delete_memories(ALICE, filter=spec)
+    with pytest.raises(ReservedKey):
+        backend.search_memories(ALICE, [1.0], filter=spec)
+    assert backend.count_memories(BOB) == 1
+
+
+def test_reserved_key_in_memory_metadata_writes_nothing(backend: Backend) -> None:
+    with pytest.raises(ReservedKey):
+        backend.upsert_memories(ALICE, [mem("ok"), mem("bad", muxi_tenant_id="tenant_b")])
+    assert backend.count_memories(ALICE) == 0
+
+
+# -- maintenance ------------------------------------------------------------------------
+
+
+def test_forget_user_removes_every_row_of_that_user_only(backend: Backend) -> None:
+    for scope in (ALICE, BOB, ALICE_B):
+        s = open_session(backend, scope)
+        backend.append_messages(s, [Message("user", "hi"), Message("assistant", "hello")])
+        backend.upsert_memories(s, [mem("m", vec=[1.0])])
+    counts = backend.forget_user(ALICE)
+    assert counts == {"sessions": 1, "messages": 2, "memories": 1}
+    assert backend.list_sessions(ALICE) == []
+    assert backend.get_messages(ALICE.with_session("s1")) == []
+    assert backend.list_memories(ALICE) == []
+    for scope in (BOB, ALICE_B):
+        assert len(backend.get_messages(scope.with_session("s1"))) == 2
+        assert backend.count_memories(scope) == 1
+
+
+# -- fail closed ------------------------------------------------------------------------
+
+NO_SCOPE_CALLS = [
+    lambda b, s: b.insert_session(s, session(ALICE, "x")),
+    lambda b, s: b.get_session(s, "x"),
+    lambda b, s: b.list_sessions(s),
+    lambda b, s: b.touch_session(s, "x", T0, T0),
+    lambda b, s: b.delete_session(s, "x"),
+    lambda b, s: b.append_messages(s, [Message("user", "x")]),
+    lambda b, s: b.replace_messages(s, [Message("user", "x")]),
+    lambda b, s: b.get_messages(s),
+    lambda b, s: b.count_messages(s),
+    lambda b, s: b.delete_messages(s),
+    lambda b, s: b.delete_message(s, 1),
+    lambda b, s: b.take_oldest(s, 1, archive=True),
+    lambda b, s: b.upsert_memories(s, [mem("x")]),
+    lambda b, s: b.get_memories(s, ["x"]),
+    lambda b, s: b.list_memories(s),
+    lambda b, s: b.count_memories(s),
+    lambda b, s: b.delete_memories(s),
+    lambda b, s: b.search_memories(s, [1.0]),
+    lambda b, s: b.forget_user(s),
+]
+
+
+@pytest.mark.parametrize("call", NO_SCOPE_CALLS)
+def test_no_scope_is_an_error(backend: Backend, call) -> None:
+    backend.upsert_memories(ALICE, [mem("x")])
+    for bad in (None, "tenant_a:alice", {"tenant_id": "tenant_a"}):
+        with pytest.raises(MissingScope):
+            call(backend, bad)
+    assert backend.count_memories(ALICE) == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: b.append_messages(ALICE, [Message("user", "x")]),
+        lambda b: b.get_messages(ALICE),
+        lambda b: b.count_messages(ALICE),
+        lambda b: b.delete_messages(ALICE),
+    ],
+)
+def test_messages_need_a_session(backend: Backend, call) -> None:
+    with pytest.raises(MissingScope):
+        call(backend)
+
+
+# -- async twins ------------------------------------------------------------------------
+
+
+async def test_async_twins_match_sync(backend: Backend) -> None:
+    scope = ALICE.with_session("s1")
+    await backend.ainsert_session(ALICE, session(ALICE, "s1"))
+    assert (await backend.aget_session(ALICE, "s1")) == session(ALICE, "s1")
+    assert await backend.aget_session(BOB, "s1") is None
+    assert [s.id for s in await backend.alist_sessions(ALICE)] == ["s1"]
+    later = T0 + timedelta(minutes=5)
+    assert await backend.atouch_session(ALICE, "s1", later, later)
+    stored = await backend.aappend_messages(scope, [Message("user", f"m{i}") for i in range(4)])
+    assert await backend.aappend_messages(scope, []) == []
+    assert texts(await backend.aget_messages(scope, last=2)) == ["m2", "m3"]
+    assert await backend.acount_messages(scope) == 4
+    assert texts(await backend.atake_oldest(scope, 1, archive=True)) == ["m0"]
+    assert stored[1].seq is not None
+    gone = await backend.adelete_message(scope, stored[1].seq)
+    assert gone is not None and gone.content == "m1"
+    assert await backend.adelete_messages(scope, status=ARCHIVED) == 1
+    await backend.areplace_messages(scope, [Message("user", "z")])
+    assert texts(await backend.aget_messages(scope)) == ["z"]
+
+    assert await backend.aupsert_memories(scope, [mem("a", vec=[1.0, 0.0]), mem("b", vec=[0.0, 1.0])]) == ["a", "b"]
+    assert await backend.aupsert_memories(scope, []) == []
+    assert [m.id for m in await backend.aget_memories(ALICE, ["a", "zz"])] == ["a"]
+    assert await backend.aget_memories(ALICE, []) == []
+    assert [m.id for m in await backend.alist_memories(ALICE, limit=1)] == ["a"]
+    assert await backend.acount_memories(ALICE) == 2
+    hits = await backend.asearch_memories(ALICE, [0.0, 1.0], k=1)
+    assert [m.id for m, _ in hits] == ["b"]
+    assert await backend.adelete_memories(ALICE, ids=["a"]) == 1
+    assert await backend.aforget_user(ALICE) == {"sessions": 1, "messages": 1, "memories": 1}
+    assert not await backend.adelete_session(ALICE, "s1")
+
+
+async def test_async_tasks_each_see_their_own(backend: Backend) -> None:
+    scopes = [Scope(f"t{i % 3}", f"u{i}", "s") for i in range(30)]
+    for scope in scopes:
+        await backend.ainsert_session(scope, session(scope, "s"))
+
+    async def work(scope: Scope) -> list[str]:
+        for j in range(3):
+            await backend.aappend_messages(scope, [Message("user", f"{scope.user_id}-{j}")])
+            await asyncio.sleep(0)
+        return texts(await backend.aget_messages(scope))
+
+    results = await asyncio.gather(*(work(s) for s in scopes))
+    for scope, got in zip(scopes, results):
+        assert got == [f"{scope.user_id}-{j}" for j in range(3)]
