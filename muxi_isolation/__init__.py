@@ -56,6 +56,7 @@ __all__ = [
     "MissingScope",
     "MissingSecret",
     "ReservedKey",
+    "Scope",
     "ScopeViolation",
     "SessionError",
     "SessionExists",

@@ -138,8 +138,6 @@ class AdapterUnavailable(IsolationError, ImportError):
     """An optional framework is missing; the message holds the pip line that fixes it."""
 
     def __init__(self, framework: str, extra: str) -> None:
-        super().__init__(
-            f"{framework} is not installed: pip install 'muxi-isolation[{extra}]'"
-        )
+        super().__init__(f"{framework} is not installed: pip install 'muxi-isolation[{extra}]'")
         self.framework = framework
         self.extra = extra

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -82,10 +83,10 @@ class UserMemories:
             query = self.embed(query)
         return self.backend.search_memories(self.scope, query, k, filter=filter)
 
-    def list(self, *, filter: FilterSpec = None, limit: int | None = None) -> list[Memory]:
+    def list(self, *, filter: FilterSpec = None, limit: int | None = None) -> builtins.list[Memory]:
         return self.backend.list_memories(self.scope, filter=filter, limit=limit)
 
-    def get(self, ids: Sequence[str]) -> list[Memory]:
+    def get(self, ids: Sequence[str]) -> builtins.list[Memory]:
         return self.backend.get_memories(self.scope, ids)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: FilterSpec = None) -> int:

@@ -41,8 +41,21 @@ __all__ = [
 
 Scalar: TypeAlias = "str | int | float | bool | None"
 OPERATORS = frozenset(
-    {"$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin", "$exists",
-     "$contains", "$any", "$all", "$text"}
+    {
+        "$eq",
+        "$ne",
+        "$lt",
+        "$lte",
+        "$gt",
+        "$gte",
+        "$in",
+        "$nin",
+        "$exists",
+        "$contains",
+        "$any",
+        "$all",
+        "$text",
+    }
 )
 _LIST_OPS = {"$in", "$nin", "$any", "$all"}
 _RANGE_OPS = {"$lt", "$lte", "$gt", "$gte"}
@@ -179,7 +192,8 @@ _MISSING = object()
 def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
-    return bool(type(a) is type(b) or _is_number(a) and _is_number(b)) and a == b
+    comparable = type(a) is type(b) or (_is_number(a) and _is_number(b))
+    return bool(comparable and a == b)
 
 
 def _is_number(v: Any) -> bool:
@@ -208,10 +222,14 @@ def _compare(node: Compare, metadata: Mapping[str, Any]) -> bool:
     if op in _RANGE_OPS:
         if not _ordered(actual, want):
             return False
-        return {
-            "$lt": actual < want, "$lte": actual <= want,
-            "$gt": actual > want, "$gte": actual >= want,
-        }[op]
+        return bool(
+            {
+                "$lt": actual < want,
+                "$lte": actual <= want,
+                "$gt": actual > want,
+                "$gte": actual >= want,
+            }[op]
+        )
     if op == "$text":
         return isinstance(actual, str) and want in actual
     if not isinstance(actual, list):

@@ -10,6 +10,7 @@ ids cannot be probed. The clock is injectable so tests can move time.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -95,7 +96,7 @@ class SessionManager:
                 pass
         return self.touch(scope, sid)
 
-    def list(self, scope: Scope) -> list[SessionRecord]:
+    def list(self, scope: Scope) -> builtins.list[SessionRecord]:
         return self.backend.list_sessions(scope)
 
     def expire(self, scope: Scope, session_id: str) -> None:
@@ -140,7 +141,7 @@ class SessionManager:
                 pass
         return await self.atouch(scope, sid)
 
-    async def alist(self, scope: Scope) -> list[SessionRecord]:
+    async def alist(self, scope: Scope) -> builtins.list[SessionRecord]:
         return await self.backend.alist_sessions(scope)
 
     async def aexpire(self, scope: Scope, session_id: str) -> None:

@@ -40,7 +40,7 @@ def _now() -> datetime:
 def cosine_similarity(a: list[float], b: list[float]) -> float:
     if len(a) != len(b):
         raise ValueError(f"embedding has {len(b)} dimensions, the query {len(a)}")
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm if norm else 0.0
 
@@ -201,9 +201,7 @@ class MemoryBackend(Backend):
         with self._lock:
             bucket = self._memories.get(_user_key(user), {})
             wanted = None if ids is None else set(ids)
-            doomed = [
-                m.id for m in self._matching(user, node) if wanted is None or m.id in wanted
-            ]
+            doomed = [m.id for m in self._matching(user, node) if wanted is None or m.id in wanted]
             for memory_id in doomed:
                 del bucket[memory_id]
             return len(doomed)

@@ -180,7 +180,9 @@ def test_status_archive_and_delete_oldest(backend: Backend) -> None:
 
 def test_append_with_status(backend: Backend) -> None:
     scope = open_session(backend, ALICE)
-    backend.append_messages(scope, [Message("user", "old", status=ARCHIVED), Message("user", "new")])
+    backend.append_messages(
+        scope, [Message("user", "old", status=ARCHIVED), Message("user", "new")]
+    )
     assert texts(backend.get_messages(scope, status=ACTIVE)) == ["new"]
     assert texts(backend.get_messages(scope, status=ARCHIVED)) == ["old"]
     assert backend.count_messages(scope) == 2
@@ -260,7 +262,11 @@ def test_memory_round_trip(backend: Backend) -> None:
     )
     assert ids == ["m1"]
     [got] = backend.get_memories(ALICE, ["m1"])
-    assert (got.id, got.content, got.metadata) == ("m1", "likes Python", {"kind": "preference", "n": 3})
+    assert (got.id, got.content, got.metadata) == (
+        "m1",
+        "likes Python",
+        {"kind": "preference", "n": 3},
+    )
     assert got.embedding == pytest.approx([1.0, 0.0, 0.0])
     assert got.scope == ALICE.with_session("s1")  # records where it was made
     assert got.created_at is not None
@@ -512,7 +518,9 @@ async def test_async_twins_match_sync(backend: Backend) -> None:
     await backend.areplace_messages(scope, [Message("user", "z")])
     assert texts(await backend.aget_messages(scope)) == ["z"]
 
-    assert await backend.aupsert_memories(scope, [mem("a", vec=[1.0, 0.0]), mem("b", vec=[0.0, 1.0])]) == ["a", "b"]
+    assert await backend.aupsert_memories(
+        scope, [mem("a", vec=[1.0, 0.0]), mem("b", vec=[0.0, 1.0])]
+    ) == ["a", "b"]
     assert await backend.aupsert_memories(scope, []) == []
     assert [m.id for m in await backend.aget_memories(ALICE, ["a", "zz"])] == ["a"]
     assert await backend.aget_memories(ALICE, []) == []
