@@ -1,0 +1,364 @@
+"""An HTTP client shaped like the seed's SDK (needs ``httpx``, in the ``server`` extra).
+
+    formation = Formation("http://localhost:8001", client_key="fmc_...")
+    session = formation.create_session(user_id="user_123")
+    response = formation.chat("Hello", session_id=session.id, user_id="user_123")
+    print(response)                       # the agent's answer
+
+``AsyncFormation`` is the same with ``await``. Errors come back as the library's typed
+exceptions (``SessionNotFound``, ``Forbidden``, ...), rebuilt from the server's JSON
+``error`` code, so code written against ``Isolation`` catches the same classes.
+Requests are built once in ``_FormationBase``; only sending is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from .errors import (
+    AccessDenied,
+    AdapterUnavailable,
+    Forbidden,
+    InvalidFilter,
+    InvalidIdentifier,
+    IsolationError,
+    ReservedKey,
+    ScopeViolation,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+    StorageError,
+    StorageUnavailable,
+)
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise AdapterUnavailable("httpx", "server") from exc
+
+__all__ = [
+    "AsyncFormation",
+    "ChatMessage",
+    "ChatResponse",
+    "Formation",
+    "Session",
+    "SessionHistory",
+    "raise_for_error",
+]
+
+T = TypeVar("T")
+DEFAULT_URL = "http://localhost:8001"
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    user_id: str
+    created_at: datetime | None
+    last_active_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Session:
+        return cls(
+            data["id"],
+            data["user_id"],
+            _time(data.get("created_at")),
+            _time(data.get("last_active_at")),
+            _time(data.get("expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: Any
+    seq: int | None = None
+    created_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChatMessage:
+        return cls(
+            data["role"],
+            data["content"],
+            data.get("seq"),
+            _time(data.get("created_at")),
+            dict(data.get("metadata") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class SessionHistory:
+    session: Session
+    messages: list[ChatMessage]
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    """The agent's answer; ``str(response)`` is its text."""
+
+    response: str
+    session_id: str
+    user_id: str
+
+    def __str__(self) -> str:
+        return self.response
+
+
+_Make = Callable[[dict[str, Any]], IsolationError]
+
+
+def _session_error(cls: Callable[[str], IsolationError]) -> _Make:
+    return lambda body: cls(str(body.get("session_id", "")))
+
+
+def _identifier(body: dict[str, Any]) -> IsolationError:
+    rule = str(body.get("rule", body["message"]))
+    return InvalidIdentifier(str(body.get("field", "user_id")), rule)
+
+
+_ERRORS: dict[str, _Make] = {
+    "session_not_found": _session_error(SessionNotFound),
+    "session_expired": _session_error(SessionExpired),
+    "session_exists": _session_error(SessionExists),
+    "invalid_identifier": _identifier,
+    "invalid_user_id": _identifier,
+    "missing_user_id": _identifier,
+    "reserved_key": lambda body: ReservedKey(body["message"]),
+    "scope_violation": lambda body: ScopeViolation(body["message"]),
+    "invalid_filter": lambda body: InvalidFilter(body["message"]),
+    "unauthorized": lambda body: AccessDenied(body["message"]),
+    "forbidden": lambda body: Forbidden(body["message"]),
+    "storage_unavailable": lambda body: StorageUnavailable(body["message"]),
+    "storage_error": lambda body: StorageError(body["message"]),
+}
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    """Raise the typed error a non-2xx response carries (``IsolationError`` if unknown)."""
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        raise IsolationError(f"HTTP {response.status_code}: {response.text[:200]}")
+    body.setdefault("message", "")
+    make = _ERRORS.get(body["error"])
+    if make is None:
+        raise IsolationError(f"HTTP {response.status_code} {body['error']}: {body['message']}")
+    raise make(body)
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One request, built without I/O, and how to read its answer."""
+
+    method: str
+    url: str
+    headers: list[tuple[bytes, bytes]]
+    parse: Callable[[httpx.Response], T]
+    json: Any = None
+
+
+def _json(response: httpx.Response) -> Any:
+    return response.json()
+
+
+class _FormationBase:
+    def __init__(
+        self, base_url: str, client_key: str | None, *, user_id: str | None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_key = client_key
+        self.user_id = user_id
+
+    def _call(
+        self, method: str, path: str, user_id: str | None, parse: Callable[[httpx.Response], T],
+        json: Any = None,
+    ) -> _Call[T]:
+        headers: list[tuple[bytes, bytes]] = []
+        if self.client_key is not None:
+            headers.append((b"X-Muxi-Client-Key", self.client_key.encode()))
+        user = user_id if user_id is not None else self.user_id
+        if user is not None:  # UTF-8, so any canonical id can be sent
+            headers.append((b"X-Muxi-User-Id", user.encode("utf-8")))
+        return _Call(method, self.base_url + path, headers, parse, json)
+
+    def _create_session(self, user_id: str | None) -> _Call[Session]:
+        return self._call("POST", "/v1/sessions", user_id, lambda r: Session.from_json(r.json()))
+
+    def _chat(
+        self, message: str, session_id: str | None, user_id: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> _Call[ChatResponse]:
+        body: dict[str, Any] = {"message": message}
+        if session_id is not None:
+            body["session_id"] = session_id
+        if metadata:
+            body["metadata"] = dict(metadata)
+
+        def parse(r: httpx.Response) -> ChatResponse:
+            data = r.json()
+            return ChatResponse(data["response"], data["session_id"], data["user_id"])
+
+        return self._call("POST", "/v1/chat", user_id, parse, body)
+
+    def _history(self, session_id: str, user_id: str | None) -> _Call[SessionHistory]:
+        def parse(r: httpx.Response) -> SessionHistory:
+            data = r.json()
+            messages = [ChatMessage.from_json(m) for m in data["messages"]]
+            return SessionHistory(Session.from_json(data), messages)
+
+        return self._call("GET", f"/v1/sessions/{quote(session_id, safe='')}", user_id, parse)
+
+    def _list_sessions(self, user_id: str | None) -> _Call[list[Session]]:
+        def parse(r: httpx.Response) -> list[Session]:
+            return [Session.from_json(s) for s in r.json()["sessions"]]
+
+        return self._call("GET", "/v1/sessions", user_id, parse)
+
+    def _delete_session(self, session_id: str, user_id: str | None) -> _Call[None]:
+        path = f"/v1/sessions/{quote(session_id, safe='')}"
+        return self._call("DELETE", path, user_id, lambda r: None)
+
+    def _export_user(self, user_id: str) -> _Call[dict[str, Any]]:
+        return self._call("GET", f"/v1/admin/users/{quote(user_id, safe='')}/export", None, _json)
+
+    def _forget_user(self, user_id: str) -> _Call[dict[str, Any]]:
+        return self._call("DELETE", f"/v1/admin/users/{quote(user_id, safe='')}", None, _json)
+
+
+class Formation(_FormationBase):
+    """A synchronous client for one server and one key.
+
+    ``user_id`` on a call overrides the default given here; neither means user ``"0"``.
+    Pass ``http`` to share a configured ``httpx.Client`` (it is then not closed here).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        client_key: str | None = None,
+        *,
+        user_id: str | None = None,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, client_key, user_id=user_id)
+        self._owns = http is None
+        self._http = http or httpx.Client(timeout=timeout, transport=transport)
+
+    def _send(self, call: _Call[T]) -> T:
+        response = self._http.request(call.method, call.url, headers=call.headers, json=call.json)
+        raise_for_error(response)
+        return call.parse(response)
+
+    def create_session(self, user_id: str | None = None) -> Session:
+        return self._send(self._create_session(user_id))
+
+    def chat(
+        self, message: str, session_id: str | None = None, user_id: str | None = None, *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ChatResponse:
+        """One chat turn; without ``session_id`` the server starts a new session."""
+        return self._send(self._chat(message, session_id, user_id, metadata))
+
+    def history(self, session_id: str, user_id: str | None = None) -> SessionHistory:
+        return self._send(self._history(session_id, user_id))
+
+    def list_sessions(self, user_id: str | None = None) -> list[Session]:
+        return self._send(self._list_sessions(user_id))
+
+    def delete_session(self, session_id: str, user_id: str | None = None) -> None:
+        self._send(self._delete_session(session_id, user_id))
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        """Admin key: everything stored for ``user_id``."""
+        return self._send(self._export_user(user_id))
+
+    def forget_user(self, user_id: str) -> dict[str, Any]:
+        """Admin key: delete every row of ``user_id``."""
+        return self._send(self._forget_user(user_id))
+
+    def close(self) -> None:
+        if self._owns:
+            self._http.close()
+
+    def __enter__(self) -> Formation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncFormation(_FormationBase):
+    """``Formation`` with ``await``; ``transport=httpx.ASGITransport(app)`` calls an app."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        client_key: str | None = None,
+        *,
+        user_id: str | None = None,
+        timeout: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, client_key, user_id=user_id)
+        self._owns = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    async def _send(self, call: _Call[T]) -> T:
+        response = await self._http.request(
+            call.method, call.url, headers=call.headers, json=call.json
+        )
+        raise_for_error(response)
+        return call.parse(response)
+
+    async def create_session(self, user_id: str | None = None) -> Session:
+        return await self._send(self._create_session(user_id))
+
+    async def chat(
+        self, message: str, session_id: str | None = None, user_id: str | None = None, *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ChatResponse:
+        return await self._send(self._chat(message, session_id, user_id, metadata))
+
+    async def history(self, session_id: str, user_id: str | None = None) -> SessionHistory:
+        return await self._send(self._history(session_id, user_id))
+
+    async def list_sessions(self, user_id: str | None = None) -> list[Session]:
+        return await self._send(self._list_sessions(user_id))
+
+    async def delete_session(self, session_id: str, user_id: str | None = None) -> None:
+        await self._send(self._delete_session(session_id, user_id))
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        return await self._send(self._export_user(user_id))
+
+    async def forget_user(self, user_id: str) -> dict[str, Any]:
+        return await self._send(self._forget_user(user_id))
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncFormation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

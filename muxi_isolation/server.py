@@ -1,0 +1,512 @@
+"""A reference server for the seed's HTTP API, on Starlette (``pip install '.[server]'``).
+
+    POST   /v1/sessions                          a new session: {"id", "user_id", "created_at"}
+    GET    /v1/sessions                          the caller's sessions
+    GET    /v1/sessions/{id}                     one session with its history
+    DELETE /v1/sessions/{id}                     delete a session and its messages
+    POST   /v1/chat                              {"message", "session_id"?} -> {"response", ...}
+    GET    /v1/admin/users/{user_id}/export      admin key: everything stored for a user
+    DELETE /v1/admin/users/{user_id}             admin key: forget a user
+    GET    /openapi.json, GET /health            public
+
+Who a request acts for comes only from the headers, through ``MuxiIsolationMiddleware``;
+a body naming a user is refused. Every error is JSON ``{"error": code, "message": ...}``,
+with typed errors mapped by the one table in ``muxi_isolation.http``. Bodies are parsed as
+JSON whatever their content type, so the seed's ``curl -d`` calls work as written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import AccessDenied, AdapterUnavailable, Forbidden, IsolationError, ScopeViolation
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise AdapterUnavailable("starlette and uvicorn", "server") from exc
+
+from .agent import Agent, DemoAgent, Turn
+from .facade import Isolation
+from .http import ANONYMOUS, GRANT_KEY, SCOPE_KEY, MuxiIsolationMiddleware, error_response
+from .keys import AccessLevel, Grant, KeyRing
+from .records import Memory, Message, SessionRecord
+from .scope import Scope
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "PUBLIC_PATHS",
+    "Exporter",
+    "Forgetter",
+    "create_app",
+    "export_user",
+    "forget_user",
+    "iso_time",
+    "openapi_document",
+    "run_server",
+    "serve_in_thread",
+]
+
+log = logging.getLogger("muxi_isolation.server")
+
+MAX_BODY_BYTES = 1 << 20
+HISTORY_WINDOW = 50
+PUBLIC_PATHS = ("/openapi.json", "/health")
+_BODY_SCOPE_FIELDS = frozenset({"user_id", "tenant_id"})
+
+Exporter = Callable[[Isolation, Scope], Awaitable[dict[str, Any]]]
+Forgetter = Callable[[Isolation, Scope], Awaitable[dict[str, Any]]]
+
+
+class _BadRequest(Exception):
+    """A request the server cannot read (not JSON, wrong shape, too large)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+# -- JSON shapes ------------------------------------------------------------------------------
+
+
+def iso_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, to the second, as the seed shows: 2025-01-08T10:00:00Z."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _session_json(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "user_id": record.user_id,
+        "created_at": iso_time(record.created_at),
+        "last_active_at": iso_time(record.last_active_at),
+        "expires_at": iso_time(record.expires_at),
+    }
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    return {
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "metadata": message.metadata,
+        "tool_calls": message.tool_calls,
+        "status": message.status,
+        "created_at": None if message.created_at is None else iso_time(message.created_at),
+    }
+
+
+def _history_json(record: SessionRecord, messages: list[Message]) -> dict[str, Any]:
+    return {**_session_json(record), "messages": [_message_json(m) for m in messages]}
+
+
+def _memory_json(memory: Memory) -> dict[str, Any]:
+    return {
+        "id": memory.id,
+        "content": memory.content,
+        "metadata": memory.metadata,
+        "embedding": memory.embedding,
+        "session_id": None if memory.scope is None else memory.scope.session_id,
+        "created_at": None if memory.created_at is None else iso_time(memory.created_at),
+    }
+
+
+# -- admin functions: one each, swappable through create_app ---------------------------------
+
+
+async def export_user(isolation: Isolation, user: Scope) -> dict[str, Any]:
+    """Everything stored for ``user``: sessions with their messages, and memories."""
+    backend = isolation.backend
+    sessions = []
+    for record in await backend.alist_sessions(user):
+        messages = await backend.aget_messages(user.with_session(record.id))
+        sessions.append(_history_json(record, messages))
+    memories = await backend.alist_memories(user)
+    return {
+        "user_id": user.header,
+        "tenant_id": user.tenant_id,
+        "sessions": sessions,
+        "memories": [_memory_json(m) for m in memories],
+    }
+
+
+async def forget_user(isolation: Isolation, user: Scope) -> dict[str, Any]:
+    """Delete every row of ``user``; the counts deleted, by kind."""
+    return {"user_id": user.header, "deleted": await isolation.backend.aforget_user(user)}
+
+
+# -- request helpers --------------------------------------------------------------------------
+
+
+def _scope(request: Request) -> Scope:
+    scope = request.scope.get(SCOPE_KEY)
+    if not isinstance(scope, Scope):  # the middleware is missing: fail closed
+        raise AccessDenied("no scope was resolved for this request")
+    return scope
+
+
+def _require_admin(request: Request) -> None:
+    grant = request.scope.get(GRANT_KEY)
+    if not isinstance(grant, Grant) or grant is ANONYMOUS:
+        raise AccessDenied("this call needs an admin key")
+    if grant.level is not AccessLevel.ADMIN:
+        raise Forbidden("this call needs an admin key")
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BadRequest(413, "body_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BadRequest(413, "body_too_large", "the body is too large")
+    try:
+        data = json.loads(bytes(body))
+    except (UnicodeDecodeError, ValueError):
+        raise _BadRequest(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _BadRequest(422, "invalid_request", "the body must be a JSON object")
+    named = _BODY_SCOPE_FIELDS.intersection(data)
+    if named:
+        raise ScopeViolation(
+            f"the body may not name {sorted(named)}: the user comes from X-Muxi-User-Id"
+        )
+    return data
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise _BadRequest(422, "invalid_request", f"'{name}' is required")
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _BadRequest(422, "invalid_request", f"'{name}' must be a {kind.__name__}")
+    return value
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def create_app(
+    isolation: Isolation,
+    keys: KeyRing,
+    agent: Agent | None = None,
+    *,
+    require_user_header: bool = False,
+    allow_anonymous: bool = False,
+    export: Exporter = export_user,
+    forget: Forgetter = forget_user,
+    close_on_shutdown: bool = False,
+) -> Starlette:
+    """The reference server over ``isolation``, accepting ``keys``.
+
+    Args:
+        agent: answers chat turns; the offline ``DemoAgent`` if not given.
+        require_user_header: 400 for requests without ``X-Muxi-User-Id``.
+        allow_anonymous: keyless requests act for users of the default tenant (dev mode).
+        export, forget: the admin functions behind the two admin endpoints.
+        close_on_shutdown: close the backend when the server stops.
+    """
+    the_agent: Agent = agent if agent is not None else DemoAgent()
+    backend, sessions = isolation.backend, isolation.sessions
+
+    async def create_session(request: Request) -> Response:
+        record = await sessions.acreate(_scope(request))
+        body = {"id": record.id, "user_id": record.user_id}
+        return JSONResponse({**body, "created_at": iso_time(record.created_at)}, status_code=201)
+
+    async def list_sessions(request: Request) -> Response:
+        records = await sessions.alist(_scope(request))
+        return JSONResponse({"sessions": [_session_json(r) for r in records]})
+
+    async def get_session(request: Request) -> Response:
+        scope = _scope(request)
+        record = await sessions.aget(scope, request.path_params["session_id"])
+        messages = await backend.aget_messages(record.scope.with_session(record.id))
+        return JSONResponse(_history_json(record, messages))
+
+    async def delete_session(request: Request) -> Response:
+        await sessions.adelete(_scope(request), request.path_params["session_id"])
+        return Response(status_code=204)
+
+    async def chat(request: Request) -> Response:
+        scope = _scope(request)
+        data = await _json_object(request)
+        text = _field(data, "message", str, required=True)
+        if not text.strip():
+            raise _BadRequest(422, "invalid_request", "'message' must not be empty")
+        session_id = _field(data, "session_id", str)
+        metadata = _field(data, "metadata", dict) or {}
+        if session_id is None:
+            record = await sessions.acreate(scope)
+        else:
+            record = await sessions.atouch(scope, session_id)
+        turn_scope = record.scope.with_session(record.id)
+        history = await backend.aget_messages(turn_scope, last=HISTORY_WINDOW)
+        answer = await the_agent.respond(Turn(isolation, turn_scope, text, history))
+        turn = [Message("user", text, dict(metadata)), Message("assistant", answer)]
+        await backend.aappend_messages(turn_scope, turn)
+        body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
+        return JSONResponse(body)
+
+    async def export_route(request: Request) -> Response:
+        _require_admin(request)
+        return JSONResponse(await export(isolation, Scope.parse(request.path_params["user_id"])))
+
+    async def forget_route(request: Request) -> Response:
+        _require_admin(request)
+        return JSONResponse(await forget(isolation, Scope.parse(request.path_params["user_id"])))
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_on_shutdown:
+            await backend.aclose()
+
+    routes = [
+        Route("/v1/sessions", create_session, methods=["POST"]),
+        Route("/v1/sessions", list_sessions, methods=["GET"]),
+        Route("/v1/sessions/{session_id:path}", get_session, methods=["GET"]),
+        Route("/v1/sessions/{session_id:path}", delete_session, methods=["DELETE"]),
+        Route("/v1/chat", chat, methods=["POST"]),
+        Route("/v1/admin/users/{user_id:path}/export", export_route, methods=["GET"]),
+        Route("/v1/admin/users/{user_id:path}", forget_route, methods=["DELETE"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(
+            MuxiIsolationMiddleware,
+            keys=keys,
+            require_user_header=require_user_header,
+            allow_anonymous=allow_anonymous,
+            public_paths=PUBLIC_PATHS,
+        )
+    ]
+    handlers: dict[Any, Any] = {
+        IsolationError: _isolation_error,
+        _BadRequest: _bad_request,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
+                     lifespan=lifespan)
+
+
+def _isolation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IsolationError)
+    status, body = error_response(exc)
+    if status >= 500:
+        log.error("request failed", exc_info=exc)
+    return JSONResponse(body, status_code=status)
+
+
+def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _BadRequest)
+    return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.status)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "message": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "internal_error", "message": "internal error"}, status_code=500)
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of this server (written by hand, checked by a test)."""
+    session_id = {
+        "name": "session_id", "in": "path", "required": True, "schema": {"type": "string"},
+    }
+    user_path = {
+        "name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "The user's X-Muxi-User-Id value, percent-encoded (tenant_a%3Auser_1).",
+    }
+    user_header = {
+        "name": "X-Muxi-User-Id", "in": "header", "required": False,
+        "schema": {"type": "string", "maxLength": 511},
+        "description": "tenant:user, or a user of the default tenant; none means user \"0\".",
+    }
+    base = [{"$ref": "#/components/parameters/UserId"}]
+    common = _errors(400, 401, 403, 503)
+    text = {"type": "string"}
+    time_field = {"type": "string", "format": "date-time"}
+    error_texts = {
+        400: "Malformed id, a body naming a user or reserved keys, or not JSON",
+        401: "Missing or unknown key", 403: "Key not allowed for this user or call",
+        404: "No such session for this user", 410: "The session has expired",
+        413: "Body too large", 422: "JSON of the wrong shape",
+        503: "Storage unavailable",
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "muxi-isolation reference server", "version": "0.1.0"},
+        "security": [{"ClientKey": []}],
+        "paths": {
+            "/v1/sessions": {
+                "post": {"summary": "Create a session for the caller", "parameters": base,
+                         "responses": {"201": _json(_ref("NewSession"), "Created"), **common}},
+                "get": {"summary": "List the caller's sessions", "parameters": base,
+                        "responses": {"200": _json(_ref("SessionList"), "Sessions"), **common}},
+            },
+            "/v1/sessions/{session_id}": {
+                "get": {"summary": "A session and its history", "parameters": [*base, session_id],
+                        "responses": {"200": _json(_ref("SessionHistory"), "History"),
+                                      **common, **_errors(404)}},
+                "delete": {"summary": "Delete a session and its messages",
+                           "parameters": [*base, session_id],
+                           "responses": {"204": {"description": "Deleted"}, **common,
+                                         **_errors(404)}},
+            },
+            "/v1/chat": {
+                "post": {
+                    "summary": "One chat turn; without session_id a new session is created",
+                    "parameters": base,
+                    "requestBody": {"required": True, **_json(_ref("ChatRequest"), "The turn")},
+                    "responses": {"200": _json(_ref("ChatResponse"), "The answer"), **common,
+                                  **_errors(404, 410, 413, 422)},
+                },
+            },
+            "/v1/admin/users/{user_id}/export": {
+                "get": {"summary": "Admin key: everything stored for a user",
+                        "parameters": [user_path],
+                        "responses": {"200": _json(_ref("UserExport"), "The export"), **common}},
+            },
+            "/v1/admin/users/{user_id}": {
+                "delete": {"summary": "Admin key: delete every row of a user",
+                           "parameters": [user_path],
+                           "responses": {"200": _json(_ref("ForgetResult"), "Counts"), **common}},
+            },
+            "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI"}}}},
+            "/health": {"get": {"summary": "Liveness", "security": [],
+                                "responses": {"200": {"description": "OK"}}}},
+        },
+        "components": {
+            "securitySchemes": {"ClientKey": {
+                "type": "apiKey", "in": "header", "name": "X-Muxi-Client-Key",
+                "description": "fmc_... (bound to one tenant) or fma_... (admin)",
+            }},
+            "parameters": {"UserId": user_header},
+            "responses": {
+                f"E{s}": _json(_ref("Error"), d) for s, d in error_texts.items()
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"], "properties": {
+                    "error": {"type": "string", "description": "A stable code"},
+                    "message": text, "field": text, "rule": text, "session_id": text}},
+                "NewSession": {"type": "object", "required": ["id", "user_id", "created_at"],
+                               "properties": {"id": text, "user_id": text,
+                                              "created_at": time_field}},
+                "Session": {"type": "object", "properties": {
+                    "id": text, "user_id": text, "created_at": time_field,
+                    "last_active_at": time_field, "expires_at": time_field}},
+                "SessionList": {"type": "object", "properties": {
+                    "sessions": {"type": "array", "items": _ref("Session")}}},
+                "Message": {"type": "object", "properties": {
+                    "seq": {"type": "integer"}, "role": text, "content": {},
+                    "metadata": {"type": "object"}, "tool_calls": {"type": "array"},
+                    "status": text, "created_at": time_field}},
+                "SessionHistory": {"allOf": [_ref("Session"), {"type": "object", "properties": {
+                    "messages": {"type": "array", "items": _ref("Message")}}}]},
+                "ChatRequest": {"type": "object", "required": ["message"], "properties": {
+                    "message": {"type": "string", "minLength": 1}, "session_id": text,
+                    "metadata": {"type": "object"}}},
+                "ChatResponse": {"type": "object", "properties": {
+                    "session_id": text, "user_id": text, "response": text}},
+                "UserExport": {"type": "object", "properties": {
+                    "user_id": text, "tenant_id": text,
+                    "sessions": {"type": "array", "items": _ref("SessionHistory")},
+                    "memories": {"type": "array", "items": {"type": "object"}}}},
+                "ForgetResult": {"type": "object", "properties": {
+                    "user_id": text,
+                    "deleted": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            },
+        },
+    }
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+def _config(app: Starlette, log_level: str, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(app, ws="none", lifespan="on", log_level=log_level, **options)
+
+
+def run_server(app: Starlette, host: str = "127.0.0.1", port: int = 8001) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C or SIGTERM)."""
+    uvicorn.Server(_config(app, "info", host=host, port=port)).run()
+
+
+@contextmanager
+def serve_in_thread(
+    app: Starlette, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning"
+) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread (port 0: a free one); yields the base URL."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(_config(app, log_level))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        bound = sock.getsockname()[1]
+        yield f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
