@@ -1,0 +1,453 @@
+"""Scope a LangChain vector store we do not own to one (tenant, user).
+
+``scope_vectorstore(store, scope)`` returns a ``VectorStore`` that:
+
+- stamps every write with the reserved keys ``muxi_tenant_id``, ``muxi_user_id`` (and
+  ``muxi_session_id``); a caller's metadata naming one of them raises ``ReservedKey``;
+- keeps ids per user, as the native store does: the caller's id ``"1"`` is stored as
+  ``muxi:<hash of tenant and user>:1``, so two users' ids never collide in the shared
+  store (PGVector's id is a global primary key: without this, one user's upsert would
+  overwrite another's row);
+- filters every search in the store's own filter dialect, with the scope ANDed around
+  the caller's filter (never appended inside it, where an ``$or`` would widen it); a
+  caller filter naming a scope key raises ``ReservedKey``;
+- checks ownership before every id-based operation: another user's ids are missing,
+  ``delete`` removes none of theirs, and an upsert never lands on a record not stamped
+  for this scope;
+- verifies every returned document's stamp (anything foreign is dropped and logged),
+  then strips the reserved keys and gives back the caller's own ids.
+
+Dialects known out of the box: ``InMemoryVectorStore`` (a callable filter; the caller may
+pass a callable, which sees documents without the reserved keys, or a dict in the
+project's dialect) and langchain-postgres ``PGVector`` (its ``$and``/``$eq`` dict). Others
+can be added with ``register_filter_dialect``; a store with no dialect, or without
+``get_by_ids``/``delete``, raises ``UnsupportedStore`` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+from muxi_isolation import policy
+from muxi_isolation.errors import InvalidFilter, IsolationError, ReservedKey, ScopeViolation
+from muxi_isolation.filters import matches
+from muxi_isolation.scope import Scope
+
+__all__ = [
+    "FilterDialect",
+    "ScopedVectorStore",
+    "UnsupportedStore",
+    "register_filter_dialect",
+    "scope_vectorstore",
+]
+
+log = logging.getLogger("muxi_isolation.adapters.langchain")
+
+View = Callable[[Document], "Document | None"]
+_FORBIDDEN = policy.RESERVED_KEYS | policy.SCOPE_FIELDS
+
+
+class UnsupportedStore(IsolationError, TypeError):
+    """A foreign vector store we cannot scope safely; the message names what is missing."""
+
+
+class FilterDialect(Protocol):
+    """How to express "this scope AND the caller's filter" in one store's filter language."""
+
+    def scoped(self, scope: Scope, caller: Any, view: View) -> Any:
+        """The native filter to pass as ``filter=``. ``view`` maps a stored document to
+        what the caller may see of it, or ``None`` if it is not the scope's."""
+        ...
+
+
+class CallableDialect:
+    """Stores whose ``filter`` is a ``Callable[[Document], bool]`` (``InMemoryVectorStore``)."""
+
+    def scoped(self, scope: Scope, caller: Any, view: View) -> Callable[[Document], bool]:
+        if caller is None or callable(caller):
+            test = caller
+        elif isinstance(caller, Mapping):
+            node = policy.read_filter(caller)
+
+            def test(doc: Document) -> bool:
+                return matches(node, doc.metadata)
+
+        else:
+            raise InvalidFilter("filter must be a callable or a dict")
+
+        def scoped_filter(doc: Document) -> bool:
+            visible = view(doc)
+            return visible is not None and (test is None or bool(test(visible)))
+
+        return scoped_filter
+
+
+def _field_keys(node: Any) -> Iterator[str]:
+    """Every field name anywhere in a Mongo-style dict filter (operators start with $)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise InvalidFilter("filter keys must be strings")
+            if not key.startswith("$"):
+                yield key
+            yield from _field_keys(value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _field_keys(item)
+
+
+class MongoDialect:
+    """Stores whose ``filter`` is a Mongo-style dict with ``$and``/``$eq`` (``PGVector``)."""
+
+    def scoped(self, scope: Scope, caller: Any, view: View) -> dict[str, Any]:
+        if caller is not None and not isinstance(caller, Mapping):
+            raise InvalidFilter("filter must be a dict")
+        named = set(_field_keys(caller)) & _FORBIDDEN
+        if named:
+            raise ReservedKey(f"filters may not name scope keys: {sorted(named)}")
+        clauses: list[Any] = [
+            {policy.TENANT_KEY: {"$eq": scope.tenant_id}},
+            {policy.USER_KEY: {"$eq": scope.user_id}},
+        ]
+        if caller:
+            clauses.append(dict(caller))
+        return {"$and": clauses}
+
+
+_DIALECTS: dict[str, FilterDialect] = {
+    "langchain_core.vectorstores.in_memory.InMemoryVectorStore": CallableDialect(),
+    "langchain_postgres.vectorstores.PGVector": MongoDialect(),
+}
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_filter_dialect(store_class: type | str, dialect: FilterDialect) -> None:
+    """Teach ``scope_vectorstore`` a store's filter language (subclasses inherit it)."""
+    name = store_class if isinstance(store_class, str) else _class_name(store_class)
+    _DIALECTS[name] = dialect
+
+
+def _dialect_for(store: VectorStore) -> FilterDialect:
+    for cls in type(store).__mro__:
+        dialect = _DIALECTS.get(_class_name(cls))
+        if dialect is not None:
+            return dialect
+    raise UnsupportedStore(
+        f"cannot scope {type(store).__name__}: no metadata filter dialect is registered for "
+        "it, so its searches could not be limited to one user; register one with "
+        "register_filter_dialect()"
+    )
+
+
+def _check_methods(store: VectorStore) -> None:
+    for name in ("get_by_ids", "delete"):
+        if getattr(type(store), name) is getattr(VectorStore, name):
+            raise UnsupportedStore(
+                f"cannot scope {type(store).__name__}: it does not implement {name}(), "
+                "which the ownership checks need"
+            )
+
+
+def id_prefix(scope: Scope) -> str:
+    """The per-user namespace of ids in a shared store (NUL never occurs in an id)."""
+    digest = hashlib.sha256(f"{scope.tenant_id}\0{scope.user_id}".encode()).hexdigest()
+    return f"muxi:{digest[:32]}:"
+
+
+class ScopedVectorStore(VectorStore):
+    """A foreign ``VectorStore`` seen by one (tenant, user). Build it with
+    ``scope_vectorstore``; the module docstring lists what it guarantees."""
+
+    def __init__(
+        self, store: VectorStore, scope: Scope, *, dialect: FilterDialect | None = None
+    ) -> None:
+        if not isinstance(store, VectorStore):
+            raise UnsupportedStore(f"{type(store).__name__} is not a LangChain VectorStore")
+        _check_methods(store)
+        self.store = store
+        self.scope = policy.require_scope(scope)
+        self.dialect = dialect if dialect is not None else _dialect_for(store)
+        self._prefix = id_prefix(self.scope)
+
+    @property
+    def embeddings(self) -> Embeddings | None:
+        return self.store.embeddings
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        return self.store._select_relevance_score_fn()
+
+    # -- the pure parts: ids, stamps, views
+
+    def _stored_id(self, caller_id: str) -> str:
+        return self._prefix + caller_id
+
+    def _view(self, doc: Document) -> Document | None:
+        """What the caller sees of a stored document, or ``None`` if it is not theirs."""
+        if not policy.verify_metadata(self.scope, doc.metadata):
+            return None
+        caller_id = None
+        if doc.id is not None:
+            if not doc.id.startswith(self._prefix):
+                return None
+            caller_id = doc.id[len(self._prefix) :]
+        metadata = {k: v for k, v in doc.metadata.items() if k not in policy.RESERVED_KEYS}
+        return Document(id=caller_id, page_content=doc.page_content, metadata=metadata)
+
+    def _visible(self, docs: Iterable[Document]) -> list[Document]:
+        return [d for d, _ in self._visible_scored((doc, 0.0) for doc in docs)]
+
+    def _visible_scored(
+        self, hits: Iterable[tuple[Document, float]]
+    ) -> list[tuple[Document, float]]:
+        kept = []
+        for doc, score in hits:
+            visible = self._view(doc)
+            if visible is None:
+                log.error(
+                    "dropped a document from outside %s returned by %s",
+                    self.scope,
+                    type(self.store).__name__,
+                )
+            else:
+                kept.append((visible, score))
+        return kept
+
+    def _filter(self, caller: Any) -> Any:
+        return self.dialect.scoped(self.scope, caller, self._view)
+
+    def _stamped(
+        self, documents: Sequence[Document], ids: Sequence[str | None] | None
+    ) -> tuple[list[Document], list[str]]:
+        """Copies stamped with the scope under stored ids, and the caller's ids."""
+        if ids is not None and len(ids) != len(documents):
+            raise ValueError(f"got {len(ids)} ids for {len(documents)} documents")
+        given = ids if ids is not None else [d.id for d in documents]
+        caller_ids = [str(i) if i else str(uuid.uuid4()) for i in given]
+        stamped = [
+            Document(
+                id=self._stored_id(cid),
+                page_content=doc.page_content,
+                metadata=policy.stamp_metadata(self.scope, doc.metadata),
+            )
+            for doc, cid in zip(documents, caller_ids, strict=True)
+        ]
+        return stamped, caller_ids
+
+    def _check_owner(self, existing: Iterable[Document]) -> None:
+        if any(self._view(doc) is None for doc in existing):
+            raise ScopeViolation("an id in this write holds a record not stamped for this scope")
+
+    def _owned_ids(self, existing: Iterable[Document]) -> list[str]:
+        return [doc.id for doc in existing if doc.id is not None and self._view(doc) is not None]
+
+    # -- writes
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Stamp and upsert; returns the caller's ids."""
+        stamped, caller_ids = self._stamped(documents, kwargs.pop("ids", None))
+        stored_ids = [d.id or "" for d in stamped]
+        if stamped:
+            self._check_owner(self.store.get_by_ids(stored_ids))
+            self.store.add_documents(stamped, ids=stored_ids, **kwargs)
+        return caller_ids
+
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        stamped, caller_ids = self._stamped(documents, kwargs.pop("ids", None))
+        stored_ids = [d.id or "" for d in stamped]
+        if stamped:
+            self._check_owner(await self.store.aget_by_ids(stored_ids))
+            await self.store.aadd_documents(stamped, ids=stored_ids, **kwargs)
+        return caller_ids
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        docs = _documents(texts, metadatas)
+        return self.add_documents(docs, ids=ids, **kwargs)
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        docs = _documents(texts, metadatas)
+        return await self.aadd_documents(docs, ids=ids, **kwargs)
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete this user's documents among ``ids``; other ids are left untouched."""
+        if ids is None:
+            raise ValueError("delete() on a scoped store needs ids")
+        owned = self._owned_ids(self.store.get_by_ids([self._stored_id(i) for i in ids]))
+        if owned:
+            self.store.delete(owned, **kwargs)
+        return True
+
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        if ids is None:
+            raise ValueError("adelete() on a scoped store needs ids")
+        found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
+        owned = self._owned_ids(found)
+        if owned:
+            await self.store.adelete(owned, **kwargs)
+        return True
+
+    # -- reads
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return self._visible(self.store.get_by_ids([self._stored_id(i) for i in ids]))
+
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
+        return self._visible(found)
+
+    def similarity_search(
+        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> list[Document]:
+        docs = self.store.similarity_search(query, k, filter=self._filter(filter), **kwargs)
+        return self._visible(docs)
+
+    async def asimilarity_search(
+        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> list[Document]:
+        docs = await self.store.asimilarity_search(
+            query, k, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    def similarity_search_with_score(  # type: ignore[override]
+        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = self.store.similarity_search_with_score(
+            query, k, filter=self._filter(filter), **kwargs
+        )
+        return self._visible_scored(hits)
+
+    async def asimilarity_search_with_score(  # type: ignore[override]
+        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = await self.store.asimilarity_search_with_score(
+            query, k, filter=self._filter(filter), **kwargs
+        )
+        return self._visible_scored(hits)
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> list[Document]:
+        docs = self.store.similarity_search_by_vector(
+            embedding, k, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    async def asimilarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> list[Document]:
+        docs = await self.store.asimilarity_search_by_vector(
+            embedding, k, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        docs = self.store.max_marginal_relevance_search(
+            query, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        docs = await self.store.amax_marginal_relevance_search(
+            query, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        docs = self.store.max_marginal_relevance_search_by_vector(
+            embedding, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        docs = await self.store.amax_marginal_relevance_search_by_vector(
+            embedding, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
+        )
+        return self._visible(docs)
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> ScopedVectorStore:
+        raise TypeError("build the store first, then wrap it: scope_vectorstore(store, scope)")
+
+
+def _documents(texts: Iterable[str], metadatas: list[dict[str, Any]] | None) -> list[Document]:
+    texts = list(texts)
+    if metadatas is not None and len(metadatas) != len(texts):
+        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+    metas = metadatas if metadatas is not None else [{} for _ in texts]
+    return [Document(page_content=t, metadata=dict(m or {})) for t, m in zip(texts, metas)]
+
+
+def scope_vectorstore(
+    store: VectorStore, scope: Scope, *, dialect: FilterDialect | None = None
+) -> ScopedVectorStore:
+    """``store`` as seen by ``scope``'s (tenant, user); see the module docstring."""
+    return ScopedVectorStore(store, scope, dialect=dialect)

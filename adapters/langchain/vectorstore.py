@@ -1,0 +1,393 @@
+"""A LangChain ``VectorStore`` native on the project's memories, one user at a time.
+
+Each document is a ``Memory`` of one (tenant, user): ``page_content`` is its content,
+``metadata`` its metadata and ``id`` its id. Ids are per user, as memories are: two users
+may both have a document ``"1"``, and neither can read, overwrite or delete the other's.
+
+The scope is either bound at construction (``MuxiVectorStore(backend, emb, scope=...)``,
+or ``store.with_scope(scope)``), or, when none is bound, read from
+``muxi_isolation.context`` at each call (``with use_scope(scope): store.similarity_search(...)``);
+with neither, every call raises ``MissingScope``.
+
+``filter`` takes the project's dict dialect (``muxi_isolation.filters``): equality,
+``$eq $ne $lt $lte $gt $gte $in $nin $exists $contains $any $all $text`` and
+``$and $or $not``, compiled to bound parameters by SQL backends. Filters may not name the
+scope (``tenant_id``, ``user_id``, ``session_id``, ``muxi_*``): ``ReservedKey``.
+
+Scores from ``similarity_search_with_score`` are cosine similarities in [-1, 1], higher is
+closer; relevance scores map them to [0, 1] with ``(1 + s) / 2`` unless you pass your
+own ``relevance_score_fn``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+from pydantic import model_validator
+
+from muxi_isolation import policy
+from muxi_isolation.context import get_scope
+from muxi_isolation.records import Memory
+from muxi_isolation.scope import Scope
+from muxi_isolation.stores.base import Backend, FilterSpec, Scored
+
+from ._mmr import mmr
+
+__all__ = ["MuxiRetriever", "MuxiVectorStore"]
+
+
+def similarity_to_relevance(similarity: float) -> float:
+    return min(1.0, max(0.0, (1.0 + similarity) / 2.0))
+
+
+def _no_extra(kwargs: dict[str, Any], method: str) -> None:
+    if kwargs:
+        raise TypeError(f"{method}() got unexpected keyword arguments: {sorted(kwargs)}")
+
+
+def _batch(
+    texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None, ids: Sequence[Any] | None
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """Validated texts, metadata copies and ids (a uuid4 where none was given)."""
+    texts = list(texts)
+    if metadatas is not None and len(metadatas) != len(texts):
+        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+    if ids is not None and len(ids) != len(texts):
+        raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be strings, not {type(text).__name__}")
+    metas = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in texts]
+    for meta in metas:
+        policy.check_metadata(meta)  # fail before anything is embedded
+    id_list = [str(i) if i else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
+    return texts, metas, id_list
+
+
+def _memories(
+    texts: list[str], metas: list[dict[str, Any]], ids: list[str], vectors: list[list[float]]
+) -> list[Memory]:
+    """One memory per id; a repeated id in one batch keeps its last document."""
+    if len(vectors) != len(texts):
+        raise ValueError(f"the embedding returned {len(vectors)} vectors for {len(texts)} texts")
+    latest = {i: n for n, i in enumerate(ids)}
+    return [
+        Memory(ids[n], texts[n], metas[n], [float(x) for x in vectors[n]])
+        for n in sorted(latest.values())
+    ]
+
+
+def _document(memory: Memory) -> Document:
+    return Document(id=memory.id, page_content=memory.content, metadata=dict(memory.metadata))
+
+
+def _chosen(query: list[float], hits: list[Scored], k: int, lambda_mult: float) -> list[Document]:
+    with_vectors = [m for m, _ in hits if m.embedding is not None]
+    picks = mmr(query, [m.embedding or [] for m in with_vectors], k, lambda_mult)
+    return [_document(with_vectors[i]) for i in picks]
+
+
+class MuxiVectorStore(VectorStore):
+    """Scoped semantic memory for LangChain: every call acts for one (tenant, user).
+
+    Writes are stamped with the scope (its session, if any, records where a memory was
+    made); reads see the user's memories only, whatever the filter. See the module
+    docstring for the scope, filter and score conventions.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        embedding: Embeddings,
+        *,
+        scope: Scope | None = None,
+        relevance_score_fn: Callable[[float], float] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.embedding = embedding
+        self.scope = None if scope is None else policy.require_scope(scope)
+        self.relevance_score_fn = relevance_score_fn or similarity_to_relevance
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return self.embedding
+
+    def with_scope(self, scope: Scope) -> MuxiVectorStore:
+        """The same backend and embedding, bound to another scope."""
+        return MuxiVectorStore(
+            self.backend, self.embedding, scope=scope, relevance_score_fn=self.relevance_score_fn
+        )
+
+    def current_scope(self) -> Scope:
+        """The bound scope, else the context's; ``MissingScope`` if neither is set."""
+        return self.scope if self.scope is not None else get_scope()
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        return self.relevance_score_fn
+
+    # -- writes
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and upsert: an id this user already has is replaced, never duplicated."""
+        _no_extra(kwargs, "add_texts")
+        scope = self.current_scope()
+        texts, metas, id_list = _batch(texts, metadatas, ids)
+        if not texts:
+            return []
+        vectors = self.embedding.embed_documents(texts)
+        self.backend.upsert_memories(scope, _memories(texts, metas, id_list, vectors))
+        return id_list
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        _no_extra(kwargs, "aadd_texts")
+        scope = self.current_scope()
+        texts, metas, id_list = _batch(texts, metadatas, ids)
+        if not texts:
+            return []
+        vectors = await self.embedding.aembed_documents(texts)
+        await self.backend.aupsert_memories(scope, _memories(texts, metas, id_list, vectors))
+        return id_list
+
+    def delete(
+        self, ids: list[str] | None = None, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> bool:
+        """Delete this user's documents by id and/or filter; other users' ids are missing.
+
+        With neither ids nor a filter nothing is deleted and ``ValueError`` is raised:
+        to forget a whole user use the ``Isolation`` facade.
+        """
+        _no_extra(kwargs, "delete")
+        scope = self.current_scope()
+        if ids is None and filter is None:
+            raise ValueError("delete() needs ids or a filter")
+        self.backend.delete_memories(scope, ids=ids, filter=filter)
+        return True
+
+    async def adelete(
+        self, ids: list[str] | None = None, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> bool:
+        _no_extra(kwargs, "adelete")
+        scope = self.current_scope()
+        if ids is None and filter is None:
+            raise ValueError("adelete() needs ids or a filter")
+        await self.backend.adelete_memories(scope, ids=ids, filter=filter)
+        return True
+
+    # -- reads by id
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return [_document(m) for m in self.backend.get_memories(self.current_scope(), ids)]
+
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        found = await self.backend.aget_memories(self.current_scope(), ids)
+        return [_document(m) for m in found]
+
+    # -- similarity
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        _no_extra(kwargs, "similarity_search")
+        hits = self.backend.search_memories(self.current_scope(), embedding, k, filter=filter)
+        return [(_document(m), score) for m, score in hits]
+
+    async def asimilarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        _no_extra(kwargs, "asimilarity_search")
+        scope = self.current_scope()
+        hits = await self.backend.asearch_memories(scope, embedding, k, filter=filter)
+        return [(_document(m), score) for m, score in hits]
+
+    def similarity_search_with_score(  # type: ignore[override]
+        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        vector = self.embedding.embed_query(query)
+        return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
+
+    async def asimilarity_search_with_score(  # type: ignore[override]
+        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        vector = await self.embedding.aembed_query(query)
+        return await self.asimilarity_search_with_score_by_vector(
+            vector, k, filter=filter, **kwargs
+        )
+
+    def similarity_search(
+        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[Document]:
+        return [d for d, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
+
+    async def asimilarity_search(
+        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[Document]:
+        hits = await self.asimilarity_search_with_score(query, k, filter=filter, **kwargs)
+        return [d for d, _ in hits]
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[Document]:
+        hits = self.similarity_search_with_score_by_vector(embedding, k, filter=filter, **kwargs)
+        return [d for d, _ in hits]
+
+    async def asimilarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> list[Document]:
+        hits = await self.asimilarity_search_with_score_by_vector(
+            embedding, k, filter=filter, **kwargs
+        )
+        return [d for d, _ in hits]
+
+    # -- maximal marginal relevance
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: FilterSpec = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        _no_extra(kwargs, "max_marginal_relevance_search")
+        scope = self.current_scope()
+        hits = self.backend.search_memories(scope, embedding, max(k, fetch_k), filter=filter)
+        return _chosen(embedding, hits, k, lambda_mult)
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: FilterSpec = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        _no_extra(kwargs, "amax_marginal_relevance_search")
+        scope = self.current_scope()
+        hits = await self.backend.asearch_memories(
+            scope, embedding, max(k, fetch_k), filter=filter
+        )
+        return _chosen(embedding, hits, k, lambda_mult)
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: FilterSpec = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        vector = self.embedding.embed_query(query)
+        return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter=filter, **kwargs
+        )
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: FilterSpec = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        vector = await self.embedding.aembed_query(query)
+        return await self.amax_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter=filter, **kwargs
+        )
+
+    # -- construction
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        backend: Backend | None = None,
+        scope: Scope | None = None,
+        **kwargs: Any,
+    ) -> MuxiVectorStore:
+        """A store on ``backend`` (required) holding ``texts`` for ``scope``."""
+        store = cls._new(embedding, backend, scope, kwargs)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store
+
+    @classmethod
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        backend: Backend | None = None,
+        scope: Scope | None = None,
+        **kwargs: Any,
+    ) -> MuxiVectorStore:
+        store = cls._new(embedding, backend, scope, kwargs)
+        await store.aadd_texts(texts, metadatas, ids=ids)
+        return store
+
+    @classmethod
+    def _new(
+        cls,
+        embedding: Embeddings,
+        backend: Backend | None,
+        scope: Scope | None,
+        kwargs: dict[str, Any],
+    ) -> MuxiVectorStore:
+        if not isinstance(backend, Backend):
+            raise TypeError("from_texts() needs backend=<a muxi_isolation Backend>")
+        return cls(backend, embedding, scope=scope, **kwargs)
+
+    def as_retriever(self, **kwargs: Any) -> MuxiRetriever:
+        """A retriever over this store; ``k=`` may be given directly, as well as in
+        ``search_kwargs``."""
+        tags = kwargs.pop("tags", None) or self._get_retriever_tags()
+        return MuxiRetriever(vectorstore=self, tags=tags, **kwargs)
+
+
+class MuxiRetriever(VectorStoreRetriever):
+    """``VectorStoreRetriever`` that also takes the number of results as ``k``.
+
+    ``MuxiRetriever(vectorstore=store, k=3)`` is ``search_kwargs={"k": 3}``; ``invoke(q,
+    k=1)`` overrides either for one call. The scope is the store's.
+    """
+
+    k: int | None = None
+
+    @model_validator(mode="after")
+    def _merge_k(self) -> MuxiRetriever:
+        if self.k is not None:
+            if self.search_kwargs.get("k", self.k) != self.k:
+                raise ValueError("k and search_kwargs['k'] disagree")
+            self.search_kwargs = {**self.search_kwargs, "k": self.k}
+        return self
