@@ -56,8 +56,8 @@ class MuxiChatMessageHistory(BaseChatMessageHistory):
         assert self.scope.session_id is not None
         return self.scope.session_id
 
-    @property  # type: ignore[override]
-    def messages(self) -> list[BaseMessage]:
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         return [from_record(r) for r in self.backend.get_messages(self.scope, status=ACTIVE)]
 
     async def aget_messages(self) -> list[BaseMessage]:

@@ -328,12 +328,10 @@ class ScopedVectorStore(VectorStore):
     async def asimilarity_search(
         self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
     ) -> list[Document]:
-        docs = await self.store.asimilarity_search(
-            query, k, filter=self._filter(filter), **kwargs
-        )
+        docs = await self.store.asimilarity_search(query, k, filter=self._filter(filter), **kwargs)
         return self._visible(docs)
 
-    def similarity_search_with_score(  # type: ignore[override]
+    def similarity_search_with_score(
         self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         hits = self.store.similarity_search_with_score(
@@ -341,7 +339,7 @@ class ScopedVectorStore(VectorStore):
         )
         return self._visible_scored(hits)
 
-    async def asimilarity_search_with_score(  # type: ignore[override]
+    async def asimilarity_search_with_score(
         self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         hits = await self.store.asimilarity_search_with_score(
@@ -443,7 +441,9 @@ def _documents(texts: Iterable[str], metadatas: list[dict[str, Any]] | None) -> 
     if metadatas is not None and len(metadatas) != len(texts):
         raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
     metas = metadatas if metadatas is not None else [{} for _ in texts]
-    return [Document(page_content=t, metadata=dict(m or {})) for t, m in zip(texts, metas)]
+    return [
+        Document(page_content=t, metadata=dict(m or {})) for t, m in zip(texts, metas, strict=True)
+    ]
 
 
 def scope_vectorstore(

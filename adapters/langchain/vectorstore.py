@@ -218,13 +218,13 @@ class MuxiVectorStore(VectorStore):
         hits = await self.backend.asearch_memories(scope, embedding, k, filter=filter)
         return [(_document(m), score) for m, score in hits]
 
-    def similarity_search_with_score(  # type: ignore[override]
+    def similarity_search_with_score(
         self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         vector = self.embedding.embed_query(query)
         return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
 
-    async def asimilarity_search_with_score(  # type: ignore[override]
+    async def asimilarity_search_with_score(
         self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         vector = await self.embedding.aembed_query(query)
@@ -286,9 +286,7 @@ class MuxiVectorStore(VectorStore):
     ) -> list[Document]:
         _no_extra(kwargs, "amax_marginal_relevance_search")
         scope = self.current_scope()
-        hits = await self.backend.asearch_memories(
-            scope, embedding, max(k, fetch_k), filter=filter
-        )
+        hits = await self.backend.asearch_memories(scope, embedding, max(k, fetch_k), filter=filter)
         return _chosen(embedding, hits, k, lambda_mult)
 
     def max_marginal_relevance_search(

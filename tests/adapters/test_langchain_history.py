@@ -21,6 +21,11 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
+from muxi_isolation.adapters.langchain import (
+    MuxiChatMessageHistory,
+    MuxiHistoryFactory,
+    history_factory_config,
+)
 
 from muxi_isolation import (
     Backend,
@@ -31,11 +36,6 @@ from muxi_isolation import (
     SessionExpired,
     SessionManager,
     SessionNotFound,
-)
-from muxi_isolation.adapters.langchain import (
-    MuxiChatMessageHistory,
-    MuxiHistoryFactory,
-    history_factory_config,
 )
 from muxi_isolation.records import ARCHIVED
 
@@ -285,8 +285,9 @@ def test_factory_can_create_missing_sessions(backend: Backend, sessions: Session
 class HistoryEcho(BaseChatModel):
     """Answers with what it was shown: how many messages, and the user's words."""
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         said = [str(m.content) for m in messages if isinstance(m, HumanMessage)]
         text = f"{len(messages)} messages: " + " | ".join(said)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])

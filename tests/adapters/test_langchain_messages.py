@@ -15,8 +15,8 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-
 from muxi_isolation.adapters.langchain import from_record, to_record
+
 from muxi_isolation.records import Message
 
 ROUND_TRIPS: list[BaseMessage] = [
@@ -32,8 +32,13 @@ ROUND_TRIPS: list[BaseMessage] = [
             {"name": "calc", "args": {}, "id": None},
         ],
         invalid_tool_calls=[
-            {"name": "bad", "args": "{oops", "id": "call_2", "error": "not JSON",
-             "type": "invalid_tool_call"}
+            {
+                "name": "bad",
+                "args": "{oops",
+                "id": "call_2",
+                "error": "not JSON",
+                "type": "invalid_tool_call",
+            }
         ],
         usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
         additional_kwargs={"refusal": None},
@@ -46,8 +51,9 @@ ROUND_TRIPS: list[BaseMessage] = [
     SystemMessage("be brief"),
     SystemMessage([{"type": "text", "text": "block system"}], name="policy"),
     ToolMessage("42", tool_call_id="call_1"),
-    ToolMessage("boom", tool_call_id="call_3", artifact={"rows": [1, 2]}, status="error",
-                name="search"),
+    ToolMessage(
+        "boom", tool_call_id="call_3", artifact={"rows": [1, 2]}, status="error", name="search"
+    ),
     FunctionMessage("result", name="legacy_fn"),
     ChatMessage("critique", role="critic"),
     ChatMessage("looks like a human", role="user"),
