@@ -40,6 +40,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise AdapterUnavailable("starlette and uvicorn", "server") from exc
 
+from . import policy
 from .agent import Agent, DemoAgent, Turn
 from .facade import Isolation
 from .http import ANONYMOUS, GRANT_KEY, SCOPE_KEY, MuxiIsolationMiddleware, error_response
@@ -255,7 +256,7 @@ def create_app(
         if not text.strip():
             raise _BadRequest(422, "invalid_request", "'message' must not be empty")
         session_id = _field(data, "session_id", str)
-        metadata = _field(data, "metadata", dict) or {}
+        metadata = policy.check_metadata(_field(data, "metadata", dict))  # before any write
         if session_id is None:
             record = await sessions.acreate(scope)
         else:
@@ -263,7 +264,7 @@ def create_app(
         turn_scope = record.scope.with_session(record.id)
         history = await backend.aget_messages(turn_scope, last=HISTORY_WINDOW)
         answer = await the_agent.respond(Turn(isolation, turn_scope, text, history))
-        turn = [Message("user", text, dict(metadata)), Message("assistant", answer)]
+        turn = [Message("user", text, metadata), Message("assistant", answer)]
         await backend.aappend_messages(turn_scope, turn)
         body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
         return JSONResponse(body)
