@@ -1,0 +1,115 @@
+"""LlamaIndex ``MetadataFilters`` -> the core filter dialect, and a guard for SQL-pasting stores.
+
+``to_filter`` compiles a filter tree (nested groups, ``and``/``or``/``not``) to the dict
+dialect of ``muxi_isolation.filters``, which every backend compiles to bound parameters:
+
+    EQ NE GT GTE LT LTE   $eq $ne $gt $gte $lt $lte
+    IN NIN                $in $nin (a scalar value counts as a one-item list)
+    ANY ALL CONTAINS      $any $all $contains (on list values)
+    TEXT_MATCH            $text (case-sensitive substring)
+    IS_EMPTY              the key is missing, null or ""
+    condition NOT         none of the group's filters match (LlamaIndex's meaning)
+
+``TEXT_MATCH_INSENSITIVE`` has no equivalent in the dialect and raises ``InvalidFilter``, as
+does an empty nested group; the core's semantics apply (a comparison on a missing key is
+false, ``IS_EMPTY`` does not match an empty list).
+
+``check_pasteable`` refuses keys and values that a store which pastes filters into SQL text
+(llama-index's ``PGVectorStore``) could not quote safely.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
+
+from muxi_isolation.errors import InvalidFilter
+from muxi_isolation.filters import parse_filter
+
+__all__ = ["UNSAFE_CHARACTERS", "check_pasteable", "pasteable", "to_filter"]
+
+_SIMPLE = {
+    FilterOperator.EQ: "$eq",
+    FilterOperator.NE: "$ne",
+    FilterOperator.GT: "$gt",
+    FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt",
+    FilterOperator.LTE: "$lte",
+    FilterOperator.CONTAINS: "$contains",
+    FilterOperator.TEXT_MATCH: "$text",
+}
+_LISTS = {
+    FilterOperator.IN: "$in",
+    FilterOperator.NIN: "$nin",
+    FilterOperator.ANY: "$any",
+    FilterOperator.ALL: "$all",
+}
+# A quote ends the SQL literal, a backslash escapes, a colon can start a SQLAlchemy bind
+# parameter inside text(), a double quote breaks the JSON that CONTAINS builds.
+UNSAFE_CHARACTERS = frozenset("'\"\\:")
+
+
+def to_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
+    """The dialect dict for a LlamaIndex filter tree; ``None`` (or no filters) is no filter."""
+    if filters is None or not filters.filters:
+        return None
+    spec = _group(filters)
+    parse_filter(spec)  # validate now, with the caller's names in the message
+    return spec
+
+
+def _group(group: MetadataFilters) -> dict[str, Any]:
+    if not group.filters:
+        raise InvalidFilter("an empty nested MetadataFilters group has no meaning")
+    items = [_group(f) if isinstance(f, MetadataFilters) else _compare(f) for f in group.filters]
+    condition = group.condition or FilterCondition.AND
+    if condition == FilterCondition.NOT:
+        return {"$not": items[0] if len(items) == 1 else {"$or": items}}
+    if len(items) == 1:
+        return items[0]
+    return {"$or": items} if condition == FilterCondition.OR else {"$and": items}
+
+
+def _compare(f: MetadataFilter) -> dict[str, Any]:
+    op, key, value = f.operator, f.key, f.value
+    if op in _SIMPLE:
+        return {key: {_SIMPLE[op]: value}}
+    if op in _LISTS:
+        return {key: {_LISTS[op]: value if isinstance(value, list) else [value]}}
+    if op == FilterOperator.IS_EMPTY:
+        return {"$or": [{key: {"$exists": False}}, {key: {"$eq": None}}, {key: {"$eq": ""}}]}
+    raise InvalidFilter(f"filter operator {op.value!r} is not supported")
+
+
+def pasteable(value: object) -> bool:
+    """Whether a string survives being pasted between single quotes in SQL text."""
+    return isinstance(value, str) and not any(
+        ch in UNSAFE_CHARACTERS or unicodedata.category(ch) == "Cc" for ch in value
+    )
+
+
+def check_pasteable(filters: MetadataFilters | None, store: str) -> None:
+    """Refuse any key or string value ``store`` would paste into SQL unsafely."""
+    if filters is None:
+        return
+    for f in filters.filters:
+        if isinstance(f, MetadataFilters):
+            check_pasteable(f, store)
+            continue
+        if not pasteable(f.key):
+            raise InvalidFilter(f"{store} pastes filter keys into SQL; refused key {f.key!r}")
+        values = f.value if isinstance(f.value, list) else [f.value]
+        for value in values:
+            if isinstance(value, str) and not pasteable(value):
+                raise InvalidFilter(
+                    f"{store} pastes filter values into SQL; refused value {value!r} "
+                    f"for key {f.key!r} (it holds a quote, backslash, colon or control "
+                    "character)"
+                )

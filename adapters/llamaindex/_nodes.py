@@ -1,0 +1,89 @@
+"""Nodes <-> memories, and stamping/stripping nodes for stores we do not own.
+
+A node is stored as a memory the way llama-index's own stores keep it: the text as
+content; the caller's metadata as filterable keys, beside ``_node_content`` (the whole node
+as JSON, relationships included), ``_node_type``, ``ref_doc_id``/``doc_id``/``document_id``
+and ``_node_id``. So a node comes back exactly as it went in, and a memory written by
+another framework (no ``_node_content``) still reads back as a plain ``TextNode``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+
+from muxi_isolation import policy
+from muxi_isolation.records import Memory
+from muxi_isolation.scope import Scope
+
+__all__ = [
+    "NODE_ID_KEY",
+    "memory_to_node",
+    "node_to_memory",
+    "owned",
+    "stamp_node",
+    "strip_node",
+    "verified_nodes",
+]
+
+log = logging.getLogger("muxi_isolation.adapters.llamaindex")
+
+NODE_ID_KEY = "_node_id"
+_INTERNAL_KEYS = frozenset(
+    {"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id", NODE_ID_KEY}
+)
+N = TypeVar("N", bound=BaseNode)
+
+
+def node_to_memory(node: BaseNode) -> Memory:
+    """The memory record of a node; reserved scope keys in its metadata raise ``ReservedKey``."""
+    policy.check_metadata(node.metadata)
+    metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=False)
+    metadata[NODE_ID_KEY] = node.node_id
+    embedding = None if node.embedding is None else [float(x) for x in node.embedding]
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    return Memory(node.node_id, text, metadata, embedding)
+
+
+def memory_to_node(memory: Memory, *, embedding: bool = False) -> BaseNode:
+    """The node a memory holds (a plain ``TextNode`` for memories written elsewhere)."""
+    node: BaseNode
+    try:
+        node = metadata_dict_to_node(memory.metadata, text=memory.content)
+    except (ValueError, TypeError, KeyError):
+        public = {k: v for k, v in memory.metadata.items() if k not in _INTERNAL_KEYS}
+        node = TextNode(id_=memory.id, text=memory.content, metadata=public)
+    node.id_ = memory.id
+    if embedding:
+        node.embedding = None if memory.embedding is None else list(memory.embedding)
+    return node
+
+
+def stamp_node(scope: Scope, node: N) -> N:
+    """A copy of ``node`` stamped for ``scope`` (the caller's node is left alone)."""
+    return node.model_copy(update={"metadata": policy.stamp_metadata(scope, node.metadata)})
+
+
+def strip_node(node: N) -> N:
+    """A copy of ``node`` without the reserved stamp keys."""
+    if not policy.RESERVED_KEYS.intersection(node.metadata):
+        return node
+    kept = {k: v for k, v in node.metadata.items() if k not in policy.RESERVED_KEYS}
+    return node.model_copy(update={"metadata": kept})
+
+
+def owned(scope: Scope, metadata: Mapping[str, Any] | None) -> bool:
+    """Whether a foreign store's record carries ``scope``'s stamp; logs it when it does not."""
+    if policy.verify_metadata(scope, metadata):
+        return True
+    log.error("dropped a node from outside %s returned by a wrapped store", scope)
+    return False
+
+
+def verified_nodes(scope: Scope, nodes: Sequence[N]) -> list[N]:
+    """Only the nodes stamped for ``scope``, stripped of their stamps."""
+    return [strip_node(n) for n in nodes if owned(scope, n.metadata)]

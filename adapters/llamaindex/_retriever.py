@@ -1,0 +1,57 @@
+"""``ScopedRetriever``: any LlamaIndex retriever, with every node it returns verified.
+
+For retrievers we cannot scope from the inside (a keyword or summary retriever, a hosted
+one, an index over a shared store): the nodes must carry the scope stamp (write them with
+``stamp_nodes`` or through a ``ScopedVectorStore`` on the raw store); anything not stamped
+for this user is dropped and logged, and the stamp is stripped from what is returned.
+
+Verification cannot restore recall: if the wrapped retriever ranks every user's nodes
+together, a user can get fewer than top-k results. Scope the store underneath
+(``MuxiVectorStore``, ``ScopedVectorStore``) for that, and keep this as the last check.
+Nodes from those stores come back already stripped, so do not stack this on top of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from muxi_isolation.scope import Scope
+
+from ._nodes import owned, strip_node
+from ._scope import resolve_scope
+
+__all__ = ["ScopedRetriever"]
+
+
+class ScopedRetriever(BaseRetriever):
+    """Wrap ``retriever`` for one scope (or the context's scope at each call)."""
+
+    def __init__(self, retriever: BaseRetriever, scope: Scope | None = None, **kwargs: Any) -> None:
+        if not isinstance(retriever, BaseRetriever):
+            raise TypeError(f"a LlamaIndex retriever is required, got {type(retriever).__name__}")
+        kwargs.setdefault("callback_manager", retriever.callback_manager)
+        super().__init__(**kwargs)
+        self._retriever = retriever
+        self._scope = scope
+
+    @property
+    def retriever(self) -> BaseRetriever:
+        return self._retriever
+
+    def _keep(self, scope: Scope, found: list[NodeWithScore]) -> list[NodeWithScore]:
+        return [
+            NodeWithScore(node=strip_node(n.node), score=n.score)
+            for n in found
+            if owned(scope, n.node.metadata)
+        ]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        scope = resolve_scope(self._scope)
+        return self._keep(scope, self._retriever.retrieve(query_bundle))
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        scope = resolve_scope(self._scope)
+        return self._keep(scope, await self._retriever.aretrieve(query_bundle))

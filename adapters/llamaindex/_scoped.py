@@ -1,0 +1,450 @@
+"""``ScopedVectorStore``: one user's view of a LlamaIndex vector store we do not own.
+
+Writes are stamped with reserved metadata keys (a caller's reserved key raises
+``ReservedKey``). Reads run the scope filter *around* the caller's filter,
+``MetadataFilters([scope, caller], condition=AND)``, never inside it (appending to an OR
+tree widens it). Every returned node is verified against its stamp (anything foreign is
+dropped and logged) and comes back without the stamp. Deletes act only on ids the scope
+owns; another user's node or ref_doc ids are treated as missing.
+
+Per store:
+
+- ``SimpleVectorStore`` cannot evaluate nested filters, so the scope is applied as an
+  allow-list of the node ids it owns (read from the store's metadata), intersected with the
+  query's ``node_ids``; caller filters pass through unchanged, with SimpleVectorStore's own
+  limits (flat filters only). Its ids are global: adding an id another user owns raises
+  ``ScopeViolation`` instead of overwriting their node. It keeps no text, so LlamaIndex
+  reads nodes from the index's docstore: give each user their own docstore.
+- ``PGVectorStore`` pastes filter keys and values into SQL text. The scope filter uses
+  ``IN`` (text comparison: ``EQ`` casts numeric-looking ids to float, so user ``1e3`` would
+  match user ``1000``), scope ids and caller keys/values holding a quote, backslash, colon
+  or control character are refused (``InvalidIdentifier`` / ``InvalidFilter``), and every
+  returned node is still verified, so even a filter the guard missed leaks nothing.
+  ``FilterCondition.NOT`` is not supported by PGVectorStore itself.
+- Other stores get the wrapped filter, the same guard (turn it off with
+  ``paste_guard=False`` for stores that bind their parameters) and the same verification.
+  A store that returns only ids must implement ``get_nodes`` so the ids can be verified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import BaseNode
+from llama_index.core.vector_stores.simple import SimpleVectorStore
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryResult,
+)
+
+from muxi_isolation import policy
+from muxi_isolation.errors import InvalidIdentifier, ReservedKey, ScopeViolation
+from muxi_isolation.scope import Scope
+
+from ._filters import check_pasteable, pasteable
+from ._nodes import owned, stamp_node, strip_node, verified_nodes
+from ._scope import resolve_scope
+
+__all__ = ["ScopedVectorStore", "stamp_nodes"]
+
+SIMPLE, POSTGRES, GENERIC = "simple", "postgres", "generic"
+_FORBIDDEN_FILTER_KEYS = policy.RESERVED_KEYS | policy.SCOPE_FIELDS
+
+
+def stamp_nodes(scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:
+    """Copies of ``nodes`` stamped for ``scope``, for stores or docstores you fill yourself."""
+    return [stamp_node(scope, n) for n in nodes]
+
+
+def _kind(store: BasePydanticVectorStore) -> str:
+    if isinstance(store, SimpleVectorStore):
+        return SIMPLE
+    if any(c.__name__ == "PGVectorStore" for c in type(store).__mro__):
+        return POSTGRES
+    return GENERIC
+
+
+def _reject_reserved(filters: MetadataFilters) -> None:
+    for f in filters.filters:
+        if isinstance(f, MetadataFilters):
+            _reject_reserved(f)
+        elif f.key in _FORBIDDEN_FILTER_KEYS:
+            raise ReservedKey(f"filters may not name scope keys: {f.key!r}")
+
+
+def _refuse_taken(scope: Scope, metadata: Sequence[Mapping[str, Any] | None]) -> None:
+    if not all(policy.verify_metadata(scope, md) for md in metadata):
+        raise ScopeViolation("a node id in this batch is not available")
+
+
+def _and(*groups: MetadataFilters | None) -> MetadataFilters:
+    kept: list[MetadataFilter | MetadataFilters] = [g for g in groups if g is not None]
+    return MetadataFilters(filters=kept, condition=FilterCondition.AND)
+
+
+def _nothing(node_ids: Sequence[str] | None, filters: MetadataFilters | None) -> bool:
+    """Whether a delete names nothing: it then deletes nothing, never everything."""
+    no_filters = filters is None or not filters.filters
+    return (node_ids is not None and not node_ids) or (node_ids is None and no_filters)
+
+
+def _empty() -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(nodes=None, similarities=[], ids=[])
+
+
+class ScopedVectorStore(BasePydanticVectorStore):
+    """Wrap ``store`` so every call acts for one (tenant, user) only.
+
+    ``scope`` binds the wrapper to one user; without it each call uses the context's scope
+    and raises ``MissingScope`` when none is set. ``delete_nodes`` with neither ids nor
+    filters deletes nothing; ``clear`` deletes only this user's nodes.
+    """
+
+    stores_text: bool = False
+    _inner: BasePydanticVectorStore = PrivateAttr()
+    _scope: Scope | None = PrivateAttr(default=None)
+    _kind: str = PrivateAttr()
+    _guard: bool = PrivateAttr()
+
+    def __init__(
+        self,
+        store: BasePydanticVectorStore,
+        scope: Scope | None = None,
+        *,
+        paste_guard: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(store, BasePydanticVectorStore):
+            raise TypeError(f"a LlamaIndex vector store is required, got {type(store).__name__}")
+        super().__init__(
+            stores_text=store.stores_text, is_embedding_query=store.is_embedding_query, **kwargs
+        )
+        self._inner = store
+        self._scope = scope
+        self._kind = _kind(store)
+        self._guard = self._kind != SIMPLE if paste_guard is None else paste_guard
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ScopedVectorStore"
+
+    @property
+    def client(self) -> Any:
+        return self._inner.client
+
+    @property
+    def store(self) -> BasePydanticVectorStore:
+        """The wrapped store (unscoped: do not hand it to a user)."""
+        return self._inner
+
+    def persist(self, persist_path: str, fs: Any = None) -> None:
+        self._inner.persist(persist_path, fs=fs)
+
+    # -- pure decisions shared by the sync and async twins
+
+    @property
+    def _store_name(self) -> str:
+        return type(self._inner).__name__
+
+    def _current(self) -> Scope:
+        return resolve_scope(self._scope)
+
+    def _match(self, key: str, value: str) -> MetadataFilter:
+        if self._kind == POSTGRES:
+            return MetadataFilter(key=key, value=[value], operator=FilterOperator.IN)
+        return MetadataFilter(key=key, value=value, operator=FilterOperator.EQ)
+
+    def _scope_filters(self, scope: Scope) -> MetadataFilters:
+        if self._guard:
+            for field, value in (("tenant_id", scope.tenant_id), ("user_id", scope.user_id)):
+                if not pasteable(value):
+                    raise InvalidIdentifier(
+                        field, f"holds a character {self._store_name} would paste into SQL unsafely"
+                    )
+        stamp = policy.scope_metadata(scope.user())
+        return _and(*(MetadataFilters(filters=[self._match(k, v)]) for k, v in stamp.items()))
+
+    def _caller(self, filters: MetadataFilters | None) -> MetadataFilters | None:
+        if filters is None or not filters.filters:
+            return None
+        _reject_reserved(filters)
+        if self._guard:
+            check_pasteable(filters, self._store_name)
+        return filters
+
+    def _wrap(self, scope: Scope, filters: MetadataFilters | None) -> MetadataFilters:
+        scoped = self._scope_filters(scope)
+        caller = self._caller(filters)
+        return scoped if caller is None else _and(scoped, caller)
+
+    def _stamped(self, scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:
+        stamped = stamp_nodes(scope, nodes)
+        if self._kind == SIMPLE:
+            data = self._simple.data.metadata_dict
+            _refuse_taken(scope, [data[n.node_id] for n in stamped if n.node_id in data])
+        return stamped
+
+    def _checks_ids(self, nodes: Sequence[BaseNode]) -> bool:
+        """A store we do not know may upsert by id, letting one user overwrite another's node."""
+        return self._kind == GENERIC and bool(nodes)
+
+    @property
+    def _simple(self) -> SimpleVectorStore:
+        assert isinstance(self._inner, SimpleVectorStore)
+        return self._inner
+
+    def _owned_ids(self, scope: Scope) -> list[str]:
+        data = self._simple.data.metadata_dict
+        return [i for i, md in data.items() if policy.verify_metadata(scope, md)]
+
+    def _simple_query(self, scope: Scope, query: VectorStoreQuery) -> VectorStoreQuery | None:
+        allowed = self._owned_ids(scope)
+        if query.node_ids is not None:
+            wanted = set(query.node_ids)
+            allowed = [i for i in allowed if i in wanted]
+        if not allowed:
+            return None
+        return dataclasses.replace(query, node_ids=allowed, filters=self._caller(query.filters))
+
+    def _scoped_query(self, scope: Scope, query: VectorStoreQuery) -> VectorStoreQuery | None:
+        if self._kind == SIMPLE:
+            return self._simple_query(scope, query)
+        return dataclasses.replace(query, filters=self._wrap(scope, query.filters))
+
+    def _verified(self, scope: Scope, result: VectorStoreQueryResult) -> VectorStoreQueryResult:
+        if result.nodes is not None:
+            keep = [i for i, n in enumerate(result.nodes) if owned(scope, n.metadata)]
+            nodes: list[BaseNode] | None = [strip_node(result.nodes[i]) for i in keep]
+        elif result.ids is not None and self._kind == SIMPLE:
+            data = self._simple.data.metadata_dict
+            keep = [i for i, nid in enumerate(result.ids) if owned(scope, data.get(nid))]
+            nodes = None
+        else:
+            return self._verified_by_lookup(scope, result)
+        return VectorStoreQueryResult(
+            nodes=nodes,
+            similarities=_pick(result.similarities, keep),
+            ids=_pick(result.ids, keep),
+        )
+
+    def _verified_by_lookup(
+        self, scope: Scope, result: VectorStoreQueryResult
+    ) -> VectorStoreQueryResult:
+        ids = list(result.ids or [])
+        if not ids:
+            return _empty()
+        try:
+            found = self._inner.get_nodes(node_ids=ids, filters=self._scope_filters(scope))
+        except NotImplementedError as exc:
+            raise self._unverifiable() from exc
+        return _keep_found(scope, result, found)
+
+    def _unverifiable(self) -> ScopeViolation:
+        return ScopeViolation(
+            f"{self._store_name} returns bare ids and cannot look nodes up: "
+            "its results cannot be verified"
+        )
+
+    def _ref_doc_filters(self, scope: Scope, ref_doc_id: str) -> MetadataFilters | None:
+        """The filter for this user's nodes of a document, when it can be pasted safely."""
+        if self._guard and not pasteable(ref_doc_id):
+            return None
+        return _and(
+            self._scope_filters(scope),
+            MetadataFilters(filters=[self._match("ref_doc_id", ref_doc_id)]),
+        )
+
+    def _simple_targets(
+        self, scope: Scope, node_ids: Sequence[str] | None, ref_doc_id: str | None = None
+    ) -> list[str]:
+        ids = self._owned_ids(scope)
+        if node_ids is not None:
+            wanted = set(node_ids)
+            ids = [i for i in ids if i in wanted]
+        if ref_doc_id is not None:
+            refs = self._simple.data.text_id_to_ref_doc_id
+            ids = [i for i in ids if refs.get(i) == ref_doc_id]
+        return ids
+
+    # -- sync
+
+    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        scope = self._current()
+        stamped = self._stamped(scope, nodes)
+        if self._checks_ids(stamped):
+            try:
+                existing = self._inner.get_nodes(node_ids=[n.node_id for n in stamped])
+            except NotImplementedError:
+                existing = []
+            _refuse_taken(scope, [n.metadata for n in existing])
+        return self._inner.add(stamped, **kwargs)
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        scope = self._current()
+        scoped = self._scoped_query(scope, query)
+        if scoped is None:
+            return _empty()
+        return self._verified(scope, self._inner.query(scoped, **kwargs))
+
+    def get_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        scope = self._current()
+        if self._kind == SIMPLE:
+            return self._inner.get_nodes(node_ids, filters)  # raises: it keeps no nodes
+        return verified_nodes(scope, self._inner.get_nodes(node_ids, self._wrap(scope, filters)))
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        scope = self._current()
+        if self._kind == SIMPLE:
+            self._delete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
+            return
+        spec = self._ref_doc_filters(scope, ref_doc_id)
+        if spec is None:
+            nodes = [n for n in self.get_nodes() if n.ref_doc_id == ref_doc_id]
+        else:
+            nodes = verified_nodes(scope, self._inner.get_nodes(filters=spec))
+        self._delete_ids(scope, [n.node_id for n in nodes])
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        scope = self._current()
+        if _nothing(node_ids, filters):
+            return
+        if self._kind == SIMPLE:
+            targets = self._simple_targets(scope, node_ids)
+            if targets:
+                self._inner.delete_nodes(targets, self._caller(filters), **delete_kwargs)
+            return
+        found = self._inner.get_nodes(node_ids, self._wrap(scope, filters))
+        self._delete_ids(scope, [n.node_id for n in verified_nodes(scope, found)])
+
+    def clear(self) -> None:
+        scope = self._current()
+        if self._kind == SIMPLE:
+            self._delete_ids(scope, self._owned_ids(scope))
+        else:
+            self._inner.delete_nodes(filters=self._scope_filters(scope))
+
+    def _delete_ids(self, scope: Scope, ids: list[str]) -> None:
+        if not ids:
+            return
+        if self._kind == SIMPLE:
+            self._inner.delete_nodes(node_ids=ids)
+        else:
+            self._inner.delete_nodes(node_ids=ids, filters=self._scope_filters(scope))
+
+    # -- async
+
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        scope = self._current()
+        stamped = self._stamped(scope, nodes)
+        if self._checks_ids(stamped):
+            try:
+                existing = await self._inner.aget_nodes(node_ids=[n.node_id for n in stamped])
+            except NotImplementedError:
+                existing = []
+            _refuse_taken(scope, [n.metadata for n in existing])
+        return await self._inner.async_add(stamped, **kwargs)
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        scope = self._current()
+        scoped = self._scoped_query(scope, query)
+        if scoped is None:
+            return _empty()
+        result = await self._inner.aquery(scoped, **kwargs)
+        if result.nodes is None and self._kind != SIMPLE:
+            return await self._averified_by_lookup(scope, result)
+        return self._verified(scope, result)
+
+    async def _averified_by_lookup(
+        self, scope: Scope, result: VectorStoreQueryResult
+    ) -> VectorStoreQueryResult:
+        ids = list(result.ids or [])
+        if not ids:
+            return _empty()
+        try:
+            found = await self._inner.aget_nodes(node_ids=ids, filters=self._scope_filters(scope))
+        except NotImplementedError as exc:
+            raise self._unverifiable() from exc
+        return _keep_found(scope, result, found)
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        scope = self._current()
+        if self._kind == SIMPLE:
+            return await self._inner.aget_nodes(node_ids, filters)
+        found = await self._inner.aget_nodes(node_ids, self._wrap(scope, filters))
+        return verified_nodes(scope, found)
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        scope = self._current()
+        if self._kind == SIMPLE:
+            await self._adelete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
+            return
+        spec = self._ref_doc_filters(scope, ref_doc_id)
+        if spec is None:
+            nodes = [n for n in await self.aget_nodes() if n.ref_doc_id == ref_doc_id]
+        else:
+            nodes = verified_nodes(scope, await self._inner.aget_nodes(filters=spec))
+        await self._adelete_ids(scope, [n.node_id for n in nodes])
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        scope = self._current()
+        if _nothing(node_ids, filters):
+            return
+        if self._kind == SIMPLE:
+            targets = self._simple_targets(scope, node_ids)
+            if targets:
+                await self._inner.adelete_nodes(targets, self._caller(filters), **delete_kwargs)
+            return
+        found = await self._inner.aget_nodes(node_ids, self._wrap(scope, filters))
+        await self._adelete_ids(scope, [n.node_id for n in verified_nodes(scope, found)])
+
+    async def aclear(self) -> None:
+        scope = self._current()
+        if self._kind == SIMPLE:
+            await self._adelete_ids(scope, self._owned_ids(scope))
+        else:
+            await self._inner.adelete_nodes(filters=self._scope_filters(scope))
+
+    async def _adelete_ids(self, scope: Scope, ids: list[str]) -> None:
+        if not ids:
+            return
+        if self._kind == SIMPLE:
+            await self._inner.adelete_nodes(node_ids=ids)
+        else:
+            await self._inner.adelete_nodes(node_ids=ids, filters=self._scope_filters(scope))
+
+
+def _keep_found(
+    scope: Scope, result: VectorStoreQueryResult, found: Sequence[BaseNode]
+) -> VectorStoreQueryResult:
+    ids = list(result.ids or [])
+    mine = {n.node_id for n in found if owned(scope, n.metadata)}
+    keep = [i for i, nid in enumerate(ids) if nid in mine]
+    return VectorStoreQueryResult(
+        nodes=None, similarities=_pick(result.similarities, keep), ids=_pick(ids, keep)
+    )
+
+
+def _pick(values: list[Any] | None, keep: list[int]) -> list[Any] | None:
+    return None if values is None else [values[i] for i in keep if i < len(values)]

@@ -1,0 +1,187 @@
+"""A LlamaIndex vector store on the user's memories, through the ``Backend`` protocol.
+
+Nodes are memories of one (tenant, user): the backend filters every read by the scope in
+separate columns and binds every filter value as a parameter, so a hostile filter value is
+just a value. Another user's node or ref_doc ids are simply missing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import BaseNode
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+
+from muxi_isolation.scope import Scope
+from muxi_isolation.stores.base import Backend, Scored
+
+from ._filters import to_filter
+from ._nodes import NODE_ID_KEY, memory_to_node, node_to_memory
+from ._scope import resolve_scope
+
+__all__ = ["MuxiVectorStore"]
+
+
+def _and(*specs: dict[str, Any] | None) -> dict[str, Any] | None:
+    parts = [s for s in specs if s]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _ids(key: str, ids: Sequence[str] | None) -> dict[str, Any] | None:
+    """``None`` and ``[]`` both mean no restriction (VectorStoreIndex sends ``[]``)."""
+    return {key: {"$in": list(ids)}} if ids else None
+
+
+def _query_spec(query: VectorStoreQuery) -> tuple[list[float], int, dict[str, Any] | None]:
+    if query.mode != VectorStoreQueryMode.DEFAULT:
+        raise ValueError(f"MuxiVectorStore supports the default query mode, not {query.mode}")
+    if query.query_embedding is None:
+        raise ValueError("MuxiVectorStore needs a query embedding")
+    spec = _and(
+        to_filter(query.filters),
+        _ids("ref_doc_id", query.doc_ids),
+        _ids(NODE_ID_KEY, query.node_ids),
+    )
+    return list(query.query_embedding), query.similarity_top_k, spec
+
+
+def _result(hits: list[Scored]) -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(
+        nodes=[memory_to_node(m) for m, _ in hits],
+        similarities=[s for _, s in hits],
+        ids=[m.id for m, _ in hits],
+    )
+
+
+def _delete_spec(
+    node_ids: Sequence[str] | None, filters: MetadataFilters | None
+) -> tuple[list[str] | None, dict[str, Any] | None] | None:
+    """What ``delete_nodes`` removes; ``None`` when that is nothing (never everything)."""
+    spec = to_filter(filters)
+    if node_ids is not None and not node_ids:
+        return None
+    if node_ids is None and spec is None:
+        return None
+    return (None if node_ids is None else list(node_ids)), spec
+
+
+class MuxiVectorStore(BasePydanticVectorStore):
+    """Nodes stored as one user's memories; ``stores_text`` so no docstore is needed.
+
+    ``scope`` binds the store to one user; without it each call uses the context's scope
+    (``use_scope`` / the HTTP middleware) and raises ``MissingScope`` when there is none.
+    ``delete_nodes`` with neither ids nor filters deletes nothing; ``clear`` deletes all of
+    this user's memories, whichever framework wrote them.
+    """
+
+    stores_text: bool = True
+    is_embedding_query: bool = True
+    _backend: Backend = PrivateAttr()
+    _scope: Scope | None = PrivateAttr(default=None)
+
+    def __init__(self, backend: Backend, scope: Scope | None = None, **kwargs: Any) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"a muxi_isolation Backend is required, got {type(backend).__name__}")
+        super().__init__(stores_text=True, **kwargs)
+        self._backend = backend
+        self._scope = scope
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MuxiVectorStore"
+
+    @property
+    def client(self) -> Backend:
+        return self._backend
+
+    @property
+    def scope(self) -> Scope:
+        """The scope the next call acts for."""
+        return resolve_scope(self._scope)
+
+    # -- sync
+
+    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        memories = [node_to_memory(n) for n in nodes]
+        return self._backend.upsert_memories(self.scope, memories)
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        self._backend.delete_memories(self.scope, filter={"ref_doc_id": ref_doc_id})
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        vector, k, spec = _query_spec(query)
+        return _result(self._backend.search_memories(self.scope, vector, k, filter=spec))
+
+    def get_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        scope = self.scope
+        spec = to_filter(filters)
+        if node_ids and spec is None:
+            rows = self._backend.get_memories(scope, node_ids)
+        else:
+            rows = self._backend.list_memories(
+                scope, filter=_and(spec, _ids(NODE_ID_KEY, node_ids))
+            )
+        return [memory_to_node(m, embedding=True) for m in rows]
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        target = _delete_spec(node_ids, filters)
+        if target is not None:
+            self._backend.delete_memories(self.scope, ids=target[0], filter=target[1])
+
+    def clear(self) -> None:
+        self._backend.delete_memories(self.scope)
+
+    # -- async
+
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        memories = [node_to_memory(n) for n in nodes]
+        return await self._backend.aupsert_memories(self.scope, memories)
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        await self._backend.adelete_memories(self.scope, filter={"ref_doc_id": ref_doc_id})
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        vector, k, spec = _query_spec(query)
+        return _result(await self._backend.asearch_memories(self.scope, vector, k, filter=spec))
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        scope = self.scope
+        spec = to_filter(filters)
+        if node_ids and spec is None:
+            rows = await self._backend.aget_memories(scope, node_ids)
+        else:
+            spec = _and(spec, _ids(NODE_ID_KEY, node_ids))
+            rows = await self._backend.alist_memories(scope, filter=spec)
+        return [memory_to_node(m, embedding=True) for m in rows]
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        target = _delete_spec(node_ids, filters)
+        if target is not None:
+            await self._backend.adelete_memories(self.scope, ids=target[0], filter=target[1])
+
+    async def aclear(self) -> None:
+        await self._backend.adelete_memories(self.scope)
