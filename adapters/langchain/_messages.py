@@ -16,7 +16,9 @@ LangChain reads back through LlamaIndex and the reverse. The mapping:
 A record carrying ``metadata["langchain"]`` whose type agrees with its role comes back
 exactly as it was written. Any other record (written by another framework) is rebuilt from
 role, content, tool calls and the neutral keys; its other metadata keys land in
-``additional_kwargs`` so nothing is dropped.
+``additional_kwargs`` so nothing is dropped, except another adapter's private extras
+(LlamaIndex's ``metadata["llama_index"]``), which stay in the record but are not handed to
+LangChain, whose model integrations may pass ``additional_kwargs`` on to a provider.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = ["EXTRAS_KEY", "NEUTRAL_KEYS", "from_record", "to_record"]
 
 EXTRAS_KEY = "langchain"
 NEUTRAL_KEYS = ("name", "tool_call_id")
+_PRIVATE_KEYS = frozenset({EXTRAS_KEY, "llama_index"})
 
 # LangChain message type -> neutral role ("chat" keeps its own role).
 _ROLES = {
@@ -144,7 +147,9 @@ def from_record(record: Message) -> BaseMessage:
         data.pop("tool_call_id", None)
     if extras is None:
         others = {
-            k: v for k, v in record.metadata.items() if k not in NEUTRAL_KEYS and k != EXTRAS_KEY
+            k: v
+            for k, v in record.metadata.items()
+            if k not in NEUTRAL_KEYS and k not in _PRIVATE_KEYS
         }
         if record.tool_calls and kind not in _AI_TYPES:
             others["tool_calls"] = record.tool_calls

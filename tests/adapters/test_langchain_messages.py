@@ -113,8 +113,8 @@ def test_defaults_are_not_stored() -> None:
         (Message("function", "r", {"name": "f"}), FunctionMessage("r", name="f")),
         (Message("developer", "d"), ChatMessage("d", role="developer")),
         (
-            Message("user", "hi", {"llamaindex": {"additional_kwargs": {"a": 1}}}),
-            HumanMessage("hi", additional_kwargs={"llamaindex": {"additional_kwargs": {"a": 1}}}),
+            Message("user", "hi", {"trace": "t1", "llama_index": {"blocks": []}}),
+            HumanMessage("hi", additional_kwargs={"trace": "t1"}),
         ),
         # another framework rewrote the role: the record wins over stale LangChain extras
         (Message("user", "hi", {"langchain": {"type": "ai"}}), HumanMessage("hi")),
