@@ -120,41 +120,40 @@ def _own_extras(record: Message) -> dict[str, Any] | None:
     return dict(extras)
 
 
-def _foreign_type(record: Message, data: dict[str, Any]) -> str:
+def _foreign(record: Message, neutral: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Type and fields for a record another framework wrote."""
+    data = dict(neutral)
     if record.role in _TYPE_FOR_ROLE:
-        return _TYPE_FOR_ROLE[record.role]
-    if record.role == "tool" and data.get("tool_call_id"):
-        return "tool"
-    if record.role == "function" and data.get("name"):
-        return "function"
-    data["role"] = record.role
-    return "chat"
+        kind = _TYPE_FOR_ROLE[record.role]
+    elif record.role == "tool" and data.get("tool_call_id"):
+        kind = "tool"
+    elif record.role == "function" and data.get("name"):
+        kind = "function"
+    else:
+        kind, data["role"] = "chat", record.role
+    others = {
+        k: v for k, v in record.metadata.items() if k not in NEUTRAL_KEYS and k not in _PRIVATE_KEYS
+    }
+    if record.tool_calls and kind not in _AI_TYPES:
+        others["tool_calls"] = record.tool_calls
+    if others:
+        data["additional_kwargs"] = others
+    return kind, data
 
 
 def from_record(record: Message) -> BaseMessage:
     """The LangChain message a neutral record stands for."""
     neutral = {k: record.metadata[k] for k in NEUTRAL_KEYS if record.metadata.get(k) is not None}
     extras = _own_extras(record)
-    if extras is not None:
+    if extras is None:
+        kind, data = _foreign(record, neutral)
+    else:
         kind = extras.pop("type")
         data = {**extras, **neutral}
         if kind == "chat":
             data["role"] = record.role
-    else:
-        data = dict(neutral)
-        kind = _foreign_type(record, data)
     if kind not in _TOOL_TYPES:
         data.pop("tool_call_id", None)
-    if extras is None:
-        others = {
-            k: v
-            for k, v in record.metadata.items()
-            if k not in NEUTRAL_KEYS and k not in _PRIVATE_KEYS
-        }
-        if record.tool_calls and kind not in _AI_TYPES:
-            others["tool_calls"] = record.tool_calls
-        if others:
-            data["additional_kwargs"] = others
     data["content"] = record.content
     if kind in _AI_TYPES:
         data["tool_calls"] = [_lc_tool_call(c) for c in record.tool_calls]
