@@ -21,6 +21,7 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import IsolationError
@@ -109,7 +110,7 @@ def serve(args: argparse.Namespace) -> int:
     from .keys import KeyRing
     from .server import create_app, run_server
 
-    config = load_config(args.config)
+    config = load_config(None if args.config is None else Path(args.config))
     keys = KeyRing.from_config(config.auth)
     if not len(keys):
         client = keys.add_client_key("default")
@@ -128,7 +129,10 @@ def serve(args: argparse.Namespace) -> int:
         allow_anonymous=args.allow_anonymous,
         close_on_shutdown=True,
     )
-    run_server(app, args.host, args.port)
+    try:
+        run_server(app, args.host, args.port)
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised Ctrl-C
+        pass
     return 0
 
 
