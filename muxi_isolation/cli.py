@@ -18,6 +18,7 @@ storage commands work without the ``server`` extra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,10 +130,8 @@ def serve(args: argparse.Namespace) -> int:
         allow_anonymous=args.allow_anonymous,
         close_on_shutdown=True,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then re-raises it
         run_server(app, args.host, args.port)
-    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised Ctrl-C
-        pass
     return 0
 
 
