@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from muxi_isolation import policy
@@ -53,7 +53,11 @@ def memory_to_node(memory: Memory, *, embedding: bool = False) -> BaseNode:
     """The node a memory holds (a plain ``TextNode`` for memories written elsewhere)."""
     node: BaseNode
     try:
-        node = metadata_dict_to_node(memory.metadata, text=memory.content)
+        if memory.metadata.get("_node_type") == Document.class_name():  # the helper drops it
+            node = Document.from_json(memory.metadata["_node_content"])
+            node.set_content(memory.content)
+        else:
+            node = metadata_dict_to_node(memory.metadata, text=memory.content)
     except (ValueError, TypeError, KeyError):
         public = {k: v for k, v in memory.metadata.items() if k not in _INTERNAL_KEYS}
         node = TextNode(id_=memory.id, text=memory.content, metadata=public)
