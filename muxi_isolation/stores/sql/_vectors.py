@@ -1,0 +1,191 @@
+"""Per-user nearest-neighbour search: exact for small users, HNSW for large ones.
+
+A shared HNSW index filtered by user post-filters the index's candidates: a user holding
+1% of the rows gets almost nothing back from ``WHERE user_id = ? ORDER BY embedding <=> q
+LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows)``:
+
+- PostgreSQL, user with at most ``ann_threshold`` embedded rows: exact search over the
+  user's rows, reached through the composite B-tree (a MATERIALIZED CTE keeps the planner
+  off the HNSW index). Cost grows with the user's rows, not the table's.
+- PostgreSQL, larger user: HNSW with pgvector 0.8's iterative scan
+  (``hnsw.iterative_scan = relaxed_order``, a wide ``ef_search`` and ``max_scan_tuples``),
+  re-sorted; if it yields fewer than ``k`` (a selective filter), exact search instead.
+- SQLite: exact search over the user's rows in Python.
+
+The threshold and the HNSW settings are measured by ``bench/vector_search.py``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Float, Row, bindparam, func, literal, select
+
+from ...records import Memory
+from ...scope import Scope
+from . import _rls
+from ._schema import Tables
+from ._types import cosine_similarity
+
+__all__ = ["DEFAULT_ANN_THRESHOLD", "VectorPlanner", "row_to_memory"]
+
+DEFAULT_ANN_THRESHOLD = 5000
+DEFAULT_EF_SEARCH = 200
+DEFAULT_MAX_SCAN_TUPLES = 50_000
+
+Scored = tuple[Memory, float]
+
+
+def row_to_memory(row: Row[Any]) -> Memory:
+    m = row._mapping
+    return Memory(
+        m["id"],
+        m["content"],
+        dict(m["metadata"] or {}),
+        m["embedding"],
+        m["created_at"],
+        Scope(m["tenant_id"], m["user_id"], m["session_id"]),
+    )
+
+
+@dataclass(frozen=True)
+class VectorPlanner:
+    tables: Tables
+    dialect: str
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD
+    ef_search: int = DEFAULT_EF_SEARCH
+    max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES
+    set_local: bool = False
+
+    def search(
+        self,
+        conn: Connection,
+        user: Scope,
+        vector: list[float],
+        k: int,
+        where: Sequence[ColumnElement[bool]],
+    ) -> list[Scored]:
+        if k == 0:
+            return []
+        if self.dialect == "sqlite":
+            return self._exact_python(conn, user, vector, k, where)
+        if self.tables.hnsw and self.user_rows(conn, user) > self.ann_threshold:
+            hits = self._ann(conn, user, vector, k, where)
+            if len(hits) >= k:
+                return hits
+        return self._exact(conn, user, vector, k, where)
+
+    def plan(self, conn: Connection, user: Scope) -> str:
+        """Which path a search for this user takes: "exact" or "hnsw" (for tests, benches)."""
+        ann = self.dialect == "postgresql" and self.tables.hnsw
+        return "hnsw" if ann and self.user_rows(conn, user) > self.ann_threshold else "exact"
+
+    def _scope(self, user: Scope) -> list[ColumnElement[bool]]:
+        t = self.tables.memories
+        return [
+            t.c.tenant_id == user.tenant_id,
+            t.c.user_id == user.user_id,
+            t.c.embedding.is_not(None),
+        ]
+
+    def user_rows(self, conn: Connection, user: Scope) -> int:
+        """The user's embedded rows, counted up to ``ann_threshold + 1`` (index only)."""
+        t = self.tables.memories
+        capped = select(literal(1)).select_from(t).where(*self._scope(user))
+        capped_sq = capped.limit(self.ann_threshold + 1).subquery()
+        return int(conn.scalar(select(func.count()).select_from(capped_sq)) or 0)
+
+    def _distance(self, vector: list[float]) -> ColumnElement[float]:
+        column = self.tables.memories.c.embedding
+        query = bindparam("query_vector", vector, type_=column.type)
+        return column.op("<=>", return_type=Float)(query)
+
+    def _exact(
+        self,
+        conn: Connection,
+        user: Scope,
+        vector: list[float],
+        k: int,
+        where: Sequence[ColumnElement[bool]],
+    ) -> list[Scored]:
+        t = self.tables.memories
+        mine = (
+            select(t.c.id, self._distance(vector).label("distance"))
+            .where(*self._scope(user), *where)
+            .cte("mine")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        top = (
+            select(mine.c.id, mine.c.distance)
+            .order_by(mine.c.distance, mine.c.id)
+            .limit(k)
+            .subquery("top")
+        )
+        stmt = (
+            select(t, top.c.distance)
+            .join(top, t.c.id == top.c.id)
+            .where(t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id)
+            .order_by(top.c.distance, top.c.id)
+        )
+        return [_scored(row) for row in conn.execute(stmt)]
+
+    def _ann(
+        self,
+        conn: Connection,
+        user: Scope,
+        vector: list[float],
+        k: int,
+        where: Sequence[ColumnElement[bool]],
+    ) -> list[Scored]:
+        t = self.tables.memories
+        settings = {
+            "hnsw.iterative_scan": "relaxed_order",
+            "hnsw.ef_search": str(max(self.ef_search, k)),
+            "hnsw.max_scan_tuples": str(self.max_scan_tuples),
+        }
+        _rls.apply_settings(conn, settings, set_local=self.set_local)
+        distance = self._distance(vector)
+        found = (
+            select(t, distance.label("distance"))
+            .where(*self._scope(user), *where)
+            .order_by(distance)
+            .limit(k)
+            .cte("found")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        stmt = select(found).order_by(found.c.distance, found.c.id)
+        return [_scored(row) for row in conn.execute(stmt)]
+
+    def _exact_python(
+        self,
+        conn: Connection,
+        user: Scope,
+        vector: list[float],
+        k: int,
+        where: Sequence[ColumnElement[bool]],
+    ) -> list[Scored]:
+        t = self.tables.memories
+        rows = conn.execute(select(t.c.id, t.c.embedding).where(*self._scope(user), *where))
+        norm = math.sqrt(sum(x * x for x in vector))
+        scored = ((row.id, cosine_similarity(vector, norm, row.embedding)) for row in rows)
+        best = heapq.nsmallest(k, scored, key=lambda pair: (-pair[1], pair[0]))
+        if not best:
+            return []
+        ids = [memory_id for memory_id, _ in best]
+        full = conn.execute(
+            select(t).where(
+                t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id, t.c.id.in_(ids)
+            )
+        )
+        by_id = {row.id: row_to_memory(row) for row in full}
+        return [(by_id[i], score) for i, score in best if i in by_id]
+
+
+def _scored(row: Row[Any]) -> Scored:
+    distance = float(row._mapping["distance"])
+    similarity = 0.0 if math.isnan(distance) else 1.0 - distance
+    return row_to_memory(row), similarity

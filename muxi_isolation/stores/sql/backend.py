@@ -1,0 +1,538 @@
+"""``SQLBackend``: the storage protocol on SQLAlchemy 2 Core, for SQLite and PostgreSQL.
+
+One class serves both databases; the differences live in small modules beside it (URLs,
+types, filter compiler, vector planner, row-level security). Each public call of the
+protocol becomes one transaction that opens for one scope: on PostgreSQL its first
+statement sets the row-level-security scope, transaction-locally. Sync methods run on a
+sync engine; the ``a``-prefixed twins on an async engine (aiosqlite, psycopg async), with
+the same operation code driven through ``AsyncConnection.run_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+from ... import policy
+from ...errors import AdapterUnavailable, ConfigError
+from ...filters import Filter
+from ...records import Memory, Message, SessionRecord
+from ...scope import Scope
+from ..base import Backend, Counts, Scored
+from . import _errors, _rls
+from ._ops import Ops
+from ._schema import Tables, build_tables, install
+from ._urls import Target, resolve_url
+from ._vectors import (
+    DEFAULT_ANN_THRESHOLD,
+    DEFAULT_EF_SEARCH,
+    DEFAULT_MAX_SCAN_TUPLES,
+    VectorPlanner,
+)
+
+__all__ = ["SQLBackend"]
+
+log = logging.getLogger("muxi_isolation.stores.sql")
+T = TypeVar("T")
+
+
+class SQLBackend(Backend):
+    """Sessions, messages and memories in SQLite (embedded) or PostgreSQL + pgvector.
+
+    ``url``: ``sqlite:///path.db``, ``sqlite://`` (a private in-memory database), or
+    ``postgresql://...`` (any PostgreSQL URL; psycopg 3 drives it, sync and async).
+
+    On PostgreSQL, row-level security is a second wall behind the queries' own filters.
+    It only holds when the app's role is not a superuser, has no ``BYPASSRLS`` and does not
+    own the tables: pass that role's ``url`` and an ``admin_url`` for the owner, which then
+    creates and upgrades the tables, grants the app role its rights, and serves the
+    tenant-wide admin path (``forget_tenant``). Without ``admin_url`` the ``url``'s role
+    owns the tables (``FORCE ROW LEVEL SECURITY`` still applies to it, a superuser skips
+    it); ``rls_enforced()`` tells which. ``create_app_role`` makes such a role.
+
+    ``embedding_dimension``: ``VECTOR(n)`` with an HNSW index (n <= 2000); ``None`` stores
+    vectors of any length and always searches exactly. ``table_prefix`` and ``schema``
+    (PostgreSQL) place the tables. ``citus=True`` sets the scope with ``SET LOCAL`` so it
+    reaches Citus workers (see the README). ``ann_threshold``, ``ef_search`` and
+    ``max_scan_tuples`` tune per-user vector search (see ``_vectors``).
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        embedding_dimension: int | None = 1536,
+        admin_url: str | URL | None = None,
+        table_prefix: str = "muxi_",
+        schema: str | None = None,
+        citus: bool = False,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self._target = resolve_url(url)
+        admin = resolve_url(admin_url) if admin_url is not None else None
+        self.dialect = self._target.dialect
+        if admin is not None and admin.dialect != self.dialect:
+            raise ConfigError("admin_url must name the same kind of database as url")
+        if schema is not None and self.dialect != "postgresql":
+            raise ConfigError("schema= is for PostgreSQL")
+        self.tables: Tables = build_tables(table_prefix, schema, embedding_dimension)
+        self.citus = citus
+        self.vectors = VectorPlanner(
+            self.tables,
+            self.dialect,
+            ann_threshold=ann_threshold,
+            ef_search=ef_search,
+            max_scan_tuples=max_scan_tuples,
+            set_local=citus,
+        )
+        self._ops = Ops(self.tables, self.dialect, self.vectors)
+        self._gate = _Gate(self._target.memory)
+        pool = {"pool_size": pool_size, "max_overflow": max_overflow}
+        self._engine, self._aengine = _engines(self._target, pool, busy_timeout)
+        self._admin: tuple[Engine, AsyncEngine] | None = None
+        if admin is not None:
+            self._admin = _engines(admin, {"poolclass": NullPool}, busy_timeout)
+        self._ready = False
+        self._install_lock = threading.Lock()
+        self._rls: bool = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SQLBackend({self._target.sync_url.render_as_string(hide_password=True)!r})"
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _enter(self, conn: Connection, scope: Scope | None, admin_tenant: str | None) -> None:
+        if self.dialect != "postgresql":
+            return
+        if admin_tenant is not None:
+            settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
+        else:
+            assert scope is not None
+            settings = _rls.scope_settings(scope)
+        _rls.apply_settings(conn, settings, set_local=self.citus)
+
+    def _call(
+        self,
+        conn: Connection,
+        scope: Scope | None,
+        admin_tenant: str | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        self._enter(conn, scope, admin_tenant)
+        return fn(conn, *args, **kwargs)
+
+    def _run(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool = False,
+        admin_tenant: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        self.setup()
+        engine = self._engine
+        if admin_tenant is not None:
+            engine = self._admin_engines()[0]
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = engine.connect()
+            with conn:
+                conn.execution_options(muxi_write=write)
+                with conn.begin():
+                    return self._call(conn, scope, admin_tenant, fn, args, kwargs)
+
+    async def _arun(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool = False,
+        admin_tenant: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        await self.asetup()
+        engine = self._aengine
+        if admin_tenant is not None:
+            engine = self._admin_engines()[1]
+        async with self._gate.ahold():
+            with _errors.unavailable():
+                conn = await engine.connect().start()
+            try:
+                with _errors.mapped():
+                    await conn.execution_options(muxi_write=write)
+                    async with conn.begin():
+                        return await conn.run_sync(
+                            self._call, scope, admin_tenant, fn, args, kwargs
+                        )
+            finally:
+                await conn.close()
+
+    def _admin_engines(self) -> tuple[Engine, AsyncEngine]:
+        if self._admin is None:
+            if self.dialect == "postgresql":
+                raise ConfigError("tenant-wide operations on PostgreSQL need admin_url")
+            return self._engine, self._aengine
+        return self._admin
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create or upgrade the tables now (otherwise done on first use)."""
+        if self._ready:
+            return
+        with self._install_lock:
+            if self._ready:
+                return
+            with self._gate.hold(), _errors.mapped():
+                with _errors.unavailable(), self._engine.connect() as conn:
+                    role, bypass = _probe(conn)
+                owner = self._admin[0] if self._admin else self._engine
+                with _errors.unavailable(), owner.connect() as conn:
+                    conn.execution_options(muxi_write=True)
+                    with conn.begin():
+                        install(conn, self.tables, app_role=role if self._admin else None)
+            self._installed(bypass)
+
+    async def asetup(self) -> None:
+        if self._ready:
+            return
+        async with self._gate.ahold():
+            with _errors.mapped():
+                with _errors.unavailable():
+                    conn = await self._aengine.connect().start()
+                try:
+                    role, bypass = await conn.run_sync(_probe)
+                finally:
+                    await conn.close()
+                owner = self._admin[1] if self._admin else self._aengine
+                with _errors.unavailable():
+                    conn = await owner.connect().start()
+                try:
+                    await conn.execution_options(muxi_write=True)
+                    async with conn.begin():
+                        app_role = role if self._admin else None
+                        await conn.run_sync(install, self.tables, app_role=app_role)
+                finally:
+                    await conn.close()
+        self._installed(bypass)
+
+    def _installed(self, bypass: bool) -> None:
+        self._rls = self.dialect == "postgresql" and not bypass
+        if self.dialect == "postgresql" and bypass:
+            log.warning("the app's database role bypasses row-level security (superuser?)")
+        self._ready = True
+
+    def rls_enforced(self) -> bool:
+        """Whether PostgreSQL row-level security applies to the app's role."""
+        self.setup()
+        return self._rls
+
+    def search_plan(self, scope: Scope) -> str:
+        """"exact" or "hnsw": how a search for this user would run now."""
+        user = policy.require_scope(scope).user()
+        return self._run(user, self.vectors.plan, user)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        engines = [(self._engine, self._aengine)] + ([self._admin] if self._admin else [])
+        for sync_engine, async_engine in engines:
+            sync_engine.dispose()
+            _dispose_elsewhere(async_engine)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        engines = [(self._engine, self._aengine)] + ([self._admin] if self._admin else [])
+        for sync_engine, async_engine in engines:
+            await async_engine.dispose()
+            sync_engine.dispose()
+
+    # -- admin path (tenant-wide) ------------------------------------------------------------
+
+    def forget_tenant(self, tenant_id: str) -> Counts:
+        """Delete every row of one tenant. Runs as the owner (``admin_url``) on PostgreSQL."""
+        tenant = Scope(tenant_id).tenant_id
+        return self._run(None, self._ops.forget_tenant, tenant, write=True, admin_tenant=tenant)
+
+    async def aforget_tenant(self, tenant_id: str) -> Counts:
+        tenant = Scope(tenant_id).tenant_id
+        return await self._arun(
+            None, self._ops.forget_tenant, tenant, write=True, admin_tenant=tenant
+        )
+
+    # -- the protocol: each is one transaction ----------------------------------------------
+
+    def _insert_session(self, record: SessionRecord) -> None:
+        self._run(record.scope, self._ops.insert_session, record, write=True)
+
+    async def _ainsert_session(self, record: SessionRecord) -> None:
+        await self._arun(record.scope, self._ops.insert_session, record, write=True)
+
+    def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
+        return self._run(user, self._ops.get_session, user, session_id)
+
+    async def _aget_session(self, user: Scope, session_id: str) -> SessionRecord | None:
+        return await self._arun(user, self._ops.get_session, user, session_id)
+
+    def _list_sessions(self, user: Scope) -> list[SessionRecord]:
+        return self._run(user, self._ops.list_sessions, user)
+
+    async def _alist_sessions(self, user: Scope) -> list[SessionRecord]:
+        return await self._arun(user, self._ops.list_sessions, user)
+
+    def _touch_session(
+        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        return self._run(
+            user, self._ops.touch_session, user, session_id, last_active_at, expires_at,
+            write=True,
+        )
+
+    async def _atouch_session(
+        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> bool:
+        return await self._arun(
+            user, self._ops.touch_session, user, session_id, last_active_at, expires_at,
+            write=True,
+        )
+
+    def _delete_session(self, user: Scope, session_id: str) -> bool:
+        return self._run(user, self._ops.delete_session, user, session_id, write=True)
+
+    async def _adelete_session(self, user: Scope, session_id: str) -> bool:
+        return await self._arun(user, self._ops.delete_session, user, session_id, write=True)
+
+    def _append_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return self._run(scope, self._ops.append_messages, scope, messages, write=True)
+
+    async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return await self._arun(scope, self._ops.append_messages, scope, messages, write=True)
+
+    def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return self._run(scope, self._ops.replace_messages, scope, messages, write=True)
+
+    async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return await self._arun(scope, self._ops.replace_messages, scope, messages, write=True)
+
+    def _get_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        return self._run(
+            scope, self._ops.get_messages, scope,
+            status=status, limit=limit, offset=offset, last=last,
+        )
+
+    async def _aget_messages(
+        self,
+        scope: Scope,
+        *,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        return await self._arun(
+            scope, self._ops.get_messages, scope,
+            status=status, limit=limit, offset=offset, last=last,
+        )
+
+    def _count_messages(self, scope: Scope, *, status: str | None) -> int:
+        return self._run(scope, self._ops.count_messages, scope, status=status)
+
+    async def _acount_messages(self, scope: Scope, *, status: str | None) -> int:
+        return await self._arun(scope, self._ops.count_messages, scope, status=status)
+
+    def _delete_messages(self, scope: Scope, *, status: str | None) -> int:
+        return self._run(scope, self._ops.delete_messages, scope, status=status, write=True)
+
+    async def _adelete_messages(self, scope: Scope, *, status: str | None) -> int:
+        return await self._arun(
+            scope, self._ops.delete_messages, scope, status=status, write=True
+        )
+
+    def _delete_message(self, scope: Scope, seq: int) -> Message | None:
+        return self._run(scope, self._ops.delete_message, scope, seq, write=True)
+
+    async def _adelete_message(self, scope: Scope, seq: int) -> Message | None:
+        return await self._arun(scope, self._ops.delete_message, scope, seq, write=True)
+
+    def _take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        return self._run(scope, self._ops.take_oldest, scope, n, archive=archive, write=True)
+
+    async def _atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+        return await self._arun(
+            scope, self._ops.take_oldest, scope, n, archive=archive, write=True
+        )
+
+    def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        return self._run(scope, self._ops.upsert_memories, scope, memories, write=True)
+
+    async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        return await self._arun(scope, self._ops.upsert_memories, scope, memories, write=True)
+
+    def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
+        return self._run(user, self._ops.get_memories, user, ids)
+
+    async def _aget_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
+        return await self._arun(user, self._ops.get_memories, user, ids)
+
+    def _list_memories(
+        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
+    ) -> list[Memory]:
+        return self._run(user, self._ops.list_memories, user, node, limit, offset)
+
+    async def _alist_memories(
+        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
+    ) -> list[Memory]:
+        return await self._arun(user, self._ops.list_memories, user, node, limit, offset)
+
+    def _count_memories(self, user: Scope, node: Filter | None) -> int:
+        return self._run(user, self._ops.count_memories, user, node)
+
+    async def _acount_memories(self, user: Scope, node: Filter | None) -> int:
+        return await self._arun(user, self._ops.count_memories, user, node)
+
+    def _delete_memories(self, user: Scope, ids: list[str] | None, node: Filter | None) -> int:
+        return self._run(user, self._ops.delete_memories, user, ids, node, write=True)
+
+    async def _adelete_memories(
+        self, user: Scope, ids: list[str] | None, node: Filter | None
+    ) -> int:
+        return await self._arun(user, self._ops.delete_memories, user, ids, node, write=True)
+
+    def _search_memories(
+        self, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        return self._run(user, self._ops.search_memories, user, vector, k, node)
+
+    async def _asearch_memories(
+        self, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        return await self._arun(user, self._ops.search_memories, user, vector, k, node)
+
+    def _forget_user(self, user: Scope) -> Counts:
+        return self._run(user, self._ops.forget_user, user, write=True)
+
+    async def _aforget_user(self, user: Scope) -> Counts:
+        return await self._arun(user, self._ops.forget_user, user, write=True)
+
+
+def _probe(conn: Connection) -> tuple[str | None, bool]:
+    """The connected role, and whether it skips row-level security (PostgreSQL)."""
+    if conn.dialect.name != "postgresql":
+        return None, False
+    row = conn.execute(
+        text(
+            "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles "
+            "WHERE rolname = current_user"
+        )
+    ).one()
+    return str(row[0]), bool(row[1])
+
+
+# -- engines ----------------------------------------------------------------------------------
+
+
+def _engines(
+    target: Target, pool: dict[str, Any], busy_timeout: float
+) -> tuple[Engine, AsyncEngine]:
+    options: dict[str, Any] = dict(pool)
+    if target.dialect == "sqlite" and target.memory:
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    elif target.dialect == "sqlite" and options.get("poolclass") is NullPool:
+        options = {"poolclass": NullPool}
+    try:
+        sync_engine = create_engine(target.sync_url, **options)
+        async_engine = create_async_engine(target.async_url, **options)
+    except ModuleNotFoundError as exc:
+        driver = "psycopg" if target.dialect == "postgresql" else str(exc.name)
+        raise AdapterUnavailable(driver, "postgres") from exc
+    if target.dialect == "sqlite":
+        for engine in (sync_engine, async_engine.sync_engine):
+            _configure_sqlite(engine, memory=target.memory, busy_ms=int(busy_timeout * 1000))
+    return sync_engine, async_engine
+
+
+def _configure_sqlite(engine: Engine, *, memory: bool, busy_ms: int) -> None:
+    """Our own BEGIN (IMMEDIATE for writes: no lock upgrade can fail), WAL, busy timeout."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("muxi_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _dispose_elsewhere(engine: AsyncEngine) -> None:
+    """Close an async engine's pooled connections from sync code, on a loop of its own."""
+    worker = threading.Thread(target=asyncio.run, args=(engine.dispose(),), daemon=True)
+    worker.start()
+    worker.join()
+
+
+class _Gate:
+    """Serializes transactions on a shared in-memory SQLite database (one connection)."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        with self._lock:
+            yield
+
+    @asynccontextmanager
+    async def ahold(self) -> AsyncIterator[None]:
+        if not self.active:
+            yield
+            return
+        while not self._lock.acquire(blocking=False):
+            await asyncio.sleep(0.001)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
