@@ -92,13 +92,13 @@ def test_demo_plays_the_seed_scenario(capsys: pytest.CaptureFixture[str]) -> Non
     assert "10 of 10 isolation checks passed." in out
 
 
-def test_the_console_script_runs_the_demo() -> None:
+def test_the_console_script_runs_the_demo_on_embedded_sqlite() -> None:
     done = subprocess.run(
-        [str(SCRIPT), "demo", "--url", "memory://"], capture_output=True, text=True, timeout=120,
-        check=False,
+        [str(SCRIPT), "demo"], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "isolation checks passed" in done.stdout
+    assert "storage: sqlite:///" in done.stdout
+    assert "10 of 10 isolation checks passed." in done.stdout
 
 
 # -- serve --------------------------------------------------------------------------------------
@@ -142,14 +142,15 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, err
 
 
-def test_serve_with_a_config_file(
+def test_serve_with_a_config_file_and_memory_that_persists(
     tmp_path: Path, serve: list[subprocess.Popen[str]]
 ) -> None:
     config = tmp_path / "muxi.yaml"
     config.write_text(
         "memory:\n"
         "  persistent:\n"
-        "    provider: memory\n"
+        "    provider: sqlite\n"
+        "    connection_string: ${{ secrets.DB_URL }}\n"
         "  session_timeout: 600\n"
         "auth:\n"
         "  client_keys:\n"
@@ -158,14 +159,12 @@ def test_serve_with_a_config_file(
         "  admin_keys:\n"
         "    - key: ${{ secrets.ADMIN_KEY }}\n"
     )
-    env = {"TENANT_A_KEY": "fmc_from_secret", "ADMIN_KEY": "fma_from_secret"}
-    process, base = start(serve, "--config", str(config), env=env)
+    env = {"TENANT_A_KEY": "fmc_from_secret", "ADMIN_KEY": "fma_from_secret",
+           "DB_URL": f"sqlite:///{tmp_path / 'muxi.db'}"}
     headers = {"X-Muxi-Client-Key": "fmc_from_secret", "X-Muxi-User-Id": "tenant_a:user_1"}
+    process, base = start(serve, "--config", str(config), env=env)
     told = httpx.post(f"{base}/v1/chat", headers=headers, json={"message": "Remember I like Go"})
     assert told.status_code == 200
-    asked = httpx.post(f"{base}/v1/chat", headers=headers,
-                       json={"message": "What language do I like?"})
-    assert asked.json()["response"] == "You like Go."
     other = httpx.post(f"{base}/v1/chat",
                        headers={**headers, "X-Muxi-User-Id": "tenant_b:user_1"},
                        json={"message": "What language do I like?"})
@@ -174,7 +173,18 @@ def test_serve_with_a_config_file(
     assert keyless.status_code == 401
     code, err = stop(process)
     assert code == 0, err
-    assert "storage: memory://" in err
+    assert f"storage: sqlite:///{tmp_path / 'muxi.db'}" in err
+
+    # a new server process on the same file: the session and the memory are still there
+    process, base = start(serve, "--config", str(config), env=env)
+    sid = told.json()["session_id"]
+    history = httpx.get(f"{base}/v1/sessions/{sid}", headers=headers)
+    assert [m["content"] for m in history.json()["messages"]][:1] == ["Remember I like Go"]
+    asked = httpx.post(f"{base}/v1/chat", headers=headers,
+                       json={"message": "What language do I like?"})
+    assert asked.json()["response"] == "You like Go."
+    code, err = stop(process)
+    assert code == 0, err
 
 
 def test_serve_without_keys_generates_them_and_takes_an_agent_setting(

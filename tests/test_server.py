@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from muxi_isolation import Backend, Isolation, KeyRing, Scope, StorageUnavailable
 from muxi_isolation.agent import UNKNOWN_PREFERENCE
 from muxi_isolation.server import create_app, openapi_document, serve_in_thread
+from muxi_isolation.stores import open_backend
 
 SEED_KEY = "fmc_..."  # the seed's own placeholder, registered as a real key
 KEY_A = "fmc_tenant_a"
@@ -399,6 +401,20 @@ async def test_storage_failure_is_503_without_details(
     response = await http.post("/v1/sessions", headers=as_user("user_a"))
     assert response.status_code == 503
     assert response.json()["error"] == "storage_unavailable"
+    assert "hunter2" not in response.text
+
+
+async def test_an_unreachable_database_is_503() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = open_backend(f"postgresql://app:hunter2@127.0.0.1:{port}/muxi")
+    try:
+        async with http_client(create_app(Isolation(backend), keyring())) as http:
+            response = await http.post("/v1/sessions", headers=as_user("user_a"))
+    finally:
+        backend.close()
+    assert (response.status_code, response.json()["error"]) == (503, "storage_unavailable")
     assert "hunter2" not in response.text
 
 
