@@ -20,6 +20,8 @@ Per store:
   match user ``1000``), scope ids and caller keys/values holding a quote, backslash, colon
   or control character are refused (``InvalidIdentifier`` / ``InvalidFilter``), and every
   returned node is still verified, so even a filter the guard missed leaks nothing.
+  ``paste_guard=False`` lifts the check on caller filters only: the scope ids and document
+  ids the wrapper pastes itself are always checked, since deletes rely on them.
   ``FilterCondition.NOT`` is not supported by PGVectorStore itself.
 - Other stores get the wrapped filter, the same guard (turn it off with
   ``paste_guard=False`` for stores that bind their parameters) and the same verification.
@@ -162,8 +164,13 @@ class ScopedVectorStore(BasePydanticVectorStore):
             return MetadataFilter(key=key, value=[value], operator=FilterOperator.IN)
         return MetadataFilter(key=key, value=value, operator=FilterOperator.EQ)
 
+    @property
+    def _pastes_own_values(self) -> bool:
+        """Our own scope and document ids are checked for PGVectorStore whatever the guard."""
+        return self._guard or self._kind == POSTGRES
+
     def _scope_filters(self, scope: Scope) -> MetadataFilters:
-        if self._guard:
+        if self._pastes_own_values:
             for field, value in (("tenant_id", scope.tenant_id), ("user_id", scope.user_id)):
                 if not pasteable(value):
                     raise InvalidIdentifier(
@@ -186,6 +193,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         return scoped if caller is None else _and(scoped, caller)
 
     def _stamped(self, scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:
+        self._scope_filters(scope)  # refuse now a scope this store could never read back
         stamped = stamp_nodes(scope, nodes)
         if self._kind == SIMPLE:
             data = self._simple.data.metadata_dict
@@ -255,7 +263,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
 
     def _ref_doc_filters(self, scope: Scope, ref_doc_id: str) -> MetadataFilters | None:
         """The filter for this user's nodes of a document, when it can be pasted safely."""
-        if self._guard and not pasteable(ref_doc_id):
+        if self._pastes_own_values and not pasteable(ref_doc_id):
             return None
         return _and(
             self._scope_filters(scope),
@@ -312,7 +320,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             nodes = [n for n in self.get_nodes() if n.ref_doc_id == ref_doc_id]
         else:
             nodes = verified_nodes(scope, self._inner.get_nodes(filters=spec))
-        self._delete_ids(scope, [n.node_id for n in nodes])
+        self._delete_ids(scope, [n.node_id for n in nodes if n.ref_doc_id == ref_doc_id])
 
     def delete_nodes(
         self,
@@ -400,7 +408,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             nodes = [n for n in await self.aget_nodes() if n.ref_doc_id == ref_doc_id]
         else:
             nodes = verified_nodes(scope, await self._inner.aget_nodes(filters=spec))
-        await self._adelete_ids(scope, [n.node_id for n in nodes])
+        await self._adelete_ids(scope, [n.node_id for n in nodes if n.ref_doc_id == ref_doc_id])
 
     async def adelete_nodes(
         self,

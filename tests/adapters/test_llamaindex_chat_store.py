@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory import ChatMemoryBuffer, Memory
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
+from muxi_isolation.adapters.llamaindex import MuxiChatStore, MuxiDBChatStore
 
 from muxi_isolation import (
     Backend,
@@ -21,7 +23,6 @@ from muxi_isolation import (
     SessionNotFound,
     use_scope,
 )
-from muxi_isolation.adapters.llamaindex import MuxiChatStore, MuxiDBChatStore
 
 ALICE = Scope.parse("tenant_a:alice")
 BOB = Scope.parse("tenant_a:bob")
@@ -302,7 +303,7 @@ async def test_db_store_refuses_reserved_keys_and_expired_sessions(backend: Back
 class Recorder(BaseMemoryBlock[str]):
     """A memory block that keeps what the FIFO queue flushes into it."""
 
-    seen: list[str] = []
+    seen: list[str] = Field(default_factory=list)
 
     async def _aget(self, messages: list[ChatMessage] | None = None, **kwargs: Any) -> str:
         return ""
@@ -323,7 +324,7 @@ async def test_memory_puts_gets_and_archives_per_user(backend: Backend) -> None:
             memory_blocks=[block],
         )
 
-    alice_block, bob_block = Recorder(name="alice", seen=[]), Recorder(name="bob", seen=[])
+    alice_block, bob_block = Recorder(name="alice"), Recorder(name="bob")
     alice, bob = memory(ALICE, alice_block), memory(BOB, bob_block)
     await bob.aput(msg("bob says hi"))
     turns = [
