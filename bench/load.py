@@ -54,6 +54,11 @@ class Stats:
     wrong: int = 0
     errors: int = 0
     histories: int = 0
+    first_error: str = ""
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or what
 
 
 def free_port() -> int:
@@ -122,10 +127,14 @@ async def simulate(
     async def turn(message: str, session_id: str | None) -> dict[str, str] | None:
         body = {"message": message} | ({"session_id": session_id} if session_id else {})
         started = time.perf_counter()
-        response = await http.post("/v1/chat", headers=headers, json=body)
+        try:
+            response = await http.post("/v1/chat", headers=headers, json=body)
+        except httpx.HTTPError as exc:
+            stats.error(repr(exc))
+            return None
         stats.latencies.append(time.perf_counter() - started)
         if response.status_code != 200:
-            stats.errors += 1
+            stats.error(f"{response.status_code} {response.text[:200]}")
             return None
         data: dict[str, str] = response.json()
         return data
@@ -144,10 +153,14 @@ async def simulate(
         if not check(answer["response"], secret, stats):
             stats.wrong += 1
         if turns % HISTORY_EVERY == 0:
-            history = await http.get(f"/v1/sessions/{session_id}", headers=headers)
+            try:
+                history = await http.get(f"/v1/sessions/{session_id}", headers=headers)
+            except httpx.HTTPError as exc:
+                stats.error(repr(exc))
+                continue
             stats.histories += 1
             if history.status_code != 200:
-                stats.errors += 1
+                stats.error(f"{history.status_code} {history.text[:200]}")
             else:
                 check(history.text, secret, stats)
 
@@ -170,6 +183,7 @@ async def load(base: str, keys: dict[str, str], users: int, seconds: float) -> d
         "leaks": stats.leaks,
         "wrong": stats.wrong,
         "errors": stats.errors,
+        "first_error": stats.first_error,
     }
 
 
