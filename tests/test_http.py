@@ -310,3 +310,34 @@ def test_identifier_errors_name_the_field_and_rule() -> None:
     _, body = error_response(InvalidIdentifier("session_id", "must not be empty"))
     assert body["field"] == "session_id"
     assert body["rule"] == "must not be empty"
+
+
+# -- under Starlette: the scope reaches sync (threadpool) and async endpoints alike --------------
+
+
+async def test_under_starlette_sync_and_async_endpoints_see_the_scope() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from muxi_isolation import get_scope
+
+    def in_thread(request: Request) -> JSONResponse:
+        return JSONResponse({"scope": str(get_scope()), "state": str(request.state.muxi_scope)})
+
+    async def in_loop(request: Request) -> JSONResponse:
+        return JSONResponse({"scope": str(get_scope()), "state": str(request.state.muxi_scope)})
+
+    app = Starlette(
+        routes=[Route("/sync", in_thread), Route("/async", in_loop)],
+        middleware=[Middleware(MuxiIsolationMiddleware, keys=ring())],
+    )
+    headers = {"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": "tenant_a:user_1"}
+    async with client(app) as http:
+        for path in ("/sync", "/async"):
+            response = await http.get(path, headers=headers)
+            assert response.json() == {"scope": "tenant_a:user_1", "state": "tenant_a:user_1"}
+        refused = await http.get("/sync", headers={**headers, "X-Muxi-User-Id": "tenant_b:u"})
+        assert refused.status_code == 403
