@@ -21,6 +21,7 @@ false, ``IS_EMPTY`` does not match an empty list).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from llama_index.core.vector_stores.types import (
@@ -56,19 +57,27 @@ _LISTS = {
 UNSAFE_CHARACTERS = frozenset("'\"\\:")
 
 
-def to_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """The dialect dict for a LlamaIndex filter tree; ``None`` (or no filters) is no filter."""
+def to_filter(
+    filters: MetadataFilters | None, rename: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The dialect dict for a LlamaIndex filter tree; ``None`` (or no filters) is no filter.
+
+    ``rename`` maps a caller's key to the key it is stored under.
+    """
     if filters is None or not filters.filters:
         return None
-    spec = _group(filters)
+    spec = _group(filters, rename or {})
     parse_filter(spec)  # validate now, with the caller's names in the message
     return spec
 
 
-def _group(group: MetadataFilters) -> dict[str, Any]:
+def _group(group: MetadataFilters, rename: Mapping[str, str]) -> dict[str, Any]:
     if not group.filters:
         raise InvalidFilter("an empty nested MetadataFilters group has no meaning")
-    items = [_group(f) if isinstance(f, MetadataFilters) else _compare(f) for f in group.filters]
+    items = [
+        _group(f, rename) if isinstance(f, MetadataFilters) else _compare(f, rename)
+        for f in group.filters
+    ]
     condition = group.condition or FilterCondition.AND
     if condition == FilterCondition.NOT:
         return {"$not": items[0] if len(items) == 1 else {"$or": items}}
@@ -77,8 +86,8 @@ def _group(group: MetadataFilters) -> dict[str, Any]:
     return {"$or": items} if condition == FilterCondition.OR else {"$and": items}
 
 
-def _compare(f: MetadataFilter) -> dict[str, Any]:
-    op, key, value = f.operator, f.key, f.value
+def _compare(f: MetadataFilter, rename: Mapping[str, str]) -> dict[str, Any]:
+    op, key, value = f.operator, rename.get(f.key, f.key), f.value
     if op in _SIMPLE:
         return {key: {_SIMPLE[op]: value}}
     if op in _LISTS:

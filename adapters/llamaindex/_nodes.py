@@ -22,6 +22,7 @@ from muxi_isolation.scope import Scope
 
 __all__ = [
     "NODE_ID_KEY",
+    "SESSION_ALIAS",
     "memory_to_node",
     "node_to_memory",
     "owned",
@@ -33,9 +34,13 @@ __all__ = [
 log = logging.getLogger("muxi_isolation.adapters.llamaindex")
 
 NODE_ID_KEY = "_node_id"
+# LlamaIndex's Memory stamps ``session_id`` on what it flushes to memory blocks and
+# VectorMemoryBlock filters on it; the core refuses filters on the bare scope field names,
+# so the filterable copy of that key is stored (and filtered) under another name.
+SESSION_ALIAS = {"session_id": "_session_id"}
 _INTERNAL_KEYS = frozenset(
     {"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id", NODE_ID_KEY}
-)
+) | frozenset(SESSION_ALIAS.values())
 N = TypeVar("N", bound=BaseNode)
 
 
@@ -44,6 +49,9 @@ def node_to_memory(node: BaseNode) -> Memory:
     policy.check_metadata(node.metadata)
     metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=False)
     metadata[NODE_ID_KEY] = node.node_id
+    for key, alias in SESSION_ALIAS.items():
+        if key in metadata:
+            metadata[alias] = metadata.pop(key)
     embedding = None if node.embedding is None else [float(x) for x in node.embedding]
     text = node.get_content(metadata_mode=MetadataMode.NONE)
     return Memory(node.node_id, text, metadata, embedding)

@@ -58,7 +58,8 @@ from ._scope import resolve_scope
 __all__ = ["ScopedVectorStore", "stamp_nodes"]
 
 SIMPLE, POSTGRES, GENERIC = "simple", "postgres", "generic"
-_FORBIDDEN_FILTER_KEYS = policy.RESERVED_KEYS | policy.SCOPE_FIELDS
+# Memory's own ``session_id`` key (see _nodes.SESSION_ALIAS) stays filterable here.
+_FORBIDDEN_FILTER_KEYS = policy.RESERVED_KEYS | (policy.SCOPE_FIELDS - {"session_id"})
 
 
 def stamp_nodes(scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:

@@ -24,7 +24,7 @@ from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, Scored
 
 from ._filters import to_filter
-from ._nodes import NODE_ID_KEY, memory_to_node, node_to_memory
+from ._nodes import NODE_ID_KEY, SESSION_ALIAS, memory_to_node, node_to_memory
 from ._scope import resolve_scope
 
 __all__ = ["MuxiVectorStore"]
@@ -48,7 +48,7 @@ def _query_spec(query: VectorStoreQuery) -> tuple[list[float], int, dict[str, An
     if query.query_embedding is None:
         raise ValueError("MuxiVectorStore needs a query embedding")
     spec = _and(
-        to_filter(query.filters),
+        to_filter(query.filters, SESSION_ALIAS),
         _ids("ref_doc_id", query.doc_ids),
         _ids(NODE_ID_KEY, query.node_ids),
     )
@@ -67,7 +67,7 @@ def _delete_spec(
     node_ids: Sequence[str] | None, filters: MetadataFilters | None
 ) -> tuple[list[str] | None, dict[str, Any] | None] | None:
     """What ``delete_nodes`` removes; ``None`` when that is nothing (never everything)."""
-    spec = to_filter(filters)
+    spec = to_filter(filters, SESSION_ALIAS)
     if node_ids is not None and not node_ids:
         return None
     if node_ids is None and spec is None:
@@ -126,7 +126,7 @@ class MuxiVectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         scope = self.scope
-        spec = to_filter(filters)
+        spec = to_filter(filters, SESSION_ALIAS)
         if node_ids and spec is None:
             rows = self._backend.get_memories(scope, node_ids)
         else:
@@ -165,7 +165,7 @@ class MuxiVectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         scope = self.scope
-        spec = to_filter(filters)
+        spec = to_filter(filters, SESSION_ALIAS)
         if node_ids and spec is None:
             rows = await self._backend.aget_memories(scope, node_ids)
         else:

@@ -8,10 +8,15 @@ from typing import Any
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
 from llama_index.core.bridge.pydantic import Field
-from llama_index.core.memory import ChatMemoryBuffer, Memory
+from llama_index.core.memory import ChatMemoryBuffer, Memory, VectorMemoryBlock
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
-from muxi_isolation.adapters.llamaindex import MuxiChatStore, MuxiDBChatStore
+from muxi_isolation.adapters.llamaindex import (
+    HashingEmbedding,
+    MuxiChatStore,
+    MuxiDBChatStore,
+    MuxiVectorStore,
+)
 
 from muxi_isolation import (
     Backend,
@@ -351,3 +356,37 @@ async def test_memory_puts_gets_and_archives_per_user(backend: Backend) -> None:
     await alice.areset()
     assert await alice.aget_all() == []
     assert texts(await bob.aget_all()) == ["bob says hi"]
+
+
+async def test_memory_with_a_long_term_vector_block_per_user(backend: Backend) -> None:
+    """Short-term turns flushed by Memory land in the user's own long-term vector memory."""
+
+    def memory(scope: Scope) -> Memory:
+        block = VectorMemoryBlock(
+            name="long_term",
+            vector_store=MuxiVectorStore(backend, scope),
+            embed_model=HashingEmbedding(dim=64),
+            similarity_top_k=2,
+        )
+        return Memory.from_defaults(
+            session_id="sess_v",
+            chat_store=MuxiDBChatStore(backend, scope),
+            token_limit=16,
+            token_flush_size=4,
+            chat_history_token_ratio=0.5,
+            tokenizer_fn=words,
+            memory_blocks=[block],
+        )
+
+    alice, bob = memory(ALICE), memory(BOB)
+    for text in ("my cat is called Tom", "noted", "my dog is called Rex", "noted"):
+        await alice.aput(msg(text, "assistant" if text == "noted" else "user"))
+    await bob.aput(msg("my cat is called Felix"))
+    got = await alice.aget(input="what is my cat called")
+    system = " ".join(m.content or "" for m in got if m.role == "system")
+    assert "Tom" in system and "Felix" not in system
+    bob_got = await bob.aget(input="what is my cat called")
+    assert "Tom" not in " ".join(m.content or "" for m in bob_got)
+    assert [n.metadata for n in MuxiVectorStore(backend, ALICE).get_nodes()] == [
+        {"session_id": "sess_v"}
+    ]

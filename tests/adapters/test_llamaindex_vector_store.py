@@ -232,7 +232,7 @@ def test_reserved_keys_raise_and_write_nothing(backend: Backend) -> None:
             store.query(VectorStoreQuery(query_embedding=[1.0] * 64, filters=group(f(key, "x"))))
         with pytest.raises(ReservedKey):
             store.delete_nodes(filters=group(f(key, "x")))
-    for key in ("user_id", "tenant_id", "session_id"):
+    for key in ("user_id", "tenant_id"):
         with pytest.raises(ReservedKey):
             store.get_nodes(
                 filters=group(f("genre", "x"), group(f(key, "bob")), condition=FilterCondition.OR)
@@ -355,3 +355,17 @@ async def test_vector_store_index_async(backend: Backend) -> None:
     assert [n.node.ref_doc_id for n in found] == ["d"]
     await index.adelete_ref_doc("d")
     assert await index.as_retriever().aretrieve("async") == []
+
+
+def test_session_id_metadata_stays_filterable(backend: Backend) -> None:
+    """LlamaIndex's Memory tags flushed messages with session_id and filters on it."""
+    store = MuxiVectorStore(backend, ALICE)
+    store.add(
+        [node("s1", "one", "d", session_id="sess_1"), node("s2", "two", "d", session_id="sess_2")]
+    )
+    assert ids(store.get_nodes(filters=group(f("session_id", "sess_2")))) == {"s2"}
+    query = VectorStoreQuery(
+        query_embedding=[1.0] * 64, similarity_top_k=5, filters=group(f("session_id", "sess_1"))
+    )
+    assert store.query(query).ids == ["s1"]
+    assert store.get_nodes(node_ids=["s1"])[0].metadata == {"session_id": "sess_1"}
