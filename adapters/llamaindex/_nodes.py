@@ -88,11 +88,11 @@ def strip_node(node: N) -> N:
     return node.model_copy(update={"metadata": kept})
 
 
-def owned(scope: Scope, metadata: Mapping[str, Any] | None) -> bool:
+def owned(scope: Scope, metadata: Mapping[str, Any] | None, level: int = logging.ERROR) -> bool:
     """Whether a foreign store's record carries ``scope``'s stamp; logs it when it does not."""
     if policy.verify_metadata(scope, metadata):
         return True
-    log.error("dropped a node from outside %s returned by a wrapped store", scope)
+    log.log(level, "dropped a node from outside %s returned by a wrapped store", scope)
     return False
 
 

@@ -5,6 +5,9 @@ one, an index over a shared store): the nodes must carry the scope stamp (write 
 ``stamp_nodes`` or through a ``ScopedVectorStore`` on the raw store); anything not stamped
 for this user is dropped and logged, and the stamp is stripped from what is returned.
 
+Over a retriever shared by many users, foreign nodes are expected, so each dropped node is
+logged at WARNING (``muxi_isolation.adapters.llamaindex``), not ERROR as in the stores.
+
 Verification cannot restore recall: if the wrapped retriever ranks every user's nodes
 together, a user can get fewer than top-k results. Scope the store underneath
 (``MuxiVectorStore``, ``ScopedVectorStore``) for that, and keep this as the last check.
@@ -13,6 +16,7 @@ Nodes from those stores come back already stripped, so do not stack this on top 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -45,7 +49,7 @@ class ScopedRetriever(BaseRetriever):
         return [
             NodeWithScore(node=strip_node(n.node), score=n.score)
             for n in found
-            if owned(scope, n.node.metadata)
+            if owned(scope, n.node.metadata, logging.WARNING)
         ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
