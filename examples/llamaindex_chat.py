@@ -70,7 +70,7 @@ class RecallLLM(CustomLLM):
             known = "; ".join(said[:-1]) or "nothing"
             text = f"In this conversation: {known}"
             if recalled:
-                text += f" From long-term memory: {'; '.join(recalled)}"
+                text += f" | from long-term memory: {'; '.join(recalled)}"
         else:
             text = f"Noted ({len(messages)} messages in this session so far)."
         return ChatResponse(message=ChatMessage(role="assistant", content=text))

@@ -35,7 +35,7 @@ def test_chat_example(url: tuple[str, ...], tmp_path: Path) -> None:
     assert len(alice) == len(bob) == 2
     assert all("Alice" in line and "jazz" in line and "Bob" not in line for line in alice)
     assert all("Bob" in line and "rock" in line and "Alice" not in line for line in bob)
-    assert "From long-term memory: I like jazz.; My name is Alice." in alice[1]
+    assert "from long-term memory: I like jazz.; My name is Alice." in alice[1]
     assert "archived messages" in out
     assert "SessionNotFound" in out
 
