@@ -54,6 +54,7 @@ from muxi_isolation.scope import Scope
 from ._filters import check_pasteable, pasteable
 from ._nodes import owned, stamp_node, strip_node, verified_nodes
 from ._scope import resolve_scope
+from ._vector_store import MuxiVectorStore
 
 __all__ = ["ScopedVectorStore", "stamp_nodes"]
 
@@ -127,6 +128,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
     ) -> None:
         if not isinstance(store, BasePydanticVectorStore):
             raise TypeError(f"a LlamaIndex vector store is required, got {type(store).__name__}")
+        if isinstance(store, (ScopedVectorStore, MuxiVectorStore)):
+            raise TypeError(f"{type(store).__name__} is scoped already: use it directly")
         super().__init__(
             stores_text=store.stores_text, is_embedding_query=store.is_embedding_query, **kwargs
         )

@@ -505,3 +505,16 @@ async def test_scoped_retriever_over_a_shared_vector_index() -> None:
     with use_scope(ALICE_B):
         assert [n.node.node_id for n in contextual.retrieve("tea")] == ["c1"]
     assert all(n.score is not None for n in alice.retrieve("tea"))
+
+
+def test_our_own_stores_are_not_wrapped_again() -> None:
+    from muxi_isolation.adapters.llamaindex import MuxiVectorStore
+
+    from muxi_isolation import MemoryBackend
+
+    with pytest.raises(TypeError, match="scoped already"):
+        ScopedVectorStore(MuxiVectorStore(MemoryBackend(), ALICE), ALICE)
+    with pytest.raises(TypeError, match="scoped already"):
+        ScopedVectorStore(ScopedVectorStore(SimpleVectorStore(), ALICE), BOB)
+    with pytest.raises(TypeError):
+        ScopedVectorStore("not a store", ALICE)  # type: ignore[arg-type]
