@@ -146,6 +146,8 @@ def load_config(
             raise ConfigError(f"cannot read config file: {exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config is not valid YAML: {exc}") from exc
+    if isinstance(raw, str) and isinstance(source, str) and "\n" not in source:
+        raise ConfigError(f"no such config file: {source}")
     if not isinstance(raw, Mapping):
         raise ConfigError("config must be a YAML mapping, or the path of a YAML file")
     try:
