@@ -12,10 +12,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.parametrize("name", ["langchain_chat.py", "langchain_rag.py"])
-@pytest.mark.parametrize("url", ["memory://"])
-def test_example_runs(name: str, url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("url", [None, "memory://"], ids=["default-sqlite", "memory"])
+def test_example_runs(name: str, url: str | None, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name), url],
+        [sys.executable, "-W", "error", str(EXAMPLES / name), *([url] if url else [])],
         cwd=tmp_path,
         capture_output=True,
         text=True,
