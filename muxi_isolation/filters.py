@@ -208,7 +208,7 @@ def _compare(node: Compare, metadata: Mapping[str, Any]) -> bool:
     actual = metadata.get(node.key, _MISSING)
     op, want = node.op, node.value
     if op == "$exists":
-        return (actual is not _MISSING) == want
+        return bool((actual is not _MISSING) == want)
     if actual is _MISSING:
         return False
     if op == "$eq":
