@@ -16,7 +16,7 @@ from muxi_isolation.errors import AdapterUnavailable
 
 try:
     import langchain_core  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
+except ImportError as exc:
     raise AdapterUnavailable("langchain-core", "langchain") from exc
 
 from ._messages import from_record, to_record

@@ -174,6 +174,8 @@ class ScopedVectorStore(VectorStore):
     ) -> None:
         if not isinstance(store, VectorStore):
             raise UnsupportedStore(f"{type(store).__name__} is not a LangChain VectorStore")
+        if isinstance(store, ScopedVectorStore):
+            raise UnsupportedStore("this store is scoped already: use it directly")
         _check_methods(store)
         self.store = store
         self.scope = policy.require_scope(scope)

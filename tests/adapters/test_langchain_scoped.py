@@ -363,6 +363,8 @@ def test_unsupported_stores_say_what_is_missing() -> None:
         scope_vectorstore(Complete(), ALICE)
     with pytest.raises(UnsupportedStore, match="not a LangChain VectorStore"):
         scope_vectorstore(object(), ALICE)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedStore, match="scoped already"):
+        scope_vectorstore(scope_vectorstore(InMemoryVectorStore(EMBED), BOB), ALICE)
     assert isinstance(UnsupportedStore("x"), TypeError)
 
 
