@@ -24,13 +24,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from muxi_isolation import Scope, SessionManager, SessionNotFound, open_backend
 from muxi_isolation.adapters.langchain import (
     MuxiChatMessageHistory,
     MuxiHistoryFactory,
     history_factory_config,
 )
-
-from muxi_isolation import Scope, SessionManager, SessionNotFound, open_backend
 
 # LangChain 1.x deprecates RunnableWithMessageHistory in favour of LangGraph persistence;
 # it still works and is what most existing apps use, so this demo keeps it quietly.

@@ -25,13 +25,13 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
+
+from muxi_isolation import Scope, open_backend
 from muxi_isolation.adapters.langchain import (
     HashingEmbeddings,
     MuxiVectorStore,
     scope_vectorstore,
 )
-
-from muxi_isolation import Scope, open_backend
 
 ALICE = Scope.parse("tenant_a:alice")
 BOB = Scope.parse("tenant_a:bob")

@@ -32,14 +32,14 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.memory import ChatMemoryBuffer, Memory, VectorMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
+
+from muxi_isolation import Backend, Scope, SessionManager, SessionNotFound, open_backend
 from muxi_isolation.adapters.llamaindex import (
     HashingEmbedding,
     MuxiChatStore,
     MuxiDBChatStore,
     MuxiVectorStore,
 )
-
-from muxi_isolation import Backend, Scope, SessionManager, SessionNotFound, open_backend
 
 SESSION = "sess_demo"
 DIM = 256  # the hashing embedding's size; the SQL store is opened with the same

@@ -23,6 +23,8 @@ from pathlib import Path
 from llama_index.core import Document, StorageContext, SummaryIndex, VectorStoreIndex
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores import SimpleVectorStore
+
+from muxi_isolation import Backend, ReservedKey, Scope, open_backend
 from muxi_isolation.adapters.llamaindex import (
     HashingEmbedding,
     MuxiVectorStore,
@@ -30,8 +32,6 @@ from muxi_isolation.adapters.llamaindex import (
     ScopedVectorStore,
     stamp_nodes,
 )
-
-from muxi_isolation import Backend, ReservedKey, Scope, open_backend
 
 DIM = 256
 EMBED = HashingEmbedding(dim=DIM)

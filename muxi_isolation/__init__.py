@@ -24,6 +24,7 @@ from .errors import (
     SessionNotFound,
     StorageError,
     StorageUnavailable,
+    UnsupportedStore,
 )
 from .facade import Isolation, SessionMessages, UserMemories
 from .keys import AccessLevel, Grant, KeyRing
@@ -67,6 +68,7 @@ __all__ = [
     "SessionRecord",
     "StorageError",
     "StorageUnavailable",
+    "UnsupportedStore",
     "UserMemories",
     "current_scope",
     "get_scope",

@@ -16,7 +16,8 @@
     │   └── MissingSecret        a ${{ secrets.NAME }} with no value
     ├── StorageError             the database failed; the driver error is chained
     │   └── StorageUnavailable   the database cannot be reached
-    └── AdapterUnavailable       an optional framework is not installed
+    ├── AdapterUnavailable       an optional framework is not installed
+    └── UnsupportedStore         a foreign store the adapters cannot scope safely
 
 Errors about bad input also subclass ``ValueError`` or ``LookupError`` where that is
 what a caller would naturally catch.
@@ -42,6 +43,7 @@ __all__ = [
     "SessionNotFound",
     "StorageError",
     "StorageUnavailable",
+    "UnsupportedStore",
 ]
 
 
@@ -141,3 +143,7 @@ class AdapterUnavailable(IsolationError, ImportError):
         super().__init__(f"{framework} is not installed: pip install 'muxi-isolation[{extra}]'")
         self.framework = framework
         self.extra = extra
+
+
+class UnsupportedStore(IsolationError, TypeError):
+    """A store we do not own that cannot be scoped safely; the message names what is missing."""

@@ -38,6 +38,7 @@ PUBLIC = {
     "SessionRecord",
     "StorageError",
     "StorageUnavailable",
+    "UnsupportedStore",
     "UserMemories",
     "current_scope",
     "get_scope",

@@ -37,7 +37,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from muxi_isolation import policy
-from muxi_isolation.errors import InvalidFilter, IsolationError, ReservedKey, ScopeViolation
+from muxi_isolation.errors import InvalidFilter, ReservedKey, ScopeViolation, UnsupportedStore
 from muxi_isolation.filters import matches
 from muxi_isolation.scope import Scope
 
@@ -53,10 +53,6 @@ log = logging.getLogger("muxi_isolation.adapters.langchain")
 
 View = Callable[[Document], "Document | None"]
 _FORBIDDEN = policy.RESERVED_KEYS | policy.SCOPE_FIELDS
-
-
-class UnsupportedStore(IsolationError, TypeError):
-    """A foreign vector store we cannot scope safely; the message names what is missing."""
 
 
 class FilterDialect(Protocol):

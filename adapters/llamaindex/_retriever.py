@@ -22,6 +22,7 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from muxi_isolation.errors import UnsupportedStore
 from muxi_isolation.scope import Scope
 
 from ._nodes import owned, strip_node
@@ -35,7 +36,8 @@ class ScopedRetriever(BaseRetriever):
 
     def __init__(self, retriever: BaseRetriever, scope: Scope | None = None, **kwargs: Any) -> None:
         if not isinstance(retriever, BaseRetriever):
-            raise TypeError(f"a LlamaIndex retriever is required, got {type(retriever).__name__}")
+            kind = type(retriever).__name__
+            raise UnsupportedStore(f"a LlamaIndex retriever is required, got {kind}")
         kwargs.setdefault("callback_manager", retriever.callback_manager)
         super().__init__(**kwargs)
         self._retriever = retriever

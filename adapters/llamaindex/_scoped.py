@@ -48,7 +48,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from muxi_isolation import policy
-from muxi_isolation.errors import InvalidIdentifier, ReservedKey, ScopeViolation
+from muxi_isolation.errors import InvalidIdentifier, ReservedKey, ScopeViolation, UnsupportedStore
 from muxi_isolation.scope import Scope
 
 from ._filters import check_pasteable, pasteable
@@ -127,9 +127,10 @@ class ScopedVectorStore(BasePydanticVectorStore):
         **kwargs: Any,
     ) -> None:
         if not isinstance(store, BasePydanticVectorStore):
-            raise TypeError(f"a LlamaIndex vector store is required, got {type(store).__name__}")
+            kind = type(store).__name__
+            raise UnsupportedStore(f"a LlamaIndex vector store is required, got {kind}")
         if isinstance(store, (ScopedVectorStore, MuxiVectorStore)):
-            raise TypeError(f"{type(store).__name__} is scoped already: use it directly")
+            raise UnsupportedStore(f"{type(store).__name__} is scoped already: use it directly")
         super().__init__(
             stores_text=store.stores_text, is_embedding_query=store.is_embedding_query, **kwargs
         )

@@ -21,11 +21,6 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
-from muxi_isolation.adapters.langchain import (
-    MuxiChatMessageHistory,
-    MuxiHistoryFactory,
-    history_factory_config,
-)
 
 from muxi_isolation import (
     Backend,
@@ -36,6 +31,11 @@ from muxi_isolation import (
     SessionExpired,
     SessionManager,
     SessionNotFound,
+)
+from muxi_isolation.adapters.langchain import (
+    MuxiChatMessageHistory,
+    MuxiHistoryFactory,
+    history_factory_config,
 )
 from muxi_isolation.records import ARCHIVED
 

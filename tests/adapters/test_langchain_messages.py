@@ -15,8 +15,8 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from muxi_isolation.adapters.langchain import from_record, to_record
 
+from muxi_isolation.adapters.langchain import from_record, to_record
 from muxi_isolation.records import Message
 
 ROUND_TRIPS: list[BaseMessage] = [

@@ -11,6 +11,10 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from muxi_isolation import InvalidFilter, ReservedKey, Scope, ScopeViolation
 from muxi_isolation.adapters.langchain import (
     HashingEmbeddings,
     ScopedVectorStore,
@@ -19,10 +23,6 @@ from muxi_isolation.adapters.langchain import (
     scope_vectorstore,
 )
 from muxi_isolation.adapters.langchain.scoped import id_prefix
-from sqlalchemy import create_engine
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from muxi_isolation import InvalidFilter, ReservedKey, Scope, ScopeViolation
 
 ALICE = Scope.parse("tenant_a:alice")
 BOB = Scope.parse("tenant_a:bob")

@@ -15,7 +15,6 @@ from langchain_tests.integration_tests import (
     RetrieversIntegrationTests,
     VectorStoreIntegrationTests,
 )
-from muxi_isolation.adapters.langchain import HashingEmbeddings, MuxiRetriever, MuxiVectorStore
 
 from muxi_isolation import (
     Backend,
@@ -25,6 +24,7 @@ from muxi_isolation import (
     Scope,
     use_scope,
 )
+from muxi_isolation.adapters.langchain import HashingEmbeddings, MuxiRetriever, MuxiVectorStore
 
 ALICE = Scope.parse("tenant_a:alice")
 BOB = Scope.parse("tenant_a:bob")

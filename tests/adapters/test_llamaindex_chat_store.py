@@ -11,12 +11,6 @@ from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory import ChatMemoryBuffer, Memory, VectorMemoryBlock
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
-from muxi_isolation.adapters.llamaindex import (
-    HashingEmbedding,
-    MuxiChatStore,
-    MuxiDBChatStore,
-    MuxiVectorStore,
-)
 
 from muxi_isolation import (
     Backend,
@@ -27,6 +21,12 @@ from muxi_isolation import (
     SessionManager,
     SessionNotFound,
     use_scope,
+)
+from muxi_isolation.adapters.llamaindex import (
+    HashingEmbedding,
+    MuxiChatStore,
+    MuxiDBChatStore,
+    MuxiVectorStore,
 )
 
 ALICE = Scope.parse("tenant_a:alice")

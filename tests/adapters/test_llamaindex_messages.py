@@ -18,8 +18,8 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
     VideoBlock,
 )
-from muxi_isolation.adapters.llamaindex import to_chat_message, to_message
 
+from muxi_isolation.adapters.llamaindex import to_chat_message, to_message
 from muxi_isolation.records import Message
 
 OPENAI_CALL = {
@@ -163,6 +163,7 @@ def test_records_written_elsewhere(record: Message, expected: dict[str, Any]) ->
 
 def test_history_written_by_langchain_reads_here_and_back() -> None:
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
     from muxi_isolation.adapters.langchain import from_record, to_record
 
     lc = [

@@ -21,12 +21,6 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
 )
 from llama_index.vector_stores.postgres import PGVectorStore
-from muxi_isolation.adapters.llamaindex import (
-    HashingEmbedding,
-    ScopedRetriever,
-    ScopedVectorStore,
-    stamp_nodes,
-)
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -40,6 +34,12 @@ from muxi_isolation import (
     Scope,
     ScopeViolation,
     use_scope,
+)
+from muxi_isolation.adapters.llamaindex import (
+    HashingEmbedding,
+    ScopedRetriever,
+    ScopedVectorStore,
+    stamp_nodes,
 )
 
 ALICE = Scope.parse("tenant_a:alice")
@@ -508,9 +508,8 @@ async def test_scoped_retriever_over_a_shared_vector_index() -> None:
 
 
 def test_our_own_stores_are_not_wrapped_again() -> None:
-    from muxi_isolation.adapters.llamaindex import MuxiVectorStore
-
     from muxi_isolation import MemoryBackend
+    from muxi_isolation.adapters.llamaindex import MuxiVectorStore
 
     with pytest.raises(TypeError, match="scoped already"):
         ScopedVectorStore(MuxiVectorStore(MemoryBackend(), ALICE), ALICE)

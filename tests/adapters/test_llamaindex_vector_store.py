@@ -15,7 +15,6 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
-from muxi_isolation.adapters.llamaindex import HashingEmbedding, MuxiVectorStore
 
 from muxi_isolation import (
     Backend,
@@ -26,6 +25,7 @@ from muxi_isolation import (
     Scope,
     use_scope,
 )
+from muxi_isolation.adapters.llamaindex import HashingEmbedding, MuxiVectorStore
 
 ALICE = Scope.parse("tenant_a:alice")
 BOB = Scope.parse("tenant_a:bob")
