@@ -62,6 +62,21 @@ def test_plan_follows_user_size(loaded) -> None:
     assert backend.search_plan(Scope("tenant_a", "nobody")) == "exact"
 
 
+def test_a_small_share_of_a_big_table_is_searched_exactly(make_backend, postgres_admin) -> None:
+    backend = make_backend(
+        "postgres", embedding_dimension=2, ann_threshold=10, ann_min_fraction=0.2
+    )
+    backend.upsert_memories(BIG, [Memory(f"b{i}", "x", {}, [1.0, i]) for i in range(20)])
+    backend.upsert_memories(OTHER, [Memory(f"o{i}", "x", {}, [1.0, i]) for i in range(100)])
+    assert backend.search_plan(BIG) == "hnsw"  # no statistics yet: the size rule alone
+    table = backend.tables.memories
+    with postgres_admin.begin() as conn:
+        conn.exec_driver_sql(f'ANALYZE "{table.schema}"."{table.name}"')
+    assert backend.search_plan(BIG) == "exact"  # 20 of 120 rows: under a fifth
+    assert backend.search_plan(OTHER) == "hnsw"
+    assert len(backend.search_memories(BIG, [1.0, 3.0], k=4)) == 4
+
+
 @pytest.mark.parametrize("scope", [BIG, SMALL])
 def test_results_fill_k_and_match_exact(loaded, scope: Scope) -> None:
     backend, rng, centers, big, small = loaded

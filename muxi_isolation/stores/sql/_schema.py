@@ -49,6 +49,8 @@ from . import _rls
 from ._types import Embedding, UTCDateTime
 
 __all__ = [
+    "HNSW_EF_CONSTRUCTION",
+    "HNSW_M",
     "HNSW_MAX_DIMENSION",
     "SCHEMA_VERSION",
     "UPGRADES",
@@ -61,6 +63,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128  # twice pgvector's default: measured recall on hard clusters
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _ADVISORY_KEY = 0x6D757869  # "muxi"
 
@@ -234,7 +238,8 @@ def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
             conn.execute(
                 text(
                     f"CREATE INDEX IF NOT EXISTS {name} ON {prep.format_table(tables.memories)} "
-                    "USING hnsw (embedding vector_cosine_ops)"
+                    "USING hnsw (embedding vector_cosine_ops) "
+                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
                 )
             )
         for statement in _rls.policies(conn, tables):

@@ -7,12 +7,17 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
 - PostgreSQL, user with at most ``ann_threshold`` embedded rows: exact search over the
   user's rows, reached through the composite B-tree (a MATERIALIZED CTE keeps the planner
   off the HNSW index). Cost grows with the user's rows, not the table's.
-- PostgreSQL, larger user: HNSW with pgvector 0.8's iterative scan
-  (``hnsw.iterative_scan = relaxed_order``, a wide ``ef_search`` and ``max_scan_tuples``),
-  re-sorted; if it yields fewer than ``k`` (a selective filter), exact search instead.
+- PostgreSQL, larger user holding at least ``ann_min_fraction`` of the table: HNSW with
+  pgvector 0.8's iterative scan (``hnsw.iterative_scan = relaxed_order``, ``ef_search``,
+  ``max_scan_tuples``), re-sorted. The iterative scan visits about ``k / fraction`` index
+  tuples before it has ``k`` of the user's, so a user holding a sliver of a huge table is
+  cheaper to search exactly. Sorting is priced out in that transaction so the planner
+  takes the index it was chosen for. If the scan yields fewer than ``k`` (a selective
+  filter), exact search runs instead.
 - SQLite: exact search over the user's rows in Python.
 
-The threshold and the HNSW settings are measured by ``bench/vector_search.py``.
+The threshold and the HNSW settings are measured by ``bench/vector_search.py``; statements
+are planned per execution (psycopg's server-side prepare is off), so each plan knows its user.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Float, Row, bindparam, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    Row,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+)
 
 from ...records import Memory
 from ...scope import Scope
@@ -31,10 +46,18 @@ from . import _rls
 from ._schema import Tables
 from ._types import cosine_similarity
 
-__all__ = ["DEFAULT_ANN_THRESHOLD", "VectorPlanner", "row_to_memory"]
+__all__ = [
+    "DEFAULT_ANN_MIN_FRACTION",
+    "DEFAULT_ANN_THRESHOLD",
+    "DEFAULT_EF_SEARCH",
+    "DEFAULT_MAX_SCAN_TUPLES",
+    "VectorPlanner",
+    "row_to_memory",
+]
 
 DEFAULT_ANN_THRESHOLD = 5000
-DEFAULT_EF_SEARCH = 200
+DEFAULT_ANN_MIN_FRACTION = 0.005
+DEFAULT_EF_SEARCH = 300
 DEFAULT_MAX_SCAN_TUPLES = 50_000
 
 Scored = tuple[Memory, float]
@@ -57,6 +80,7 @@ class VectorPlanner:
     tables: Tables
     dialect: str
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
+    ann_min_fraction: float = DEFAULT_ANN_MIN_FRACTION
     ef_search: int = DEFAULT_EF_SEARCH
     max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES
     set_local: bool = False
@@ -73,16 +97,30 @@ class VectorPlanner:
             return []
         if self.dialect == "sqlite":
             return self._exact_python(conn, user, vector, k, where)
-        if self.tables.hnsw and self.user_rows(conn, user) > self.ann_threshold:
+        if self.plan(conn, user) == "hnsw":
             hits = self._ann(conn, user, vector, k, where)
             if len(hits) >= k:
                 return hits
         return self._exact(conn, user, vector, k, where)
 
     def plan(self, conn: Connection, user: Scope) -> str:
-        """Which path a search for this user takes: "exact" or "hnsw" (for tests, benches)."""
-        ann = self.dialect == "postgresql" and self.tables.hnsw
-        return "hnsw" if ann and self.user_rows(conn, user) > self.ann_threshold else "exact"
+        """Which path a search for this user takes: "exact" or "hnsw"."""
+        if self.dialect != "postgresql" or not self.tables.hnsw:
+            return "exact"
+        if self.user_rows(conn, user, self.ann_threshold + 1) <= self.ann_threshold:
+            return "exact"
+        share = math.ceil(self.ann_min_fraction * self.table_rows(conn))
+        if share > self.ann_threshold and self.user_rows(conn, user, share) < share:
+            return "exact"
+        return "hnsw"
+
+    def table_rows(self, conn: Connection) -> float:
+        """The planner's estimate of the table's rows (0 when never analyzed)."""
+        name = conn.dialect.identifier_preparer.format_table(self.tables.memories)
+        found = conn.scalar(
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"), {"name": name}
+        )
+        return max(float(found or 0.0), 0.0)
 
     def _scope(self, user: Scope) -> list[ColumnElement[bool]]:
         t = self.tables.memories
@@ -92,11 +130,11 @@ class VectorPlanner:
             t.c.embedding.is_not(None),
         ]
 
-    def user_rows(self, conn: Connection, user: Scope) -> int:
-        """The user's embedded rows, counted up to ``ann_threshold + 1`` (index only)."""
+    def user_rows(self, conn: Connection, user: Scope, cap: int) -> int:
+        """The user's embedded rows, counted up to ``cap`` (on the partial index)."""
         t = self.tables.memories
         capped = select(literal(1)).select_from(t).where(*self._scope(user))
-        capped_sq = capped.limit(self.ann_threshold + 1).subquery()
+        capped_sq = capped.limit(cap).subquery()
         return int(conn.scalar(select(func.count()).select_from(capped_sq)) or 0)
 
     def _distance(self, vector: list[float]) -> ColumnElement[float]:
@@ -143,6 +181,7 @@ class VectorPlanner:
     ) -> list[Scored]:
         t = self.tables.memories
         settings = {
+            "enable_sort": "off",
             "hnsw.iterative_scan": "relaxed_order",
             "hnsw.ef_search": str(max(self.ef_search, k)),
             "hnsw.max_scan_tuples": str(self.max_scan_tuples),

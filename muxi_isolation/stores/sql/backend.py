@@ -34,6 +34,7 @@ from ._ops import Ops
 from ._schema import Tables, build_tables, install
 from ._urls import Target, resolve_url
 from ._vectors import (
+    DEFAULT_ANN_MIN_FRACTION,
     DEFAULT_ANN_THRESHOLD,
     DEFAULT_EF_SEARCH,
     DEFAULT_MAX_SCAN_TUPLES,
@@ -63,8 +64,8 @@ class SQLBackend(Backend):
     ``embedding_dimension``: ``VECTOR(n)`` with an HNSW index (n <= 2000); ``None`` stores
     vectors of any length and always searches exactly. ``table_prefix`` and ``schema``
     (PostgreSQL) place the tables. ``citus=True`` sets the scope with ``SET LOCAL`` so it
-    reaches Citus workers (see the README). ``ann_threshold``, ``ef_search`` and
-    ``max_scan_tuples`` tune per-user vector search (see ``_vectors``).
+    reaches Citus workers (see the README). ``ann_threshold``, ``ann_min_fraction``,
+    ``ef_search`` and ``max_scan_tuples`` tune per-user vector search (see ``_vectors``).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class SQLBackend(Backend):
         schema: str | None = None,
         citus: bool = False,
         ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        ann_min_fraction: float = DEFAULT_ANN_MIN_FRACTION,
         ef_search: int = DEFAULT_EF_SEARCH,
         max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES,
         pool_size: int = 5,
@@ -96,6 +98,7 @@ class SQLBackend(Backend):
             self.tables,
             self.dialect,
             ann_threshold=ann_threshold,
+            ann_min_fraction=ann_min_fraction,
             ef_search=ef_search,
             max_scan_tuples=max_scan_tuples,
             set_local=citus,
@@ -471,6 +474,10 @@ def _engines(
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     elif target.dialect == "sqlite" and options.get("poolclass") is NullPool:
         options = {"poolclass": NullPool}
+    elif target.dialect == "postgresql":
+        # No server-side prepared statements: a cached generic plan would not know which
+        # user a search is for, and would pick one path for all of them.
+        options["connect_args"] = {"prepare_threshold": None}
     try:
         sync_engine = create_engine(target.sync_url, **options)
         async_engine = create_async_engine(target.async_url, **options)

