@@ -153,7 +153,8 @@ def build_tables(
     memories = Table(
         f"{p}memories",
         md,
-        *_ids("tenant_id", "user_id", "id"),
+        *_ids("tenant_id", "user_id"),
+        Column("id", Text, nullable=False),  # callers' ids (UUIDs, hashes): no length cap
         Column("session_id", String(255), nullable=True),
         Column("content", Text, nullable=False),
         Column("metadata", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
