@@ -4,8 +4,9 @@ The canonical form of every id (tenant, user, session), applied at every entry p
 
 1. Unicode NFC normalization (so composed and decomposed forms are the same id);
 2. then the id must be 1 to 255 characters long;
-3. hold no control character (Unicode category Cc, which includes NUL) and no line or
-   paragraph separator;
+3. hold no control character (Unicode category Cc, which includes NUL), no line or
+   paragraph separator, and no lone surrogate (category Cs: not text, no database can
+   store it);
 4. and have no leading or trailing whitespace (rejected, never silently stripped).
 
 Ids are compared by exact string equality after this, in separate fields: never by prefix.
@@ -48,6 +49,8 @@ def canonical_id(value: object, field: str = "id") -> str:
         raise InvalidIdentifier(field, f"must be at most {MAX_ID_LENGTH} characters")
     if any(unicodedata.category(ch) == "Cc" or ch in _SEPARATORS for ch in text):
         raise InvalidIdentifier(field, "must not contain NUL or control characters")
+    if any(unicodedata.category(ch) == "Cs" for ch in text):
+        raise InvalidIdentifier(field, "must be valid Unicode (no lone surrogates)")
     if text != text.strip():
         raise InvalidIdentifier(field, "must not have leading or trailing whitespace")
     return text
