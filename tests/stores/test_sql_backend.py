@@ -216,12 +216,23 @@ def test_unreachable_postgres_is_storage_unavailable(tmp_path) -> None:
 
 
 async def test_unreachable_database_async(tmp_path) -> None:
+    backend = SQLBackend(f"postgresql://nobody@/db?host={tmp_path}&connect_timeout=2")
+    try:
+        with pytest.raises(StorageUnavailable) as caught:
+            await backend.alist_memories(ALICE)
+        assert caught.value.__cause__ is not None
+    finally:
+        await backend.aclose()
+
+
+def test_unopenable_sqlite_file_is_storage_unavailable(tmp_path) -> None:
+    # (sync only: aiosqlite's failed connect leaves a stop request racing the closing loop)
     backend = SQLBackend(f"sqlite:///{tmp_path}/missing/dir/x.db")
     try:
         with pytest.raises(StorageUnavailable):
-            await backend.alist_memories(ALICE)
+            backend.list_memories(ALICE)
     finally:
-        await backend.aclose()
+        backend.close()
 
 
 # -- schema version and upgrades --------------------------------------------------------------

@@ -250,7 +250,7 @@ class SQLBackend(Backend):
         return self._rls
 
     def search_plan(self, scope: Scope) -> str:
-        """"exact" or "hnsw": how a search for this user would run now."""
+        """Which path ("exact" or "hnsw") a search for this user would take now."""
         user = policy.require_scope(scope).user()
         return self._run(user, self.vectors.plan, user)
 
