@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
-from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql import SQLBackend, _rls
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 ALICE = Scope("tenant_a", "alice")
@@ -47,7 +47,11 @@ def raw_rows(conn, table: str) -> list[tuple[str, str]]:
     return [(r.tenant_id, r.user_id) for r in conn.execute(text(f"SELECT * FROM {table}"))]
 
 
-def set_scope(conn, **settings: str) -> None:
+def set_scope(conn, key: bytes | None = None, **settings: str) -> None:
+    """Make raw settings; with the backend's scope ``key``, sign them as the backend does."""
+    if key is not None:
+        scope = Scope(settings["tenant_id"], settings["user_id"])
+        settings["scope_tag"] = _rls.scope_tag(key, scope)
     for name, value in settings.items():
         conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": f"muxi.{name}", "v": value})
 
@@ -72,7 +76,8 @@ def test_raw_select_sees_only_the_current_scope(pg) -> None:
     for table in tables(backend):
         for scope in EVERYONE:
             with app.begin() as conn:
-                set_scope(conn, tenant_id=scope.tenant_id, user_id=scope.user_id)
+                ids = {"tenant_id": scope.tenant_id, "user_id": scope.user_id}
+                set_scope(conn, backend._scope_key, **ids)
                 rows = raw_rows(conn, table)
             assert rows and set(rows) == {(scope.tenant_id, scope.user_id)}, table
 
@@ -87,7 +92,10 @@ def test_raw_select_without_a_scope_sees_nothing(pg) -> None:
                 set_scope(conn, tenant_id="tenant_a")  # half a scope
                 assert raw_rows(conn, table) == []
             with conn.begin():
-                set_scope(conn, tenant_id="tenant_a", user_id="alice")
+                set_scope(conn, tenant_id="tenant_a", user_id="alice")  # unsigned
+                assert raw_rows(conn, table) == []
+            with conn.begin():
+                set_scope(conn, backend._scope_key, tenant_id="tenant_a", user_id="alice")
                 assert raw_rows(conn, table)
             with conn.begin():  # same connection after a local setting ended: ''
                 assert conn.scalar(text("SELECT current_setting('muxi.user_id', true)")) == ""

@@ -4,10 +4,17 @@ Every scoped table gets ``ENABLE`` and ``FORCE ROW LEVEL SECURITY`` (so the owne
 the policies too; only superusers and ``BYPASSRLS`` roles skip them) and two policies:
 
 - ``muxi_user``, for every role: a row is visible and writable only when its
-  ``tenant_id`` and ``user_id`` equal the transaction's ``muxi.tenant_id`` and
-  ``muxi.user_id`` settings. ``current_setting(name, true)`` is NULL when a setting was
-  never made and ``''`` after a transaction-local one ended on a pooled connection; no id
-  is ever NULL or ``''``, so an unset scope sees nothing.
+  ``tenant_id`` and ``user_id`` equal the transaction's *signed* scope. The backend sets
+  ``muxi.tenant_id``, ``muxi.user_id`` and ``muxi.scope_tag``, an HMAC-SHA256 of the two
+  ids under a key only the tables' owner can read (the ``scope_key`` table, read by the
+  backend through ``admin_url`` at setup). The policy compares each row with
+  ``(SELECT <prefix>scope_tenant())`` and ``(SELECT <prefix>scope_user())``: SECURITY
+  DEFINER functions that return the setting only when the tag verifies, else NULL, and
+  that run once per statement (an InitPlan), so a setting changed halfway through a
+  statement is never seen. SQL running as the app role can change the settings (any role
+  can), but cannot sign them: a scope it sets itself (``set_config``, ``SET``, ``RESET``)
+  sees and writes nothing. An unset scope (NULL, or the ``''`` a pooled connection shows
+  after a transaction-local setting ended) sees nothing either.
 - ``muxi_tenant_admin``, only for the role that created the tables (the owner, reached
   through ``admin_url``): with ``muxi.admin = 'on'`` it sees one whole tenant. The app's
   role is not in this policy, so setting ``muxi.admin`` does nothing for it.
@@ -20,10 +27,25 @@ server (``format('%L')``), never by us.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL
 
 from ...errors import ConfigError
@@ -34,42 +56,128 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN",
+    "SCOPE_TAG",
     "TENANT",
     "USER",
     "apply_settings",
     "create_app_role",
+    "create_scope_key",
     "grants",
+    "key_table",
     "policies",
+    "read_scope_key",
+    "resign_policies",
     "scope_settings",
+    "scope_tag",
 ]
 
 TENANT = "muxi.tenant_id"
 USER = "muxi.user_id"
+SCOPE_TAG = "muxi.scope_tag"
 ADMIN = "muxi.admin"
 
-_USER_RULE = (
-    f"tenant_id = current_setting('{TENANT}', true) AND user_id = current_setting('{USER}', true)"
-)
 _ADMIN_RULE = (
     f"tenant_id = current_setting('{TENANT}', true) AND current_setting('{ADMIN}', true) = 'on'"
 )
+# HMAC-SHA256 (RFC 2104) of "tenant\nuser" with the key's precomputed pads; no id holds a
+# newline, so the message names one (tenant, user) pair.
+_DIGEST = (
+    "encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to("
+    f"current_setting('{TENANT}', true) || chr(10) || current_setting('{USER}', true), "
+    "'UTF8'))), 'hex')"
+)
+
+
+def key_table(tables: Tables, schema: str | None = None) -> Table:
+    """The one-row table holding the scope key: the owner's alone (no grant to the app)."""
+    return Table(
+        f"{tables.prefix}scope_key",
+        MetaData(schema=schema or tables.metadata.schema),
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("key", LargeBinary, nullable=False),
+        Column("inner_pad", LargeBinary, nullable=False),
+        Column("outer_pad", LargeBinary, nullable=False),
+    )
+
+
+def _schema(conn: Connection, tables: Tables) -> str:
+    """Where the tables live: the functions name it, as their search_path is pinned."""
+    return tables.metadata.schema or str(conn.scalar(text("SELECT current_schema()")))
+
+
+def _function(conn: Connection, tables: Tables, part: str) -> str:
+    prep = conn.dialect.identifier_preparer
+    name = prep.quote(f"{tables.prefix}scope_{part}")
+    return f"{prep.quote_schema(_schema(conn, tables))}.{name}"
+
+
+def _user_rule(conn: Connection, tables: Tables) -> str:
+    tenant, user = _function(conn, tables, "tenant"), _function(conn, tables, "user")
+    return f"tenant_id = (SELECT {tenant}()) AND user_id = (SELECT {user}())"
+
+
+def create_scope_key(conn: Connection, tables: Tables) -> list[str]:
+    """Create the key table with a new random key, and the functions that verify a scope.
+
+    Returns the DDL of the two functions (run by the caller after this).
+    """
+    table = key_table(tables)
+    table.create(conn)
+    key = secrets.token_bytes(32)
+    padded = key.ljust(64, b"\0")
+    conn.execute(
+        insert(table).values(
+            id=1,
+            key=key,
+            inner_pad=bytes(b ^ 0x36 for b in padded),
+            outer_pad=bytes(b ^ 0x5C for b in padded),
+        )
+    )
+    keys = conn.dialect.identifier_preparer.format_table(key_table(tables, _schema(conn, tables)))
+    signed = f"k.id = 1 AND current_setting('{SCOPE_TAG}', true) = {_DIGEST}"
+    out: list[str] = []
+    for part, name in (("tenant", TENANT), ("user", USER)):
+        q = f"SELECT current_setting('{name}', true) FROM {keys} k WHERE {signed}"  # noqa: S608
+        out.append(
+            f"CREATE OR REPLACE FUNCTION {_function(conn, tables, part)}() RETURNS text "
+            "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+            f"AS $$ {q} $$"
+        )
+    return out
+
+
+def read_scope_key(conn: Connection, tables: Tables) -> bytes:
+    """The scope key; only the owner (or a superuser) can read it."""
+    table = key_table(tables)
+    return bytes(conn.execute(select(table.c.key).where(table.c.id == 1)).scalar_one())
 
 
 def policies(conn: Connection, tables: Tables) -> list[str]:
     """RLS DDL for the scoped tables; the admin policy names the current (owner) role."""
     prep = conn.dialect.identifier_preparer
     owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
+    rule = _user_rule(conn, tables)
     out: list[str] = []
     for table in tables.scoped:
         name = prep.format_table(table)
         out += [
             f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY",
             f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY",
-            f"CREATE POLICY muxi_user ON {name} USING ({_USER_RULE}) WITH CHECK ({_USER_RULE})",
+            f"CREATE POLICY muxi_user ON {name} USING ({rule}) WITH CHECK ({rule})",
             f"CREATE POLICY muxi_tenant_admin ON {name} TO {owner} "
             f"USING ({_ADMIN_RULE}) WITH CHECK ({_ADMIN_RULE})",
         ]
     return out
+
+
+def resign_policies(conn: Connection, tables: Tables) -> list[str]:
+    """Move existing ``muxi_user`` policies (schema version 1) to the signed scope."""
+    prep = conn.dialect.identifier_preparer
+    rule = _user_rule(conn, tables)
+    return [
+        f"ALTER POLICY muxi_user ON {prep.format_table(t)} USING ({rule}) WITH CHECK ({rule})"
+        for t in tables.scoped
+    ]
 
 
 def grants(conn: Connection, tables: Tables, role: str) -> list[str]:
@@ -86,8 +194,14 @@ def grants(conn: Connection, tables: Tables, role: str) -> list[str]:
     return out
 
 
-def scope_settings(user: Scope) -> dict[str, str]:
-    return {TENANT: user.tenant_id, USER: user.user_id}
+def scope_tag(key: bytes, user: Scope) -> str:
+    """The HMAC that makes a (tenant, user) setting count for the policies."""
+    message = f"{user.tenant_id}\n{user.user_id}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def scope_settings(user: Scope, key: bytes) -> dict[str, str]:
+    return {TENANT: user.tenant_id, USER: user.user_id, SCOPE_TAG: scope_tag(key, user)}
 
 
 def apply_settings(conn: Connection, settings: Mapping[str, str], *, set_local: bool) -> None:

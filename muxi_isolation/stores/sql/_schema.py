@@ -11,6 +11,8 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
     memories          PK (tenant_id, user_id, id); (tenant_id, user_id, created_at, id);
                       (tenant_id, user_id) WHERE embedding IS NOT NULL; HNSW on PostgreSQL
     schema_version    one row: the version of this layout
+    scope_key         PostgreSQL only, one row, the owner's alone: the key that signs the
+                      row-level-security scope (see ``_rls``)
 
 Upgrades: ``SCHEMA_VERSION`` is bumped with each layout change and ``UPGRADES[n]`` moves a
 database from version ``n`` to ``n + 1``; ``install`` runs the missing steps in order, in
@@ -60,7 +62,7 @@ __all__ = [
     "install",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_M = 16
@@ -68,7 +70,17 @@ HNSW_EF_CONSTRUCTION = 128  # twice pgvector's default: measured recall on hard 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _ADVISORY_KEY = 0x6D757869  # "muxi"
 
-UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {}
+
+
+def _sign_the_scope(conn: Connection, tables: Tables) -> None:
+    """1 -> 2: row-level security trusts only a signed scope (``_rls``)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for statement in _rls.create_scope_key(conn, tables) + _rls.resign_policies(conn, tables):
+        conn.execute(text(statement))
+
+
+UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {1: _sign_the_scope}
 
 
 def check_name(value: str, what: str, *, empty: bool = False) -> str:
@@ -243,7 +255,7 @@ def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
                     f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
                 )
             )
-        for statement in _rls.policies(conn, tables):
+        for statement in _rls.create_scope_key(conn, tables) + _rls.policies(conn, tables):
             conn.execute(text(statement))
 
 

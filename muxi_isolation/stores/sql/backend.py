@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
@@ -113,6 +114,7 @@ class SQLBackend(Backend):
         self._ready = False
         self._install_lock = threading.Lock()
         self._rls: bool = False
+        self._scope_key: bytes | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -126,8 +128,8 @@ class SQLBackend(Backend):
         if admin_tenant is not None:
             settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
         else:
-            assert scope is not None
-            settings = _rls.scope_settings(scope)
+            assert scope is not None and self._scope_key is not None
+            settings = _rls.scope_settings(scope, self._scope_key)
         _rls.apply_settings(conn, settings, set_local=self.citus)
 
     def _call(
@@ -213,7 +215,8 @@ class SQLBackend(Backend):
                     conn.execution_options(muxi_write=True)
                     with conn.begin():
                         install(conn, self.tables, app_role=role if self._admin else None)
-            self._installed(bypass)
+                        key = _read_scope_key(conn, self.tables)
+            self._installed(bypass, key)
 
     async def asetup(self) -> None:
         if self._ready:
@@ -234,11 +237,13 @@ class SQLBackend(Backend):
                     async with conn.begin():
                         app_role = role if self._admin else None
                         await conn.run_sync(install, self.tables, app_role=app_role)
+                        key = await conn.run_sync(_read_scope_key, self.tables)
                 finally:
                     await conn.close()
-        self._installed(bypass)
+        self._installed(bypass, key)
 
-    def _installed(self, bypass: bool) -> None:
+    def _installed(self, bypass: bool, key: bytes | None) -> None:
+        self._scope_key = key
         self._rls = self.dialect == "postgresql" and not bypass
         if self.dialect == "postgresql" and bypass:
             log.warning("the app's database role bypasses row-level security (superuser?)")
@@ -448,6 +453,19 @@ class SQLBackend(Backend):
 
     async def _aforget_user(self, user: Scope) -> Counts:
         return await self._arun(user, self._ops.forget_user, user, write=True)
+
+
+def _read_scope_key(conn: Connection, tables: Tables) -> bytes | None:
+    """The key that signs the RLS scope (PostgreSQL), read as the tables' owner."""
+    if conn.dialect.name != "postgresql":
+        return None
+    try:
+        return _rls.read_scope_key(conn, tables)
+    except ProgrammingError as exc:  # the app's role, which may not read it
+        raise ConfigError(
+            "the app's role cannot read the row-level-security scope key: pass admin_url "
+            "(the tables' owner) to SQLBackend"
+        ) from exc
 
 
 def _probe(conn: Connection) -> tuple[str | None, bool]:

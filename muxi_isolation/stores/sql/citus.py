@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from sqlalchemy.dialects import postgresql
 
+from ._rls import key_table
 from ._schema import build_tables
 
 __all__ = ["citus_ddl"]
 
 
 def citus_ddl(*, table_prefix: str = "muxi_", schema: str | None = None) -> list[str]:
-    """``create_distributed_table`` for each scoped table, the first anchoring the group."""
+    """``create_distributed_table`` for each scoped table, the first anchoring the group;
+    the scope key and the version table become reference tables."""
     tables = build_tables(table_prefix, schema)
     prep = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
     anchor = prep.format_table(tables.sessions)
@@ -25,5 +27,7 @@ def citus_ddl(*, table_prefix: str = "muxi_", schema: str | None = None) -> list
         out.append(
             f"SELECT create_distributed_table('{name}', 'tenant_id', colocate_with => '{anchor}')"
         )
+    # The scope key must exist where the policies run: on every worker.
+    out.append(f"SELECT create_reference_table('{prep.format_table(key_table(tables))}')")
     out.append(f"SELECT create_reference_table('{prep.format_table(tables.version)}')")
     return out
