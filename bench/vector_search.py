@@ -58,7 +58,6 @@ from sqlalchemy.engine import make_url
 
 from muxi_isolation import Scope
 from muxi_isolation.stores.sql import SQLBackend, create_app_role
-from muxi_isolation.stores.sql import _rls as rls
 from muxi_isolation.stores.sql._schema import HNSW_EF_CONSTRUCTION, HNSW_M
 
 K = 10
@@ -155,9 +154,7 @@ def naive(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
         .order_by(distance)
         .limit(K)
     )
-    with backend._engine.connect() as conn, conn.begin():
-        rls.apply_settings(conn, rls.scope_settings(scope), set_local=False)
-        return list(conn.scalars(stmt))
+    return backend._run(scope, lambda conn: list(conn.scalars(stmt)))
 
 
 def store(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
@@ -165,10 +162,9 @@ def store(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
 
 
 def forced(backend: SQLBackend, scope: Scope, query: list[float], path: str) -> list[str]:
-    with backend._engine.connect() as conn, conn.begin():
-        rls.apply_settings(conn, rls.scope_settings(scope), set_local=False)
-        run = backend.vectors._ann if path == "hnsw" else backend.vectors._exact
-        return [m.id for m, _ in run(conn, scope, query, K, [])]
+    """One of the store's two paths, whatever the plan would be, in the store's transaction."""
+    run = backend.vectors._ann if path == "hnsw" else backend.vectors._exact
+    return [m.id for m, _ in backend._run(scope, run, scope, query, K, [])]
 
 
 def timed(fn: Any) -> tuple[Any, float]:
@@ -187,7 +183,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--per-bucket", type=int, default=16, help="users sampled per bucket")
-    parser.add_argument("--queries", type=int, default=5, help="queries per sampled user")
+    parser.add_argument(
+        "--queries", type=int, default=5, help="queries per sampled user (20+ per bucket)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -221,7 +219,7 @@ def report(backend: SQLBackend, data: dict[str, Any], rng: np.random.Generator, 
             paths[b].add(backend.search_plan(scope))
             warm = [float(x) for x in data["topics"][data["user_topics"][user][0]]]
             forced(backend, scope, warm, "exact")  # the user's rows into shared buffers
-            for q in range(args.queries):
+            for q in range(max(args.queries, -(-20 // len(sample)))):  # >= 20 per bucket
                 topic = data["topics"][rng.choice(data["user_topics"][user])]
                 query = (topic + rng.normal(scale=0.8, size=topic.shape)).astype(np.float32)
                 qlist = [float(x) for x in query]
