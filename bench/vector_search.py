@@ -3,8 +3,8 @@
     python bench/vector_search.py                       # 100k vectors, dim 384, 2,000 users
     python bench/vector_search.py --rows 200000 --users 4000
 
-How long: about 2 minutes with the defaults on 2 cores (seconds to generate and COPY,
-about 40 s to build the HNSW index on one core, about a minute of queries); it grows with
+How long: about 3.5 minutes with the defaults on 2 cores (seconds to generate and COPY,
+about 40 s to build the HNSW index on one core, 2 to 3 minutes of queries); it grows with
 --rows, --per-bucket and --queries.
 
 Data: clustered synthetic embeddings (100 topics; each user writes about 3 of them, so
