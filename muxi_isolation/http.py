@@ -46,6 +46,7 @@ from .errors import (
     SessionNotFound,
     StorageError,
     StorageUnavailable,
+    UnsupportedStore,
 )
 from .keys import AccessLevel, Grant, KeyRing
 from .scope import DEFAULT_TENANT
@@ -89,6 +90,7 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
     MissingScope: (500, "missing_scope"),
     ConfigError: (500, "config_error"),
     AdapterUnavailable: (500, "adapter_unavailable"),
+    UnsupportedStore: (500, "unsupported_store"),
     IsolationError: (500, "internal_error"),
 }
 
