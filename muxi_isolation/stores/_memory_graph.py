@@ -1,0 +1,244 @@
+"""Graph storage for ``MemoryBackend``: dicts per (tenant, user), under the backend's lock."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from ..filters import matches
+from ..scope import Scope
+from .base import Counts
+from .graph import (
+    CheckpointQuery,
+    CheckpointRecord,
+    GraphMethods,
+    ItemQuery,
+    ItemRef,
+    MatchRule,
+    Namespace,
+    StoreItem,
+    WriteRecord,
+    namespace_matches,
+)
+
+__all__ = ["MemoryGraph", "expiry"]
+
+UserKey = tuple[str, str]
+CheckpointKey = tuple[str, str, str]  # thread, namespace, checkpoint id
+WriteKey = tuple[str, str, str, str, int]  # ... task id, idx
+
+
+def expiry(now: datetime, ttl: float | None) -> datetime | None:
+    """When an item with ``ttl`` minutes lapses if touched at ``now``."""
+    return None if ttl is None else now + timedelta(minutes=ttl)
+
+
+def _live(item: StoreItem, now: datetime) -> bool:
+    return item.expires_at is None or item.expires_at > now
+
+
+def _newest_first(item: StoreItem) -> tuple[float, Namespace, str]:
+    stamp = item.updated_at or datetime.min.replace(tzinfo=timezone.utc)
+    return (-stamp.timestamp(), item.namespace, item.key)
+
+
+class MemoryGraph(GraphMethods):
+    """The graph half of ``MemoryBackend``; its dicts are made on first use."""
+
+    _lock: threading.RLock
+    _graph_data: tuple[
+        dict[UserKey, dict[CheckpointKey, CheckpointRecord]],
+        dict[UserKey, dict[WriteKey, WriteRecord]],
+        dict[UserKey, dict[ItemRef, StoreItem]],
+    ]
+
+    def _graph(
+        self,
+    ) -> tuple[
+        dict[UserKey, dict[CheckpointKey, CheckpointRecord]],
+        dict[UserKey, dict[WriteKey, WriteRecord]],
+        dict[UserKey, dict[ItemRef, StoreItem]],
+    ]:
+        with self._lock:
+            if not hasattr(self, "_graph_data"):
+                self._graph_data = ({}, {}, {})
+            return self._graph_data
+
+    @staticmethod
+    def _key(user: Scope) -> UserKey:
+        return (user.tenant_id, user.user_id)
+
+    # -- checkpoints
+
+    def _put_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
+        checkpoints, _, _ = self._graph()
+        key = (record.thread_id, record.checkpoint_ns, record.checkpoint_id)
+        with self._lock:
+            bucket = checkpoints.setdefault(self._key(user), {})
+            old = bucket.get(key)
+            created = old.created_at if old else record.created_at
+            bucket[key] = replace(record, created_at=created or datetime.now(timezone.utc))
+
+    def _get_checkpoints(self, user: Scope, query: CheckpointQuery) -> list[CheckpointRecord]:
+        checkpoints, writes, _ = self._graph()
+        with self._lock:
+            rows = list(checkpoints.get(self._key(user), {}).values())
+            mine = list(writes.get(self._key(user), {}).values())
+        rows = [r for r in rows if _wanted(r, query)]
+        rows.sort(key=lambda r: (r.checkpoint_id, r.thread_id, r.checkpoint_ns), reverse=True)
+        if query.limit is not None:
+            rows = rows[: query.limit]
+        out = []
+        for r in rows:
+            own = [
+                w
+                for w in mine
+                if (w.thread_id, w.checkpoint_ns, w.checkpoint_id)
+                == (r.thread_id, r.checkpoint_ns, r.checkpoint_id)
+            ]
+            own.sort(key=lambda w: (w.task_path, w.task_id, w.idx))
+            out.append(replace(r, writes=tuple(own)))
+        return out
+
+    def _put_checkpoint_writes(self, user: Scope, writes: list[WriteRecord], replace: bool) -> None:
+        _, stored, _ = self._graph()
+        with self._lock:
+            bucket = stored.setdefault(self._key(user), {})
+            for w in writes:
+                key = (w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx)
+                if replace or key not in bucket:
+                    bucket[key] = w
+
+    def _delete_thread(self, user: Scope, thread_id: str) -> int:
+        checkpoints, writes, _ = self._graph()
+        with self._lock:
+            bucket = checkpoints.get(self._key(user), {})
+            doomed = [k for k in bucket if k[0] == thread_id]
+            for k in doomed:
+                del bucket[k]
+            wbucket = writes.get(self._key(user), {})
+            for wk in [k for k in wbucket if k[0] == thread_id]:
+                del wbucket[wk]
+            return len(doomed)
+
+    # -- store items
+
+    def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
+        _, _, items = self._graph()
+        with self._lock:
+            bucket = items.get(self._key(user), {})
+            found = [bucket.get(ref) for ref in dict.fromkeys(refs)]
+        return [i for i in found if i is not None and _live(i, now)]
+
+    def _put_items(self, user: Scope, new: list[StoreItem], deletes: list[ItemRef]) -> None:
+        _, _, items = self._graph()
+        with self._lock:
+            bucket = items.setdefault(self._key(user), {})
+            for ref in deletes:
+                bucket.pop(ref, None)
+            for item in new:
+                old = bucket.get((item.namespace, item.key))
+                created = old.created_at if old is not None else item.created_at
+                bucket[(item.namespace, item.key)] = replace(item, created_at=created)
+
+    def _search_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
+        _, _, items = self._graph()
+        rule = MatchRule("prefix", query.prefix)
+        with self._lock:
+            rows = list(items.get(self._key(user), {}).values())
+        rows = [
+            i
+            for i in rows
+            if _live(i, now)
+            and _exact_prefix(i.namespace, rule.path)
+            and matches(query.filter, i.value)
+        ]
+        rows.sort(key=_newest_first)
+        if query.vectors:
+            return rows
+        end = None if query.limit is None else query.offset + query.limit
+        return rows[query.offset : end]
+
+    def _refresh_items(self, user: Scope, refreshed: list[StoreItem], now: datetime) -> None:
+        _, _, items = self._graph()
+        with self._lock:
+            bucket = items.get(self._key(user), {})
+            for item in refreshed:
+                ref = (item.namespace, item.key)
+                stored = bucket.get(ref)
+                if stored is not None and stored.ttl is not None:
+                    bucket[ref] = replace(stored, expires_at=expiry(now, stored.ttl))
+
+    def _list_namespaces(
+        self, user: Scope, rules: list[MatchRule], now: datetime
+    ) -> list[Namespace]:
+        _, _, items = self._graph()
+        with self._lock:
+            rows = list(items.get(self._key(user), {}).values())
+        found = {i.namespace for i in rows if _live(i, now)}
+        return [ns for ns in found if all(namespace_matches(ns, r) for r in rules)]
+
+    def _forget_graph(self, user: Scope) -> Counts:
+        """Drop the user's graph data; counts only for the kinds the user had."""
+        checkpoints, writes, items = self._graph()
+        key = self._key(user)
+        with self._lock:
+            counts = {
+                "checkpoints": len(checkpoints.pop(key, {})),
+                "checkpoint_writes": len(writes.pop(key, {})),
+                "store_items": len(items.pop(key, {})),
+            }
+        return {kind: n for kind, n in counts.items() if n}
+
+    # -- async twins: nothing here blocks
+
+    async def _aput_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
+        self._put_checkpoint(user, record)
+
+    async def _aget_checkpoints(
+        self, user: Scope, query: CheckpointQuery
+    ) -> list[CheckpointRecord]:
+        return self._get_checkpoints(user, query)
+
+    async def _aput_checkpoint_writes(
+        self, user: Scope, writes: list[WriteRecord], replace: bool
+    ) -> None:
+        self._put_checkpoint_writes(user, writes, replace)
+
+    async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
+        return self._delete_thread(user, thread_id)
+
+    async def _aget_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
+        return self._get_items(user, refs, now)
+
+    async def _aput_items(
+        self, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
+    ) -> None:
+        self._put_items(user, items, deletes)
+
+    async def _asearch_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
+        return self._search_items(user, query, now)
+
+    async def _arefresh_items(self, user: Scope, items: list[StoreItem], now: datetime) -> None:
+        self._refresh_items(user, items, now)
+
+    async def _alist_namespaces(
+        self, user: Scope, rules: list[MatchRule], now: datetime
+    ) -> list[Namespace]:
+        return self._list_namespaces(user, rules, now)
+
+
+def _exact_prefix(namespace: Namespace, prefix: Namespace) -> bool:
+    """A search prefix is literal: unlike a listing rule, ``*`` here is just a label."""
+    return namespace[: len(prefix)] == prefix
+
+
+def _wanted(r: CheckpointRecord, q: CheckpointQuery) -> bool:
+    return (
+        (q.thread_id is None or r.thread_id == q.thread_id)
+        and (q.checkpoint_ns is None or r.checkpoint_ns == q.checkpoint_ns)
+        and (q.checkpoint_id is None or r.checkpoint_id == q.checkpoint_id)
+        and (q.before is None or r.checkpoint_id < q.before)
+        and matches(q.filter, r.metadata)
+    )

@@ -1,0 +1,510 @@
+"""Agent-graph storage on SQL: the operations (written once, on a sync ``Connection``) and
+the ``SQLGraph`` half of ``SQLBackend`` that runs each in one scoped transaction.
+
+Every statement names ``tenant_id`` and ``user_id`` by equality (a Citus router query, and
+the row-level-security policies check the same). Namespace rules compare single labels by
+equality with bound values: ``json_extract(namespace, '$[i]')`` on SQLite, ``namespace::jsonb
+->> i`` on PostgreSQL (negative ``i`` counts from the end). Never ``LIKE``.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Row,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ...filters import Filter
+from ...scope import Scope
+from ..base import Counts
+from ..graph import (
+    WILDCARD,
+    CheckpointQuery,
+    CheckpointRecord,
+    ItemQuery,
+    ItemRef,
+    MatchRule,
+    Namespace,
+    StoreItem,
+    WriteRecord,
+    decode_namespace,
+    encode_namespace,
+)
+from ._filters import compile_filter
+from ._graph_schema import GraphTables
+
+if TYPE_CHECKING:
+    from ._schema import Tables
+
+__all__ = ["GraphOps", "SQLGraph", "forget_graph"]
+
+Cond = ColumnElement[bool]
+T = TypeVar("T")
+_CHUNK = 500
+_LITTLE = sys.byteorder == "little"
+
+
+def _pack(vectors: dict[str, list[float]]) -> tuple[list[str], bytes]:
+    dims = {len(v) for v in vectors.values()}
+    if len(dims) != 1:
+        raise ValueError("an item's embeddings must all have the same dimension")
+    values = array("f", [x for v in vectors.values() for x in v])
+    if not _LITTLE:
+        values.byteswap()
+    return list(vectors), values.tobytes()
+
+
+def _unpack(fields: list[str] | None, data: bytes | None) -> dict[str, list[float]] | None:
+    if not fields or data is None:
+        return None
+    values = array("f")
+    values.frombytes(bytes(data))
+    if not _LITTLE:
+        values.byteswap()
+    flat = values.tolist()
+    dim = len(flat) // len(fields)
+    return {f: flat[i * dim : (i + 1) * dim] for i, f in enumerate(fields)}
+
+
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _row_to_checkpoint(row: Row[Any]) -> CheckpointRecord:
+    m = row._mapping
+    return CheckpointRecord(
+        m["thread_id"],
+        m["checkpoint_ns"],
+        m["checkpoint_id"],
+        m["parent_checkpoint_id"],
+        m["type"],
+        bytes(m["checkpoint"]),
+        dict(m["metadata"] or {}),
+        m["created_at"],
+        Scope(m["tenant_id"], m["user_id"]),
+    )
+
+
+def _row_to_write(row: Row[Any]) -> WriteRecord:
+    m = row._mapping
+    return WriteRecord(
+        m["thread_id"],
+        m["checkpoint_ns"],
+        m["checkpoint_id"],
+        m["task_id"],
+        m["idx"],
+        m["channel"],
+        m["type"],
+        bytes(m["value"]),
+        m["task_path"],
+        Scope(m["tenant_id"], m["user_id"]),
+    )
+
+
+def _row_to_item(row: Row[Any], vectors: bool) -> StoreItem:
+    m = row._mapping
+    return StoreItem(
+        decode_namespace(m["namespace"]),
+        m["key"],
+        dict(m["value"]),
+        m["created_at"],
+        m["updated_at"],
+        m["expires_at"],
+        m["ttl_minutes"],
+        _unpack(m["embedding_fields"], m["embeddings"]) if vectors else None,
+        Scope(m["tenant_id"], m["user_id"]),
+    )
+
+
+def forget_graph(
+    conn: Connection, graph: GraphTables, where: Callable[[Table], list[Cond]]
+) -> Counts:
+    """Delete the graph rows ``where`` selects; counts only for the kinds that had any."""
+    counts = {}
+    for kind, table in (
+        ("checkpoints", graph.checkpoints),
+        ("checkpoint_writes", graph.writes),
+        ("store_items", graph.items),
+    ):
+        gone = conn.execute(delete(table).where(*where(table))).rowcount
+        if gone:
+            counts[kind] = gone
+    return counts
+
+
+class GraphOps:
+    """Checkpoints, pending writes and store items on one connection."""
+
+    def __init__(self, graph: GraphTables, dialect: str) -> None:
+        self.g = graph
+        self.dialect = dialect
+
+    @staticmethod
+    def _user(table: Table, user: Scope) -> list[Cond]:
+        return [table.c.tenant_id == user.tenant_id, table.c.user_id == user.user_id]
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- checkpoints
+
+    def put_checkpoint(self, conn: Connection, user: Scope, record: CheckpointRecord) -> None:
+        t = self.g.checkpoints
+        stmt = self._insert(t).values(
+            tenant_id=user.tenant_id,
+            user_id=user.user_id,
+            thread_id=record.thread_id,
+            checkpoint_ns=record.checkpoint_ns,
+            checkpoint_id=record.checkpoint_id,
+            parent_checkpoint_id=record.parent_id,
+            type=record.type,
+            checkpoint=record.checkpoint,
+            metadata=record.metadata,
+            created_at=record.created_at or _now(),
+        )
+        changing = ("parent_checkpoint_id", "type", "checkpoint", "metadata")
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[c for c in t.primary_key.columns],
+                set_={name: stmt.excluded[name] for name in changing},
+            )
+        )
+
+    def get_checkpoints(
+        self, conn: Connection, user: Scope, q: CheckpointQuery
+    ) -> list[CheckpointRecord]:
+        t = self.g.checkpoints
+        where = self._user(t, user)
+        if q.thread_id is not None:
+            where.append(t.c.thread_id == q.thread_id)
+        if q.checkpoint_ns is not None:
+            where.append(t.c.checkpoint_ns == q.checkpoint_ns)
+        if q.checkpoint_id is not None:
+            where.append(t.c.checkpoint_id == q.checkpoint_id)
+        if q.before is not None:
+            where.append(t.c.checkpoint_id < q.before)
+        if q.filter is not None:
+            where.append(compile_filter(q.filter, t.c["metadata"], self.dialect))
+        query = (
+            select(t)
+            .where(*where)
+            .order_by(t.c.checkpoint_id.desc(), t.c.thread_id.desc(), t.c.checkpoint_ns.desc())
+            .limit(q.limit)
+        )
+        found = [_row_to_checkpoint(row) for row in conn.execute(query)]
+        if not found:
+            return []
+        writes = self._writes(
+            conn, user, [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in found]
+        )
+        return [
+            _with_writes(r, writes.get((r.thread_id, r.checkpoint_ns, r.checkpoint_id), []))
+            for r in found
+        ]
+
+    def _writes(
+        self, conn: Connection, user: Scope, keys: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], list[WriteRecord]]:
+        w = self.g.writes
+        out: dict[tuple[str, str, str], list[WriteRecord]] = {}
+        for chunk in _chunks(keys):
+            rows = conn.execute(
+                select(w)
+                .where(
+                    *self._user(w, user),
+                    tuple_(w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id).in_(chunk),
+                )
+                .order_by(w.c.task_path, w.c.task_id, w.c.idx)
+            )
+            for row in rows:
+                write = _row_to_write(row)
+                out.setdefault(
+                    (write.thread_id, write.checkpoint_ns, write.checkpoint_id), []
+                ).append(write)
+        return out
+
+    def put_writes(
+        self, conn: Connection, user: Scope, writes: list[WriteRecord], replace: bool
+    ) -> None:
+        w = self.g.writes
+        rows = [
+            {
+                "tenant_id": user.tenant_id,
+                "user_id": user.user_id,
+                "thread_id": x.thread_id,
+                "checkpoint_ns": x.checkpoint_ns,
+                "checkpoint_id": x.checkpoint_id,
+                "task_id": x.task_id,
+                "idx": x.idx,
+                "channel": x.channel,
+                "type": x.type,
+                "value": x.value,
+                "task_path": x.task_path,
+            }
+            for x in writes
+        ]
+        stmt = self._insert(w)
+        keys = list(w.primary_key.columns)
+        if replace:
+            changing = ("channel", "type", "value", "task_path")
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys, set_={name: stmt.excluded[name] for name in changing}
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt, rows)
+
+    def delete_thread(self, conn: Connection, user: Scope, thread_id: str) -> int:
+        w, t = self.g.writes, self.g.checkpoints
+        conn.execute(delete(w).where(*self._user(w, user), w.c.thread_id == thread_id))
+        gone = conn.execute(delete(t).where(*self._user(t, user), t.c.thread_id == thread_id))
+        return int(gone.rowcount)
+
+    # -- store items
+
+    def _live(self, now: datetime) -> Cond:
+        i = self.g.items
+        return or_(i.c.expires_at.is_(None), i.c.expires_at > now)
+
+    def _refs(self, refs: Sequence[ItemRef]) -> Cond:
+        i = self.g.items
+        return tuple_(i.c.namespace, i.c.key).in_([(encode_namespace(ns), k) for ns, k in refs])
+
+    def _label(self, index: int) -> ColumnElement[Any]:
+        """The namespace label at ``index`` (negative: from the end), the index bound."""
+        column = self.g.items.c.namespace
+        if self.dialect == "postgresql":
+            return cast(column, JSONB).op("->>", return_type=Text)(
+                bindparam(None, index, type_=Integer)
+            )
+        path = f"$[{index}]" if index >= 0 else f"$[#{index}]"
+        return func.json_extract(column, path, type_=Text)
+
+    def _rule(self, rule: MatchRule) -> list[Cond]:
+        i = self.g.items
+        n = len(rule.path)
+        where: list[Cond] = [i.c.depth >= n] if n else []
+        for j, label in enumerate(rule.path):
+            if label == WILDCARD:
+                continue
+            index = j if rule.kind == "prefix" else j - n
+            where.append(self._label(index) == label)
+        return where
+
+    def _prefix(self, prefix: Namespace) -> list[Cond]:
+        """A search prefix is literal: ``*`` is just a label here."""
+        i = self.g.items
+        if not prefix:
+            return []
+        where: list[Cond] = [i.c.depth >= len(prefix)]
+        where += [self._label(j) == label for j, label in enumerate(prefix)]
+        return where
+
+    def _filter(self, node: Filter | None) -> list[Cond]:
+        if node is None:
+            return []
+        return [compile_filter(node, self.g.items.c["value"], self.dialect)]
+
+    def get_items(
+        self, conn: Connection, user: Scope, refs: list[ItemRef], now: datetime
+    ) -> list[StoreItem]:
+        i = self.g.items
+        by_ref: dict[ItemRef, StoreItem] = {}
+        for chunk in _chunks(refs):
+            query = select(i).where(*self._user(i, user), self._refs(chunk), self._live(now))
+            for row in conn.execute(query):
+                item = _row_to_item(row, vectors=False)
+                by_ref[(item.namespace, item.key)] = item
+        return [by_ref[ref] for ref in dict.fromkeys(refs) if ref in by_ref]
+
+    def put_items(
+        self, conn: Connection, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
+    ) -> None:
+        i = self.g.items
+        for chunk in _chunks(deletes):
+            conn.execute(delete(i).where(*self._user(i, user), self._refs(chunk)))
+        if not items:
+            return
+        rows = []
+        for item in items:
+            fields, packed = _pack(item.embeddings) if item.embeddings else (None, None)
+            rows.append(
+                {
+                    "tenant_id": user.tenant_id,
+                    "user_id": user.user_id,
+                    "namespace": encode_namespace(item.namespace),
+                    "key": item.key,
+                    "depth": len(item.namespace),
+                    "value": item.value,
+                    "created_at": item.created_at or _now(),
+                    "updated_at": item.updated_at or _now(),
+                    "expires_at": item.expires_at,
+                    "ttl_minutes": item.ttl,
+                    "embedding_fields": fields,
+                    "embeddings": packed,
+                }
+            )
+        stmt = self._insert(i)
+        changing = (
+            "value",
+            "updated_at",
+            "expires_at",
+            "ttl_minutes",
+            "embedding_fields",
+            "embeddings",
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(i.primary_key.columns),
+            set_={name: stmt.excluded[name] for name in changing},
+        )
+        conn.execute(stmt, rows)
+
+    def search_items(
+        self, conn: Connection, user: Scope, q: ItemQuery, now: datetime
+    ) -> list[StoreItem]:
+        i = self.g.items
+        query = select(i).where(
+            *self._user(i, user), self._live(now), *self._prefix(q.prefix), *self._filter(q.filter)
+        )
+        query = query.order_by(i.c.updated_at.desc(), i.c.namespace, i.c.key)
+        if not q.vectors:
+            query = query.limit(q.limit).offset(q.offset or None)
+        return [_row_to_item(row, vectors=q.vectors) for row in conn.execute(query)]
+
+    def refresh_items(
+        self, conn: Connection, user: Scope, items: list[StoreItem], now: datetime
+    ) -> None:
+        i = self.g.items
+        by_ttl: dict[float, list[ItemRef]] = {}
+        for item in items:
+            if item.ttl is not None:
+                by_ttl.setdefault(item.ttl, []).append((item.namespace, item.key))
+        for ttl, refs in by_ttl.items():
+            for chunk in _chunks(refs):
+                conn.execute(
+                    update(i)
+                    .where(*self._user(i, user), self._refs(chunk), i.c.ttl_minutes == ttl)
+                    .values(expires_at=now + timedelta(minutes=ttl))
+                )
+
+    def list_namespaces(
+        self, conn: Connection, user: Scope, rules: list[MatchRule], now: datetime
+    ) -> list[Namespace]:
+        i = self.g.items
+        where = [*self._user(i, user), self._live(now)]
+        for rule in rules:
+            where += self._rule(rule)
+        query = select(i.c.namespace).where(*where).distinct()
+        return [decode_namespace(row.namespace) for row in conn.execute(query)]
+
+
+def _with_writes(record: CheckpointRecord, writes: list[WriteRecord]) -> CheckpointRecord:
+    return replace(record, writes=tuple(writes))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SQLGraph:
+    """The graph half of ``SQLBackend``: each call one transaction opened for the user."""
+
+    if TYPE_CHECKING:
+        tables: Tables
+        dialect: str
+
+        def _run(self, scope: Scope | None, fn: Callable[..., T], *args: Any, **kw: Any) -> T: ...
+
+        async def _arun(
+            self, scope: Scope | None, fn: Callable[..., T], *args: Any, **kw: Any
+        ) -> T: ...
+
+    @cached_property
+    def _graph_ops(self) -> GraphOps:
+        return GraphOps(self.tables.graph, self.dialect)
+
+    def _put_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
+        self._run(user, self._graph_ops.put_checkpoint, user, record, write=True)
+
+    async def _aput_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
+        await self._arun(user, self._graph_ops.put_checkpoint, user, record, write=True)
+
+    def _get_checkpoints(self, user: Scope, query: CheckpointQuery) -> list[CheckpointRecord]:
+        return self._run(user, self._graph_ops.get_checkpoints, user, query)
+
+    async def _aget_checkpoints(
+        self, user: Scope, query: CheckpointQuery
+    ) -> list[CheckpointRecord]:
+        return await self._arun(user, self._graph_ops.get_checkpoints, user, query)
+
+    def _put_checkpoint_writes(self, user: Scope, writes: list[WriteRecord], replace: bool) -> None:
+        self._run(user, self._graph_ops.put_writes, user, writes, replace, write=True)
+
+    async def _aput_checkpoint_writes(
+        self, user: Scope, writes: list[WriteRecord], replace: bool
+    ) -> None:
+        await self._arun(user, self._graph_ops.put_writes, user, writes, replace, write=True)
+
+    def _delete_thread(self, user: Scope, thread_id: str) -> int:
+        return self._run(user, self._graph_ops.delete_thread, user, thread_id, write=True)
+
+    async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
+        return await self._arun(user, self._graph_ops.delete_thread, user, thread_id, write=True)
+
+    def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
+        return self._run(user, self._graph_ops.get_items, user, refs, now)
+
+    async def _aget_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
+        return await self._arun(user, self._graph_ops.get_items, user, refs, now)
+
+    def _put_items(self, user: Scope, items: list[StoreItem], deletes: list[ItemRef]) -> None:
+        self._run(user, self._graph_ops.put_items, user, items, deletes, write=True)
+
+    async def _aput_items(
+        self, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
+    ) -> None:
+        await self._arun(user, self._graph_ops.put_items, user, items, deletes, write=True)
+
+    def _search_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
+        return self._run(user, self._graph_ops.search_items, user, query, now)
+
+    async def _asearch_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
+        return await self._arun(user, self._graph_ops.search_items, user, query, now)
+
+    def _refresh_items(self, user: Scope, items: list[StoreItem], now: datetime) -> None:
+        self._run(user, self._graph_ops.refresh_items, user, items, now, write=True)
+
+    async def _arefresh_items(self, user: Scope, items: list[StoreItem], now: datetime) -> None:
+        await self._arun(user, self._graph_ops.refresh_items, user, items, now, write=True)
+
+    def _list_namespaces(
+        self, user: Scope, rules: list[MatchRule], now: datetime
+    ) -> list[Namespace]:
+        return self._run(user, self._graph_ops.list_namespaces, user, rules, now)
+
+    async def _alist_namespaces(
+        self, user: Scope, rules: list[MatchRule], now: datetime
+    ) -> list[Namespace]:
+        return await self._arun(user, self._graph_ops.list_namespaces, user, rules, now)
