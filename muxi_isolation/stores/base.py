@@ -277,6 +277,9 @@ class Backend:
         return _verify_scored(scope, await self._asearch_memories(user, vector, k, node))
 
     # -- maintenance (the admin's, not an end user's) ----------------------------------------
+    # Never wired to an end user's request. The per-user ones act inside one user's scope
+    # (on PostgreSQL, under that user's row-level security); the tenant-wide ones take the
+    # backend's admin path (the tables' owner, ``admin_url``, on PostgreSQL).
 
     def forget_user(self, scope: Scope) -> Counts:
         """Delete every row of this (tenant, user) in every table; counts by kind."""
@@ -284,6 +287,66 @@ class Backend:
 
     async def aforget_user(self, scope: Scope) -> Counts:
         return await self._aforget_user(policy.require_scope(scope).user())
+
+    def restore_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        """Replace the session's messages with these as they were: ``seq``, ``status`` and
+        ``created_at`` kept (imports, restores). One transaction.
+
+        Every message needs a distinct positive ``seq``; the session's counter moves past
+        the highest, so a later append never reuses one.
+        """
+        scope = policy.require_scope(scope, session=True)
+        stamped = [policy.stamp(scope, m) for m in _check_seqs(messages)]
+        return policy.verify(scope, self._restore_messages(scope, stamped))
+
+    async def arestore_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        scope = policy.require_scope(scope, session=True)
+        stamped = [policy.stamp(scope, m) for m in _check_seqs(messages)]
+        return policy.verify(scope, await self._arestore_messages(scope, stamped))
+
+    def list_message_sessions(self, scope: Scope) -> list[str]:
+        """Ids of this user's sessions that hold messages, record or not (sorted)."""
+        return self._list_message_sessions(policy.require_scope(scope).user())
+
+    async def alist_message_sessions(self, scope: Scope) -> list[str]:
+        return await self._alist_message_sessions(policy.require_scope(scope).user())
+
+    def forget_tenant(self, tenant_id: str) -> Counts:
+        """Delete every row of one tenant in every table (admin path); counts by kind."""
+        return self._forget_tenant(_tenant(tenant_id))
+
+    async def aforget_tenant(self, tenant_id: str) -> Counts:
+        return await self._aforget_tenant(_tenant(tenant_id))
+
+    def list_tenants(self) -> list[str]:
+        """Every tenant holding a row in any table, sorted (admin path)."""
+        return self._list_tenants()
+
+    async def alist_tenants(self) -> list[str]:
+        return await self._alist_tenants()
+
+    def purge_expired(self, before: datetime, *, tenant_id: str | None = None) -> Counts:
+        """Delete the sessions that expired at or before ``before`` (admin path).
+
+        Each goes whole: its record, its messages and anything else kept per session (an
+        expired session can never be written again, so an empty record would only list a
+        dead conversation). The users' memories stay: they outlive sessions. ``tenant_id``
+        limits the purge to one tenant. Counts by kind (``sessions``, ``messages``, ...).
+        """
+        moment = _aware(before)
+        tenants = [_tenant(tenant_id)] if tenant_id is not None else self._list_tenants()
+        total: Counts = {"sessions": 0, "messages": 0}
+        for tenant in tenants:
+            _add(total, self._purge_expired(tenant, moment))
+        return total
+
+    async def apurge_expired(self, before: datetime, *, tenant_id: str | None = None) -> Counts:
+        moment = _aware(before)
+        tenants = [_tenant(tenant_id)] if tenant_id is not None else await self._alist_tenants()
+        total: Counts = {"sessions": 0, "messages": 0}
+        for tenant in tenants:
+            _add(total, await self._apurge_expired(tenant, moment))
+        return total
 
     def close(self) -> None:
         """Release connections. Safe to call twice."""
@@ -437,6 +500,61 @@ class Backend:
 
     async def _aforget_user(self, user: Scope) -> Counts:
         raise NotImplementedError("_aforget_user")
+
+    def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        raise NotImplementedError("_restore_messages")
+
+    async def _arestore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        raise NotImplementedError("_arestore_messages")
+
+    def _list_message_sessions(self, user: Scope) -> list[str]:
+        raise NotImplementedError("_list_message_sessions")
+
+    async def _alist_message_sessions(self, user: Scope) -> list[str]:
+        raise NotImplementedError("_alist_message_sessions")
+
+    def _forget_tenant(self, tenant_id: str) -> Counts:
+        raise NotImplementedError("_forget_tenant")
+
+    async def _aforget_tenant(self, tenant_id: str) -> Counts:
+        raise NotImplementedError("_aforget_tenant")
+
+    def _list_tenants(self) -> list[str]:
+        raise NotImplementedError("_list_tenants")
+
+    async def _alist_tenants(self) -> list[str]:
+        raise NotImplementedError("_alist_tenants")
+
+    def _purge_expired(self, tenant_id: str, before: datetime) -> Counts:
+        raise NotImplementedError("_purge_expired")
+
+    async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
+        raise NotImplementedError("_apurge_expired")
+
+
+def _tenant(tenant_id: str) -> str:
+    return Scope(tenant_id).tenant_id  # the canonical form, or InvalidIdentifier
+
+
+def _aware(moment: datetime) -> datetime:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise ValueError("a timezone-aware datetime is required")
+    return moment
+
+
+def _add(total: Counts, more: Counts) -> None:
+    for kind, n in more.items():
+        total[kind] = total.get(kind, 0) + n
+
+
+def _check_seqs(messages: Sequence[Message]) -> list[Message]:
+    seen: set[int] = set()
+    for m in messages:
+        seq = m.seq
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or seq in seen:
+            raise ValueError("restored messages need distinct positive integer seqs")
+        seen.add(seq)
+    return sorted(messages, key=lambda m: m.seq or 0)
 
 
 def _vector(embedding: Sequence[float]) -> list[float]:

@@ -230,6 +230,61 @@ class MemoryBackend(Backend):
             memories = len(self._memories.pop(key, {}))
         return {"sessions": len(sessions), "messages": messages, "memories": memories}
 
+    def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        key = _session_key(scope)
+        now = _now()
+        stored = [replace(m, created_at=m.created_at or now) for m in messages]
+        with self._lock:
+            self._messages.pop(key, None)
+            if stored:
+                self._messages[key] = stored
+                top = max(m.seq or 0 for m in stored) + 1
+                self._next_seq[key] = max(self._next_seq.get(key, 1), top)
+        return stored
+
+    def _list_message_sessions(self, user: Scope) -> list[str]:
+        key = _user_key(user)
+        with self._lock:
+            return sorted(k[2] for k, rows in self._messages.items() if k[:2] == key and rows)
+
+    def _forget_tenant(self, tenant_id: str) -> Counts:
+        counts = {"sessions": 0, "messages": 0, "memories": 0}
+        with self._lock:
+            for key in [k for k in self._sessions if k[0] == tenant_id]:
+                counts["sessions"] += len(self._sessions.pop(key))
+            for skey in [k for k in self._messages if k[0] == tenant_id]:
+                counts["messages"] += len(self._messages.pop(skey))
+            for skey in [k for k in self._next_seq if k[0] == tenant_id]:
+                del self._next_seq[skey]
+            for key in [k for k in self._memories if k[0] == tenant_id]:
+                counts["memories"] += len(self._memories.pop(key))
+        return counts
+
+    def _list_tenants(self) -> list[str]:
+        with self._lock:
+            found = {k[0] for k, v in self._sessions.items() if v}
+            found |= {k[0] for k, rows in self._messages.items() if rows}
+            found |= {k[0] for k in self._next_seq}
+            found |= {k[0] for k, v in self._memories.items() if v}
+        return sorted(found)
+
+    def _purge_expired(self, tenant_id: str, before: datetime) -> Counts:
+        with self._lock:
+            doomed = [
+                (user_id, sid)
+                for (tenant, user_id), sessions in self._sessions.items()
+                if tenant == tenant_id
+                for sid, record in sessions.items()
+                if record.expires_at <= before
+            ]
+            messages = 0
+            for user_id, sid in doomed:
+                key = (tenant_id, user_id, sid)
+                messages += len(self._messages.pop(key, []))
+                self._next_seq.pop(key, None)
+                del self._sessions[(tenant_id, user_id)][sid]
+        return {"sessions": len(doomed), "messages": messages}
+
     # -- async twins: nothing here blocks, so each calls its sync twin.
 
     async def _ainsert_session(self, record: SessionRecord) -> None:
@@ -296,3 +351,18 @@ class MemoryBackend(Backend):
 
     async def _aforget_user(self, user: Scope) -> Counts:
         return self._forget_user(user)
+
+    async def _arestore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return self._restore_messages(scope, messages)
+
+    async def _alist_message_sessions(self, user: Scope) -> list[str]:
+        return self._list_message_sessions(user)
+
+    async def _aforget_tenant(self, tenant_id: str) -> Counts:
+        return self._forget_tenant(tenant_id)
+
+    async def _alist_tenants(self) -> list[str]:
+        return self._list_tenants()
+
+    async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
+        return self._purge_expired(tenant_id, before)

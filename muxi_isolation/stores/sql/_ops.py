@@ -16,7 +16,20 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Table,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -365,14 +378,94 @@ class Ops:
     def forget_tenant(self, conn: Connection, tenant_id: str) -> dict[str, int]:
         return self._forget(conn, lambda table: [table.c.tenant_id == tenant_id])
 
+    def _kind(self, table: Table) -> str:
+        """A table's name in counts: ``muxi_messages`` -> ``messages``."""
+        return table.name[len(self.t.prefix) :]
+
     def _forget(self, conn: Connection, where: Callable[[Table], list[Cond]]) -> dict[str, int]:
+        """Delete from every scoped table, so a table added to the schema is covered too."""
         counts = {}
-        for kind, table in (
-            ("sessions", self.t.sessions),
-            ("messages", self.t.messages),
-            ("counters", self.t.counters),
-            ("memories", self.t.memories),
-        ):
-            counts[kind] = conn.execute(delete(table).where(*where(table))).rowcount
-        del counts["counters"]
+        for table in self.t.scoped:
+            counts[self._kind(table)] = conn.execute(delete(table).where(*where(table))).rowcount
+        counts.pop(self._kind(self.t.counters), None)  # bookkeeping, not data
         return counts
+
+    def restore_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message]
+    ) -> list[Message]:
+        """The session's messages replaced by these, seqs kept; the counter moves past them."""
+        for m in messages:
+            _check_json([m.content, m.metadata, m.tool_calls], "message content and metadata")
+        m_table = self.t.messages
+        conn.execute(delete(m_table).where(*self._session(m_table, scope)))
+        if not messages:
+            return []
+        now = _now()
+        stored = [replace(m, created_at=_utc(m.created_at or now)) for m in messages]
+        conn.execute(insert(m_table), [self._message_row(scope, m) for m in stored])
+        top = max(m.seq or 0 for m in stored) + 1
+        c = self.t.counters
+        stmt = self._insert(c).values(
+            tenant_id=scope.tenant_id,
+            user_id=scope.user_id,
+            session_id=scope.session_id,
+            next_seq=top,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[c.c.tenant_id, c.c.user_id, c.c.session_id],
+                set_={"next_seq": case((c.c.next_seq > top, c.c.next_seq), else_=top)},
+            )
+        )
+        return stored
+
+    @staticmethod
+    def _message_row(scope: Scope, m: Message) -> dict[str, Any]:
+        return {
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "session_id": scope.session_id,
+            "seq": m.seq,
+            "role": m.role,
+            "content": m.content,
+            "metadata": m.metadata,
+            "tool_calls": m.tool_calls,
+            "status": m.status,
+            "created_at": m.created_at,
+        }
+
+    def list_message_sessions(self, conn: Connection, user: Scope) -> list[str]:
+        m = self.t.messages
+        query = select(m.c.session_id).where(*self._user(m, user)).distinct()
+        return sorted(str(sid) for sid in conn.scalars(query))
+
+    def list_tenants(self, conn: Connection) -> list[str]:
+        query = union(*(select(t.c.tenant_id) for t in self.t.scoped))
+        return sorted(str(tenant) for tenant in conn.scalars(query))
+
+    def _session_buffers(self) -> list[Table]:
+        """Tables kept per session (messages, their counter, ...): memories are the user's."""
+        user_level = (self.t.sessions, self.t.memories)
+        return [t for t in self.t.scoped if t not in user_level and "session_id" in t.c]
+
+    def purge_expired(
+        self, conn: Connection, tenant_id: str, before: datetime, limit: int
+    ) -> tuple[dict[str, int], int]:
+        """Up to ``limit`` expired sessions of one tenant, gone whole; (counts, sessions)."""
+        s = self.t.sessions
+        expired = [s.c.tenant_id == tenant_id, s.c.expires_at <= before]
+        doomed = select(s.c.user_id, s.c.id).where(*expired).order_by(s.c.expires_at).limit(limit)
+        if self.dialect == "postgresql":
+            doomed = doomed.with_for_update(skip_locked=True)
+        keys = [(str(r.user_id), str(r.id)) for r in conn.execute(doomed)]
+        if not keys:
+            return {}, 0
+        counts: dict[str, int] = {}
+        for table in self._session_buffers():
+            mine = tuple_(table.c.user_id, table.c.session_id).in_(keys)
+            where = [table.c.tenant_id == tenant_id, mine]
+            counts[self._kind(table)] = conn.execute(delete(table).where(*where)).rowcount
+        counts.pop(self._kind(self.t.counters), None)
+        gone = delete(s).where(*expired, tuple_(s.c.user_id, s.c.id).in_(keys))
+        counts["sessions"] = conn.execute(gone).rowcount
+        return counts, len(keys)

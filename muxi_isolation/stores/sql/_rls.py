@@ -18,6 +18,9 @@ the policies too; only superusers and ``BYPASSRLS`` roles skip them) and two pol
 - ``muxi_tenant_admin``, only for the role that created the tables (the owner, reached
   through ``admin_url``): with ``muxi.admin = 'on'`` it sees one whole tenant. The app's
   role is not in this policy, so setting ``muxi.admin`` does nothing for it.
+- ``muxi_tenant_list``, for the owner too, read-only: with ``muxi.admin = 'list'`` it
+  reads every tenant, which maintenance needs to find the tenants (``list_tenants``, the
+  expired-session purge) before working through each on the tenant path.
 
 The settings are made with ``set_config(name, value, true)`` at the start of each
 transaction, as bound parameters, and end with it. On Citus, where only ``SET LOCAL``
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN",
+    "LIST_TENANTS",
     "SCOPE_TAG",
     "TENANT",
     "USER",
@@ -64,6 +68,7 @@ __all__ = [
     "create_scope_key",
     "grants",
     "key_table",
+    "list_policies",
     "policies",
     "read_scope_key",
     "resign_policies",
@@ -76,9 +81,12 @@ USER = "muxi.user_id"
 SCOPE_TAG = "muxi.scope_tag"
 ADMIN = "muxi.admin"
 
+LIST_TENANTS = "list"
+
 _ADMIN_RULE = (
     f"tenant_id = current_setting('{TENANT}', true) AND current_setting('{ADMIN}', true) = 'on'"
 )
+_LIST_RULE = f"current_setting('{ADMIN}', true) = '{LIST_TENANTS}'"
 # HMAC-SHA256 (RFC 2104) of "tenant\nuser" with the key's precomputed pads; no id holds a
 # newline, so the message names one (tenant, user) pair.
 _DIGEST = (
@@ -166,6 +174,20 @@ def policies(conn: Connection, tables: Tables) -> list[str]:
             f"CREATE POLICY muxi_user ON {name} USING ({rule}) WITH CHECK ({rule})",
             f"CREATE POLICY muxi_tenant_admin ON {name} TO {owner} "
             f"USING ({_ADMIN_RULE}) WITH CHECK ({_ADMIN_RULE})",
+        ]
+    return out + list_policies(conn, tables)
+
+
+def list_policies(conn: Connection, tables: Tables) -> list[str]:
+    """The owner's read-only view of every tenant (schema version 3), created afresh."""
+    prep = conn.dialect.identifier_preparer
+    owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
+    out: list[str] = []
+    for table in tables.scoped:
+        name = prep.format_table(table)
+        out += [
+            f"DROP POLICY IF EXISTS muxi_tenant_list ON {name}",
+            f"CREATE POLICY muxi_tenant_list ON {name} FOR SELECT TO {owner} USING ({_LIST_RULE})",
         ]
     return out
 

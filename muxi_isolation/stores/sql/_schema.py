@@ -5,7 +5,7 @@ key starts with ``tenant_id`` then ``user_id``: one user's rows are one contiguo
 each key, whatever the table's size, and the schema can be distributed by ``tenant_id``
 (Citus) with every statement routed to one shard.
 
-    sessions          PK (tenant_id, user_id, id)
+    sessions          PK (tenant_id, user_id, id); (tenant_id, expires_at) for the purge
     messages          PK (tenant_id, user_id, session_id, seq)   "this session's last N"
     message_counters  PK (tenant_id, user_id, session_id)        the next seq, never reused
     memories          PK (tenant_id, user_id, id); (tenant_id, user_id, created_at, id);
@@ -62,7 +62,7 @@ __all__ = [
     "install",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_M = 16
@@ -80,7 +80,20 @@ def _sign_the_scope(conn: Connection, tables: Tables) -> None:
         conn.execute(text(statement))
 
 
-UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {1: _sign_the_scope}
+def _maintenance(conn: Connection, tables: Tables) -> None:
+    """2 -> 3: the expired-session purge finds tenants (``_rls``) and sessions by expiry."""
+    name = f"{tables.prefix}sessions_by_expiry"
+    expiry = next(i for i in tables.sessions.indexes if i.name == name)
+    expiry.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        for statement in _rls.list_policies(conn, tables):
+            conn.execute(text(statement))
+
+
+UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
+    1: _sign_the_scope,
+    2: _maintenance,
+}
 
 
 def check_name(value: str, what: str, *, empty: bool = False) -> str:
@@ -137,6 +150,7 @@ def build_tables(
         PrimaryKeyConstraint("tenant_id", "user_id", "id", name=f"{p}sessions_pkey"),
     )
     Index(f"{p}sessions_by_user", sessions.c.tenant_id, sessions.c.user_id, sessions.c.created_at)
+    Index(f"{p}sessions_by_expiry", sessions.c.tenant_id, sessions.c.expires_at)
     messages = Table(
         f"{p}messages",
         md,

@@ -46,6 +46,8 @@ __all__ = ["SQLBackend"]
 
 log = logging.getLogger("muxi_isolation.stores.sql")
 T = TypeVar("T")
+PURGE_BATCH = 500  # expired sessions per purge transaction
+_EVERY_TENANT = ":every"  # never a tenant id (a tenant id cannot hold ":")
 
 
 class SQLBackend(Backend):
@@ -58,8 +60,8 @@ class SQLBackend(Backend):
     It only holds when the app's role is not a superuser, has no ``BYPASSRLS`` and does not
     own the tables: pass that role's ``url`` and an ``admin_url`` for the owner, which then
     creates and upgrades the tables, grants the app role its rights, and serves the
-    tenant-wide admin path (``forget_tenant``). Without ``admin_url`` the ``url``'s role
-    owns the tables (``FORCE ROW LEVEL SECURITY`` still applies to it, a superuser skips
+    tenant-wide admin path (``forget_tenant``, ``list_tenants``, ``purge_expired``). Without
+    ``admin_url`` the ``url``'s role owns the tables (``FORCE ROW LEVEL SECURITY`` still applies to it, a superuser skips
     it); ``rls_enforced()`` tells which. ``create_app_role`` makes such a role.
 
     ``embedding_dimension``: ``VECTOR(n)`` with an HNSW index (n <= 2000); ``None`` stores
@@ -125,7 +127,9 @@ class SQLBackend(Backend):
     def _enter(self, conn: Connection, scope: Scope | None, admin_tenant: str | None) -> None:
         if self.dialect != "postgresql":
             return
-        if admin_tenant is not None:
+        if admin_tenant == _EVERY_TENANT:
+            settings = {_rls.ADMIN: _rls.LIST_TENANTS}
+        elif admin_tenant is not None:
             settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
         else:
             assert scope is not None and self._scope_key is not None
@@ -279,18 +283,45 @@ class SQLBackend(Backend):
             await async_engine.dispose()
             sync_engine.dispose()
 
-    # -- admin path (tenant-wide) ------------------------------------------------------------
+    # -- admin path (tenant-wide): as the owner (``admin_url``) on PostgreSQL ---------------
 
-    def forget_tenant(self, tenant_id: str) -> Counts:
-        """Delete every row of one tenant. Runs as the owner (``admin_url``) on PostgreSQL."""
-        tenant = Scope(tenant_id).tenant_id
-        return self._run(None, self._ops.forget_tenant, tenant, write=True, admin_tenant=tenant)
-
-    async def aforget_tenant(self, tenant_id: str) -> Counts:
-        tenant = Scope(tenant_id).tenant_id
-        return await self._arun(
-            None, self._ops.forget_tenant, tenant, write=True, admin_tenant=tenant
+    def _forget_tenant(self, tenant_id: str) -> Counts:
+        return self._run(
+            None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
         )
+
+    async def _aforget_tenant(self, tenant_id: str) -> Counts:
+        return await self._arun(
+            None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
+        )
+
+    def _list_tenants(self) -> list[str]:
+        return self._run(None, self._ops.list_tenants, admin_tenant=_EVERY_TENANT)
+
+    async def _alist_tenants(self) -> list[str]:
+        return await self._arun(None, self._ops.list_tenants, admin_tenant=_EVERY_TENANT)
+
+    def _purge_expired(self, tenant_id: str, before: datetime) -> Counts:
+        total: Counts = {}
+        while True:  # one short transaction per batch of sessions
+            counts, n = self._run(
+                None, self._ops.purge_expired, tenant_id, before, PURGE_BATCH,
+                write=True, admin_tenant=tenant_id,
+            )
+            _add(total, counts)
+            if n < PURGE_BATCH:
+                return total
+
+    async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
+        total: Counts = {}
+        while True:
+            counts, n = await self._arun(
+                None, self._ops.purge_expired, tenant_id, before, PURGE_BATCH,
+                write=True, admin_tenant=tenant_id,
+            )
+            _add(total, counts)
+            if n < PURGE_BATCH:
+                return total
 
     # -- the protocol: each is one transaction ----------------------------------------------
 
@@ -453,6 +484,23 @@ class SQLBackend(Backend):
 
     async def _aforget_user(self, user: Scope) -> Counts:
         return await self._arun(user, self._ops.forget_user, user, write=True)
+
+    def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return self._run(scope, self._ops.restore_messages, scope, messages, write=True)
+
+    async def _arestore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
+        return await self._arun(scope, self._ops.restore_messages, scope, messages, write=True)
+
+    def _list_message_sessions(self, user: Scope) -> list[str]:
+        return self._run(user, self._ops.list_message_sessions, user)
+
+    async def _alist_message_sessions(self, user: Scope) -> list[str]:
+        return await self._arun(user, self._ops.list_message_sessions, user)
+
+
+def _add(total: Counts, more: Counts) -> None:
+    for kind, n in more.items():
+        total[kind] = total.get(kind, 0) + n
 
 
 def _read_scope_key(conn: Connection, tables: Tables) -> bytes | None:
