@@ -20,6 +20,7 @@ from .. import policy
 from ..filters import Filter
 from ..records import Memory, Message, SessionRecord
 from ..scope import Scope
+from .graph import GraphMethods
 
 __all__ = ["Backend", "Counts", "FilterSpec", "Scored"]
 
@@ -46,8 +47,10 @@ def _verify_scored(scope: Scope, hits: list[Scored]) -> list[Scored]:
     return [(m, s) for m, s in hits if id(m) in kept]
 
 
-class Backend:
+class Backend(GraphMethods):
     """Sessions, chat messages and memories, each read and write scoped.
+
+    Agent-graph checkpoints and store items (``graph.GraphMethods``) are scoped the same way.
 
     Memories are read at the user level; messages at the session level.
     """

@@ -16,6 +16,7 @@ from ..errors import SessionExists
 from ..filters import Filter, matches
 from ..records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
 from ..scope import Scope
+from ._memory_graph import MemoryGraph
 from .base import Backend, Counts, Scored
 
 __all__ = ["MemoryBackend"]
@@ -45,7 +46,7 @@ def cosine_similarity(a: list[float], b: list[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryGraph, Backend):
     """Everything in dicts, per (tenant, user) and per session."""
 
     def __init__(self) -> None:
@@ -228,7 +229,8 @@ class MemoryBackend(Backend):
             for k in message_keys:
                 self._next_seq.pop(k, None)
             memories = len(self._memories.pop(key, {}))
-        return {"sessions": len(sessions), "messages": messages, "memories": memories}
+        counts = {"sessions": len(sessions), "messages": messages, "memories": memories}
+        return {**counts, **self._forget_graph(user)}
 
     def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         key = _session_key(scope)
