@@ -9,6 +9,7 @@ import pytest
 
 from muxi_isolation import (
     Backend,
+    InvalidIdentifier,
     Memory,
     Message,
     MissingScope,
@@ -447,6 +448,117 @@ def test_forget_user_removes_every_row_of_that_user_only(backend: Backend) -> No
         assert backend.count_memories(scope) == 1
 
 
+def stored(backend: Backend, scope: Scope) -> list[tuple[object, ...]]:
+    return [(m.seq, m.role, m.content, m.status, m.created_at) for m in backend.get_messages(scope)]
+
+
+def test_restore_messages_keeps_seq_status_and_time(backend: Backend) -> None:
+    s = open_session(backend, ALICE)
+    backend.append_messages(s, [Message("user", "to be replaced")])
+    rows = [
+        Message("user", "first", {"k": 1}, seq=3, created_at=T0),
+        Message("assistant", "second", status=ARCHIVED, seq=7, created_at=T0),
+    ]
+    backend.restore_messages(s, list(reversed(rows)))  # any order: stored by seq
+    assert stored(backend, s) == [
+        (3, "user", "first", ACTIVE, T0),
+        (7, "assistant", "second", ARCHIVED, T0),
+    ]
+    assert backend.get_messages(s)[0].metadata == {"k": 1}
+    assert backend.append_messages(s, [Message("user", "next")])[0].seq == 8
+    backend.restore_messages(s, [Message("user", "low", seq=1)])
+    assert backend.append_messages(s, [Message("user", "after")])[0].seq == 9  # never reused
+    backend.restore_messages(s, [])
+    assert backend.get_messages(s) == []
+
+
+@pytest.mark.parametrize("seqs", [[None], [0], [1, 1], [-2], [True]])
+def test_restore_messages_refuses_bad_seqs(backend: Backend, seqs: list[object]) -> None:
+    s = open_session(backend, ALICE)
+    backend.append_messages(s, [Message("user", "kept")])
+    with pytest.raises(ValueError):
+        backend.restore_messages(s, [Message("user", "x", seq=q) for q in seqs])  # type: ignore[arg-type]
+    assert texts(backend.get_messages(s)) == ["kept"]
+
+
+def test_list_message_sessions_finds_sessions_without_records(backend: Backend) -> None:
+    open_session(backend, ALICE, "with_record")
+    backend.append_messages(ALICE.with_session("with_record"), [Message("user", "a")])
+    backend.append_messages(ALICE.with_session("orphan"), [Message("user", "b")])
+    backend.append_messages(BOB.with_session("bobs"), [Message("user", "c")])
+    open_session(backend, ALICE, "empty")
+    assert backend.list_message_sessions(ALICE) == ["orphan", "with_record"]
+    backend.delete_messages(ALICE.with_session("orphan"))
+    assert backend.list_message_sessions(ALICE.with_session("x")) == ["with_record"]
+    assert backend.list_message_sessions(ALICE_B) == []
+
+
+def fill_everyone(backend: Backend) -> None:
+    for scope in (ALICE, BOB, ALICE_B):
+        s = open_session(backend, scope)
+        backend.append_messages(s, [Message("user", "hi"), Message("assistant", "hello")])
+        backend.upsert_memories(s, [mem("m", vec=[1.0])])
+
+
+def test_forget_tenant_removes_that_tenant_only(backend: Backend) -> None:
+    fill_everyone(backend)
+    assert backend.list_tenants() == ["tenant_a", "tenant_b"]
+    assert backend.forget_tenant("tenant_a") == {"sessions": 2, "messages": 4, "memories": 2}
+    assert backend.list_tenants() == ["tenant_b"]
+    for scope in (ALICE, BOB):
+        assert backend.list_sessions(scope) == [] and backend.list_memories(scope) == []
+        assert backend.get_messages(scope.with_session("s1")) == []
+    assert len(backend.get_messages(ALICE_B.with_session("s1"))) == 2
+    assert backend.forget_tenant("tenant_a") == {"sessions": 0, "messages": 0, "memories": 0}
+    with pytest.raises(InvalidIdentifier):
+        backend.forget_tenant("bad:tenant")
+
+
+def test_purge_expired_drops_expired_sessions_whole_and_keeps_memories(backend: Backend) -> None:
+    hour = timedelta(hours=1)
+    for scope in (ALICE, BOB, ALICE_B):
+        for sid, at in (("old", T0 - 3 * hour), ("edge", T0 - hour), ("live", T0)):
+            s = open_session(backend, scope, sid)  # expires at ``at`` + 1 hour
+            backend.touch_session(scope, sid, at, at + hour)
+            backend.append_messages(s, [Message("user", f"{sid} 1"), Message("user", f"{sid} 2")])
+        backend.upsert_memories(scope.with_session("old"), [mem("fact", vec=[1.0])])
+    counts = backend.purge_expired(T0, tenant_id="tenant_a")  # "edge" expires exactly at T0
+    assert counts == {"sessions": 4, "messages": 8}
+    for scope in (ALICE, BOB):
+        assert [s.id for s in backend.list_sessions(scope)] == ["live"]
+        assert backend.get_messages(scope.with_session("old")) == []
+        assert backend.list_message_sessions(scope) == ["live"]
+        assert [m.id for m in backend.list_memories(scope)] == ["fact"]
+    assert len(backend.list_sessions(ALICE_B)) == 3  # another tenant: untouched
+    assert backend.purge_expired(T0) == {"sessions": 2, "messages": 4}  # every tenant
+    assert [s.id for s in backend.list_sessions(ALICE_B)] == ["live"]
+    assert backend.count_memories(ALICE_B) == 1
+    assert backend.purge_expired(T0) == {"sessions": 0, "messages": 0}
+    assert backend.append_messages(ALICE.with_session("old"), [Message("user", "new")])[0].seq == 1
+    with pytest.raises(ValueError):
+        backend.purge_expired(datetime(2026, 1, 8))  # naive: refused
+
+
+async def test_async_maintenance_twins(backend: Backend) -> None:
+    s = open_session(backend, ALICE, "s0")
+    await backend.arestore_messages(s, [Message("user", "r", seq=5, created_at=T0)])
+    assert stored(backend, s) == [(5, "user", "r", ACTIVE, T0)]
+    assert await backend.alist_message_sessions(ALICE) == ["s0"]
+    fill_everyone(backend)
+    assert await backend.alist_tenants() == ["tenant_a", "tenant_b"]
+    later = T0 + timedelta(days=1)
+    assert await backend.apurge_expired(later, tenant_id="tenant_b") == {
+        "sessions": 1,
+        "messages": 2,
+    }
+    assert await backend.aforget_tenant("tenant_a") == {
+        "sessions": 3,
+        "messages": 5,
+        "memories": 2,
+    }
+    assert await backend.alist_tenants() == ["tenant_b"]
+
+
 # -- fail closed ------------------------------------------------------------------------
 
 NO_SCOPE_CALLS = [
@@ -469,6 +581,8 @@ NO_SCOPE_CALLS = [
     lambda b, s: b.delete_memories(s),
     lambda b, s: b.search_memories(s, [1.0]),
     lambda b, s: b.forget_user(s),
+    lambda b, s: b.restore_messages(s, [Message("user", "x", seq=1)]),
+    lambda b, s: b.list_message_sessions(s),
 ]
 
 
