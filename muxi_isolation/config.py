@@ -5,8 +5,12 @@
         enabled: true
         provider: postgresql            # or sqlite (the embedded default), or memory
         connection_string: ${{ secrets.POSTGRES_URI }}
+        admin_connection_string: ${{ secrets.POSTGRES_OWNER_URI }}  # optional: the owner,
+                                        # for tenant-wide maintenance (forget a tenant, purge)
         user_isolation: true
       session_timeout: 3600             # idle seconds before a session expires
+      expired_session_retention: 86400  # optional: seconds an expired session's history is
+                                        # kept before ``purge-expired`` deletes it (unset: kept)
     auth:                               # optional: API keys for the HTTP edge
       client_keys:
         - tenant: tenant_a
@@ -55,6 +59,7 @@ class PersistentConfig(_Strict):
     enabled: bool = True
     provider: Literal["sqlite", "postgresql", "memory"] = "sqlite"
     connection_string: str | None = None
+    admin_connection_string: str | None = None
     user_isolation: bool = True
     embedding_dimension: int = Field(default=1536, ge=1, le=16000)
 
@@ -80,6 +85,7 @@ class PersistentConfig(_Strict):
 class MemoryConfig(_Strict):
     persistent: PersistentConfig = PersistentConfig()
     session_timeout: int = Field(default=3600, gt=0)
+    expired_session_retention: int | None = Field(default=None, ge=0, strict=True)
 
 
 class ClientKeyConfig(_Strict):
