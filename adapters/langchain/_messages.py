@@ -8,10 +8,14 @@ LangChain reads back through LlamaIndex and the reverse. The mapping:
     content     the message content as is: a string or a list of content blocks
     tool_calls  an AI message's tool calls as ``{"id", "name", "args"}`` dicts
     metadata    neutral keys ``name`` (the speaker or function name) and ``tool_call_id``
-                (on tool messages); everything only LangChain knows (message type and id,
-                additional_kwargs, response/usage metadata, invalid tool calls, a tool
-                message's artifact and status, ...) under ``metadata["langchain"]``,
-                with fields still at their default left out.
+                (on tool messages); the message's ``additional_kwargs``, flat, as the
+                neutral metadata another framework reads (LlamaIndex's
+                ``additional_kwargs``), except provider-encoded tool calls (``tool_calls``,
+                ``function_call``: the neutral ``tool_calls`` carry them) and keys that would
+                clash with neutral, private or reserved keys; everything only LangChain
+                knows (message type and id, those kept kwargs, response/usage metadata,
+                invalid tool calls, a tool message's artifact and status, ...) under
+                ``metadata["langchain"]``, with fields still at their default left out.
 
 A record carrying ``metadata["langchain"]`` whose type agrees with its role comes back
 exactly as it was written. Any other record (written by another framework) is rebuilt from
@@ -34,6 +38,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
+from muxi_isolation.policy import RESERVED_KEYS
 from muxi_isolation.records import Message
 
 __all__ = ["EXTRAS_KEY", "NEUTRAL_KEYS", "from_record", "to_record"]
@@ -41,6 +46,10 @@ __all__ = ["EXTRAS_KEY", "NEUTRAL_KEYS", "from_record", "to_record"]
 EXTRAS_KEY = "langchain"
 NEUTRAL_KEYS = ("name", "tool_call_id")
 _PRIVATE_KEYS = frozenset({EXTRAS_KEY, "llama_index"})
+# additional_kwargs keys that stay with the LangChain extras instead of the neutral metadata.
+_KEPT_KWARGS = (
+    frozenset(NEUTRAL_KEYS) | _PRIVATE_KEYS | RESERVED_KEYS | {"tool_calls", "function_call"}
+)
 
 # LangChain message type -> neutral role ("chat" keeps its own role).
 _ROLES = {
@@ -103,8 +112,21 @@ def to_record(message: BaseMessage) -> Message:
         value = data.pop(key, None)
         if value is not None:
             metadata[key] = value
-    metadata[EXTRAS_KEY] = {"type": message.type, **_non_default(message, data)}
+    extras = {"type": message.type, **_non_default(message, data)}
+    kwargs = extras.pop("additional_kwargs", None) or {}
+    metadata.update((k, v) for k, v in kwargs.items() if k not in _KEPT_KWARGS)
+    kept = {k: v for k, v in kwargs.items() if k in _KEPT_KWARGS}
+    if kept:
+        extras["additional_kwargs"] = kept
+    metadata[EXTRAS_KEY] = extras
     return Message(role, content, metadata, [_neutral_tool_call(c) for c in tool_calls])
+
+
+def _flat(record: Message) -> dict[str, Any]:
+    """The record's metadata beyond the neutral keys and any adapter's private extras."""
+    return {
+        k: v for k, v in record.metadata.items() if k not in NEUTRAL_KEYS and k not in _PRIVATE_KEYS
+    }
 
 
 def _own_extras(record: Message) -> dict[str, Any] | None:
@@ -131,9 +153,7 @@ def _foreign(record: Message, neutral: dict[str, Any]) -> tuple[str, dict[str, A
         kind = "function"
     else:
         kind, data["role"] = "chat", record.role
-    others = {
-        k: v for k, v in record.metadata.items() if k not in NEUTRAL_KEYS and k not in _PRIVATE_KEYS
-    }
+    others = _flat(record)
     if record.tool_calls and kind not in _AI_TYPES:
         others["tool_calls"] = record.tool_calls
     if others:
@@ -150,6 +170,9 @@ def from_record(record: Message) -> BaseMessage:
     else:
         kind = extras.pop("type")
         data = {**extras, **neutral}
+        flat = _flat(record)
+        if flat:
+            data["additional_kwargs"] = {**(extras.get("additional_kwargs") or {}), **flat}
         if kind == "chat":
             data["role"] = record.role
     if kind not in _TOOL_TYPES:
