@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from ..filters import matches
 from ..scope import Scope
@@ -113,14 +114,8 @@ class MemoryGraph(GraphMethods):
     def _delete_thread(self, user: Scope, thread_id: str) -> int:
         checkpoints, writes, _ = self._graph()
         with self._lock:
-            bucket = checkpoints.get(self._key(user), {})
-            doomed = [k for k in bucket if k[0] == thread_id]
-            for k in doomed:
-                del bucket[k]
-            wbucket = writes.get(self._key(user), {})
-            for wk in [k for k in wbucket if k[0] == thread_id]:
-                del wbucket[wk]
-            return len(doomed)
+            _drop_thread(writes, self._key(user), thread_id)
+            return _drop_thread(checkpoints, self._key(user), thread_id)
 
     # -- store items
 
@@ -191,6 +186,31 @@ class MemoryGraph(GraphMethods):
             }
         return {kind: n for kind, n in counts.items() if n}
 
+    def _forget_graph_tenant(self, tenant_id: str) -> Counts:
+        """Drop a tenant's graph data (admin path); counts only for the kinds it had."""
+        counts = {"checkpoints": 0, "checkpoint_writes": 0, "store_items": 0}
+        every: tuple[dict[UserKey, dict[Any, Any]], ...] = self._graph()
+        with self._lock:
+            for kind, data in zip(counts, every, strict=True):
+                for key in [k for k in data if k[0] == tenant_id]:
+                    counts[kind] += len(data.pop(key))
+        return {kind: n for kind, n in counts.items() if n}
+
+    def _forget_graph_threads(self, tenant_id: str, threads: list[tuple[str, str]]) -> Counts:
+        """Drop the checkpoints and writes of these (user, session) pairs of a tenant."""
+        checkpoints, writes, _ = self._graph()
+        counts = {"checkpoints": 0, "checkpoint_writes": 0}
+        with self._lock:
+            for user_id, sid in threads:
+                user = Scope(tenant_id, user_id)
+                counts["checkpoint_writes"] += _drop_thread(writes, self._key(user), sid)
+                counts["checkpoints"] += _drop_thread(checkpoints, self._key(user), sid)
+        return {kind: n for kind, n in counts.items() if n}
+
+    def _graph_tenants(self) -> set[str]:
+        with self._lock:
+            return {k[0] for data in self._graph() for k, rows in data.items() if rows}
+
     # -- async twins: nothing here blocks
 
     async def _aput_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
@@ -227,6 +247,14 @@ class MemoryGraph(GraphMethods):
         self, user: Scope, rules: list[MatchRule], now: datetime
     ) -> list[Namespace]:
         return self._list_namespaces(user, rules, now)
+
+
+def _drop_thread(data: dict[UserKey, dict[Any, Any]], key: UserKey, thread_id: str) -> int:
+    bucket = data.get(key, {})
+    doomed = [k for k in bucket if k[0] == thread_id]
+    for k in doomed:
+        del bucket[k]
+    return len(doomed)
 
 
 def _exact_prefix(namespace: Namespace, prefix: Namespace) -> bool:

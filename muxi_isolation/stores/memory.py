@@ -260,7 +260,7 @@ class MemoryBackend(MemoryGraph, Backend):
                 del self._next_seq[skey]
             for key in [k for k in self._memories if k[0] == tenant_id]:
                 counts["memories"] += len(self._memories.pop(key))
-        return counts
+        return {**counts, **self._forget_graph_tenant(tenant_id)}
 
     def _list_tenants(self) -> list[str]:
         with self._lock:
@@ -268,7 +268,7 @@ class MemoryBackend(MemoryGraph, Backend):
             found |= {k[0] for k, rows in self._messages.items() if rows}
             found |= {k[0] for k in self._next_seq}
             found |= {k[0] for k, v in self._memories.items() if v}
-        return sorted(found)
+        return sorted(found | self._graph_tenants())
 
     def _purge_expired(self, tenant_id: str, before: datetime) -> Counts:
         with self._lock:
@@ -285,7 +285,8 @@ class MemoryBackend(MemoryGraph, Backend):
                 messages += len(self._messages.pop(key, []))
                 self._next_seq.pop(key, None)
                 del self._sessions[(tenant_id, user_id)][sid]
-        return {"sessions": len(doomed), "messages": messages}
+            threads = self._forget_graph_threads(tenant_id, doomed)
+        return {"sessions": len(doomed), "messages": messages, **threads}
 
     # -- async twins: nothing here blocks, so each calls its sync twin.
 

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
+from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
 from muxi_isolation.stores.sql import SQLBackend
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
@@ -41,6 +42,15 @@ def fill(backend: SQLBackend) -> None:
         backend.insert_session(scope, SessionRecord("s1", scope, T0, T0, T0 + timedelta(hours=1)))
         backend.append_messages(scope.with_session("s1"), [Message("user", f"secret of {scope}")])
         backend.upsert_memories(scope, [Memory("m1", f"secret of {scope}", {}, [1.0, 0.0])])
+        fill_graph(backend, scope, f"secret of {scope}")
+
+
+def fill_graph(backend: SQLBackend, scope: Scope, secret: str) -> None:
+    """A checkpoint, a pending write and a store item: the agent-graph tables are scoped too."""
+    backend.put_checkpoint(scope, CheckpointRecord("s1", "", "c1", None, "bytes", secret.encode()))
+    write = WriteRecord("s1", "", "c1", "task", 0, "ch", "bytes", secret.encode())
+    backend.put_checkpoint_writes(scope, [write], replace=True)
+    backend.put_items(scope, [StoreItem(("facts",), "k", {"secret": secret})], [])
 
 
 @pytest.fixture
@@ -393,8 +403,8 @@ def test_the_wall_holds_in_the_default_schema(postgres_urls: Any, postgres_admin
     finally:
         backend.close()
         with postgres_admin.begin() as conn:
-            for name in ("sessions", "messages", "message_counters", "memories"):
-                conn.execute(text(f'DROP TABLE IF EXISTS "{prefix}{name}" CASCADE'))
+            for scoped in backend.tables.scoped:
+                conn.execute(text(f'DROP TABLE IF EXISTS "{scoped.name}" CASCADE'))
             for part in ("tenant", "user"):
                 conn.execute(text(f'DROP FUNCTION IF EXISTS "{prefix}scope_{part}"()'))
             for name in ("scope_key", "schema_version"):

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
+from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
 from muxi_isolation.stores.sql import SQLBackend, _rls
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
@@ -28,6 +29,15 @@ def fill(backend: SQLBackend) -> None:
         backend.insert_session(scope, SessionRecord("s1", scope, T0, T0, T0 + timedelta(hours=1)))
         backend.append_messages(scope.with_session("s1"), [Message("user", f"hi from {scope}")])
         backend.upsert_memories(scope, [Memory("m1", f"{scope}'s memory", {}, [1.0, 0.0])])
+        fill_graph(backend, scope, f"hi from {scope}")
+
+
+def fill_graph(backend: SQLBackend, scope: Scope, secret: str) -> None:
+    """A checkpoint, a pending write and a store item: the agent-graph tables are scoped too."""
+    backend.put_checkpoint(scope, CheckpointRecord("s1", "", "c1", None, "bytes", secret.encode()))
+    write = WriteRecord("s1", "", "c1", "task", 0, "ch", "bytes", secret.encode())
+    backend.put_checkpoint_writes(scope, [write], replace=True)
+    backend.put_items(scope, [StoreItem(("facts",), "k", {"secret": secret})], [])
 
 
 @pytest.fixture
@@ -140,7 +150,9 @@ def test_transaction_local_settings_do_not_outlive_a_call(pg) -> None:
 
 def test_forget_tenant_is_the_owners_admin_path(pg) -> None:
     backend, _ = pg
-    assert backend.forget_tenant("tenant_a") == {"sessions": 2, "messages": 2, "memories": 2}
+    graph = {"checkpoints": 2, "checkpoint_writes": 2, "store_items": 2}
+    expected = {"sessions": 2, "messages": 2, "memories": 2, **graph}
+    assert backend.forget_tenant("tenant_a") == expected
     assert backend.list_memories(ALICE) == [] and backend.list_memories(BOB) == []
     assert [m.content for m in backend.list_memories(ALICE_B)] == ["tenant_b:alice's memory"]
 
@@ -148,7 +160,8 @@ def test_forget_tenant_is_the_owners_admin_path(pg) -> None:
 async def test_aforget_tenant(pg) -> None:
     backend, _ = pg
     counts = await backend.aforget_tenant("tenant_b")
-    assert counts == {"sessions": 1, "messages": 1, "memories": 1}
+    graph = {"checkpoints": 1, "checkpoint_writes": 1, "store_items": 1}
+    assert counts == {"sessions": 1, "messages": 1, "memories": 1, **graph}
     assert await backend.acount_memories(ALICE) == 1
 
 

@@ -95,7 +95,7 @@ def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
 def _row_to_checkpoint(row: Row[Any]) -> CheckpointRecord:
     m = row._mapping
     return CheckpointRecord(
-        m["thread_id"],
+        m["session_id"],
         m["checkpoint_ns"],
         m["checkpoint_id"],
         m["parent_checkpoint_id"],
@@ -110,7 +110,7 @@ def _row_to_checkpoint(row: Row[Any]) -> CheckpointRecord:
 def _row_to_write(row: Row[Any]) -> WriteRecord:
     m = row._mapping
     return WriteRecord(
-        m["thread_id"],
+        m["session_id"],
         m["checkpoint_ns"],
         m["checkpoint_id"],
         m["task_id"],
@@ -175,7 +175,7 @@ class GraphOps:
         stmt = self._insert(t).values(
             tenant_id=user.tenant_id,
             user_id=user.user_id,
-            thread_id=record.thread_id,
+            session_id=record.thread_id,
             checkpoint_ns=record.checkpoint_ns,
             checkpoint_id=record.checkpoint_id,
             parent_checkpoint_id=record.parent_id,
@@ -198,7 +198,7 @@ class GraphOps:
         t = self.g.checkpoints
         where = self._user(t, user)
         if q.thread_id is not None:
-            where.append(t.c.thread_id == q.thread_id)
+            where.append(t.c.session_id == q.thread_id)
         if q.checkpoint_ns is not None:
             where.append(t.c.checkpoint_ns == q.checkpoint_ns)
         if q.checkpoint_id is not None:
@@ -210,7 +210,7 @@ class GraphOps:
         query = (
             select(t)
             .where(*where)
-            .order_by(t.c.checkpoint_id.desc(), t.c.thread_id.desc(), t.c.checkpoint_ns.desc())
+            .order_by(t.c.checkpoint_id.desc(), t.c.session_id.desc(), t.c.checkpoint_ns.desc())
             .limit(q.limit)
         )
         found = [_row_to_checkpoint(row) for row in conn.execute(query)]
@@ -234,7 +234,7 @@ class GraphOps:
                 select(w)
                 .where(
                     *self._user(w, user),
-                    tuple_(w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id).in_(chunk),
+                    tuple_(w.c.session_id, w.c.checkpoint_ns, w.c.checkpoint_id).in_(chunk),
                 )
                 .order_by(w.c.task_path, w.c.task_id, w.c.idx)
             )
@@ -253,7 +253,7 @@ class GraphOps:
             {
                 "tenant_id": user.tenant_id,
                 "user_id": user.user_id,
-                "thread_id": x.thread_id,
+                "session_id": x.thread_id,
                 "checkpoint_ns": x.checkpoint_ns,
                 "checkpoint_id": x.checkpoint_id,
                 "task_id": x.task_id,
@@ -278,8 +278,8 @@ class GraphOps:
 
     def delete_thread(self, conn: Connection, user: Scope, thread_id: str) -> int:
         w, t = self.g.writes, self.g.checkpoints
-        conn.execute(delete(w).where(*self._user(w, user), w.c.thread_id == thread_id))
-        gone = conn.execute(delete(t).where(*self._user(t, user), t.c.thread_id == thread_id))
+        conn.execute(delete(w).where(*self._user(w, user), w.c.session_id == thread_id))
+        gone = conn.execute(delete(t).where(*self._user(t, user), t.c.session_id == thread_id))
         return int(gone.rowcount)
 
     # -- store items
@@ -443,6 +443,7 @@ class SQLGraph:
 
     @cached_property
     def _graph_ops(self) -> GraphOps:
+        assert self.tables.graph is not None
         return GraphOps(self.tables.graph, self.dialect)
 
     def _put_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:

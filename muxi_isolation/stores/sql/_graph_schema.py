@@ -2,12 +2,13 @@
 
 Like every scoped table, each key starts with ``tenant_id`` then ``user_id``:
 
-    checkpoints         PK (tenant_id, user_id, thread_id, checkpoint_ns, checkpoint_id)
-    checkpoint_writes   PK (tenant_id, user_id, thread_id, checkpoint_ns, checkpoint_id,
+    checkpoints         PK (tenant_id, user_id, session_id, checkpoint_ns, checkpoint_id)
+    checkpoint_writes   PK (tenant_id, user_id, session_id, checkpoint_ns, checkpoint_id,
                             task_id, idx)
     store_items         PK (tenant_id, user_id, namespace, key)
 
-``thread_id`` is a session id of the user. A store ``namespace`` is held as its JSON array
+A LangGraph thread is a session of the user: its id is ``session_id`` (so purging an expired
+session takes its checkpoints too). A store ``namespace`` is held as its JSON array
 text (one-to-one with the tuple, so equality is exact) plus its ``depth``; prefix and suffix
 rules compare single labels by equality (``json_extract`` / ``->>``), values bound, never
 ``LIKE``. On PostgreSQL the id and namespace texts sort byte-wise (``COLLATE "C"``), as in
@@ -70,7 +71,7 @@ def build_graph_tables(md: MetaData, prefix: str) -> GraphTables:
     checkpoints = Table(
         f"{p}checkpoints",
         md,
-        *_ids("tenant_id", "user_id", "thread_id"),
+        *_ids("tenant_id", "user_id", "session_id"),
         _sorted_text("checkpoint_ns"),
         _sorted_text("checkpoint_id"),
         _sorted_text("parent_checkpoint_id", nullable=True),
@@ -81,7 +82,7 @@ def build_graph_tables(md: MetaData, prefix: str) -> GraphTables:
         PrimaryKeyConstraint(
             "tenant_id",
             "user_id",
-            "thread_id",
+            "session_id",
             "checkpoint_ns",
             "checkpoint_id",
             name=f"{p}checkpoints_pkey",
@@ -90,7 +91,7 @@ def build_graph_tables(md: MetaData, prefix: str) -> GraphTables:
     writes = Table(
         f"{p}checkpoint_writes",
         md,
-        *_ids("tenant_id", "user_id", "thread_id"),
+        *_ids("tenant_id", "user_id", "session_id"),
         _sorted_text("checkpoint_ns"),
         _sorted_text("checkpoint_id"),
         _sorted_text("task_id"),
@@ -102,7 +103,7 @@ def build_graph_tables(md: MetaData, prefix: str) -> GraphTables:
         PrimaryKeyConstraint(
             "tenant_id",
             "user_id",
-            "thread_id",
+            "session_id",
             "checkpoint_ns",
             "checkpoint_id",
             "task_id",

@@ -386,7 +386,9 @@ class Ops:
         """Delete from every scoped table, so a table added to the schema is covered too."""
         counts = {}
         for table in self.t.scoped:
-            counts[self._kind(table)] = conn.execute(delete(table).where(*where(table))).rowcount
+            gone = conn.execute(delete(table).where(*where(table))).rowcount
+            if gone or table not in self.t.optional:
+                counts[self._kind(table)] = gone
         counts.pop(self._kind(self.t.counters), None)  # bookkeeping, not data
         return counts
 
@@ -464,7 +466,9 @@ class Ops:
         for table in self._session_buffers():
             mine = tuple_(table.c.user_id, table.c.session_id).in_(keys)
             where = [table.c.tenant_id == tenant_id, mine]
-            counts[self._kind(table)] = conn.execute(delete(table).where(*where)).rowcount
+            n = conn.execute(delete(table).where(*where)).rowcount
+            if n or table not in self.t.optional:
+                counts[self._kind(table)] = n
         counts.pop(self._kind(self.t.counters), None)
         gone = delete(s).where(*expired, tuple_(s.c.user_id, s.c.id).in_(keys))
         counts["sessions"] = conn.execute(gone).rowcount

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
@@ -160,13 +160,16 @@ def read_scope_key(conn: Connection, tables: Tables) -> bytes:
     return bytes(conn.execute(select(table.c.key).where(table.c.id == 1)).scalar_one())
 
 
-def policies(conn: Connection, tables: Tables) -> list[str]:
-    """RLS DDL for the scoped tables; the admin policy names the current (owner) role."""
+def policies(
+    conn: Connection, tables: Tables, only: Sequence[Table] | None = None
+) -> list[str]:
+    """RLS DDL for the scoped tables (or ``only`` these, when a step adds tables); the admin
+    policy names the current (owner) role."""
     prep = conn.dialect.identifier_preparer
     owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
     rule = _user_rule(conn, tables)
     out: list[str] = []
-    for table in tables.scoped:
+    for table in tables.scoped if only is None else only:
         name = prep.format_table(table)
         out += [
             f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY",
@@ -175,15 +178,17 @@ def policies(conn: Connection, tables: Tables) -> list[str]:
             f"CREATE POLICY muxi_tenant_admin ON {name} TO {owner} "
             f"USING ({_ADMIN_RULE}) WITH CHECK ({_ADMIN_RULE})",
         ]
-    return out + list_policies(conn, tables)
+    return out + list_policies(conn, tables, only)
 
 
-def list_policies(conn: Connection, tables: Tables) -> list[str]:
+def list_policies(
+    conn: Connection, tables: Tables, only: Sequence[Table] | None = None
+) -> list[str]:
     """The owner's read-only view of every tenant (schema version 3), created afresh."""
     prep = conn.dialect.identifier_preparer
     owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
     out: list[str] = []
-    for table in tables.scoped:
+    for table in tables.scoped if only is None else only:
         name = prep.format_table(table)
         out += [
             f"DROP POLICY IF EXISTS muxi_tenant_list ON {name}",

@@ -10,6 +10,8 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
     message_counters  PK (tenant_id, user_id, session_id)        the next seq, never reused
     memories          PK (tenant_id, user_id, id); (tenant_id, user_id, created_at, id);
                       (tenant_id, user_id) WHERE embedding IS NOT NULL; HNSW on PostgreSQL
+    checkpoints, checkpoint_writes, store_items
+                      agent-graph storage (LangGraph), keys as above (``_graph_schema``)
     schema_version    one row: the version of this layout
     scope_key         PostgreSQL only, one row, the owner's alone: the key that signs the
                       row-level-security scope (see ``_rls``)
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from sqlalchemy import (
@@ -48,6 +50,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ...errors import ConfigError, StorageError
 from . import _rls
+from ._graph_schema import GraphTables, build_graph_tables, create_graph_tables
 from ._types import Embedding, UTCDateTime
 
 __all__ = [
@@ -62,7 +65,7 @@ __all__ = [
     "install",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_M = 16
@@ -90,10 +93,21 @@ def _maintenance(conn: Connection, tables: Tables) -> None:
             conn.execute(text(statement))
 
 
+def _graph(conn: Connection, tables: Tables) -> None:
+    """3 -> 4: the agent-graph tables, with row-level security like the others."""
+    assert tables.graph is not None
+    made = create_graph_tables(conn, tables.graph)
+    if conn.dialect.name == "postgresql" and made:
+        for statement in _rls.policies(conn, tables, only=made):
+            conn.execute(text(statement))
+
+
 UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     1: _sign_the_scope,
     2: _maintenance,
+    3: _graph,
 }
+GRAPH_SINCE = 3  # upgrade steps before this one see the tables without the graph ones
 
 
 def check_name(value: str, what: str, *, empty: bool = False) -> str:
@@ -115,11 +129,18 @@ class Tables:
     version: Table
     prefix: str
     dimension: int | None
+    graph: GraphTables | None = None
 
     @property
     def scoped(self) -> tuple[Table, ...]:
         """The tables holding tenant data: row-level security and Citus apply to these."""
-        return (self.sessions, self.messages, self.counters, self.memories)
+        core = (self.sessions, self.messages, self.counters, self.memories)
+        return core if self.graph is None else core + self.graph.all
+
+    @property
+    def optional(self) -> tuple[Table, ...]:
+        """Tables of an optional feature (agent graphs): counted only when they held rows."""
+        return () if self.graph is None else self.graph.all
 
     @property
     def hnsw(self) -> bool:
@@ -210,7 +231,8 @@ def build_tables(
         Column("version", Integer, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
     )
-    return Tables(md, sessions, messages, counters, memories, version, prefix, dimension)
+    graph = build_graph_tables(md, p)
+    return Tables(md, sessions, messages, counters, memories, version, prefix, dimension, graph)
 
 
 def read_version(conn: Connection, tables: Tables) -> int:
@@ -241,7 +263,7 @@ def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
         _create(conn, tables, postgres)
     else:
         for step in range(version, SCHEMA_VERSION):
-            UPGRADES[step](conn, tables)
+            UPGRADES[step](conn, tables if step >= GRAPH_SINCE else replace(tables, graph=None))
     if version != SCHEMA_VERSION:
         _write_version(conn, tables, fresh=version == 0)
     if postgres and app_role is not None:

@@ -31,6 +31,7 @@ from ...records import Memory, Message, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
 from . import _errors, _rls
+from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables, install
 from ._urls import Target, resolve_url
@@ -50,7 +51,7 @@ PURGE_BATCH = 500  # expired sessions per purge transaction
 _EVERY_TENANT = ":every"  # never a tenant id (a tenant id cannot hold ":")
 
 
-class SQLBackend(Backend):
+class SQLBackend(SQLGraph, Backend):
     """Sessions, messages and memories in SQLite (embedded) or PostgreSQL + pgvector.
 
     ``url``: ``sqlite:///path.db``, ``sqlite://`` (a private in-memory database), or
