@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from .errors import MissingScope, ReservedKey, ScopeViolation
-from .filters import Filter, filter_keys, parse_filter
+from .errors import InvalidFilter, MissingScope, ReservedKey, ScopeViolation
+from .filters import And, Compare, Filter, Not, Or, filter_keys, parse_filter
 from .records import Memory, Message, SessionRecord
 from .scope import Scope
 
@@ -86,6 +86,8 @@ def read_filter(caller: Mapping[str, Any] | Filter | None) -> Filter | None:
     The scope itself is never expressed in this filter: backends apply it as separate
     equality predicates around it, so no caller filter (an OR, a NOT) can widen it.
     """
+    if caller is not None and not isinstance(caller, (Mapping, Compare, And, Or, Not)):
+        raise InvalidFilter(f"a filter must be a dict, not {type(caller).__name__}")
     node = caller if caller is None or not isinstance(caller, Mapping) else parse_filter(caller)
     named = set(filter_keys(node)) & (RESERVED_KEYS | SCOPE_FIELDS)
     if named:
