@@ -24,6 +24,7 @@ from .errors import (
     SessionNotFound,
     StorageError,
     StorageUnavailable,
+    UnreadableSource,
     UnsupportedStore,
 )
 from .facade import Isolation, SessionMessages, UserMemories
@@ -68,6 +69,7 @@ __all__ = [
     "SessionRecord",
     "StorageError",
     "StorageUnavailable",
+    "UnreadableSource",
     "UnsupportedStore",
     "UserMemories",
     "current_scope",

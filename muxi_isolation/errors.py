@@ -17,7 +17,8 @@
     ├── StorageError             the database failed; the driver error is chained
     │   └── StorageUnavailable   the database cannot be reached
     ├── AdapterUnavailable       an optional framework is not installed
-    └── UnsupportedStore         a foreign store the adapters cannot scope safely
+    ├── UnsupportedStore         a foreign store the adapters cannot scope safely
+    └── UnreadableSource         an import source (table, file) that cannot be read
 
 Errors about bad input also subclass ``ValueError`` or ``LookupError`` where that is
 what a caller would naturally catch.
@@ -43,6 +44,7 @@ __all__ = [
     "SessionNotFound",
     "StorageError",
     "StorageUnavailable",
+    "UnreadableSource",
     "UnsupportedStore",
 ]
 
@@ -147,3 +149,10 @@ class AdapterUnavailable(IsolationError, ImportError):
 
 class UnsupportedStore(IsolationError, TypeError):
     """A store we do not own that cannot be scoped safely; the message names what is missing."""
+
+
+class UnreadableSource(IsolationError, ValueError):
+    """An import source that cannot be read (missing table, bad JSON, unknown format).
+
+    Raised before anything is written: an import checks its whole source first.
+    """

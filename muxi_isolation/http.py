@@ -46,6 +46,7 @@ from .errors import (
     SessionNotFound,
     StorageError,
     StorageUnavailable,
+    UnreadableSource,
     UnsupportedStore,
 )
 from .keys import AccessLevel, Grant, KeyRing
@@ -91,6 +92,7 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
     ConfigError: (500, "config_error"),
     AdapterUnavailable: (500, "adapter_unavailable"),
     UnsupportedStore: (500, "unsupported_store"),
+    UnreadableSource: (400, "unreadable_source"),
     IsolationError: (500, "internal_error"),
 }
 

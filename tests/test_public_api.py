@@ -38,6 +38,7 @@ PUBLIC = {
     "SessionRecord",
     "StorageError",
     "StorageUnavailable",
+    "UnreadableSource",
     "UnsupportedStore",
     "UserMemories",
     "current_scope",
