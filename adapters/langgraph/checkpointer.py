@@ -1,0 +1,301 @@
+"""A LangGraph checkpointer whose threads each belong to one (tenant, user).
+
+    saver = MuxiCheckpointer(backend, sessions=iso.sessions)
+    graph = builder.compile(checkpointer=saver)
+    graph.invoke(inputs, {"configurable": {"thread_id": sid, "user_id": "tenant_a:user_1"}})
+
+A thread is a session of its user (``thread_id`` is the session id). Another user's thread
+id does not exist for you: reading, listing, writing or deleting it behaves exactly as an
+unknown id, and your own thread of the same id is a different thread. ``list(None)`` lists
+only the caller's checkpoints. Writing (``put``, ``put_writes``) goes through the session:
+the first write creates it, each checkpoint pushes its idle expiry forward, and a thread
+whose session expired raises ``SessionExpired``. Reading an expired thread still works
+(its history, like the session's messages, stays until purged).
+
+Checkpoints are stored whole (``serde.dumps_typed``) with JSON metadata, like LangGraph's
+SQLite saver; pending writes beside them. ``delete_for_runs``, ``copy_thread`` and
+``prune`` are not implemented (LangGraph's optional extensions).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator, Sequence
+from copy import copy
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from muxi_isolation import policy
+from muxi_isolation.errors import ScopeViolation
+from muxi_isolation.filters import Filter, parse_filter
+from muxi_isolation.scope import Scope
+from muxi_isolation.sessions import SessionManager
+from muxi_isolation.stores.base import Backend
+from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord, WriteRecord
+
+from ._scope import current_scope, header_scope, resolve, runtime_scope
+
+__all__ = ["MuxiCheckpointer"]
+
+_SCALARS = (str, int, float, bool)
+
+
+class MuxiCheckpointer(BaseCheckpointSaver[str]):
+    """Checkpoints per (tenant, user) on any backend; sync and async.
+
+    ``sessions`` carries the session timeout from config (``Isolation.sessions``); by
+    default a ``SessionManager`` with the default timeout. ``scope`` binds the saver to one
+    user (see ``for_user``); otherwise each call finds its user in the config, the agent's
+    runtime context or ``use_scope()`` (see ``_scope``).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        sessions: SessionManager | None = None,
+        scope: Scope | None = None,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.backend = backend
+        self.sessions = sessions if sessions is not None else SessionManager(backend)
+        self.scope = None if scope is None else policy.require_scope(scope).user()
+
+    def for_user(self, scope: Scope) -> MuxiCheckpointer:
+        """The same saver bound to one user: every call acts for it alone."""
+        bound = copy(self)
+        bound.scope = policy.require_scope(scope).user()
+        return bound
+
+    # -- shared logic ----------------------------------------------------------------------
+
+    def _user(self, config: RunnableConfig | None) -> Scope:
+        runtime = runtime_scope(config)
+        user = resolve(self.scope, header_scope(config), runtime, current_scope())
+        thread = ((config or {}).get("configurable") or {}).get("thread_id")
+        session = None if runtime is None else runtime.session_id
+        if session is not None and thread is not None and str(thread) != session:
+            raise ScopeViolation("the thread_id is not the session_id of the runtime context")
+        return user
+
+    @staticmethod
+    def _where(config: RunnableConfig) -> tuple[str, str]:
+        configurable = config["configurable"]
+        return str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
+
+    def _record(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+    ) -> CheckpointRecord:
+        thread, ns = self._where(config)
+        kind, blob = self.serde.dumps_typed(checkpoint)
+        parent = config["configurable"].get("checkpoint_id")
+        meta = dict(get_serializable_checkpoint_metadata(config, metadata))
+        return CheckpointRecord(thread, ns, checkpoint["id"], parent, kind, blob, meta)
+
+    @staticmethod
+    def _config(record: CheckpointRecord) -> RunnableConfig:
+        return {
+            "configurable": {
+                "thread_id": record.thread_id,
+                "checkpoint_ns": record.checkpoint_ns,
+                "checkpoint_id": record.checkpoint_id,
+            }
+        }
+
+    def _tuple(self, record: CheckpointRecord) -> CheckpointTuple:
+        parent = None
+        if record.parent_id:
+            parent = self._config(
+                CheckpointRecord(
+                    record.thread_id, record.checkpoint_ns, record.parent_id, None, "", b""
+                )
+            )
+        return CheckpointTuple(
+            config=self._config(record),
+            checkpoint=self.serde.loads_typed((record.type, record.checkpoint)),
+            metadata=record.metadata,  # type: ignore[arg-type]
+            parent_config=parent,
+            pending_writes=[
+                (w.task_id, w.channel, self.serde.loads_typed((w.type, w.value)))
+                for w in record.writes
+            ],
+        )
+
+    def _writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, path: str
+    ) -> tuple[list[WriteRecord], list[WriteRecord]]:
+        """(special writes, which replace; regular ones, which never overwrite)."""
+        thread, ns = self._where(config)
+        checkpoint_id = str(config["configurable"]["checkpoint_id"])
+        special: list[WriteRecord] = []
+        regular: list[WriteRecord] = []
+        for idx, (channel, value) in enumerate(writes):
+            kind, blob = self.serde.dumps_typed(value)
+            index = WRITES_IDX_MAP.get(channel, idx)
+            record = WriteRecord(
+                thread, ns, checkpoint_id, task_id, index, channel, kind, blob, path
+            )
+            (special if index < 0 else regular).append(record)
+        return special, regular
+
+    @staticmethod
+    def _query_one(config: RunnableConfig) -> CheckpointQuery:
+        thread, ns = MuxiCheckpointer._where(config)
+        return CheckpointQuery(thread, ns, get_checkpoint_id(config), limit=1)
+
+    @staticmethod
+    def _query(
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> tuple[CheckpointQuery, dict[str, Any]]:
+        """The storage query, and the filter parts checked here (non-scalar values)."""
+        configurable = (config or {}).get("configurable") or {}
+        thread = configurable.get("thread_id")
+        ns = configurable.get("checkpoint_ns")
+        in_sql = {k: v for k, v in (filter or {}).items() if _sql_filterable(k, v)}
+        here = {k: v for k, v in (filter or {}).items() if k not in in_sql}
+        node: Filter | None = parse_filter(in_sql) if in_sql else None
+        query = CheckpointQuery(
+            thread_id=None if thread is None else str(thread),
+            checkpoint_ns=None if ns is None else str(ns),
+            checkpoint_id=get_checkpoint_id(config) if config else None,
+            before=get_checkpoint_id(before) if before else None,
+            filter=node,
+            limit=None if here else limit,
+        )
+        return query, here
+
+    def _listed(
+        self, records: list[CheckpointRecord], here: dict[str, Any], limit: int | None
+    ) -> list[CheckpointTuple]:
+        if here:
+            records = [r for r in records if all(r.metadata.get(k) == v for k, v in here.items())]
+            records = records if limit is None else records[:limit]
+        return [self._tuple(r) for r in records]
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        found = self.backend.get_checkpoints(self._user(config), self._query_one(config))
+        return self._tuple(found[0]) if found else None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        query, here = self._query(config, filter, before, limit)
+        records = self.backend.get_checkpoints(self._user(config), query)
+        yield from self._listed(records, here, limit)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        user = self._user(config)
+        record = self._record(config, checkpoint, metadata)
+        self.sessions.ensure(user, record.thread_id)
+        self.backend.put_checkpoint(user, record)
+        return self._config(record)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        user = self._user(config)
+        special, regular = self._writes(config, writes, task_id, task_path)
+        self.sessions.active(user, self._where(config)[0])
+        for batch, replace in ((special, True), (regular, False)):
+            if batch:
+                self.backend.put_checkpoint_writes(user, batch, replace=replace)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.backend.delete_thread(self._user(None), str(thread_id))
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        found = await self.backend.aget_checkpoints(self._user(config), self._query_one(config))
+        return self._tuple(found[0]) if found else None
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        query, here = self._query(config, filter, before, limit)
+        records = await self.backend.aget_checkpoints(self._user(config), query)
+        for item in self._listed(records, here, limit):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        user = self._user(config)
+        record = self._record(config, checkpoint, metadata)
+        await self.sessions.aensure(user, record.thread_id)
+        await self.backend.aput_checkpoint(user, record)
+        return self._config(record)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        user = self._user(config)
+        special, regular = self._writes(config, writes, task_id, task_path)
+        await self.sessions.aactive(user, self._where(config)[0])
+        for batch, replace in ((special, True), (regular, False)):
+            if batch:
+                await self.backend.aput_checkpoint_writes(user, batch, replace=replace)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.backend.adelete_thread(self._user(None), str(thread_id))
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Like LangGraph's own savers: a zero-padded counter and a random tiebreak."""
+        if current is None:
+            number = 0
+        elif isinstance(current, int):
+            number = current
+        else:
+            number = int(current.split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"  # noqa: S311 - not a secret
+
+
+def _sql_filterable(key: str, value: Any) -> bool:
+    """Scalar equality on a plain key is compiled into the storage query."""
+    return isinstance(key, str) and not key.startswith("$") and isinstance(value, _SCALARS)

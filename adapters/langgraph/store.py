@@ -1,0 +1,317 @@
+"""A LangGraph store whose namespaces always live under the caller's (tenant, user).
+
+    store = MuxiStore(backend, index={"dims": 384, "embed": embeddings, "fields": ["text"]})
+    store.for_user(scope).put(("memories",), "m1", {"text": "likes Python"})
+
+User A's ``("memories",)`` and user B's ``("memories",)`` are different namespaces: the
+(tenant, user) is kept in separate columns beside the namespace, never inside it, and
+namespaces are compared as tuples, label by label, by equality (never a string prefix or
+``LIKE``). Labels are stored exactly (``%``, ``_``, ``.``, ``:``, ``*``, unicode);
+LangGraph's own ``put``/``get`` refuse ``.`` and empty labels before we see them, ``batch``
+takes any non-empty label. In listing rules (``list_namespaces``) ``*`` is LangGraph's
+wildcard for one label; a search prefix is literal.
+
+Filters take LangGraph's form on top-level value keys (``{"k": v}``, ``{"k": {"$gt": 1}}``,
+``$eq $ne $gt $gte $lt $lte``) and run as bound SQL; nested-object and list filters raise
+``InvalidFilter``. A natural-language ``query`` (with ``index``) ranks the caller's
+matching items exactly by cosine similarity, an item scoring its best indexed field, so a
+search gives ``min(limit, matches)``; items without vectors come after. TTL is supported
+(``ttl`` in minutes, refreshed on read unless ``refresh_ttl=False``); an expired item is
+never returned, listed or found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from copy import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    NotProvided,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
+)
+
+from muxi_isolation import policy
+from muxi_isolation.filters import parse_filter
+from muxi_isolation.scope import Scope
+from muxi_isolation.sessions import Clock, utc_now
+from muxi_isolation.stores._memory_graph import expiry
+from muxi_isolation.stores.base import Backend
+from muxi_isolation.stores.graph import (
+    ItemQuery,
+    ItemRef,
+    MatchRule,
+    StoreItem,
+    check_key,
+    check_namespace,
+    rank_items,
+)
+
+from ._scope import current_scope, graph_config_scope, resolve
+
+__all__ = ["MuxiStore"]
+
+
+@dataclass
+class _Plan:
+    """A batch sorted by kind; reads run first, then every put, as LangGraph's stores do."""
+
+    gets: list[tuple[int, GetOp]] = field(default_factory=list)
+    searches: list[tuple[int, SearchOp]] = field(default_factory=list)
+    lists: list[tuple[int, ListNamespacesOp]] = field(default_factory=list)
+    puts: dict[ItemRef, PutOp] = field(default_factory=dict)
+
+
+class MuxiStore(BaseStore):
+    """Long-term memory per (tenant, user) on any backend, with optional semantic search.
+
+    ``index``: LangGraph's ``IndexConfig`` (``dims``, ``embed``, ``fields``); ``ttl``: its
+    ``TTLConfig`` (``default_ttl``, ``refresh_on_read``). ``scope`` binds the store to one
+    user (``for_user``); otherwise each call acts for ``use_scope()``'s user or the agent's
+    runtime context (the middleware sets the former around model and tool calls).
+    """
+
+    supports_ttl = True
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+        scope: Scope | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.backend = backend
+        self.index_config = dict(index) if index else None
+        self.embeddings = ensure_embeddings(index.get("embed")) if index else None
+        paths = (index or {}).get("fields") or ["$"]
+        self._fields = [(p, p if p == "$" else tokenize_path(p)) for p in paths]
+        self.ttl_config = ttl
+        self.scope = None if scope is None else policy.require_scope(scope).user()
+        self.clock = clock
+
+    def for_user(self, scope: Scope) -> MuxiStore:
+        """The same store bound to one user: every call acts for it alone."""
+        bound = copy(self)
+        bound.scope = policy.require_scope(scope).user()
+        return bound
+
+    def _user(self) -> Scope:
+        return resolve(self.scope, current_scope(), graph_config_scope())
+
+    # -- pure planning ---------------------------------------------------------------------
+
+    def _plan(self, ops: Iterable[Op]) -> tuple[list[Result], _Plan]:
+        plan = _Plan()
+        results: list[Result] = []
+        for i, op in enumerate(ops):
+            results.append(None)
+            if isinstance(op, GetOp):
+                plan.gets.append((i, op))
+            elif isinstance(op, SearchOp):
+                plan.searches.append((i, op))
+            elif isinstance(op, ListNamespacesOp):
+                plan.lists.append((i, op))
+            elif isinstance(op, PutOp):
+                ref = (check_namespace(op.namespace), check_key(op.key))
+                plan.puts.pop(ref, None)
+                plan.puts[ref] = op  # the last put of a key wins
+            else:
+                raise ValueError(f"unknown store operation: {type(op).__name__}")
+        return results, plan
+
+    def _refresh(self, requested: bool | None) -> bool:
+        if requested is not None:
+            return requested
+        return bool((self.ttl_config or {}).get("refresh_on_read", True))
+
+    def _texts(self, op: PutOp) -> list[tuple[str, str]]:
+        """(field name, text) pairs to embed for a put, as LangGraph names them."""
+        if self.embeddings is None or op.value is None or op.index is False:
+            return []
+        paths = self._fields if op.index is None else [(p, tokenize_path(p)) for p in op.index]
+        out: list[tuple[str, str]] = []
+        for path, tokens in paths:
+            texts = get_text_at_path(op.value, tokens)
+            if len(texts) == 1:
+                out.append((path, texts[0]))
+            else:
+                out += [(f"{path}.{i}", text) for i, text in enumerate(texts)]
+        return out
+
+    def _check_dims(self, vectors: Sequence[Sequence[float]]) -> list[list[float]]:
+        dims = (self.index_config or {}).get("dims")
+        out = [[float(x) for x in v] for v in vectors]
+        for v in out:
+            if dims is not None and len(v) != dims:
+                raise ValueError(f"an embedding has {len(v)} dimensions, the index {dims}")
+        return out
+
+    def _items(
+        self, plan: _Plan, vectors: list[list[float]], now: datetime
+    ) -> tuple[list[StoreItem], list[ItemRef]]:
+        items: list[StoreItem] = []
+        deletes: list[ItemRef] = []
+        at = 0
+        for (ns, key), op in plan.puts.items():
+            if op.value is None:
+                deletes.append((ns, key))
+                continue
+            texts = self._texts(op)
+            embedded = {name: vectors[at + j] for j, (name, _) in enumerate(texts)}
+            at += len(texts)
+            ttl = None if isinstance(op.ttl, NotProvided) else op.ttl
+            items.append(
+                StoreItem(
+                    ns, key, dict(op.value), now, now, expiry(now, ttl), ttl, embedded or None
+                )
+            )
+        return items, deletes
+
+    def _to_embed(self, plan: _Plan) -> list[str]:
+        return [text for op in plan.puts.values() for _, text in self._texts(op)]
+
+    @staticmethod
+    def _item(item: StoreItem) -> Item:
+        assert item.created_at is not None and item.updated_at is not None
+        return Item(
+            value=item.value,
+            key=item.key,
+            namespace=item.namespace,
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+        )
+
+    @staticmethod
+    def _hit(item: StoreItem, score: float | None) -> SearchItem:
+        assert item.created_at is not None and item.updated_at is not None
+        return SearchItem(
+            item.namespace, item.key, item.value, item.created_at, item.updated_at, score
+        )
+
+    @staticmethod
+    def _query(op: SearchOp, vectors: bool) -> ItemQuery:
+        return ItemQuery(
+            prefix=check_namespace(op.namespace_prefix, empty=True),
+            filter=parse_filter(op.filter) if op.filter else None,
+            limit=op.limit,
+            offset=op.offset,
+            vectors=vectors,
+        )
+
+    @staticmethod
+    def _rules(op: ListNamespacesOp) -> list[MatchRule]:
+        return [MatchRule(c.match_type, tuple(c.path)) for c in op.match_conditions or ()]
+
+    @staticmethod
+    def _page(namespaces: list[tuple[str, ...]], op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        if op.max_depth is not None:
+            namespaces = sorted({ns[: op.max_depth] for ns in namespaces})
+        return namespaces[op.offset : op.offset + op.limit]
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        user, now = self._user(), self.clock()
+        results, plan = self._plan(ops)
+        touched: list[StoreItem] = []
+        if plan.gets:
+            found = self.backend.get_items(
+                user, [(op.namespace, op.key) for _, op in plan.gets], now=now
+            )
+            by_ref = {(f.namespace, f.key): f for f in found}
+            for i, op in plan.gets:
+                hit = by_ref.get((tuple(op.namespace), op.key))
+                results[i] = None if hit is None else self._item(hit)
+                if hit is not None and self._refresh(op.refresh_ttl):
+                    touched.append(hit)
+        for i, sop in plan.searches:
+            ranked = self._search(user, sop, now)
+            results[i] = [self._hit(item, score) for item, score in ranked]
+            if self._refresh(sop.refresh_ttl):
+                touched += [item for item, _ in ranked]
+        for i, lop in plan.lists:
+            results[i] = self._page(
+                self.backend.list_namespaces(user, self._rules(lop), now=now), lop
+            )
+        if touched:
+            self.backend.refresh_items(user, touched, now=now)
+        if plan.puts:
+            texts = self._to_embed(plan)
+            vectors: list[list[float]] = []
+            if texts and self.embeddings is not None:
+                vectors = self._check_dims(self.embeddings.embed_documents(texts))
+            self.backend.put_items(user, *self._items(plan, vectors, now))
+        return results
+
+    def _search(
+        self, user: Scope, op: SearchOp, now: datetime
+    ) -> list[tuple[StoreItem, float | None]]:
+        if op.query and self.embeddings is not None:
+            query = self._check_dims([self.embeddings.embed_query(op.query)])[0]
+            found = self.backend.search_items(user, self._query(op, True), now=now)
+            return rank_items(found, query, op.limit, op.offset)
+        return [
+            (item, None)
+            for item in self.backend.search_items(user, self._query(op, False), now=now)
+        ]
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        user, now = self._user(), self.clock()
+        results, plan = self._plan(ops)
+        touched: list[StoreItem] = []
+        if plan.gets:
+            found = await self.backend.aget_items(
+                user, [(op.namespace, op.key) for _, op in plan.gets], now=now
+            )
+            by_ref = {(f.namespace, f.key): f for f in found}
+            for i, op in plan.gets:
+                hit = by_ref.get((tuple(op.namespace), op.key))
+                results[i] = None if hit is None else self._item(hit)
+                if hit is not None and self._refresh(op.refresh_ttl):
+                    touched.append(hit)
+        searched = await asyncio.gather(*(self._asearch(user, op, now) for _, op in plan.searches))
+        for (i, sop), ranked in zip(plan.searches, searched, strict=True):
+            results[i] = [self._hit(item, score) for item, score in ranked]
+            if self._refresh(sop.refresh_ttl):
+                touched += [item for item, _ in ranked]
+        for i, lop in plan.lists:
+            found_ns = await self.backend.alist_namespaces(user, self._rules(lop), now=now)
+            results[i] = self._page(found_ns, lop)
+        if touched:
+            await self.backend.arefresh_items(user, touched, now=now)
+        if plan.puts:
+            texts = self._to_embed(plan)
+            vectors: list[list[float]] = []
+            if texts and self.embeddings is not None:
+                vectors = self._check_dims(await self.embeddings.aembed_documents(texts))
+            await self.backend.aput_items(user, *self._items(plan, vectors, now))
+        return results
+
+    async def _asearch(
+        self, user: Scope, op: SearchOp, now: datetime
+    ) -> list[tuple[StoreItem, float | None]]:
+        if op.query and self.embeddings is not None:
+            query = self._check_dims([await self.embeddings.aembed_query(op.query)])[0]
+            found = await self.backend.asearch_items(user, self._query(op, True), now=now)
+            return rank_items(found, query, op.limit, op.offset)
+        found = await self.backend.asearch_items(user, self._query(op, False), now=now)
+        return [(item, None) for item in found]
