@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
 from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
-from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql import SQLBackend, _schema
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 ALICE = Scope("tenant_a", "alice")
@@ -53,15 +53,26 @@ def fill_graph(backend: SQLBackend, scope: Scope, secret: str) -> None:
     backend.put_items(scope, [StoreItem(("facts",), "k", {"secret": secret})], [])
 
 
-@pytest.fixture
-def pg(make_backend: Callable[..., Any], postgres_admin: Any) -> SQLBackend:
-    backend = make_backend("postgres")
+def filled(backend: SQLBackend, admin: Any) -> SQLBackend:
     fill(backend)
     assert backend.rls_enforced()
-    with postgres_admin.begin() as conn:  # statistics exist, so pg_stats has something to hide
+    with admin.begin() as conn:  # statistics exist, so pg_stats has something to hide
         for table in backend.tables.scoped:
             conn.execute(text(f"ANALYZE {qualified(backend, table.name)}"))
     return backend
+
+
+@pytest.fixture(scope="module")
+def pg(shared_backend: Callable[..., Any], postgres_admin: Any) -> SQLBackend:
+    """One filled store for the module: every attack below is refused or rolled back, and
+    each test checks afterwards that everyone's rows are intact."""
+    return filled(shared_backend("postgres"), postgres_admin)
+
+
+@pytest.fixture
+def own_pg(make_backend: Callable[..., Any], postgres_admin: Any) -> SQLBackend:
+    """A store of its own, for a test that changes the schema."""
+    return filled(make_backend("postgres"), postgres_admin)
 
 
 def qualified(backend: SQLBackend, name: str) -> str:
@@ -349,35 +360,39 @@ def test_without_admin_url_a_non_owner_app_role_is_refused(
 
 
 def test_a_version_1_database_is_upgraded_to_the_signed_scope(
-    pg: SQLBackend, postgres_urls: Any, postgres_admin: Any
+    own_pg: SQLBackend, postgres_urls: Any, postgres_admin: Any
 ) -> None:
-    """Schema version 1 trusted plain settings; opening it with this release signs them."""
+    """Schema version 1 trusted plain settings: its upgrade step signs them."""
+    pg = own_pg
     schema = pg.tables.metadata.schema
     prefix = pg.tables.prefix
     old_rule = (
         "tenant_id = current_setting('muxi.tenant_id', true) "
         "AND user_id = current_setting('muxi.user_id', true)"
     )
-    with postgres_admin.begin() as conn:
+    with postgres_admin.begin() as conn:  # back to the version-1 wall
         for table in scoped_tables(pg):
             rules = f"USING ({old_rule}) WITH CHECK ({old_rule})"
             conn.execute(text(f"ALTER POLICY muxi_user ON {table} {rules}"))
         for part in ("tenant", "user"):
             conn.execute(text(f'DROP FUNCTION "{schema}"."{prefix}scope_{part}"()'))
         conn.execute(text(f"DROP TABLE {qualified(pg, f'{prefix}scope_key')}"))
-        conn.execute(text(f"UPDATE {qualified(pg, f'{prefix}schema_version')} SET version = 1"))
+    forge = (
+        "SELECT set_config('muxi.tenant_id', 'tenant_a', true), "
+        "set_config('muxi.user_id', 'bob', true)"
+    )
     with pg._engine.connect() as conn, conn.begin():  # the old wall: plain settings worked
-        run_raw(conn, "SELECT set_config('muxi.tenant_id', 'tenant_a', true), "
-                      "set_config('muxi.user_id', 'bob', true)")
+        run_raw(conn, forge)
         assert owners(conn, scoped_tables(pg)[3]) == {("tenant_a", "bob")}
+    with postgres_admin.begin() as conn:
+        _schema.UPGRADES[1](conn, pg.tables)
     upgraded = SQLBackend(
         postgres_urls.app, admin_url=postgres_urls.admin, schema=schema, embedding_dimension=None
     )
     try:
         upgraded.setup()
         with upgraded._engine.connect() as conn, conn.begin():
-            run_raw(conn, "SELECT set_config('muxi.tenant_id', 'tenant_a', true), "
-                          "set_config('muxi.user_id', 'bob', true)")
+            run_raw(conn, forge)
             assert owners(conn, scoped_tables(pg)[3]) == set()
         everyone_intact(upgraded)
     finally:
