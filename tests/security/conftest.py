@@ -27,6 +27,7 @@ def shared_backend(
 ) -> Iterator[SharedFactory]:
     opened: list[Backend] = []
     schemas: list[str] = []
+    admin: list[Any] = []
 
     def make(kind: str, **options: Any) -> Backend:
         backend: Backend
@@ -38,6 +39,7 @@ def shared_backend(
             backend = SQLBackend(f"sqlite:///{path}", **options)
         elif kind == "postgres":
             urls = request.getfixturevalue("postgres_urls")
+            admin[:] = [request.getfixturevalue("postgres_admin")]
             schema = f"s_{secrets.token_hex(6)}"
             schemas.append(schema)
             backend = SQLBackend(urls.app, admin_url=urls.admin, schema=schema, **options)
@@ -50,7 +52,6 @@ def shared_backend(
     for backend in opened:
         backend.close()
     if schemas:
-        admin: Any = request.getfixturevalue("postgres_admin")
-        with admin.begin() as conn:
+        with admin[0].begin() as conn:
             for schema in schemas:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

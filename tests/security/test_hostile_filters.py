@@ -184,8 +184,9 @@ def label(value: Any) -> str:
 # -- the core, on every backend -------------------------------------------------------------
 
 
-def fill_core(backend: Backend) -> None:
-    for scope, owner in OWNERS.items():
+def fill_core(backend: Backend, *scopes: Scope) -> None:
+    for scope in scopes or tuple(OWNERS):
+        owner = OWNERS[scope]
         memories = [
             Memory(rid, f"{owner} {rid}", meta, LC_EMBED.embed_query(f"{owner} {rid}"))
             for rid, meta in records(owner)
@@ -198,8 +199,10 @@ def intact(backend: Backend, *scopes: Scope) -> None:
         assert {m.id: m.metadata for m in backend.list_memories(scope)} == own(scope), scope
 
 
-@pytest.fixture
-def filled(backend: Backend) -> Backend:
+@pytest.fixture(scope="module", params=["memory", "sqlite", "postgres"])
+def filled(request: pytest.FixtureRequest, shared_backend: Callable[..., Backend]) -> Backend:
+    """One filled store per backend kind for the module; tests that write restore it."""
+    backend = shared_backend(request.param)
     fill_core(backend)
     return backend
 
@@ -239,10 +242,13 @@ def test_core_harmless_filters_read_and_delete_only_the_callers_own(
     assert filled.count_memories(ALICE, filter=spec) == len(want)
     hits = filled.search_memories(ALICE, [1.0] * DIM, FAR, filter=spec)
     assert {m.id for m, _ in hits} == want
-    assert filled.delete_memories(ALICE, filter=spec) == len(want)
-    left = {m.id for m in filled.list_memories(ALICE)}
-    assert left == set(own(ALICE)) - want
-    intact(filled, BOB, ALICE_B)
+    try:
+        assert filled.delete_memories(ALICE, filter=spec) == len(want)
+        left = {m.id for m in filled.list_memories(ALICE)}
+        assert left == set(own(ALICE)) - want
+        intact(filled, BOB, ALICE_B)
+    finally:
+        fill_core(filled, ALICE)
 
 
 _keys = st.sampled_from(
@@ -281,17 +287,13 @@ FILTERS = st.recursive(
 )
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
-def test_any_filter_is_refused_or_reads_exactly_the_callers_matches(
-    make_backend: Callable[..., Backend], kind: str
-) -> None:
+def test_any_filter_is_refused_or_reads_exactly_the_callers_matches(filled: Backend) -> None:
     """Random filter trees, reserved keys and all: a typed refusal, or exactly the caller's
     own matches (never one of Bob's look-alike records)."""
-    backend = make_backend(kind)
-    fill_core(backend)
+    backend = filled
 
-    # A @given inside the test keeps the backend (a function-scoped fixture) out of
-    # hypothesis' examples: it is filled once and only read here.
+    # The @given is inside the test so the store (a fixture) stays out of hypothesis'
+    # examples: it is filled once and only read here.
     @profile(max_examples=scaled("filter_examples"))
     @given(spec=FILTERS, who=st.sampled_from([ALICE, BOB, ALICE_B]))
     def check(spec: dict[str, Any], who: Scope) -> None:
@@ -314,8 +316,7 @@ def test_any_filter_is_refused_or_reads_exactly_the_callers_matches(
 def test_reserved_keys_in_metadata_are_refused_by_every_writer(
     filled: Backend, key: str
 ) -> None:
-    sessions = SessionManager(filled)
-    sessions.create(ALICE, "s1")
+    SessionManager(filled).ensure(ALICE, "s1")
     hostile = {key: "bob", "genre": "jazz"}
     writes: list[Callable[[], Any]] = [
         lambda: filled.upsert_memories(ALICE, [Memory("x", "x", hostile)]),
@@ -344,10 +345,13 @@ def test_reserved_keys_in_metadata_are_refused_by_every_writer(
 def test_scope_field_names_in_metadata_are_just_metadata(filled: Backend) -> None:
     """``user_id`` in a record's metadata is data, not identity: it moves nothing."""
     filled.upsert_memories(ALICE, [Memory("claim", "x", {"user_id": "bob", "tenant_id": "b"})])
-    assert "claim" in {m.id for m in filled.list_memories(ALICE)}
-    assert "claim" not in {m.id for m in filled.list_memories(BOB)}
-    with pytest.raises(ReservedKey):
-        filled.list_memories(BOB, filter={"user_id": "bob"})
+    try:
+        assert "claim" in {m.id for m in filled.list_memories(ALICE)}
+        assert "claim" not in {m.id for m in filled.list_memories(BOB)}
+        with pytest.raises(ReservedKey):
+            filled.list_memories(BOB, filter={"user_id": "bob"})
+    finally:
+        filled.delete_memories(ALICE, ids=["claim"])
 
 
 # -- LangChain: the native store and the wrapped ones ----------------------------------------
@@ -361,9 +365,9 @@ def lc_fill(store_for: Callable[[Scope], Any]) -> None:
         store_for(scope).add_documents(docs, ids=[rid for rid, _ in records(owner)])
 
 
-@pytest.fixture
-def lc_native(make_backend: Callable[..., Backend], request: pytest.FixtureRequest) -> Any:
-    backend = make_backend("postgres")
+@pytest.fixture(scope="module")
+def lc_native(shared_backend: Callable[..., Backend]) -> Any:
+    backend = shared_backend("postgres")
 
     def store_for(scope: Scope) -> Any:
         return lc.MuxiVectorStore(backend, LC_EMBED, scope=scope)
@@ -372,7 +376,7 @@ def lc_native(make_backend: Callable[..., Backend], request: pytest.FixtureReque
     return store_for
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lc_in_memory() -> Any:
     shared = InMemoryVectorStore(LC_EMBED)
 
@@ -383,7 +387,7 @@ def lc_in_memory() -> Any:
     return store_for
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lc_pgvector(postgres_urls: Any) -> Iterator[Any]:
     from langchain_postgres import PGVector
 
@@ -531,9 +535,9 @@ LI_QUOTES = [
 ]
 
 
-@pytest.fixture
-def li_native(make_backend: Callable[..., Backend]) -> Any:
-    backend = make_backend("postgres")
+@pytest.fixture(scope="module")
+def li_native(shared_backend: Callable[..., Backend]) -> Any:
+    backend = shared_backend("postgres")
 
     def store_for(scope: Scope) -> Any:
         return li.MuxiVectorStore(backend, scope)
@@ -542,8 +546,9 @@ def li_native(make_backend: Callable[..., Backend]) -> Any:
     return store_for
 
 
-def li_fill(store_for: Callable[[Scope], Any]) -> None:
-    for scope, owner in OWNERS.items():
+def li_fill(store_for: Callable[[Scope], Any], *scopes: Scope) -> None:
+    for scope in scopes or tuple(OWNERS):
+        owner = OWNERS[scope]
         nodes = [
             TextNode(id_=rid, text=f"{owner} {rid}", metadata=meta,
                      embedding=LI_EMBED.get_text_embedding(f"{owner} {rid}"))
@@ -552,7 +557,7 @@ def li_fill(store_for: Callable[[Scope], Any]) -> None:
         store_for(scope).add(nodes)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def li_pgvector(postgres_urls: Any, postgres_admin: Any) -> Iterator[Any]:
     from llama_index.vector_stores.postgres import PGVectorStore
 
@@ -622,11 +627,15 @@ def test_llamaindex_stores_return_and_delete_only_the_callers_nodes(
         nodes = alice.get_nodes(filters=filters)
         assert {n.node_id for n in nodes} == found
         assert all(n.get_content().startswith("alice ") for n in nodes)
-        alice.delete_nodes(filters=filters)
-    left = {n.node_id for n in store_for(ALICE).get_nodes()}
-    assert left == set(own(ALICE)) - found
-    for other in (BOB, ALICE_B):
-        assert {n.node_id for n in store_for(other).get_nodes()} == set(own(other))
+        try:
+            alice.delete_nodes(filters=filters)
+            left = {n.node_id for n in store_for(ALICE).get_nodes()}
+            assert left == set(own(ALICE)) - found
+            for other in (BOB, ALICE_B):
+                assert {n.node_id for n in store_for(other).get_nodes()} == set(own(other))
+        finally:
+            store_for(ALICE).clear()
+            li_fill(store_for, ALICE)
     assert "dropped" not in caplog.text
 
 
@@ -644,9 +653,12 @@ def test_llamaindex_query_ids_never_reach_another_users_nodes(li_native: Any) ->
     assert li_query(alice, None, node_ids=["only_bob", "only_alice_b"]) == set()
     assert li_query(alice, None, doc_ids=["only_bob"]) == set()
     assert alice.get_nodes(node_ids=["only_bob"]) == []
-    alice.delete_nodes(node_ids=["only_bob", "r1"])
-    assert "only_bob" in {n.node_id for n in li_native(BOB).get_nodes()}
-    assert "r1" in {n.node_id for n in li_native(BOB).get_nodes()}
+    try:
+        alice.delete_nodes(node_ids=["only_bob", "r1"])
+        assert "r1" not in {n.node_id for n in alice.get_nodes()}
+        assert {"only_bob", "r1"} <= {n.node_id for n in li_native(BOB).get_nodes()}
+    finally:
+        li_fill(li_native, ALICE)
 
 
 def test_llamaindex_simple_store_or_filters_stay_in_scope() -> None:
