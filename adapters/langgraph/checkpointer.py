@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from copy import copy
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -106,23 +107,20 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         return CheckpointRecord(thread, ns, checkpoint["id"], parent, kind, blob, meta)
 
     @staticmethod
-    def _config(record: CheckpointRecord) -> RunnableConfig:
+    def _config(record: CheckpointRecord, checkpoint_id: str | None = None) -> RunnableConfig:
+        """The config naming a checkpoint, with its owner (so it can be used as is)."""
+        assert record.scope is not None
         return {
             "configurable": {
                 "thread_id": record.thread_id,
                 "checkpoint_ns": record.checkpoint_ns,
-                "checkpoint_id": record.checkpoint_id,
+                "checkpoint_id": checkpoint_id or record.checkpoint_id,
+                "user_id": record.scope.header,
             }
         }
 
     def _tuple(self, record: CheckpointRecord) -> CheckpointTuple:
-        parent = None
-        if record.parent_id:
-            parent = self._config(
-                CheckpointRecord(
-                    record.thread_id, record.checkpoint_ns, record.parent_id, None, "", b""
-                )
-            )
+        parent = self._config(record, record.parent_id) if record.parent_id else None
         return CheckpointTuple(
             config=self._config(record),
             checkpoint=self.serde.loads_typed((record.type, record.checkpoint)),
@@ -217,7 +215,7 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         record = self._record(config, checkpoint, metadata)
         self.sessions.ensure(user, record.thread_id)
         self.backend.put_checkpoint(user, record)
-        return self._config(record)
+        return self._config(replace(record, scope=user))
 
     def put_writes(
         self,
@@ -229,9 +227,9 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         user = self._user(config)
         special, regular = self._writes(config, writes, task_id, task_path)
         self.sessions.active(user, self._where(config)[0])
-        for batch, replace in ((special, True), (regular, False)):
+        for batch, overwrite in ((special, True), (regular, False)):
             if batch:
-                self.backend.put_checkpoint_writes(user, batch, replace=replace)
+                self.backend.put_checkpoint_writes(user, batch, replace=overwrite)
 
     def delete_thread(self, thread_id: str) -> None:
         self.backend.delete_thread(self._user(None), str(thread_id))
@@ -266,7 +264,7 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         record = self._record(config, checkpoint, metadata)
         await self.sessions.aensure(user, record.thread_id)
         await self.backend.aput_checkpoint(user, record)
-        return self._config(record)
+        return self._config(replace(record, scope=user))
 
     async def aput_writes(
         self,
@@ -278,9 +276,9 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         user = self._user(config)
         special, regular = self._writes(config, writes, task_id, task_path)
         await self.sessions.aactive(user, self._where(config)[0])
-        for batch, replace in ((special, True), (regular, False)):
+        for batch, overwrite in ((special, True), (regular, False)):
             if batch:
-                await self.backend.aput_checkpoint_writes(user, batch, replace=replace)
+                await self.backend.aput_checkpoint_writes(user, batch, replace=overwrite)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self.backend.adelete_thread(self._user(None), str(thread_id))
