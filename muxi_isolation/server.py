@@ -40,12 +40,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise AdapterUnavailable("starlette and uvicorn", "server") from exc
 
-from . import policy
+from . import migrate, policy
 from .agent import Agent, DemoAgent, Turn
 from .facade import Isolation
 from .http import ANONYMOUS, GRANT_KEY, SCOPE_KEY, MuxiIsolationMiddleware, error_response
 from .keys import AccessLevel, Grant, KeyRing
-from .records import Memory, Message, SessionRecord
+from .records import Message, SessionRecord
 from .scope import Scope
 
 __all__ = [
@@ -117,39 +117,18 @@ def _history_json(record: SessionRecord, messages: list[Message]) -> dict[str, A
     return {**_session_json(record), "messages": [_message_json(m) for m in messages]}
 
 
-def _memory_json(memory: Memory) -> dict[str, Any]:
-    return {
-        "id": memory.id,
-        "content": memory.content,
-        "metadata": memory.metadata,
-        "embedding": memory.embedding,
-        "session_id": None if memory.scope is None else memory.scope.session_id,
-        "created_at": None if memory.created_at is None else iso_time(memory.created_at),
-    }
-
-
 # -- admin functions: one each, swappable through create_app ---------------------------------
 
 
 async def export_user(isolation: Isolation, user: Scope) -> dict[str, Any]:
-    """Everything stored for ``user``: sessions with their messages, and memories."""
-    backend = isolation.backend
-    sessions = []
-    for record in await backend.alist_sessions(user):
-        messages = await backend.aget_messages(user.with_session(record.id))
-        sessions.append(_history_json(record, messages))
-    memories = await backend.alist_memories(user)
-    return {
-        "user_id": user.header,
-        "tenant_id": user.tenant_id,
-        "sessions": sessions,
-        "memories": [_memory_json(m) for m in memories],
-    }
+    """Everything stored for ``user`` (``migrate.aexport_document``, the CLI's export as one
+    JSON object): sessions with their messages, memories with their embeddings."""
+    return await migrate.aexport_document(isolation.backend, user)
 
 
 async def forget_user(isolation: Isolation, user: Scope) -> dict[str, Any]:
-    """Delete every row of ``user``; the counts deleted, by kind."""
-    return {"user_id": user.header, "deleted": await isolation.backend.aforget_user(user)}
+    """Delete every row of ``user`` (``migrate.aforget_user``); the counts deleted, by kind."""
+    return (await migrate.aforget_user(isolation.backend, user)).to_dict()
 
 
 # -- request helpers --------------------------------------------------------------------------
