@@ -9,8 +9,9 @@ id does not exist for you: reading, listing, writing or deleting it behaves exac
 unknown id, and your own thread of the same id is a different thread. ``list(None)`` lists
 only the caller's checkpoints. Writing (``put``, ``put_writes``) goes through the session:
 the first write creates it, each checkpoint pushes its idle expiry forward, and a thread
-whose session expired raises ``SessionExpired``. Reading an expired thread still works
-(its history, like the session's messages, stays until purged).
+whose session expired raises ``SessionExpired``; pending writes check it too (they may
+reach storage before their checkpoint, so they open the session as well). Reading an
+expired thread still works (its history, like the session's messages, stays until purged).
 
 Checkpoints are stored whole (``serde.dumps_typed``) with JSON metadata, like LangGraph's
 SQLite saver; pending writes beside them. ``delete_for_runs``, ``copy_thread`` and
@@ -39,7 +40,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from muxi_isolation import policy
-from muxi_isolation.errors import ScopeViolation
+from muxi_isolation.errors import ScopeViolation, SessionExpired
 from muxi_isolation.filters import Filter, parse_filter
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
@@ -91,6 +92,22 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         if session is not None and thread is not None and str(thread) != session:
             raise ScopeViolation("the thread_id is not the session_id of the runtime context")
         return user
+
+    def _writable(self, user: Scope, thread: str) -> None:
+        """Writes may race ahead of their checkpoint (LangGraph's async durability): open the
+        session if this user has none, refuse an expired one, leave the expiry to ``put``."""
+        found = self.backend.get_session(user, thread)
+        if found is None:
+            self.sessions.ensure(user, thread)
+        elif found.expired(self.sessions.clock()):
+            raise SessionExpired(thread)
+
+    async def _awritable(self, user: Scope, thread: str) -> None:
+        found = await self.backend.aget_session(user, thread)
+        if found is None:
+            await self.sessions.aensure(user, thread)
+        elif found.expired(self.sessions.clock()):
+            raise SessionExpired(thread)
 
     @staticmethod
     def _where(config: RunnableConfig) -> tuple[str, str]:
@@ -226,7 +243,7 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
     ) -> None:
         user = self._user(config)
         special, regular = self._writes(config, writes, task_id, task_path)
-        self.sessions.active(user, self._where(config)[0])
+        self._writable(user, self._where(config)[0])
         for batch, overwrite in ((special, True), (regular, False)):
             if batch:
                 self.backend.put_checkpoint_writes(user, batch, replace=overwrite)
@@ -275,7 +292,7 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
     ) -> None:
         user = self._user(config)
         special, regular = self._writes(config, writes, task_id, task_path)
-        await self.sessions.aactive(user, self._where(config)[0])
+        await self._awritable(user, self._where(config)[0])
         for batch, overwrite in ((special, True), (regular, False)):
             if batch:
                 await self.backend.aput_checkpoint_writes(user, batch, replace=overwrite)

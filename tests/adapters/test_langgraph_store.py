@@ -14,8 +14,32 @@ from muxi_isolation.adapters.langgraph import MuxiStore
 ALICE = Scope("tenant_a", "alice")
 BOB = Scope("tenant_a", "bob")
 ALICE_B = Scope("tenant_b", "alice")
-HOSTILE = ["%", "_", ".", ":", "*", "a%", "a_b", "a.b", "a:b", " ", "\u200b", "''", '"', "\\",
-           "é", "e\u0301", "ﬁ", "用户", "🙂", "x" * 300, "[", "]", "$[0]", "null"]
+HOSTILE = [
+    "%",
+    "_",
+    ".",
+    ":",
+    "*",
+    "a%",
+    "a_b",
+    "a.b",
+    "a:b",
+    " ",
+    "\u200b",
+    "''",
+    '"',
+    "\\",
+    "é",
+    "e\u0301",
+    "ﬁ",
+    "用户",
+    "🙂",
+    "x" * 300,
+    "[",
+    "]",
+    "$[0]",
+    "null",
+]
 
 
 def store_for(backend: Backend, scope: Scope, **options) -> MuxiStore:
@@ -51,7 +75,9 @@ def test_hostile_labels_are_stored_and_isolated_exactly(backend: Backend, label:
     alice.batch([PutOp(ns, label, {"v": "alice"}), PutOp(("docs", "plain"), "k", {"v": "x"})])
     bob.batch([PutOp(ns, label, {"v": "bob"})])
     [got] = alice.batch([GetOp(ns, label)])
-    assert got is not None and got.namespace == ns and got.key == label and got.value["v"] == "alice"
+    assert (
+        got is not None and got.namespace == ns and got.key == label and got.value["v"] == "alice"
+    )
     found = alice.batch([SearchOp(ns)])[0]
     assert [(i.namespace, i.value["v"]) for i in found] == [(ns, "alice")]  # no prefix leak
     listed = alice.batch([ListNamespacesOp(max_depth=None, limit=100)])[0]
