@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UnreadableSource
 from ..records import Memory, Message, SessionRecord
-from ..scope import Scope
+from ..scope import Scope, canonical_id
 
 __all__ = [
     "iso",
@@ -56,6 +56,14 @@ def _need(data: Mapping[str, Any], field: str, kind: type | tuple[type, ...]) ->
     return value
 
 
+def _id(data: Mapping[str, Any], field: str) -> str:
+    """A session id as stored: already in canonical form (else the file was altered)."""
+    value = _need(data, field, str)
+    if canonical_id(value, field) != value:
+        raise UnreadableSource(f"field {field!r} is not a canonical id")
+    return value
+
+
 def _time(data: Mapping[str, Any], field: str) -> datetime:
     moment = parse_time(data.get(field), field)
     if moment is None:
@@ -74,7 +82,7 @@ def session_json(record: SessionRecord) -> dict[str, Any]:
 
 def session_from_json(data: Mapping[str, Any], user: Scope) -> SessionRecord:
     return SessionRecord(
-        _need(data, "id", str),
+        _id(data, "id"),
         user.user(),
         _time(data, "created_at"),
         _time(data, "last_active_at"),
@@ -109,7 +117,7 @@ def message_from_json(data: Mapping[str, Any]) -> tuple[str, Message]:
         _time(data, "created_at"),
         _need(data, "seq", int),
     )
-    return _need(data, "session_id", str), message
+    return _id(data, "session_id"), message
 
 
 def memory_json(memory: Memory) -> dict[str, Any]:
@@ -125,9 +133,7 @@ def memory_json(memory: Memory) -> dict[str, Any]:
 
 def memory_from_json(data: Mapping[str, Any]) -> tuple[str | None, Memory]:
     """Where the memory was made (a session id or ``None``) and the memory (unstamped)."""
-    session = data.get("session_id")
-    if session is not None and not isinstance(session, str):
-        raise UnreadableSource("field 'session_id' must be a string or null")
+    session = None if data.get("session_id") is None else _id(data, "session_id")
     raw = data.get("embedding")
     embedding: list[float] | None = None
     if raw is not None:

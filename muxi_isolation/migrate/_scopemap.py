@@ -19,14 +19,18 @@ with an error naming it. Nothing is ever written for a default user instead.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeAlias
+
+import yaml  # type: ignore[import-untyped]
 
 from ..errors import ConfigError, InvalidIdentifier
 from ..scope import Scope
 
-__all__ = ["Owner", "ScopeMap", "Skip", "scope_mapper", "to_scope"]
+__all__ = ["Owner", "ScopeMap", "Skip", "load_mapping", "scope_mapper", "to_scope"]
 
 Owner: TypeAlias = "Scope | str | Mapping[str, Any] | None"
 ScopeMap: TypeAlias = "str | Mapping[str, Owner] | Callable[[str], Owner]"
@@ -108,3 +112,34 @@ def scope_mapper(spec: ScopeMap) -> Callable[[str], Scope]:
     else:
         raise ConfigError("a scope mapping is a template string, a mapping or a callable")
     return lambda key: to_scope(owner_of(key))
+
+
+def load_mapping(
+    *, template: str | None = None, file: str | Path | None = None, python: str | None = None
+) -> ScopeMap | None:
+    """The mapping the CLI was given: a template, a JSON/YAML file of key -> owner, or
+    ``module:attribute`` naming a callable (or a mapping). ``None`` if none was given."""
+    given = [x for x in (template, file, python) if x is not None]
+    if len(given) > 1:
+        raise ConfigError("give one of --map, --map-file and --map-python")
+    if template is not None:
+        scope_mapper(template)  # a malformed template fails now
+        return template
+    if file is not None:
+        try:
+            data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read the mapping file {file}: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"the mapping file {file} must hold a mapping of key -> owner")
+        return {str(k): v for k, v in data.items()}
+    if python is not None:
+        module, _, attribute = python.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"cannot load the mapping {python!r}: {exc}") from exc
+        if not callable(found) and not isinstance(found, Mapping):
+            raise ConfigError(f"{python!r} is neither a callable nor a mapping")
+        return found  # type: ignore[no-any-return]
+    return None

@@ -15,6 +15,7 @@ adapter had written it) and need that framework installed when used.
 
 from __future__ import annotations
 
+from ._kinds import SOURCE_KINDS, open_source
 from ._langchain_inmemory import LangChainInMemoryDump
 from ._langchain_pgvector import LangChainPGVector
 from ._langchain_postgres_history import LangChainPostgresHistory
@@ -23,6 +24,7 @@ from ._llamaindex_pgvector import LlamaIndexPGVector
 from ._muxi_export import MuxiExport
 
 __all__ = [
+    "SOURCE_KINDS",
     "LangChainInMemoryDump",
     "LangChainPGVector",
     "LangChainPostgresHistory",
@@ -30,4 +32,5 @@ __all__ = [
     "LlamaIndexPostgresChat",
     "LlamaIndexSimpleChat",
     "MuxiExport",
+    "open_source",
 ]
