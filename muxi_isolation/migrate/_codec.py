@@ -58,7 +58,7 @@ def _need(data: Mapping[str, Any], field: str, kind: type | tuple[type, ...]) ->
 
 def _id(data: Mapping[str, Any], field: str) -> str:
     """A session id as stored: already in canonical form (else the file was altered)."""
-    value = _need(data, field, str)
+    value: str = _need(data, field, str)
     if canonical_id(value, field) != value:
         raise UnreadableSource(f"field {field!r} is not a canonical id")
     return value
