@@ -103,8 +103,9 @@ def assert_single_tenant(statement: str, parameters: object) -> None:
         assert "tenant_id" in columns, statement
         rows = parameters if isinstance(parameters, list) else [parameters]
         for row in rows:
-            if isinstance(row, dict):
-                assert row["tenant_id"] in TENANTS, statement
+            if isinstance(row, dict):  # multi-row VALUES name them tenant_id__0, __1, ...
+                tenants = [v for k, v in row.items() if k.split("__")[0] == "tenant_id"]
+                assert tenants and all(t in TENANTS for t in tenants), statement
         return
     matches = _TENANT_EQ.findall(statement)
     assert matches, f"no tenant_id equality in: {statement}"

@@ -319,6 +319,10 @@ class Ops:
             index_elements=[t.c.tenant_id, t.c.user_id, t.c.id],
             set_={name: stmt.excluded[name] for name in changing},
         )
+        if self.dialect == "postgresql":
+            # RETURNING lets SQLAlchemy send multi-row VALUES (its "insertmanyvalues"), one
+            # statement per 1,000 rows; without it psycopg runs one INSERT per row.
+            stmt = stmt.returning(t.c.id)
         conn.execute(stmt, rows)
         return [memory.id for memory in memories]
 

@@ -3,21 +3,42 @@
 Timestamps always come back timezone-aware in UTC (SQLite would drop the zone). Embeddings
 are pgvector ``VECTOR(n)`` on PostgreSQL and packed float32 on SQLite: the same precision
 on both.
+
+On PostgreSQL, vectors travel in pgvector's binary format both ways (``vector_send`` on
+the way out, a binary parameter cast to ``vector`` on the way in): formatting and parsing
+384 floats as text took about 0.25 ms per vector each way, most of a bulk write's time.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+import sys
 from array import array
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import cache
 from operator import mul
 from typing import Any
 
+from sqlalchemy import cast, func
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import DateTime, LargeBinary, TypeDecorator, TypeEngine
 
-__all__ = ["Embedding", "UTCDateTime", "cosine_similarity", "pack", "unpack"]
+__all__ = [
+    "Embedding",
+    "UTCDateTime",
+    "VectorWire",
+    "cosine_similarity",
+    "from_wire",
+    "pack",
+    "register_vector_wire",
+    "to_wire",
+    "unpack",
+]
+
+_SWAP = sys.byteorder == "little"  # pgvector's binary format is big-endian
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -56,24 +77,104 @@ class Embedding(TypeDecorator[list[float]]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            from pgvector.sqlalchemy import Vector  # type: ignore[import-untyped]
-
-            return dialect.type_descriptor(Vector(self.dimension))
+            return dialect.type_descriptor(_wire_vector()(self.dimension))
         return dialect.type_descriptor(LargeBinary())
 
     def process_bind_param(self, value: Sequence[float] | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if dialect.name == "postgresql":
-            return [float(x) for x in value]
+            return to_wire(value)
         return pack(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> list[float] | None:
-        if value is None:
-            return None
+        if value is None or isinstance(value, list):
+            return value  # a list: read through vector_send, decoded already
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return unpack(bytes(value))
+            raw = bytes(value)
+            return from_wire(raw) if dialect.name == "postgresql" else unpack(raw)
+        if isinstance(value, str):  # pgvector's text form, where vector_send was not applied
+            return array("f", [float(x) for x in value.strip("[]").split(",") if x]).tolist()
         return [float(x) for x in value]
+
+
+class VectorWire:
+    """A vector in pgvector's binary format, sent as a binary query parameter."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def to_wire(vector: Sequence[float]) -> VectorWire:
+    values = array("f", vector)
+    if _SWAP:
+        values.byteswap()
+    return VectorWire(struct.pack(">HH", len(values), 0) + values.tobytes())
+
+
+def from_wire(data: bytes) -> list[float]:
+    dimension, _ = struct.unpack_from(">HH", data)
+    values = array("f")
+    values.frombytes(data[4 : 4 + 4 * dimension])
+    if _SWAP:
+        values.byteswap()
+    return values.tolist()
+
+
+class _FromWire(TypeDecorator[list[float]]):
+    """The result type of ``vector_send(embedding)``: bytes decoded to floats."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[float] | None:
+        return None if value is None else from_wire(bytes(value))
+
+
+@cache
+def _wire_vector() -> Any:
+    """pgvector's SQLAlchemy type, its values moved in binary (imported on first use)."""
+    from pgvector.sqlalchemy import Vector  # type: ignore[import-untyped]
+
+    class WireVector(Vector):  # type: ignore[misc]
+        cache_ok = True
+
+        def bind_processor(self, dialect: Dialect) -> None:
+            return None  # Embedding made the VectorWire already
+
+        def result_processor(self, dialect: Dialect, coltype: object) -> None:
+            return None
+
+        def bind_expression(self, bindvalue: BindParameter[Any]) -> ColumnElement[Any]:
+            return cast(bindvalue, Vector())  # the binary parameter's type, whatever the context
+
+        def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+            return func.vector_send(column, type_=_FromWire())
+
+    return WireVector
+
+
+@cache
+def _wire_dumper() -> type[Any]:
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class VectorWireDumper(Dumper):
+        format = Format.BINARY  # no oid: the server takes the type from the cast
+
+        def dump(self, obj: VectorWire) -> bytes:
+            return obj.data
+
+    return VectorWireDumper
+
+
+def register_vector_wire(dbapi_connection: Any, _record: Any = None) -> None:
+    """A "connect" listener: teach a new psycopg connection (sync, or SQLAlchemy's async
+    adapter of one) to send ``VectorWire`` values as binary parameters."""
+    connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    connection.adapters.register_dumper(VectorWire, _wire_dumper())
 
 
 def pack(vector: Sequence[float]) -> bytes:

@@ -34,6 +34,7 @@ from . import _errors, _rls
 from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables, install
+from ._types import register_vector_wire
 from ._urls import Target, resolve_url
 from ._vectors import (
     DEFAULT_ANN_MIN_FRACTION,
@@ -554,6 +555,9 @@ def _engines(
     if target.dialect == "sqlite":
         for engine in (sync_engine, async_engine.sync_engine):
             _configure_sqlite(engine, memory=target.memory, busy_ms=int(busy_timeout * 1000))
+    else:
+        for engine in (sync_engine, async_engine.sync_engine):
+            event.listen(engine, "connect", register_vector_wire)
     return sync_engine, async_engine
 
 
