@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -71,8 +72,9 @@ def run_import(
     with source:
         total = source.check()
         writer = _Writer(backend, report, dry_run, replace, session_timeout, clock, batch)
-        with Progress(total, f"import {source.name}", enabled=progress) as bar:
-            for unit in source.units():
+        units = source.units()
+        with closing(units), Progress(total, f"import {source.name}", enabled=progress) as bar:
+            for unit in units:
                 bar.update()
                 if isinstance(unit, Broken):
                     report.errors.append(Problem(unit.ref, unit.reason))

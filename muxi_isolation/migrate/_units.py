@@ -7,7 +7,7 @@ of idempotence: a rerun finds it already there, unchanged, and moves on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -89,7 +89,8 @@ class Source:
         """Raise ``UnreadableSource`` if the source cannot be read; the unit count if known."""
         raise NotImplementedError("check")
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
+        """The units, read as they are needed; ``close()`` on the generator stops reading."""
         raise NotImplementedError("units")
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ user: ``user_1.json``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class LangChainInMemoryDump(Source):
         self.docs = data
         return len(data)
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         for doc_id, doc in self.docs.items():
             memory_id = str(doc.get("id") or doc_id)
             metadata = dict(doc.get("metadata") or {})

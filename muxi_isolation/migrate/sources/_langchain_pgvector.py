@@ -9,7 +9,7 @@ never embedded again). Its key is the collection's name, or the value of the met
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from sqlalchemy import Select, TableClause, select
@@ -68,7 +68,7 @@ class LangChainPGVector(Source):
             query = query.where(c.c.name.in_(self.collections))
         return query
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         for row in self.db.stream(self._query()):
             metadata = dict(row.cmetadata or {})
             key = document_key(metadata, self.key_field, row.name)

@@ -9,7 +9,7 @@ message converted exactly as ``MuxiChatMessageHistory`` would store it, with its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
@@ -42,7 +42,7 @@ class LangChainPostgresHistory(Source):
         query = select(func.count(self.table.c.session_id.distinct())).select_from(self.table)
         return int(self.db.scalar(query))
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         t = self.table
         fields = [t.c.session_id, t.c.message] + ([t.c.created_at] if self.timed else [])
         query = select(*fields).order_by(t.c.session_id, t.c.id)

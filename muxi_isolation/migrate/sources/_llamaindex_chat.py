@@ -9,7 +9,7 @@ message converted exactly as ``MuxiChatStore`` would store it. The key is the st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class LlamaIndexSimpleChat(Source):
         self.store = store
         return len(store)
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         for key, dumps in self.store.items():
             yield _conversation(str(key), dumps)
 
@@ -86,7 +86,7 @@ class LlamaIndexPostgresChat(Source):
         self.table, _ = self.db.require(self.schema, names, ["key", "value"])
         return self.db.count(self.table)
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         t = self.table
         for row in self.db.stream(select(t.c.key, t.c.value).order_by(t.c.key)):
             yield _conversation(str(row.key), list(row.value or []))

@@ -10,7 +10,7 @@ Scope stamps left by ``ScopedVectorStore`` are checked against the owner and dro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
@@ -48,7 +48,7 @@ class LlamaIndexPGVector(Source):
         self.table, _ = self.db.require(self.schema, names, needed)
         return self.db.count(self.table)
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         t = self.table
         query = select(t.c.node_id, t.c.text, t.c.metadata_, vector_text("embedding"))
         for row in self.db.stream(query.order_by(t.c.id)):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ class MuxiExport(Source):
         self.name = f"muxi-export {self.path}"
         self.owner: Scope | None = None
 
-    def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _lines(self) -> Generator[tuple[int, dict[str, Any]], None, None]:
         try:
             with self.path.open(encoding="utf-8") as f:
                 for number, line in enumerate(f, start=1):
@@ -56,12 +57,28 @@ class MuxiExport(Source):
         types = {t for s in SECTIONS for t in s.types}
         counts: Counter[str] = Counter()
         sessions: set[str] = set()
+        self.owner = None
+        lines = self._lines()
+        with closing(lines):
+            ended = self._check_lines(lines, types, counts, sessions)
+        if self.owner is None:
+            raise UnreadableSource(f"{self.path} is empty")
+        if not ended:
+            raise UnreadableSource(f"{self.path} ends without its end line: truncated?")
+        return len(sessions) + counts["memory"] + sum(counts[t] for t in types)
+
+    def _check_lines(
+        self,
+        lines: Iterator[tuple[int, dict[str, Any]]],
+        types: set[str],
+        counts: Counter[str],
+        sessions: set[str],
+    ) -> bool:
         finished: set[str] = set()
         current: str | None = None
         seqs: set[int] = set()
         ended = False
-        self.owner = None
-        for number, record in self._lines():
+        for number, record in lines:
             where = f"{self.path}:{number}"
             kind = record["type"]
             try:
@@ -107,11 +124,7 @@ class MuxiExport(Source):
             except IsolationError as exc:  # an id that breaks the canonical form
                 raise UnreadableSource(f"{where}: {exc}") from exc
             counts[kind] += 1
-        if self.owner is None:
-            raise UnreadableSource(f"{self.path} is empty")
-        if not ended:
-            raise UnreadableSource(f"{self.path} ends without its end line: truncated?")
-        return len(sessions) + counts["memory"] + sum(counts[t] for t in types)
+        return ended
 
     def _header(self, record: dict[str, Any]) -> Scope:
         if record.get("type") != EXPORT_FORMAT:
@@ -122,7 +135,7 @@ class MuxiExport(Source):
             raise UnreadableSource(f"export format version {version!r} is not supported")
         return Scope(record.get("tenant_id"), record.get("user_id"))  # type: ignore[arg-type]
 
-    def units(self) -> Iterator[Unit]:
+    def units(self) -> Generator[Unit, None, None]:
         assert self.owner is not None, "check() first"
         key = self.owner.header
         records: dict[str, SessionRecord] = {}

@@ -108,7 +108,10 @@ class Database:
         """Rows of ``query`` through a server-side cursor, ``batch`` at a time."""
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
-            yield from result
+            try:
+                yield from result
+            finally:
+                result.close()  # also when the import stops halfway
 
     def close(self) -> None:
         if self._engine is not None:
