@@ -11,7 +11,8 @@ inserts carry them as values.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -389,12 +390,25 @@ class Ops:
     def _forget(self, conn: Connection, where: Callable[[Table], list[Cond]]) -> dict[str, int]:
         """Delete from every scoped table, so a table added to the schema is covered too."""
         counts = {}
-        for table in self.t.scoped:
-            gone = conn.execute(delete(table).where(*where(table))).rowcount
-            if gone or table not in self.t.optional:
-                counts[self._kind(table)] = gone
+        with self._scrubbing(conn):
+            for table in self.t.scoped:
+                gone = conn.execute(delete(table).where(*where(table))).rowcount
+                if gone or table not in self.t.optional:
+                    counts[self._kind(table)] = gone
         counts.pop(self._kind(self.t.counters), None)  # bookkeeping, not data
         return counts
+
+    @contextmanager
+    def _scrubbing(self, conn: Connection) -> Iterator[None]:
+        """SQLite: zero what these deletes free, so no deleted text stays in the file."""
+        if self.dialect != "sqlite":
+            yield
+            return
+        conn.exec_driver_sql("PRAGMA secure_delete = ON")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("PRAGMA secure_delete = OFF")
 
     def restore_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
@@ -467,13 +481,14 @@ class Ops:
         if not keys:
             return {}, 0
         counts: dict[str, int] = {}
-        for table in self._session_buffers():
-            mine = tuple_(table.c.user_id, table.c.session_id).in_(keys)
-            where = [table.c.tenant_id == tenant_id, mine]
-            n = conn.execute(delete(table).where(*where)).rowcount
-            if n or table not in self.t.optional:
-                counts[self._kind(table)] = n
+        with self._scrubbing(conn):
+            for table in self._session_buffers():
+                mine = tuple_(table.c.user_id, table.c.session_id).in_(keys)
+                where = [table.c.tenant_id == tenant_id, mine]
+                n = conn.execute(delete(table).where(*where)).rowcount
+                if n or table not in self.t.optional:
+                    counts[self._kind(table)] = n
+            gone = delete(s).where(*expired, tuple_(s.c.user_id, s.c.id).in_(keys))
+            counts["sessions"] = conn.execute(gone).rowcount
         counts.pop(self._kind(self.t.counters), None)
-        gone = delete(s).where(*expired, tuple_(s.c.user_id, s.c.id).in_(keys))
-        counts["sessions"] = conn.execute(gone).rowcount
         return counts, len(keys)

@@ -63,8 +63,9 @@ class SQLBackend(SQLGraph, Backend):
     own the tables: pass that role's ``url`` and an ``admin_url`` for the owner, which then
     creates and upgrades the tables, grants the app role its rights, and serves the
     tenant-wide admin path (``forget_tenant``, ``list_tenants``, ``purge_expired``). Without
-    ``admin_url`` the ``url``'s role owns the tables (``FORCE ROW LEVEL SECURITY`` still applies to it, a superuser skips
-    it); ``rls_enforced()`` tells which. ``create_app_role`` makes such a role.
+    ``admin_url`` the ``url``'s role owns the tables (``FORCE ROW LEVEL SECURITY`` still
+    applies to it, a superuser skips it); ``rls_enforced()`` tells which.
+    ``create_app_role`` makes such a role.
 
     ``embedding_dimension``: ``VECTOR(n)`` with an HNSW index (n <= 2000); ``None`` stores
     vectors of any length and always searches exactly. ``table_prefix`` and ``schema``
@@ -288,14 +289,31 @@ class SQLBackend(SQLGraph, Backend):
     # -- admin path (tenant-wide): as the owner (``admin_url``) on PostgreSQL ---------------
 
     def _forget_tenant(self, tenant_id: str) -> Counts:
-        return self._run(
+        counts = self._run(
             None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
         )
+        self._fold_log()
+        return counts
 
     async def _aforget_tenant(self, tenant_id: str) -> Counts:
-        return await self._arun(
+        counts = await self._arun(
             None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
         )
+        await asyncio.to_thread(self._fold_log)
+        return counts
+
+    def _fold_log(self) -> None:
+        """SQLite: after deleting content, copy the write-ahead log into the database and
+        empty it, so no old log frame keeps the text (freed pages are zeroed by ``_ops``).
+        Best effort: a reader still holding old frames leaves them to a later checkpoint."""
+        if self.dialect != "sqlite" or self._target.memory:
+            return
+        with self._gate.hold(), _errors.mapped(), self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            log.warning("the SQLite log could not be emptied now (a reader is active)")
 
     def _list_tenants(self) -> list[str]:
         return self._run(None, self._ops.list_tenants, admin_tenant=_EVERY_TENANT)
@@ -312,6 +330,7 @@ class SQLBackend(SQLGraph, Backend):
             )
             _add(total, counts)
             if n < PURGE_BATCH:
+                self._fold_log()
                 return total
 
     async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
@@ -323,6 +342,7 @@ class SQLBackend(SQLGraph, Backend):
             )
             _add(total, counts)
             if n < PURGE_BATCH:
+                await asyncio.to_thread(self._fold_log)
                 return total
 
     # -- the protocol: each is one transaction ----------------------------------------------
@@ -482,10 +502,14 @@ class SQLBackend(SQLGraph, Backend):
         return await self._arun(user, self._ops.search_memories, user, vector, k, node)
 
     def _forget_user(self, user: Scope) -> Counts:
-        return self._run(user, self._ops.forget_user, user, write=True)
+        counts = self._run(user, self._ops.forget_user, user, write=True)
+        self._fold_log()
+        return counts
 
     async def _aforget_user(self, user: Scope) -> Counts:
-        return await self._arun(user, self._ops.forget_user, user, write=True)
+        counts = await self._arun(user, self._ops.forget_user, user, write=True)
+        await asyncio.to_thread(self._fold_log)
+        return counts
 
     def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return self._run(scope, self._ops.restore_messages, scope, messages, write=True)
