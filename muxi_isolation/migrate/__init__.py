@@ -29,6 +29,7 @@ from ._export import (
     register_section,
 )
 from ._forget import ForgetReport, aforget_tenant, aforget_user, forget_tenant, forget_user
+from ._graph import GRAPH_SECTION  # registers LangGraph checkpoints and store items
 from ._import import run_import
 from ._open import open_configured_backend
 from ._progress import Progress
@@ -40,6 +41,7 @@ from ._units import Broken, Conversation, Extra, MemoryItem, Source
 __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
+    "GRAPH_SECTION",
     "SECTIONS",
     "Broken",
     "Conversation",

@@ -17,9 +17,10 @@ messages but no session record are kept as such. The ``end`` line carries the co
 truncated file is recognised and refused on import. ``muxi-isolation import muxi-export``
 (``sources.MuxiExport``) reads it back into any backend.
 
-Extension point: other per-user data (LangGraph checkpoints and store items, say) joins
-the export by ``register_section(Section(...))``: its ``export``/``aexport`` yield records
-with their own ``type``, and its ``restore`` writes one back on import.
+Extension point: other per-user data joins the export by ``register_section(Section(...))``:
+its ``export``/``aexport`` yield records with their own ``type``, its ``validate`` checks one
+and its ``restore`` writes one back on import. LangGraph checkpoints and store items come
+this way (``_graph``: ``checkpoint`` and ``store_item`` records).
 """
 
 from __future__ import annotations
@@ -69,12 +70,15 @@ class Section:
     records for one user (dicts with a ``type``). ``restore(backend, user, record,
     dry_run)``: write one record back for ``user``, idempotently (an equal record already
     there writes nothing); returns counts by kind of what it wrote (or would write).
+    ``validate(record)``: raise ``UnreadableSource`` for a damaged record, so an import
+    refuses the file before writing anything.
     """
 
     types: tuple[str, ...]
     export: Callable[[Backend, Scope], Iterable[dict[str, Any]]]
     aexport: Callable[[Backend, Scope], AsyncIterator[dict[str, Any]]]
     restore: Callable[[Backend, Scope, dict[str, Any], bool], Counts]
+    validate: Callable[[dict[str, Any]], None] = lambda record: None
 
 
 SECTIONS: list[Section] = []

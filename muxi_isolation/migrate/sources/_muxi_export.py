@@ -19,7 +19,7 @@ from ...errors import IsolationError, UnreadableSource
 from ...records import Message, SessionRecord
 from ...scope import Scope
 from .._codec import memory_from_json, message_from_json, session_from_json
-from .._export import CORE_TYPES, END, EXPORT_FORMAT, EXPORT_VERSION, SECTIONS
+from .._export import CORE_TYPES, END, EXPORT_FORMAT, EXPORT_VERSION, SECTIONS, Section
 from .._units import Conversation, Extra, MemoryItem, Source, Unit
 
 __all__ = ["MuxiExport"]
@@ -54,7 +54,7 @@ class MuxiExport(Source):
             raise UnreadableSource(f"cannot read {self.path}: {exc}") from exc
 
     def check(self) -> int:
-        types = {t for s in SECTIONS for t in s.types}
+        types = {t: s for s in SECTIONS for t in s.types}
         counts: Counter[str] = Counter()
         sessions: set[str] = set()
         self.owner = None
@@ -70,7 +70,7 @@ class MuxiExport(Source):
     def _check_lines(
         self,
         lines: Iterator[tuple[int, dict[str, Any]]],
-        types: set[str],
+        types: dict[str, Section],
         counts: Counter[str],
         sessions: set[str],
     ) -> bool:
@@ -114,7 +114,9 @@ class MuxiExport(Source):
                         raise UnreadableSource(f"the end line counts {expected}, the file {found}")
                     ended = True
                     continue
-                elif kind not in types:
+                elif kind in types:
+                    types[kind].validate(record)
+                else:
                     raise UnreadableSource(
                         f"record type {kind!r} needs an export section that is not registered "
                         "(is the adapter that wrote it installed?)"
