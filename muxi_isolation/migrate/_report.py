@@ -73,12 +73,14 @@ class ImportReport:
         title = f"import from {self.source}"
         if self.dry_run:
             title += " (dry run: nothing written)"
+        if not kinds:
+            title += ": nothing " + ("to write" if self.dry_run else "written")
         rows = [["scope", *kinds]]
         rows += [[owner, *(str(c[k]) for k in kinds)] for owner, c in sorted(self.scopes.items())]
         rows.append(["total", *(str(self.totals.get(k, 0)) for k in kinds)])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [title]
-        for row in rows:
+        for row in rows if kinds else []:
             numbers = zip(row[1:], widths[1:], strict=True)
             cells = [row[0].ljust(widths[0]), *(c.rjust(w) for c, w in numbers)]
             lines.append("  " + "  ".join(cells).rstrip())
