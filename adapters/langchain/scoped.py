@@ -79,9 +79,21 @@ class CallableDialect:
         else:
             raise InvalidFilter("filter must be a callable or a dict")
 
+        tenant, user, prefix = scope.tenant_id, scope.user_id, id_prefix(scope)
+
         def scoped_filter(doc: Document) -> bool:
+            # Runs on every stored document, so ownership (the checks of the store's view:
+            # stamp, then id namespace) is tested inline; a view is built only for the
+            # caller's test. Returned documents are verified again through the view.
+            metadata = doc.metadata
+            if metadata.get(policy.TENANT_KEY) != tenant or metadata.get(policy.USER_KEY) != user:
+                return False
+            if doc.id is not None and not doc.id.startswith(prefix):
+                return False
+            if test is None:
+                return True
             visible = view(doc)
-            return visible is not None and (test is None or bool(test(visible)))
+            return visible is not None and bool(test(visible))
 
         return scoped_filter
 

@@ -174,13 +174,17 @@ class ScopedVectorStore(BasePydanticVectorStore):
         """Our own scope and document ids are checked for PGVectorStore whatever the guard."""
         return self._guard or self._kind == POSTGRES
 
-    def _scope_filters(self, scope: Scope) -> MetadataFilters:
+    def _check_scope(self, scope: Scope) -> None:
+        """Refuse a scope whose ids this store would paste into SQL unsafely."""
         if self._pastes_own_values:
             for field, value in (("tenant_id", scope.tenant_id), ("user_id", scope.user_id)):
                 if not pasteable(value):
                     raise InvalidIdentifier(
                         field, f"holds a character {self._store_name} would paste into SQL unsafely"
                     )
+
+    def _scope_filters(self, scope: Scope) -> MetadataFilters:
+        self._check_scope(scope)
         stamp = policy.scope_metadata(scope.user())
         return _and(*(MetadataFilters(filters=[self._match(k, v)]) for k, v in stamp.items()))
 
@@ -198,7 +202,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         return scoped if caller is None else _and(scoped, caller)
 
     def _stamped(self, scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:
-        self._scope_filters(scope)  # refuse now a scope this store could never read back
+        self._check_scope(scope)  # refuse now a scope this store could never read back
         stamped = stamp_nodes(scope, nodes)
         if self._kind == SIMPLE:
             data = self._simple.data.metadata_dict
@@ -289,8 +293,27 @@ class ScopedVectorStore(BasePydanticVectorStore):
 
     # -- sync
 
+    def _simple_add(self, scope: Scope, nodes: Sequence[BaseNode]) -> list[str]:
+        """SimpleVectorStore keeps a metadata dict per node: add the caller's nodes and
+        stamp those dicts, instead of copying every node to stamp it (a pydantic copy per
+        node was most of the wrapper's cost). Every node is checked before any is added,
+        and an unstamped node is visible to no scope in the meantime."""
+        self._check_scope(scope)
+        for node in nodes:
+            policy.check_metadata(node.metadata)  # ReservedKey for a caller's stamp
+            node.get_embedding()  # raises now, not halfway through the batch
+        data = self._simple.data.metadata_dict
+        _refuse_taken(scope, [data[n.node_id] for n in nodes if n.node_id in data])
+        ids = self._inner.add(list(nodes))
+        stamp = policy.scope_metadata(scope)
+        for node_id in ids:
+            data[node_id].update(stamp)
+        return ids
+
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         scope = self._current()
+        if self._kind == SIMPLE and not kwargs:
+            return self._simple_add(scope, nodes)
         stamped = self._stamped(scope, nodes)
         if self._checks_ids(stamped):
             try:
@@ -363,6 +386,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         scope = self._current()
+        if self._kind == SIMPLE and not kwargs:
+            return self._simple_add(scope, nodes)  # SimpleVectorStore's async_add is add
         stamped = self._stamped(scope, nodes)
         if self._checks_ids(stamped):
             try:
