@@ -41,8 +41,8 @@ settings.register_profile(
 
 # (ci, long) sizes per knob; tests ask for a knob by name.
 _SIZES: dict[str, tuple[int, int]] = {
-    "machine_examples": (6, 60),
-    "machine_steps": (50, 120),
+    "machine_examples": (10, 100),
+    "machine_steps": (35, 80),
     "filter_examples": (60, 1500),
 }
 
