@@ -21,7 +21,12 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
-from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
+from muxi_isolation.stores.graph import (
+    CheckpointQuery,
+    CheckpointRecord,
+    StoreItem,
+    WriteRecord,
+)
 from muxi_isolation.stores.sql import SQLBackend, _schema
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
@@ -107,12 +112,20 @@ def everyone_intact(backend: SQLBackend) -> None:
         messages = backend.get_messages(scope.with_session("s1"))
         assert [m.content for m in messages] == [f"secret of {scope}"], scope
         assert [m.content for m in backend.list_memories(scope)] == [f"secret of {scope}"], scope
+        checkpoints = backend.get_checkpoints(scope, CheckpointQuery())
+        assert [(c.checkpoint_id, c.checkpoint) for c in checkpoints] == [
+            ("c1", f"secret of {scope}".encode())
+        ], scope
+        assert [w.value for w in checkpoints[0].writes] == [f"secret of {scope}".encode()], scope
+        items = backend.get_items(scope, [(("facts",), "k")], now=datetime.now(timezone.utc))
+        assert [i.value for i in items] == [{"secret": f"secret of {scope}"}], scope
 
 
 # -- reading and writing other scopes with the scope left alone ---------------------------------
 
 
 def test_the_scoped_transaction_sees_exactly_alice(pg: SQLBackend) -> None:
+    assert len(scoped_tables(pg)) >= 7  # sessions, messages, counters, memories, graph tables
     with as_alice(pg) as conn:
         for table in scoped_tables(pg):
             assert owners(conn, table) == {("tenant_a", "alice")}, table
