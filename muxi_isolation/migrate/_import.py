@@ -237,26 +237,35 @@ class _Writer:
             raise ScopeViolation(f"memory {memory.id!r} of {user.header} appears twice")
         self.seen.add((user, memory.id))
         where = scope.session_id or unit.session_id
-        self.pending.setdefault(user, {})[memory.id] = (unit, memory, where)
+        mine = self.pending.setdefault(user, {})
+        mine[memory.id] = (unit, memory, where)
         self.size += 1
-        if self.size >= self.batch:
+        if len(mine) >= self.batch:  # a full batch of one owner: one transaction
+            self.size -= len(mine)
+            self._flush_user(user, self.pending.pop(user))
+        elif self.size >= 10 * self.batch:  # many owners, a few each: bound the memory held
             self.flush()
 
     def flush(self) -> None:
         pending, self.pending, self.size = self.pending, {}, 0
         for user, items in pending.items():
-            stored = {m.id: m for m in self.backend.get_memories(user, list(items))}
-            fresh: list[tuple[MemoryItem, Memory, str | None]] = []
-            for unit, memory, where in items.values():
-                old = stored.get(memory.id)
-                if old is not None and _same_memory(old, memory, where):
-                    self.report.unchanged += 1
-                elif old is not None and not self.replace:
-                    why = f"{user.header} already holds another memory {memory.id!r}"
-                    self.report.conflicts.append(Problem(unit.ref, why))
-                else:
-                    fresh.append((unit, memory, where))
-            self._write_memories(user, fresh)
+            self._flush_user(user, items)
+
+    def _flush_user(
+        self, user: Scope, items: dict[str, tuple[MemoryItem, Memory, str | None]]
+    ) -> None:
+        stored = {m.id: m for m in self.backend.get_memories(user, list(items))}
+        fresh: list[tuple[MemoryItem, Memory, str | None]] = []
+        for unit, memory, where in items.values():
+            old = stored.get(memory.id)
+            if old is not None and _same_memory(old, memory, where):
+                self.report.unchanged += 1
+            elif old is not None and not self.replace:
+                why = f"{user.header} already holds another memory {memory.id!r}"
+                self.report.conflicts.append(Problem(unit.ref, why))
+            else:
+                fresh.append((unit, memory, where))
+        self._write_memories(user, fresh)
 
     def _write_memories(
         self, user: Scope, items: list[tuple[MemoryItem, Memory, str | None]]
