@@ -264,3 +264,21 @@ def test_pgvector_store_stamps_are_checked_and_dropped(
 def test_pgvector_store_table_missing(source_db: str, backend: Backend) -> None:
     with pytest.raises(UnreadableSource, match="data_nodes"):
         run_import(LlamaIndexPGVector(source_db, "nodes"), backend, "tenant_a:alice")
+
+
+def test_small_batches_many_owners(tmp_path: Path, make_backend: Any) -> None:
+    target = make_backend("sqlite")
+    docs = {f"solo{i}": {"id": f"solo{i}", "text": "one", "metadata": {"user": f"t:u{i}"},
+                         "vector": [float(i), 1.0]} for i in range(25)}
+    docs |= {f"many{i}": {"id": f"many{i}", "text": "many", "metadata": {"user": "t:big"},
+                          "vector": [1.0, float(i)]} for i in range(5)}
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(docs), encoding="utf-8")
+    source = LangChainInMemoryDump(path, key_field="user")
+    report = run_import(source, target, lambda k: k, batch=2)
+    assert report.ok and report.totals == {"memories": 30} and len(report.scopes) == 26
+    assert target.count_memories(Scope("t", "big")) == 5
+    assert target.get_memories(Scope("t", "u7"), ["solo7"])[0].embedding == [7.0, 1.0]
+    again = run_import(LangChainInMemoryDump(path, key_field="user"), target, lambda k: k,
+                       batch=2)
+    assert again.unchanged == 30 and again.totals == {}
