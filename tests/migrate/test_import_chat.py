@@ -196,7 +196,11 @@ def test_a_malformed_row_is_one_error(lc_table: str, backend: Backend) -> None:
 
 @pytest.mark.parametrize(
     ("table", "match"),
-    [("missing_table", "no table"), ("wrong_table", "no column")],
+    [
+        ("missing_table", "no table"),
+        ("wrong_table", "no column"),
+        ('chat_history"; DROP TABLE chat_history; --', "no table"),  # a name, never SQL
+    ],
 )
 def test_an_unreadable_table_writes_nothing(
     lc_table: str, backend: Backend, table: str, match: str
@@ -206,6 +210,8 @@ def test_an_unreadable_table_writes_nothing(
     with pytest.raises(UnreadableSource, match=match):
         run_import(LangChainPostgresHistory(lc_table, table), backend, OWNERS)
     assert backend.list_tenants() == []
+    with psycopg.connect(lc_table) as conn:
+        assert conn.execute("SELECT count(*) FROM chat_history").fetchone() == (25,)
 
 
 def test_an_unreachable_database_is_unreadable(backend: Backend, tmp_path: Path) -> None:
