@@ -21,7 +21,7 @@ from .config import Config, load_config
 from .records import Memory, Message, SessionRecord
 from .scope import Scope
 from .sessions import Clock, SessionManager, utc_now
-from .stores import Backend, open_backend
+from .stores import Backend, open_backend, open_configured_backend
 from .stores.base import FilterSpec, Scored
 
 __all__ = ["Isolation", "SessionMessages", "UserMemories"]
@@ -121,10 +121,8 @@ class Isolation:
     ) -> Isolation:
         """Open the backend the config names (SQLite file by default)."""
         config = source if isinstance(source, Config) else load_config(source, secrets)
-        persistent = config.memory.persistent
-        backend = open_backend(persistent.url, **_backend_options(persistent.url, config))
         return cls(
-            backend,
+            open_configured_backend(config),
             session_timeout=config.memory.session_timeout,
             clock=clock,
             embed=embed,
@@ -167,8 +165,3 @@ class Isolation:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _backend_options(url: str, config: Config) -> dict[str, Any]:
-    if url == "memory://":
-        return {}
-    return {"embedding_dimension": config.memory.persistent.embedding_dimension}

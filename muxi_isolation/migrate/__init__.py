@@ -15,6 +15,7 @@ sources that read LangChain or LlamaIndex formats load the adapters when they ar
 
 from __future__ import annotations
 
+from ..stores import open_configured_backend
 from ._export import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
@@ -31,7 +32,6 @@ from ._export import (
 from ._forget import ForgetReport, aforget_tenant, aforget_user, forget_tenant, forget_user
 from ._graph import GRAPH_SECTION  # registers LangGraph checkpoints and store items
 from ._import import run_import
-from ._open import open_configured_backend
 from ._progress import Progress
 from ._purge import PurgeReport, apurge_expired, purge_expired, retention_cutoff
 from ._report import ImportReport, Problem

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Backend
 from .memory import MemoryBackend
 
-__all__ = ["Backend", "MemoryBackend", "open_backend"]
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["Backend", "MemoryBackend", "open_backend", "open_configured_backend"]
 
 
 def open_backend(url: str = "memory://", **options: Any) -> Backend:
@@ -17,3 +20,16 @@ def open_backend(url: str = "memory://", **options: Any) -> Backend:
     from .sql import SQLBackend  # SQLAlchemy is a core dependency, the drivers are extras
 
     return SQLBackend(url, **options)
+
+
+def open_configured_backend(config: Config) -> Backend:
+    """The backend a config names, with ``admin_connection_string`` (if set) as the owner's
+    ``admin_url``: forgetting a tenant and purging need it on PostgreSQL."""
+    persistent = config.memory.persistent
+    url = persistent.url
+    if url == "memory://":
+        return open_backend(url)
+    options: dict[str, Any] = {"embedding_dimension": persistent.embedding_dimension}
+    if persistent.admin_connection_string:
+        options["admin_url"] = persistent.admin_connection_string
+    return open_backend(url, **options)
