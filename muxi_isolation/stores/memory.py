@@ -91,6 +91,7 @@ class MemoryBackend(MemoryGraph, Backend):
             key = (user.tenant_id, user.user_id, session_id)
             self._messages.pop(key, None)
             self._next_seq.pop(key, None)
+            self._forget_graph_threads(user.tenant_id, [(user.user_id, session_id)])
             return self._sessions.get(_user_key(user), {}).pop(session_id, None) is not None
 
     # -- messages

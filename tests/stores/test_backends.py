@@ -106,6 +106,18 @@ def test_delete_session_removes_its_messages_only(backend: Backend) -> None:
     assert [m.id for m in backend.list_memories(ALICE)] == ["m1"]
 
 
+def test_delete_session_removes_its_langgraph_thread(backend: Backend) -> None:
+    from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord
+
+    open_session(backend, ALICE, "s1")
+    open_session(backend, ALICE, "s2")
+    for sid in ("s1", "s2"):
+        backend.put_checkpoint(ALICE, CheckpointRecord(sid, "", "c1", None, "json", b"{}"))
+    assert backend.delete_session(ALICE, "s1")
+    threads = [c.thread_id for c in backend.get_checkpoints(ALICE, CheckpointQuery())]
+    assert threads == ["s2"]
+
+
 # -- messages ---------------------------------------------------------------------------
 
 

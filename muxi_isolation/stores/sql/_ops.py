@@ -167,7 +167,7 @@ class Ops:
 
     def delete_session(self, conn: Connection, user: Scope, session_id: str) -> bool:
         scope = user.with_session(session_id)
-        for table in (self.t.messages, self.t.counters):
+        for table in self._session_buffers():  # messages, counters, LangGraph checkpoints
             conn.execute(delete(table).where(*self._session(table, scope)))
         s = self.t.sessions
         gone = conn.execute(delete(s).where(*self._user(s, user), s.c.id == session_id))
