@@ -26,6 +26,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Row,
+    Select,
     bindparam,
     func,
     literal,
@@ -122,22 +124,40 @@ class VectorPlanner:
         )
         return max(float(found or 0.0), 0.0)
 
-    def _scope(self, user: Scope) -> list[ColumnElement[bool]]:
+    def _scope(self, user: Scope | None) -> list[ColumnElement[bool]]:
+        """The user's embedded rows; ``None``: the same with bound ``muxi_tenant``/``muxi_user``."""
         t = self.tables.memories
-        return [
-            t.c.tenant_id == user.tenant_id,
-            t.c.user_id == user.user_id,
-            t.c.embedding.is_not(None),
-        ]
+        tenant = bindparam("muxi_tenant") if user is None else user.tenant_id
+        user_id = bindparam("muxi_user") if user is None else user.user_id
+        return [t.c.tenant_id == tenant, t.c.user_id == user_id, t.c.embedding.is_not(None)]
+
+    @staticmethod
+    def _params(user: Scope, **more: Any) -> dict[str, Any]:
+        return {"muxi_tenant": user.tenant_id, "muxi_user": user.user_id, **more}
+
+    # The scope, query and k are bound parameters, so searches without a caller filter (the
+    # common case) run statements built once: building and keying the statement trees took
+    # about 0.5 ms of a 2 ms search.
+
+    @cached_property
+    def _count_stmt(self) -> Select[Any]:
+        t = self.tables.memories
+        capped = select(literal(1)).select_from(t).where(*self._scope(None))
+        return select(func.count()).select_from(capped.limit(bindparam("muxi_cap")).subquery())
+
+    @cached_property
+    def _exact_stmt(self) -> Select[Any]:
+        return self._exact_select([])
+
+    @cached_property
+    def _ann_stmt(self) -> Select[Any]:
+        return self._ann_select([])
 
     def user_rows(self, conn: Connection, user: Scope, cap: int) -> int:
         """The user's embedded rows, counted up to ``cap`` (on the partial index)."""
-        t = self.tables.memories
-        capped = select(literal(1)).select_from(t).where(*self._scope(user))
-        capped_sq = capped.limit(cap).subquery()
-        return int(conn.scalar(select(func.count()).select_from(capped_sq)) or 0)
+        return int(conn.scalar(self._count_stmt, self._params(user, muxi_cap=cap)) or 0)
 
-    def _distance(self, vector: list[float]) -> ColumnElement[float]:
+    def _distance(self, vector: list[float] | None) -> ColumnElement[float]:
         column = self.tables.memories.c.embedding
         query = bindparam("query_vector", vector, type_=column.type)
         return column.op("<=>", return_type=Float)(query)
@@ -150,26 +170,30 @@ class VectorPlanner:
         k: int,
         where: Sequence[ColumnElement[bool]],
     ) -> list[Scored]:
+        params = self._params(user, query_vector=vector, muxi_k=k)
+        stmt = self._exact_stmt if not where else self._exact_select(where)
+        return [_scored(row) for row in conn.execute(stmt, params)]
+
+    def _exact_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
         t = self.tables.memories
         mine = (
-            select(t.c.id, self._distance(vector).label("distance"))
-            .where(*self._scope(user), *where)
+            select(t.c.id, self._distance(None).label("distance"))
+            .where(*self._scope(None), *where)
             .cte("mine")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         top = (
             select(mine.c.id, mine.c.distance)
             .order_by(mine.c.distance, mine.c.id)
-            .limit(k)
+            .limit(bindparam("muxi_k"))
             .subquery("top")
         )
-        stmt = (
+        return (
             select(t, top.c.distance)
             .join(top, t.c.id == top.c.id)
-            .where(t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id)
+            .where(*self._scope(None)[:2])
             .order_by(top.c.distance, top.c.id)
         )
-        return [_scored(row) for row in conn.execute(stmt)]
 
     def _ann(
         self,
@@ -179,7 +203,6 @@ class VectorPlanner:
         k: int,
         where: Sequence[ColumnElement[bool]],
     ) -> list[Scored]:
-        t = self.tables.memories
         settings = {
             "enable_sort": "off",
             "hnsw.iterative_scan": "relaxed_order",
@@ -187,17 +210,22 @@ class VectorPlanner:
             "hnsw.max_scan_tuples": str(self.max_scan_tuples),
         }
         _rls.apply_settings(conn, settings, set_local=self.set_local)
-        distance = self._distance(vector)
+        params = self._params(user, query_vector=vector, muxi_k=k)
+        stmt = self._ann_stmt if not where else self._ann_select(where)
+        return [_scored(row) for row in conn.execute(stmt, params)]
+
+    def _ann_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
+        t = self.tables.memories
+        distance = self._distance(None)
         found = (
             select(t, distance.label("distance"))
-            .where(*self._scope(user), *where)
+            .where(*self._scope(None), *where)
             .order_by(distance)
-            .limit(k)
+            .limit(bindparam("muxi_k"))
             .cte("found")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
-        stmt = select(found).order_by(found.c.distance, found.c.id)
-        return [_scored(row) for row in conn.execute(stmt)]
+        return select(found).order_by(found.c.distance, found.c.id)
 
     def _exact_python(
         self,
