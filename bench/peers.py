@@ -714,7 +714,8 @@ def report(stats: Stats, write: dict[str, dict[str, float]], corpus: Corpus, arg
         queries=sum(len(s["ms"]) for s in stats[(OURS, "")].values()))
     if args.plot:
         title = (f"{corpus.rows:,} memories, dim {corpus.dim}, {corpus.users:,} users (Zipf); "
-                 f"k={K}; one PostgreSQL; peers at default and best setting")
+                 f"k={K}; one PostgreSQL; peers at their default and at their setting with the "
+                 "best worst-bucket recall")
         plot(args.plot, columns, oracles, title)
         print(f"\nplot: {args.plot}")
     print(f"ran {elapsed:.0f} s; latency is the whole public call; speedup = peer median / ours")
