@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -594,7 +595,7 @@ def _configure_sqlite(engine: Engine, *, memory: bool, busy_ms: int) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         if not memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _wal(cursor, busy_ms)
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
@@ -602,6 +603,21 @@ def _configure_sqlite(engine: Engine, *, memory: bool, busy_ms: int) -> None:
     def _begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("muxi_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _wal(cursor: Any, busy_ms: int) -> None:
+    """Switch the file to WAL. The first switch needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy handler, while another process is
+    opening the same new file: retry within the busy timeout."""
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # sqlite3's or the aiosqlite adapter's OperationalError
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _dispose_elsewhere(engine: AsyncEngine) -> None:
