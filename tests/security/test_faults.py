@@ -355,6 +355,29 @@ def test_a_connection_killed_mid_transaction_writes_nothing(
 # -- two processes, one SQLite file --------------------------------------------------------
 
 
+def test_a_new_sqlite_file_another_process_is_writing_is_waited_for(tmp_path: Path) -> None:
+    """The first connection switches a new file to WAL; while another writer holds its lock,
+    SQLite refuses that switch at once (no busy handler): the backend must wait, as it does
+    for every other lock, not fail. (Seen as StorageUnavailable in the two-process test.)"""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE theirs (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO theirs VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    backend = SQLBackend(f"sqlite:///{path}", embedding_dimension=None, busy_timeout=10)
+    try:
+        started = time.monotonic()
+        backend.upsert_memories(ALICE, [Memory("m", "waited")])
+        assert time.monotonic() - started >= 0.25  # it really waited for the other writer
+        assert [m.content for m in backend.list_memories(ALICE)] == ["waited"]
+    finally:
+        release.join()
+        other.close()
+        backend.close()
+
+
 def test_two_processes_writing_one_sqlite_file_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"  # created by whichever process gets there first
     script = Path(__file__).with_name("sqlite_writer.py")
@@ -369,9 +392,17 @@ def test_two_processes_writing_one_sqlite_file_lose_nothing(tmp_path: Path) -> N
         )
         for name in ("p1", "p2")
     ]
+    outputs = {}
+    try:
+        for name, proc in zip(("p1", "p2"), procs, strict=True):
+            outputs[name] = proc.communicate(timeout=300)
+    finally:
+        for proc in procs:  # never leave a writer running, whatever failed
+            proc.kill()
+            proc.communicate()
     acked = {}
     for name, proc in zip(("p1", "p2"), procs, strict=True):
-        out, err = proc.communicate(timeout=300)
+        out, err = outputs[name]
         assert proc.returncode == 0, err
         acked[name] = json.loads(out.strip().splitlines()[-1])
     backend = SQLBackend(f"sqlite:///{path}", embedding_dimension=None)
