@@ -66,7 +66,26 @@ class Ledger:
                 self.wrong.append(f"{what} for {scope}: got {got!r}, want {want!r}")
 
 
-async def task(backend: Backend, i: int, ledger: Ledger) -> None:
+class Throttled:
+    """A backend's async calls, at most ``limit`` at a time. All the tasks still run and
+    interleave; they queue here, with no timeout, rather than for a pooled connection, whose
+    30 s checkout timeout a heavily loaded 2-core machine could reach."""
+
+    def __init__(self, backend: Backend, limit: int) -> None:
+        self._backend = backend
+        self._gate = asyncio.Semaphore(limit)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._backend, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            async with self._gate:
+                return await method(*args, **kwargs)
+
+        return call
+
+
+async def task(backend: Any, i: int, ledger: Ledger) -> None:
     user = task_scope(i)
     scope = user.with_session("s")
     mine = f"{user.tenant_id}/{user.user_id}"
@@ -84,7 +103,7 @@ async def task(backend: Backend, i: int, ledger: Ledger) -> None:
         ledger.check("memories", user, listed, ledger.memories[user])
 
 
-async def shared_writer(backend: Backend, i: int, ledger: Ledger) -> None:
+async def shared_writer(backend: Any, i: int, ledger: Ledger) -> None:
     content = f"shared#{i}"
     stored = await backend.aappend_messages(SHARED, [Message("user", content)])
     ledger.acked_message(SHARED, content)
@@ -184,8 +203,9 @@ def test_interleaved_scopes_read_only_their_own_and_lose_nothing(
     async def main() -> None:
         try:
             start.wait()  # the threads begin with the tasks
-            jobs = [task(backend, i, ledger) for i in range(TASKS)]
-            jobs += [shared_writer(backend, i, ledger) for i in range(SHARED_WRITERS)]
+            throttled = Throttled(backend, limit=12)  # under the pool's 15 connections
+            jobs = [task(throttled, i, ledger) for i in range(TASKS)]
+            jobs += [shared_writer(throttled, i, ledger) for i in range(SHARED_WRITERS)]
             results = await asyncio.gather(*jobs, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             assert failures == [], failures[:3]
