@@ -1,9 +1,9 @@
 """What our wrappers cost over the stores they wrap, in-process, pair by pair in one run.
 
-    python bench/overhead.py                # about 2 minutes on 2 shared cores
+    python bench/overhead.py                # about 30 seconds on 2 shared cores
     python bench/overhead.py --quick        # a few seconds: a smoke run
 
-How long: about 2 minutes with the defaults (each pair: --trials interleaved trials of
+How long: about 30 seconds with the defaults (each pair: --trials interleaved trials of
 --reps operations per side).
 
 Pairs (the wrapped side first; ratio = wrapped / bare, medians of per-trial ratios):
