@@ -483,6 +483,8 @@ def _stamp_items(
         _check_json(item.value, "a store value")
         if not isinstance(item.value, dict):
             raise ValueError("a store value must be a dict")
+        if item.embeddings and len({len(v) for v in item.embeddings.values()}) != 1:
+            raise ValueError("an item's embeddings must all have the same dimension")
         stamped.append(
             replace(
                 item,
