@@ -30,6 +30,7 @@ from muxi_isolation.migrate import (
     export_user,
     run_import,
 )
+from muxi_isolation.migrate._codec import iso, parse_time
 from muxi_isolation.migrate.sources import MuxiExport
 
 T0 = datetime(2026, 1, 8, 10, 0, 0, 123456, tzinfo=timezone.utc)
@@ -229,6 +230,114 @@ def test_a_damaged_export_is_refused_before_any_write(
 def test_a_missing_file_is_unreadable(make_backend: Any, tmp_path: Path) -> None:
     with pytest.raises(UnreadableSource, match="no such file"):
         run_import(MuxiExport(tmp_path / "nope.jsonl"), make_backend("memory"), lambda k: k)
+
+
+Lines = list[str]
+
+
+def edit(line: str, **fields: Any) -> str:
+    """The JSON line with ``fields`` replaced; a field set to ``...`` is removed."""
+    record = {**json.loads(line), **fields}
+    return json.dumps({k: v for k, v in record.items() if v is not ...})
+
+
+def moved(lines: Lines, frm: int, to: int) -> Lines:
+    lines = list(lines)
+    lines.insert(to, lines.pop(frm))
+    return lines
+
+
+# The export of ``fill``: 0 header, 1-2 sessions s1 s2, 3-6 messages of s1 (seqs 1 2 3 5),
+# 7 of s2, 8 of no_record, 9-10 memories m1 m2, 11 the end line.
+BROKEN: dict[str, tuple[Any, str]] = {
+    "empty file": (lambda x: [], "is empty"),
+    "only blank lines": (lambda x: ["", "  "], "is empty"),
+    "a list, not a record": (lambda x: [x[0], "[1, 2]", *x[1:]], "not a typed record"),
+    "a numeric type": (lambda x: [x[0], '{"type": 5}', *x[1:]], "not a typed record"),
+    "header version 0": (lambda x: [edit(x[0], v=0), *x[1:]], "format version 0"),
+    "header version text": (lambda x: [edit(x[0], v="1"), *x[1:]], "format version '1'"),
+    "a record after the end": (lambda x: [*x, x[10]], "after the end line"),
+    "a session after messages": (lambda x: moved(x, 2, 4), "before messages"),
+    "a session's messages apart": (
+        lambda x: moved(x, 7, 4),
+        "alice.jsonl:6: messages of session 's1' are not together",
+    ),
+    "a repeated seq": (lambda x: [*x[:4], edit(x[4], seq=1), *x[5:]], "seq 1 is repeated"),
+    "seq 0": (lambda x: [*x[:3], edit(x[3], seq=0), *x[4:]], "seq 0 is repeated or not"),
+    "seq true": (lambda x: [*x[:3], edit(x[3], seq=True), *x[4:]], "'seq' has the wrong type"),
+    "no content": (lambda x: [*x[:3], edit(x[3], content=...), *x[4:]], "missing field 'content'"),
+    "no role": (lambda x: [*x[:3], edit(x[3], role=...), *x[4:]], "missing field 'role'"),
+    "a decomposed session id": (
+        lambda x: [*x[:8], edit(x[8], session_id="cafe\u0301"), *x[9:]],
+        "'session_id' is not a canonical id",
+    ),
+    "a time as a number": (
+        lambda x: [x[0], edit(x[1], created_at=1767866400), *x[2:]],
+        "created_at must be an ISO 8601 time, got int",
+    ),
+    "no expiry": (lambda x: [x[0], edit(x[1], expires_at=None), *x[2:]], "'expires_at'"),
+    "an embedding of text": (
+        lambda x: [*x[:9], edit(x[9], embedding=["0.1"]), *x[10:]],
+        "'embedding' must be a list of numbers",
+    ),
+    "an embedding of booleans": (
+        lambda x: [*x[:9], edit(x[9], embedding=[True, False]), *x[10:]],
+        "'embedding' must be a list of numbers",
+    ),
+    "a type no section restores": (
+        lambda x: [*x[:11], json.dumps({"type": "crm_note", "v": 1}), x[11]],
+        "'crm_note' needs an export section",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_a_broken_export_says_where_and_writes_nothing(
+    make_backend: Any, tmp_path: Path, case: str
+) -> None:
+    source = make_backend("memory")
+    fill(source)
+    path = export_file(source, tmp_path)
+    change, match = BROKEN[case]
+    lines = change(path.read_text(encoding="utf-8").splitlines())
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    target = make_backend("sqlite")
+    with pytest.raises(UnreadableSource, match=match):
+        run_import(MuxiExport(path), target, lambda key: key)
+    assert target.list_tenants() == []
+
+
+def test_a_file_that_is_not_text_is_unreadable(make_backend: Any, tmp_path: Path) -> None:
+    binary = tmp_path / "export.jsonl"
+    binary.write_bytes(b'{"type": "muxi-isolation-export"}\n\xff\xfe\x00garbage\n')
+    target = make_backend("memory")
+    with pytest.raises(UnreadableSource, match="cannot read"):
+        run_import(MuxiExport(binary), target, lambda key: key)
+    with pytest.raises(UnreadableSource, match="cannot read"):
+        run_import(MuxiExport(tmp_path), target, lambda key: key)  # a directory
+    assert target.list_tenants() == []
+
+
+def test_blank_lines_and_naive_times_are_read(make_backend: Any, tmp_path: Path) -> None:
+    source = make_backend("memory")
+    fill(source)
+    path = export_file(source, tmp_path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1] = edit(lines[1], created_at="2026-01-08T10:00:00.123456")  # no offset: UTC
+    path.write_text("\n\n".join(lines) + "\n   \n", encoding="utf-8")
+    target = make_backend("sqlite")
+    report = run_import(MuxiExport(path), target, lambda key: key)
+    assert report.ok and report.totals == {"memories": 2, "messages": 6, "sessions": 2}
+    assert snapshot(target, ALICE) == snapshot(source, ALICE)
+
+
+def test_naive_times_are_written_as_utc() -> None:
+    naive = datetime(2026, 1, 8, 10, 0, 0, 5)
+    assert iso(naive) == "2026-01-08T10:00:00.000005+00:00"
+    assert iso(naive.replace(tzinfo=timezone(timedelta(hours=2)))) == (
+        "2026-01-08T08:00:00.000005+00:00"
+    )
+    assert parse_time(iso(naive), "created_at") == naive.replace(tzinfo=timezone.utc)
 
 
 def test_conflicts_are_left_alone_unless_replace(
