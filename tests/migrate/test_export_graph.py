@@ -3,7 +3,9 @@ items with their embeddings, read back through the LangGraph adapter on the targ
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,15 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from muxi_isolation import Backend, Scope, UnreadableSource
 from muxi_isolation.adapters.langgraph import MuxiCheckpointer, MuxiStore
-from muxi_isolation.migrate import export_user, run_import
+from muxi_isolation.migrate import aexport_user, export_document, export_user, run_import
+from muxi_isolation.migrate._export import SECTIONS, Section, register_section
+from muxi_isolation.migrate._graph import GRAPH_SECTION
 from muxi_isolation.migrate.sources import MuxiExport
+from muxi_isolation.stores.graph import CheckpointQuery
 
 ALICE = Scope("tenant_a", "alice")
 BOB = Scope("tenant_a", "bob")
+NOW = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 
 
 class Letters(Embeddings):
@@ -95,3 +101,88 @@ def test_a_damaged_graph_record_is_refused(backend: Backend, tmp_path: Path) -> 
     with pytest.raises(UnreadableSource, match="base64"):
         run_import(MuxiExport(path), backend, "tenant_c:carol")
     assert backend.list_sessions(Scope("tenant_c", "carol")) == []
+
+
+def exported(backend: Backend, tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    path = tmp_path / "alice.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        export_user(backend, ALICE, out)
+    return path, [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def first(records: list[dict[str, Any]], kind: str) -> int:
+    return next(i for i, r in enumerate(records) if r["type"] == kind)
+
+
+GRAPH_BREAKS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "checkpoint as a number": ("checkpoint", {"checkpoint": 12}, "'checkpoint' must be base64"),
+    "write value as a list": (
+        "checkpoint", {"writes": [{"task_id": "t", "idx": 0, "channel": "c",
+                                   "serde_type": "json", "value": [1]}]},
+        "'value' must be base64",
+    ),
+    "checkpoint without serde type": ("checkpoint", {"serde_type": None}, "not a checkpoint"),
+    "write without idx": (
+        "checkpoint", {"writes": [{"task_id": "t", "channel": "c", "serde_type": "json",
+                                   "value": ""}]},
+        "not a checkpoint record",
+    ),
+    "item without key": ("store_item", {"key": None}, "not a store item record"),
+    "item value as a list": ("store_item", {"value": [1, 2]}, "not a store item record"),
+    "item time as text": ("store_item", {"updated_at": "soon"}, "updated_at is not an ISO"),
+}
+
+
+@pytest.mark.parametrize("case", GRAPH_BREAKS)
+def test_a_broken_graph_record_writes_nothing(make_backend: Any, tmp_path: Path, case: str) -> None:
+    source = make_backend("memory")
+    fill(source, ALICE, "alice")
+    path, records = exported(source, tmp_path)
+    kind, change, match = GRAPH_BREAKS[case]
+    n = first(records, kind)
+    records[n] = {k: v for k, v in {**records[n], **change}.items() if v is not None}
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    target = make_backend("sqlite")
+    with pytest.raises(UnreadableSource, match=match):
+        run_import(MuxiExport(path), target, lambda key: key)
+    assert target.list_tenants() == []
+
+
+async def test_async_export_of_graph_data_matches_sync(backend: Backend) -> None:
+    fill(backend, ALICE, "alice")
+    fill(backend, BOB, "bob")
+    sync, asyn = io.StringIO(), io.StringIO()
+    counts = export_user(backend, ALICE, sync, now=NOW)
+    assert await aexport_user(backend, ALICE, asyn, now=NOW) == counts
+    assert counts == {"session": 1, "checkpoint": 2, "store_item": 2}
+    assert sync.getvalue() == asyn.getvalue()
+    assert "bob" not in asyn.getvalue()
+
+
+def test_the_document_form_lists_graph_records(backend: Backend) -> None:
+    fill(backend, ALICE, "alice")
+    doc = export_document(backend, ALICE, now=NOW)
+    assert [c["parent_id"] is None for c in doc["checkpoints"]] == [True, False]
+    assert sorted(i["key"] for i in doc["store_items"]) == ["fav", "lang"]
+    assert doc["counts"] == {"session": 1, "checkpoint": 2, "store_item": 2}
+
+
+def test_a_dry_run_of_graph_data_writes_nothing(make_backend: Any, tmp_path: Path) -> None:
+    source = make_backend("memory")
+    fill(source, ALICE, "alice")
+    path, _ = exported(source, tmp_path)
+    target = make_backend("sqlite")
+    report = run_import(MuxiExport(path), target, lambda key: key, dry_run=True)
+    assert report.ok and report.totals == {
+        "checkpoints": 2, "checkpoint_writes": 2, "sessions": 1, "store_items": 2}
+    assert target.list_tenants() == []
+    assert target.get_checkpoints(ALICE, CheckpointQuery()) == []
+
+
+def test_a_section_cannot_take_a_record_type_already_taken() -> None:
+    before = list(SECTIONS)
+    for types in (("checkpoint",), ("memory",), ("end",), ("fresh", "muxi-isolation-export")):
+        clash = Section(types, GRAPH_SECTION.export, GRAPH_SECTION.aexport, GRAPH_SECTION.restore)
+        with pytest.raises(ValueError, match="already taken"):
+            register_section(clash)
+    assert before == SECTIONS
