@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -292,3 +292,98 @@ def test_two_backends_on_one_postgres_schema_install_once(make_backend, postgres
         assert [m.id for m in second.list_memories(ALICE)] == ["m"]
     finally:
         second.close()
+
+
+# -- construction and lifecycle -----------------------------------------------------------------
+
+@pytest.mark.parametrize("dimension", [0, -3, 2.5, "8"])
+def test_a_bad_embedding_dimension_is_refused(dimension: object) -> None:
+    with pytest.raises(ConfigError, match="embedding_dimension"):
+        SQLBackend("sqlite://", embedding_dimension=dimension)  # type: ignore[arg-type]
+
+
+def test_an_empty_prefix_names_the_tables_plainly(make_backend) -> None:
+    backend = make_backend("sqlite", table_prefix="")
+    backend.upsert_memories(ALICE, [Memory("m", "x")])
+    with backend._engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+    assert {"sessions", "messages", "memories", "schema_version"} <= names
+    assert [m.content for m in backend.list_memories(ALICE)] == ["x"]
+
+
+def test_repr_never_shows_a_password() -> None:
+    backend = SQLBackend(
+        "postgresql://app:s3cret-pw@db.example/app",
+        admin_url="postgresql://owner:0wner-pw@db.example/app",
+    )
+    try:
+        shown = repr(backend)
+        assert "db.example/app" in shown and "***" in shown
+        assert "s3cret-pw" not in shown and "0wner-pw" not in shown
+    finally:
+        backend.close()
+
+
+async def test_closing_twice_is_harmless_and_the_file_keeps_the_data(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    first = SQLBackend(url)
+    await first.aupsert_memories(ALICE, [Memory("m", "kept")])
+    await first.aclose()
+    await first.aclose()
+    second = SQLBackend(url)
+    try:
+        assert [m.content for m in second.list_memories(ALICE)] == ["kept"]
+    finally:
+        second.close()
+        second.close()
+
+
+def test_a_file_that_is_not_sqlite_is_a_storage_error_and_stays_untouched(tmp_path) -> None:
+    path = tmp_path / "notes.db"
+    garbage = b"these are my notes, not a database\n" * 200
+    path.write_bytes(garbage)
+    backend = SQLBackend(f"sqlite:///{path}")
+    try:
+        with pytest.raises(StorageError, match="not a database"):
+            backend.upsert_memories(ALICE, [Memory("m", "x")])
+    finally:
+        backend.close()
+    assert path.read_bytes() == garbage
+
+
+def test_sqlite_with_an_admin_url_serves_the_tenant_path(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    backend = SQLBackend(url, admin_url=url)
+    bob_b = Scope("tenant_b", "bob")
+    try:
+        for user in (ALICE, bob_b):
+            backend.upsert_memories(user, [Memory("m", f"{user}'s")])
+        assert backend.list_tenants() == ["tenant_a", "tenant_b"]
+        assert backend.forget_tenant("tenant_a") == {"sessions": 0, "messages": 0, "memories": 1}
+        assert backend.list_memories(ALICE) == []
+        assert [m.content for m in backend.list_memories(bob_b)] == ["tenant_b:bob's"]
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_purge_works_through_many_batches(make_backend, monkeypatch, kind: str) -> None:
+    from muxi_isolation.stores.sql import backend as sql_backend
+
+    monkeypatch.setattr(sql_backend, "PURGE_BATCH", 2)
+    backend = make_backend(kind)
+    bob = Scope("tenant_a", "bob")
+    for user in (ALICE, bob):
+        for n in range(5):
+            at = T0 + timedelta(minutes=n)
+            backend.insert_session(user, SessionRecord(f"s{n}", user, at, at, at))
+            backend.append_messages(user.with_session(f"s{n}"), [Message("user", f"m{n}")])
+        backend.insert_session(user, SessionRecord("live", user, T0, T0, T0 + timedelta(days=9)))
+    cutoff = T0 + timedelta(hours=1)
+    assert backend.purge_expired(cutoff, tenant_id="tenant_a") == {"sessions": 10, "messages": 10}
+    assert [s.id for s in backend.list_sessions(ALICE)] == ["live"]
+    for n in range(3):
+        at = T0 + timedelta(minutes=n)
+        backend.insert_session(bob, SessionRecord(f"again{n}", bob, at, at, at))
+    assert await backend.apurge_expired(cutoff) == {"sessions": 3, "messages": 0}
+    assert [s.id for s in backend.list_sessions(bob)] == ["live"]
