@@ -6,16 +6,19 @@ These tests go around the backend: they connect as the app's role with raw SQL
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
 from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
-from muxi_isolation.stores.sql import SQLBackend, _rls
+from muxi_isolation.stores.sql import SQLBackend, _rls, create_app_role
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 ALICE = Scope("tenant_a", "alice")
@@ -184,3 +187,50 @@ def test_a_superuser_url_is_reported_as_bypassing_rls(postgres_urls, postgres_ad
         backend.close()
         with postgres_admin.begin() as conn:
             conn.execute(text("DROP SCHEMA rls_probe CASCADE"))
+
+
+# -- create_app_role ------------------------------------------------------------------------
+
+
+def test_create_app_role_is_for_postgresql(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="for PostgreSQL"):
+        create_app_role(f"sqlite:///{tmp_path}/x.db", "muxi_app")
+
+
+@pytest.fixture
+def probe_role(postgres_admin) -> Iterator[str]:
+    role = f"muxi_probe_{secrets.token_hex(4)}"
+    yield role
+    with postgres_admin.begin() as conn:
+        conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def role_flags(postgres_admin, role: str) -> tuple[object, ...]:
+    with postgres_admin.connect() as conn:
+        return tuple(conn.execute(
+            text("SELECT rolcanlogin, rolsuper, rolbypassrls, rolinherit, rolpassword IS NULL "
+                 "FROM pg_authid WHERE rolname = :r"),
+            {"r": role},
+        ).one())
+
+
+def test_create_app_role_refuses_roles_that_skip_rls(
+    postgres_urls, postgres_admin, probe_role: str
+) -> None:
+    superuser = make_url(postgres_urls.admin).username
+    with pytest.raises(ConfigError, match="bypasses row-level security"):
+        create_app_role(postgres_urls.admin, superuser)
+    with postgres_admin.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{probe_role}" LOGIN BYPASSRLS'))
+    with pytest.raises(ConfigError, match=f"'{probe_role}' bypasses row-level security"):
+        create_app_role(postgres_urls.admin, probe_role)
+    assert role_flags(postgres_admin, probe_role)[2] is True  # left as it was
+
+
+def test_create_app_role_without_a_password(postgres_urls, postgres_admin, probe_role: str) -> None:
+    assert create_app_role(postgres_urls.admin, probe_role) == probe_role
+    assert role_flags(postgres_admin, probe_role) == (True, False, False, False, True)
+    with postgres_admin.begin() as conn:
+        conn.execute(text(f'ALTER ROLE "{probe_role}" NOLOGIN INHERIT'))
+    assert create_app_role(postgres_urls.admin, probe_role, password="pw") == probe_role
+    assert role_flags(postgres_admin, probe_role) == (True, False, False, False, False)
