@@ -307,6 +307,22 @@ def test_a_broken_export_says_where_and_writes_nothing(
     assert target.list_tenants() == []
 
 
+def test_a_memory_listed_twice_is_one_error(make_backend: Any, tmp_path: Path) -> None:
+    source = make_backend("memory")
+    fill(source)
+    path = export_file(source, tmp_path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    twin = edit(lines[10], content="a second m2")
+    end = edit(lines[11], counts={"session": 2, "message": 6, "memory": 3})
+    path.write_text("\n".join([*lines[:11], twin, end]) + "\n", encoding="utf-8")
+    target = make_backend("sqlite")
+    report = run_import(MuxiExport(path), target, lambda key: key)
+    assert [(p.key, p.reason) for p in report.errors] == [
+        ("tenant_a:alice / m2", "ScopeViolation: memory 'm2' of tenant_a:alice appears twice")
+    ]
+    assert [m.content for m in target.get_memories(ALICE, ["m2"])] == ["no vector"]
+
+
 def test_a_file_that_is_not_text_is_unreadable(make_backend: Any, tmp_path: Path) -> None:
     binary = tmp_path / "export.jsonl"
     binary.write_bytes(b'{"type": "muxi-isolation-export"}\n\xff\xfe\x00garbage\n')

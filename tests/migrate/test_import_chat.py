@@ -304,6 +304,21 @@ def test_a_message_that_is_not_a_chat_message_is_one_error(
     assert backend.list_message_sessions(ALICE) == ["ok"]
 
 
+def test_two_chats_mapped_to_one_session_are_never_merged(tmp_path: Path, backend: Backend) -> None:
+    path = tmp_path / "chat_store.json"
+    path.write_text(json.dumps({"store": {
+        "first": [{"role": "user", "blocks": [{"block_type": "text", "text": "first chat"}]}],
+        "second": [{"role": "user", "blocks": [{"block_type": "text", "text": "second chat"}]}],
+    }}), encoding="utf-8")
+    owner = {"tenant": "tenant_a", "user": "alice", "session": "merged"}
+    report = run_import(LlamaIndexSimpleChat(path), backend, lambda key: owner)
+    assert [p.key for p in report.errors] == ["second"]
+    assert "session 'merged' of tenant_a:alice is also 'first''s target" in report.errors[0].reason
+    assert [m.content for m in backend.get_messages(ALICE.with_session("merged"))] == [
+        "first chat"
+    ]
+
+
 # -- llama-index PostgresChatStore tables ---------------------------------------------------------
 
 
