@@ -354,6 +354,36 @@ def test_search_ranks_by_cosine_and_fills_k(backend: Backend) -> None:
     assert backend.search_memories(ALICE_B, [1.0, 0.0, 0.0], k=5) == []
 
 
+@pytest.mark.parametrize(
+    ("query", "k", "match"),
+    [
+        ([1.0, 0.0, 0.0], 1, "dimensions"),
+        ([], 1, "must not be empty"),
+        (["north", "east"], 1, "sequence of numbers"),
+        ([1.0, 0.0], -1, "k must be a non-negative integer"),
+        ([1.0, 0.0], 1.5, "k must be a non-negative integer"),
+    ],
+)
+def test_searches_that_cannot_be_answered_are_value_errors(
+    backend: Backend, query: list[object], k: object, match: str
+) -> None:
+    backend.upsert_memories(ALICE, [mem("m", vec=[1.0, 0.0])])
+    with pytest.raises(ValueError, match=match):
+        backend.search_memories(ALICE, query, k=k)  # type: ignore[arg-type]
+    assert [m.id for m, _ in backend.search_memories(ALICE, [1.0, 0.0], k=1)] == ["m"]
+
+
+def test_requests_for_nothing_change_nothing(backend: Backend) -> None:
+    s1 = open_session(backend, ALICE)
+    assert backend.take_oldest(s1, 3, archive=True) == []  # an empty session
+    backend.append_messages(s1, [Message("user", "kept")])
+    assert backend.take_oldest(s1, 0, archive=False) == []
+    backend.upsert_memories(ALICE, [mem("m")])
+    assert backend.delete_memories(ALICE, ids=[]) == 0  # no ids: not "all of them"
+    assert backend.count_memories(ALICE) == 1
+    assert texts(backend.get_messages(s1)) == ["kept"]
+
+
 def test_search_with_filter(backend: Backend) -> None:
     backend.upsert_memories(
         ALICE,
