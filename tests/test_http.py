@@ -16,6 +16,7 @@ from muxi_isolation import (
     IsolationError,
     KeyRing,
     MissingScope,
+    MissingSecret,
     ReservedKey,
     Scope,
     ScopeViolation,
@@ -33,6 +34,7 @@ from muxi_isolation.http import (
     SCOPE_KEY,
     MuxiIsolationMiddleware,
     error_response,
+    error_status,
 )
 from muxi_isolation.keys import AccessLevel
 
@@ -283,13 +285,27 @@ STATUSES = [
     (StorageUnavailable("x"), 503, "storage_unavailable"),
     (MissingScope("x"), 500, "missing_scope"),
     (IsolationError("x"), 500, "internal_error"),
+    (MissingSecret("OPENAI_KEY"), 500, "config_error"),  # shares its parent's entry
 ]
+
+
+class TenantSuspended(Forbidden):
+    """An app's own refinement of one of our errors."""
+
+
+class QuotaHit(IsolationError):
+    """An app's own error straight under the root."""
 
 
 @pytest.mark.parametrize(("exc", "status", "code"), STATUSES)
 def test_the_status_table(exc: IsolationError, status: int, code: str) -> None:
     got_status, body = error_response(exc)
     assert (got_status, body["error"]) == (status, code)
+
+
+def test_an_apps_own_subclass_gets_its_nearest_entry() -> None:
+    assert error_status(TenantSuspended("tenant_a is suspended")) == (403, "forbidden")
+    assert error_status(QuotaHit("slow down")) == (500, "internal_error")
 
 
 def test_every_error_class_has_its_own_entry() -> None:
