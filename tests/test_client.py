@@ -99,6 +99,34 @@ def test_non_ascii_user_ids_round_trip_over_a_socket(served: str) -> None:
         assert [s.id for s in formation.list_sessions()] == [session.id]
 
 
+def test_a_shared_http_client_stays_open_for_its_owner(served: str) -> None:
+    with httpx.Client() as shared:
+        with Formation(served, client_key=KEY, http=shared) as formation:
+            made = formation.create_session(user_id="alice")
+        assert not shared.is_closed
+        with Formation(served, client_key=KEY, http=shared) as again:
+            assert [s.id for s in again.list_sessions(user_id="alice")] == [made.id]
+
+
+async def test_a_shared_async_http_client_stays_open(transport: httpx.ASGITransport) -> None:
+    async with httpx.AsyncClient(transport=transport) as shared:
+        async with AsyncFormation(client_key=KEY, http=shared) as formation:
+            made = await formation.create_session(user_id="alice")
+        assert not shared.is_closed
+        async with AsyncFormation(client_key=KEY, http=shared) as again:
+            assert [s.id for s in await again.list_sessions(user_id="alice")] == [made.id]
+
+
+async def test_without_a_key_a_keyed_server_refuses(transport: httpx.ASGITransport) -> None:
+    async with AsyncFormation(transport=transport) as keyless:
+        with pytest.raises(AccessDenied):
+            await keyless.create_session(user_id="alice")
+    app = create_app(Isolation(), KeyRing(), allow_anonymous=True)
+    anonymous = httpx.ASGITransport(app=app)
+    async with AsyncFormation(user_id="alice", transport=anonymous) as keyless:
+        assert (await keyless.create_session()).user_id == "alice"
+
+
 async def test_the_async_twin(formation: AsyncFormation) -> None:
     told = await formation.chat("Remember I like Python", user_id="user_a")
     other = await formation.chat("What language do I like?", user_id="user_b")
