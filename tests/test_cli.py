@@ -75,6 +75,16 @@ def test_a_missing_command_is_a_usage_error() -> None:
 def test_redact_hides_passwords() -> None:
     assert cli.redact("postgresql://app:hunter2@db/muxi") == "postgresql://app:***@db/muxi"
     assert cli.redact("memory://") == "memory://"
+    assert cli.redact("not a URL at all") == "not a URL at all"  # printed as given
+
+
+def test_python_dash_m_runs_the_same_commands() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "muxi_isolation.cli", "forget-tenant", "--help"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--yes" in done.stdout and "--config" in done.stdout
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -169,6 +169,8 @@ def test_forget_and_purge(tmp_path: Path) -> None:
     assert "purged sessions of tenant tenant_b" in purged.stdout and "1 sessions" in purged.stdout
     everyone = run("purge-expired", "--config", str(config), "--json")
     assert json.loads(everyone.stdout)["deleted"] == {"sessions": 1, "messages": 1}
+    unconfirmed = run("forget-tenant", "tenant_a", "--config", str(config))
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
     tenant = run("forget-tenant", "tenant_a", "--yes", "--config", str(config))
     assert tenant.returncode == 0 and "forgot tenant tenant_a: 0 sessions" in tenant.stdout
     backend = opened(config)
