@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -211,6 +212,23 @@ async def test_a_langchain_agent_graph_takes_a_messages_state(isolation: Isolati
     assert [m.type for m in seen[0]["messages"]] == ["system", "human"]
 
 
+async def test_only_the_text_blocks_of_a_reply_are_the_response(isolation: Isolation) -> None:
+    def graph(state: dict[str, Any]) -> dict[str, Any]:
+        blocks = [
+            {"type": "reasoning", "reasoning": "the user greets me"},
+            {"type": "text", "text": "Hello, "},
+            {"type": "tool_use", "id": "t1", "name": "lookup", "input": {}},
+            "Alice.",
+        ]
+        return {"messages": [*state["messages"], AIMessage(blocks)]}
+
+    async with client(create_app(isolation, keys(), as_agent(RunnableLambda(graph)))) as http:
+        reply = await post(http, "tenant_a:alice", "hi")
+    assert reply["response"] == "Hello, Alice."
+    stored = isolation.history(reply["session_id"], "tenant_a:alice")
+    assert [m.content for m in stored] == ["hi", "Hello, Alice."]
+
+
 async def test_a_llamaindex_llm_serves_the_chat(isolation: Isolation) -> None:
     agent = as_agent(MockLLM())  # MockLLM answers with the prompt it was given
     assert isinstance(agent, LlamaIndexAgent)
@@ -247,6 +265,28 @@ def test_a_missing_framework_names_the_pip_line(
 
 
 # -- the setting ------------------------------------------------------------------------------
+
+
+def test_load_agent_takes_an_instance_by_a_dotted_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_agents.py").write_text(
+        "from llama_index.core.llms import MockLLM\n"
+        "from muxi_isolation.agent import DemoAgent\n"
+        "AGENT = DemoAgent()\n"
+        "class Models:\n"
+        "    default = MockLLM()\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import my_agents  # type: ignore[import-not-found]
+
+        assert load_agent("my_agents:AGENT") is my_agents.AGENT  # used as it is, not called
+        made = load_agent("my_agents:Models.default")
+        assert isinstance(made, LlamaIndexAgent) and made.llm is my_agents.Models.default
+    finally:
+        sys.modules.pop("my_agents", None)
 
 
 def test_load_agent_specs() -> None:
