@@ -16,9 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from muxi_isolation import Backend, Isolation, KeyRing, Scope, StorageUnavailable
+from muxi_isolation import (
+    AccessDenied,
+    Backend,
+    Isolation,
+    KeyRing,
+    Scope,
+    StorageUnavailable,
+)
 from muxi_isolation.agent import UNKNOWN_PREFERENCE
-from muxi_isolation.server import create_app, openapi_document, serve_in_thread
+from muxi_isolation.server import create_app, iso_time, openapi_document, serve_in_thread
 from muxi_isolation.stores import open_backend
 
 SEED_KEY = "fmc_..."  # the seed's own placeholder, registered as a real key
@@ -554,6 +561,27 @@ async def test_openapi_documents_every_route_and_is_public(
 
 async def test_health_is_public(http: httpx.AsyncClient) -> None:
     assert (await http.get("/health")).json() == {"status": "ok"}
+
+
+async def test_the_routes_without_the_middleware_fail_closed(isolation: Isolation) -> None:
+    routes_alone = create_app(isolation, keyring()).router  # no middleware resolved a scope
+    async with http_client(routes_alone) as client:
+        for method, path, body in [
+            ("POST", "/v1/chat", {"message": "Remember I like tea"}),
+            ("POST", "/v1/sessions", None),
+            ("GET", "/v1/sessions", None),
+            ("GET", "/v1/sessions/s1", None),
+            ("DELETE", "/v1/sessions/s1", None),
+        ]:
+            with pytest.raises(AccessDenied, match="no scope was resolved"):
+                await client.request(method, path, headers=as_user("alice", KEY_A), json=body)
+    assert isolation.backend.list_tenants() == []
+
+
+def test_times_are_shown_in_utc_to_the_second() -> None:
+    assert iso_time(datetime(2025, 1, 8, 10, 0, 0, 999_999)) == "2025-01-08T10:00:00Z"  # naive
+    plus_two = timezone(timedelta(hours=2))
+    assert iso_time(datetime(2025, 1, 8, 12, 30, tzinfo=plus_two)) == "2025-01-08T10:30:00Z"
 
 
 # -- over a real socket -------------------------------------------------------------------------
