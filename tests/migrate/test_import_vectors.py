@@ -261,6 +261,34 @@ def test_pgvector_store_stamps_are_checked_and_dropped(
     assert all("another owner" in p.reason for p in into_bob.errors)
 
 
+def test_rows_without_an_owner_or_a_node_id_are_one_error_each(
+    source_db: str, sql_url: Any, make_backend: Any
+) -> None:
+    store = pgvector_store(source_db, sql_url)
+    store.add(li_nodes(6)[:2])  # d1, d2: alice's
+    engine = create_engine(sql_url(source_db, "psycopg"), poolclass=NullPool)
+    with engine.begin() as conn:  # rows written by hand, not by PGVectorStore
+        conn.execute(text(
+            "INSERT INTO rag.data_nodes (text, metadata_, node_id, embedding) "
+            "SELECT 'plain note', '{\"user\": \"tenant_a:alice\"}'::json, 'plain', embedding "
+            "FROM rag.data_nodes WHERE node_id = 'd1' UNION ALL "
+            "SELECT 'orphan', '{\"topic\": \"x\"}'::json, 'no-owner', embedding "
+            "FROM rag.data_nodes WHERE node_id = 'd1' UNION ALL "
+            "SELECT text, metadata_, NULL, embedding FROM rag.data_nodes WHERE node_id = 'd2'"
+        ))
+    engine.dispose()
+    target = make_backend("memory")
+    source = LlamaIndexPGVector(source_db, "nodes", schema="rag", key_field="user")
+    report = run_import(source, target, lambda k: k)
+    assert sorted((p.key, p.reason) for p in report.errors) == [
+        ("nodes / None", "the row has no node_id"),
+        ("nodes / no-owner", "no metadata field 'user'"),
+    ]
+    assert report.totals == {"memories": 3}
+    assert sorted(m.id for m in target.list_memories(ALICE)) == ["d1", "d2", "plain"]
+    assert target.get_memories(ALICE, ["plain"])[0].content == "plain note"
+
+
 def test_pgvector_store_table_missing(source_db: str, backend: Backend) -> None:
     with pytest.raises(UnreadableSource, match="data_nodes"):
         run_import(LlamaIndexPGVector(source_db, "nodes"), backend, "tenant_a:alice")
