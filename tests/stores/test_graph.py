@@ -3,17 +3,19 @@ refuses before anything is written, how it ranks, and calls with nothing to do."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 
-from muxi_isolation import Backend, MissingScope, Scope
+from muxi_isolation import Backend, MissingScope, Scope, ScopeViolation
 from muxi_isolation.stores.graph import (
     CheckpointQuery,
     CheckpointRecord,
     ItemQuery,
     MatchRule,
     StoreItem,
+    WriteRecord,
     decode_namespace,
     encode_namespace,
     rank_items,
@@ -56,6 +58,26 @@ async def test_a_bad_item_is_refused_and_its_batch_writes_nothing(
     assert keys(backend, ALICE) == []
 
 
+async def test_a_record_stamped_for_another_user_is_refused(backend: Backend) -> None:
+    theirs = item("k", {"v": 1}, scope=BOB)
+    with pytest.raises(ScopeViolation, match="another user"):
+        backend.put_items(ALICE, [theirs], [])
+    checkpoint = CheckpointRecord("t1", "", "c1", None, "bytes", b"x", scope=BOB)
+    with pytest.raises(ScopeViolation):
+        backend.put_checkpoint(ALICE, checkpoint)
+    write = WriteRecord("t1", "", "c1", "task", 0, "ch", "bytes", b"w", scope=BOB)
+    with pytest.raises(ScopeViolation):
+        await backend.aput_checkpoint_writes(ALICE, [write], replace=True)
+    for user in (ALICE, BOB):
+        assert keys(backend, user) == []
+        assert backend.get_checkpoints(user, CheckpointQuery()) == []
+    # stamped for the same user (any of her sessions): written as hers
+    backend.put_items(ALICE, [replace(theirs, scope=ALICE.with_session("s9"))], [])
+    assert [(i.key, i.scope) for i in backend.search_items(ALICE, ItemQuery(), now=NOW)] == [
+        ("k", ALICE)
+    ]
+
+
 def test_checkpoint_metadata_must_be_json(backend: Backend) -> None:
     record = CheckpointRecord("t1", "", "c1", None, "bytes", b"x", {"at": NOW})
     with pytest.raises(ValueError, match="checkpoint metadata must be JSON"):
@@ -92,6 +114,7 @@ async def test_empty_batches_change_nothing_and_still_need_a_scope(backend: Back
     backend.put_items(ALICE, [], [])
     await backend.aput_items(ALICE, [], [])
     backend.put_checkpoint_writes(ALICE, [], replace=True)
+    await backend.aput_checkpoint_writes(ALICE, [], replace=False)
     assert backend.get_items(ALICE, [], now=NOW) == []
     assert await backend.aget_items(ALICE, [], now=NOW) == []
     assert keys(backend, ALICE) == ["k"]
