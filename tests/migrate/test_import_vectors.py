@@ -119,7 +119,14 @@ def test_one_dump_per_user_is_keyed_by_its_file_name(tmp_path: Path, backend: Ba
 
 
 @pytest.mark.parametrize(
-    "content", ["{", "[]", '{"x": {"text": "t"}}', '{"x": {"text": 1, "vector": [1]}}']
+    "content",
+    [
+        "{",
+        "[]",
+        '{"x": {"text": "t"}}',
+        '{"x": {"text": 1, "vector": [1]}}',
+        '{"x": {"text": "t", "vector": [1], "metadata": ["user", "alice"]}}',
+    ],
 )
 def test_a_bad_dump_writes_nothing(tmp_path: Path, backend: Backend, content: str) -> None:
     path = tmp_path / "dump.json"

@@ -86,6 +86,9 @@ def test_no_retention_keeps_everything(backend: Backend) -> None:
 
 async def test_apurge_expired(backend: Backend) -> None:
     fill(backend)
+    kept = await apurge_expired(backend, config(None), clock=lambda: NOW)
+    assert kept.before is None and kept.deleted == {}
+    assert len(backend.list_sessions(ALICE)) == 3
     report = await apurge_expired(backend, 7200, clock=lambda: NOW)
     assert report.to_dict() == {
         "before": "2026-03-01T10:00:00.000000+00:00",

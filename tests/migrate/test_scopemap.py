@@ -79,6 +79,10 @@ def test_load_mapping(tmp_path: Any) -> None:
     path.write_text('{"a": "t:u", "1": {"user": "v"}}', encoding="utf-8")
     assert load_mapping(file=path) == {"a": "t:u", "1": {"user": "v"}}
     assert load_mapping(python="os.path:basename") is not None
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- tenant_a:alice\n- tenant_a:bob\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="must hold a mapping of key -> owner"):
+        load_mapping(file=listed)
     for bad in ({"template": "{x}"}, {"file": tmp_path / "none.yaml"},
                 {"python": "os.path:nope"}, {"python": "os:sep"},
                 {"template": "{user}", "python": "os.path:basename"}):
@@ -99,3 +103,8 @@ def test_report_format_and_dict() -> None:
     assert "dry run: nothing written" in text and "error: k9: no valid owner: bad" in text
     assert report.to_dict()["scopes"] == {"t:a": {"messages": 3, "sessions": 1},
                                           "t:b": {"memories": 2}}
+    report.errors += [Problem(f"k{n}", "no valid owner") for n in range(10, 30)]
+    lines = report.format(limit=5).splitlines()
+    assert [line for line in lines if "error:" in line][-1] == "  error: k13: no valid owner"
+    assert lines[-1] == "  ... and 16 more errors"
+    assert "errors 21" in report.format(limit=5)

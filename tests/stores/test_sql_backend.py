@@ -29,7 +29,7 @@ T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 
 # -- URLs -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", ":memory:"])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", ":memory:", "sqlite:///"])
 def test_memory_urls(url: str) -> None:
     target = resolve_url(url)
     assert target.memory and target.dialect == "sqlite"
