@@ -11,6 +11,7 @@ every container. The neighbours' rows must all still be there.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -207,3 +208,29 @@ async def test_aforget_tenant(backend: Backend) -> None:
     fill(backend, ALICE_B)
     report = await aforget_tenant(backend, "tenant_b")
     assert report.total == 9 and backend.list_tenants() == []
+
+
+def test_a_reader_holding_the_log_delays_the_scrub_not_the_forget(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "busy.db"
+    backend = SQLBackend(f"sqlite:///{path}", embedding_dimension=None, busy_timeout=0.2)
+    try:
+        fill(backend, ALICE)
+        fill(backend, BOB)
+        reader = sqlite3.connect(path)  # another process's long read keeps the log in use
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM muxi_memories").fetchone() == (2,)
+        with caplog.at_level(logging.WARNING, logger="muxi_isolation.stores.sql"):
+            report = forget_user(backend, ALICE)
+        assert report.total == 9
+        assert "the SQLite log could not be emptied now" in caplog.text
+        assert backend.list_memories(ALICE) == [] and len(backend.list_memories(BOB)) == 1
+        assert residue_sqlite(backend, ALICE) == ["bytes of busy.db-wal"]  # old log frames
+        reader.rollback()
+        reader.close()
+        assert forget_user(backend, ALICE).total == 0  # the next forget empties the log
+        assert residue_sqlite(backend, ALICE) == []
+        assert len(residue_sqlite(backend, BOB)) >= 8
+    finally:
+        backend.close()
