@@ -38,7 +38,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ...filters import Filter
 from ...scope import Scope
-from ..base import Counts
 from ..graph import (
     WILDCARD,
     CheckpointQuery,
@@ -58,7 +57,7 @@ from ._graph_schema import GraphTables
 if TYPE_CHECKING:
     from ._schema import Tables
 
-__all__ = ["GraphOps", "SQLGraph", "forget_graph"]
+__all__ = ["GraphOps", "SQLGraph"]
 
 Cond = ColumnElement[bool]
 T = TypeVar("T")
@@ -136,22 +135,6 @@ def _row_to_item(row: Row[Any], vectors: bool) -> StoreItem:
         _unpack(m["embedding_fields"], m["embeddings"]) if vectors else None,
         Scope(m["tenant_id"], m["user_id"]),
     )
-
-
-def forget_graph(
-    conn: Connection, graph: GraphTables, where: Callable[[Table], list[Cond]]
-) -> Counts:
-    """Delete the graph rows ``where`` selects; counts only for the kinds that had any."""
-    counts = {}
-    for kind, table in (
-        ("checkpoints", graph.checkpoints),
-        ("checkpoint_writes", graph.writes),
-        ("store_items", graph.items),
-    ):
-        gone = conn.execute(delete(table).where(*where(table))).rowcount
-        if gone:
-            counts[kind] = gone
-    return counts
 
 
 class GraphOps:
