@@ -164,15 +164,21 @@ def machine() -> dict[str, object]:
     ram = 0.0
     try:
         kb = next(
-            line for line in Path("/proc/meminfo").read_text().splitlines()
+            line
+            for line in Path("/proc/meminfo").read_text().splitlines()
             if line.startswith("MemTotal")
         )
         ram = int(kb.split()[1]) / 1024**2
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"nproc": os.cpu_count(), "ram_gib": round(ram, 1), "cpu": cpu,
-            "python": platform.python_version(), "load_1min_at_start": round(load, 2)}
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": round(ram, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "load_1min_at_start": round(load, 2),
+    }
 
 
 def versions(*packages: str) -> dict[str, str]:
@@ -208,7 +214,10 @@ def shared_buffers(psql_url: str) -> str:
 def git_head() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -90,8 +90,15 @@ def load_sqlite(path: Path, backend: SQLBackend, first: int, sessions: int) -> N
             f"INSERT INTO {m} (tenant_id, user_id, session_id, seq, role, content, metadata, "
             "tool_calls, status, created_at) VALUES (?, ?, ?, ?, ?, ?, '{}', '[]', 'active', ?)",
             (
-                (s.tenant_id, s.user_id, s.session_id, seq, "user", json.dumps(text),
-                 at.strftime("%Y-%m-%d %H:%M:%S.%f"))
+                (
+                    s.tenant_id,
+                    s.user_id,
+                    s.session_id,
+                    seq,
+                    "user",
+                    json.dumps(text),
+                    at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                )
                 for s, seq, text, at in rows_for(first, sessions)
             ),
         )
@@ -113,18 +120,35 @@ def load_postgres(admin_url: str, backend: SQLBackend, first: int, sessions: int
     m, c = backend.tables.messages, backend.tables.counters
     libpq = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
     with psycopg.connect(libpq, autocommit=True) as conn:
-        with conn.cursor() as cur, cur.copy(
-            f'COPY "{m.schema}"."{m.name}" (tenant_id, user_id, session_id, seq, role, content, '
-            "metadata, tool_calls, status, created_at) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                f'COPY "{m.schema}"."{m.name}" (tenant_id, user_id, session_id, seq, role, '
+                "content, metadata, tool_calls, status, created_at) FROM STDIN"
+            ) as copy,
+        ):
             for s, seq, text, at in rows_for(first, sessions):
                 copy.write_row(
-                    (s.tenant_id, s.user_id, s.session_id, seq, "user", json.dumps(text), "{}",
-                     "[]", "active", at)
+                    (
+                        s.tenant_id,
+                        s.user_id,
+                        s.session_id,
+                        seq,
+                        "user",
+                        json.dumps(text),
+                        "{}",
+                        "[]",
+                        "active",
+                        at,
+                    )
                 )
-        with conn.cursor() as cur, cur.copy(
-            f'COPY "{c.schema}"."{c.name}" (tenant_id, user_id, session_id, next_seq) FROM STDIN'
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                f'COPY "{c.schema}"."{c.name}" (tenant_id, user_id, session_id, next_seq) '
+                "FROM STDIN"
+            ) as copy,
+        ):
             for s in map(session_scope, range(first, first + sessions)):
                 copy.write_row((s.tenant_id, s.user_id, s.session_id, PER_SESSION + 1))
         conn.execute(f'VACUUM ANALYZE "{m.schema}"."{m.name}"')
@@ -145,9 +169,10 @@ def measure(backend: SQLBackend, sessions: int, reads: int, rng: random.Random) 
 
 def run(kind: str, small: int, big: int, reads: int, rng: random.Random) -> dict[str, float]:
     small_sessions, big_sessions = small // PER_SESSION, big // PER_SESSION
-    with tempfile.TemporaryDirectory() as tmp, (
-        postgres() if kind == "postgres" else _nothing()
-    ) as admin_url:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        postgres() if kind == "postgres" else _nothing() as admin_url,
+    ):
         if kind == "sqlite":
             path = Path(tmp) / "history.db"
             backend = SQLBackend(f"sqlite:///{path}")
@@ -168,8 +193,11 @@ def run(kind: str, small: int, big: int, reads: int, rng: random.Random) -> dict
                     load_sqlite(path, backend, loaded, sessions - loaded)
                 else:
                     load_postgres(admin_url, backend, loaded, sessions - loaded)
-                print(f"{kind}: loaded {(sessions - loaded) * PER_SESSION} rows in "
-                      f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+                print(
+                    f"{kind}: loaded {(sessions - loaded) * PER_SESSION} rows in "
+                    f"{time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                )
                 loaded = sessions
                 times = measure(backend, sessions, reads, rng)
                 out[f"median_ms_{label}"] = statistics.median(times)
@@ -202,15 +230,23 @@ def main() -> None:
         ratios[kind] = round(r["median_ms_1m"] / r["median_ms_10k"], 3)
         for label in ("10k", "1m"):
             ratio = f"{ratios[kind]:6.2f}" if label == "1m" else ""
-            print(f"{kind:>10} {int(r[f'rows_{label}']):>9} {r[f'median_ms_{label}']:10.3f} "
-                  f"{r[f'p95_ms_{label}']:8.3f} {ratio:>6}")
+            print(
+                f"{kind:>10} {int(r[f'rows_{label}']):>9} {r[f'median_ms_{label}']:10.3f} "
+                f"{r[f'p95_ms_{label}']:8.3f} {ratio:>6}"
+            )
     print(f"each median over {args.reads} reads of a random session's last 50 messages")
-    print(json.dumps({
-        "read_ratio_1m_vs_10k": ratios,
-        "median_ms": {k: {"10k": round(r["median_ms_10k"], 4), "1m": round(r["median_ms_1m"], 4)}
-                      for k, r in results.items()},
-        "rows": {"small": args.small, "big": args.big},
-    }))
+    print(
+        json.dumps(
+            {
+                "read_ratio_1m_vs_10k": ratios,
+                "median_ms": {
+                    k: {"10k": round(r["median_ms_10k"], 4), "1m": round(r["median_ms_1m"], 4)}
+                    for k, r in results.items()
+                },
+                "rows": {"small": args.small, "big": args.big},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -82,9 +82,20 @@ def server(url: str, keys: dict[str, str]) -> Iterator[str]:
         env = {**os.environ, **{f"KEY_{t.upper()}": k for t, k in keys.items()}}
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "muxi_isolation.cli", "serve", "--config", str(config),
-             "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "muxi_isolation.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -120,8 +131,10 @@ async def simulate(
     http: httpx.AsyncClient, index: int, keys: dict[str, str], end: float, stats: Stats
 ) -> None:
     tenant = f"tenant_{index % TENANTS}"
-    headers = {"X-Muxi-Client-Key": keys[tenant],
-               "X-Muxi-User-Id": f"{tenant}:user_{index // TENANTS}"}
+    headers = {
+        "X-Muxi-Client-Key": keys[tenant],
+        "X-Muxi-User-Id": f"{tenant}:user_{index // TENANTS}",
+    }
     secret = f"secret_{uuid.uuid4().hex[:16]}"
 
     async def turn(message: str, session_id: str | None) -> dict[str, str] | None:
@@ -214,8 +227,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--backends", default="sqlite,postgres",
-                        help="comma-separated: sqlite, postgres, memory")
+    parser.add_argument(
+        "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres, memory"
+    )
     args = parser.parse_args()
     keys = {f"tenant_{t}": f"fmc_load_{uuid.uuid4().hex}" for t in range(TENANTS)}
     results: dict[str, dict[str, float]] = {}
@@ -229,8 +243,18 @@ def main() -> int:
     for kind, row in results.items():
         print(f"{kind:<10}" + "".join(f"{row[c]:>16}" for c in columns))
     total_leaks = sum(int(r["leaks"]) for r in results.values())
-    print(json.dumps({"bench": "load", "users": args.users, "seconds": args.seconds,
-                      "tenants": TENANTS, "results": results, "leaks": total_leaks}))
+    print(
+        json.dumps(
+            {
+                "bench": "load",
+                "users": args.users,
+                "seconds": args.seconds,
+                "tenants": TENANTS,
+                "results": results,
+                "leaks": total_leaks,
+            }
+        )
+    )
     bad = total_leaks + sum(int(r["wrong"] + r["errors"]) for r in results.values())
     return 1 if bad else 0
 

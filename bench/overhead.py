@@ -116,11 +116,16 @@ def langchain_pairs(args: Any, table: np.ndarray) -> dict[str, dict[str, float]]
     scoped = {u: scope_vectorstore(inner, Scope(TENANT, f"u{u}")) for u in range(args.users)}
     for u in range(args.users):  # the same texts and vectors on both sides
         texts = [f"t{u * args.per_user + i}" for i in range(args.per_user)]
-        bare.add_documents([Document(page_content=t, metadata={"user_id": f"u{u}", "n": i})
-                            for i, t in enumerate(texts)])
-        scoped[u].add_documents([Document(page_content=t, metadata={"n": i})
-                                 for i, t in enumerate(texts)])
-    queries = table[: 64].tolist()
+        bare.add_documents(
+            [
+                Document(page_content=t, metadata={"user_id": f"u{u}", "n": i})
+                for i, t in enumerate(texts)
+            ]
+        )
+        scoped[u].add_documents(
+            [Document(page_content=t, metadata={"n": i}) for i, t in enumerate(texts)]
+        )
+    queries = table[:64].tolist()
     seen = set()
 
     def search_wrapped(n: int) -> object:
@@ -141,15 +146,19 @@ def langchain_pairs(args: Any, table: np.ndarray) -> dict[str, dict[str, float]]
 
     def add_wrapped(n: int) -> object:
         first = base + n * args.batch
-        docs = [Document(page_content=f"t{first + i}", metadata={"n": i})
-                for i in range(args.batch)]
+        docs = [
+            Document(page_content=f"t{first + i}", metadata={"n": i}) for i in range(args.batch)
+        ]
         return scoped[n % args.users].add_documents(docs)
 
     def add_bare(n: int) -> object:
         first = base + n * args.batch
-        docs = [Document(page_content=f"t{first + i}", metadata={"user_id": f"u{n % args.users}",
-                                                                "n": i})
-                for i in range(args.batch)]
+        docs = [
+            Document(
+                page_content=f"t{first + i}", metadata={"user_id": f"u{n % args.users}", "n": i}
+            )
+            for i in range(args.batch)
+        ]
         return bare.add_documents(docs)
 
     out["add"] = pair(add_wrapped, add_bare, args.trials, args.reps)
@@ -166,15 +175,21 @@ def llamaindex_pairs(args: Any, table: np.ndarray) -> dict[str, dict[str, float]
 
     def nodes(first: int, count: int, user: int | None) -> list[TextNode]:
         extra = {} if user is None else {"user_id": f"u{user}"}
-        return [TextNode(id_=f"n{first + i}", text=f"t{first + i}",
-                         embedding=rows[(first + i) % len(rows)], metadata={"n": i, **extra})
-                for i in range(count)]
+        return [
+            TextNode(
+                id_=f"n{first + i}",
+                text=f"t{first + i}",
+                embedding=rows[(first + i) % len(rows)],
+                metadata={"n": i, **extra},
+            )
+            for i in range(count)
+        ]
 
     for u in range(args.users):
         first = u * args.per_user
         bare.add(nodes(first, args.per_user, u))
         scoped[u].add(nodes(first, args.per_user, None))
-    queries = table[: 64].tolist()
+    queries = table[:64].tolist()
     seen = set()
 
     def query_wrapped(n: int) -> object:
@@ -195,7 +210,8 @@ def llamaindex_pairs(args: Any, table: np.ndarray) -> dict[str, dict[str, float]
     out["add"] = pair(
         lambda n: scoped[n % args.users].add(nodes(base + n * args.batch, args.batch, None)),
         lambda n: bare.add(nodes(base + n * args.batch, args.batch, n % args.users)),
-        args.trials, args.reps,
+        args.trials,
+        args.reps,
     )
     return out
 
@@ -216,8 +232,10 @@ def history_pairs(args: Any, tmp: Path) -> dict[str, dict[str, float]]:
         warnings.simplefilter("ignore")
         memory = {u: InMemoryChatMessageHistory() for u in range(2 * users)}
     bare = BareSQL(tmp / "bare.db")
-    pair_msgs = [HumanMessage("what did I say about the budget?"),
-                 AIMessage("You said the Q3 budget is 1.2M and marketing gets a fifth.")]
+    pair_msgs = [
+        HumanMessage("what did I say about the budget?"),
+        AIMessage("You said the Q3 budget is 1.2M and marketing gets a fifth."),
+    ]
     for u in range(users):  # sessions of --history messages to read
         for _ in range(args.history // 2):
             muxi[u].add_messages(pair_msgs)
@@ -226,22 +244,37 @@ def history_pairs(args: Any, tmp: Path) -> dict[str, dict[str, float]]:
     read_len = {len(muxi[0].messages), len(memory[0].messages), len(bare.read(0))}
     assert read_len == {args.history}, read_len
     out = {
-        "read_vs_inmemory": pair(lambda n: muxi[n % users].messages,
-                                 lambda n: memory[n % users].messages, args.trials, args.reps),
-        "read_vs_sqlalchemy": pair(lambda n: muxi[n % users].messages,
-                                   lambda n: bare.read(n % users), args.trials, args.reps),
+        "read_vs_inmemory": pair(
+            lambda n: muxi[n % users].messages,
+            lambda n: memory[n % users].messages,
+            args.trials,
+            args.reps,
+        ),
+        "read_vs_sqlalchemy": pair(
+            lambda n: muxi[n % users].messages,
+            lambda n: bare.read(n % users),
+            args.trials,
+            args.reps,
+        ),
     }
     add_users = list(range(users, 2 * users))  # fresh sessions: the reads above stay fixed
     for u in add_users:
         user = Scope(TENANT, f"u{u}")
-        muxi[u] = MuxiChatMessageHistory(backend, user.with_session(sessions.create(user).id),
-                                         sessions)
-    out["add_vs_inmemory"] = pair(lambda n: muxi[users + n % users].add_messages(pair_msgs),
-                                  lambda n: memory[users + n % users].add_messages(pair_msgs),
-                                  args.trials, args.reps)
-    out["add_vs_sqlalchemy"] = pair(lambda n: muxi[users + n % users].add_messages(pair_msgs),
-                                    lambda n: bare.add(users + n % users, pair_msgs),
-                                    args.trials, args.reps)
+        muxi[u] = MuxiChatMessageHistory(
+            backend, user.with_session(sessions.create(user).id), sessions
+        )
+    out["add_vs_inmemory"] = pair(
+        lambda n: muxi[users + n % users].add_messages(pair_msgs),
+        lambda n: memory[users + n % users].add_messages(pair_msgs),
+        args.trials,
+        args.reps,
+    )
+    out["add_vs_sqlalchemy"] = pair(
+        lambda n: muxi[users + n % users].add_messages(pair_msgs),
+        lambda n: bare.add(users + n % users, pair_msgs),
+        args.trials,
+        args.reps,
+    )
     backend.close()
     bare.engine.dispose()
     return out
@@ -262,7 +295,8 @@ class BareSQL:
 
         md = MetaData()
         self.t = Table(
-            "messages", md,
+            "messages",
+            md,
             Column("session_id", String(255), primary_key=True),
             Column("seq", Integer, primary_key=True),
             Column("role", String(32), nullable=False),
@@ -273,8 +307,10 @@ class BareSQL:
 
     def add(self, session: int, messages: list[Any]) -> None:
         seq = self.next.get(session, 0)
-        rows = [{"session_id": f"s{session}", "seq": seq + i, "role": m.type,
-                 "content": m.content} for i, m in enumerate(messages)]
+        rows = [
+            {"session_id": f"s{session}", "seq": seq + i, "role": m.type, "content": m.content}
+            for i, m in enumerate(messages)
+        ]
         self.next[session] = seq + len(messages)
         with self.engine.begin() as conn:
             conn.execute(insert(self.t), rows)
@@ -283,11 +319,13 @@ class BareSQL:
         t = self.t
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.c.role, t.c.content).where(t.c.session_id == f"s{session}")
+                select(t.c.role, t.c.content)
+                .where(t.c.session_id == f"s{session}")
                 .order_by(t.c.seq)
             ).all()
-        return [HumanMessage(r.content) if r.role == "human" else AIMessage(r.content)
-                for r in rows]
+        return [
+            HumanMessage(r.content) if r.role == "human" else AIMessage(r.content) for r in rows
+        ]
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -326,22 +364,33 @@ def main() -> None:
             flag = ""
             if name != "chat_history":
                 flag = " ok" if r["ratio"] <= TARGET else " over target"
-            print(f"{name:>20} {op:>19} {r['wrapped_us']:11.1f} {r['bare_us']:9.1f} "
-                  f"{r['ratio']:5.2f}x{flag}")
+            print(
+                f"{name:>20} {op:>19} {r['wrapped_us']:11.1f} {r['bare_us']:9.1f} "
+                f"{r['ratio']:5.2f}x{flag}"
+            )
             figures[f"{name}_{op}_ratio"] = round(r["ratio"], 3)
-            figures[f"{name}_{op}_us"] = {"wrapped": round(r["wrapped_us"], 1),
-                                          "bare": round(r["bare_us"], 1)}
+            figures[f"{name}_{op}_us"] = {
+                "wrapped": round(r["wrapped_us"], 1),
+                "bare": round(r["bare_us"], 1),
+            }
     vector = [v for k, v in figures.items() if k.endswith("_ratio") and "history" not in k]
     figures.update(
-        target=TARGET, max_vector_store_ratio=max(vector) if vector else None,
-        store_docs=args.users * args.per_user, batch=args.batch, trials=args.trials,
-        reps=args.reps, machine=machine(), commit=git_head(),
+        target=TARGET,
+        max_vector_store_ratio=max(vector) if vector else None,
+        store_docs=args.users * args.per_user,
+        batch=args.batch,
+        trials=args.trials,
+        reps=args.reps,
+        machine=machine(),
+        commit=git_head(),
         versions=versions("langchain-core", "llama-index-core", "sqlalchemy"),
         seconds=round(time.perf_counter() - began, 1),
     )
-    print(f"ratios: wrapped / bare, median of {args.trials} interleaved trials of {args.reps} "
-          f"operations each; stores hold {args.users * args.per_user} documents of "
-          f"{args.users} users; target for the vector stores <= {TARGET}x")
+    print(
+        f"ratios: wrapped / bare, median of {args.trials} interleaved trials of {args.reps} "
+        f"operations each; stores hold {args.users * args.per_user} documents of "
+        f"{args.users} users; target for the vector stores <= {TARGET}x"
+    )
     print(json.dumps(figures))
 
 

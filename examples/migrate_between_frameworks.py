@@ -37,12 +37,14 @@ def written_by_langchain(backend: Backend) -> None:
     for header, hobby in USERS.items():
         user = Scope.parse(header)
         sessions.create(user, "chat-1")
-        MuxiChatMessageHistory(backend, user.with_session("chat-1"), sessions).add_messages([
-            HumanMessage(f"I love {hobby}", additional_kwargs={"channel": "web"}),
-            AIMessage("", tool_calls=[{"id": "c1", "name": "remember", "args": {"x": hobby}}]),
-            ToolMessage("saved", tool_call_id="c1"),
-            AIMessage(f"Noted: you love {hobby}."),
-        ])
+        MuxiChatMessageHistory(backend, user.with_session("chat-1"), sessions).add_messages(
+            [
+                HumanMessage(f"I love {hobby}", additional_kwargs={"channel": "web"}),
+                AIMessage("", tool_calls=[{"id": "c1", "name": "remember", "args": {"x": hobby}}]),
+                ToolMessage("saved", tool_call_id="c1"),
+                AIMessage(f"Noted: you love {hobby}."),
+            ]
+        )
         MuxiVectorStore(backend, EMBED, scope=user).add_texts(
             [f"{header} loves {hobby}"], [{"topic": "hobby"}], ids=["hobby"]
         )

@@ -31,6 +31,7 @@ from muxi_isolation.sessions import utc_now
 
 def chat_store_file(folder: Path) -> Path:
     """What ``SimpleChatStore.persist()`` writes: one list of messages per key."""
+
     def text(role: str, words: str) -> dict[str, object]:
         return {"role": role, "blocks": [{"block_type": "text", "text": words}]}
 
@@ -63,7 +64,9 @@ def main() -> None:
     second = open_backend(f"sqlite:///{folder / 'second.db'}", embedding_dimension=None)
     print(run_import(MuxiExport(export), second, lambda key: key).format())
     assert [m.content for m in second.get_messages(ann.with_session("trip"))] == [
-        "Book Lisbon", "Booked."]
+        "Book Lisbon",
+        "Booked.",
+    ]
 
     print(forget_user(first, ann).format())
     assert first.list_sessions(ann) == [] and first.list_message_sessions(ann) == []

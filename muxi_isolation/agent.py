@@ -86,13 +86,43 @@ _ASK_PREFERENCE = re.compile(
 )
 _ASK_FACT = re.compile(r"^\s*what(?:'s|\s+is)\s+my\s+" + _TOPIC + _TAIL, re.I)
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#]*")
-_LANGUAGES = frozenset({
-    "python", "rust", "go", "golang", "java", "javascript", "typescript", "c", "c++", "c#",
-    "ruby", "kotlin", "swift", "haskell", "scala", "elixir", "erlang", "php", "perl", "lua",
-    "julia", "r", "zig", "ocaml", "clojure", "dart", "f#", "sql",
-})
-_TOPIC_ALIASES = {"languages": "language", "programming language": "language",
-                  "programming languages": "language"}
+_LANGUAGES = frozenset(
+    {
+        "python",
+        "rust",
+        "go",
+        "golang",
+        "java",
+        "javascript",
+        "typescript",
+        "c",
+        "c++",
+        "c#",
+        "ruby",
+        "kotlin",
+        "swift",
+        "haskell",
+        "scala",
+        "elixir",
+        "erlang",
+        "php",
+        "perl",
+        "lua",
+        "julia",
+        "r",
+        "zig",
+        "ocaml",
+        "clojure",
+        "dart",
+        "f#",
+        "sql",
+    }
+)
+_TOPIC_ALIASES = {
+    "languages": "language",
+    "programming language": "language",
+    "programming languages": "language",
+}
 
 
 @dataclass(frozen=True)

@@ -105,11 +105,18 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
     CONFIG,
     arg("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)"),
     arg("--port", type=int, default=8001, help="port (default: 8001)"),
-    arg("--agent", default="demo", metavar="SPEC",
+    arg(
+        "--agent",
+        default="demo",
+        metavar="SPEC",
         help="'demo' (offline), or module:attribute naming an agent, a LangChain chat model "
-             "or agent graph, or a LlamaIndex LLM (or a function making one)"),
-    arg("--allow-anonymous", action="store_true",
-        help="let requests without a key act for users of the default tenant (development)"),
+        "or agent graph, or a LlamaIndex LLM (or a function making one)",
+    ),
+    arg(
+        "--allow-anonymous",
+        action="store_true",
+        help="let requests without a key act for users of the default tenant (development)",
+    ),
 )
 def serve(args: argparse.Namespace) -> int:
     from .agent import load_agent
@@ -145,8 +152,9 @@ def serve(args: argparse.Namespace) -> int:
 @command(
     "demo",
     "play the seed's scenario over HTTP (two users, two tenants) and check isolation",
-    arg("--url", metavar="URL",
-        help="storage URL (default: a SQLite file in a temporary directory)"),
+    arg(
+        "--url", metavar="URL", help="storage URL (default: a SQLite file in a temporary directory)"
+    ),
 )
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -192,23 +200,42 @@ def _seconds(text: str) -> int:
     CONFIG,
     arg("kind", metavar="KIND", help=f"the source's kind. {_KINDS_HELP}"),
     arg("source", metavar="SOURCE", help="a file path or a postgresql:// URL"),
-    arg("--map", dest="map_template", metavar="TEMPLATE",
+    arg(
+        "--map",
+        dest="map_template",
+        metavar="TEMPLATE",
         help="owner of each key by template, e.g. '{tenant}:{user}:{session}' (or one fixed "
-             "owner, 'tenant_a:user_1'); muxi-export defaults to the exported user"),
+        "owner, 'tenant_a:user_1'); muxi-export defaults to the exported user",
+    ),
     arg("--map-file", metavar="PATH", help="a JSON/YAML mapping of key -> owner"),
     arg("--map-python", metavar="MODULE:ATTR", help="a callable key -> owner (None skips)"),
     arg("--table", help="the source table (database sources)"),
     arg("--schema", help="the source schema (database sources)"),
-    arg("--collection", action="append", dest="collections", metavar="NAME",
-        help="a PGVector collection to import (repeatable; default: all)"),
-    arg("--key-field", metavar="FIELD",
+    arg(
+        "--collection",
+        action="append",
+        dest="collections",
+        metavar="NAME",
+        help="a PGVector collection to import (repeatable; default: all)",
+    ),
+    arg(
+        "--key-field",
+        metavar="FIELD",
         help="vector sources: key each record by this metadata field (default: the "
-             "collection, table or file name)"),
+        "collection, table or file name)",
+    ),
     arg("--dry-run", action="store_true", help="read and check everything, write nothing"),
-    arg("--replace", action="store_true",
-        help="overwrite what the target holds differently (default: report a conflict)"),
-    arg("--progress", action=argparse.BooleanOptionalAction, default=None,
-        help="show progress on stderr (default: when stderr is a terminal)"),
+    arg(
+        "--replace",
+        action="store_true",
+        help="overwrite what the target holds differently (default: report a conflict)",
+    ),
+    arg(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    ),
     JSON_OUT,
 )
 def import_(args: argparse.Namespace) -> int:
@@ -216,24 +243,30 @@ def import_(args: argparse.Namespace) -> int:
     from .migrate._scopemap import load_mapping
     from .migrate.sources import open_source
 
-    mapping = load_mapping(
-        template=args.map_template, file=args.map_file, python=args.map_python
-    )
+    mapping = load_mapping(template=args.map_template, file=args.map_file, python=args.map_python)
     if mapping is None:
         if args.kind != "muxi-export":
-            print("muxi-isolation: import needs --map, --map-file or --map-python",
-                  file=sys.stderr)
+            print("muxi-isolation: import needs --map, --map-file or --map-python", file=sys.stderr)
             return 2
         mapping = _same_owner
     source = open_source(
-        args.kind, args.source, table=args.table, schema=args.schema,
-        collections=args.collections, key_field=args.key_field,
+        args.kind,
+        args.source,
+        table=args.table,
+        schema=args.schema,
+        collections=args.collections,
+        key_field=args.key_field,
     )
     config, backend = _backend(args)
     try:
         report = run_import(
-            source, backend, mapping, dry_run=args.dry_run, replace=args.replace,
-            progress=args.progress, session_timeout=config.memory.session_timeout,
+            source,
+            backend,
+            mapping,
+            dry_run=args.dry_run,
+            replace=args.replace,
+            progress=args.progress,
+            session_timeout=config.memory.session_timeout,
         )
     finally:
         backend.close()
@@ -288,8 +321,9 @@ def forget_user(args: argparse.Namespace) -> int:
 
     user = Scope.parse(args.user_id)
     if not args.yes:
-        print(f"muxi-isolation: this deletes everything of {user.header}; add --yes",
-              file=sys.stderr)
+        print(
+            f"muxi-isolation: this deletes everything of {user.header}; add --yes", file=sys.stderr
+        )
         return 2
     _, backend = _backend(args)
     try:
@@ -313,8 +347,10 @@ def forget_tenant(args: argparse.Namespace) -> int:
 
     tenant = Scope(args.tenant_id).tenant_id
     if not args.yes:
-        print(f"muxi-isolation: this deletes everything of tenant {tenant}; add --yes",
-              file=sys.stderr)
+        print(
+            f"muxi-isolation: this deletes everything of tenant {tenant}; add --yes",
+            file=sys.stderr,
+        )
         return 2
     _, backend = _backend(args)
     try:
@@ -328,8 +364,12 @@ def forget_tenant(args: argparse.Namespace) -> int:
     "purge-expired",
     "delete sessions expired longer ago than memory.expired_session_retention (memories stay)",
     CONFIG,
-    arg("--retention", type=_seconds, metavar="SECONDS",
-        help="override memory.expired_session_retention for this run"),
+    arg(
+        "--retention",
+        type=_seconds,
+        metavar="SECONDS",
+        help="override memory.expired_session_retention for this run",
+    ),
     arg("--tenant", metavar="TENANT", help="only this tenant (default: every tenant)"),
     JSON_OUT,
 )

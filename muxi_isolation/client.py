@@ -178,15 +178,17 @@ def _json(response: httpx.Response) -> Any:
 
 
 class _FormationBase:
-    def __init__(
-        self, base_url: str, client_key: str | None, *, user_id: str | None
-    ) -> None:
+    def __init__(self, base_url: str, client_key: str | None, *, user_id: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_key = client_key
         self.user_id = user_id
 
     def _call(
-        self, method: str, path: str, user_id: str | None, parse: Callable[[httpx.Response], T],
+        self,
+        method: str,
+        path: str,
+        user_id: str | None,
+        parse: Callable[[httpx.Response], T],
         json: Any = None,
     ) -> _Call[T]:
         headers: list[tuple[bytes, bytes]] = []
@@ -201,7 +203,10 @@ class _FormationBase:
         return self._call("POST", "/v1/sessions", user_id, lambda r: Session.from_json(r.json()))
 
     def _chat(
-        self, message: str, session_id: str | None, user_id: str | None,
+        self,
+        message: str,
+        session_id: str | None,
+        user_id: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> _Call[ChatResponse]:
         body: dict[str, Any] = {"message": message}
@@ -271,7 +276,11 @@ class Formation(_FormationBase):
         return self._send(self._create_session(user_id))
 
     def chat(
-        self, message: str, session_id: str | None = None, user_id: str | None = None, *,
+        self,
+        message: str,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        *,
         metadata: Mapping[str, Any] | None = None,
     ) -> ChatResponse:
         """One chat turn; without ``session_id`` the server starts a new session."""
@@ -333,7 +342,11 @@ class AsyncFormation(_FormationBase):
         return await self._send(self._create_session(user_id))
 
     async def chat(
-        self, message: str, session_id: str | None = None, user_id: str | None = None, *,
+        self,
+        message: str,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        *,
         metadata: Mapping[str, Any] | None = None,
     ) -> ChatResponse:
         return await self._send(self._chat(message, session_id, user_id, metadata))

@@ -110,7 +110,8 @@ def _play(base: str, key: dict[str, str], names: dict[str, str], out: Out) -> in
 
     checks = _Checks(out)
     hooks: dict[str, list[Callable[..., Any]]] = {
-        "request": [show_request], "response": [show_response]
+        "request": [show_request],
+        "response": [show_response],
     }
     with httpx.Client(event_hooks=hooks, timeout=30) as http:
         main = Formation(base, key["$KEY"], http=http)
@@ -142,14 +143,17 @@ def _play(base: str, key: dict[str, str], names: dict[str, str], out: Out) -> in
         out("\n5. User A reads the session's history")
         history = main.history(session.id, user_id="user_a")
         contents = [m.content for m in history.messages]
-        checks.check(contents[:1] == ["Remember I like Python"] and len(contents) == 2,
-                     "the history holds user A's turn and the answer")
+        checks.check(
+            contents[:1] == ["Remember I like Python"] and len(contents) == 2,
+            "the history holds user A's turn and the answer",
+        )
 
         out("\n6. Two tenants, the same user id: tenant_a:user_1 and tenant_b:user_1")
         tenant_a.chat("Remember I like Rust", user_id="tenant_a:user_1")
         answer = tenant_b.chat("What language do I like?", user_id="tenant_b:user_1")
-        checks.check(answer.response == UNKNOWN_PREFERENCE,
-                     "tenant_b:user_1 sees nothing of tenant_a:user_1")
+        checks.check(
+            answer.response == UNKNOWN_PREFERENCE, "tenant_b:user_1 sees nothing of tenant_a:user_1"
+        )
         answer = tenant_a.chat("What language do I like?", user_id="tenant_a:user_1")
         checks.check(answer.response == "You like Rust.", "tenant_a:user_1 hears 'You like Rust.'")
 

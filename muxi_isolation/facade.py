@@ -164,4 +164,3 @@ class Isolation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -294,8 +294,9 @@ def create_app(
         HTTPException: _http_error,
         Exception: _internal_error,
     }
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
-                     lifespan=lifespan)
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan
+    )
 
 
 def _isolation_error(request: Request, exc: Exception) -> Response:
@@ -344,16 +345,24 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of this server (written by hand, checked by a test)."""
     session_id = {
-        "name": "session_id", "in": "path", "required": True, "schema": {"type": "string"},
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
     }
     user_path = {
-        "name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
         "description": "The user's X-Muxi-User-Id value, percent-encoded (tenant_a%3Auser_1).",
     }
     user_header = {
-        "name": "X-Muxi-User-Id", "in": "header", "required": False,
+        "name": "X-Muxi-User-Id",
+        "in": "header",
+        "required": False,
         "schema": {"type": "string", "maxLength": 511},
-        "description": "tenant:user, or a user of the default tenant; none means user \"0\".",
+        "description": 'tenant:user, or a user of the default tenant; none means user "0".',
     }
     base = [{"$ref": "#/components/parameters/UserId"}]
     common = _errors(400, 401, 403, 503)
@@ -361,9 +370,12 @@ def openapi_document() -> dict[str, Any]:
     time_field = {"type": "string", "format": "date-time"}
     error_texts = {
         400: "Malformed id, a body naming a user or reserved keys, or not JSON",
-        401: "Missing or unknown key", 403: "Key not allowed for this user or call",
-        404: "No such session for this user", 410: "The session has expired",
-        413: "Body too large", 422: "JSON of the wrong shape",
+        401: "Missing or unknown key",
+        403: "Key not allowed for this user or call",
+        404: "No such session for this user",
+        410: "The session has expired",
+        413: "Body too large",
+        422: "JSON of the wrong shape",
         503: "Storage unavailable",
     }
     return {
@@ -372,83 +384,166 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"ClientKey": []}],
         "paths": {
             "/v1/sessions": {
-                "post": {"summary": "Create a session for the caller", "parameters": base,
-                         "responses": {"201": _json(_ref("NewSession"), "Created"), **common}},
-                "get": {"summary": "List the caller's sessions", "parameters": base,
-                        "responses": {"200": _json(_ref("SessionList"), "Sessions"), **common}},
+                "post": {
+                    "summary": "Create a session for the caller",
+                    "parameters": base,
+                    "responses": {"201": _json(_ref("NewSession"), "Created"), **common},
+                },
+                "get": {
+                    "summary": "List the caller's sessions",
+                    "parameters": base,
+                    "responses": {"200": _json(_ref("SessionList"), "Sessions"), **common},
+                },
             },
             "/v1/sessions/{session_id}": {
-                "get": {"summary": "A session and its history", "parameters": [*base, session_id],
-                        "responses": {"200": _json(_ref("SessionHistory"), "History"),
-                                      **common, **_errors(404)}},
-                "delete": {"summary": "Delete a session and its messages",
-                           "parameters": [*base, session_id],
-                           "responses": {"204": {"description": "Deleted"}, **common,
-                                         **_errors(404)}},
+                "get": {
+                    "summary": "A session and its history",
+                    "parameters": [*base, session_id],
+                    "responses": {
+                        "200": _json(_ref("SessionHistory"), "History"),
+                        **common,
+                        **_errors(404),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a session and its messages",
+                    "parameters": [*base, session_id],
+                    "responses": {"204": {"description": "Deleted"}, **common, **_errors(404)},
+                },
             },
             "/v1/chat": {
                 "post": {
                     "summary": "One chat turn; without session_id a new session is created",
                     "parameters": base,
                     "requestBody": {"required": True, **_json(_ref("ChatRequest"), "The turn")},
-                    "responses": {"200": _json(_ref("ChatResponse"), "The answer"), **common,
-                                  **_errors(404, 410, 413, 422)},
+                    "responses": {
+                        "200": _json(_ref("ChatResponse"), "The answer"),
+                        **common,
+                        **_errors(404, 410, 413, 422),
+                    },
                 },
             },
             "/v1/admin/users/{user_id}/export": {
-                "get": {"summary": "Admin key: everything stored for a user",
-                        "parameters": [user_path],
-                        "responses": {"200": _json(_ref("UserExport"), "The export"), **common}},
+                "get": {
+                    "summary": "Admin key: everything stored for a user",
+                    "parameters": [user_path],
+                    "responses": {"200": _json(_ref("UserExport"), "The export"), **common},
+                },
             },
             "/v1/admin/users/{user_id}": {
-                "delete": {"summary": "Admin key: delete every row of a user",
-                           "parameters": [user_path],
-                           "responses": {"200": _json(_ref("ForgetResult"), "Counts"), **common}},
+                "delete": {
+                    "summary": "Admin key: delete every row of a user",
+                    "parameters": [user_path],
+                    "responses": {"200": _json(_ref("ForgetResult"), "Counts"), **common},
+                },
             },
-            "/openapi.json": {"get": {"summary": "This document", "security": [],
-                                      "responses": {"200": {"description": "OpenAPI"}}}},
-            "/health": {"get": {"summary": "Liveness", "security": [],
-                                "responses": {"200": {"description": "OK"}}}},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI"}},
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            },
         },
         "components": {
-            "securitySchemes": {"ClientKey": {
-                "type": "apiKey", "in": "header", "name": "X-Muxi-Client-Key",
-                "description": "fmc_... (bound to one tenant) or fma_... (admin)",
-            }},
-            "parameters": {"UserId": user_header},
-            "responses": {
-                f"E{s}": _json(_ref("Error"), d) for s, d in error_texts.items()
+            "securitySchemes": {
+                "ClientKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Muxi-Client-Key",
+                    "description": "fmc_... (bound to one tenant) or fma_... (admin)",
+                }
             },
+            "parameters": {"UserId": user_header},
+            "responses": {f"E{s}": _json(_ref("Error"), d) for s, d in error_texts.items()},
             "schemas": {
-                "Error": {"type": "object", "required": ["error", "message"], "properties": {
-                    "error": {"type": "string", "description": "A stable code"},
-                    "message": text, "field": text, "rule": text, "session_id": text}},
-                "NewSession": {"type": "object", "required": ["id", "user_id", "created_at"],
-                               "properties": {"id": text, "user_id": text,
-                                              "created_at": time_field}},
-                "Session": {"type": "object", "properties": {
-                    "id": text, "user_id": text, "created_at": time_field,
-                    "last_active_at": time_field, "expires_at": time_field}},
-                "SessionList": {"type": "object", "properties": {
-                    "sessions": {"type": "array", "items": _ref("Session")}}},
-                "Message": {"type": "object", "properties": {
-                    "seq": {"type": "integer"}, "role": text, "content": {},
-                    "metadata": {"type": "object"}, "tool_calls": {"type": "array"},
-                    "status": text, "created_at": time_field}},
-                "SessionHistory": {"allOf": [_ref("Session"), {"type": "object", "properties": {
-                    "messages": {"type": "array", "items": _ref("Message")}}}]},
-                "ChatRequest": {"type": "object", "required": ["message"], "properties": {
-                    "message": {"type": "string", "minLength": 1}, "session_id": text,
-                    "metadata": {"type": "object"}}},
-                "ChatResponse": {"type": "object", "properties": {
-                    "session_id": text, "user_id": text, "response": text}},
-                "UserExport": {"type": "object", "properties": {
-                    "user_id": text, "tenant_id": text,
-                    "sessions": {"type": "array", "items": _ref("SessionHistory")},
-                    "memories": {"type": "array", "items": {"type": "object"}}}},
-                "ForgetResult": {"type": "object", "properties": {
-                    "user_id": text,
-                    "deleted": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string", "description": "A stable code"},
+                        "message": text,
+                        "field": text,
+                        "rule": text,
+                        "session_id": text,
+                    },
+                },
+                "NewSession": {
+                    "type": "object",
+                    "required": ["id", "user_id", "created_at"],
+                    "properties": {"id": text, "user_id": text, "created_at": time_field},
+                },
+                "Session": {
+                    "type": "object",
+                    "properties": {
+                        "id": text,
+                        "user_id": text,
+                        "created_at": time_field,
+                        "last_active_at": time_field,
+                        "expires_at": time_field,
+                    },
+                },
+                "SessionList": {
+                    "type": "object",
+                    "properties": {"sessions": {"type": "array", "items": _ref("Session")}},
+                },
+                "Message": {
+                    "type": "object",
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "role": text,
+                        "content": {},
+                        "metadata": {"type": "object"},
+                        "tool_calls": {"type": "array"},
+                        "status": text,
+                        "created_at": time_field,
+                    },
+                },
+                "SessionHistory": {
+                    "allOf": [
+                        _ref("Session"),
+                        {
+                            "type": "object",
+                            "properties": {"messages": {"type": "array", "items": _ref("Message")}},
+                        },
+                    ]
+                },
+                "ChatRequest": {
+                    "type": "object",
+                    "required": ["message"],
+                    "properties": {
+                        "message": {"type": "string", "minLength": 1},
+                        "session_id": text,
+                        "metadata": {"type": "object"},
+                    },
+                },
+                "ChatResponse": {
+                    "type": "object",
+                    "properties": {"session_id": text, "user_id": text, "response": text},
+                },
+                "UserExport": {
+                    "type": "object",
+                    "properties": {
+                        "user_id": text,
+                        "tenant_id": text,
+                        "sessions": {"type": "array", "items": _ref("SessionHistory")},
+                        "memories": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "ForgetResult": {
+                    "type": "object",
+                    "properties": {
+                        "user_id": text,
+                        "deleted": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    },
+                },
             },
         },
     }

@@ -50,11 +50,15 @@ async def say(isolation: Isolation, user: str, message: str, session: str | None
 PARSES = [
     ("Remember I like Python", ("tell", Fact("preference", "language", "Python"))),
     ("remember that I love Rust!", ("tell", Fact("preference", "language", "Rust"))),
-    ("Please remember, I prefer dark roast coffee.",
-     ("tell", Fact("preference", "general", "dark roast coffee"))),
+    (
+        "Please remember, I prefer dark roast coffee.",
+        ("tell", Fact("preference", "general", "dark roast coffee")),
+    ),
     ("Remember my name is Ada Lovelace", ("tell", Fact("fact", "name", "Ada Lovelace"))),
-    ("Remember that my favorite color is green.",
-     ("tell", Fact("fact", "favorite color", "green"))),
+    (
+        "Remember that my favorite color is green.",
+        ("tell", Fact("fact", "favorite color", "green")),
+    ),
     ("What language do I like?", ("ask", Fact("preference", "language"))),
     ("which programming languages do I prefer", ("ask", Fact("preference", "language"))),
     ("What do I like?", ("ask", Fact("preference", None))),
@@ -105,8 +109,12 @@ async def test_memory_never_crosses_users_or_tenants(isolation: Isolation) -> No
 
 
 async def test_several_preferences_distinct_and_in_order(isolation: Isolation) -> None:
-    for message in ("Remember I like Python", "Remember I like Rust",
-                    "remember that I like python", "Remember I like Go"):
+    for message in (
+        "Remember I like Python",
+        "Remember I like Rust",
+        "remember that I like python",
+        "Remember I like Go",
+    ):
         await say(isolation, "u", message)
     assert await say(isolation, "u", "What language do I like?") == (
         "You like Python, Rust and Go."
@@ -168,8 +176,9 @@ def client(app: Any) -> httpx.AsyncClient:
 
 async def test_a_langchain_chat_model_serves_the_chat(isolation: Isolation) -> None:
     recorder = Recorder()
-    model = FakeListChatModel(responses=["noted", "hello B", "you like Python"],
-                              callbacks=[recorder])
+    model = FakeListChatModel(
+        responses=["noted", "hello B", "you like Python"], callbacks=[recorder]
+    )
     agent = as_agent(model)
     assert isinstance(agent, LangChainAgent)
     async with client(create_app(isolation, keys(), agent)) as http:
@@ -188,13 +197,18 @@ async def test_a_langchain_chat_model_serves_the_chat(isolation: Isolation) -> N
     # the session's history is passed on, then the new message
     assert [m.type for m in alice_again] == ["system", "human", "ai", "human"]
     assert [m.content for m in alice_again[1:]] == [
-        "Remember I like Python", "noted", "What language do I like?"
+        "Remember I like Python",
+        "noted",
+        "What language do I like?",
     ]
     assert [m.type for m in alice_first] == ["system", "human"]
     # the turns are stored in the session, whatever the agent
     history = isolation.history(sid, "tenant_a:alice")
     assert [m.content for m in history] == [
-        "Remember I like Python", "noted", "What language do I like?", "you like Python"
+        "Remember I like Python",
+        "noted",
+        "What language do I like?",
+        "you like Python",
     ]
 
 

@@ -81,7 +81,10 @@ def test_redact_hides_passwords() -> None:
 def test_python_dash_m_runs_the_same_commands() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "muxi_isolation.cli", "forget-tenant", "--help"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "--yes" in done.stdout and "--config" in done.stdout
@@ -124,12 +127,17 @@ def serve(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(10)
 
 
-def start(started: list[subprocess.Popen[str]], *args: str, env: dict[str, str] | None = None,
-          ) -> tuple[subprocess.Popen[str], str]:
+def start(
+    started: list[subprocess.Popen[str]],
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
         [str(SCRIPT), "serve", "--port", str(port), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **(env or {})},
     )
     started.append(process)
@@ -169,15 +177,20 @@ def test_serve_with_a_config_file_and_memory_that_persists(
         "  admin_keys:\n"
         "    - key: ${{ secrets.ADMIN_KEY }}\n"
     )
-    env = {"TENANT_A_KEY": "fmc_from_secret", "ADMIN_KEY": "fma_from_secret",
-           "DB_URL": f"sqlite:///{tmp_path / 'muxi.db'}"}
+    env = {
+        "TENANT_A_KEY": "fmc_from_secret",
+        "ADMIN_KEY": "fma_from_secret",
+        "DB_URL": f"sqlite:///{tmp_path / 'muxi.db'}",
+    }
     headers = {"X-Muxi-Client-Key": "fmc_from_secret", "X-Muxi-User-Id": "tenant_a:user_1"}
     process, base = start(serve, "--config", str(config), env=env)
     told = httpx.post(f"{base}/v1/chat", headers=headers, json={"message": "Remember I like Go"})
     assert told.status_code == 200
-    other = httpx.post(f"{base}/v1/chat",
-                       headers={**headers, "X-Muxi-User-Id": "tenant_b:user_1"},
-                       json={"message": "What language do I like?"})
+    other = httpx.post(
+        f"{base}/v1/chat",
+        headers={**headers, "X-Muxi-User-Id": "tenant_b:user_1"},
+        json={"message": "What language do I like?"},
+    )
     assert (other.status_code, other.json()["error"]) == (403, "forbidden")
     keyless = httpx.post(f"{base}/v1/chat", json={"message": "hi"})
     assert keyless.status_code == 401
@@ -190,8 +203,9 @@ def test_serve_with_a_config_file_and_memory_that_persists(
     sid = told.json()["session_id"]
     history = httpx.get(f"{base}/v1/sessions/{sid}", headers=headers)
     assert [m["content"] for m in history.json()["messages"]][:1] == ["Remember I like Go"]
-    asked = httpx.post(f"{base}/v1/chat", headers=headers,
-                       json={"message": "What language do I like?"})
+    asked = httpx.post(
+        f"{base}/v1/chat", headers=headers, json={"message": "What language do I like?"}
+    )
     assert asked.json()["response"] == "You like Go."
     code, err = stop(process)
     assert code == 0, err
@@ -203,11 +217,16 @@ def test_serve_without_keys_generates_them_and_takes_an_agent_setting(
     config = tmp_path / "muxi.yaml"
     config.write_text("memory:\n  persistent:\n    provider: memory\n")
     process, base = start(
-        serve, "--config", str(config), "--agent", "llama_index.core.llms:MockLLM",
+        serve,
+        "--config",
+        str(config),
+        "--agent",
+        "llama_index.core.llms:MockLLM",
         "--allow-anonymous",
     )
-    anonymous = httpx.post(f"{base}/v1/chat", headers={"X-Muxi-User-Id": "user_123"},
-                           content=b'{"message": "Hello"}')
+    anonymous = httpx.post(
+        f"{base}/v1/chat", headers={"X-Muxi-User-Id": "user_123"}, content=b'{"message": "Hello"}'
+    )
     assert anonymous.status_code == 200
     assert "user: Hello" in anonymous.json()["response"]  # MockLLM echoes its prompt
     code, err = stop(process)

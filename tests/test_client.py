@@ -63,11 +63,7 @@ def test_the_seeds_sdk_usage_over_uvicorn(served: str) -> None:
     # Create session for user
     session = formation.create_session(user_id="user_123")
     # Chat with user context
-    response = formation.chat(
-        "Hello",
-        session_id=session.id,
-        user_id="user_123"
-    )
+    response = formation.chat("Hello", session_id=session.id, user_id="user_123")
     assert isinstance(response, ChatResponse)
     assert response.session_id == session.id
     assert response.user_id == session.user_id == "user_123"
@@ -194,8 +190,12 @@ async def test_user_ids_with_slashes_reach_the_admin_endpoints(
     [
         (502, b"<html>Bad gateway</html>", IsolationError, "HTTP 502"),
         (400, b'{"error": "invalid_json", "message": "nope"}', IsolationError, "invalid_json"),
-        (404, b'{"error": "session_not_found", "message": "m", "session_id": "s1"}',
-         SessionNotFound, "s1"),
+        (
+            404,
+            b'{"error": "session_not_found", "message": "m", "session_id": "s1"}',
+            SessionNotFound,
+            "s1",
+        ),
         (401, b'{"error": "unauthorized", "message": "missing API key"}', AccessDenied, "missing"),
     ],
 )

@@ -54,15 +54,22 @@ def ring() -> KeyRing:
 async def echo(scope: Any, receive: Any, send: Any) -> None:
     """Reports what the middleware handed down: scope dict entries and the context variable."""
     resolved: Scope = scope[SCOPE_KEY]
-    body = json.dumps({
-        "tenant": resolved.tenant_id,
-        "user": resolved.user_id,
-        "level": scope[GRANT_KEY].level.value,
-        "context_matches": current_scope() == resolved,
-        "state_matches": scope["state"]["muxi_scope"] == resolved,
-    }).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    body = json.dumps(
+        {
+            "tenant": resolved.tenant_id,
+            "user": resolved.user_id,
+            "level": scope[GRANT_KEY].level.value,
+            "context_matches": current_scope() == resolved,
+            "state_matches": scope["state"]["muxi_scope"] == resolved,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -99,8 +106,11 @@ async def test_scope_is_set_in_the_asgi_scope_state_and_context() -> None:
     response = await get({"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": "tenant_a:user_1"})
     assert response.status_code == 200
     assert response.json() == {
-        "tenant": "tenant_a", "user": "user_1", "level": "client",
-        "context_matches": True, "state_matches": True,
+        "tenant": "tenant_a",
+        "user": "user_1",
+        "level": "client",
+        "context_matches": True,
+        "state_matches": True,
     }
 
 
@@ -120,8 +130,11 @@ async def test_user_ids_are_canonicalized_and_utf8() -> None:
     decomposed = "jose\u0301"  # NFC gives the one-character é
     app = MuxiIsolationMiddleware(echo, ring())
     status, body = await raw_call(
-        app, [(b"x-muxi-client-key", KEY_DEFAULT.encode()),
-              (b"x-muxi-user-id", decomposed.encode("utf-8"))],
+        app,
+        [
+            (b"x-muxi-client-key", KEY_DEFAULT.encode()),
+            (b"x-muxi-user-id", decomposed.encode("utf-8")),
+        ],
     )
     assert status == 200
     assert body["user"] == "jos\u00e9"
@@ -152,8 +165,11 @@ REFUSALS = [
     ({"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": "tenant_a:"}, 400, "invalid_user_id"),
     ({"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": ":user_1"}, 400, "invalid_user_id"),
     ({"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": "tenant_a: user_1"}, 400, "invalid_user_id"),
-    ({"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": "tenant_a:" + "u" * 256}, 400,
-     "invalid_user_id"),
+    (
+        {"X-Muxi-Client-Key": KEY_A, "X-Muxi-User-Id": "tenant_a:" + "u" * 256},
+        400,
+        "invalid_user_id",
+    ),
 ]
 
 
@@ -173,10 +189,12 @@ RAW_REFUSALS = [
     ([(KEY, KEY_A.encode()), (USER, b"tenant_a:user\x001")], 400, "invalid_user_id"),
     ([(KEY, KEY_A.encode()), (USER, b"tenant_a:user\x1b1")], 400, "invalid_user_id"),
     ([(KEY, KEY_A.encode()), (USER, b"tenant_a:\xff\xfe")], 400, "invalid_user_id"),
-    ([(KEY, KEY_A.encode()), (USER, b"tenant_a:u1"), (USER, b"tenant_a:u2")], 400,
-     "invalid_user_id"),
-    ([(KEY, KEY_A.encode()), (KEY, ADMIN.encode()), (USER, b"tenant_b:u1")], 401,
-     "unauthorized"),
+    (
+        [(KEY, KEY_A.encode()), (USER, b"tenant_a:u1"), (USER, b"tenant_a:u2")],
+        400,
+        "invalid_user_id",
+    ),
+    ([(KEY, KEY_A.encode()), (KEY, ADMIN.encode()), (USER, b"tenant_b:u1")], 401, "unauthorized"),
 ]
 
 
@@ -192,8 +210,9 @@ async def test_a_required_user_header_is_required() -> None:
     response = await get({"X-Muxi-Client-Key": KEY_DEFAULT}, require_user_header=True)
     assert response.status_code == 400
     assert response.json()["error"] == "missing_user_id"
-    ok = await get({"X-Muxi-Client-Key": KEY_DEFAULT, "X-Muxi-User-Id": "u"},
-                   require_user_header=True)
+    ok = await get(
+        {"X-Muxi-Client-Key": KEY_DEFAULT, "X-Muxi-User-Id": "u"}, require_user_header=True
+    )
     assert ok.status_code == 200
 
 
@@ -255,7 +274,8 @@ async def test_a_typed_error_from_the_app_becomes_json() -> None:
         response = await http.get("/", headers={"X-Muxi-Client-Key": KEY_DEFAULT})
     assert response.status_code == 404
     assert response.json() == {
-        "error": "session_not_found", "message": "session not found: 'sess_x'",
+        "error": "session_not_found",
+        "message": "session not found: 'sess_x'",
         "session_id": "sess_x",
     }
 

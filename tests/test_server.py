@@ -85,7 +85,10 @@ def as_user(user_id: str | None, key: str = SEED_KEY) -> dict[str, bytes]:
 
 
 async def chat(
-    http: httpx.AsyncClient, user: str, message: str, session_id: str | None = None,
+    http: httpx.AsyncClient,
+    user: str,
+    message: str,
+    session_id: str | None = None,
     key: str = SEED_KEY,
 ) -> httpx.Response:
     body: dict[str, Any] = {"message": message}
@@ -280,7 +283,9 @@ async def test_an_expired_session_is_410_and_memory_persists(
     expired = await chat(http, "user_a", "What language do I like?", sid)
     assert expired.status_code == 410
     assert expired.json() == {
-        "error": "session_expired", "message": f"session expired: {sid!r}", "session_id": sid
+        "error": "session_expired",
+        "message": f"session expired: {sid!r}",
+        "session_id": sid,
     }
     readable = await http.get(f"/v1/sessions/{sid}", headers=as_user("user_a"))
     assert readable.status_code == 200  # history stays readable until purged
@@ -339,7 +344,8 @@ async def test_bad_chat_bodies(
 
 async def test_metadata_is_stored_on_the_users_message(http: httpx.AsyncClient) -> None:
     response = await http.post(
-        "/v1/chat", headers=as_user("user_a"),
+        "/v1/chat",
+        headers=as_user("user_a"),
         json={"message": "hi", "metadata": {"channel": "web"}},
     )
     sid = response.json()["session_id"]
@@ -379,11 +385,20 @@ AUTH_FAILURES = [
 @pytest.mark.parametrize(("headers", "status", "code"), AUTH_FAILURES)
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/sessions"), ("GET", "/v1/sessions"), ("GET", "/v1/sessions/sess_x"),
-     ("POST", "/v1/chat"), ("DELETE", "/v1/sessions/sess_x")],
+    [
+        ("POST", "/v1/sessions"),
+        ("GET", "/v1/sessions"),
+        ("GET", "/v1/sessions/sess_x"),
+        ("POST", "/v1/chat"),
+        ("DELETE", "/v1/sessions/sess_x"),
+    ],
 )
 async def test_every_endpoint_checks_the_key_and_user(
-    http: httpx.AsyncClient, headers: dict[str, str], status: int, code: str, method: str,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+    method: str,
     path: str,
 ) -> None:
     response = await http.request(method, path, headers=headers, json={"message": "hi"})
@@ -430,8 +445,9 @@ async def test_an_agent_crash_is_a_json_500(isolation: Isolation) -> None:
         async def respond(self, turn: Any) -> str:
             raise RuntimeError("model exploded")
 
-    transport = httpx.ASGITransport(app=create_app(isolation, keyring(), Broken()),
-                                    raise_app_exceptions=False)
+    transport = httpx.ASGITransport(
+        app=create_app(isolation, keyring(), Broken()), raise_app_exceptions=False
+    )
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         response = await chat(http, "user_a", "hi")  # type: ignore[arg-type]
     assert response.status_code == 500
@@ -462,8 +478,9 @@ async def test_admin_export_holds_only_that_user(http: httpx.AsyncClient) -> Non
 async def test_admin_forget_deletes_one_user(http: httpx.AsyncClient) -> None:
     await chat(http, "tenant_a:alice", "Remember I like Python", key=KEY_A)
     await chat(http, "tenant_b:alice", "Remember I like Go", key=KEY_B)
-    forgot = await http.delete("/v1/admin/users/tenant_a:alice",
-                               headers={"X-Muxi-Client-Key": ADMIN})
+    forgot = await http.delete(
+        "/v1/admin/users/tenant_a:alice", headers={"X-Muxi-Client-Key": ADMIN}
+    )
     assert forgot.status_code == 200
     assert forgot.json()["user_id"] == "tenant_a:alice"
     assert sum(forgot.json()["deleted"].values()) >= 4  # a session, two messages, a memory
@@ -491,7 +508,11 @@ async def test_admin_forget_deletes_one_user(http: httpx.AsyncClient) -> None:
     ],
 )
 async def test_admin_endpoints_need_an_admin_key(
-    http: httpx.AsyncClient, headers: dict[str, str], status: int, code: str, method: str,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+    method: str,
     path: str,
 ) -> None:
     await chat(http, "tenant_a:alice", "Remember I like Python", key=KEY_A)
@@ -591,11 +612,17 @@ def test_uvicorn_on_loopback(isolation: Isolation) -> None:
     app = create_app(isolation, keyring(), allow_anonymous=True)
     with serve_in_thread(app) as base, httpx.Client(base_url=base) as http:
         assert base.startswith("http://127.0.0.1:")
-        first = http.post("/v1/chat", headers={"X-Muxi-User-Id": "user_123"},
-                          content=b'{"message": "Remember I like Python"}')
+        first = http.post(
+            "/v1/chat",
+            headers={"X-Muxi-User-Id": "user_123"},
+            content=b'{"message": "Remember I like Python"}',
+        )
         assert first.status_code == 200
-        other = http.post("/v1/chat", headers={"X-Muxi-User-Id": "user_456"},
-                          content=b'{"message": "What language do I like?"}')
+        other = http.post(
+            "/v1/chat",
+            headers={"X-Muxi-User-Id": "user_456"},
+            content=b'{"message": "What language do I like?"}',
+        )
         assert other.json()["response"] == UNKNOWN_PREFERENCE
         created = http.post("/v1/sessions", headers={"X-Muxi-Client-Key": "fmc_..."})
         assert created.status_code == 201
@@ -604,6 +631,7 @@ def test_uvicorn_on_loopback(isolation: Isolation) -> None:
             headers=[(b"X-Muxi-Client-Key", b"fmc_..."), (b"X-Muxi-User-Id", "zoë".encode())],
         )
         assert unicode_user.json()["user_id"] == "zoë"
-        refused = http.post("/v1/chat", headers={"X-Muxi-Client-Key": "fmc_wrong"},
-                            content=b'{"message": "x"}')
+        refused = http.post(
+            "/v1/chat", headers={"X-Muxi-Client-Key": "fmc_wrong"}, content=b'{"message": "x"}'
+        )
         assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")

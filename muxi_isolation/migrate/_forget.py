@@ -37,7 +37,8 @@ class ForgetReport:
 
     def format(self) -> str:
         who = (
-            f"user {self.target.header}" if isinstance(self.target, Scope)
+            f"user {self.target.header}"
+            if isinstance(self.target, Scope)
             else f"tenant {self.target}"
         )
         counts = ", ".join(f"{n} {kind}" for kind, n in self.deleted.items())

@@ -72,15 +72,29 @@ def _checkpoint_from_json(data: Mapping[str, Any]) -> CheckpointRecord:
         thread, ns, cid = data["thread_id"], data["checkpoint_ns"], data["checkpoint_id"]
         writes = tuple(
             WriteRecord(
-                thread, ns, cid, str(w["task_id"]), int(w["idx"]), str(w["channel"]),
-                str(w["serde_type"]), _unb64(w["value"], "value"), str(w.get("task_path", "")),
+                thread,
+                ns,
+                cid,
+                str(w["task_id"]),
+                int(w["idx"]),
+                str(w["channel"]),
+                str(w["serde_type"]),
+                _unb64(w["value"], "value"),
+                str(w.get("task_path", "")),
             )
             for w in data.get("writes", [])
         )
         return CheckpointRecord(
-            str(thread), str(ns), str(cid), data.get("parent_id"), str(data["serde_type"]),
-            _unb64(data["checkpoint"], "checkpoint"), dict(data.get("metadata") or {}),
-            parse_time(data.get("created_at"), "created_at"), None, writes,
+            str(thread),
+            str(ns),
+            str(cid),
+            data.get("parent_id"),
+            str(data["serde_type"]),
+            _unb64(data["checkpoint"], "checkpoint"),
+            dict(data.get("metadata") or {}),
+            parse_time(data.get("created_at"), "created_at"),
+            None,
+            writes,
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, UnreadableSource):
@@ -161,7 +175,8 @@ def _restore(backend: Backend, user: Scope, data: dict[str, Any], dry_run: bool)
     now = datetime.now(timezone.utc)
     near = ItemQuery(prefix=item.namespace, vectors=True)  # get_items leaves vectors out
     same = [
-        i for i in backend.search_items(user, near, now=now)
+        i
+        for i in backend.search_items(user, near, now=now)
         if (i.namespace, i.key) == (item.namespace, item.key)
     ]
     if same and _item_json(same[0]) == _item_json(item):

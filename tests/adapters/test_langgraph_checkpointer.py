@@ -68,8 +68,12 @@ def test_another_users_thread_does_not_exist(backend: Backend) -> None:
     alices = save(saver, ALICE, "t1", "alice's")
     for other in (BOB, ALICE_B):
         assert saver.get_tuple(config("t1", other)) is None
-        assert saver.get_tuple({**alices, "configurable": {**alices["configurable"],
-                                                          "user_id": other.header}}) is None
+        assert (
+            saver.get_tuple(
+                {**alices, "configurable": {**alices["configurable"], "user_id": other.header}}
+            )
+            is None
+        )
         assert secrets(saver, other, "t1") == []
         assert secrets(saver, other, None) == []
         with use_scope(other):

@@ -37,8 +37,10 @@ def sql_url() -> Callable[[str, str], str]:
     """The same database under another SQLAlchemy driver (psycopg, asyncpg)."""
 
     def convert(url: str, driver: str) -> str:
-        return make_url(url).set(drivername=f"postgresql+{driver}").render_as_string(
-            hide_password=False
+        return (
+            make_url(url)
+            .set(drivername=f"postgresql+{driver}")
+            .render_as_string(hide_password=False)
         )
 
     return convert

@@ -35,15 +35,17 @@ def owned(postgres_urls: Any, postgres_admin: Any) -> Iterator[tuple[SQLBackend,
         conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
         exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": OWNER})
         verb = "ALTER" if exists else "CREATE"
-        conn.execute(text(f"{verb} ROLE {OWNER} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD "
-                          f"'{password}'"))
+        conn.execute(
+            text(f"{verb} ROLE {OWNER} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'")
+        )
         database = conn.scalar(text("SELECT current_database()"))
         conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER}'))
     owner_url = make_url(postgres_urls.admin).set(
         drivername="postgresql+psycopg", username=OWNER, password=password
     )
-    backend = SQLBackend(postgres_urls.app, admin_url=owner_url, schema=schema,
-                         embedding_dimension=2)
+    backend = SQLBackend(
+        postgres_urls.app, admin_url=owner_url, schema=schema, embedding_dimension=2
+    )
     owner = create_engine(owner_url, poolclass=NullPool)
     app = create_engine(postgres_urls.app, poolclass=NullPool)
     yield backend, owner, app
@@ -75,8 +77,9 @@ def test_the_owner_is_an_ordinary_role(owned: tuple[SQLBackend, Any, Any]) -> No
     fill(backend)
     assert backend.rls_enforced()
     with owner.connect() as conn:
-        row = conn.execute(text("SELECT rolsuper, rolbypassrls FROM pg_roles "
-                                "WHERE rolname = current_user")).one()
+        row = conn.execute(
+            text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        ).one()
     assert tuple(row) == (False, False)
 
 
@@ -110,5 +113,4 @@ async def test_async_twins_under_forced_rls(owned: tuple[SQLBackend, Any, Any]) 
     fill(backend)
     assert await backend.alist_tenants() == ["tenant_a", "tenant_b"]
     assert await backend.apurge_expired(T0, tenant_id="tenant_b") == {"sessions": 1, "messages": 1}
-    assert await backend.aforget_tenant("tenant_b") == {"sessions": 1, "messages": 1,
-                                                        "memories": 1}
+    assert await backend.aforget_tenant("tenant_b") == {"sessions": 1, "messages": 1, "memories": 1}

@@ -12,14 +12,21 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-W", "error", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-W", "error", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("url", [None, "memory://"], ids=["default-sqlite", "memory"])
 def test_between_frameworks(url: str | None, tmp_path: Path) -> None:
-    done = run(str(EXAMPLES / "migrate_between_frameworks.py"), *([url] if url else []),
-               cwd=tmp_path)
+    done = run(
+        str(EXAMPLES / "migrate_between_frameworks.py"), *([url] if url else []), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert "isolation held" in done.stdout and "LEAKED" not in done.stdout
     assert "{'channel': 'web'}" in done.stdout  # LangChain kwargs reach LlamaIndex

@@ -42,27 +42,47 @@ SECRET = "bob's-unique-secret-7f3a"
 def fill(backend: Backend) -> None:
     """A user with everything an export must keep, and a neighbour it must not."""
     for sid, at in (("s1", T0), ("s2", T0 + timedelta(minutes=5))):
-        backend.insert_session(ALICE, SessionRecord(sid, ALICE, at, at + timedelta(minutes=1),
-                                                    at + timedelta(hours=1)))
+        backend.insert_session(
+            ALICE, SessionRecord(sid, ALICE, at, at + timedelta(minutes=1), at + timedelta(hours=1))
+        )
     s1 = ALICE.with_session("s1")
-    backend.append_messages(s1, [
-        Message("system", "Be brief.", created_at=T0),
-        Message("user", "héllo 👋", {"lang": "fr", "nested": {"a": [1, None, True]}},
-                created_at=T0 + timedelta(seconds=1)),
-        Message("assistant", [{"type": "text", "text": "calling"}], {"langchain": {"type": "ai"}},
+    backend.append_messages(
+        s1,
+        [
+            Message("system", "Be brief.", created_at=T0),
+            Message(
+                "user",
+                "héllo 👋",
+                {"lang": "fr", "nested": {"a": [1, None, True]}},
+                created_at=T0 + timedelta(seconds=1),
+            ),
+            Message(
+                "assistant",
+                [{"type": "text", "text": "calling"}],
+                {"langchain": {"type": "ai"}},
                 [{"id": "c1", "name": "search", "args": {"q": "x", "n": 2.5}}],
-                created_at=T0 + timedelta(seconds=2)),
-        Message("tool", "result", {"tool_call_id": "c1"}, created_at=T0 + timedelta(seconds=3)),
-        Message("assistant", "done", created_at=T0 + timedelta(seconds=4)),
-    ])
+                created_at=T0 + timedelta(seconds=2),
+            ),
+            Message("tool", "result", {"tool_call_id": "c1"}, created_at=T0 + timedelta(seconds=3)),
+            Message("assistant", "done", created_at=T0 + timedelta(seconds=4)),
+        ],
+    )
     backend.take_oldest(s1, 2, archive=True)  # statuses: archived, archived, active...
     backend.delete_message(s1, 4)  # a gap in the seqs
     backend.append_messages(ALICE.with_session("s2"), [Message("user", "second session")])
     backend.append_messages(ALICE.with_session("no_record"), [Message("user", "orphan")])
-    backend.upsert_memories(s1, [
-        Memory("m1", "likes jazz", {"topic": "music", "score": 0.1},
-               [0.1, -0.2, 1 / 3, 1e-8, 7.25, -1.5, 0.0, 2.0], T0),
-    ])
+    backend.upsert_memories(
+        s1,
+        [
+            Memory(
+                "m1",
+                "likes jazz",
+                {"topic": "music", "score": 0.1},
+                [0.1, -0.2, 1 / 3, 1e-8, 7.25, -1.5, 0.0, 2.0],
+                T0,
+            ),
+        ],
+    )
     backend.upsert_memories(ALICE, [Memory("m2", "no vector", {}, None, T0 + timedelta(days=1))])
     bob = BOB.with_session("s1")
     backend.insert_session(BOB, SessionRecord("s1", BOB, T0, T0, T0 + timedelta(hours=1)))
@@ -88,8 +108,14 @@ def snapshot(backend: Backend, user: Scope) -> dict[str, Any]:
             for sid in ids
         },
         "memories": [
-            (m.id, m.content, m.metadata, m.created_at, m.scope and m.scope.session_id,
-             f32(m.embedding))
+            (
+                m.id,
+                m.content,
+                m.metadata,
+                m.created_at,
+                m.scope and m.scope.session_id,
+                f32(m.embedding),
+            )
             for m in backend.list_memories(user)
         ],
     }
@@ -118,14 +144,19 @@ def test_round_trip_loses_nothing(
     assert after == before
     s1 = after["messages"]["s1"]
     assert [(r[0], r[5]) for r in s1] == [
-        (1, "archived"), (2, "archived"), (3, "active"), (5, "active")
+        (1, "archived"),
+        (2, "archived"),
+        (3, "active"),
+        (5, "active"),
     ]
     assert "no_record" in after["messages"] and [s[0] for s in after["sessions"]] == ["s1", "s2"]
     for got, want in zip(target.list_memories(ALICE), backend.list_memories(ALICE), strict=True):
         if want.embedding is not None:
             assert got.embedding is not None
-            assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-                       for a, b in zip(got.embedding, want.embedding, strict=True))
+            assert all(
+                math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+                for a, b in zip(got.embedding, want.embedding, strict=True)
+            )
     # the seq counter came along: the next message never reuses a seq
     nxt = target.append_messages(ALICE.with_session("s1"), [Message("user", "next")])
     assert nxt[0].seq == 6
@@ -158,8 +189,9 @@ def test_import_as_another_user(backend: Backend, tmp_path: Path, make_backend: 
 def test_dry_run_writes_nothing(backend: Backend, tmp_path: Path, make_backend: Any) -> None:
     fill(backend)
     target = make_backend("sqlite")
-    report = run_import(MuxiExport(export_file(backend, tmp_path)), target, lambda k: k,
-                        dry_run=True)
+    report = run_import(
+        MuxiExport(export_file(backend, tmp_path)), target, lambda k: k, dry_run=True
+    )
     assert report.dry_run and report.totals == {"memories": 2, "messages": 6, "sessions": 2}
     assert target.list_tenants() == []
 
@@ -172,8 +204,13 @@ async def test_async_export_matches_sync(backend: Backend) -> None:
     assert counts == {"session": 2, "message": 6, "memory": 2}
     assert sync.getvalue() == asyn.getvalue()
     lines = [json.loads(line) for line in sync.getvalue().splitlines()]
-    assert lines[0] == {"type": "muxi-isolation-export", "v": 1, "tenant_id": "tenant_a",
-                        "user_id": "alice", "exported_at": "2026-01-08T10:00:00.123456+00:00"}
+    assert lines[0] == {
+        "type": "muxi-isolation-export",
+        "v": 1,
+        "tenant_id": "tenant_a",
+        "user_id": "alice",
+        "exported_at": "2026-01-08T10:00:00.123456+00:00",
+    }
     assert all(line["v"] == 1 and "type" in line for line in lines)
     assert lines[-1] == {"type": "end", "v": 1, "counts": counts}
 
@@ -212,8 +249,16 @@ def damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize(
     "how",
-    ["truncated", "bad json", "unknown type", "newer version", "bad field", "bad id",
-     "wrong counts", "not an export"],
+    [
+        "truncated",
+        "bad json",
+        "unknown type",
+        "newer version",
+        "bad field",
+        "bad id",
+        "wrong counts",
+        "not an export",
+    ],
 )
 def test_a_damaged_export_is_refused_before_any_write(
     backend: Backend, tmp_path: Path, make_backend: Any, how: str

@@ -43,8 +43,12 @@ def fill(backend: Backend, scope: Scope, word: str) -> dict[str, Any]:
     saver = MuxiCheckpointer(backend, scope=scope)
     first = empty_checkpoint()
     first["channel_values"] = {"messages": [f"{word} one"]}
-    config = saver.put({"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}, first,
-                       {"source": "input", "step": -1, "word": word}, {})
+    config = saver.put(
+        {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}},
+        first,
+        {"source": "input", "step": -1, "word": word},
+        {},
+    )
     saver.put_writes(config, [("messages", f"{word} pending"), ("other", b"\x00\xff")], "task-1")
     second = empty_checkpoint()
     second["channel_values"] = {"messages": [f"{word} one", f"{word} two"]}
@@ -61,8 +65,9 @@ def state(backend: Backend, scope: Scope) -> dict[str, Any]:
     store = MuxiStore(backend, scope=scope, index=INDEX)
     found = store.search(("memories",), query="bananas")
     return {
-        "checkpoints": [(t.checkpoint, t.metadata, t.parent_config, t.pending_writes)
-                        for t in tuples],
+        "checkpoints": [
+            (t.checkpoint, t.metadata, t.parent_config, t.pending_writes) for t in tuples
+        ],
         "items": [(i.namespace, i.key, i.value, i.created_at, i.score) for i in found],
         "prefs": store.get(("prefs",), "lang").value,  # type: ignore[union-attr]
     }
@@ -82,7 +87,11 @@ def test_graph_data_round_trip(
     target = make_backend(target_kind)
     report = run_import(MuxiExport(path), target, lambda key: key)
     assert report.ok and report.totals == {
-        "checkpoints": 2, "checkpoint_writes": 2, "sessions": 1, "store_items": 2}
+        "checkpoints": 2,
+        "checkpoint_writes": 2,
+        "sessions": 1,
+        "store_items": 2,
+    }
     assert state(target, ALICE) == state(backend, ALICE)
     assert state(target, ALICE)["checkpoints"][1][3][1][2] == b"\x00\xff"  # a binary write
     again = run_import(MuxiExport(path), target, lambda key: key)
@@ -117,14 +126,18 @@ def first(records: list[dict[str, Any]], kind: str) -> int:
 GRAPH_BREAKS: dict[str, tuple[str, dict[str, Any], str]] = {
     "checkpoint as a number": ("checkpoint", {"checkpoint": 12}, "'checkpoint' must be base64"),
     "write value as a list": (
-        "checkpoint", {"writes": [{"task_id": "t", "idx": 0, "channel": "c",
-                                   "serde_type": "json", "value": [1]}]},
+        "checkpoint",
+        {
+            "writes": [
+                {"task_id": "t", "idx": 0, "channel": "c", "serde_type": "json", "value": [1]}
+            ]
+        },
         "'value' must be base64",
     ),
     "checkpoint without serde type": ("checkpoint", {"serde_type": None}, "not a checkpoint"),
     "write without idx": (
-        "checkpoint", {"writes": [{"task_id": "t", "channel": "c", "serde_type": "json",
-                                   "value": ""}]},
+        "checkpoint",
+        {"writes": [{"task_id": "t", "channel": "c", "serde_type": "json", "value": ""}]},
         "not a checkpoint record",
     ),
     "item without key": ("store_item", {"key": None}, "not a store item record"),
@@ -174,7 +187,11 @@ def test_a_dry_run_of_graph_data_writes_nothing(make_backend: Any, tmp_path: Pat
     target = make_backend("sqlite")
     report = run_import(MuxiExport(path), target, lambda key: key, dry_run=True)
     assert report.ok and report.totals == {
-        "checkpoints": 2, "checkpoint_writes": 2, "sessions": 1, "store_items": 2}
+        "checkpoints": 2,
+        "checkpoint_writes": 2,
+        "sessions": 1,
+        "store_items": 2,
+    }
     assert target.list_tenants() == []
     assert target.get_checkpoints(ALICE, CheckpointQuery()) == []
 

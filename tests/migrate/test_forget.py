@@ -42,10 +42,13 @@ def fill(backend: Backend, scope: Scope) -> None:
     backend.insert_session(scope, SessionRecord("s1", scope, T0, T0, T0 + timedelta(hours=1)))
     s1 = scope.with_session("s1")
     call = {"id": "c", "name": "f", "args": {"q": text_}}
-    backend.append_messages(s1, [
-        Message("user", text_, {"note": text_}),
-        Message("assistant", [{"type": "text", "text": text_}], tool_calls=[call]),
-    ])
+    backend.append_messages(
+        s1,
+        [
+            Message("user", text_, {"note": text_}),
+            Message("assistant", [{"type": "text", "text": text_}], tool_calls=[call]),
+        ],
+    )
     backend.append_messages(scope.with_session("no_record"), [Message("user", text_)])
     backend.upsert_memories(s1, [Memory("m1", text_, {"why": text_}, [0.5, 0.5])])
     checkpointer = MuxiCheckpointer(backend, scope=scope)
@@ -53,7 +56,9 @@ def fill(backend: Backend, scope: Scope) -> None:
     checkpoint["channel_values"] = {"messages": text_}
     config = checkpointer.put(
         {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}},
-        checkpoint, {"source": "input", "step": -1, "note": text_}, {},
+        checkpoint,
+        {"source": "input", "step": -1, "note": text_},
+        {},
     )
     checkpointer.put_writes(config, [("messages", text_)], task_id="task-1")
     MuxiStore(backend, scope=scope).put(("notes", scope.user_id), "k1", {"text": text_})
@@ -84,7 +89,9 @@ def residue_sqlite(backend: SQLBackend, scope: Scope) -> list[str]:
             for row in cursor:
                 cells = dict(zip(names, row, strict=True))
                 mine = (cells.get("tenant_id"), cells.get("user_id")) == (
-                    scope.tenant_id, scope.user_id)
+                    scope.tenant_id,
+                    scope.user_id,
+                )
                 if mine or any(found_in(v, secret(scope)) for v in row):
                     hits.append(f"{table}: {row!r}")
     finally:
@@ -99,15 +106,20 @@ def residue_postgres(backend: SQLBackend, admin: Any, scope: Scope) -> list[str]
     schema = backend.tables.metadata.schema
     hits: list[str] = []
     with admin.connect() as conn:  # the superuser: row-level security does not hide rows
-        tables = list(conn.scalars(text(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"
-        ), {"s": schema}))
+        tables = list(
+            conn.scalars(
+                text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": schema},
+            )
+        )
         assert len(tables) >= 8
         for table in tables:
             result = conn.execute(text(f'SELECT * FROM "{schema}"."{table}"'))
             for row in result.mappings():
                 mine = (row.get("tenant_id"), row.get("user_id")) == (
-                    scope.tenant_id, scope.user_id)
+                    scope.tenant_id,
+                    scope.user_id,
+                )
                 if mine or any(found_in(v, secret(scope)) for v in row.values()):
                     hits.append(f"{table}: {dict(row)!r}")
     return hits
@@ -161,8 +173,15 @@ def test_the_scans_see_what_is_there(backend: Backend, request: pytest.FixtureRe
     assert len(hits) >= 8
     if isinstance(backend, SQLBackend):
         tables = {h.split(":")[0] for h in hits}
-        assert {"muxi_sessions", "muxi_messages", "muxi_message_counters", "muxi_memories",
-                "muxi_checkpoints", "muxi_checkpoint_writes", "muxi_store_items"} <= tables
+        assert {
+            "muxi_sessions",
+            "muxi_messages",
+            "muxi_message_counters",
+            "muxi_memories",
+            "muxi_checkpoints",
+            "muxi_checkpoint_writes",
+            "muxi_store_items",
+        } <= tables
 
 
 def test_forget_user_leaves_no_residue(backend: Backend, request: pytest.FixtureRequest) -> None:
@@ -171,8 +190,14 @@ def test_forget_user_leaves_no_residue(backend: Backend, request: pytest.Fixture
     report = forget_user(backend, "tenant_a:alice")
     assert report.to_dict() == {
         "user_id": "tenant_a:alice",
-        "deleted": {"sessions": 2, "messages": 3, "memories": 1, "checkpoints": 1,
-                    "checkpoint_writes": 1, "store_items": 1},
+        "deleted": {
+            "sessions": 2,
+            "messages": 3,
+            "memories": 1,
+            "checkpoints": 1,
+            "checkpoint_writes": 1,
+            "store_items": 1,
+        },
     }
     assert report.total == 9 and "forgot user tenant_a:alice" in report.format()
     assert residue(backend, request, ALICE) == []
@@ -197,8 +222,14 @@ def test_forget_tenant_leaves_no_residue(backend: Backend, request: pytest.Fixtu
         fill(backend, scope)
     report = forget_tenant(backend, "tenant_a")
     assert report.to_dict()["tenant_id"] == "tenant_a"
-    assert report.deleted == {"sessions": 4, "messages": 6, "memories": 2, "checkpoints": 2,
-                              "checkpoint_writes": 2, "store_items": 2}
+    assert report.deleted == {
+        "sessions": 4,
+        "messages": 6,
+        "memories": 2,
+        "checkpoints": 2,
+        "checkpoint_writes": 2,
+        "store_items": 2,
+    }
     assert residue(backend, request, ALICE) == [] and residue(backend, request, BOB) == []
     assert len(residue(backend, request, ALICE_B)) >= 8
     assert backend.list_tenants() == ["tenant_b"]

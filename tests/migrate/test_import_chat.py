@@ -70,8 +70,9 @@ def everything(backend: Backend, *users: Scope) -> dict[str, Any]:
     """Every session and message of these users, for comparing two imports."""
     state: dict[str, Any] = {}
     for user in users:
-        for sid in sorted({s.id for s in backend.list_sessions(user)}
-                          | set(backend.list_message_sessions(user))):
+        for sid in sorted(
+            {s.id for s in backend.list_sessions(user)} | set(backend.list_message_sessions(user))
+        ):
             messages = backend.get_messages(user.with_session(sid))
             state[f"{user}#{sid}"] = [
                 (m.seq, m.role, m.content, m.metadata, m.tool_calls, m.status, m.created_at)
@@ -99,15 +100,21 @@ def test_langchain_postgres_history(lc_table: str, backend: Backend) -> None:
         "tenant_b:alice": {"messages": 5, "sessions": 1},
     }
     # read back through LangChain: exactly the source's messages, in order
-    for name, scope in (("a", ALICE.with_session(SID["a"])), ("b", BOB.with_session("bobs-chat")),
-                        ("c", ALICE_B.with_session(SID["c"]))):
+    for name, scope in (
+        ("a", ALICE.with_session(SID["a"])),
+        ("b", BOB.with_session("bobs-chat")),
+        ("c", ALICE_B.with_session(SID["c"])),
+    ):
         n = "abcde".index(name)
         assert MuxiChatMessageHistory(backend, scope).messages == conversation(n)
     # with the source's own times
     with psycopg.connect(lc_table) as conn:
-        times = [row[0] for row in conn.execute(
-            "SELECT created_at FROM chat_history WHERE session_id = %s ORDER BY id", [SID["a"]]
-        )]
+        times = [
+            row[0]
+            for row in conn.execute(
+                "SELECT created_at FROM chat_history WHERE session_id = %s ORDER BY id", [SID["a"]]
+            )
+        ]
     assert [m.created_at for m in backend.get_messages(ALICE.with_session(SID["a"]))] == times
     # and through LlamaIndex, zero-copy
     li = MuxiChatStore(backend, BOB).get_messages("bobs-chat")
@@ -185,8 +192,10 @@ def test_bad_owners_stop_their_record_only(lc_table: str, backend: Backend) -> N
 
 def test_a_malformed_row_is_one_error(lc_table: str, backend: Backend) -> None:
     with psycopg.connect(lc_table) as conn:
-        conn.execute("INSERT INTO chat_history (session_id, message) VALUES (%s, %s)",
-                     [SID["b"], json.dumps({"type": "no-such-type", "data": {}})])
+        conn.execute(
+            "INSERT INTO chat_history (session_id, message) VALUES (%s, %s)",
+            [SID["b"], json.dumps({"type": "no-such-type", "data": {}})],
+        )
     report = run_import(LangChainPostgresHistory(lc_table, "chat_history"), backend, OWNERS)
     assert [p.key for p in report.errors] == [SID["b"]]
     assert "message 6" in report.errors[0].reason
@@ -225,10 +234,13 @@ def test_an_unreachable_database_is_unreadable(backend: Backend, tmp_path: Path)
 LI_CHAT = {
     "tenant_a:alice:chat1": [
         ChatMessage(role="user", content="hi", additional_kwargs={"trace": "t1"}),
-        ChatMessage(role="assistant", blocks=[
-            TextBlock(text="checking"),
-            ToolCallBlock(tool_call_id="k1", tool_name="weather", tool_kwargs={"city": "Oslo"}),
-        ]),
+        ChatMessage(
+            role="assistant",
+            blocks=[
+                TextBlock(text="checking"),
+                ToolCallBlock(tool_call_id="k1", tool_name="weather", tool_kwargs={"city": "Oslo"}),
+            ],
+        ),
         ChatMessage(role="tool", content="rain", additional_kwargs={"tool_call_id": "k1"}),
     ],
     "tenant_a:bob:chat1": [ChatMessage(role="user", content="bob's own chat1")],
@@ -295,10 +307,19 @@ def test_a_message_that_is_not_a_chat_message_is_one_error(
     tmp_path: Path, backend: Backend
 ) -> None:
     path = tmp_path / "chat_store.json"
-    path.write_text(json.dumps({"store": {
-        "tenant_a:alice:ok": [{"role": "user", "blocks": [{"block_type": "text", "text": "x"}]}],
-        "tenant_a:alice:bad": [{"role": 12345}],
-    }}), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "store": {
+                    "tenant_a:alice:ok": [
+                        {"role": "user", "blocks": [{"block_type": "text", "text": "x"}]}
+                    ],
+                    "tenant_a:alice:bad": [{"role": 12345}],
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
     report = run_import(LlamaIndexSimpleChat(path), backend, "{tenant}:{user}:{session}")
     assert [p.key for p in report.errors] == ["tenant_a:alice:bad"]
     assert backend.list_message_sessions(ALICE) == ["ok"]
@@ -306,17 +327,26 @@ def test_a_message_that_is_not_a_chat_message_is_one_error(
 
 def test_two_chats_mapped_to_one_session_are_never_merged(tmp_path: Path, backend: Backend) -> None:
     path = tmp_path / "chat_store.json"
-    path.write_text(json.dumps({"store": {
-        "first": [{"role": "user", "blocks": [{"block_type": "text", "text": "first chat"}]}],
-        "second": [{"role": "user", "blocks": [{"block_type": "text", "text": "second chat"}]}],
-    }}), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "store": {
+                    "first": [
+                        {"role": "user", "blocks": [{"block_type": "text", "text": "first chat"}]}
+                    ],
+                    "second": [
+                        {"role": "user", "blocks": [{"block_type": "text", "text": "second chat"}]}
+                    ],
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
     owner = {"tenant": "tenant_a", "user": "alice", "session": "merged"}
     report = run_import(LlamaIndexSimpleChat(path), backend, lambda key: owner)
     assert [p.key for p in report.errors] == ["second"]
     assert "session 'merged' of tenant_a:alice is also 'first''s target" in report.errors[0].reason
-    assert [m.content for m in backend.get_messages(ALICE.with_session("merged"))] == [
-        "first chat"
-    ]
+    assert [m.content for m in backend.get_messages(ALICE.with_session("merged"))] == ["first chat"]
 
 
 # -- llama-index PostgresChatStore tables ---------------------------------------------------------
@@ -352,8 +382,9 @@ async def test_llamaindex_postgres_chat_store(
     db = MuxiDBChatStore(backend, ALICE)
     assert await db.get_keys() == ["tenant_a:alice:chat1"]
     assert await db.get_messages("tenant_a:alice:chat1") == LI_CHAT["tenant_a:alice:chat1"]
-    assert await MuxiDBChatStore(backend, ALICE_B).get_messages("tenant_b:alice:chat9") == (
-        LI_CHAT["tenant_b:alice:chat9"]
+    assert (
+        await MuxiDBChatStore(backend, ALICE_B).get_messages("tenant_b:alice:chat9")
+        == (LI_CHAT["tenant_b:alice:chat9"])
     )
     assert SessionManager(backend).active(ALICE, "tenant_a:alice:chat1")  # live, not expired
 
@@ -361,10 +392,13 @@ async def test_llamaindex_postgres_chat_store(
 def test_a_legacy_postgres_chat_store_table_is_found(source_db: str, backend: Backend) -> None:
     engine = create_engine(source_db.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE data_chatstore (id serial PRIMARY KEY, key varchar, "
-                          "value json[])"))
-        conn.execute(text("INSERT INTO data_chatstore (key, value) VALUES (:k, :v)"),
-                     {"k": "u1", "v": [ChatMessage(role="user", content="old").model_dump_json()]})
+        conn.execute(
+            text("CREATE TABLE data_chatstore (id serial PRIMARY KEY, key varchar, value json[])")
+        )
+        conn.execute(
+            text("INSERT INTO data_chatstore (key, value) VALUES (:k, :v)"),
+            {"k": "u1", "v": [ChatMessage(role="user", content="old").model_dump_json()]},
+        )
     engine.dispose()
     report = run_import(LlamaIndexPostgresChat(source_db), backend, lambda k: Scope("tenant_x", k))
     assert report.ok

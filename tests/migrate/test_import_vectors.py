@@ -71,8 +71,10 @@ class NoEmbeddings(Embeddings):
 
 
 def close(a: list[float] | None, b: list[float]) -> bool:
-    return a is not None and len(a) == len(b) and all(
-        math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b, strict=True)
+    return (
+        a is not None
+        and len(a) == len(b)
+        and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b, strict=True))
     )
 
 
@@ -93,7 +95,8 @@ def test_langchain_inmemory_dump(tmp_path: Path, backend: Backend) -> None:
     report = run_import(LangChainInMemoryDump(path, key_field="user"), backend, lambda k: k)
     assert [p.key for p in report.errors] == ["notes / d5"]  # no "user" field: not written
     assert report.to_dict()["scopes"] == {
-        "tenant_a:alice": {"memories": 2}, "tenant_a:bob": {"memories": 1},
+        "tenant_a:alice": {"memories": 2},
+        "tenant_a:bob": {"memories": 1},
         "tenant_b:carol": {"memories": 1},
     }
     stored = {m.id: m for m in backend.list_memories(ALICE)}
@@ -143,8 +146,12 @@ def test_vectors_the_target_refuses_are_errors_one_by_one(
     path = tmp_path / "dump.json"
     good = {"id": "ok", "text": "fits", "metadata": {}, "vector": [0.5] * DIM}
     bad = {"id": "bad", "text": "too short", "metadata": {}, "vector": [0.5] * 3}
-    stamped = {"id": "st", "text": "x", "metadata": {"muxi_user_id": "mallory"},
-               "vector": [0.1] * DIM}
+    stamped = {
+        "id": "st",
+        "text": "x",
+        "metadata": {"muxi_user_id": "mallory"},
+        "vector": [0.1] * DIM,
+    }
     path.write_text(json.dumps({"ok": good, "bad": bad, "st": stamped}), encoding="utf-8")
     report = run_import(LangChainInMemoryDump(path), target, "tenant_a:alice")
     assert {p.key for p in report.errors} == {"dump / bad", "dump / st"}
@@ -166,8 +173,10 @@ def test_langchain_pgvector(source_db: str, sql_url: Any, backend: Backend) -> N
     stores["bob_notes"].add_documents([Document(DOCS[2][1], metadata=DOCS[2][2], id="d3")])
     stores["other"].add_documents([Document("not imported", id="x1")])
     with engine.connect() as conn:
-        vectors = {row[0]: json.loads(row[1]) for row in conn.execute(
-            text("SELECT id, embedding::text FROM langchain_pg_embedding"))}
+        vectors = {
+            row[0]: json.loads(row[1])
+            for row in conn.execute(text("SELECT id, embedding::text FROM langchain_pg_embedding"))
+        }
     engine.dispose()
 
     owners = {"alice_notes": "tenant_a:alice", "bob_notes": "tenant_a:bob"}
@@ -229,8 +238,9 @@ def test_llamaindex_pgvector_store(source_db: str, sql_url: Any, backend: Backen
     store = pgvector_store(source_db, sql_url)
     nodes = li_nodes(4)
     store.add(nodes)
-    report = run_import(LlamaIndexPGVector(source_db, "nodes", schema="rag", key_field="user"),
-                        backend, lambda k: k)
+    report = run_import(
+        LlamaIndexPGVector(source_db, "nodes", schema="rag", key_field="user"), backend, lambda k: k
+    )
     assert report.ok and report.totals == {"memories": 4}
     li = LIVectorStore(backend, ALICE)
     got = {n.node_id: n for n in li.get_nodes(node_ids=["d1", "d2", "d3"])}
@@ -258,12 +268,14 @@ def test_pgvector_store_stamps_are_checked_and_dropped(
     for node in nodes:  # stamped as a ScopedVectorStore stamps what it writes
         node.metadata.update({"muxi_tenant_id": "tenant_a", "muxi_user_id": "alice"})
     store.add(nodes)
-    into_alice = run_import(LlamaIndexPGVector(source_db, "nodes", schema="rag"), backend,
-                            "tenant_a:alice")
+    into_alice = run_import(
+        LlamaIndexPGVector(source_db, "nodes", schema="rag"), backend, "tenant_a:alice"
+    )
     assert into_alice.ok and into_alice.totals == {"memories": 2}
     assert all("muxi_user_id" not in m.metadata for m in backend.list_memories(ALICE))
-    into_bob = run_import(LlamaIndexPGVector(source_db, "nodes", schema="rag"), backend,
-                          "tenant_a:bob")
+    into_bob = run_import(
+        LlamaIndexPGVector(source_db, "nodes", schema="rag"), backend, "tenant_a:bob"
+    )
     assert len(into_bob.errors) == 2 and backend.list_memories(BOB) == []
     assert all("another owner" in p.reason for p in into_bob.errors)
 
@@ -275,14 +287,16 @@ def test_rows_without_an_owner_or_a_node_id_are_one_error_each(
     store.add(li_nodes(6)[:2])  # d1, d2: alice's
     engine = create_engine(sql_url(source_db, "psycopg"), poolclass=NullPool)
     with engine.begin() as conn:  # rows written by hand, not by PGVectorStore
-        conn.execute(text(
-            "INSERT INTO rag.data_nodes (text, metadata_, node_id, embedding) "
-            "SELECT 'plain note', '{\"user\": \"tenant_a:alice\"}'::json, 'plain', embedding "
-            "FROM rag.data_nodes WHERE node_id = 'd1' UNION ALL "
-            "SELECT 'orphan', '{\"topic\": \"x\"}'::json, 'no-owner', embedding "
-            "FROM rag.data_nodes WHERE node_id = 'd1' UNION ALL "
-            "SELECT text, metadata_, NULL, embedding FROM rag.data_nodes WHERE node_id = 'd2'"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO rag.data_nodes (text, metadata_, node_id, embedding) "
+                "SELECT 'plain note', '{\"user\": \"tenant_a:alice\"}'::json, 'plain', embedding "
+                "FROM rag.data_nodes WHERE node_id = 'd1' UNION ALL "
+                "SELECT 'orphan', '{\"topic\": \"x\"}'::json, 'no-owner', embedding "
+                "FROM rag.data_nodes WHERE node_id = 'd1' UNION ALL "
+                "SELECT text, metadata_, NULL, embedding FROM rag.data_nodes WHERE node_id = 'd2'"
+            )
+        )
     engine.dispose()
     target = make_backend("memory")
     source = LlamaIndexPGVector(source_db, "nodes", schema="rag", key_field="user")
@@ -303,10 +317,24 @@ def test_pgvector_store_table_missing(source_db: str, backend: Backend) -> None:
 
 def test_small_batches_many_owners(tmp_path: Path, make_backend: Any) -> None:
     target = make_backend("sqlite")
-    docs = {f"solo{i}": {"id": f"solo{i}", "text": "one", "metadata": {"user": f"t:u{i}"},
-                         "vector": [float(i), 1.0]} for i in range(25)}
-    docs |= {f"many{i}": {"id": f"many{i}", "text": "many", "metadata": {"user": "t:big"},
-                          "vector": [1.0, float(i)]} for i in range(5)}
+    docs = {
+        f"solo{i}": {
+            "id": f"solo{i}",
+            "text": "one",
+            "metadata": {"user": f"t:u{i}"},
+            "vector": [float(i), 1.0],
+        }
+        for i in range(25)
+    }
+    docs |= {
+        f"many{i}": {
+            "id": f"many{i}",
+            "text": "many",
+            "metadata": {"user": "t:big"},
+            "vector": [1.0, float(i)],
+        }
+        for i in range(5)
+    }
     path = tmp_path / "dump.json"
     path.write_text(json.dumps(docs), encoding="utf-8")
     source = LangChainInMemoryDump(path, key_field="user")
@@ -314,6 +342,5 @@ def test_small_batches_many_owners(tmp_path: Path, make_backend: Any) -> None:
     assert report.ok and report.totals == {"memories": 30} and len(report.scopes) == 26
     assert target.count_memories(Scope("t", "big")) == 5
     assert target.get_memories(Scope("t", "u7"), ["solo7"])[0].embedding == [7.0, 1.0]
-    again = run_import(LangChainInMemoryDump(path, key_field="user"), target, lambda k: k,
-                       batch=2)
+    again = run_import(LangChainInMemoryDump(path, key_field="user"), target, lambda k: k, batch=2)
     assert again.unchanged == 30 and again.totals == {}

@@ -24,15 +24,20 @@ LONG_AGO = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, check=False,
-                          timeout=120)
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, check=False, timeout=120
+    )
 
 
 def config_file(tmp_path: Path, name: str, retention: int | None = None) -> Path:
     path = tmp_path / f"{name}.yaml"
-    lines = ["memory:", "  persistent:", "    provider: sqlite",
-             f"    connection_string: sqlite:///{tmp_path / name}.db",
-             "    embedding_dimension: 2"]
+    lines = [
+        "memory:",
+        "  persistent:",
+        "    provider: sqlite",
+        f"    connection_string: sqlite:///{tmp_path / name}.db",
+        "    embedding_dimension: 2",
+    ]
     if retention is not None:
         lines.append(f"  expired_session_retention: {retention}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -64,32 +69,52 @@ def test_every_command_has_help(command: str, words: list[str]) -> None:
 
 def simple_chat_file(tmp_path: Path, keys: dict[str, list[str]]) -> Path:
     path = tmp_path / "chat_store.json"
-    store = {k: [{"role": "user", "blocks": [{"block_type": "text", "text": t}]} for t in texts]
-             for k, texts in keys.items()}
-    path.write_text(json.dumps({"store": store, "class_name": "SimpleChatStore"}),
-                    encoding="utf-8")
+    store = {
+        k: [{"role": "user", "blocks": [{"block_type": "text", "text": t}]} for t in texts]
+        for k, texts in keys.items()
+    }
+    path.write_text(json.dumps({"store": store, "class_name": "SimpleChatStore"}), encoding="utf-8")
     return path
 
 
 def test_import_export_and_import_back(tmp_path: Path) -> None:
-    source = simple_chat_file(tmp_path, {"tenant_a:alice:c1": ["hi", "there"],
-                                         "tenant_a:bob:c1": ["bob here"]})
+    source = simple_chat_file(
+        tmp_path, {"tenant_a:alice:c1": ["hi", "there"], "tenant_a:bob:c1": ["bob here"]}
+    )
     config = config_file(tmp_path, "first")
     template = "{tenant}:{user}:{session}"
-    dry = run("import", "llamaindex-simple-chat", str(source), "--map", template,
-              "--config", str(config), "--dry-run", "--json")
+    dry = run(
+        "import",
+        "llamaindex-simple-chat",
+        str(source),
+        "--map",
+        template,
+        "--config",
+        str(config),
+        "--dry-run",
+        "--json",
+    )
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["totals"] == {"messages": 3, "sessions": 2}
     backend = opened(config)
     assert backend.list_tenants() == []
     backend.close()
 
-    done = run("import", "llamaindex-simple-chat", str(source), "--map", template,
-               "--config", str(config))
+    done = run(
+        "import", "llamaindex-simple-chat", str(source), "--map", template, "--config", str(config)
+    )
     assert done.returncode == 0, done.stderr
     assert "tenant_a:alice" in done.stdout and "errors 0" in done.stdout
-    again = run("import", "llamaindex-simple-chat", str(source), "--map", template,
-                "--config", str(config), "--json")
+    again = run(
+        "import",
+        "llamaindex-simple-chat",
+        str(source),
+        "--map",
+        template,
+        "--config",
+        str(config),
+        "--json",
+    )
     assert json.loads(again.stdout)["unchanged"] == 2
 
     export = tmp_path / "alice.jsonl"
@@ -98,14 +123,27 @@ def test_import_export_and_import_back(tmp_path: Path) -> None:
     assert "exported tenant_a:alice: 1 sessions, 2 messages" in exported.stderr
     to_stdout = run("export-user", "tenant_a:alice", "--config", str(config))
     assert [json.loads(x)["type"] for x in to_stdout.stdout.splitlines()] == [
-        "muxi-isolation-export", "session", "message", "message", "end"]
+        "muxi-isolation-export",
+        "session",
+        "message",
+        "message",
+        "end",
+    ]
 
     other = config_file(tmp_path, "second")
     back = run("import", "muxi-export", str(export), "--config", str(other), "--json")
     assert back.returncode == 0, back.stderr
     assert json.loads(back.stdout)["scopes"] == {"tenant_a:alice": {"messages": 2, "sessions": 1}}
-    renamed = run("import", "muxi-export", str(export), "--map", "tenant_z:zed",
-                  "--config", str(other), "--json")
+    renamed = run(
+        "import",
+        "muxi-export",
+        str(export),
+        "--map",
+        "tenant_z:zed",
+        "--config",
+        str(other),
+        "--json",
+    )
     assert json.loads(renamed.stdout)["scopes"] == {"tenant_z:zed": {"messages": 2, "sessions": 1}}
     target = opened(other)
     try:
@@ -118,26 +156,55 @@ def test_import_export_and_import_back(tmp_path: Path) -> None:
 def test_import_problems_and_exit_codes(tmp_path: Path) -> None:
     config = config_file(tmp_path, "db")
     source = simple_chat_file(tmp_path, {"tenant_a:alice:c1": ["ok"], "garbage": ["x"]})
-    partial = run("import", "llamaindex-simple-chat", str(source), "--map",
-                  "{tenant}:{user}:{session}", "--config", str(config))
+    partial = run(
+        "import",
+        "llamaindex-simple-chat",
+        str(source),
+        "--map",
+        "{tenant}:{user}:{session}",
+        "--config",
+        str(config),
+    )
     assert partial.returncode == 1
     assert "error: garbage: no valid owner" in partial.stdout
     no_map = run("import", "llamaindex-simple-chat", str(source), "--config", str(config))
     assert no_map.returncode == 2 and "--map" in no_map.stderr
-    bad_template = run("import", "llamaindex-simple-chat", str(source), "--map", "{tenant}:{usr}",
-                       "--config", str(config))
+    bad_template = run(
+        "import",
+        "llamaindex-simple-chat",
+        str(source),
+        "--map",
+        "{tenant}:{usr}",
+        "--config",
+        str(config),
+    )
     assert bad_template.returncode == 2 and "unknown field" in bad_template.stderr
-    unreadable = run("import", "langchain-inmemory", str(tmp_path / "missing.json"),
-                     "--map", "tenant_a:alice", "--config", str(config))
+    unreadable = run(
+        "import",
+        "langchain-inmemory",
+        str(tmp_path / "missing.json"),
+        "--map",
+        "tenant_a:alice",
+        "--config",
+        str(config),
+    )
     assert unreadable.returncode == 2 and "no such file" in unreadable.stderr
-    wrong_option = run("import", "muxi-export", str(source), "--table", "t",
-                       "--config", str(config))
+    wrong_option = run(
+        "import", "muxi-export", str(source), "--table", "t", "--config", str(config)
+    )
     assert wrong_option.returncode == 2 and "does not take --table" in wrong_option.stderr
     mapping = tmp_path / "owners.yaml"
-    mapping.write_text("garbage: {tenant: tenant_c, user: carol, session: g}\n",
-                       encoding="utf-8")
-    by_file = run("import", "llamaindex-simple-chat", str(source), "--map-file", str(mapping),
-                  "--config", str(config), "--json")
+    mapping.write_text("garbage: {tenant: tenant_c, user: carol, session: g}\n", encoding="utf-8")
+    by_file = run(
+        "import",
+        "llamaindex-simple-chat",
+        str(source),
+        "--map-file",
+        str(mapping),
+        "--config",
+        str(config),
+        "--json",
+    )
     report = json.loads(by_file.stdout)
     assert report["scopes"] == {"tenant_c:carol": {"messages": 1, "sessions": 1}}
     assert [p["key"] for p in report["skipped"]] == ["tenant_a:alice:c1"]
@@ -147,8 +214,9 @@ def fill(path: Path) -> None:
     backend = opened(path)
     try:
         for user in (ALICE, BOB, Scope("tenant_b", "carol")):
-            backend.insert_session(user, SessionRecord("old", user, LONG_AGO, LONG_AGO,
-                                                       LONG_AGO + timedelta(hours=1)))
+            backend.insert_session(
+                user, SessionRecord("old", user, LONG_AGO, LONG_AGO, LONG_AGO + timedelta(hours=1))
+            )
             backend.append_messages(user.with_session("old"), [Message("user", "from 2020")])
             backend.upsert_memories(user, [Memory("m", "kept", {}, [1.0, 0.0])])
     finally:
@@ -163,7 +231,9 @@ def test_forget_and_purge(tmp_path: Path) -> None:
     forgot = run("forget-user", "tenant_a:alice", "--yes", "--config", str(config), "--json")
     assert forgot.returncode == 0, forgot.stderr
     assert json.loads(forgot.stdout) == {
-        "user_id": "tenant_a:alice", "deleted": {"sessions": 1, "messages": 1, "memories": 1}}
+        "user_id": "tenant_a:alice",
+        "deleted": {"sessions": 1, "messages": 1, "memories": 1},
+    }
     purged = run("purge-expired", "--config", str(config), "--tenant", "tenant_b")
     assert purged.returncode == 0, purged.stderr
     assert "purged sessions of tenant tenant_b" in purged.stdout and "1 sessions" in purged.stdout
@@ -201,7 +271,9 @@ async def test_the_servers_admin_functions_are_these(tmp_path: Path) -> None:
     direct = export_document(iso.backend, ALICE)
     assert {**via_server, "exported_at": None} == {**direct, "exported_at": None}
     assert await server.forget_user(iso, ALICE) == {
-        "user_id": "tenant_a:alice", "deleted": {"sessions": 1, "messages": 1, "memories": 1}}
+        "user_id": "tenant_a:alice",
+        "deleted": {"sessions": 1, "messages": 1, "memories": 1},
+    }
     iso.close()
 
 

@@ -38,15 +38,16 @@ def config(retention: Any) -> Any:
 
 def session(backend: Backend, user: Scope, sid: str, expires: datetime) -> None:
     backend.insert_session(user, SessionRecord(sid, user, expires - HOUR, expires - HOUR, expires))
-    backend.append_messages(user.with_session(sid), [Message("user", f"{sid} a"),
-                                                    Message("assistant", f"{sid} b")])
+    backend.append_messages(
+        user.with_session(sid), [Message("user", f"{sid} a"), Message("assistant", f"{sid} b")]
+    )
 
 
 def fill(backend: Backend) -> None:
     for user in (ALICE, CAROL):
-        session(backend, user, "long_gone", NOW - 3 * HOUR)   # expired 3 h ago
-        session(backend, user, "recent", NOW - HOUR / 2)       # expired 30 min ago
-        session(backend, user, "live", NOW + HOUR)             # not expired
+        session(backend, user, "long_gone", NOW - 3 * HOUR)  # expired 3 h ago
+        session(backend, user, "recent", NOW - HOUR / 2)  # expired 30 min ago
+        session(backend, user, "live", NOW + HOUR)  # not expired
         backend.upsert_memories(user.with_session("long_gone"), [Memory("fact", "likes tea")])
 
 
@@ -54,8 +55,12 @@ def test_purge_follows_the_configured_retention(backend: Backend) -> None:
     fill(backend)
     then = SessionManager(backend, clock=lambda: NOW - 5 * HOUR)  # the thread's time
     checkpointer = MuxiCheckpointer(backend, sessions=then, scope=ALICE)
-    checkpointer.put({"configurable": {"thread_id": "thread", "checkpoint_ns": ""}},
-                     empty_checkpoint(), {"source": "input", "step": -1}, {})
+    checkpointer.put(
+        {"configurable": {"thread_id": "thread", "checkpoint_ns": ""}},
+        empty_checkpoint(),
+        {"source": "input", "step": -1},
+        {},
+    )
     report = purge_expired(backend, config(3600), clock=lambda: NOW)
     assert report.before == NOW - HOUR
     assert report.deleted == {"sessions": 3, "messages": 4, "checkpoints": 1}

@@ -83,9 +83,13 @@ def test_load_mapping(tmp_path: Any) -> None:
     listed.write_text("- tenant_a:alice\n- tenant_a:bob\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="must hold a mapping of key -> owner"):
         load_mapping(file=listed)
-    for bad in ({"template": "{x}"}, {"file": tmp_path / "none.yaml"},
-                {"python": "os.path:nope"}, {"python": "os:sep"},
-                {"template": "{user}", "python": "os.path:basename"}):
+    for bad in (
+        {"template": "{x}"},
+        {"file": tmp_path / "none.yaml"},
+        {"python": "os.path:nope"},
+        {"python": "os:sep"},
+        {"template": "{user}", "python": "os.path:basename"},
+    ):
         with pytest.raises(ConfigError):
             load_mapping(**bad)
 
@@ -101,8 +105,10 @@ def test_report_format_and_dict() -> None:
     assert not report.ok
     text = report.format()
     assert "dry run: nothing written" in text and "error: k9: no valid owner: bad" in text
-    assert report.to_dict()["scopes"] == {"t:a": {"messages": 3, "sessions": 1},
-                                          "t:b": {"memories": 2}}
+    assert report.to_dict()["scopes"] == {
+        "t:a": {"messages": 3, "sessions": 1},
+        "t:b": {"memories": 2},
+    }
     report.errors += [Problem(f"k{n}", "no valid owner") for n in range(10, 30)]
     lines = report.format(limit=5).splitlines()
     assert [line for line in lines if "error:" in line][-1] == "  error: k13: no valid owner"

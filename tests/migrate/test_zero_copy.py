@@ -161,8 +161,9 @@ def test_chat_store_writes_read_back_through_langchain_with_metadata(backend: Ba
 def test_memories_written_by_langchain_are_found_by_llamaindex(backend: Backend) -> None:
     lc = LCVectorStore(backend, EMBED, scope=ALICE)
     texts = ["alice likes jazz records", "alice flies to Lisbon", "alice hates olives"]
-    lc.add_texts(texts, [{"topic": "music"}, {"topic": "travel"}, {"topic": "food"}],
-                 ids=["m1", "m2", "m3"])
+    lc.add_texts(
+        texts, [{"topic": "music"}, {"topic": "travel"}, {"topic": "food"}], ids=["m1", "m2", "m3"]
+    )
     LCVectorStore(backend, EMBED, scope=BOB).add_texts(["bob likes jazz too"], ids=["b1"])
 
     li = LIVectorStore(backend, ALICE)
@@ -180,8 +181,9 @@ def test_memories_written_by_langchain_are_found_by_llamaindex(backend: Backend)
 
 def test_memories_written_by_llamaindex_are_found_by_langchain(backend: Backend) -> None:
     nodes = [
-        TextNode(id_=f"n{i}", text=text, metadata={"topic": topic},
-                 embedding=EMBED.embed_query(text))
+        TextNode(
+            id_=f"n{i}", text=text, metadata={"topic": topic}, embedding=EMBED.embed_query(text)
+        )
         for i, (text, topic) in enumerate(
             [("bob plays the cello", "music"), ("bob lives in Porto", "home")]
         )

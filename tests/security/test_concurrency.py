@@ -154,8 +154,9 @@ def table_rows(backend: SQLBackend, owner: Any) -> Rows:
     with owner.connect() as conn:
         messages = [
             (Scope(r.tenant_id, r.user_id, r.session_id), r.seq, r.content)
-            for r in conn.execute(select(m.c.tenant_id, m.c.user_id, m.c.session_id, m.c.seq,
-                                         m.c.content))
+            for r in conn.execute(
+                select(m.c.tenant_id, m.c.user_id, m.c.session_id, m.c.seq, m.c.content)
+            )
         ]
         memories = [
             (Scope(r.tenant_id, r.user_id), r.id, r.content)

@@ -191,8 +191,10 @@ SCOPE_CHANGES: list[tuple[str, ...]] = [
     ("SELECT set_config('muxi.user_id', 'bob', true)",),
     ("SELECT set_config('muxi.user_id', 'bob', false)",),
     ("SELECT set_config('muxi.tenant_id', 'tenant_b', true)",),
-    ("SELECT set_config('muxi.tenant_id', 'default', true), "
-     "set_config('muxi.user_id', 'tenant_a:alice', true)",),
+    (
+        "SELECT set_config('muxi.tenant_id', 'default', true), "
+        "set_config('muxi.user_id', 'tenant_a:alice', true)",
+    ),
     ("SELECT set_config('muxi.user_id', 'Alice', true)",),
     ("SELECT set_config('muxi.user_id', 'alice%', true)",),
     ("SET LOCAL muxi.user_id = 'bob'",),
@@ -208,10 +210,14 @@ SCOPE_CHANGES: list[tuple[str, ...]] = [
     ("DO $$ BEGIN PERFORM set_config('muxi.user_id', 'bob', true); END $$",),
     ("SAVEPOINT sp", "SELECT set_config('muxi.user_id', 'bob', true)"),
     # Alice's own tag, kept while the ids change: it signs Alice only
-    ("SELECT set_config('muxi.user_id', 'bob', true), "
-     "set_config('muxi.scope_tag', current_setting('muxi.scope_tag'), true)",),
-    ("SELECT set_config('muxi.scope_tag', repeat('0', 64), true), "
-     "set_config('muxi.user_id', 'bob', true)",),
+    (
+        "SELECT set_config('muxi.user_id', 'bob', true), "
+        "set_config('muxi.scope_tag', current_setting('muxi.scope_tag'), true)",
+    ),
+    (
+        "SELECT set_config('muxi.scope_tag', repeat('0', 64), true), "
+        "set_config('muxi.user_id', 'bob', true)",
+    ),
 ]
 
 
@@ -416,7 +422,9 @@ def test_the_wall_holds_in_the_default_schema(postgres_urls: Any, postgres_admin
     """No ``schema=``: the tables, key and functions land in the owner's current schema."""
     prefix = f"w{secrets.token_hex(4)}_"
     backend = SQLBackend(
-        postgres_urls.app, admin_url=postgres_urls.admin, table_prefix=prefix,
+        postgres_urls.app,
+        admin_url=postgres_urls.admin,
+        table_prefix=prefix,
         embedding_dimension=None,
     )
     try:

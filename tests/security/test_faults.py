@@ -317,7 +317,8 @@ def test_a_failing_memory_in_a_batch_writes_none_of_it(trapped: SQLBackend) -> N
     with pytest.raises(StorageError):
         trapped.upsert_memories(ALICE, batch)
     assert {m.id: m.content for m in trapped.list_memories(ALICE)} == {
-        "k1": "kept", "k2": "kept too"
+        "k1": "kept",
+        "k2": "kept too",
     }
 
 

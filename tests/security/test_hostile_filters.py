@@ -252,8 +252,22 @@ def test_core_harmless_filters_read_and_delete_only_the_callers_own(
 
 
 _keys = st.sampled_from(
-    ["genre", "year", "tags", "owner", "user", "note", "user_id", "tenant_id", "session_id",
-     "muxi_user_id", "muxi_tenant_id", "muxi_session_id", "USER_ID", "missing"]
+    [
+        "genre",
+        "year",
+        "tags",
+        "owner",
+        "user",
+        "note",
+        "user_id",
+        "tenant_id",
+        "session_id",
+        "muxi_user_id",
+        "muxi_tenant_id",
+        "muxi_session_id",
+        "USER_ID",
+        "missing",
+    ]
 )
 _scalars = st.one_of(
     st.sampled_from(["jazz", "rock", "alice", "bob", "alice_b", "x' OR '1'='1", "%", "_", ""]),
@@ -313,9 +327,7 @@ def test_any_filter_is_refused_or_reads_exactly_the_callers_matches(filled: Back
 
 
 @pytest.mark.parametrize("key", ["muxi_tenant_id", "muxi_user_id", "muxi_session_id"])
-def test_reserved_keys_in_metadata_are_refused_by_every_writer(
-    filled: Backend, key: str
-) -> None:
+def test_reserved_keys_in_metadata_are_refused_by_every_writer(filled: Backend, key: str) -> None:
     SessionManager(filled).ensure(ALICE, "s1")
     hostile = {key: "bob", "genre": "jazz"}
     writes: list[Callable[[], Any]] = [
@@ -511,8 +523,15 @@ LI_RESERVED = [
     group(f("user_id", "bob")),
     group(f("tenant_id", "tenant_b")),
     group(f("genre", "jazz"), f("muxi_tenant_id", "tenant_b"), condition=FilterCondition.OR),
-    group(f("genre", "jazz"), group(f("year", 1), f("muxi_user_id", ["bob"], FilterOperator.IN),
-                                    condition=FilterCondition.OR), condition=FilterCondition.OR),
+    group(
+        f("genre", "jazz"),
+        group(
+            f("year", 1),
+            f("muxi_user_id", ["bob"], FilterOperator.IN),
+            condition=FilterCondition.OR,
+        ),
+        condition=FilterCondition.OR,
+    ),
     group(f("muxi_user_id", "alice"), condition=FilterCondition.NOT),
     group(f("user_id", "", FilterOperator.IS_EMPTY)),
 ]
@@ -525,8 +544,10 @@ LI_HARMLESS = [
     group(f("genre", "%", FilterOperator.TEXT_MATCH)),
     group(f("year", 0, FilterOperator.GT)),
     group(f("genre", "", FilterOperator.IS_EMPTY)),
-    group(f("genre", "jazz"), group(f("owner", "bob"), f("owner", "alice_b"),
-                                    condition=FilterCondition.OR)),
+    group(
+        f("genre", "jazz"),
+        group(f("owner", "bob"), f("owner", "alice_b"), condition=FilterCondition.OR),
+    ),
 ]
 LI_QUOTES = [
     group(f("genre", "x' OR '1'='1")),
@@ -550,8 +571,12 @@ def li_fill(store_for: Callable[[Scope], Any], *scopes: Scope) -> None:
     for scope in scopes or tuple(OWNERS):
         owner = OWNERS[scope]
         nodes = [
-            TextNode(id_=rid, text=f"{owner} {rid}", metadata=meta,
-                     embedding=LI_EMBED.get_text_embedding(f"{owner} {rid}"))
+            TextNode(
+                id_=rid,
+                text=f"{owner} {rid}",
+                metadata=meta,
+                embedding=LI_EMBED.get_text_embedding(f"{owner} {rid}"),
+            )
             for rid, meta in records(owner)
         ]
         store_for(scope).add(nodes)
@@ -665,8 +690,12 @@ def test_llamaindex_simple_store_or_filters_stay_in_scope() -> None:
     shared = SimpleVectorStore()
     for scope, owner in OWNERS.items():
         nodes = [
-            TextNode(id_=f"{owner}-{rid}", text=rid, metadata=meta,
-                     embedding=LI_EMBED.get_text_embedding(f"{owner} {rid}"))
+            TextNode(
+                id_=f"{owner}-{rid}",
+                text=rid,
+                metadata=meta,
+                embedding=LI_EMBED.get_text_embedding(f"{owner} {rid}"),
+            )
             for rid, meta in records(owner)
         ]
         li.ScopedVectorStore(shared, scope).add(nodes)

@@ -66,9 +66,23 @@ def test_the_table_is_large_and_covers_every_kind_of_attack() -> None:
     assert len(CASES) >= 200
     assert len(set(IDS)) == len(IDS)
     kinds = {c["why"].split(":")[0] for c in CASES}
-    for kind in ("sql", "separator", "nfc", "nfkc-only", "confusable", "case", "control",
-                 "format", "surrogate", "length", "empty", "whitespace", "operator/template",
-                 "path", "wildcard"):
+    for kind in (
+        "sql",
+        "separator",
+        "nfc",
+        "nfkc-only",
+        "confusable",
+        "case",
+        "control",
+        "format",
+        "surrogate",
+        "length",
+        "empty",
+        "whitespace",
+        "operator/template",
+        "path",
+        "wildcard",
+    ):
         assert kind in kinds, kind
     accepted = [c for c in CASES if c["as_user"] == "accept"]
     assert 100 < len(accepted) < len(CASES)
@@ -223,8 +237,10 @@ async def test_hostile_user_id_headers(http_app: Any) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://muxi") as http:
         made: dict[str, set[str]] = defaultdict(set)
         for i, value in enumerate(IDS):
-            headers = {"X-Muxi-Client-Key": CLIENT_KEY,
-                       "X-Muxi-User-Id": header_bytes(f"{HTTP_TENANT}:{value}")}
+            headers = {
+                "X-Muxi-Client-Key": CLIENT_KEY,
+                "X-Muxi-User-Id": header_bytes(f"{HTTP_TENANT}:{value}"),
+            }
             reply = await http.post("/v1/chat", headers=headers, json={"message": f"hi {i}"})
             if expected_parse(f"{HTTP_TENANT}:{value}") is None:
                 assert reply.status_code == 400, (value, reply.text)
@@ -235,15 +251,19 @@ async def test_hostile_user_id_headers(http_app: Any) -> None:
         for value in IDS:
             if identity(value) not in made:
                 continue
-            headers = {"X-Muxi-Client-Key": CLIENT_KEY,
-                       "X-Muxi-User-Id": header_bytes(f"{HTTP_TENANT}:{value}")}
+            headers = {
+                "X-Muxi-Client-Key": CLIENT_KEY,
+                "X-Muxi-User-Id": header_bytes(f"{HTTP_TENANT}:{value}"),
+            }
             listed = (await http.get("/v1/sessions", headers=headers)).json()["sessions"]
             assert {s["id"] for s in listed} == made[identity(value)], value
             assert {s["user_id"] for s in listed} == {f"{HTTP_TENANT}:{identity(value)}"}
         foreign = next(iter(made[identity("alice")]))
         for value in ("Alice", "\u0430lice", "alice\u200b", "%", "_"):
-            headers = {"X-Muxi-Client-Key": CLIENT_KEY,
-                       "X-Muxi-User-Id": header_bytes(f"{HTTP_TENANT}:{value}")}
+            headers = {
+                "X-Muxi-Client-Key": CLIENT_KEY,
+                "X-Muxi-User-Id": header_bytes(f"{HTTP_TENANT}:{value}"),
+            }
             reply = await http.get(f"/v1/sessions/{foreign}", headers=headers)
             assert reply.status_code == 404, value
 
@@ -311,8 +331,10 @@ async def test_hostile_session_ids_in_paths_and_bodies(
                     # decoded with U+FFFD) not found: never anything of anyone's
                     got = await http.get(path, headers=headers)
                     assert (got.status_code, got.json()["error"]) in (
-                        (400, "invalid_identifier"), (404, "not_found"),
-                        (404, "session_not_found")), value
+                        (400, "invalid_identifier"),
+                        (404, "not_found"),
+                        (404, "session_not_found"),
+                    ), value
                     chat = await http.post("/v1/chat", headers=headers, content=body)
                     assert chat.status_code == 400, value
                 continue

@@ -150,9 +150,7 @@ def pasteable(who: Ident) -> bool:
 @dataclass
 class Model:
     sessions: dict[Ident, set[str]] = field(default_factory=lambda: defaultdict(set))
-    messages: dict[tuple[Ident, str], list[str]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
+    messages: dict[tuple[Ident, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     memories: dict[Ident, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     lc_memory: dict[Ident, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     lc_pg: dict[Ident, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
@@ -216,8 +214,8 @@ def env_for(
     watched = logging.getLogger("muxi_isolation")
 
     def make(kind: str) -> Env:
-        backend = make_backend(kind) if kind == "memory" else make_backend(
-            kind, embedding_dimension=DIM
+        backend = (
+            make_backend(kind) if kind == "memory" else make_backend(kind, embedding_dimension=DIM)
         )
         loop = asyncio.new_event_loop()
         isolation = Isolation(backend)
@@ -404,8 +402,17 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
             data=st.data(),
             count=counts,
             via=st.sampled_from(
-                ["core", "acore", "facade", "langchain", "alangchain", "llama", "allama",
-                 "allama_db", "http"]
+                [
+                    "core",
+                    "acore",
+                    "facade",
+                    "langchain",
+                    "alangchain",
+                    "llama",
+                    "allama",
+                    "allama_db",
+                    "http",
+                ]
             ),
         )
         def append(self, actor: int, data: st.DataObject, count: int, via: str) -> None:
@@ -465,8 +472,17 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
             actor=actors,
             data=st.data(),
             via=st.sampled_from(
-                ["core", "acore", "facade", "langchain", "alangchain", "llama", "allama",
-                 "allama_db", "http"]
+                [
+                    "core",
+                    "acore",
+                    "facade",
+                    "langchain",
+                    "alangchain",
+                    "llama",
+                    "allama",
+                    "allama_db",
+                    "http",
+                ]
             ),
         )
         def read_messages(self, actor: int, data: st.DataObject, via: str) -> None:
@@ -554,8 +570,16 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
             actor=actors,
             mid=mids,
             via=st.sampled_from(
-                ["core", "acore", "facade", "langchain", "alangchain", "langchain_context",
-                 "llama", "allama"]
+                [
+                    "core",
+                    "acore",
+                    "facade",
+                    "langchain",
+                    "alangchain",
+                    "langchain_context",
+                    "llama",
+                    "allama",
+                ]
             ),
         )
         def upsert_memory(self, actor: int, mid: str, via: str) -> None:
@@ -588,9 +612,20 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
         @rule(
             actor=actors,
             via=st.sampled_from(
-                ["core_list", "core_get", "core_search", "acore_search", "facade_list",
-                 "facade_search", "langchain_get", "langchain_search", "alangchain_search",
-                 "llama_get", "llama_query", "allama_query"]
+                [
+                    "core_list",
+                    "core_get",
+                    "core_search",
+                    "acore_search",
+                    "facade_list",
+                    "facade_search",
+                    "langchain_get",
+                    "langchain_search",
+                    "alangchain_search",
+                    "llama_get",
+                    "llama_query",
+                    "allama_query",
+                ]
             ),
         )
         def read_memories(self, actor: int, via: str) -> None:
@@ -629,8 +664,8 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
                         query_embedding=LI_EMBED.get_query_embedding("anything"),
                         similarity_top_k=FAR,
                     )
-                    result = store.query(query) if via == "llama_query" else run(
-                        store.aquery(query)
+                    result = (
+                        store.query(query) if via == "llama_query" else run(store.aquery(query))
                     )
                     nodes = result.nodes or []
                 got = {n.node_id: n.get_content() for n in nodes}
@@ -920,10 +955,12 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
                 mine[-1] if mine else None
             ), (who, sid)
             everything = list(saver.list(self.config(actor, None, bound)))
-            got = sorted((t.config["configurable"]["thread_id"], t.checkpoint["id"])
-                         for t in everything)
-            want = sorted((s, c) for (w, s), ids in self.model.checkpoints.items() if w == who
-                          for c in ids)
+            got = sorted(
+                (t.config["configurable"]["thread_id"], t.checkpoint["id"]) for t in everything
+            )
+            want = sorted(
+                (s, c) for (w, s), ids in self.model.checkpoints.items() if w == who for c in ids
+            )
             assert got == want, who
 
         @rule(actor=actors, data=st.data())

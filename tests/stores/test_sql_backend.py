@@ -29,6 +29,7 @@ T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 
 # -- URLs -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", ":memory:", "sqlite:///"])
 def test_memory_urls(url: str) -> None:
     target = resolve_url(url)
@@ -98,6 +99,7 @@ def test_custom_prefix_names_the_tables(make_backend) -> None:
 
 
 # -- transactions and concurrency -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_failed_append_writes_nothing(make_backend, kind: str) -> None:
@@ -195,6 +197,7 @@ def test_naive_datetimes_are_utc(make_backend, kind: str) -> None:
 
 # -- errors ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_duplicate_session_is_session_exists_with_cause(make_backend, kind: str) -> None:
     backend = make_backend(kind)
@@ -236,6 +239,7 @@ def test_unopenable_sqlite_file_is_storage_unavailable(tmp_path) -> None:
 
 
 # -- schema version and upgrades --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_schema_version_is_recorded(make_backend, kind: str) -> None:
@@ -295,6 +299,7 @@ def test_two_backends_on_one_postgres_schema_install_once(make_backend, postgres
 
 
 # -- construction and lifecycle -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dimension", [0, -3, 2.5, "8"])
 def test_a_bad_embedding_dimension_is_refused(dimension: object) -> None:

@@ -83,8 +83,32 @@ def test_sql_filters_agree_with_matches(make_backend, kind: str) -> None:
     check()
 
 
-TRICKY = [None, True, False, 0, 1, -1, 1.0, 2.5, "", "1", "a", "B", "é", "😀", "a%", "_",
-          [], [1], [1.0, "a"], [True], [None], ["a", "b"], [[1]], {"x": 1}]
+TRICKY = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    1.0,
+    2.5,
+    "",
+    "1",
+    "a",
+    "B",
+    "é",
+    "😀",
+    "a%",
+    "_",
+    [],
+    [1],
+    [1.0, "a"],
+    [True],
+    [None],
+    ["a", "b"],
+    [[1]],
+    {"x": 1},
+]
 OPERANDS = [None, True, False, 0, 1, 1.0, 2.5, -1, "", "1", "a", "B", "é", "😀", "%", "_"]
 
 

@@ -207,11 +207,15 @@ def probe_role(postgres_admin) -> Iterator[str]:
 
 def role_flags(postgres_admin, role: str) -> tuple[object, ...]:
     with postgres_admin.connect() as conn:
-        return tuple(conn.execute(
-            text("SELECT rolcanlogin, rolsuper, rolbypassrls, rolinherit, rolpassword IS NULL "
-                 "FROM pg_authid WHERE rolname = :r"),
-            {"r": role},
-        ).one())
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT rolcanlogin, rolsuper, rolbypassrls, rolinherit, rolpassword IS NULL "
+                    "FROM pg_authid WHERE rolname = :r"
+                ),
+                {"r": role},
+            ).one()
+        )
 
 
 def test_create_app_role_refuses_roles_that_skip_rls(

@@ -118,7 +118,9 @@ def test_a_version_1_postgres_database_is_upgraded_to_the_signed_scope(
     assert unsigned_view(postgres_urls.app, old) == ["tenant_a:alice's memory"]  # the old hole
     schema = old.tables.memories.schema
     new = SQLBackend(
-        postgres_urls.app, admin_url=postgres_urls.admin, schema=schema,
+        postgres_urls.app,
+        admin_url=postgres_urls.admin,
+        schema=schema,
         embedding_dimension=dimension,
     )
     try:

@@ -49,8 +49,10 @@ def loaded(make_backend):
     for scope, rows in ((BIG, big), (SMALL, small), (OTHER, other)):
         backend.upsert_memories(
             scope,
-            [Memory(i, i, {"even": int(i[1:]) % 2 == 0, "n": int(i[1:])}, v)
-             for i, v in rows.items()],
+            [
+                Memory(i, i, {"even": int(i[1:]) % 2 == 0, "n": int(i[1:])}, v)
+                for i, v in rows.items()
+            ],
         )
     return backend, rng, centers, big, small
 

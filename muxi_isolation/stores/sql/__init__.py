@@ -1,8 +1,8 @@
 """The SQL backend: SQLite (embedded default) and PostgreSQL + pgvector, one protocol.
 
-    SQLBackend(url, *, embedding_dimension=1536, admin_url=None, ...)
-    create_app_role(admin_url, role="muxi_app")     the non-owner role RLS needs
-    citus_ddl()                                     distribute the tables by tenant_id
+SQLBackend(url, *, embedding_dimension=1536, admin_url=None, ...)
+create_app_role(admin_url, role="muxi_app")     the non-owner role RLS needs
+citus_ddl()                                     distribute the tables by tenant_id
 """
 
 from __future__ import annotations

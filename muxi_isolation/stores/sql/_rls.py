@@ -160,9 +160,7 @@ def read_scope_key(conn: Connection, tables: Tables) -> bytes:
     return bytes(conn.execute(select(table.c.key).where(table.c.id == 1)).scalar_one())
 
 
-def policies(
-    conn: Connection, tables: Tables, only: Sequence[Table] | None = None
-) -> list[str]:
+def policies(conn: Connection, tables: Tables, only: Sequence[Table] | None = None) -> list[str]:
     """RLS DDL for the scoped tables (or ``only`` these, when a step adds tables); the admin
     policy names the current (owner) role."""
     prep = conn.dialect.identifier_preparer

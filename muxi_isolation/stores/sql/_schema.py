@@ -74,7 +74,6 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _ADVISORY_KEY = 0x6D757869  # "muxi"
 
 
-
 def _sign_the_scope(conn: Connection, tables: Tables) -> None:
     """1 -> 2: row-level security trusts only a signed scope (``_rls``)."""
     if conn.dialect.name != "postgresql":
@@ -183,9 +182,7 @@ def build_tables(
         Column("tool_calls", JSON, nullable=False),
         Column("status", String(32), nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
-        PrimaryKeyConstraint(
-            "tenant_id", "user_id", "session_id", "seq", name=f"{p}messages_pkey"
-        ),
+        PrimaryKeyConstraint("tenant_id", "user_id", "session_id", "seq", name=f"{p}messages_pkey"),
         sqlite_with_rowid=False,  # clustered on the key: a session's rows sit together
     )
     counters = Table(

@@ -326,8 +326,13 @@ class SQLBackend(SQLGraph, Backend):
         total: Counts = {}
         while True:  # one short transaction per batch of sessions
             counts, n = self._run(
-                None, self._ops.purge_expired, tenant_id, before, PURGE_BATCH,
-                write=True, admin_tenant=tenant_id,
+                None,
+                self._ops.purge_expired,
+                tenant_id,
+                before,
+                PURGE_BATCH,
+                write=True,
+                admin_tenant=tenant_id,
             )
             _add(total, counts)
             if n < PURGE_BATCH:
@@ -338,8 +343,13 @@ class SQLBackend(SQLGraph, Backend):
         total: Counts = {}
         while True:
             counts, n = await self._arun(
-                None, self._ops.purge_expired, tenant_id, before, PURGE_BATCH,
-                write=True, admin_tenant=tenant_id,
+                None,
+                self._ops.purge_expired,
+                tenant_id,
+                before,
+                PURGE_BATCH,
+                write=True,
+                admin_tenant=tenant_id,
             )
             _add(total, counts)
             if n < PURGE_BATCH:
@@ -370,7 +380,12 @@ class SQLBackend(SQLGraph, Backend):
         self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
     ) -> bool:
         return self._run(
-            user, self._ops.touch_session, user, session_id, last_active_at, expires_at,
+            user,
+            self._ops.touch_session,
+            user,
+            session_id,
+            last_active_at,
+            expires_at,
             write=True,
         )
 
@@ -378,7 +393,12 @@ class SQLBackend(SQLGraph, Backend):
         self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
     ) -> bool:
         return await self._arun(
-            user, self._ops.touch_session, user, session_id, last_active_at, expires_at,
+            user,
+            self._ops.touch_session,
+            user,
+            session_id,
+            last_active_at,
+            expires_at,
             write=True,
         )
 
@@ -410,8 +430,13 @@ class SQLBackend(SQLGraph, Backend):
         last: int | None,
     ) -> list[Message]:
         return self._run(
-            scope, self._ops.get_messages, scope,
-            status=status, limit=limit, offset=offset, last=last,
+            scope,
+            self._ops.get_messages,
+            scope,
+            status=status,
+            limit=limit,
+            offset=offset,
+            last=last,
         )
 
     async def _aget_messages(
@@ -424,8 +449,13 @@ class SQLBackend(SQLGraph, Backend):
         last: int | None,
     ) -> list[Message]:
         return await self._arun(
-            scope, self._ops.get_messages, scope,
-            status=status, limit=limit, offset=offset, last=last,
+            scope,
+            self._ops.get_messages,
+            scope,
+            status=status,
+            limit=limit,
+            offset=offset,
+            last=last,
         )
 
     def _count_messages(self, scope: Scope, *, status: str | None) -> int:
@@ -438,9 +468,7 @@ class SQLBackend(SQLGraph, Backend):
         return self._run(scope, self._ops.delete_messages, scope, status=status, write=True)
 
     async def _adelete_messages(self, scope: Scope, *, status: str | None) -> int:
-        return await self._arun(
-            scope, self._ops.delete_messages, scope, status=status, write=True
-        )
+        return await self._arun(scope, self._ops.delete_messages, scope, status=status, write=True)
 
     def _delete_message(self, scope: Scope, seq: int) -> Message | None:
         return self._run(scope, self._ops.delete_message, scope, seq, write=True)
@@ -452,9 +480,7 @@ class SQLBackend(SQLGraph, Backend):
         return self._run(scope, self._ops.take_oldest, scope, n, archive=archive, write=True)
 
     async def _atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
-        return await self._arun(
-            scope, self._ops.take_oldest, scope, n, archive=archive, write=True
-        )
+        return await self._arun(scope, self._ops.take_oldest, scope, n, archive=archive, write=True)
 
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         return self._run(scope, self._ops.upsert_memories, scope, memories, write=True)
@@ -653,4 +679,3 @@ class _Gate:
             yield
         finally:
             self._lock.release()
-
