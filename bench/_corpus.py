@@ -128,9 +128,11 @@ def p95(values: Sequence[float]) -> float:
 
 @contextmanager
 def postgres(url: str | None = None, shared_buffers: str | None = None) -> Iterator[str]:
-    """A superuser URL: ``url``, ``MUXI_TEST_POSTGRES_URL``, or a throwaway pgserver
-    (restarted with ``shared_buffers`` when given: its default is 128MB)."""
-    url = url or os.environ.get("MUXI_TEST_POSTGRES_URL")
+    """A superuser URL: ``url``, ``MUXI_BENCH_POSTGRES_URL``, ``MUXI_TEST_POSTGRES_URL``, or
+    a throwaway pgserver (restarted with ``shared_buffers`` when given: its default is 128MB)."""
+    url = (
+        url or os.environ.get("MUXI_BENCH_POSTGRES_URL") or os.environ.get("MUXI_TEST_POSTGRES_URL")
+    )
     if url:
         yield url
         return

