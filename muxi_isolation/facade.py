@@ -39,9 +39,7 @@ class SessionMessages:
         return self.add_messages([Message(role, content, metadata)])[0]
 
     def add_messages(self, messages: Sequence[Message]) -> list[Message]:
-        assert self.scope.session_id is not None
-        self.sessions.touch(self.scope, self.scope.session_id)
-        return self.backend.append_messages(self.scope, messages)
+        return self.sessions.append(self.scope, messages)
 
     def get(self, *, last: int | None = None) -> list[Message]:
         return self.backend.get_messages(self.scope, last=last)

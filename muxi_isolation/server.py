@@ -236,15 +236,17 @@ def create_app(
             raise _BadRequest(422, "invalid_request", "'message' must not be empty")
         session_id = _field(data, "session_id", str)
         metadata = policy.check_metadata(_field(data, "metadata", dict))  # before any write
+        history: list[Message] = []
         if session_id is None:
             record = await sessions.acreate(scope)
-        else:
-            record = await sessions.atouch(scope, session_id)
-        turn_scope = record.scope.with_session(record.id)
-        history = await backend.aget_messages(turn_scope, last=HISTORY_WINDOW)
+            turn_scope = record.scope.with_session(record.id)
+        else:  # fail before the agent runs; the append below checks again, atomically
+            record = await sessions.aactive(scope, session_id)
+            turn_scope = record.scope.with_session(record.id)
+            history = await backend.aget_messages(turn_scope, last=HISTORY_WINDOW)
         answer = await the_agent.respond(Turn(isolation, turn_scope, text, history))
         turn = [Message("user", text, metadata), Message("assistant", answer)]
-        await backend.aappend_messages(turn_scope, turn)
+        await sessions.aappend(turn_scope, turn)
         body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
         return JSONResponse(body)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from . import policy
 from .errors import SessionExists, SessionExpired, SessionNotFound
-from .records import SessionRecord
+from .records import Message, SessionRecord
 from .scope import Scope, canonical_id
 from .stores.base import Backend
 
@@ -96,6 +96,13 @@ class SessionManager:
                 pass
         return self.touch(scope, sid)
 
+    def append(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        """Append to the scope's session if it is active, extending it: one transaction."""
+        now = self.clock()
+        return self.backend.append_to_session(
+            scope, messages, now=now, expires_at=now + self.timeout
+        )
+
     def list(self, scope: Scope) -> builtins.list[SessionRecord]:
         return self.backend.list_sessions(scope)
 
@@ -140,6 +147,14 @@ class SessionManager:
             except SessionExists:
                 pass
         return await self.atouch(scope, sid)
+
+    async def aappend(
+        self, scope: Scope, messages: Sequence[Message]
+    ) -> builtins.list[Message]:
+        now = self.clock()
+        return await self.backend.aappend_to_session(
+            scope, messages, now=now, expires_at=now + self.timeout
+        )
 
     async def alist(self, scope: Scope) -> builtins.list[SessionRecord]:
         return await self.backend.alist_sessions(scope)

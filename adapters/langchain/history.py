@@ -67,14 +67,12 @@ class MuxiChatMessageHistory(BaseChatMessageHistory):
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         records = [to_record(m) for m in messages]
         if records:
-            self.sessions.touch(self.scope, self.session_id)
-            self.backend.append_messages(self.scope, records)
+            self.sessions.append(self.scope, records)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         records = [to_record(m) for m in messages]
         if records:
-            await self.sessions.atouch(self.scope, self.session_id)
-            await self.backend.aappend_messages(self.scope, records)
+            await self.sessions.aappend(self.scope, records)
 
     def clear(self) -> None:
         """Delete every message of this session; the session and the user's memory stay."""

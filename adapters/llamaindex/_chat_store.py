@@ -28,6 +28,7 @@ from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 
 from muxi_isolation import policy
+from muxi_isolation.errors import SessionNotFound
 from muxi_isolation.records import Message
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
@@ -66,6 +67,27 @@ class _Binding:
         user = self.user()
         record = (self.sessions.ensure if self.create_sessions else self.sessions.touch)(user, key)
         return user.with_session(record.id)
+
+    def append(self, key: str, records: list[Message]) -> None:
+        """Append in one transaction with the session check; create the session if allowed."""
+        scope = self.readable(key)
+        try:
+            self.sessions.append(scope, records)
+        except SessionNotFound:
+            if not self.create_sessions:
+                raise
+            self.sessions.ensure(scope.user(), key)
+            self.sessions.append(scope, records)
+
+    async def aappend(self, key: str, records: list[Message]) -> None:
+        scope = self.readable(key)
+        try:
+            await self.sessions.aappend(scope, records)
+        except SessionNotFound:
+            if not self.create_sessions:
+                raise
+            await self.sessions.aensure(scope.user(), key)
+            await self.sessions.aappend(scope, records)
 
     async def awritable(self, key: str) -> Scope:
         user = self.user()
@@ -146,8 +168,7 @@ class MuxiChatStore(BaseChatStore):
 
     def add_message(self, key: str, message: ChatMessage) -> None:
         records = _records([message])
-        b = self._binding
-        b.backend.append_messages(b.writable(key), records)
+        self._binding.append(key, records)
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
         b = self._binding
@@ -189,8 +210,7 @@ class MuxiChatStore(BaseChatStore):
 
     async def async_add_message(self, key: str, message: ChatMessage) -> None:
         records = _records([message])
-        b = self._binding
-        await b.backend.aappend_messages(await b.awritable(key), records)
+        await self._binding.aappend(key, records)
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
         b = self._binding
@@ -277,8 +297,7 @@ class MuxiDBChatStore(AsyncDBChatStore):
     ) -> None:
         records = _records(messages, _status(status))
         if records:
-            b = self._binding
-            await b.backend.aappend_messages(await b.awritable(key), records)
+            await self._binding.aappend(key, records)
 
     async def set_messages(
         self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE

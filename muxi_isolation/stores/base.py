@@ -105,10 +105,12 @@ class Backend(GraphMethods):
 
     def append_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Append in one transaction (all or nothing); returns them with ``seq`` set."""
+        scope = policy.require_scope(scope, session=True)
         stamped = [policy.stamp(scope, m) for m in messages]
         return policy.verify(scope, self._append_messages(scope, stamped)) if stamped else []
 
     async def aappend_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        scope = policy.require_scope(scope, session=True)
         stamped = [policy.stamp(scope, m) for m in messages]
         if not stamped:
             return []
@@ -116,12 +118,33 @@ class Backend(GraphMethods):
 
     def replace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Delete the session's messages and write these instead, in one transaction."""
+        scope = policy.require_scope(scope, session=True)
         stamped = [policy.stamp(scope, m) for m in messages]
         return policy.verify(scope, self._replace_messages(scope, stamped))
 
     async def areplace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        scope = policy.require_scope(scope, session=True)
         stamped = [policy.stamp(scope, m) for m in messages]
         return policy.verify(scope, await self._areplace_messages(scope, stamped))
+
+    def append_to_session(
+        self, scope: Scope, messages: Sequence[Message], *, now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        """Append to a session that is active at ``now`` and push its expiry to
+        ``expires_at``, in one transaction: a session deleted, expired or purged while the
+        caller was busy gets nothing. ``SessionNotFound`` or ``SessionExpired`` otherwise.
+        """
+        scope = policy.require_scope(scope, session=True)
+        stamped = [policy.stamp(scope, m) for m in messages]
+        return policy.verify(scope, self._append_to_session(scope, stamped, now, expires_at))
+
+    async def aappend_to_session(
+        self, scope: Scope, messages: Sequence[Message], *, now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        scope = policy.require_scope(scope, session=True)
+        stamped = [policy.stamp(scope, m) for m in messages]
+        rows = await self._aappend_to_session(scope, stamped, now, expires_at)
+        return policy.verify(scope, rows)
 
     def get_messages(
         self,
@@ -191,10 +214,12 @@ class Backend(GraphMethods):
 
     def upsert_memories(self, scope: Scope, memories: Sequence[Memory]) -> list[str]:
         """Insert, or replace this user's memories with the same ids, in one transaction."""
+        scope = policy.require_scope(scope)
         stamped = [policy.stamp(scope, m) for m in memories]
         return self._upsert_memories(scope, stamped) if stamped else []
 
     async def aupsert_memories(self, scope: Scope, memories: Sequence[Memory]) -> list[str]:
+        scope = policy.require_scope(scope)
         stamped = [policy.stamp(scope, m) for m in memories]
         return await self._aupsert_memories(scope, stamped) if stamped else []
 
@@ -399,6 +424,16 @@ class Backend(GraphMethods):
 
     async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         raise NotImplementedError("_aappend_messages")
+
+    def _append_to_session(
+        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        raise NotImplementedError("_append_to_session")
+
+    async def _aappend_to_session(
+        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        raise NotImplementedError("_aappend_to_session")
 
     def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         raise NotImplementedError("_replace_messages")

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import SessionExists
+from ..errors import SessionExists, SessionExpired, SessionNotFound
 from ..filters import Filter, matches
 from ..records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
 from ..scope import Scope
@@ -108,6 +108,21 @@ class MemoryBackend(MemoryGraph, Backend):
             self._messages.setdefault(key, []).extend(stored)
             self._next_seq[key] = seq + len(stored)
             return stored
+
+    def _append_to_session(
+        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        sid = scope.session_id
+        assert sid is not None
+        with self._lock:
+            sessions = self._sessions.get(_user_key(scope), {})
+            record = sessions.get(sid)
+            if record is None:
+                raise SessionNotFound(sid)
+            if record.expired(now):
+                raise SessionExpired(sid)
+            sessions[sid] = replace(record, last_active_at=now, expires_at=expires_at)
+            return self._append_messages(scope, messages) if messages else []
 
     def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         with self._lock:
@@ -310,6 +325,11 @@ class MemoryBackend(MemoryGraph, Backend):
 
     async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return self._append_messages(scope, messages)
+
+    async def _aappend_to_session(
+        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        return self._append_to_session(scope, messages, now, expires_at)
 
     async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return self._replace_messages(scope, messages)

@@ -114,13 +114,13 @@ def test_bulk_add_is_one_backend_call(
 ) -> None:
     hist = history(backend, sessions, ALICE)
     calls: list[int] = []
-    original = backend.append_messages
+    original = backend.append_to_session  # the session check and the append, one call
 
-    def spy(scope: Scope, messages: Any) -> list[Message]:
+    def spy(scope: Scope, messages: Any, **times: Any) -> list[Message]:
         calls.append(len(messages))
-        return original(scope, messages)
+        return original(scope, messages, **times)
 
-    monkeypatch.setattr(backend, "append_messages", spy)
+    monkeypatch.setattr(backend, "append_to_session", spy)
     hist.add_messages(CONVERSATION)
     assert calls == [len(CONVERSATION)]
 

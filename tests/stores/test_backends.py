@@ -17,6 +17,8 @@ from muxi_isolation import (
     Scope,
     ScopeViolation,
     SessionExists,
+    SessionExpired,
+    SessionNotFound,
     SessionRecord,
 )
 from muxi_isolation.records import ACTIVE, ARCHIVED
@@ -119,6 +121,47 @@ def test_delete_session_removes_its_langgraph_thread(backend: Backend) -> None:
 
 
 # -- messages ---------------------------------------------------------------------------
+
+
+def test_append_to_session_is_all_or_nothing(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)  # expires at T0 + 1h
+    later = T0 + timedelta(minutes=10)
+    stored = backend.append_to_session(
+        scope, [Message("user", "a")], now=later, expires_at=later + timedelta(hours=1)
+    )
+    assert texts(stored) == ["a"]
+    record = backend.get_session(ALICE, "s1")
+    assert record is not None and record.expires_at == later + timedelta(hours=1)
+    too_late = T0 + timedelta(hours=3)
+    with pytest.raises(SessionExpired):
+        backend.append_to_session(scope, [Message("user", "b")], now=too_late, expires_at=too_late)
+    assert backend.delete_session(ALICE, "s1")  # deleted while an agent was still thinking
+    for gone in (scope, BOB.with_session("s1")):
+        with pytest.raises(SessionNotFound):
+            backend.append_to_session(gone, [Message("user", "c")], now=later, expires_at=later)
+    assert backend.get_messages(scope) == []
+    assert backend.list_sessions(ALICE) == []
+
+
+async def test_aappend_to_session(backend: Backend) -> None:
+    scope = open_session(backend, ALICE)
+    stored = await backend.aappend_to_session(
+        scope, [Message("user", "a")], now=T0, expires_at=T0 + timedelta(hours=2)
+    )
+    assert texts(stored) == ["a"]
+    with pytest.raises(SessionNotFound):
+        await backend.aappend_to_session(
+            BOB.with_session("s1"), [Message("user", "x")], now=T0, expires_at=T0
+        )
+
+
+def test_empty_batches_still_need_a_scope(backend: Backend) -> None:
+    with pytest.raises(MissingScope):
+        backend.append_messages(None, [])  # type: ignore[arg-type]
+    with pytest.raises(MissingScope):
+        backend.replace_messages(ALICE, [])  # no session: never "every session"
+    with pytest.raises(MissingScope):
+        backend.upsert_memories(None, [])  # type: ignore[arg-type]
 
 
 def test_messages_keep_order_and_content(backend: Backend) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from ...errors import SessionExists
+from ...errors import SessionExists, SessionExpired, SessionNotFound
 from ...filters import Filter
 from ...records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
 from ...scope import Scope
@@ -156,14 +156,32 @@ class Ops:
         session_id: str,
         last_active_at: datetime,
         expires_at: datetime,
+        active_at: datetime | None = None,
     ) -> bool:
+        """Move the session's times; with ``active_at``, only if it has not expired by then."""
         s = self.t.sessions
+        where = [*self._user(s, user), s.c.id == session_id]
+        if active_at is not None:
+            where.append(s.c.expires_at > active_at)
         result = conn.execute(
-            update(s)
-            .where(*self._user(s, user), s.c.id == session_id)
-            .values(last_active_at=last_active_at, expires_at=expires_at)
+            update(s).where(*where).values(last_active_at=last_active_at, expires_at=expires_at)
         )
         return result.rowcount > 0
+
+    def append_to_session(
+        self,
+        conn: Connection,
+        scope: Scope,
+        messages: Sequence[Message],
+        now: datetime,
+        expires_at: datetime,
+    ) -> list[Message]:
+        """Touch the session if it is active and append, in the caller's one transaction."""
+        user, sid = scope.user(), str(scope.session_id)
+        if not self.touch_session(conn, user, sid, now, expires_at, active_at=now):
+            found = self.get_session(conn, user, sid) is not None
+            raise SessionExpired(sid) if found else SessionNotFound(sid)
+        return self.append_messages(conn, scope, messages)
 
     def delete_session(self, conn: Connection, user: Scope, session_id: str) -> bool:
         scope = user.with_session(session_id)

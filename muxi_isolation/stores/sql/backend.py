@@ -414,6 +414,18 @@ class SQLBackend(SQLGraph, Backend):
     async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return await self._arun(scope, self._ops.append_messages, scope, messages, write=True)
 
+    def _append_to_session(
+        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        op = self._ops.append_to_session
+        return self._run(scope, op, scope, messages, now, expires_at, write=True)
+
+    async def _aappend_to_session(
+        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+    ) -> list[Message]:
+        op = self._ops.append_to_session
+        return await self._arun(scope, op, scope, messages, now, expires_at, write=True)
+
     def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return self._run(scope, self._ops.replace_messages, scope, messages, write=True)
 
