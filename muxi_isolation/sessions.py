@@ -80,21 +80,26 @@ class SessionManager:
         return self._checked(self.backend.get_session(scope, sid), sid)
 
     def touch(self, scope: Scope, session_id: str) -> SessionRecord:
-        """Check the session is active and push its expiry forward from now."""
-        record = self.active(scope, session_id)
+        """Push an active session's expiry forward from now: one transaction, which never
+        revives a session that expired or was deleted meanwhile."""
+        sid = canonical_id(session_id, "session_id")
         now = self.clock()
-        self.backend.touch_session(scope, record.id, now, now + self.timeout)
-        return SessionRecord(record.id, record.scope, record.created_at, now, now + self.timeout)
+        renewed = self.backend.renew_session(scope, sid, now=now, expires_at=now + self.timeout)
+        if renewed is None:  # only on failure: read once more to say why
+            self._checked(self.backend.get_session(scope, sid), sid)
+            raise SessionExpired(sid)
+        return renewed
 
     def ensure(self, scope: Scope, session_id: str) -> SessionRecord:
         """Touch the session, creating it under this id first if this user has none."""
-        sid = canonical_id(session_id, "session_id")
-        if self.backend.get_session(scope, sid) is None:
-            try:
-                return self.create(scope, sid)
-            except SessionExists:  # another request created it first
-                pass
-        return self.touch(scope, sid)
+        try:
+            return self.touch(scope, session_id)
+        except SessionNotFound:
+            pass
+        try:
+            return self.create(scope, session_id)
+        except SessionExists:  # another request created it first
+            return self.touch(scope, session_id)
 
     def append(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Append to the scope's session if it is active, extending it: one transaction."""
@@ -134,23 +139,27 @@ class SessionManager:
         return self._checked(await self.backend.aget_session(scope, sid), sid)
 
     async def atouch(self, scope: Scope, session_id: str) -> SessionRecord:
-        record = await self.aactive(scope, session_id)
+        sid = canonical_id(session_id, "session_id")
         now = self.clock()
-        await self.backend.atouch_session(scope, record.id, now, now + self.timeout)
-        return SessionRecord(record.id, record.scope, record.created_at, now, now + self.timeout)
+        renewed = await self.backend.arenew_session(
+            scope, sid, now=now, expires_at=now + self.timeout
+        )
+        if renewed is None:
+            self._checked(await self.backend.aget_session(scope, sid), sid)
+            raise SessionExpired(sid)
+        return renewed
 
     async def aensure(self, scope: Scope, session_id: str) -> SessionRecord:
-        sid = canonical_id(session_id, "session_id")
-        if await self.backend.aget_session(scope, sid) is None:
-            try:
-                return await self.acreate(scope, sid)
-            except SessionExists:
-                pass
-        return await self.atouch(scope, sid)
+        try:
+            return await self.atouch(scope, session_id)
+        except SessionNotFound:
+            pass
+        try:
+            return await self.acreate(scope, session_id)
+        except SessionExists:
+            return await self.atouch(scope, session_id)
 
-    async def aappend(
-        self, scope: Scope, messages: Sequence[Message]
-    ) -> builtins.list[Message]:
+    async def aappend(self, scope: Scope, messages: Sequence[Message]) -> builtins.list[Message]:
         now = self.clock()
         return await self.backend.aappend_to_session(
             scope, messages, now=now, expires_at=now + self.timeout

@@ -40,7 +40,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from muxi_isolation import policy
-from muxi_isolation.errors import ScopeViolation, SessionExpired
+from muxi_isolation.errors import ScopeViolation
 from muxi_isolation.filters import Filter, parse_filter
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
@@ -95,19 +95,11 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
 
     def _writable(self, user: Scope, thread: str) -> None:
         """Writes may race ahead of their checkpoint (LangGraph's async durability): open the
-        session if this user has none, refuse an expired one, leave the expiry to ``put``."""
-        found = self.backend.get_session(user, thread)
-        if found is None:
-            self.sessions.ensure(user, thread)
-        elif found.expired(self.sessions.clock()):
-            raise SessionExpired(thread)
+        session if this user has none; an expired one raises ``SessionExpired``."""
+        self.sessions.ensure(user, thread)
 
     async def _awritable(self, user: Scope, thread: str) -> None:
-        found = await self.backend.aget_session(user, thread)
-        if found is None:
-            await self.sessions.aensure(user, thread)
-        elif found.expired(self.sessions.clock()):
-            raise SessionExpired(thread)
+        await self.sessions.aensure(user, thread)
 
     @staticmethod
     def _where(config: RunnableConfig) -> tuple[str, str]:

@@ -94,6 +94,22 @@ class Backend(GraphMethods):
         user = policy.require_scope(scope).user()
         return await self._atouch_session(user, session_id, last_active_at, expires_at)
 
+    def renew_session(
+        self, scope: Scope, session_id: str, *, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        """Extend the session if it is still active at ``now``, in one transaction, and
+        return it as renewed; ``None`` if this user has no such active session."""
+        user = policy.require_scope(scope).user()
+        found = self._renew_session(user, session_id, now, expires_at)
+        return next(iter(policy.verify(scope, [found] if found else [])), None)
+
+    async def arenew_session(
+        self, scope: Scope, session_id: str, *, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        user = policy.require_scope(scope).user()
+        found = await self._arenew_session(user, session_id, now, expires_at)
+        return next(iter(policy.verify(scope, [found] if found else [])), None)
+
     def delete_session(self, scope: Scope, session_id: str) -> bool:
         """Delete a session record and its messages; the user's memories stay."""
         return self._delete_session(policy.require_scope(scope).user(), session_id)
@@ -412,6 +428,16 @@ class Backend(GraphMethods):
         self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
     ) -> bool:
         raise NotImplementedError("_atouch_session")
+
+    def _renew_session(
+        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        raise NotImplementedError("_renew_session")
+
+    async def _arenew_session(
+        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        raise NotImplementedError("_arenew_session")
 
     def _delete_session(self, user: Scope, session_id: str) -> bool:
         raise NotImplementedError("_delete_session")

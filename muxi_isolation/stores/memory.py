@@ -109,20 +109,32 @@ class MemoryBackend(MemoryGraph, Backend):
             self._next_seq[key] = seq + len(stored)
             return stored
 
+    def _renew_session(
+        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        with self._lock:
+            sessions = self._sessions.get(_user_key(user), {})
+            record = sessions.get(session_id)
+            if record is None or record.expired(now):
+                return None
+            sessions[session_id] = replace(record, last_active_at=now, expires_at=expires_at)
+            return sessions[session_id]
+
     def _append_to_session(
         self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
     ) -> list[Message]:
         sid = scope.session_id
         assert sid is not None
         with self._lock:
-            sessions = self._sessions.get(_user_key(scope), {})
-            record = sessions.get(sid)
-            if record is None:
-                raise SessionNotFound(sid)
-            if record.expired(now):
-                raise SessionExpired(sid)
-            sessions[sid] = replace(record, last_active_at=now, expires_at=expires_at)
+            if self._renew_session(scope, sid, now, expires_at) is None:
+                found = self._get_session(scope, sid) is not None
+                raise SessionExpired(sid) if found else SessionNotFound(sid)
             return self._append_messages(scope, messages) if messages else []
+
+    async def _arenew_session(
+        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        return self._renew_session(user, session_id, now, expires_at)
 
     def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         with self._lock:

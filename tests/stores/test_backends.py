@@ -143,6 +143,22 @@ def test_append_to_session_is_all_or_nothing(backend: Backend) -> None:
     assert backend.list_sessions(ALICE) == []
 
 
+def test_renew_session_only_while_active(backend: Backend) -> None:
+    backend.insert_session(ALICE, session(ALICE, "s1"))  # expires at T0 + 1h
+    later = T0 + timedelta(minutes=30)
+    renewed = backend.renew_session(ALICE, "s1", now=later, expires_at=later + timedelta(hours=1))
+    assert renewed is not None
+    assert (renewed.created_at, renewed.last_active_at) == (T0, later)
+    assert backend.get_session(ALICE, "s1") == renewed
+    assert backend.renew_session(BOB, "s1", now=later, expires_at=later) is None
+    too_late = T0 + timedelta(hours=2)
+    assert (
+        backend.renew_session(ALICE, "s1", now=too_late, expires_at=too_late + timedelta(hours=1))
+        is None
+    )
+    assert backend.get_session(ALICE, "s1") == renewed  # an expired session is not revived
+
+
 async def test_aappend_to_session(backend: Backend) -> None:
     scope = open_session(backend, ALICE)
     stored = await backend.aappend_to_session(

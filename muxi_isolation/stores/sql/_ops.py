@@ -183,6 +183,14 @@ class Ops:
             raise SessionExpired(sid) if found else SessionNotFound(sid)
         return self.append_messages(conn, scope, messages)
 
+    def renew_session(
+        self, conn: Connection, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        """Extend an active session and read it back, in the caller's one transaction."""
+        if not self.touch_session(conn, user, session_id, now, expires_at, active_at=now):
+            return None
+        return self.get_session(conn, user, session_id)
+
     def delete_session(self, conn: Connection, user: Scope, session_id: str) -> bool:
         scope = user.with_session(session_id)
         for table in self._session_buffers():  # messages, counters, LangGraph checkpoints

@@ -402,6 +402,18 @@ class SQLBackend(SQLGraph, Backend):
             write=True,
         )
 
+    def _renew_session(
+        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        op = self._ops.renew_session
+        return self._run(user, op, user, session_id, now, expires_at, write=True)
+
+    async def _arenew_session(
+        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        op = self._ops.renew_session
+        return await self._arun(user, op, user, session_id, now, expires_at, write=True)
+
     def _delete_session(self, user: Scope, session_id: str) -> bool:
         return self._run(user, self._ops.delete_session, user, session_id, write=True)
 
