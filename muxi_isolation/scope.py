@@ -20,7 +20,8 @@ default tenant; no header at all is user ``"0"`` of the default tenant (single-u
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import InvalidIdentifier
 
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "Scope",
     "canonical_id",
+    "known_scope",
 ]
 
 DEFAULT_TENANT = "default"
@@ -102,10 +104,10 @@ class Scope:
 
     def user(self) -> Scope:
         """This scope without its session: the level of persistent memory."""
-        return self if self.session_id is None else replace(self, session_id=None)
+        return self if self.session_id is None else known_scope(self.tenant_id, self.user_id)
 
     def with_session(self, session_id: str) -> Scope:
-        return replace(self, session_id=session_id)
+        return known_scope(self.tenant_id, self.user_id, session_id)
 
     def same_user(self, other: Scope) -> bool:
         return self.tenant_id == other.tenant_id and self.user_id == other.user_id
@@ -113,3 +115,13 @@ class Scope:
     def __str__(self) -> str:
         base = self.header
         return base if self.session_id is None else f"{base}#{self.session_id}"
+
+
+@lru_cache(maxsize=4096)
+def known_scope(tenant_id: str, user_id: str, session_id: str | None = None) -> Scope:
+    """``Scope(tenant_id, user_id, session_id)``, validated once per distinct triple.
+
+    Rows read back from storage repeat the same few scopes; validating each row's ids again
+    (NFC, a scan of every character) cost more than the query itself.
+    """
+    return Scope(tenant_id, user_id, session_id)

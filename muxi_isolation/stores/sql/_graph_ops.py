@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ...filters import Filter
-from ...scope import Scope
+from ...scope import Scope, known_scope
 from ..graph import (
     WILDCARD,
     CheckpointQuery,
@@ -102,7 +102,7 @@ def _row_to_checkpoint(row: Row[Any]) -> CheckpointRecord:
         bytes(m["checkpoint"]),
         dict(m["metadata"] or {}),
         m["created_at"],
-        Scope(m["tenant_id"], m["user_id"]),
+        known_scope(m["tenant_id"], m["user_id"]),
     )
 
 
@@ -118,7 +118,7 @@ def _row_to_write(row: Row[Any]) -> WriteRecord:
         m["type"],
         bytes(m["value"]),
         m["task_path"],
-        Scope(m["tenant_id"], m["user_id"]),
+        known_scope(m["tenant_id"], m["user_id"]),
     )
 
 
@@ -133,7 +133,7 @@ def _row_to_item(row: Row[Any], vectors: bool) -> StoreItem:
         m["expires_at"],
         m["ttl_minutes"],
         _unpack(m["embedding_fields"], m["embeddings"]) if vectors else None,
-        Scope(m["tenant_id"], m["user_id"]),
+        known_scope(m["tenant_id"], m["user_id"]),
     )
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from ...errors import SessionExists, SessionExpired, SessionNotFound
 from ...filters import Filter
 from ...records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
-from ...scope import Scope
+from ...scope import Scope, known_scope
 from ._filters import compile_filter
 from ._schema import Tables
 from ._vectors import Scored, VectorPlanner, row_to_memory
@@ -75,7 +75,7 @@ def _row_to_message(row: Row[Any]) -> Message:
         m["status"],
         m["created_at"],
         m["seq"],
-        Scope(m["tenant_id"], m["user_id"], m["session_id"]),
+        known_scope(m["tenant_id"], m["user_id"], m["session_id"]),
     )
 
 
@@ -83,7 +83,7 @@ def _row_to_session(row: Row[Any]) -> SessionRecord:
     m = row._mapping
     return SessionRecord(
         m["id"],
-        Scope(m["tenant_id"], m["user_id"]),
+        known_scope(m["tenant_id"], m["user_id"]),
         m["created_at"],
         m["last_active_at"],
         m["expires_at"],

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 
 from ...records import Memory
-from ...scope import Scope
+from ...scope import Scope, known_scope
 from . import _rls
 from ._schema import Tables
 from ._types import cosine_similarity
@@ -73,7 +73,7 @@ def row_to_memory(row: Row[Any]) -> Memory:
         dict(m["metadata"] or {}),
         m["embedding"],
         m["created_at"],
-        Scope(m["tenant_id"], m["user_id"], m["session_id"]),
+        known_scope(m["tenant_id"], m["user_id"], m["session_id"]),
     )
 
 
