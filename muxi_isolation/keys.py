@@ -35,6 +35,17 @@ class Grant:
     level: AccessLevel
     tenant_id: str | None = None
 
+    def allow(self, scope: Scope) -> Grant:
+        """This grant, if it may act for ``scope``: a client key only within its tenant."""
+        if self.level is AccessLevel.CLIENT and self.tenant_id != scope.tenant_id:
+            raise Forbidden("this client key may not act for a user of another tenant")
+        return self
+
+    def allow_admin(self) -> Grant:
+        if self.level is not AccessLevel.ADMIN:
+            raise Forbidden("this call needs an admin key")
+        return self
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
@@ -99,16 +110,10 @@ class KeyRing:
 
     def authorize(self, key: str | None, scope: Scope) -> Grant:
         """Check ``key`` may act for ``scope``: a client key only within its tenant."""
-        grant = self.identify(key)
-        if grant.level is AccessLevel.CLIENT and grant.tenant_id != scope.tenant_id:
-            raise Forbidden("this client key may not act for a user of another tenant")
-        return grant
+        return self.identify(key).allow(scope)
 
     def require_admin(self, key: str | None) -> Grant:
-        grant = self.identify(key)
-        if grant.level is not AccessLevel.ADMIN:
-            raise Forbidden("this call needs an admin key")
-        return grant
+        return self.identify(key).allow_admin()
 
 
 def _config_digest(key: str | None, sha256: str | None) -> str:

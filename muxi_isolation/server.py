@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import AccessDenied, AdapterUnavailable, Forbidden, IsolationError, ScopeViolation
+from .errors import AccessDenied, AdapterUnavailable, IsolationError, ScopeViolation
 
 try:
     import uvicorn
@@ -44,7 +44,7 @@ from . import migrate, policy
 from .agent import Agent, DemoAgent, Turn
 from .facade import Isolation
 from .http import ANONYMOUS, GRANT_KEY, SCOPE_KEY, MuxiIsolationMiddleware, error_response
-from .keys import AccessLevel, Grant, KeyRing
+from .keys import Grant, KeyRing
 from .records import Message, SessionRecord
 from .scope import Scope
 
@@ -145,8 +145,7 @@ def _require_admin(request: Request) -> None:
     grant = request.scope.get(GRANT_KEY)
     if not isinstance(grant, Grant) or grant is ANONYMOUS:
         raise AccessDenied("this call needs an admin key")
-    if grant.level is not AccessLevel.ADMIN:
-        raise Forbidden("this call needs an admin key")
+    grant.allow_admin()
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
