@@ -334,8 +334,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         scope = self._current()
-        if self._kind == SIMPLE:
-            return self._inner.get_nodes(node_ids, filters)  # raises: it keeps no nodes
+        if self._kind == SIMPLE:  # it keeps no nodes and raises; verified all the same
+            return verified_nodes(scope, self._inner.get_nodes(node_ids, filters))
         return verified_nodes(scope, self._inner.get_nodes(node_ids, self._wrap(scope, filters)))
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -424,7 +424,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
     ) -> list[BaseNode]:
         scope = self._current()
         if self._kind == SIMPLE:
-            return await self._inner.aget_nodes(node_ids, filters)
+            return verified_nodes(scope, await self._inner.aget_nodes(node_ids, filters))
         found = await self._inner.aget_nodes(node_ids, self._wrap(scope, filters))
         return verified_nodes(scope, found)
 

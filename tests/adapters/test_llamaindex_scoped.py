@@ -517,3 +517,44 @@ def test_our_own_stores_are_not_wrapped_again() -> None:
         ScopedVectorStore(ScopedVectorStore(SimpleVectorStore(), ALICE), BOB)
     with pytest.raises(TypeError):
         ScopedVectorStore("not a store", ALICE)  # type: ignore[arg-type]
+
+
+def test_get_nodes_of_a_simple_store_that_returns_nodes_is_still_verified() -> None:
+    """A SimpleVectorStore subclass (or a later llama-index) that does return nodes must
+    not hand another user's nodes through the wrapper."""
+    from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores import SimpleVectorStore
+
+    from muxi_isolation import Scope, policy
+    from muxi_isolation.adapters.llamaindex import ScopedVectorStore
+
+    alice, bob = Scope("t", "alice"), Scope("t", "bob")
+    theirs = TextNode(id_="b1", text="bob's", metadata=policy.stamp_metadata(bob, {}))
+    mine = TextNode(id_="a1", text="alice's", metadata=policy.stamp_metadata(alice, {}))
+
+    class Listing(SimpleVectorStore):
+        def get_nodes(self, node_ids=None, filters=None):  # type: ignore[no-untyped-def]
+            return [theirs, mine]
+
+        async def aget_nodes(self, node_ids=None, filters=None):  # type: ignore[no-untyped-def]
+            return [theirs, mine]
+
+    store = ScopedVectorStore(Listing(), alice)
+    assert [n.node_id for n in store.get_nodes()] == ["a1"]
+
+
+async def test_aget_nodes_of_a_simple_store_is_verified() -> None:
+    from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores import SimpleVectorStore
+
+    from muxi_isolation import Scope, policy
+    from muxi_isolation.adapters.llamaindex import ScopedVectorStore
+
+    bob = Scope("t", "bob")
+    theirs = TextNode(id_="b1", text="bob's", metadata=policy.stamp_metadata(bob, {}))
+
+    class Listing(SimpleVectorStore):
+        async def aget_nodes(self, node_ids=None, filters=None):  # type: ignore[no-untyped-def]
+            return [theirs]
+
+    assert await ScopedVectorStore(Listing(), Scope("t", "alice")).aget_nodes() == []
