@@ -12,6 +12,7 @@ a caller may never set or filter on those, nor on the bare scope field names.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -26,6 +27,7 @@ __all__ = [
     "RESERVED_KEYS",
     "SCOPE_FIELDS",
     "check_metadata",
+    "foreign_id_prefix",
     "read_filter",
     "require_scope",
     "scope_metadata",
@@ -133,3 +135,10 @@ def verify_metadata(scope: Scope, metadata: Mapping[str, Any] | None) -> bool:
     """Whether a foreign store's record carries this (tenant, user)'s stamp."""
     data = metadata or {}
     return data.get(TENANT_KEY) == scope.tenant_id and data.get(USER_KEY) == scope.user_id
+
+
+def foreign_id_prefix(scope: Scope) -> str:
+    """The per-user namespace of record ids in a store we do not own, so users' ids never
+    collide in a shared table (NUL never occurs in an id, so the hash names one pair)."""
+    digest = hashlib.sha256(f"{scope.tenant_id}\0{scope.user_id}".encode()).hexdigest()
+    return f"muxi:{digest[:32]}:"

@@ -26,7 +26,6 @@ can be added with ``register_filter_dialect``; a store with no dialect, or witho
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -79,7 +78,7 @@ class CallableDialect:
         else:
             raise InvalidFilter("filter must be a callable or a dict")
 
-        tenant, user, prefix = scope.tenant_id, scope.user_id, id_prefix(scope)
+        tenant, user, prefix = scope.tenant_id, scope.user_id, policy.foreign_id_prefix(scope)
 
         def scoped_filter(doc: Document) -> bool:
             # Runs on every stored document, so ownership (the checks of the store's view:
@@ -167,12 +166,6 @@ def _check_methods(store: VectorStore) -> None:
             )
 
 
-def id_prefix(scope: Scope) -> str:
-    """The per-user namespace of ids in a shared store (NUL never occurs in an id)."""
-    digest = hashlib.sha256(f"{scope.tenant_id}\0{scope.user_id}".encode()).hexdigest()
-    return f"muxi:{digest[:32]}:"
-
-
 class ScopedVectorStore(VectorStore):
     """A foreign ``VectorStore`` seen by one (tenant, user). Build it with
     ``scope_vectorstore``; the module docstring lists what it guarantees."""
@@ -188,7 +181,7 @@ class ScopedVectorStore(VectorStore):
         self.store = store
         self.scope = policy.require_scope(scope)
         self.dialect = dialect if dialect is not None else _dialect_for(store)
-        self._prefix = id_prefix(self.scope)
+        self._prefix = policy.foreign_id_prefix(self.scope)
 
     @property
     def embeddings(self) -> Embeddings | None:

@@ -132,6 +132,12 @@ def _numbered(messages: list[Message]) -> list[Message]:
     return [replace(m, scope=None) for m in messages]
 
 
+def _unprefixed(memory_id: str, owner: Scope) -> str:
+    """The caller's own id of a record a scoped foreign store kept under the owner's prefix."""
+    prefix = policy.foreign_id_prefix(owner)
+    return memory_id[len(prefix) :] if memory_id.startswith(prefix) else memory_id
+
+
 def _unstamped(metadata: Mapping[str, Any], owner: Scope) -> dict[str, Any]:
     """Metadata without the scope stamps of a store we wrapped before; a stamp for
     someone else than ``owner`` is refused, never carried over."""
@@ -231,7 +237,12 @@ class _Writer:
 
     def memory(self, unit: MemoryItem, scope: Scope) -> None:
         user = scope.user()
-        memory = replace(unit.memory, metadata=_unstamped(unit.memory.metadata, user), scope=None)
+        memory = replace(
+            unit.memory,
+            id=_unprefixed(unit.memory.id, user),
+            metadata=_unstamped(unit.memory.metadata, user),
+            scope=None,
+        )
         policy.check_metadata(memory.metadata)
         if (user, memory.id) in self.seen:
             raise ScopeViolation(f"memory {memory.id!r} of {user.header} appears twice")

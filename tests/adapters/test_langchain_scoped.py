@@ -22,7 +22,7 @@ from muxi_isolation.adapters.langchain import (
     register_filter_dialect,
     scope_vectorstore,
 )
-from muxi_isolation.adapters.langchain.scoped import id_prefix
+from muxi_isolation.policy import foreign_id_prefix as id_prefix
 
 ALICE = Scope.parse("tenant_a:alice")
 BOB = Scope.parse("tenant_a:bob")

@@ -121,6 +121,31 @@ def test_one_dump_per_user_is_keyed_by_its_file_name(tmp_path: Path, backend: Ba
     assert [m.id for m in backend.list_memories(CAROL)] == ["c1", "c2"]
 
 
+def test_a_scoped_store_dump_comes_back_under_the_callers_ids(
+    tmp_path: Path, backend: Backend
+) -> None:
+    """A store that scope_vectorstore wrapped keeps ids under a per-user prefix and stamps
+    metadata; the import gives the memories back their own ids and drops the stamps."""
+    from muxi_isolation.adapters.langchain import scope_vectorstore
+
+    inner = InMemoryVectorStore(RandomEmbeddings(3))
+    scope_vectorstore(inner, ALICE).add_texts(["alice's note"], ids=["n1"])
+    scope_vectorstore(inner, BOB).add_texts(["bob's note"], ids=["n1"])
+    path = tmp_path / "shared.json"
+    inner.dump(str(path))
+    report = run_import(
+        LangChainInMemoryDump(path, key_field="muxi_user_id"),
+        backend,
+        lambda user: f"tenant_a:{user}",
+    )
+    assert report.ok, report.errors
+    for owner, text in ((ALICE, "alice's note"), (BOB, "bob's note")):
+        [memory] = backend.list_memories(owner)
+        assert (memory.id, memory.content, memory.metadata) == ("n1", text, {})
+    lc = LCVectorStore(backend, NoEmbeddings(), scope=ALICE)
+    assert [d.page_content for d in lc.get_by_ids(["n1"])] == ["alice's note"]
+
+
 @pytest.mark.parametrize(
     "content",
     [

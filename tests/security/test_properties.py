@@ -79,9 +79,9 @@ from muxi_isolation import (
 from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import langgraph as lg
 from muxi_isolation.adapters import llamaindex as li
-from muxi_isolation.adapters.langchain.scoped import id_prefix
 from muxi_isolation.context import use_scope
 from muxi_isolation.errors import InvalidIdentifier
+from muxi_isolation.policy import foreign_id_prefix as id_prefix
 from muxi_isolation.server import create_app
 
 DIM = 16
