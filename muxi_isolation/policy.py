@@ -13,6 +13,7 @@ a caller may never set or filter on those, nor on the bare scope field names.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -26,6 +27,7 @@ from .scope import Scope
 __all__ = [
     "RESERVED_KEYS",
     "SCOPE_FIELDS",
+    "check_json",
     "check_metadata",
     "foreign_id_prefix",
     "read_filter",
@@ -79,6 +81,10 @@ def stamp(scope: Scope, record: R) -> R:
     if isinstance(record, SessionRecord):
         return replace(record, scope=target.user())
     check_metadata(record.metadata)
+    if isinstance(record, Message):
+        check_json([record.content, record.metadata, record.tool_calls], "message content")
+    else:
+        check_json(record.metadata, "memory metadata")
     return replace(record, scope=target)
 
 
@@ -142,3 +148,11 @@ def foreign_id_prefix(scope: Scope) -> str:
     collide in a shared table (NUL never occurs in an id, so the hash names one pair)."""
     digest = hashlib.sha256(f"{scope.tenant_id}\0{scope.user_id}".encode()).hexdigest()
     return f"muxi:{digest[:32]}:"
+
+
+def check_json(value: Any, what: str) -> None:
+    """Refuse what JSON cannot hold before anything is written, the same on every backend."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON (no NaN or infinity): {exc}") from exc

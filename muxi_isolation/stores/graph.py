@@ -454,15 +454,8 @@ def _owner(user: Scope, record_scope: Scope | None) -> Scope:
     return user
 
 
-def _check_json(value: Any, what: str) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON (no NaN or infinity): {exc}") from exc
-
-
 def _stamp_checkpoint(user: Scope, record: CheckpointRecord) -> CheckpointRecord:
-    _check_json(record.metadata, "checkpoint metadata")
+    policy.check_json(record.metadata, "checkpoint metadata")
     return replace(
         record,
         thread_id=_thread(record.thread_id),
@@ -480,7 +473,7 @@ def _stamp_items(
 ) -> tuple[list[StoreItem], list[ItemRef]]:
     stamped = []
     for item in items:
-        _check_json(item.value, "a store value")
+        policy.check_json(item.value, "a store value")
         if not isinstance(item.value, dict):
             raise ValueError("a store value must be a dict")
         if item.embeddings and len({len(v) for v in item.embeddings.values()}) != 1:

@@ -139,9 +139,9 @@ def test_a_scoped_store_dump_comes_back_under_the_callers_ids(
         lambda user: f"tenant_a:{user}",
     )
     assert report.ok, report.errors
-    for owner, text in ((ALICE, "alice's note"), (BOB, "bob's note")):
+    for owner, note in ((ALICE, "alice's note"), (BOB, "bob's note")):
         [memory] = backend.list_memories(owner)
-        assert (memory.id, memory.content, memory.metadata) == ("n1", text, {})
+        assert (memory.id, memory.content, memory.metadata) == ("n1", note, {})
     lc = LCVectorStore(backend, NoEmbeddings(), scope=ALICE)
     assert [d.page_content for d in lc.get_by_ids(["n1"])] == ["alice's note"]
 

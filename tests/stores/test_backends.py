@@ -525,6 +525,19 @@ def test_filters_naming_scope_keys_are_refused(backend: Backend, spec: dict[str,
     assert backend.count_memories(BOB) == 1
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), object(), {1j}])
+def test_what_json_cannot_hold_writes_nothing(backend: Backend, bad: object) -> None:
+    scope = open_session(backend, ALICE)
+    with pytest.raises(ValueError, match="must be JSON"):
+        backend.upsert_memories(ALICE, [mem("ok"), Memory("bad", "x", {"v": bad})])
+    with pytest.raises(ValueError, match="must be JSON"):
+        backend.append_messages(scope, [Message("user", "ok"), Message("user", "x", {"v": bad})])
+    with pytest.raises(ValueError, match="must be JSON"):
+        backend.append_messages(scope, [Message("user", [{"v": bad}])])
+    assert backend.count_memories(ALICE) == 0
+    assert backend.get_messages(scope) == []
+
+
 def test_reserved_key_in_memory_metadata_writes_nothing(backend: Backend) -> None:
     with pytest.raises(ReservedKey):
         backend.upsert_memories(ALICE, [mem("ok"), mem("bad", muxi_tenant_id="tenant_b")])

@@ -10,7 +10,6 @@ inserts carry them as values.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -55,14 +54,6 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
-
-
-def _check_json(value: Any, what: str) -> None:
-    """Refuse what JSON cannot hold before writing, the same way on every database."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON (no NaN or infinity): {exc}") from exc
 
 
 def _row_to_message(row: Row[Any]) -> Message:
@@ -222,8 +213,6 @@ class Ops:
     ) -> list[Message]:
         if not messages:
             return []
-        for m in messages:
-            _check_json([m.content, m.metadata, m.tool_calls], "message content and metadata")
         first = self._next_seqs(conn, scope, len(messages))
         now = _now()
         stored = [
@@ -323,7 +312,6 @@ class Ops:
             vec = memory.embedding
             if vec is not None and dimension is not None and len(vec) != dimension:
                 raise ValueError(f"embedding has {len(vec)} dimensions, the store {dimension}")
-            _check_json(memory.metadata, "memory metadata")
             latest[memory.id] = memory
         now = _now()
         rows = [
@@ -440,8 +428,6 @@ class Ops:
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
     ) -> list[Message]:
         """The session's messages replaced by these, seqs kept; the counter moves past them."""
-        for m in messages:
-            _check_json([m.content, m.metadata, m.tool_calls], "message content and metadata")
         m_table = self.t.messages
         conn.execute(delete(m_table).where(*self._session(m_table, scope)))
         if not messages:
