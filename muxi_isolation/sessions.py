@@ -87,6 +87,9 @@ class SessionManager:
         renewed = self.backend.renew_session(scope, sid, now=now, expires_at=now + self.timeout)
         if renewed is None:  # only on failure: read once more to say why
             self._checked(self.backend.get_session(scope, sid), sid)
+            # another request created it between the two reads: renew it now
+            renewed = self.backend.renew_session(scope, sid, now=now, expires_at=now + self.timeout)
+        if renewed is None:
             raise SessionExpired(sid)
         return renewed
 
@@ -146,6 +149,10 @@ class SessionManager:
         )
         if renewed is None:
             self._checked(await self.backend.aget_session(scope, sid), sid)
+            renewed = await self.backend.arenew_session(
+                scope, sid, now=now, expires_at=now + self.timeout
+            )
+        if renewed is None:
             raise SessionExpired(sid)
         return renewed
 

@@ -153,3 +153,24 @@ async def test_async_twins(manager: SessionManager, clock: Clock) -> None:
     await manager.adelete(ALICE, s.id)
     with pytest.raises(SessionNotFound):
         await manager.adelete(ALICE, s.id)
+
+
+def test_touch_of_a_session_created_meanwhile_renews_it(
+    manager: SessionManager, backend: Backend, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writes of a new LangGraph thread race: one creates the session between the
+    other's renew (nothing yet) and its second look. That is not an expired session."""
+    real = backend.renew_session
+    calls: list[str] = []
+
+    def renew_before_the_other_request_created_it(scope, sid, **times):  # type: ignore[no-untyped-def]
+        calls.append(sid)
+        if len(calls) == 1:
+            manager.create(scope, sid)  # the other request wins
+            return None
+        return real(scope, sid, **times)
+
+    monkeypatch.setattr(backend, "renew_session", renew_before_the_other_request_created_it)
+    record = manager.ensure(ALICE, "thread-1")
+    assert (record.id, record.last_active_at) == ("thread-1", clock.now)
+    assert calls == ["thread-1", "thread-1"]
