@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import InvalidFilter, MissingScope, ReservedKey, ScopeViolation
 from .filters import And, Compare, Filter, Not, Or, filter_keys, parse_filter
@@ -30,6 +30,7 @@ __all__ = [
     "check_json",
     "check_metadata",
     "foreign_id_prefix",
+    "owner",
     "read_filter",
     "require_scope",
     "scope_metadata",
@@ -48,6 +49,16 @@ RESERVED_KEYS = frozenset({TENANT_KEY, USER_KEY, SESSION_KEY})
 SCOPE_FIELDS = frozenset({"tenant_id", "user_id", "session_id"})
 
 R = TypeVar("R", Message, Memory, SessionRecord)
+
+
+class Stamped(Protocol):
+    """Any stored record: it carries the scope it was written for."""
+
+    @property
+    def scope(self) -> Scope | None: ...
+
+
+S = TypeVar("S", bound=Stamped)
 
 
 def require_scope(scope: object, *, session: bool = False) -> Scope:
@@ -75,9 +86,7 @@ def stamp(scope: Scope, record: R) -> R:
     scope as given (the session, if any, records where the memory was made); session
     records with the user.
     """
-    target = require_scope(scope, session=isinstance(record, Message))
-    if record.scope is not None and not record.scope.same_user(target):
-        raise ScopeViolation("a record already stamped for another user cannot be written here")
+    target = owner(require_scope(scope, session=isinstance(record, Message)), record.scope)
     if isinstance(record, SessionRecord):
         return replace(record, scope=target.user())
     check_metadata(record.metadata)
@@ -86,6 +95,13 @@ def stamp(scope: Scope, record: R) -> R:
     else:
         check_json(record.metadata, "memory metadata")
     return replace(record, scope=target)
+
+
+def owner(target: Scope, stamped: Scope | None) -> Scope:
+    """``target``, unless a record already stamped for another user is to be written there."""
+    if stamped is not None and not stamped.same_user(target):
+        raise ScopeViolation("a record already stamped for another user cannot be written here")
+    return target
 
 
 def read_filter(caller: Mapping[str, Any] | Filter | None) -> Filter | None:
@@ -109,13 +125,13 @@ def _visible(scope: Scope, owner: Scope | None, *, session: bool) -> bool:
     return not session or owner.session_id == scope.session_id
 
 
-def verify(scope: Scope, records: Iterable[R]) -> list[R]:
+def verify(scope: Scope, records: Iterable[S]) -> list[S]:
     """Keep only records stamped for ``scope``; report anything else and drop it.
 
-    Messages must match the session too; memories and session records only the
-    (tenant, user).
+    Messages must match the session too; every other record (memories, session records,
+    LangGraph checkpoints and store items) only the (tenant, user).
     """
-    kept: list[R] = []
+    kept: list[S] = []
     for record in records:
         if _visible(scope, record.scope, session=isinstance(record, Message)):
             kept.append(record)

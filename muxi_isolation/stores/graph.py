@@ -17,15 +17,13 @@ each backend implements, as in ``base``.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias
 
 from .. import policy
-from ..errors import ScopeViolation
 from ..filters import Filter
 from ..scope import Scope, canonical_id
 
@@ -47,7 +45,6 @@ __all__ = [
     "rank_items",
 ]
 
-log = logging.getLogger("muxi_isolation.stores.graph")
 
 Namespace: TypeAlias = "tuple[str, ...]"
 ItemRef: TypeAlias = "tuple[tuple[str, ...], str]"
@@ -224,21 +221,9 @@ def rank_items(
     return ranked[offset : offset + limit]
 
 
-R = TypeVar("R", CheckpointRecord, WriteRecord, StoreItem)
-
-
-def _verify(user: Scope, records: Iterable[R]) -> list[R]:
-    kept: list[R] = []
-    for record in records:
-        if record.scope is not None and record.scope.same_user(user):
-            kept.append(record)
-        else:
-            log.error("dropped a graph record from outside %s returned by storage", user)
-    return kept
-
-
 def _verify_checkpoints(user: Scope, records: Iterable[CheckpointRecord]) -> list[CheckpointRecord]:
-    return [replace(r, writes=tuple(_verify(user, r.writes))) for r in _verify(user, records)]
+    kept = policy.verify(user, records)
+    return [replace(r, writes=tuple(policy.verify(user, r.writes))) for r in kept]
 
 
 def _check_limit(limit: int | None, offset: int = 0) -> None:
@@ -310,7 +295,7 @@ class GraphMethods:
         """This user's items among ``refs`` that have not expired by ``now``."""
         user = policy.require_scope(scope).user()
         checked = [(check_namespace(ns), check_key(k)) for ns, k in refs]
-        return _verify(user, self._get_items(user, checked, now)) if checked else []
+        return policy.verify(user, self._get_items(user, checked, now)) if checked else []
 
     async def aget_items(
         self, scope: Scope, refs: Sequence[ItemRef], *, now: datetime
@@ -319,7 +304,7 @@ class GraphMethods:
         checked = [(check_namespace(ns), check_key(k)) for ns, k in refs]
         if not checked:
             return []
-        return _verify(user, await self._aget_items(user, checked, now))
+        return policy.verify(user, await self._aget_items(user, checked, now))
 
     def put_items(
         self, scope: Scope, items: Sequence[StoreItem], deletes: Sequence[ItemRef]
@@ -342,7 +327,7 @@ class GraphMethods:
         user = policy.require_scope(scope).user()
         _check_limit(query.limit, query.offset)
         query = replace(query, prefix=check_namespace(query.prefix, empty=True))
-        return _verify(user, self._search_items(user, query, now))
+        return policy.verify(user, self._search_items(user, query, now))
 
     async def asearch_items(
         self, scope: Scope, query: ItemQuery, *, now: datetime
@@ -350,7 +335,7 @@ class GraphMethods:
         user = policy.require_scope(scope).user()
         _check_limit(query.limit, query.offset)
         query = replace(query, prefix=check_namespace(query.prefix, empty=True))
-        return _verify(user, await self._asearch_items(user, query, now))
+        return policy.verify(user, await self._asearch_items(user, query, now))
 
     def refresh_items(self, scope: Scope, items: Sequence[StoreItem], *, now: datetime) -> None:
         """Push the TTL of these items of this user forward from ``now``."""
@@ -448,24 +433,18 @@ class GraphMethods:
 # -- stamping --------------------------------------------------------------------------------
 
 
-def _owner(user: Scope, record_scope: Scope | None) -> Scope:
-    if record_scope is not None and not record_scope.same_user(user):
-        raise ScopeViolation("a record already stamped for another user cannot be written here")
-    return user
-
-
 def _stamp_checkpoint(user: Scope, record: CheckpointRecord) -> CheckpointRecord:
     policy.check_json(record.metadata, "checkpoint metadata")
     return replace(
         record,
         thread_id=_thread(record.thread_id),
-        scope=_owner(user, record.scope),
+        scope=policy.owner(user, record.scope),
         writes=(),
     )
 
 
 def _stamp_write(user: Scope, write: WriteRecord) -> WriteRecord:
-    return replace(write, thread_id=_thread(write.thread_id), scope=_owner(user, write.scope))
+    return replace(write, thread_id=_thread(write.thread_id), scope=policy.owner(user, write.scope))
 
 
 def _stamp_items(
@@ -483,7 +462,7 @@ def _stamp_items(
                 item,
                 namespace=check_namespace(item.namespace),
                 key=check_key(item.key),
-                scope=_owner(user, item.scope),
+                scope=policy.owner(user, item.scope),
             )
         )
     gone = [(check_namespace(ns), check_key(k)) for ns, k in deletes]
