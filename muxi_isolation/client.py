@@ -20,20 +20,14 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from .errors import (
-    AccessDenied,
     AdapterUnavailable,
-    Forbidden,
-    InvalidFilter,
     InvalidIdentifier,
     IsolationError,
-    ReservedKey,
-    ScopeViolation,
     SessionExists,
     SessionExpired,
     SessionNotFound,
-    StorageError,
-    StorageUnavailable,
 )
+from .http import ERROR_STATUS
 
 try:
     import httpx
@@ -128,21 +122,27 @@ def _identifier(body: dict[str, Any]) -> IsolationError:
     return InvalidIdentifier(str(body.get("field", "user_id")), rule)
 
 
+def _plain(cls: type[IsolationError]) -> _Make:
+    return lambda body: cls(body["message"])
+
+
+# The server's own table, read backwards: every error whose constructor takes the message,
+# plus those that carry their details in other fields.
 _ERRORS: dict[str, _Make] = {
-    "session_not_found": _session_error(SessionNotFound),
-    "session_expired": _session_error(SessionExpired),
-    "session_exists": _session_error(SessionExists),
-    "invalid_identifier": _identifier,
-    "invalid_user_id": _identifier,
-    "missing_user_id": _identifier,
-    "reserved_key": lambda body: ReservedKey(body["message"]),
-    "scope_violation": lambda body: ScopeViolation(body["message"]),
-    "invalid_filter": lambda body: InvalidFilter(body["message"]),
-    "unauthorized": lambda body: AccessDenied(body["message"]),
-    "forbidden": lambda body: Forbidden(body["message"]),
-    "storage_unavailable": lambda body: StorageUnavailable(body["message"]),
-    "storage_error": lambda body: StorageError(body["message"]),
+    code: _plain(cls)
+    for cls, (_, code) in ERROR_STATUS.items()
+    if not any("__init__" in vars(c) for c in cls.__mro__ if issubclass(c, IsolationError))
 }
+_ERRORS.update(
+    {
+        "session_not_found": _session_error(SessionNotFound),
+        "session_expired": _session_error(SessionExpired),
+        "session_exists": _session_error(SessionExists),
+        "invalid_identifier": _identifier,
+        "invalid_user_id": _identifier,
+        "missing_user_id": _identifier,
+    }
+)
 
 
 def raise_for_error(response: httpx.Response) -> None:

@@ -207,3 +207,19 @@ def test_raise_for_error(status: int, body: bytes, error: type[Exception], text:
 
 def test_success_raises_nothing() -> None:
     raise_for_error(httpx.Response(204))
+
+
+def test_every_server_error_code_comes_back_as_its_class() -> None:
+    """The client reads the server's own table, so a new error code cannot drift."""
+    import httpx
+
+    from muxi_isolation.client import raise_for_error
+    from muxi_isolation.errors import AdapterUnavailable, IsolationError
+    from muxi_isolation.http import ERROR_STATUS
+
+    for cls, (status, code) in ERROR_STATUS.items():
+        body = {"error": code, "message": "m", "session_id": "s", "field": "user_id"}
+        with pytest.raises(IsolationError) as info:
+            raise_for_error(httpx.Response(status, json=body))
+        expected = IsolationError if cls is AdapterUnavailable else cls
+        assert type(info.value) is expected, code
