@@ -192,21 +192,25 @@ class Ops:
 
     # -- messages
 
-    def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
-        """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
+    def _counter(self, scope: Scope, start: int, on_conflict: Any) -> Any:
+        """Upsert the session's next-seq counter: ``start`` if new, else ``on_conflict``."""
         c = self.t.counters
         stmt = self._insert(c).values(
             tenant_id=scope.tenant_id,
             user_id=scope.user_id,
             session_id=scope.session_id,
-            next_seq=n + 1,
+            next_seq=start,
         )
-        stmt = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=[c.c.tenant_id, c.c.user_id, c.c.session_id],
-            set_={"next_seq": c.c.next_seq + n},
-        ).returning(c.c.next_seq)
-        end = int(conn.execute(stmt).scalar_one())
-        return end - n
+            set_={"next_seq": on_conflict},
+        )
+
+    def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
+        """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
+        c = self.t.counters
+        stmt = self._counter(scope, n + 1, c.c.next_seq + n).returning(c.c.next_seq)
+        return int(conn.execute(stmt).scalar_one()) - n
 
     def append_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
@@ -219,24 +223,7 @@ class Ops:
             replace(m, seq=first + i, created_at=_utc(m.created_at or now))
             for i, m in enumerate(messages)
         ]
-        conn.execute(
-            insert(self.t.messages),
-            [
-                {
-                    "tenant_id": scope.tenant_id,
-                    "user_id": scope.user_id,
-                    "session_id": scope.session_id,
-                    "seq": m.seq,
-                    "role": m.role,
-                    "content": m.content,
-                    "metadata": m.metadata,
-                    "tool_calls": m.tool_calls,
-                    "status": m.status,
-                    "created_at": m.created_at,
-                }
-                for m in stored
-            ],
-        )
+        conn.execute(insert(self.t.messages), [self._message_row(scope, m) for m in stored])
         return stored
 
     def replace_messages(
@@ -437,18 +424,7 @@ class Ops:
         conn.execute(insert(m_table), [self._message_row(scope, m) for m in stored])
         top = max(m.seq or 0 for m in stored) + 1
         c = self.t.counters
-        stmt = self._insert(c).values(
-            tenant_id=scope.tenant_id,
-            user_id=scope.user_id,
-            session_id=scope.session_id,
-            next_seq=top,
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[c.c.tenant_id, c.c.user_id, c.c.session_id],
-                set_={"next_seq": case((c.c.next_seq > top, c.c.next_seq), else_=top)},
-            )
-        )
+        conn.execute(self._counter(scope, top, case((c.c.next_seq > top, c.c.next_seq), else_=top)))
         return stored
 
     @staticmethod
