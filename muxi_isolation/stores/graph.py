@@ -17,7 +17,6 @@ each backend implements, as in ``base``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -26,6 +25,7 @@ from typing import Any, Literal, TypeAlias
 from .. import policy
 from ..filters import Filter
 from ..scope import Scope, canonical_id
+from .similarity import cosine
 
 __all__ = [
     "CheckpointQuery",
@@ -191,14 +191,6 @@ def namespace_matches(namespace: Namespace, rule: MatchRule) -> bool:
     return all(p in (WILDCARD, label) for p, label in zip(rule.path, part, strict=True))
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    if len(a) != len(b):
-        raise ValueError(f"a stored embedding has {len(b)} dimensions, the query {len(a)}")
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
-
-
 def rank_items(
     items: Sequence[StoreItem], query: Sequence[float], limit: int, offset: int
 ) -> list[tuple[StoreItem, float | None]]:
@@ -212,7 +204,7 @@ def rank_items(
     unscored: list[StoreItem] = []
     for item in items:
         if item.embeddings:
-            best = max(_cosine(query, vector) for vector in item.embeddings.values())
+            best = max(cosine(query, vector) for vector in item.embeddings.values())
             scored.append((item, best))
         else:
             unscored.append(item)

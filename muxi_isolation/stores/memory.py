@@ -6,7 +6,6 @@ quickest way to run an app or a test. Nothing persists past the process.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from ..records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
 from ..scope import Scope
 from ._memory_graph import MemoryGraph
 from .base import Backend, Counts, Scored
+from .similarity import cosine_normed, norm
 
 __all__ = ["MemoryBackend"]
 
@@ -36,14 +36,6 @@ def _session_key(scope: Scope) -> SessionKey:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def cosine_similarity(a: list[float], b: list[float]) -> float:
-    if len(a) != len(b):
-        raise ValueError(f"embedding has {len(b)} dimensions, the query {len(a)}")
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
 
 
 class MemoryBackend(MemoryGraph, Backend):
@@ -238,8 +230,9 @@ class MemoryBackend(MemoryGraph, Backend):
     def _search_memories(
         self, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
+        query_norm = norm(vector)
         scored = [
-            (m, cosine_similarity(vector, m.embedding))
+            (m, cosine_normed(vector, query_norm, m.embedding))
             for m in self._matching(user, node)
             if m.embedding is not None
         ]

@@ -11,14 +11,12 @@ the way out, a binary parameter cast to ``vector`` on the way in): formatting an
 
 from __future__ import annotations
 
-import math
 import struct
 import sys
 from array import array
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import cache
-from operator import mul
 from typing import Any
 
 from sqlalchemy import cast, func
@@ -30,7 +28,6 @@ __all__ = [
     "Embedding",
     "UTCDateTime",
     "VectorWire",
-    "cosine_similarity",
     "from_wire",
     "pack",
     "register_vector_wire",
@@ -183,12 +180,3 @@ def pack(vector: Sequence[float]) -> bytes:
 
 def unpack(blob: bytes) -> list[float]:
     return array("f", blob).tolist()
-
-
-def cosine_similarity(query: Sequence[float], query_norm: float, vector: Sequence[float]) -> float:
-    """Cosine similarity with a precomputed query norm; a zero vector scores 0."""
-    if len(vector) != len(query):
-        raise ValueError(f"embedding has {len(vector)} dimensions, the query {len(query)}")
-    dot = sum(map(mul, query, vector))
-    norm = math.sqrt(sum(map(mul, vector, vector)))
-    return dot / (query_norm * norm) if query_norm and norm else 0.0

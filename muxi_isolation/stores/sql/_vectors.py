@@ -44,9 +44,9 @@ from sqlalchemy import (
 
 from ...records import Memory
 from ...scope import Scope, known_scope
+from ..similarity import cosine_normed, norm
 from . import _rls
 from ._schema import Tables
-from ._types import cosine_similarity
 
 __all__ = [
     "DEFAULT_ANN_MIN_FRACTION",
@@ -237,8 +237,8 @@ class VectorPlanner:
     ) -> list[Scored]:
         t = self.tables.memories
         rows = conn.execute(select(t.c.id, t.c.embedding).where(*self._scope(user), *where))
-        norm = math.sqrt(sum(x * x for x in vector))
-        scored = ((row.id, cosine_similarity(vector, norm, row.embedding)) for row in rows)
+        query_norm = norm(vector)
+        scored = ((row.id, cosine_normed(vector, query_norm, row.embedding)) for row in rows)
         best = heapq.nsmallest(k, scored, key=lambda pair: (-pair[1], pair[0]))
         if not best:
             return []
