@@ -199,3 +199,15 @@ def test_memories_written_by_llamaindex_are_found_by_langchain(backend: Backend)
     assert found[0].metadata["topic"] == "music"
     assert [d.id for d in lc.similarity_search("cello", k=1, filter={"topic": "home"})] == ["n1"]
     assert [d.page_content for d in lc.get_by_ids(["n1", "a0"])] == ["bob lives in Porto"]
+
+
+def test_both_frameworks_offline_embeddings_agree() -> None:
+    """A memory embedded through one framework's test embedding is found through the
+    other's: both wrap muxi_isolation.hashing.hashing_vector."""
+    from muxi_isolation.adapters.langchain import HashingEmbeddings
+    from muxi_isolation.adapters.llamaindex import HashingEmbedding
+
+    text = "Alice likes jazz on Tuesdays"
+    assert HashingEmbeddings(64).embed_query(text) == HashingEmbedding(dim=64).get_text_embedding(
+        text
+    )
