@@ -15,11 +15,14 @@ does an empty nested group; the core's semantics apply (a comparison on a missin
 false, ``IS_EMPTY`` does not match an empty list).
 
 ``check_pasteable`` refuses keys and values that a store which pastes filters into SQL text
-(llama-index's ``PGVectorStore``) could not quote safely.
+(llama-index's ``PGVectorStore``) could not quote safely, and values it would paste as a
+bare number it cannot compare (``"nan"``, ``"inf"``, ``1e400``) or could not paste at all (a
+list under a one-value operator, one value under ``IN``).
 """
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -52,6 +55,14 @@ _LISTS = {
     FilterOperator.ANY: "$any",
     FilterOperator.ALL: "$all",
 }
+# PGVectorStore quotes each item of these lists; any other value is pasted alone, and
+# outside CONTAINS and TEXT_MATCH as a bare number when ``float()`` accepts it.
+_PASTED_LISTS = frozenset(
+    {FilterOperator.IN, FilterOperator.NIN, FilterOperator.ANY, FilterOperator.ALL}
+)
+_PASTED_QUOTED = frozenset(
+    {FilterOperator.CONTAINS, FilterOperator.TEXT_MATCH, FilterOperator.TEXT_MATCH_INSENSITIVE}
+)
 # A quote ends the SQL literal, a backslash escapes, a colon can start a SQLAlchemy bind
 # parameter inside text(), a double quote breaks the JSON that CONTAINS builds.
 UNSAFE_CHARACTERS = frozenset("'\"\\:")
@@ -105,7 +116,7 @@ def pasteable(value: object) -> bool:
 
 
 def check_pasteable(filters: MetadataFilters | None, store: str) -> None:
-    """Refuse any key or string value ``store`` would paste into SQL unsafely."""
+    """Refuse any key or value ``store`` would paste into SQL unsafely, or fail on."""
     if filters is None:
         return
     for f in filters.filters:
@@ -114,11 +125,40 @@ def check_pasteable(filters: MetadataFilters | None, store: str) -> None:
             continue
         if not pasteable(f.key):
             raise InvalidFilter(f"{store} pastes filter keys into SQL; refused key {f.key!r}")
-        values = f.value if isinstance(f.value, list) else [f.value]
-        for value in values:
+        for value in _pasted_values(f, store):
             if isinstance(value, str) and not pasteable(value):
                 raise InvalidFilter(
                     f"{store} pastes filter values into SQL; refused value {value!r} "
                     f"for key {f.key!r} (it holds a quote, backslash, colon or control "
                     "character)"
                 )
+
+
+def _pasted_values(f: MetadataFilter, store: str) -> list[Any]:
+    """The values of ``f`` as PGVectorStore pastes them, refusing shapes it cannot paste."""
+    op = f.operator
+    if op == FilterOperator.IS_EMPTY:
+        return []
+    if op in _PASTED_LISTS:
+        if not isinstance(f.value, list):
+            raise InvalidFilter(f"{store} needs a list for {op.value!r} on key {f.key!r}")
+        return list(f.value)
+    if isinstance(f.value, list):  # its repr would be pasted, quotes and all
+        raise InvalidFilter(f"{store} takes one value for {op.value!r} on key {f.key!r}")
+    if op not in _PASTED_QUOTED and not _pastes_as_number(f.value):
+        raise InvalidFilter(
+            f"{store} would paste {f.value!r} for key {f.key!r} as a bare number it cannot "
+            "compare (NaN, infinity, out of range or null)"
+        )
+    return [f.value]
+
+
+def _pastes_as_number(value: object) -> bool:
+    """PGVectorStore pastes ``float(value)`` unquoted when it parses, else a quoted string."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return True  # pasted as a string, checked as one
+    except (TypeError, OverflowError):
+        return False
+    return math.isfinite(number)

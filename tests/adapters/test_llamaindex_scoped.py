@@ -315,6 +315,18 @@ def test_pasted_filter_value_really_escapes_a_raw_pgvectorstore(
         group(f("genre", "jazz"), group(f("year", ATTACK)), condition=FilterCondition.OR),
         group(f("genre') = 'x' OR '1'='1' OR ('", "jazz")),  # the key is pasted too
         group(f("genre", "a :b")),  # a colon could open a SQLAlchemy bind parameter
+        # pasted unquoted as a float: "nan" / "inf" are SQL column names, not numbers
+        group(f("genre", "nan")),
+        group(f("year", "inf", FilterOperator.GT)),
+        group(f("year", "-Infinity", FilterOperator.LTE)),
+        group(f("year", "1e400", FilterOperator.NE)),
+        group(f("year", float("nan"))),
+        group(f("year", 10**400)),
+        # a list where PGVectorStore pastes one value (its repr, quotes included), and the reverse
+        group(f("genre", ["jazz", "rock"])),
+        group(f("tags", [" OR 1=1 --"], FilterOperator.CONTAINS)),
+        group(f("genre", ["jazz"], FilterOperator.TEXT_MATCH)),
+        group(f("year", 1959, FilterOperator.IN)),
     ],
 )
 def test_pgvector_guard_refuses_unpasteable_filters(
