@@ -19,12 +19,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from . import policy
 from .errors import AdapterUnavailable
+from .facade import SessionMessages, UserMemories
 from .records import Memory, Message
 from .scope import Scope
 
@@ -56,12 +57,28 @@ DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly."
 
 @dataclass(frozen=True)
 class Turn:
-    """One chat turn: who it is for (with the session), the message, the history so far."""
+    """One chat turn: who it is for (with the session), the message, the history so far.
 
-    isolation: Isolation
+    The agent gets handles bound to this user and session, never the ``Isolation`` it was
+    built from: ``memories`` (the user's persistent memory; new ones are stamped with this
+    session) and ``messages`` (this session's messages). Neither takes a scope, so an
+    agent (a model's tool call, a prompt injection) cannot name another user or run
+    tenant-wide maintenance through what it was given.
+    """
+
+    isolation: InitVar[Isolation]
     scope: Scope
     message: str
     history: Sequence[Message] = ()
+    memories: UserMemories = field(init=False, repr=False, compare=False)
+    messages: SessionMessages = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self, isolation: Isolation) -> None:
+        scope = policy.require_scope(self.scope, session=True)
+        backend, embed = isolation.backend, isolation.embed
+        # frozen: set once here, the only place these are made
+        object.__setattr__(self, "memories", UserMemories(backend, scope, embed))
+        object.__setattr__(self, "messages", SessionMessages(backend, isolation.sessions, scope))
 
 
 @runtime_checkable
@@ -186,21 +203,14 @@ def _distinct(values: Sequence[str]) -> list[str]:
 
 async def remember(turn: Turn, fact: Fact) -> Memory:
     """Store ``fact`` in the turn's user's persistent memory (made in this session)."""
-    embed = turn.isolation.embed
-    memory = Memory(
-        str(uuid.uuid4()),
-        fact.content,
-        {"kind": fact.kind, "topic": fact.topic, "value": fact.value},
-        None if embed is None else [float(x) for x in embed(fact.content)],
-    )
-    await turn.isolation.backend.aupsert_memories(turn.scope, [memory])
-    return memory
+    metadata = {"kind": fact.kind, "topic": fact.topic, "value": fact.value}
+    memory_id = await turn.memories.aadd(fact.content, metadata)
+    return (await turn.memories.aget([memory_id]))[0]
 
 
 async def recall(turn: Turn, fact: Fact | None = None) -> list[Memory]:
     """The turn's user's memories matching ``fact``'s kind and topic (all if None)."""
-    spec = None if fact is None else fact.filter()
-    return await turn.isolation.backend.alist_memories(turn.scope.user(), filter=spec)
+    return await turn.memories.alist(filter=None if fact is None else fact.filter())
 
 
 class DemoAgent:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import policy
 from .config import Config, load_config
 from .records import Memory, Message, SessionRecord
 from .scope import Scope
@@ -30,29 +31,82 @@ Embedder = Callable[[str], Sequence[float]]
 
 
 class SessionMessages:
-    """One session's messages for one user. Every write checks the session is active."""
+    """One session's messages for one user. Every write checks the session is active.
+
+    A handle, not a door: it keeps its backend private and none of its methods takes a
+    scope, so whoever holds it (an agent) reaches this one session and nothing else.
+    """
 
     def __init__(self, backend: Backend, sessions: SessionManager, scope: Scope) -> None:
-        self.backend, self.sessions, self.scope = backend, sessions, scope
+        self._scope = policy.require_scope(scope, session=True)
+        self._backend, self._sessions = backend, sessions
+
+    @property
+    def scope(self) -> Scope:
+        return self._scope
 
     def add(self, role: str, content: Any, **metadata: Any) -> Message:
         return self.add_messages([Message(role, content, metadata)])[0]
 
+    async def aadd(self, role: str, content: Any, **metadata: Any) -> Message:
+        return (await self.aadd_messages([Message(role, content, metadata)]))[0]
+
     def add_messages(self, messages: Sequence[Message]) -> list[Message]:
-        return self.sessions.append(self.scope, messages)
+        return self._sessions.append(self._scope, messages)
+
+    async def aadd_messages(self, messages: Sequence[Message]) -> list[Message]:
+        return await self._sessions.aappend(self._scope, messages)
 
     def get(self, *, last: int | None = None) -> list[Message]:
-        return self.backend.get_messages(self.scope, last=last)
+        return self._backend.get_messages(self._scope, last=last)
+
+    async def aget(self, *, last: int | None = None) -> list[Message]:
+        return await self._backend.aget_messages(self._scope, last=last)
 
     def clear(self) -> int:
-        return self.backend.delete_messages(self.scope)
+        return self._backend.delete_messages(self._scope)
+
+    async def aclear(self) -> int:
+        return await self._backend.adelete_messages(self._scope)
 
 
 class UserMemories:
-    """One user's persistent memory. Outlives every session."""
+    """One user's persistent memory. Outlives every session.
+
+    A scope with a session stamps new memories with it (where they were made); reads are
+    per user. Like ``SessionMessages``, a handle that reaches this user alone.
+    """
 
     def __init__(self, backend: Backend, scope: Scope, embed: Embedder | None = None) -> None:
-        self.backend, self.scope, self.embed = backend, scope, embed
+        self._scope = policy.require_scope(scope)
+        self._backend, self._embed = backend, embed
+
+    @property
+    def scope(self) -> Scope:
+        return self._scope
+
+    def _memory(
+        self,
+        content: str,
+        metadata: Mapping[str, Any] | None,
+        embedding: Sequence[float] | None,
+        id: str | None,
+    ) -> Memory:
+        if embedding is None and self._embed is not None:
+            embedding = self._embed(content)
+        return Memory(
+            id or str(uuid.uuid4()),
+            content,
+            dict(metadata or {}),
+            None if embedding is None else [float(x) for x in embedding],
+        )
+
+    def _query(self, query: str | Sequence[float]) -> Sequence[float]:
+        if not isinstance(query, str):
+            return query
+        if self._embed is None:
+            raise ValueError("searching by text needs an embed function")
+        return self._embed(query)
 
     def add(
         self,
@@ -62,33 +116,50 @@ class UserMemories:
         embedding: Sequence[float] | None = None,
         id: str | None = None,
     ) -> str:
-        if embedding is None and self.embed is not None:
-            embedding = self.embed(content)
-        memory = Memory(
-            id or str(uuid.uuid4()),
-            content,
-            dict(metadata or {}),
-            None if embedding is None else [float(x) for x in embedding],
-        )
-        return self.backend.upsert_memories(self.scope, [memory])[0]
+        memory = self._memory(content, metadata, embedding, id)
+        return self._backend.upsert_memories(self._scope, [memory])[0]
+
+    async def aadd(
+        self,
+        content: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        embedding: Sequence[float] | None = None,
+        id: str | None = None,
+    ) -> str:
+        memory = self._memory(content, metadata, embedding, id)
+        return (await self._backend.aupsert_memories(self._scope, [memory]))[0]
 
     def search(
         self, query: str | Sequence[float], k: int = 4, *, filter: FilterSpec = None
     ) -> list[Scored]:
-        if isinstance(query, str):
-            if self.embed is None:
-                raise ValueError("searching by text needs an embed function")
-            query = self.embed(query)
-        return self.backend.search_memories(self.scope, query, k, filter=filter)
+        return self._backend.search_memories(self._scope, self._query(query), k, filter=filter)
+
+    async def asearch(
+        self, query: str | Sequence[float], k: int = 4, *, filter: FilterSpec = None
+    ) -> list[Scored]:
+        vector = self._query(query)
+        return await self._backend.asearch_memories(self._scope, vector, k, filter=filter)
 
     def list(self, *, filter: FilterSpec = None, limit: int | None = None) -> builtins.list[Memory]:
-        return self.backend.list_memories(self.scope, filter=filter, limit=limit)
+        return self._backend.list_memories(self._scope, filter=filter, limit=limit)
+
+    async def alist(
+        self, *, filter: FilterSpec = None, limit: int | None = None
+    ) -> builtins.list[Memory]:
+        return await self._backend.alist_memories(self._scope, filter=filter, limit=limit)
 
     def get(self, ids: Sequence[str]) -> builtins.list[Memory]:
-        return self.backend.get_memories(self.scope, ids)
+        return self._backend.get_memories(self._scope, ids)
+
+    async def aget(self, ids: Sequence[str]) -> builtins.list[Memory]:
+        return await self._backend.aget_memories(self._scope, ids)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: FilterSpec = None) -> int:
-        return self.backend.delete_memories(self.scope, ids=ids, filter=filter)
+        return self._backend.delete_memories(self._scope, ids=ids, filter=filter)
+
+    async def adelete(self, ids: Sequence[str] | None = None, *, filter: FilterSpec = None) -> int:
+        return await self._backend.adelete_memories(self._scope, ids=ids, filter=filter)
 
 
 class Isolation:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,17 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableLambda
 from llama_index.core.llms import MockLLM
 
-from muxi_isolation import AdapterUnavailable, Backend, Isolation, KeyRing, Scope
+from muxi_isolation import (
+    AdapterUnavailable,
+    Backend,
+    Isolation,
+    KeyRing,
+    Memory,
+    Message,
+    MissingScope,
+    Scope,
+    SessionManager,
+)
 from muxi_isolation.agent import (
     HELP,
     UNKNOWN_PREFERENCE,
@@ -326,3 +337,70 @@ def test_anything_with_respond_is_an_agent() -> None:
     agent = Mine()
     assert isinstance(agent, Agent)
     assert as_agent(agent) is agent
+
+
+# -- what a turn gives an agent ----------------------------------------------------------------
+
+DOORS = (Backend, Isolation, SessionManager)
+SCOPE_PARAMS = {"scope", "user_id", "tenant_id", "session_id", "tenant", "user"}
+
+
+def reachable(root: object, depth: int = 3) -> list[tuple[str, object]]:
+    """Every (path, object) an agent reaches from ``root`` through public attributes, not
+    descending into plain data (ids, messages, memories, the scope's own fields)."""
+    found: list[tuple[str, object]] = []
+    todo: list[tuple[str, object, int]] = [("turn", root, depth)]
+    while todo:
+        path, obj, left = todo.pop()
+        found.append((path, obj))
+        if left == 0 or isinstance(obj, (str, int, float, Scope, Message, Memory, tuple, list)):
+            continue
+        for name in dir(obj):
+            if not name.startswith("_"):
+                todo.append((f"{path}.{name}", getattr(obj, name), left - 1))
+    return found
+
+
+async def test_a_turn_gives_the_agent_handles_bound_to_its_user_and_session(
+    isolation: Isolation,
+) -> None:
+    """Through what a Turn holds an agent can name no other user or session and reach no
+    backend, session manager or Isolation (so no tenant-wide maintenance either)."""
+    seen: list[Turn] = []
+
+    class Curious:
+        async def respond(self, turn: Turn) -> str:
+            seen.append(turn)
+            return "ok"
+
+    bob = Scope.parse("tenant_a:bob")
+    bob_sid = (await isolation.sessions.acreate(bob)).id
+    await isolation.sessions.aappend(bob.with_session(bob_sid), [Message("user", "bob's secret")])
+    isolation.memories("tenant_a:bob").add("bob likes Rust", embedding=[1.0, 0.0])
+    async with client(create_app(isolation, keys(), Curious())) as http:
+        reply = await post(http, "tenant_a:alice", "hi")
+    [turn] = seen
+    alice = Scope.parse("tenant_a:alice").with_session(reply["session_id"])
+    assert turn.scope == alice
+    assert not hasattr(turn, "isolation")
+    for path, obj in reachable(turn):
+        assert not isinstance(obj, DOORS), path
+        if callable(obj) and not isinstance(obj, type):
+            assert not SCOPE_PARAMS & set(inspect.signature(obj).parameters), path
+    # what the handles do reach is Alice's alone, on both halves
+    await turn.memories.aadd("alice likes Python", embedding=[1.0, 0.0])
+    mems = [*turn.memories.list(), *await turn.memories.alist()]
+    mems += [m for m, _ in [*turn.memories.search([1.0, 0.0], 9)]]
+    mems += [m for m, _ in await turn.memories.asearch([1.0, 0.0], 9)]
+    assert {m.content for m in mems} == {"alice likes Python"}
+    assert all(m.scope is not None and m.scope.same_user(alice) for m in mems)
+    assert turn.memories.delete() == 1 and await turn.memories.adelete() == 0
+    assert [m.content for m in await turn.messages.aget()] == ["hi", "ok"]
+    assert await turn.messages.aclear() == 2
+    assert [m.content for m in isolation.history(bob_sid, "tenant_a:bob")] == ["bob's secret"]
+    assert [m.content for m in isolation.memories("tenant_a:bob").list()] == ["bob likes Rust"]
+
+
+def test_a_turn_needs_a_session(isolation: Isolation) -> None:
+    with pytest.raises(MissingScope):
+        Turn(isolation, Scope.parse("tenant_a:alice"), "hi")

@@ -9,8 +9,12 @@ from muxi_isolation import (
     Backend,
     InvalidIdentifier,
     Isolation,
+    MissingScope,
+    Scope,
     SessionExpired,
+    SessionMessages,
     SessionNotFound,
+    UserMemories,
 )
 
 
@@ -106,3 +110,28 @@ def test_from_config_memory_and_sqlite(tmp_path: Path) -> None:
         assert s.user_id == "0"
     scope = Isolation().scope("t:u", "s")
     assert (scope.tenant_id, scope.user_id, scope.session_id) == ("t", "u", "s")
+
+
+async def test_handles_have_async_twins_that_agree(backend: Backend) -> None:
+    iso = Isolation(backend, embed=lambda text: [float(len(text)), 1.0])
+    s = iso.create_session("t:a")
+    msgs, mems = iso.messages(s.id, "t:a"), iso.memories("t:a")
+    msgs.add("user", "one")
+    await msgs.aadd("assistant", "two", via="async")
+    assert [m.content for m in await msgs.aget()] == [m.content for m in msgs.get()]
+    assert (await msgs.aget(last=1))[0].metadata == {"via": "async"}
+    first = mems.add("sync")
+    second = await mems.aadd("async", {"k": 1})
+    assert {m.id for m in await mems.alist()} == {m.id for m in mems.list()} == {first, second}
+    assert [m.id for m in await mems.aget([second])] == [second]
+    assert [m.id for m, _ in await mems.asearch("async", k=1, filter={"k": 1})] == [second]
+    assert await mems.adelete([first]) == 1
+    assert await msgs.aclear() == 2
+
+
+def test_handles_refuse_a_missing_scope(backend: Backend) -> None:
+    iso = Isolation(backend)
+    with pytest.raises(MissingScope):
+        SessionMessages(backend, iso.sessions, Scope("t", "a"))  # no session
+    with pytest.raises(MissingScope):
+        UserMemories(backend, None)  # type: ignore[arg-type]
