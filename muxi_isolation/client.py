@@ -21,7 +21,9 @@ from urllib.parse import quote
 
 from .errors import (
     AdapterUnavailable,
+    InvalidFilter,
     InvalidIdentifier,
+    InvalidInput,
     IsolationError,
     SessionExists,
     SessionExpired,
@@ -122,6 +124,11 @@ def _identifier(body: dict[str, Any]) -> IsolationError:
     return InvalidIdentifier(str(body.get("field", "user_id")), rule)
 
 
+def _input(body: dict[str, Any]) -> IsolationError:
+    named = body.get("field")
+    return InvalidInput(str(body["message"]), field=named if isinstance(named, str) else None)
+
+
 def _plain(cls: type[IsolationError]) -> _Make:
     return lambda body: cls(body["message"])
 
@@ -138,6 +145,8 @@ _ERRORS.update(
         "session_not_found": _session_error(SessionNotFound),
         "session_expired": _session_error(SessionExpired),
         "session_exists": _session_error(SessionExists),
+        "invalid_input": _input,
+        "invalid_filter": lambda body: InvalidFilter(str(body["message"])),
         "invalid_identifier": _identifier,
         "invalid_user_id": _identifier,
         "missing_user_id": _identifier,

@@ -17,6 +17,8 @@
           key: ${{ secrets.TENANT_A_KEY }}     # or sha256: <hex digest of the key>
       admin_keys:
         - key: ${{ secrets.ADMIN_KEY }}
+      admin_impersonation: false        # true: admin keys may also act as any user on user
+                                        # routes (each such request is logged); off: 403
 
 ``${{ secrets.NAME }}`` is replaced from the given mapping, else the environment; a missing
 one is an error naming it. Unknown keys are errors too, so a typo never silently falls back
@@ -103,6 +105,7 @@ class AuthConfig(_Strict):
     client_keys: list[ClientKeyConfig] = []
     admin_keys: list[AdminKeyConfig] = []
     require_user_header: bool = False
+    admin_impersonation: bool = Field(default=False, strict=True)  # "yes" is not a yes
 
 
 class Config(_Strict):

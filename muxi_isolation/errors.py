@@ -1,11 +1,12 @@
 """The exceptions of muxi-isolation: one root, so an app can catch everything we raise.
 
     IsolationError
-    ├── InvalidIdentifier        a tenant, user or session id breaks the canonical form
+    ├── InvalidInput             a value no backend can take (HTTP 400); ``field`` names it
+    │   ├── InvalidIdentifier    a tenant, user or session id breaks the canonical form
+    │   └── InvalidFilter        a metadata filter that does not parse
     ├── MissingScope             a call arrived without a scope: we fail closed
     ├── ScopeViolation           input tries to reach outside its scope
     │   └── ReservedKey          a caller's metadata or filter names a reserved scope key
-    ├── InvalidFilter            a metadata filter that does not parse
     ├── SessionError
     │   ├── SessionNotFound      unknown id, or another user's id (the same message)
     │   ├── SessionExists        this user already has a session with that id
@@ -33,6 +34,7 @@ __all__ = [
     "Forbidden",
     "InvalidFilter",
     "InvalidIdentifier",
+    "InvalidInput",
     "IsolationError",
     "MissingScope",
     "MissingSecret",
@@ -53,7 +55,20 @@ class IsolationError(Exception):
     """Root of every exception this library raises."""
 
 
-class InvalidIdentifier(IsolationError, ValueError):
+class InvalidInput(IsolationError, ValueError):
+    """A value the library refuses before anything is written or read: text a database
+    cannot hold (NUL, a lone surrogate), NaN, an integer beyond 64 bits, a negative limit.
+
+    The same input is refused the same way on every backend. ``field`` names the input
+    (``message``, ``metadata``, ``limit``...) when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidIdentifier(InvalidInput):
     """A tenant, user or session id that breaks a rule of the canonical form.
 
     ``field`` names the id (``tenant_id``, ``user_id``, ``session_id``) and ``rule`` the
@@ -61,8 +76,7 @@ class InvalidIdentifier(IsolationError, ValueError):
     """
 
     def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"invalid {field}: {rule}")
-        self.field = field
+        super().__init__(f"invalid {field}: {rule}", field=field)
         self.rule = rule
 
 
@@ -78,8 +92,11 @@ class ReservedKey(ScopeViolation):
     """A caller's metadata or filter names a key that only the library may set."""
 
 
-class InvalidFilter(IsolationError, ValueError):
+class InvalidFilter(InvalidInput):
     """A metadata filter that does not follow the documented dialect."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="filter")
 
 
 class SessionError(IsolationError):

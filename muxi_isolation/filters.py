@@ -8,7 +8,8 @@
     {"tags": {"$any": [..]}}, {"tags": {"$all": [..]}}
     {"title": {"$text": "sub"}}              a string value holds the substring (case-sensitive)
 
-Values are JSON scalars (string, number, boolean; ``null`` only with ``$eq``/``$ne``).
+Values are JSON scalars (string, number, boolean; ``null`` only with ``$eq``/``$ne``);
+integers fit in 64 bits and strings hold no NUL or lone surrogate, on every backend.
 Equality is JSON equality: ``1`` equals ``1.0`` but not ``true``. Ranges compare numbers with
 numbers and strings with strings. A comparison on a missing key is false, whatever the
 operator, except ``{"$exists": false}``; so ``$not`` of a comparison is true on a missing key.
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from ._input import INT64_MAX, INT64_MIN, text_problem
 from .errors import InvalidFilter
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Filter",
     "Not",
     "Or",
+    "check_filter",
     "filter_keys",
     "matches",
     "parse_filter",
@@ -120,13 +123,36 @@ def _parse(spec: Any, depth: int) -> Filter:
     return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
+def check_filter(node: Filter | None) -> Filter | None:
+    """A tree built by hand (not by ``parse_filter``), held to the same rules: every key,
+    operator and value is checked as the parser would, so no backend sees what it cannot
+    compile or bind."""
+    return None if node is None else _check_node(node, 0)
+
+
+def _check_node(node: object, depth: int) -> Filter:
+    if depth > MAX_DEPTH:
+        raise InvalidFilter(f"filter nested deeper than {MAX_DEPTH} levels")
+    if isinstance(node, Compare):
+        if node.op not in OPERATORS:
+            raise InvalidFilter(f"unknown operator {node.op!r} for key {node.key!r}")
+        return Compare(_check_key(node.key), node.op, _operand(node.op, node.value))
+    if isinstance(node, Not):
+        return Not(_check_node(node.item, depth + 1))
+    if isinstance(node, (And, Or)) and isinstance(node.items, (tuple, list)) and node.items:
+        return type(node)(tuple(_check_node(item, depth + 1) for item in node.items))
+    raise InvalidFilter(f"not a filter node: {type(node).__name__}")
+
+
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidFilter("a filter key must be a non-empty string")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidFilter(f"a filter key must be at most {MAX_KEY_LENGTH} characters")
-    if any(ch in '"\\' or unicodedata.category(ch) == "Cc" for ch in key):
-        raise InvalidFilter(f"filter key {key!r} holds a quote, backslash or control character")
+    if any(ch in '"\\' or unicodedata.category(ch) in ("Cc", "Cs") for ch in key):
+        raise InvalidFilter(
+            f"filter key {key!r} holds a quote, backslash, control character or lone surrogate"
+        )
     return key
 
 
@@ -164,7 +190,16 @@ def _scalar(value: Any, op: str) -> Scalar:
         if op in ("$eq", "$ne"):
             return None
         raise InvalidFilter(f"{op} does not take null")
-    if isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:  # no backend could hold it, so nothing can match it
+            raise InvalidFilter(f"a filter string {problem}")
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:  # SQLite's integers stop at 64 bits
+            raise InvalidFilter(f"filter integers must be from {INT64_MIN} to {INT64_MAX}")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -8,10 +8,14 @@ Checks run in this order, so an unauthenticated caller learns nothing about ids:
 1. the key: missing or unknown is 401 ``unauthorized``;
 2. the user id: malformed is 400 ``invalid_user_id`` (``missing_user_id`` when the app
    requires the header and it is absent);
-3. the pair: a client key acting for a user of another tenant is 403 ``forbidden``.
+3. the pair: a client key acting for a user of another tenant is 403 ``forbidden``, and
+   so is an admin key anywhere but under ``admin_paths``.
 
-An admin key (``fma_...``) goes in the same header; it may act for any user, and admin
-endpoints check for it themselves (the grant is in the ASGI scope under ``muxi.grant``).
+An admin key (``fma_...``) goes in the same header. It may call the admin endpoints (under
+``admin_paths``, which check for it themselves: the grant is in the ASGI scope under
+``muxi.grant``) and nothing else; only a key registered with impersonation
+(``auth.admin_impersonation: true``) may also act as the user its header names, and every
+such request is logged (WARNING on ``muxi_isolation.http``) with the key's id and the user.
 The resolved scope is put in the ASGI scope (``scope["muxi.scope"]`` and
 ``scope["state"]["muxi_scope"]``, which Starlette shows as ``request.state.muxi_scope``)
 and set with ``context.use_scope`` while the downstream app runs.
@@ -36,6 +40,7 @@ from .errors import (
     Forbidden,
     InvalidFilter,
     InvalidIdentifier,
+    InvalidInput,
     IsolationError,
     MissingScope,
     ReservedKey,
@@ -84,6 +89,7 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
     ReservedKey: (400, "reserved_key"),
     ScopeViolation: (400, "scope_violation"),
     InvalidFilter: (400, "invalid_filter"),
+    InvalidInput: (400, "invalid_input"),
     AccessDenied: (401, "unauthorized"),
     Forbidden: (403, "forbidden"),
     StorageUnavailable: (503, "storage_unavailable"),
@@ -114,7 +120,9 @@ def error_response(exc: IsolationError) -> tuple[int, dict[str, Any]]:
     status, code = error_status(exc)
     body: dict[str, Any] = {"error": code, "message": _PUBLIC_MESSAGES.get(status, str(exc))}
     if isinstance(exc, InvalidIdentifier):
-        body.update(field=exc.field, rule=exc.rule)
+        body["rule"] = exc.rule
+    if isinstance(exc, InvalidInput) and exc.field is not None:
+        body["field"] = exc.field
     if isinstance(exc, (SessionNotFound, SessionExpired, SessionExists)):
         body["session_id"] = exc.session_id
     return status, body
@@ -152,6 +160,8 @@ class MuxiIsolationMiddleware:
         allow_anonymous: let requests without a key act as users of the default tenant
             (MUXI's single-user development mode); a wrong key is still 401.
         public_paths: exact paths served without any check (no scope is set there).
+        admin_paths: path prefixes of the admin endpoints, the only place an admin key
+            goes without impersonation (the endpoints check the key's level themselves).
     """
 
     def __init__(
@@ -162,22 +172,33 @@ class MuxiIsolationMiddleware:
         *,
         allow_anonymous: bool = False,
         public_paths: Sequence[str] = (),
+        admin_paths: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.keys = keys
         self.require_user_header = require_user_header
         self.allow_anonymous = allow_anonymous
         self.public_paths = frozenset(public_paths)
+        self.admin_paths = tuple(admin_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self.public_paths:
             await self.app(scope, receive, send)
             return
+        path = str(scope.get("path", ""))
         try:
-            resolved, grant = self.resolve(scope.get("headers") or [])
+            resolved, grant = self.resolve(scope.get("headers") or [], path=path)
         except IsolationError as exc:
             await send_json(send, *self._rejection(exc))
             return
+        if grant.level is AccessLevel.ADMIN and not self._admin_path(path):
+            log.warning(
+                "admin key %s acts as user %r: %s %s",
+                grant.key_id,
+                resolved.header,
+                scope.get("method", ""),
+                path,
+            )
         child = dict(scope)
         child[SCOPE_KEY] = resolved
         child[GRANT_KEY] = grant
@@ -198,8 +219,14 @@ class MuxiIsolationMiddleware:
                 log.info("request failed: %r", exc)
                 await send_json(send, *error_response(exc))
 
-    def resolve(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[IsolationScope, Grant]:
-        """The scope and grant for a request's raw ASGI headers, or a typed error."""
+    def resolve(
+        self, headers: Iterable[tuple[bytes, bytes]], *, path: str = ""
+    ) -> tuple[IsolationScope, Grant]:
+        """The scope and grant for a request's raw ASGI headers, or a typed error.
+
+        An admin key passes on ``path`` under ``admin_paths``; anywhere else (or with no
+        path given) it must be allowed to impersonate the user its header names.
+        """
         headers = list(headers)
         try:
             key = _one(headers, KEY_HEADER.lower().encode())
@@ -213,9 +240,13 @@ class MuxiIsolationMiddleware:
         if grant is ANONYMOUS:
             if scope.tenant_id != DEFAULT_TENANT:
                 raise Forbidden("a request without a key may only act for the default tenant")
-        else:
+        elif not (grant.level is AccessLevel.ADMIN and self._admin_path(path)):
+            # (an admin endpoint names its user in the path and checks the level itself)
             grant.allow(scope)  # the grant already found: the key is hashed and looked up once
         return scope, grant
+
+    def _admin_path(self, path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in self.admin_paths)
 
     def _scope(self, headers: list[tuple[bytes, bytes]]) -> IsolationScope:
         try:

@@ -13,12 +13,12 @@ a caller may never set or filter on those, nor on the bare scope field names.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
+from . import _input
 from .errors import InvalidFilter, MissingScope, ReservedKey, ScopeViolation
 from .filters import And, Compare, Filter, Not, Or, filter_keys, parse_filter
 from .records import Memory, Message, SessionRecord
@@ -27,8 +27,11 @@ from .scope import Scope
 __all__ = [
     "RESERVED_KEYS",
     "SCOPE_FIELDS",
+    "caller_id",
     "check_json",
     "check_metadata",
+    "delete_filter",
+    "foreign_id",
     "foreign_id_prefix",
     "owner",
     "read_filter",
@@ -119,6 +122,37 @@ def read_filter(caller: Mapping[str, Any] | Filter | None) -> Filter | None:
     return node
 
 
+def delete_filter(caller: Mapping[str, Any] | Filter | None) -> Filter:
+    """``read_filter`` for a delete: a filter that selects everything (``{}``, or a tree
+    that is true for any record) is refused, since it would delete all the user has."""
+    node = read_filter(caller)
+    if node is None or _constant(node, True):
+        raise InvalidFilter("a delete filter must select something: this one matches everything")
+    return node
+
+
+def _constant(node: Filter, value: bool) -> bool:
+    """Whether ``node`` is ``value`` for every record, as far as its shape shows."""
+    if isinstance(node, Compare):  # only an empty $in / $any is constant (false)
+        return not value and node.op in ("$in", "$any") and not node.value
+    if isinstance(node, Not):
+        return _constant(node.item, not value)
+    every = isinstance(node, And) == value
+    if every:
+        return all(_constant(item, value) for item in node.items)
+    if isinstance(node, Or) == value and any(_negation(i) in node.items for i in node.items):
+        return True  # X or not X; X and not X
+    return any(_constant(item, value) for item in node.items)
+
+
+def _negation(node: Filter) -> Filter:
+    if isinstance(node, Not):
+        return node.item
+    if isinstance(node, Compare) and node.op == "$exists":
+        return Compare(node.key, "$exists", not node.value)
+    return Not(node)
+
+
 def _visible(scope: Scope, owner: Scope | None, *, session: bool) -> bool:
     if owner is None or not owner.same_user(scope):
         return False
@@ -166,9 +200,18 @@ def foreign_id_prefix(scope: Scope) -> str:
     return f"muxi:{digest[:32]}:"
 
 
+def foreign_id(scope: Scope, caller_id: str) -> str:
+    """The id a caller's record is stored under in a store we do not own."""
+    return foreign_id_prefix(scope) + caller_id
+
+
+def caller_id(scope: Scope, stored_id: str) -> str | None:
+    """The caller's own id for a stored id, or ``None`` if it is not in ``scope``'s namespace."""
+    prefix = foreign_id_prefix(scope)
+    return stored_id[len(prefix) :] if stored_id.startswith(prefix) else None
+
+
 def check_json(value: Any, what: str) -> None:
-    """Refuse what JSON cannot hold before anything is written, the same on every backend."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON (no NaN or infinity): {exc}") from exc
+    """Refuse what JSON (or any backend) cannot hold before anything is written, the same on
+    every backend: ``InvalidInput`` for NaN, non-JSON values, NUL or a lone surrogate."""
+    _input.check_json(value, what)

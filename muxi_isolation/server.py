@@ -41,14 +41,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise AdapterUnavailable("starlette and uvicorn", "server") from exc
 
 from . import migrate, policy
+from ._input import check_json, check_text
 from .agent import Agent, DemoAgent, Turn
 from .facade import Isolation
 from .http import ANONYMOUS, GRANT_KEY, SCOPE_KEY, MuxiIsolationMiddleware, error_response
 from .keys import Grant, KeyRing
 from .records import Message, SessionRecord
-from .scope import Scope
+from .scope import Scope, canonical_id
 
 __all__ = [
+    "ADMIN_PATHS",
     "MAX_BODY_BYTES",
     "PUBLIC_PATHS",
     "Exporter",
@@ -67,6 +69,7 @@ log = logging.getLogger("muxi_isolation.server")
 MAX_BODY_BYTES = 1 << 20
 HISTORY_WINDOW = 50
 PUBLIC_PATHS = ("/openapi.json", "/health")
+ADMIN_PATHS = ("/v1/admin/",)
 _BODY_SCOPE_FIELDS = frozenset({"user_id", "tenant_id"})
 
 Exporter = Callable[[Isolation, Scope], Awaitable[dict[str, Any]]]
@@ -148,7 +151,8 @@ def _require_admin(request: Request) -> None:
     grant.allow_admin()
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object, checked whole (``optional``: no body at all is ``{}``)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _BadRequest(413, "body_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
@@ -157,9 +161,11 @@ async def _json_object(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise _BadRequest(413, "body_too_large", "the body is too large")
+    if optional and not body:
+        return {}
     try:
         data = json.loads(bytes(body))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested deeply
         raise _BadRequest(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise _BadRequest(422, "invalid_request", "the body must be a JSON object")
@@ -168,6 +174,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
         raise ScopeViolation(
             f"the body may not name {sorted(named)}: the user comes from X-Muxi-User-Id"
         )
+    for name, value in data.items():  # the whole body, before any write, on every backend
+        check_text(name, "a body field's name")
+        check_json(value, name)  # NaN, NUL, lone surrogates: InvalidInput naming the field
     return data
 
 
@@ -209,7 +218,11 @@ def create_app(
     backend, sessions = isolation.backend, isolation.sessions
 
     async def create_session(request: Request) -> Response:
-        record = await sessions.acreate(_scope(request))
+        scope = _scope(request)
+        data = await _json_object(request, optional=True)  # e.g. a body naming a user: 400
+        if data:
+            raise _BadRequest(422, "invalid_request", f"unknown fields: {sorted(data)}")
+        record = await sessions.acreate(scope)
         body = {"id": record.id, "user_id": record.user_id}
         return JSONResponse({**body, "created_at": iso_time(record.created_at)}, status_code=201)
 
@@ -230,11 +243,14 @@ def create_app(
     async def chat(request: Request) -> Response:
         scope = _scope(request)
         data = await _json_object(request)
+        # Every field is checked before anything is written: a refused turn leaves nothing.
         text = _field(data, "message", str, required=True)
         if not text.strip():
             raise _BadRequest(422, "invalid_request", "'message' must not be empty")
         session_id = _field(data, "session_id", str)
-        metadata = policy.check_metadata(_field(data, "metadata", dict))  # before any write
+        if session_id is not None:
+            session_id = canonical_id(session_id, "session_id")
+        metadata = policy.check_metadata(_field(data, "metadata", dict))
         history: list[Message] = []
         if session_id is None:
             record = await sessions.acreate(scope)
@@ -287,6 +303,7 @@ def create_app(
             require_user_header=require_user_header,
             allow_anonymous=allow_anonymous,
             public_paths=PUBLIC_PATHS,
+            admin_paths=ADMIN_PATHS,
         )
     ]
     handlers: dict[Any, Any] = {

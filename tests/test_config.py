@@ -58,6 +58,8 @@ def test_missing_secret_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ("nonsense: 1\n", "nonsense"),
         ("- a list\n", "mapping"),
         ("memory: [unclosed\n", "not valid YAML"),
+        ('auth:\n  admin_impersonation: "yes"\n', "auth.admin_impersonation"),
+        ("auth:\n  admin_impersonation: 1\n", "auth.admin_impersonation"),
     ],
 )
 def test_invalid_config_names_the_problem(yaml_text: str, named: str) -> None:
@@ -97,3 +99,9 @@ def test_auth_section() -> None:
     )
     assert config.auth.client_keys[0].key == "fmc_x"
     assert config.auth.admin_keys[0].sha256 == "ab" * 32
+    assert config.auth.admin_impersonation is False  # an admin key acts as no user by default
+
+
+def test_admin_impersonation_is_an_explicit_yaml_true() -> None:
+    config = load_config("auth:\n  admin_impersonation: true\n")
+    assert config.auth.admin_impersonation is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from muxi_isolation import (
     Forbidden,
     InvalidFilter,
     InvalidIdentifier,
+    InvalidInput,
     IsolationError,
     KeyRing,
     MissingScope,
@@ -36,7 +38,7 @@ from muxi_isolation.http import (
     error_response,
     error_status,
 )
-from muxi_isolation.keys import AccessLevel
+from muxi_isolation.keys import AccessLevel, hash_key
 
 KEY_DEFAULT = "fmc_default_tenant_key"
 KEY_A = "fmc_tenant_a_key"
@@ -140,11 +142,62 @@ async def test_user_ids_are_canonicalized_and_utf8() -> None:
     assert body["user"] == "jos\u00e9"
 
 
-async def test_an_admin_key_may_act_for_any_tenant() -> None:
-    response = await get({"X-Muxi-Client-Key": ADMIN, "X-Muxi-User-Id": "tenant_b:user_9"})
+# -- admin keys: admin paths only, unless impersonation is switched on -------------------------
+
+IMPERSONATOR = "fma_impersonating_key"
+
+
+def admin_ring() -> KeyRing:
+    keys = ring()
+    keys.add_admin_key(IMPERSONATOR, impersonate=True)
+    return keys
+
+
+@pytest.mark.parametrize("path", ["/anything", "/v1/sessions", "/v1/adminx", "/v1/admin"])
+@pytest.mark.parametrize("user", [None, "tenant_b:user_9", "user_9"])
+async def test_an_admin_key_is_forbidden_outside_the_admin_paths(
+    path: str, user: str | None
+) -> None:
+    headers = {"X-Muxi-Client-Key": ADMIN} | ({"X-Muxi-User-Id": user} if user else {})
+    app = MuxiIsolationMiddleware(echo, ring(), admin_paths=["/v1/admin/"])
+    async with client(app) as http:
+        response = await http.get(path, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (403, "forbidden")
+    assert "admin_impersonation" in response.json()["message"]
+
+
+async def test_an_admin_key_passes_under_the_admin_paths() -> None:
+    app = MuxiIsolationMiddleware(echo, ring(), admin_paths=["/v1/admin/"])
+    async with client(app) as http:
+        response = await http.get("/v1/admin/users/x", headers={"X-Muxi-Client-Key": ADMIN})
     assert response.status_code == 200
     assert response.json()["level"] == "admin"
-    assert response.json()["tenant"] == "tenant_b"
+
+
+async def test_without_admin_paths_an_admin_key_is_forbidden_everywhere() -> None:
+    response = await get({"X-Muxi-Client-Key": ADMIN, "X-Muxi-User-Id": "tenant_b:user_9"})
+    assert (response.status_code, response.json()["error"]) == (403, "forbidden")
+    admin = [(b"x-muxi-client-key", ADMIN.encode())]
+    for path in ("", "/v1/admin/users/x"):
+        with pytest.raises(Forbidden):
+            MuxiIsolationMiddleware(echo, ring()).resolve(admin, path=path)
+
+
+async def test_an_impersonating_admin_key_acts_as_the_user_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = MuxiIsolationMiddleware(echo, admin_ring(), admin_paths=["/v1/admin/"])
+    headers = {"X-Muxi-Client-Key": IMPERSONATOR, "X-Muxi-User-Id": "tenant_b:user_9"}
+    with caplog.at_level(logging.WARNING, logger="muxi_isolation.http"):
+        async with client(app) as http:
+            acted = await http.get("/v1/sessions", headers=headers)
+            admin = await http.get("/v1/admin/users/x", headers=headers)
+    assert acted.status_code == admin.status_code == 200
+    assert (acted.json()["tenant"], acted.json()["user"]) == ("tenant_b", "user_9")
+    key_id = "sha256:" + hash_key(IMPERSONATOR)[:12]
+    logged = [r.getMessage() for r in caplog.records if r.name == "muxi_isolation.http"]
+    assert logged == [f"admin key {key_id} acts as user 'tenant_b:user_9': GET /v1/sessions"]
+    assert IMPERSONATOR not in caplog.text
 
 
 # -- refusals: a data table of attacks and mistakes ---------------------------------------------
@@ -299,6 +352,7 @@ STATUSES = [
     (ReservedKey("muxi_user_id"), 400, "reserved_key"),
     (ScopeViolation("x"), 400, "scope_violation"),
     (InvalidFilter("x"), 400, "invalid_filter"),
+    (InvalidInput("x", field="message"), 400, "invalid_input"),
     (AccessDenied("x"), 401, "unauthorized"),
     (Forbidden("x"), 403, "forbidden"),
     (StorageError("x"), 503, "storage_error"),
@@ -346,6 +400,13 @@ def test_identifier_errors_name_the_field_and_rule() -> None:
     _, body = error_response(InvalidIdentifier("session_id", "must not be empty"))
     assert body["field"] == "session_id"
     assert body["rule"] == "must not be empty"
+
+
+def test_input_errors_name_the_field() -> None:
+    _, body = error_response(InvalidInput("message must not contain NUL", field="message"))
+    assert (body["error"], body["field"]) == ("invalid_input", "message")
+    assert "field" not in error_response(InvalidInput("x"))[1]
+    assert error_response(InvalidFilter("x"))[1]["field"] == "filter"
 
 
 # -- under Starlette: the scope reaches sync (threadpool) and async endpoints alike --------------

@@ -35,12 +35,30 @@ def test_default_tenant_key() -> None:
     assert ring.authorize(key, Scope.parse(None)).tenant_id == "default"
 
 
-def test_admin_key_may_act_anywhere() -> None:
+def test_an_admin_key_is_for_admin_calls_only() -> None:
     ring = KeyRing()
     admin = ring.add_admin_key()
     assert admin.startswith("fma_")
-    assert ring.authorize(admin, Scope.parse("tenant_b:x")).level is AccessLevel.ADMIN
     assert ring.require_admin(admin).level is AccessLevel.ADMIN
+    for user in ("tenant_b:x", "x", None):
+        with pytest.raises(Forbidden, match="admin_impersonation"):
+            ring.authorize(admin, Scope.parse(user))
+
+
+def test_an_impersonating_admin_key_may_act_anywhere() -> None:
+    ring = KeyRing()
+    admin = ring.add_admin_key(impersonate=True)
+    assert ring.authorize(admin, Scope.parse("tenant_b:x")).level is AccessLevel.ADMIN
+    assert ring.require_admin(admin).impersonate
+
+
+def test_grants_name_their_key_by_a_digest_prefix_never_the_key() -> None:
+    ring = KeyRing()
+    admin = ring.add_admin_key()
+    client = ring.add_client_key("tenant_a")
+    assert ring.identify(admin).key_id == "sha256:" + hash_key(admin)[:12]
+    assert ring.identify(client).key_id == "sha256:" + hash_key(client)[:12]
+    assert admin not in repr(ring.identify(admin))
 
 
 @pytest.mark.parametrize("key", [None, "", "fmc_wrong", "x" * 10_000])
@@ -71,6 +89,13 @@ def test_from_config() -> None:
     ring = KeyRing.from_config(config.auth)
     assert ring.identify("fmc_a").tenant_id == "tenant_a"
     assert ring.identify("fma_admin").level is AccessLevel.ADMIN
+    assert not ring.identify("fma_admin").impersonate  # off unless the config says so
+
+
+def test_admin_impersonation_comes_from_the_config() -> None:
+    auth = {"admin_keys": [{"key": "fma_admin"}], "admin_impersonation": True}
+    ring = KeyRing.from_config(load_config({"auth": auth}).auth)
+    assert ring.authorize("fma_admin", Scope.parse("tenant_b:x")).impersonate
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ PUBLIC = {
     "Grant",
     "InvalidFilter",
     "InvalidIdentifier",
+    "InvalidInput",
     "Isolation",
     "IsolationError",
     "KeyRing",

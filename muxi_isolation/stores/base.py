@@ -12,12 +12,15 @@ Sync and async twins: ``get_messages`` and ``aget_messages``, and so on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
 from .. import policy
-from ..filters import Filter
+from .._input import INT64_MAX, check_int, check_text
+from ..errors import InvalidIdentifier, InvalidInput
+from ..filters import And, Compare, Filter, Not, Or, check_filter
 from ..records import Memory, Message, SessionRecord
 from ..scope import Scope
 from .graph import GraphMethods
@@ -29,17 +32,60 @@ Scored: TypeAlias = "tuple[Memory, float]"
 Counts: TypeAlias = "dict[str, int]"
 
 
+# Input checks: every one raises ``InvalidInput`` (a ``ValueError``) before the backend is
+# called, so memory, SQLite and PostgreSQL refuse the same values the same way.
+
+
 def _check_window(limit: int | None, offset: int | None, last: int | None) -> None:
     for name, value in (("limit", limit), ("offset", offset), ("last", last)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"{name} must be a non-negative integer")
+        if value is not None:
+            check_int(value, name, minimum=0)  # 64 bits: what SQLite and PostgreSQL bind
     if last is not None and (limit is not None or offset is not None):
-        raise ValueError("last cannot be combined with limit or offset")
+        raise InvalidInput("last cannot be combined with limit or offset", field="last")
 
 
-def _check_k(k: int) -> None:
-    if not isinstance(k, int) or k < 0:
-        raise ValueError("k must be a non-negative integer")
+def _check_k(k: int, name: str = "k") -> None:
+    check_int(k, name, minimum=0)
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None:
+        check_text(status, "status")
+
+
+def _check_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str):
+        raise InvalidIdentifier("session_id", f"must be a string, not {type(session_id).__name__}")
+    try:
+        return check_text(session_id, "session_id")
+    except InvalidInput as exc:  # the id's own error, as the canonical form gives it
+        raise InvalidIdentifier("session_id", str(exc).removeprefix("session_id ")) from None
+
+
+def _check_ids(ids: Sequence[str]) -> list[str]:
+    if isinstance(ids, str):  # a lone id would be read as its characters
+        raise InvalidInput("ids must be a list of strings, not one string", field="ids")
+    return [check_text(i, "ids") for i in ids]
+
+
+def _check_message(message: Message) -> Message:
+    check_text(message.role, "role")
+    check_text(message.status, "status")
+    return message
+
+
+def _check_memory(memory: Memory) -> Memory:
+    check_text(memory.id, "memory id")
+    check_text(memory.content, "memory content")
+    if memory.embedding is not None:
+        _vector(memory.embedding)
+    return memory
+
+
+def _filter(spec: FilterSpec) -> Filter | None:
+    if isinstance(spec, (Compare, And, Or, Not)):
+        spec = check_filter(spec)  # a tree built by hand gets the parser's checks
+    return policy.read_filter(spec)
 
 
 def _verify_scored(scope: Scope, hits: list[Scored]) -> list[Scored]:
@@ -58,21 +104,25 @@ class Backend(GraphMethods):
     # -- sessions ---------------------------------------------------------------------
 
     def insert_session(self, scope: Scope, record: SessionRecord) -> SessionRecord:
+        _check_session_id(record.id)
         record = policy.stamp(scope, record)
         self._insert_session(record)
         return record
 
     async def ainsert_session(self, scope: Scope, record: SessionRecord) -> SessionRecord:
+        _check_session_id(record.id)
         record = policy.stamp(scope, record)
         await self._ainsert_session(record)
         return record
 
     def get_session(self, scope: Scope, session_id: str) -> SessionRecord | None:
-        found = self._get_session(policy.require_scope(scope).user(), session_id)
+        found = self._get_session(policy.require_scope(scope).user(), _check_session_id(session_id))
         return next(iter(policy.verify(scope, [found] if found else [])), None)
 
     async def aget_session(self, scope: Scope, session_id: str) -> SessionRecord | None:
-        found = await self._aget_session(policy.require_scope(scope).user(), session_id)
+        found = await self._aget_session(
+            policy.require_scope(scope).user(), _check_session_id(session_id)
+        )
         return next(iter(policy.verify(scope, [found] if found else [])), None)
 
     def list_sessions(self, scope: Scope) -> list[SessionRecord]:
@@ -86,13 +136,15 @@ class Backend(GraphMethods):
         self, scope: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
     ) -> bool:
         user = policy.require_scope(scope).user()
-        return self._touch_session(user, session_id, last_active_at, expires_at)
+        return self._touch_session(user, _check_session_id(session_id), last_active_at, expires_at)
 
     async def atouch_session(
         self, scope: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
     ) -> bool:
         user = policy.require_scope(scope).user()
-        return await self._atouch_session(user, session_id, last_active_at, expires_at)
+        return await self._atouch_session(
+            user, _check_session_id(session_id), last_active_at, expires_at
+        )
 
     def renew_session(
         self, scope: Scope, session_id: str, *, now: datetime, expires_at: datetime
@@ -100,34 +152,38 @@ class Backend(GraphMethods):
         """Extend the session if it is still active at ``now``, in one transaction, and
         return it as renewed; ``None`` if this user has no such active session."""
         user = policy.require_scope(scope).user()
-        found = self._renew_session(user, session_id, now, expires_at)
+        found = self._renew_session(user, _check_session_id(session_id), now, expires_at)
         return next(iter(policy.verify(scope, [found] if found else [])), None)
 
     async def arenew_session(
         self, scope: Scope, session_id: str, *, now: datetime, expires_at: datetime
     ) -> SessionRecord | None:
         user = policy.require_scope(scope).user()
-        found = await self._arenew_session(user, session_id, now, expires_at)
+        found = await self._arenew_session(user, _check_session_id(session_id), now, expires_at)
         return next(iter(policy.verify(scope, [found] if found else [])), None)
 
     def delete_session(self, scope: Scope, session_id: str) -> bool:
         """Delete a session record and its messages; the user's memories stay."""
-        return self._delete_session(policy.require_scope(scope).user(), session_id)
+        return self._delete_session(
+            policy.require_scope(scope).user(), _check_session_id(session_id)
+        )
 
     async def adelete_session(self, scope: Scope, session_id: str) -> bool:
-        return await self._adelete_session(policy.require_scope(scope).user(), session_id)
+        return await self._adelete_session(
+            policy.require_scope(scope).user(), _check_session_id(session_id)
+        )
 
     # -- messages (scope must name a session) -------------------------------------------
 
     def append_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Append in one transaction (all or nothing); returns them with ``seq`` set."""
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in messages]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
         return policy.verify(scope, self._append_messages(scope, stamped)) if stamped else []
 
     async def aappend_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in messages]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
         if not stamped:
             return []
         return policy.verify(scope, await self._aappend_messages(scope, stamped))
@@ -135,12 +191,12 @@ class Backend(GraphMethods):
     def replace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Delete the session's messages and write these instead, in one transaction."""
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in messages]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
         return policy.verify(scope, self._replace_messages(scope, stamped))
 
     async def areplace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in messages]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
         return policy.verify(scope, await self._areplace_messages(scope, stamped))
 
     def append_to_session(
@@ -151,14 +207,14 @@ class Backend(GraphMethods):
         caller was busy gets nothing. ``SessionNotFound`` or ``SessionExpired`` otherwise.
         """
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in messages]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
         return policy.verify(scope, self._append_to_session(scope, stamped, now, expires_at))
 
     async def aappend_to_session(
         self, scope: Scope, messages: Sequence[Message], *, now: datetime, expires_at: datetime
     ) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in messages]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
         rows = await self._aappend_to_session(scope, stamped, now, expires_at)
         return policy.verify(scope, rows)
 
@@ -174,6 +230,7 @@ class Backend(GraphMethods):
         """Messages oldest first; ``last=N`` gives the newest N, still oldest first."""
         policy.require_scope(scope, session=True)
         _check_window(limit, offset, last)
+        _check_status(status)
         rows = self._get_messages(scope, status=status, limit=limit, offset=offset, last=last)
         return policy.verify(scope, rows)
 
@@ -188,41 +245,48 @@ class Backend(GraphMethods):
     ) -> list[Message]:
         policy.require_scope(scope, session=True)
         _check_window(limit, offset, last)
+        _check_status(status)
         rows = await self._aget_messages(
             scope, status=status, limit=limit, offset=offset, last=last
         )
         return policy.verify(scope, rows)
 
     def count_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        _check_status(status)
         return self._count_messages(policy.require_scope(scope, session=True), status=status)
 
     async def acount_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        _check_status(status)
         scope = policy.require_scope(scope, session=True)
         return await self._acount_messages(scope, status=status)
 
     def delete_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        _check_status(status)
         return self._delete_messages(policy.require_scope(scope, session=True), status=status)
 
     async def adelete_messages(self, scope: Scope, *, status: str | None = None) -> int:
+        _check_status(status)
         scope = policy.require_scope(scope, session=True)
         return await self._adelete_messages(scope, status=status)
 
     def delete_message(self, scope: Scope, seq: int) -> Message | None:
+        check_int(seq, "seq")
         found = self._delete_message(policy.require_scope(scope, session=True), seq)
         return next(iter(policy.verify(scope, [found] if found else [])), None)
 
     async def adelete_message(self, scope: Scope, seq: int) -> Message | None:
+        check_int(seq, "seq")
         found = await self._adelete_message(policy.require_scope(scope, session=True), seq)
         return next(iter(policy.verify(scope, [found] if found else [])), None)
 
     def take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
         """Remove the oldest ``n`` active messages (or mark them archived); return them."""
-        _check_k(n)
+        _check_k(n, "n")
         rows = self._take_oldest(policy.require_scope(scope, session=True), n, archive=archive)
         return policy.verify(scope, rows)
 
     async def atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
-        _check_k(n)
+        _check_k(n, "n")
         scope = policy.require_scope(scope, session=True)
         return policy.verify(scope, await self._atake_oldest(scope, n, archive=archive))
 
@@ -231,22 +295,23 @@ class Backend(GraphMethods):
     def upsert_memories(self, scope: Scope, memories: Sequence[Memory]) -> list[str]:
         """Insert, or replace this user's memories with the same ids, in one transaction."""
         scope = policy.require_scope(scope)
-        stamped = [policy.stamp(scope, m) for m in memories]
+        stamped = [policy.stamp(scope, _check_memory(m)) for m in memories]
         return self._upsert_memories(scope, stamped) if stamped else []
 
     async def aupsert_memories(self, scope: Scope, memories: Sequence[Memory]) -> list[str]:
         scope = policy.require_scope(scope)
-        stamped = [policy.stamp(scope, m) for m in memories]
+        stamped = [policy.stamp(scope, _check_memory(m)) for m in memories]
         return await self._aupsert_memories(scope, stamped) if stamped else []
 
     def get_memories(self, scope: Scope, ids: Sequence[str]) -> list[Memory]:
         """This user's memories among ``ids``; another user's id is simply missing."""
         user = policy.require_scope(scope).user()
-        return policy.verify(scope, self._get_memories(user, list(ids))) if ids else []
+        return policy.verify(scope, self._get_memories(user, _check_ids(ids))) if ids else []
 
     async def aget_memories(self, scope: Scope, ids: Sequence[str]) -> list[Memory]:
         user = policy.require_scope(scope).user()
-        return policy.verify(scope, await self._aget_memories(user, list(ids))) if ids else []
+        found = await self._aget_memories(user, _check_ids(ids)) if ids else []
+        return policy.verify(scope, found)
 
     def list_memories(
         self,
@@ -259,7 +324,7 @@ class Backend(GraphMethods):
         """This user's memories, oldest first (then by id)."""
         user = policy.require_scope(scope).user()
         _check_window(limit, offset, None)
-        node = policy.read_filter(filter)
+        node = _filter(filter)
         return policy.verify(scope, self._list_memories(user, node, limit, offset))
 
     async def alist_memories(
@@ -272,31 +337,31 @@ class Backend(GraphMethods):
     ) -> list[Memory]:
         user = policy.require_scope(scope).user()
         _check_window(limit, offset, None)
-        node = policy.read_filter(filter)
+        node = _filter(filter)
         return policy.verify(scope, await self._alist_memories(user, node, limit, offset))
 
     def count_memories(self, scope: Scope, *, filter: FilterSpec = None) -> int:
         user = policy.require_scope(scope).user()
-        return self._count_memories(user, policy.read_filter(filter))
+        return self._count_memories(user, _filter(filter))
 
     async def acount_memories(self, scope: Scope, *, filter: FilterSpec = None) -> int:
         user = policy.require_scope(scope).user()
-        return await self._acount_memories(user, policy.read_filter(filter))
+        return await self._acount_memories(user, _filter(filter))
 
     def delete_memories(
         self, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
     ) -> int:
         """Delete this user's memories by id and/or filter; neither means all of them."""
         user = policy.require_scope(scope).user()
-        node = policy.read_filter(filter)
-        return self._delete_memories(user, None if ids is None else list(ids), node)
+        node = _filter(filter)
+        return self._delete_memories(user, None if ids is None else _check_ids(ids), node)
 
     async def adelete_memories(
         self, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
     ) -> int:
         user = policy.require_scope(scope).user()
-        node = policy.read_filter(filter)
-        return await self._adelete_memories(user, None if ids is None else list(ids), node)
+        node = _filter(filter)
+        return await self._adelete_memories(user, None if ids is None else _check_ids(ids), node)
 
     def search_memories(
         self, scope: Scope, embedding: Sequence[float], k: int = 4, *, filter: FilterSpec = None
@@ -308,7 +373,7 @@ class Backend(GraphMethods):
         user = policy.require_scope(scope).user()
         _check_k(k)
         vector = _vector(embedding)
-        node = policy.read_filter(filter)
+        node = _filter(filter)
         return _verify_scored(scope, self._search_memories(user, vector, k, node))
 
     async def asearch_memories(
@@ -317,7 +382,7 @@ class Backend(GraphMethods):
         user = policy.require_scope(scope).user()
         _check_k(k)
         vector = _vector(embedding)
-        node = policy.read_filter(filter)
+        node = _filter(filter)
         return _verify_scored(scope, await self._asearch_memories(user, vector, k, node))
 
     # -- maintenance (the admin's, not an end user's) ----------------------------------------
@@ -340,12 +405,12 @@ class Backend(GraphMethods):
         the highest, so a later append never reuses one.
         """
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in _check_seqs(messages)]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in _check_seqs(messages)]
         return policy.verify(scope, self._restore_messages(scope, stamped))
 
     async def arestore_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, m) for m in _check_seqs(messages)]
+        stamped = [policy.stamp(scope, _check_message(m)) for m in _check_seqs(messages)]
         return policy.verify(scope, await self._arestore_messages(scope, stamped))
 
     def list_message_sessions(self, scope: Scope) -> list[str]:
@@ -602,7 +667,7 @@ def _tenant(tenant_id: str) -> str:
 
 def _aware(moment: datetime) -> datetime:
     if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise ValueError("a timezone-aware datetime is required")
+        raise InvalidInput("a timezone-aware datetime is required", field="before")
     return moment
 
 
@@ -615,8 +680,10 @@ def _check_seqs(messages: Sequence[Message]) -> list[Message]:
     seen: set[int] = set()
     for m in messages:
         seq = m.seq
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or seq in seen:
-            raise ValueError("restored messages need distinct positive integer seqs")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= INT64_MAX:
+            raise InvalidInput("restored messages need positive 64-bit integer seqs", field="seq")
+        if seq in seen:
+            raise InvalidInput("restored messages need distinct seqs", field="seq")
         seen.add(seq)
     return sorted(messages, key=lambda m: m.seq or 0)
 
@@ -624,8 +691,10 @@ def _check_seqs(messages: Sequence[Message]) -> list[Message]:
 def _vector(embedding: Sequence[float]) -> list[float]:
     try:
         vector = [float(x) for x in embedding]
-    except (TypeError, ValueError) as exc:
-        raise ValueError("an embedding must be a sequence of numbers") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput("an embedding must be a sequence of numbers", field="embedding") from exc
     if not vector:
-        raise ValueError("an embedding must not be empty")
+        raise InvalidInput("an embedding must not be empty", field="embedding")
+    if not all(math.isfinite(x) for x in vector):  # pgvector refuses NaN and infinity
+        raise InvalidInput("an embedding must hold finite numbers", field="embedding")
     return vector

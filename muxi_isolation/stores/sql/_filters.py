@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from ...errors import InvalidFilter
 from ...filters import And, Compare, Filter, Not
 
 __all__ = ["compile_filter"]
@@ -112,7 +113,7 @@ class _JSONOps:
             return self.array_has(key, lambda has: [_any_of([has(w) for w in want])])
         if op == "$all":
             return self.array_has(key, lambda has: [has(w) for w in want])
-        raise ValueError(f"unknown operator {op!r}")
+        raise InvalidFilter(f"unknown operator {op!r}")
 
     @staticmethod
     def _coalesced(cond: Cond) -> Cond:
