@@ -296,17 +296,19 @@ class ScopedVectorStore(VectorStore):
         return await self.aadd_documents(docs, ids=ids, **kwargs)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        """Delete this user's documents among ``ids``; other ids are left untouched."""
-        if ids is None:
-            raise ValueError("delete() on a scoped store needs ids")
+        """Delete this user's documents among ``ids``; other ids are left untouched.
+
+        A scoped store deletes by id only: without ids, or with a ``filter`` (which the
+        wrapped store would ignore or apply to every user), it raises ``InvalidFilter``.
+        """
+        ids = _delete_ids(ids, kwargs)
         owned = self._owned_ids(self.store.get_by_ids([self._stored_id(i) for i in ids]))
         if owned:
             self.store.delete(owned, **kwargs)
         return True
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        if ids is None:
-            raise ValueError("adelete() on a scoped store needs ids")
+        ids = _delete_ids(ids, kwargs)
         found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
         owned = self._owned_ids(found)
         if owned:
@@ -437,6 +439,16 @@ class ScopedVectorStore(VectorStore):
         **kwargs: Any,
     ) -> ScopedVectorStore:
         raise TypeError("build the store first, then wrap it: scope_vectorstore(store, scope)")
+
+
+def _delete_ids(ids: list[str] | None, kwargs: Mapping[str, Any]) -> list[str]:
+    """A scoped delete's ids; a filter would be ignored, or applied to every user, by the
+    wrapped store."""
+    if "filter" in kwargs or "where" in kwargs:
+        raise InvalidFilter("a scoped store deletes by ids only, not by filter")
+    if ids is None:
+        raise InvalidFilter("delete() on a scoped store needs ids")
+    return ids
 
 
 def _documents(texts: Iterable[str], metadatas: list[dict[str, Any]] | None) -> list[Document]:

@@ -32,6 +32,7 @@ from pydantic import model_validator
 
 from muxi_isolation import policy
 from muxi_isolation.context import get_scope
+from muxi_isolation.errors import InvalidFilter
 from muxi_isolation.records import Memory
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, FilterSpec, Scored
@@ -48,6 +49,14 @@ def similarity_to_relevance(similarity: float) -> float:
 def _no_extra(kwargs: dict[str, Any], method: str) -> None:
     if kwargs:
         raise TypeError(f"{method}() got unexpected keyword arguments: {sorted(kwargs)}")
+
+
+def _check_delete(ids: Sequence[str] | None, filter: FilterSpec) -> None:
+    """A delete names ids or a filter that selects something, never all of a user's data."""
+    if filter is not None:
+        policy.delete_filter(filter)
+    elif ids is None:
+        raise InvalidFilter("delete() needs ids or a filter")
 
 
 def _batch(
@@ -172,13 +181,13 @@ class MuxiVectorStore(VectorStore):
     ) -> bool:
         """Delete this user's documents by id and/or filter; other users' ids are missing.
 
-        With neither ids nor a filter nothing is deleted and ``ValueError`` is raised:
-        to forget a whole user use the ``Isolation`` facade.
+        With neither ids nor a filter, or a filter that matches everything (``{}``), nothing
+        is deleted and ``InvalidFilter`` (a ``ValueError``) is raised: to forget a whole user
+        use the ``Isolation`` facade.
         """
         _no_extra(kwargs, "delete")
         scope = self.current_scope()
-        if ids is None and filter is None:
-            raise ValueError("delete() needs ids or a filter")
+        _check_delete(ids, filter)
         self.backend.delete_memories(scope, ids=ids, filter=filter)
         return True
 
@@ -187,8 +196,7 @@ class MuxiVectorStore(VectorStore):
     ) -> bool:
         _no_extra(kwargs, "adelete")
         scope = self.current_scope()
-        if ids is None and filter is None:
-            raise ValueError("adelete() needs ids or a filter")
+        _check_delete(ids, filter)
         await self.backend.adelete_memories(scope, ids=ids, filter=filter)
         return True
 

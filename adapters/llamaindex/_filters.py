@@ -34,10 +34,19 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 
+from muxi_isolation import policy
 from muxi_isolation.errors import InvalidFilter
 from muxi_isolation.filters import parse_filter
 
-__all__ = ["UNSAFE_CHARACTERS", "check_pasteable", "pasteable", "to_filter"]
+from ._nodes import SESSION_ALIAS
+
+__all__ = [
+    "UNSAFE_CHARACTERS",
+    "check_delete_filters",
+    "check_pasteable",
+    "pasteable",
+    "to_filter",
+]
 
 _SIMPLE = {
     FilterOperator.EQ: "$eq",
@@ -80,6 +89,26 @@ def to_filter(
     spec = _group(filters, rename or {})
     parse_filter(spec)  # validate now, with the caller's names in the message
     return spec
+
+
+def check_delete_filters(filters: MetadataFilters | None) -> None:
+    """Refuse delete filters that select everything (no filters, an empty group, a tree that
+    is always true); ``None`` is no filter, and then the caller's ids decide."""
+    if filters is None:
+        return
+    if _has_empty_group(filters):
+        raise InvalidFilter("a delete filter must select something: it has an empty group")
+    try:
+        spec = to_filter(filters, SESSION_ALIAS)
+    except InvalidFilter:
+        return  # an operator only the wrapped store knows: its own meaning applies
+    policy.delete_filter(spec)
+
+
+def _has_empty_group(group: MetadataFilters) -> bool:
+    return not group.filters or any(
+        _has_empty_group(f) for f in group.filters if isinstance(f, MetadataFilters)
+    )
 
 
 def _group(group: MetadataFilters, rename: Mapping[str, str]) -> dict[str, Any]:

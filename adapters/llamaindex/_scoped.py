@@ -51,7 +51,7 @@ from muxi_isolation import policy
 from muxi_isolation.errors import InvalidIdentifier, ReservedKey, ScopeViolation, UnsupportedStore
 from muxi_isolation.scope import Scope
 
-from ._filters import check_pasteable, pasteable
+from ._filters import check_delete_filters, check_pasteable, pasteable
 from ._nodes import owned, stamp_node, strip_node, verified_nodes
 from ._scope import resolve_scope
 from ._vector_store import MuxiVectorStore
@@ -109,7 +109,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
 
     ``scope`` binds the wrapper to one user; without it each call uses the context's scope
     and raises ``MissingScope`` when none is set. ``delete_nodes`` with neither ids nor
-    filters deletes nothing; ``clear`` deletes only this user's nodes.
+    filters deletes nothing, and with filters that select everything (none, an empty group)
+    raises ``InvalidFilter``; ``clear`` deletes only this user's nodes.
     """
 
     stores_text: bool = False
@@ -357,6 +358,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         **delete_kwargs: Any,
     ) -> None:
         scope = self._current()
+        check_delete_filters(filters)
         if _nothing(node_ids, filters):
             return
         if self._kind == SIMPLE:
@@ -447,6 +449,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         **delete_kwargs: Any,
     ) -> None:
         scope = self._current()
+        check_delete_filters(filters)
         if _nothing(node_ids, filters):
             return
         if self._kind == SIMPLE:

@@ -23,7 +23,7 @@ from llama_index.core.vector_stores.types import (
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, Scored
 
-from ._filters import to_filter
+from ._filters import check_delete_filters, to_filter
 from ._nodes import NODE_ID_KEY, SESSION_ALIAS, memory_to_node, node_to_memory
 from ._scope import resolve_scope
 
@@ -67,6 +67,7 @@ def _delete_spec(
     node_ids: Sequence[str] | None, filters: MetadataFilters | None
 ) -> tuple[list[str] | None, dict[str, Any] | None] | None:
     """What ``delete_nodes`` removes; ``None`` when that is nothing (never everything)."""
+    check_delete_filters(filters)
     spec = to_filter(filters, SESSION_ALIAS)
     if node_ids is not None and not node_ids:
         return None
@@ -80,8 +81,9 @@ class MuxiVectorStore(BasePydanticVectorStore):
 
     ``scope`` binds the store to one user; without it each call uses the context's scope
     (``use_scope`` / the HTTP middleware) and raises ``MissingScope`` when there is none.
-    ``delete_nodes`` with neither ids nor filters deletes nothing; ``clear`` deletes all of
-    this user's memories, whichever framework wrote them.
+    ``delete_nodes`` with neither ids nor filters deletes nothing, and with filters that
+    select everything (none, an empty group) raises ``InvalidFilter``; ``clear`` deletes all
+    of this user's memories, whichever framework wrote them.
     """
 
     stores_text: bool = True

@@ -263,7 +263,8 @@ def test_deletes_name_something_or_nothing(shared: dict[Scope, ScopedVectorStore
     alice = shared[ALICE]
     alice.delete_nodes()
     alice.delete_nodes(node_ids=[])
-    alice.delete_nodes(filters=MetadataFilters(filters=[]))
+    with pytest.raises(InvalidFilter):  # a filter that selects everything
+        alice.delete_nodes(filters=MetadataFilters(filters=[]))
     assert stored_ids(alice) == {"a1", "a2", "a3"}
     alice.delete_nodes(node_ids=["a1", "a2"], filters=group(f("genre", "jazz")))
     assert stored_ids(alice) == {"a2", "a3"}

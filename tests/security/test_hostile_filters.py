@@ -708,6 +708,106 @@ def test_llamaindex_simple_store_or_filters_stay_in_scope() -> None:
     assert li_query(alice, None, node_ids=["bob-r1", "alice-r1"]) == {"alice-r1"}
 
 
+# -- deletes that select everything ----------------------------------------------------------
+
+# Each filter matches every record (or has nothing in it): a delete with it would wipe the
+# user. Pairs: the dict dialect, and a LlamaIndex tree of the same kind.
+SELECT_ALL: list[tuple[dict[str, Any], MetadataFilters]] = [
+    ({}, MetadataFilters(filters=[])),
+    (
+        {"$not": {"genre": {"$in": []}}},
+        group(f("genre", [], FilterOperator.IN), condition=FilterCondition.NOT),
+    ),
+    (
+        {"$or": [{"genre": {"$exists": True}}, {"genre": {"$exists": False}}]},
+        group(f("genre", "jazz"), group(), condition=FilterCondition.OR),
+    ),
+    (
+        {"$or": [{"genre": "jazz"}, {"$not": {"genre": "jazz"}}]},
+        group(
+            f("genre", "jazz"),
+            group(f("genre", "jazz"), condition=FilterCondition.NOT),
+            condition=FilterCondition.OR,
+        ),
+    ),
+    ({"$not": {"$and": [{"year": {"$gt": 0}}, {"$not": {"year": {"$gt": 0}}}]}}, group(group())),
+]
+ALICE_IDS = [rid for rid, _ in records("alice")]
+
+
+def simple_for_alice() -> Callable[[Scope], Any]:
+    shared = SimpleVectorStore()
+
+    def store_for(scope: Scope) -> Any:
+        return li.ScopedVectorStore(shared, scope)
+
+    li_fill(store_for, ALICE)
+    return store_for
+
+
+@pytest.mark.parametrize(("spec", "li_spec"), SELECT_ALL, ids=label)
+async def test_native_deletes_that_select_everything_are_refused(
+    backend: Backend, spec: dict[str, Any], li_spec: MetadataFilters
+) -> None:
+    fill_core(backend, ALICE)
+    lc_alice = lc.MuxiVectorStore(backend, LC_EMBED, scope=ALICE)
+    li_alice = li.MuxiVectorStore(backend, ALICE)
+    for call in (
+        lambda: lc_alice.delete(filter=spec),
+        lambda: lc_alice.delete(["r1"], filter=spec),
+        lambda: li_alice.delete_nodes(filters=li_spec),
+        lambda: li_alice.delete_nodes(node_ids=["r1"], filters=li_spec),
+    ):
+        with pytest.raises(InvalidFilter):
+            call()
+    for acall in (
+        lambda: lc_alice.adelete(filter=spec),
+        lambda: lc_alice.adelete(["r1"], filter=spec),
+        lambda: li_alice.adelete_nodes(filters=li_spec),
+        lambda: li_alice.adelete_nodes(node_ids=["r1"], filters=li_spec),
+    ):
+        with pytest.raises(InvalidFilter):
+            await acall()
+    intact(backend, ALICE)
+
+
+@pytest.mark.parametrize(("spec", "li_spec"), SELECT_ALL, ids=label)
+async def test_wrapped_deletes_that_select_everything_are_refused(
+    lc_in_memory: Any,
+    lc_pgvector: Any,
+    li_pgvector: Any,
+    spec: dict[str, Any],
+    li_spec: MetadataFilters,
+) -> None:
+    for lc_for in (lc_in_memory, lc_pgvector):
+        alice = lc_for(ALICE)
+        for call in (lambda: alice.delete(filter=spec), lambda: alice.delete(["r1"], filter=spec)):
+            with pytest.raises(InvalidFilter):
+                call()
+        for acall in (
+            lambda: alice.adelete(filter=spec),
+            lambda: alice.adelete(["r1"], filter=spec),
+        ):
+            with pytest.raises(InvalidFilter):
+                await acall()
+        assert {d.id for d in alice.get_by_ids(ALICE_IDS)} == set(ALICE_IDS)
+    for li_for in (li_pgvector, simple_for_alice()):
+        alice = li_for(ALICE)
+        for call in (
+            lambda: alice.delete_nodes(filters=li_spec),
+            lambda: alice.delete_nodes(node_ids=["r1"], filters=li_spec),
+        ):
+            with pytest.raises(InvalidFilter):
+                call()
+        for acall in (
+            lambda: alice.adelete_nodes(filters=li_spec),
+            lambda: alice.adelete_nodes(node_ids=["r1"], filters=li_spec),
+        ):
+            with pytest.raises(InvalidFilter):
+                await acall()
+        assert li_query(alice, None) == set(ALICE_IDS)
+
+
 # -- HTTP -------------------------------------------------------------------------------------
 
 
