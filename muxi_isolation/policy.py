@@ -28,12 +28,9 @@ __all__ = [
     "RESERVED_KEYS",
     "SCOPE_FIELDS",
     "caller_id",
-    "caller_id",
     "check_json",
     "check_metadata",
     "delete_filter",
-    "delete_filter",
-    "foreign_id",
     "foreign_id",
     "foreign_id_prefix",
     "owner",
@@ -156,37 +153,6 @@ def _negation(node: Filter) -> Filter:
     return Not(node)
 
 
-def delete_filter(caller: Mapping[str, Any] | Filter | None) -> Filter:
-    """``read_filter`` for a delete: a filter that selects everything (``{}``, or a tree
-    that is true for any record) is refused, since it would delete all the user has."""
-    node = read_filter(caller)
-    if node is None or _constant(node, True):
-        raise InvalidFilter("a delete filter must select something: this one matches everything")
-    return node
-
-
-def _constant(node: Filter, value: bool) -> bool:
-    """Whether ``node`` is ``value`` for every record, as far as its shape shows."""
-    if isinstance(node, Compare):  # only an empty $in / $any is constant (false)
-        return not value and node.op in ("$in", "$any") and not node.value
-    if isinstance(node, Not):
-        return _constant(node.item, not value)
-    every = isinstance(node, And) == value
-    if every:
-        return all(_constant(item, value) for item in node.items)
-    if isinstance(node, Or) == value and any(_negation(i) in node.items for i in node.items):
-        return True  # X or not X; X and not X
-    return any(_constant(item, value) for item in node.items)
-
-
-def _negation(node: Filter) -> Filter:
-    if isinstance(node, Not):
-        return node.item
-    if isinstance(node, Compare) and node.op == "$exists":
-        return Compare(node.key, "$exists", not node.value)
-    return Not(node)
-
-
 def _visible(scope: Scope, owner: Scope | None, *, session: bool) -> bool:
     if owner is None or not owner.same_user(scope):
         return False
@@ -232,17 +198,6 @@ def foreign_id_prefix(scope: Scope) -> str:
     collide in a shared table (NUL never occurs in an id, so the hash names one pair)."""
     digest = hashlib.sha256(f"{scope.tenant_id}\0{scope.user_id}".encode()).hexdigest()
     return f"muxi:{digest[:32]}:"
-
-
-def foreign_id(scope: Scope, caller_id: str) -> str:
-    """The id a caller's record is stored under in a store we do not own."""
-    return foreign_id_prefix(scope) + caller_id
-
-
-def caller_id(scope: Scope, stored_id: str) -> str | None:
-    """The caller's own id for a stored id, or ``None`` if it is not in ``scope``'s namespace."""
-    prefix = foreign_id_prefix(scope)
-    return stored_id[len(prefix) :] if stored_id.startswith(prefix) else None
 
 
 def foreign_id(scope: Scope, caller_id: str) -> str:
