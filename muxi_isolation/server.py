@@ -152,7 +152,7 @@ def _require_admin(request: Request) -> None:
 
 
 async def _json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
-    """The body as a JSON object, checked whole (``optional``: no body at all is ``{}``)."""
+    """The body as a JSON object naming no user (``optional``: no body at all is ``{}``)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _BadRequest(413, "body_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
@@ -174,10 +174,15 @@ async def _json_object(request: Request, *, optional: bool = False) -> dict[str,
         raise ScopeViolation(
             f"the body may not name {sorted(named)}: the user comes from X-Muxi-User-Id"
         )
-    for name, value in data.items():  # the whole body, before any write, on every backend
-        check_text(name, "a body field's name")
-        check_json(value, name)  # NaN, NUL, lone surrogates: InvalidInput naming the field
     return data
+
+
+def _check_body(data: Mapping[str, Any]) -> None:
+    """Every field of a body (known or not) is something every backend can store: NaN, NUL
+    or a lone surrogate anywhere is ``InvalidInput`` naming the field."""
+    for name, value in data.items():
+        check_text(name, "a body field's name")
+        check_json(value, name)
 
 
 def _field(data: Mapping[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
@@ -220,6 +225,7 @@ def create_app(
     async def create_session(request: Request) -> Response:
         scope = _scope(request)
         data = await _json_object(request, optional=True)  # e.g. a body naming a user: 400
+        _check_body(data)
         if data:
             raise _BadRequest(422, "invalid_request", f"unknown fields: {sorted(data)}")
         record = await sessions.acreate(scope)
@@ -251,6 +257,7 @@ def create_app(
         if session_id is not None:
             session_id = canonical_id(session_id, "session_id")
         metadata = policy.check_metadata(_field(data, "metadata", dict))
+        _check_body(data)
         history: list[Message] = []
         if session_id is None:
             record = await sessions.acreate(scope)

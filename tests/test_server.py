@@ -7,6 +7,8 @@ runs uvicorn on 127.0.0.1. The seed's curl calls are replayed verbatim.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -25,6 +27,7 @@ from muxi_isolation import (
     StorageUnavailable,
 )
 from muxi_isolation.agent import UNKNOWN_PREFERENCE
+from muxi_isolation.keys import hash_key
 from muxi_isolation.server import create_app, iso_time, openapi_document, serve_in_thread
 from muxi_isolation.stores import open_backend
 
@@ -342,6 +345,112 @@ async def test_bad_chat_bodies(
     assert isolation.list_sessions("user_a") == []  # refused before anything was written
 
 
+# Bodies that some backend cannot store: every backend refuses them whole, before the session
+# is made or the agent runs ("Remember I like ..." would write a memory).
+UNSTORABLE_BODIES = [
+    (b'{"message": "Remember I like \\ud800"}', "invalid_input", "message"),
+    (b'{"message": "Remember I like \\udc00 tea"}', "invalid_input", "message"),
+    (b'{"message": "Remember I like \\u0000"}', "invalid_input", "message"),
+    (b'{"message": "Remember I like tea", "metadata": {"x": NaN}}', "invalid_input", "metadata"),
+    (
+        b'{"message": "Remember I like tea", "metadata": {"x": -Infinity}}',
+        "invalid_input",
+        "metadata",
+    ),
+    (
+        b'{"message": "Remember I like tea", "metadata": {"a\\u0000": 1}}',
+        "invalid_input",
+        "metadata",
+    ),
+    (
+        b'{"message": "Remember I like tea", "metadata": {"a": ["\\ud83d"]}}',
+        "invalid_input",
+        "metadata",
+    ),
+    (
+        b'{"message": "Remember I like tea", "metadata": {"\\ud83d": 1}}',
+        "invalid_input",
+        "metadata",
+    ),
+    (b'{"message": "Remember I like tea", "extra": NaN}', "invalid_input", "extra"),
+    (b'{"message": "Remember I like tea", "\\u0000": 1}', "invalid_input", "a body field's name"),
+    (
+        b'{"message": "Remember I like tea", "session_id": "s\\u0000"}',
+        "invalid_identifier",
+        "session_id",
+    ),
+    (
+        b'{"message": "Remember I like tea", "session_id": "\\ud800"}',
+        "invalid_identifier",
+        "session_id",
+    ),
+]
+
+
+async def _stored(isolation: Isolation, user: str) -> tuple[list[str], int, int]:
+    """Session ids, message count and memory count of ``user``: what a refusal must not touch."""
+    scope = Scope.parse(user)
+    records = isolation.list_sessions(user)
+    messages = [len(isolation.history(r.id, user)) for r in records]
+    memories = await isolation.backend.alist_memories(scope)
+    return sorted(r.id for r in records), sum(messages), len(memories)
+
+
+@pytest.mark.parametrize(("body", "code", "field"), UNSTORABLE_BODIES)
+async def test_unstorable_chat_bodies_are_400_and_write_nothing(
+    http: httpx.AsyncClient, isolation: Isolation, body: bytes, code: str, field: str
+) -> None:
+    response = await http.post("/v1/chat", headers=as_user("user_a"), content=body)
+    assert (response.status_code, response.json()["error"]) == (400, code)
+    assert response.json()["field"] == field
+    assert await _stored(isolation, "user_a") == ([], 0, 0)
+
+
+@pytest.mark.parametrize(("body", "code", "field"), UNSTORABLE_BODIES)
+async def test_unstorable_turns_in_an_existing_session_write_nothing(
+    http: httpx.AsyncClient, isolation: Isolation, body: bytes, code: str, field: str
+) -> None:
+    sid = (await chat(http, "user_a", "hello")).json()["session_id"]
+    before = await _stored(isolation, "user_a")
+    data = json.loads(body)
+    data.setdefault("session_id", sid)
+    raw = json.dumps(data).encode()  # NaN and lone surrogates survive as NaN and \u escapes
+    response = await http.post("/v1/chat", headers=as_user("user_a"), content=raw)
+    assert (response.status_code, response.json()["error"]) == (400, code)
+    assert await _stored(isolation, "user_a") == before
+
+
+async def test_a_deeply_nested_body_is_invalid_json(
+    http: httpx.AsyncClient, isolation: Isolation
+) -> None:
+    deep = b'{"message": "hi", "metadata": {"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}}"
+    response = await http.post("/v1/chat", headers=as_user("user_a"), content=deep[: 1 << 20])
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
+    assert await _stored(isolation, "user_a") == ([], 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"user_id": "victim"}', 400, "scope_violation"),
+        (b'{"tenant_id": "tenant_b"}', 400, "scope_violation"),
+        (b'{"session_id": "mine"}', 422, "invalid_request"),
+        (b'{"x": NaN}', 400, "invalid_input"),
+        (b"not json", 400, "invalid_json"),
+        (b"[]", 422, "invalid_request"),
+    ],
+)
+async def test_bodies_on_session_creation_are_checked_too(
+    http: httpx.AsyncClient, isolation: Isolation, body: bytes, status: int, code: str
+) -> None:
+    response = await http.post("/v1/sessions", headers=as_user("user_a"), content=body)
+    assert (response.status_code, response.json()["error"]) == (status, code)
+    assert isolation.list_sessions("user_a") == []
+    for empty in (b"", b"{}"):
+        made = await http.post("/v1/sessions", headers=as_user("user_a"), content=empty)
+        assert made.status_code == 201
+
+
 async def test_metadata_is_stored_on_the_users_message(http: httpx.AsyncClient) -> None:
     response = await http.post(
         "/v1/chat",
@@ -521,6 +630,61 @@ async def test_admin_endpoints_need_an_admin_key(
     assert "admin" in response.json()["message"] or status == 401
     still = await chat(http, "tenant_a:alice", "What language do I like?", key=KEY_A)
     assert still.json()["response"] == "You like Python."
+
+
+USER_ROUTES = [
+    ("POST", "/v1/sessions", None),
+    ("GET", "/v1/sessions", None),
+    ("GET", "/v1/sessions/{sid}", None),
+    ("DELETE", "/v1/sessions/{sid}", None),
+    ("POST", "/v1/chat", {"message": "Remember I like Cobol"}),
+    ("POST", "/v1/chat", {"message": "Remember I like Cobol", "session_id": "{sid}"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), USER_ROUTES)
+@pytest.mark.parametrize("user", ["tenant_a:alice", None])
+async def test_an_admin_key_acts_as_no_user(
+    http: httpx.AsyncClient,
+    isolation: Isolation,
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+    user: str | None,
+) -> None:
+    sid = (await chat(http, "tenant_a:alice", "Remember I like Python", key=KEY_A)).json()[
+        "session_id"
+    ]
+    before = await _stored(isolation, "tenant_a:alice")
+    headers = {"X-Muxi-Client-Key": ADMIN} | ({"X-Muxi-User-Id": user} if user else {})
+    body = {k: v.format(sid=sid) for k, v in body.items()} if body else None
+    response = await http.request(method, path.format(sid=sid), headers=headers, json=body)
+    assert (response.status_code, response.json()["error"]) == (403, "forbidden")
+    assert await _stored(isolation, "tenant_a:alice") == before
+    assert await _stored(isolation, "0") == ([], 0, 0)
+
+
+async def test_an_impersonating_admin_key_acts_as_the_user_and_is_logged(
+    isolation: Isolation, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = keyring()
+    keys.add_admin_key("fma_support", impersonate=True)
+    support = {"X-Muxi-Client-Key": "fma_support", "X-Muxi-User-Id": "tenant_a:alice"}
+    with caplog.at_level(logging.WARNING, logger="muxi_isolation.http"):
+        async with http_client(create_app(isolation, keys)) as http:
+            told = await http.post(
+                "/v1/chat", headers=support, json={"message": "Remember I like Go"}
+            )
+            listed = await http.get("/v1/sessions", headers=support)
+            exported = await http.get("/v1/admin/users/tenant_a:alice/export", headers=support)
+    assert told.status_code == listed.status_code == exported.status_code == 200
+    assert told.json()["user_id"] == "tenant_a:alice"
+    assert [s["id"] for s in listed.json()["sessions"]] == [told.json()["session_id"]]
+    key_id = "sha256:" + hash_key("fma_support")[:12]
+    assert [r.getMessage() for r in caplog.records if r.name == "muxi_isolation.http"] == [
+        f"admin key {key_id} acts as user 'tenant_a:alice': POST /v1/chat",
+        f"admin key {key_id} acts as user 'tenant_a:alice': GET /v1/sessions",
+    ]  # the admin endpoint is the key's own business: not an impersonation
 
 
 async def test_admin_user_id_in_the_path_is_validated(http: httpx.AsyncClient) -> None:

@@ -42,6 +42,7 @@ TENANT = "t_hostile"
 HTTP_TENANT = "t_http"
 CLIENT_KEY = "fmc_hostile_tenant"
 ADMIN_KEY = "fma_hostile_admin"
+IMPERSONATING_KEY = "fma_hostile_impersonator"
 
 
 def documented_ok(value: str) -> bool:
@@ -228,6 +229,7 @@ def http_app(make_backend: Callable[..., Backend]) -> Any:
     keys = KeyRing()
     keys.add_client_key(HTTP_TENANT, CLIENT_KEY)
     keys.add_admin_key(ADMIN_KEY)
+    keys.add_admin_key(IMPERSONATING_KEY, impersonate=True)
     return create_app(Isolation(make_backend("sqlite")), keys)
 
 
@@ -269,19 +271,20 @@ async def test_hostile_user_id_headers(http_app: Any) -> None:
 
 
 async def test_hostile_whole_headers_with_admin_and_client_keys(http_app: Any) -> None:
-    """The id as the whole header: the admin key gets 400 or the parsed user; the client
-    key of ``t_http`` additionally gets 403 for any other tenant, and never 2xx there."""
+    """The id as the whole header: an impersonating admin key gets 400 or the parsed user;
+    a plain admin key gets 400 or 403 (it acts as no user); the client key of ``t_http``
+    gets 403 for any other tenant, and never 2xx there."""
     transport = httpx.ASGITransport(app=http_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://muxi") as http:
         for value in IDS:
             parsed = expected_parse(value)
-            for key in (ADMIN_KEY, CLIENT_KEY):
+            for key in (ADMIN_KEY, IMPERSONATING_KEY, CLIENT_KEY):
                 headers = {"X-Muxi-Client-Key": key, "X-Muxi-User-Id": header_bytes(value)}
                 reply = await http.post("/v1/sessions", headers=headers)
                 if parsed is None:
                     assert reply.status_code == 400, (value, key, reply.text)
-                elif key == CLIENT_KEY and parsed[0] != HTTP_TENANT:
-                    assert reply.status_code == 403, (value, reply.text)
+                elif key == ADMIN_KEY or (key == CLIENT_KEY and parsed[0] != HTTP_TENANT):
+                    assert reply.status_code == 403, (value, key, reply.text)
                 else:
                     assert reply.status_code == 201, (value, key, reply.text)
                     body = reply.json()
