@@ -324,9 +324,40 @@ def test_copy_to_sees_only_alice(pg: SQLBackend) -> None:
             assert foreign(rows) == set(), table
 
 
-def test_a_leaky_function_sees_only_alices_rows(pg: SQLBackend) -> None:
-    """The policy runs before a caller's (non-leakproof) function sees a row."""
+@contextmanager
+def temporary_allowed(backend: SQLBackend, admin: Any) -> Iterator[None]:
+    """An owner who granted the app role TEMPORARY after all (create_app_role takes it)."""
+    role = backend._engine.url.username
+
+    def grant(verb: str) -> None:
+        with admin.begin() as conn:
+            database = conn.scalar(text("SELECT current_database()"))
+            to = "TO" if verb == "GRANT" else "FROM"
+            conn.execute(text(f'{verb} TEMPORARY ON DATABASE "{database}" {to} "{role}"'))
+
+    grant("GRANT")
+    try:
+        yield
+    finally:
+        grant("REVOKE")
+
+
+def test_the_app_role_cannot_create_temporary_objects(pg: SQLBackend) -> None:
+    """create_app_role takes TEMPORARY from the role and PUBLIC: nothing to shadow with."""
+    with pytest.raises(DBAPIError, match="temporary"), as_alice(pg) as conn:
+        conn.execute(text("CREATE TEMP TABLE planted (x int)"))
+
+
+def test_a_leaky_function_sees_only_alices_rows(pg: SQLBackend, postgres_admin: Any) -> None:
+    """The policy runs before a caller's (non-leakproof) function sees a row (with TEMPORARY
+    granted back, so the function can be made)."""
     seen: list[str] = []
+    with temporary_allowed(pg, postgres_admin):
+        leaky_calls(pg, seen)
+    assert seen and set(seen) == {"tenant_a alice"}
+
+
+def leaky_calls(pg: SQLBackend, seen: list[str]) -> None:
     for table in scoped_tables(pg):
         with as_alice(pg) as conn:
             raw = conn.connection.driver_connection
@@ -341,7 +372,6 @@ def test_a_leaky_function_sees_only_alices_rows(pg: SQLBackend) -> None:
             )
             conn.execute(text(f"SELECT 1 FROM {table} WHERE pg_temp.peek(tenant_id, user_id)"))
             raw.remove_notice_handler(handler)
-    assert seen and set(seen) == {"tenant_a alice"}
 
 
 def test_statistics_do_not_show_other_scopes(pg: SQLBackend, postgres_admin: Any) -> None:

@@ -60,11 +60,11 @@ def raw_rows(conn, table: str) -> list[tuple[str, str]]:
     return [(r.tenant_id, r.user_id) for r in conn.execute(text(f"SELECT * FROM {table}"))]
 
 
-def set_scope(conn, key: bytes | None = None, **settings: str) -> None:
-    """Make raw settings; with the backend's scope ``key``, sign them as the backend does."""
-    if key is not None:
-        scope = Scope(settings["tenant_id"], settings["user_id"])
-        settings["scope_tag"] = _rls.scope_tag(key, scope)
+def set_scope(conn, backend: SQLBackend | None = None, **settings: str) -> None:
+    """Make raw settings; with the ``backend``, open the scope as it does (signed)."""
+    if backend is not None:
+        backend._enter(conn, Scope(settings["tenant_id"], settings["user_id"]), None)
+        return
     for name, value in settings.items():
         conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": f"muxi.{name}", "v": value})
 
@@ -90,7 +90,7 @@ def test_raw_select_sees_only_the_current_scope(pg) -> None:
         for scope in EVERYONE:
             with app.begin() as conn:
                 ids = {"tenant_id": scope.tenant_id, "user_id": scope.user_id}
-                set_scope(conn, backend._scope_key, **ids)
+                set_scope(conn, backend, **ids)
                 rows = raw_rows(conn, table)
             assert rows and set(rows) == {(scope.tenant_id, scope.user_id)}, table
 
@@ -108,7 +108,7 @@ def test_raw_select_without_a_scope_sees_nothing(pg) -> None:
                 set_scope(conn, tenant_id="tenant_a", user_id="alice")  # unsigned
                 assert raw_rows(conn, table) == []
             with conn.begin():
-                set_scope(conn, backend._scope_key, tenant_id="tenant_a", user_id="alice")
+                set_scope(conn, backend, tenant_id="tenant_a", user_id="alice")
                 assert raw_rows(conn, table)
             with conn.begin():  # same connection after a local setting ended: ''
                 assert conn.scalar(text("SELECT current_setting('muxi.user_id', true)")) == ""

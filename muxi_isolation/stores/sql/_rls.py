@@ -43,6 +43,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Table,
+    TextClause,
     create_engine,
     func,
     insert,
@@ -61,18 +62,23 @@ __all__ = [
     "ADMIN",
     "LIST_TENANTS",
     "SCOPE_TAG",
+    "STALE_KEY_STATE",
     "TENANT",
     "USER",
+    "add_scope_key",
     "apply_settings",
     "create_app_role",
     "create_scope_key",
+    "drop_old_scope_keys",
+    "enter_scope",
+    "enter_statement",
     "grants",
     "key_table",
     "list_policies",
     "policies",
     "read_scope_key",
     "resign_policies",
-    "scope_settings",
+    "scope_functions",
     "scope_tag",
 ]
 
@@ -80,6 +86,7 @@ TENANT = "muxi.tenant_id"
 USER = "muxi.user_id"
 SCOPE_TAG = "muxi.scope_tag"
 ADMIN = "muxi.admin"
+STALE_KEY_STATE = "MX001"  # scope_enter: the tag verifies under no key (rotated away)
 
 LIST_TENANTS = "list"
 
@@ -87,13 +94,31 @@ _ADMIN_RULE = (
     f"tenant_id = current_setting('{TENANT}', true) AND current_setting('{ADMIN}', true) = 'on'"
 )
 _LIST_RULE = f"current_setting('{ADMIN}', true) = '{LIST_TENANTS}'"
-# HMAC-SHA256 (RFC 2104) of "tenant\nuser" with the key's precomputed pads; no id holds a
-# newline, so the message names one (tenant, user) pair.
-_DIGEST = (
-    "encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to("
-    f"current_setting('{TENANT}', true) || chr(10) || current_setting('{USER}', true), "
-    "'UTF8'))), 'hex')"
+CITUS = "citus"
+
+
+def _hmac(message: str, key: str = "k") -> str:
+    """HMAC-SHA256 (RFC 2104) in SQL, with the key row's precomputed pads."""
+    return (
+        f"encode(sha256({key}.outer_pad || sha256({key}.inner_pad || "
+        f"convert_to({message}, 'UTF8'))), 'hex')"
+    )
+
+
+# The signed messages. No id holds a newline, so each names one (tenant, user) pair.
+# - enter: what the backend signs; passed only as an argument of ``scope_enter`` and never
+#   stored, so SQL running later on the connection has nothing to replay;
+# - bound: what ``scope_enter`` sets, bound to this backend process and this transaction's
+#   start (a stashed copy verifies in no other transaction);
+# - citus: what ``citus=True`` sets with SET LOCAL (workers cannot verify a binding made on
+#   the coordinator), a bearer tag: the documented limit of that mode.
+_IDS = f"current_setting('{TENANT}', true) || chr(10) || current_setting('{USER}', true)"
+_BINDING = (
+    "pg_backend_pid()::text || chr(10) || "
+    "(extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text"
 )
+_BOUND = _hmac(f"{_IDS} || chr(10) || {_BINDING}")
+_CITUS = _hmac(f"{_IDS} || chr(10) || '{CITUS}'")
 
 
 def key_table(tables: Tables, schema: str | None = None) -> Table:
@@ -127,37 +152,73 @@ def _user_rule(conn: Connection, tables: Tables) -> str:
 def create_scope_key(conn: Connection, tables: Tables) -> list[str]:
     """Create the key table with a new random key, and the functions that verify a scope.
 
-    Returns the DDL of the two functions (run by the caller after this).
+    Returns the DDL of the functions (run by the caller after this).
     """
+    key_table(tables).create(conn)
+    add_scope_key(conn, tables)
+    return scope_functions(conn, tables)
+
+
+def add_scope_key(conn: Connection, tables: Tables) -> int:
+    """A new random key, newest of the table: the backends sign with it from their next
+    start (or their next refused scope); the older keys stay valid until dropped."""
     table = key_table(tables)
-    table.create(conn)
+    newest = int(conn.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0) + 1
     key = secrets.token_bytes(32)
     padded = key.ljust(64, b"\0")
     conn.execute(
         insert(table).values(
-            id=1,
+            id=newest,
             key=key,
             inner_pad=bytes(b ^ 0x36 for b in padded),
             outer_pad=bytes(b ^ 0x5C for b in padded),
         )
     )
+    return newest
+
+
+def drop_old_scope_keys(conn: Connection, tables: Tables) -> int:
+    """Keep only the newest key; returns how many were dropped."""
+    table = key_table(tables)
+    newest = select(func.max(table.c.id)).scalar_subquery()
+    return conn.execute(table.delete().where(table.c.id < newest)).rowcount
+
+
+def scope_functions(conn: Connection, tables: Tables) -> list[str]:
+    """DDL of ``scope_enter`` (verify the backend's tag, set the transaction's bound scope)
+    and of ``scope_tenant``/``scope_user`` (the scope, only while its bound tag verifies)."""
     keys = conn.dialect.identifier_preparer.format_table(key_table(tables, _schema(conn, tables)))
-    signed = f"k.id = 1 AND current_setting('{SCOPE_TAG}', true) = {_DIGEST}"
+    header = "SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+    signed = f"current_setting('{SCOPE_TAG}', true) IN ({_BOUND}, {_CITUS})"
     out: list[str] = []
     for part, name in (("tenant", TENANT), ("user", USER)):
-        q = f"SELECT current_setting('{name}', true) FROM {keys} k WHERE {signed}"  # noqa: S608
+        q = f"SELECT current_setting('{name}', true) FROM {keys} k WHERE {signed} LIMIT 1"  # noqa: S608
         out.append(
             f"CREATE OR REPLACE FUNCTION {_function(conn, tables, part)}() RETURNS text "
-            "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
-            f"AS $$ {q} $$"
+            f"LANGUAGE sql STABLE {header} AS $$ {q} $$"
         )
+    find = f"SELECT * INTO k FROM {keys} x WHERE {_hmac('t || chr(10) || u', 'x')} = tag"  # noqa: S608
+    body = (
+        f"DECLARE k record; BEGIN {find} "
+        "ORDER BY x.id DESC LIMIT 1; "
+        "IF NOT FOUND THEN RAISE EXCEPTION 'muxi: the scope tag does not verify' "
+        f"USING ERRCODE = '{STALE_KEY_STATE}'; END IF; "
+        f"PERFORM set_config('{TENANT}', t, true), set_config('{USER}', u, true); "
+        f"PERFORM set_config('{SCOPE_TAG}', {_BOUND}, true); END"
+    )
+    enter = _function(conn, tables, "enter")
+    out.append(
+        f"CREATE OR REPLACE FUNCTION {enter}(t text, u text, tag text) RETURNS void "
+        f"LANGUAGE plpgsql VOLATILE {header} AS $$ {body} $$"
+    )
     return out
 
 
 def read_scope_key(conn: Connection, tables: Tables) -> bytes:
-    """The scope key; only the owner (or a superuser) can read it."""
+    """The newest scope key; only the owner (or a superuser) can read it."""
     table = key_table(tables)
-    return bytes(conn.execute(select(table.c.key).where(table.c.id == 1)).scalar_one())
+    newest = conn.execute(select(table.c.key).order_by(table.c.id.desc()).limit(1))
+    return bytes(newest.scalar_one())
 
 
 def policies(conn: Connection, tables: Tables, only: Sequence[Table] | None = None) -> list[str]:
@@ -219,14 +280,29 @@ def grants(conn: Connection, tables: Tables, role: str) -> list[str]:
     return out
 
 
-def scope_tag(key: bytes, user: Scope) -> str:
-    """The HMAC that makes a (tenant, user) setting count for the policies."""
-    message = f"{user.tenant_id}\n{user.user_id}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+def scope_tag(key: bytes, user: Scope, *, citus: bool = False) -> str:
+    """The HMAC by which the backend proves a (tenant, user) scope: to ``scope_enter``, or
+    (``citus``) set directly for the workers."""
+    message = f"{user.tenant_id}\n{user.user_id}" + (f"\n{CITUS}" if citus else "")
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def scope_settings(user: Scope, key: bytes) -> dict[str, str]:
-    return {TENANT: user.tenant_id, USER: user.user_id, SCOPE_TAG: scope_tag(key, user)}
+def enter_statement(conn: Connection, tables: Tables) -> TextClause:
+    """``SELECT <schema>.<prefix>scope_enter(:t, :u, :tag)``: one statement opens the scope."""
+    return text(f"SELECT {_function(conn, tables, 'enter')}(:t, :u, :tag)")
+
+
+def enter_scope(
+    conn: Connection, statement: TextClause, user: Scope, key: bytes, *, citus: bool
+) -> None:
+    """Open the transaction's scope: through ``scope_enter`` (bound to the transaction), or
+    with ``citus``, as SET LOCAL settings carrying the Citus tag."""
+    if citus:
+        tag = scope_tag(key, user, citus=True)
+        settings = {TENANT: user.tenant_id, USER: user.user_id, SCOPE_TAG: tag}
+        apply_settings(conn, settings, set_local=True)
+        return
+    conn.execute(statement, {"t": user.tenant_id, "u": user.user_id, "tag": scope_tag(key, user)})
 
 
 def apply_settings(conn: Connection, settings: Mapping[str, str], *, set_local: bool) -> None:
@@ -244,12 +320,23 @@ def apply_settings(conn: Connection, settings: Mapping[str, str], *, set_local: 
 
 
 def create_app_role(
-    admin_url: str | URL, role: str = "muxi_app", password: str | None = None
+    admin_url: str | URL,
+    role: str = "muxi_app",
+    password: str | None = None,
+    *,
+    revoke_temporary: bool = True,
 ) -> str:
-    """Create (or check) the login role the app connects as: no superuser, no BYPASSRLS.
+    """Create (or check) the login role the app connects as: no superuser, no BYPASSRLS,
+    and no temporary tables.
 
     Run once with an owner or superuser URL; then open the backend with the app role's URL
     and ``admin_url`` (see the README's Storage section). Returns the role name.
+
+    PostgreSQL grants ``TEMPORARY`` on every database to ``PUBLIC``; a temporary table can
+    shadow a table whose name a statement does not qualify. The library qualifies every name,
+    and still takes ``TEMPORARY`` from ``PUBLIC`` and the role (``revoke_temporary=False``
+    keeps it, e.g. when other roles of the database need temporary tables: grant it to them
+    by name instead).
     """
     from ._urls import resolve_url
 
@@ -271,8 +358,14 @@ def create_app_role(
             if password is not None:
                 template += " PASSWORD %L"
                 args.append(password)
-            statement = conn.scalar(select(func.format(template, *args)))
-            conn.exec_driver_sql(str(statement), execution_options={"no_parameters": True})
+            statements: list[tuple[str, list[str]]] = [(template, args)]
+            if revoke_temporary:
+                database = str(conn.scalar(text("SELECT current_database()")))
+                revoke = "REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, %I"
+                statements.append((revoke, [database, role]))
+            for pattern, values in statements:
+                statement = conn.scalar(select(func.format(pattern, *values)))
+                conn.exec_driver_sql(str(statement), execution_options={"no_parameters": True})
     finally:
         engine.dispose()
     return role

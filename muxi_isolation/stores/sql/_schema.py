@@ -63,9 +63,10 @@ __all__ = [
     "build_tables",
     "check_name",
     "install",
+    "replace_schema",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_M = 16
@@ -101,10 +102,20 @@ def _graph(conn: Connection, tables: Tables) -> None:
             conn.execute(text(statement))
 
 
+def _bind_the_scope(conn: Connection, tables: Tables) -> None:
+    """4 -> 5: the scope is opened by ``scope_enter`` and bound to its transaction (``_rls``);
+    backends of an older version see nothing after this step (they fail closed)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for statement in _rls.scope_functions(conn, tables):
+        conn.execute(text(statement))
+
+
 UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     1: _sign_the_scope,
     2: _maintenance,
     3: _graph,
+    4: _bind_the_scope,
 }
 GRAPH_SINCE = 3  # upgrade steps before this one see the tables without the graph ones
 
@@ -230,6 +241,12 @@ def build_tables(
     )
     graph = build_graph_tables(md, p)
     return Tables(md, sessions, messages, counters, memories, version, prefix, dimension, graph)
+
+
+def replace_schema(tables: Tables, schema: str) -> Tables:
+    """The same layout, every table named with ``schema``."""
+    check_name(schema, "schema")
+    return build_tables(tables.prefix, schema, tables.dimension)
 
 
 def read_version(conn: Connection, tables: Tables) -> int:

@@ -77,7 +77,7 @@ def row_to_memory(row: Row[Any]) -> Memory:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class VectorPlanner:
     tables: Tables
     dialect: str

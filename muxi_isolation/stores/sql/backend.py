@@ -16,17 +16,18 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from ... import policy
-from ...errors import AdapterUnavailable, ConfigError
+from ...errors import AdapterUnavailable, ConfigError, StorageError
 from ...filters import Filter
 from ...records import Memory, Message, SessionRecord
 from ...scope import Scope
@@ -34,7 +35,7 @@ from ..base import Backend, Counts, Scored
 from . import _errors, _rls
 from ._graph_ops import SQLGraph
 from ._ops import Ops
-from ._schema import Tables, build_tables, install
+from ._schema import Tables, build_tables, install, replace_schema
 from ._types import register_vector_wire
 from ._urls import Target, resolve_url
 from ._vectors import (
@@ -117,6 +118,7 @@ class SQLBackend(SQLGraph, Backend):
         self._admin: tuple[Engine, AsyncEngine] | None = None
         if admin is not None:
             self._admin = _engines(admin, {"poolclass": NullPool}, busy_timeout)
+        self._enter_statement: TextClause | None = None
         self._ready = False
         self._install_lock = threading.Lock()
         self._rls: bool = False
@@ -131,13 +133,21 @@ class SQLBackend(SQLGraph, Backend):
     def _enter(self, conn: Connection, scope: Scope | None, admin_tenant: str | None) -> None:
         if self.dialect != "postgresql":
             return
+        if admin_tenant is None:
+            assert scope is not None and self._scope_key is not None
+            statement = self._enter_statement
+            assert statement is not None
+            try:
+                _rls.enter_scope(conn, statement, scope, self._scope_key, citus=self.citus)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == _rls.STALE_KEY_STATE:
+                    raise _StaleKey from exc
+                raise
+            return
         if admin_tenant == _EVERY_TENANT:
             settings = {_rls.ADMIN: _rls.LIST_TENANTS}
-        elif admin_tenant is not None:
-            settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
         else:
-            assert scope is not None and self._scope_key is not None
-            settings = _rls.scope_settings(scope, self._scope_key)
+            settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
         _rls.apply_settings(conn, settings, set_local=self.citus)
 
     def _call(
@@ -161,6 +171,21 @@ class SQLBackend(SQLGraph, Backend):
         admin_tenant: str | None = None,
         **kwargs: Any,
     ) -> T:
+        try:
+            return self._run_once(scope, fn, args, kwargs, write, admin_tenant)
+        except _StaleKey:  # the key was rotated and the old one dropped: read the new one
+            self._refresh_key()
+            return self._run_once(scope, fn, args, kwargs, write, admin_tenant)
+
+    def _run_once(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        write: bool,
+        admin_tenant: str | None,
+    ) -> T:
         engine = self._engine if admin_tenant is None else self._admin_engines()[0]
         self.setup()
         with self._gate.hold(), _errors.mapped():
@@ -180,6 +205,21 @@ class SQLBackend(SQLGraph, Backend):
         admin_tenant: str | None = None,
         **kwargs: Any,
     ) -> T:
+        try:
+            return await self._arun_once(scope, fn, args, kwargs, write, admin_tenant)
+        except _StaleKey:
+            await asyncio.to_thread(self._refresh_key)
+            return await self._arun_once(scope, fn, args, kwargs, write, admin_tenant)
+
+    async def _arun_once(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        write: bool,
+        admin_tenant: str | None,
+    ) -> T:
         engine = self._aengine if admin_tenant is None else self._admin_engines()[1]
         await self.asetup()
         async with self._gate.ahold():
@@ -194,6 +234,16 @@ class SQLBackend(SQLGraph, Backend):
                         )
             finally:
                 await conn.close()
+
+    def _refresh_key(self) -> None:
+        """Read the newest scope key (after a rotation dropped the one we held)."""
+        owner = self._admin[0] if self._admin else self._engine
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = owner.connect()
+            with conn, conn.begin():
+                self._scope_key = _read_scope_key(conn, self.tables)
+        log.info("read the rotated row-level-security scope key")
 
     def _admin_engines(self) -> tuple[Engine, AsyncEngine]:
         if self._admin is None:
@@ -215,16 +265,17 @@ class SQLBackend(SQLGraph, Backend):
                 with _errors.unavailable():
                     conn = self._engine.connect()
                 with conn:
-                    role, bypass = _probe(conn)
+                    probe = _probe(conn)
                 owner = self._admin[0] if self._admin else self._engine
                 with _errors.unavailable():
                     conn = owner.connect()
                 with conn:
                     conn.execution_options(muxi_write=True)
                     with conn.begin():
-                        install(conn, self.tables, app_role=role if self._admin else None)
+                        self._place(conn)
+                        install(conn, self.tables, app_role=probe.role if self._admin else None)
                         key = _read_scope_key(conn, self.tables)
-            self._installed(bypass, key)
+            self._installed(probe, key)
 
     async def asetup(self) -> None:
         if self._ready:
@@ -234,7 +285,7 @@ class SQLBackend(SQLGraph, Backend):
                 with _errors.unavailable():
                     conn = await self._aengine.connect().start()
                 try:
-                    role, bypass = await conn.run_sync(_probe)
+                    probe = await conn.run_sync(_probe)
                 finally:
                     await conn.close()
                 owner = self._admin[1] if self._admin else self._aengine
@@ -243,18 +294,38 @@ class SQLBackend(SQLGraph, Backend):
                 try:
                     await conn.execution_options(muxi_write=True)
                     async with conn.begin():
-                        app_role = role if self._admin else None
+                        await conn.run_sync(self._place)
+                        app_role = probe.role if self._admin else None
                         await conn.run_sync(install, self.tables, app_role=app_role)
                         key = await conn.run_sync(_read_scope_key, self.tables)
                 finally:
                     await conn.close()
-        self._installed(bypass, key)
+        self._installed(probe, key)
 
-    def _installed(self, bypass: bool, key: bytes | None) -> None:
+    def _place(self, conn: Connection) -> None:
+        """Name the schema of every table: PostgreSQL looks unqualified names up in the
+        connection's temporary schema first, where any role may plant a table of the same
+        name. Without ``schema=`` the tables live where the owner's connection makes them
+        (its ``current_schema()``), and every statement names that schema from now on."""
+        if self.dialect != "postgresql":
+            return
+        if self.tables.metadata.schema is None:
+            schema = str(conn.scalar(text("SELECT current_schema()")))
+            placed = replace_schema(self.tables, schema)
+            self.tables = placed
+            self._ops.t = placed
+            self.vectors.tables = placed
+            self.__dict__.pop("_graph_ops", None)  # rebuilt from the placed tables
+        self._enter_statement = _rls.enter_statement(conn, self.tables)
+
+    def _installed(self, probe: _Probe, key: bytes | None) -> None:
         self._scope_key = key
-        self._rls = self.dialect == "postgresql" and not bypass
-        if self.dialect == "postgresql" and bypass:
-            log.warning("the app's database role bypasses row-level security (superuser?)")
+        self._rls = self.dialect == "postgresql" and not probe.bypass
+        if self.dialect == "postgresql":
+            if probe.bypass:
+                log.warning("the app's database role bypasses row-level security (superuser?)")
+            for warning in probe.warnings(owner=self._admin is not None):
+                log.warning(warning)
         self._ready = True
 
     def rls_enforced(self) -> bool:
@@ -593,17 +664,60 @@ def _read_scope_key(conn: Connection, tables: Tables) -> bytes | None:
         ) from exc
 
 
-def _probe(conn: Connection) -> tuple[str | None, bool]:
-    """The connected role, and whether it skips row-level security (PostgreSQL)."""
+class _StaleKey(StorageError):
+    """``scope_enter`` refused our tag: the key we hold was rotated away."""
+
+    def __init__(self) -> None:
+        super().__init__("the row-level-security scope tag verifies under no current key")
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What the app's role may do beyond its grants (PostgreSQL)."""
+
+    role: str | None = None
+    bypass: bool = False
+    temp: bool = False
+    owns: int = 0
+    database: str = ""
+
+    def warnings(self, *, owner: bool) -> list[str]:
+        """Startup warnings, each naming its fix."""
+        out: list[str] = []
+        if self.temp and not self.bypass:
+            out.append(
+                f"the app's role {self.role!r} can create temporary tables, which could "
+                "shadow tables on a pooled connection: run REVOKE TEMPORARY ON DATABASE "
+                f'"{self.database}" FROM PUBLIC, "{self.role}" as the owner '
+                "(create_app_role does this)"
+            )
+        if self.owns and owner:
+            out.append(
+                f"the app's role {self.role!r} owns {self.owns} object(s) in the database: "
+                "an owner can change its own tables' policies; reassign them to the owner "
+                f'(REASSIGN OWNED BY "{self.role}" TO <owner>)'
+            )
+        return out
+
+
+_PROBE = text(
+    "SELECT current_user, r.rolsuper OR r.rolbypassrls, "
+    "has_database_privilege(current_database(), 'TEMPORARY'), "
+    "(SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid AND c.relnamespace NOT IN "
+    " (SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\\_%' OR nspname = "
+    " 'information_schema')) "
+    "+ (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid), current_database() "
+    "FROM pg_roles r WHERE r.rolname = current_user"
+)
+
+
+def _probe(conn: Connection) -> _Probe:
+    """The connected role: whether it skips row-level security, may create temporary
+    tables, or owns anything (PostgreSQL)."""
     if conn.dialect.name != "postgresql":
-        return None, False
-    row = conn.execute(
-        text(
-            "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles "
-            "WHERE rolname = current_user"
-        )
-    ).one()
-    return str(row[0]), bool(row[1])
+        return _Probe()
+    row = conn.execute(_PROBE).one()
+    return _Probe(str(row[0]), bool(row[1]), bool(row[2]), int(row[3]), str(row[4]))
 
 
 # -- engines ----------------------------------------------------------------------------------
@@ -633,7 +747,22 @@ def _engines(
     else:
         for engine in (sync_engine, async_engine.sync_engine):
             event.listen(engine, "connect", register_vector_wire)
+            event.listen(engine, "reset", _discard_session_state)
     return sync_engine, async_engine
+
+
+def _discard_session_state(dbapi_connection: Any, _record: Any, state: Any) -> None:
+    """On its way back to the pool, a PostgreSQL connection forgets everything the last
+    transaction left on the session: temporary tables, session-level settings, prepared
+    statements, cursors, advisory locks, LISTENs (``DISCARD ALL``, outside a transaction)."""
+    if state.terminate_only or not state.asyncio_safe:
+        return  # being closed, or garbage-collected off its event loop: nothing to reuse
+    dbapi_connection.rollback()
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute("DISCARD ALL")
+    finally:
+        dbapi_connection.autocommit = False
 
 
 def _configure_sqlite(engine: Engine, *, memory: bool, busy_ms: int) -> None:
