@@ -44,7 +44,8 @@ def check_text(value: object, field: str) -> str:
 def check_int(value: object, field: str, *, minimum: int = INT64_MIN) -> int:
     """``value`` if it is an integer (not a bool) from ``minimum`` to 2**63-1."""
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
-        raise InvalidInput(f"{field} must be an integer from {minimum} to {INT64_MAX}", field=field)
+        span = "a non-negative integer" if minimum == 0 else f"an integer from {minimum}"
+        raise InvalidInput(f"{field} must be {span} up to {INT64_MAX}", field=field)
     return value
 
 

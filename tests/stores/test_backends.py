@@ -9,7 +9,9 @@ import pytest
 
 from muxi_isolation import (
     Backend,
+    InvalidFilter,
     InvalidIdentifier,
+    InvalidInput,
     Memory,
     Message,
     MissingScope,
@@ -21,6 +23,7 @@ from muxi_isolation import (
     SessionNotFound,
     SessionRecord,
 )
+from muxi_isolation.filters import Compare, Not, Or
 from muxi_isolation.records import ACTIVE, ARCHIVED
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
@@ -775,3 +778,177 @@ async def test_async_tasks_each_see_their_own(backend: Backend) -> None:
     results = await asyncio.gather(*(work(s) for s in scopes))
     for scope, got in zip(scopes, results):
         assert got == [f"{scope.user_id}-{j}" for j in range(3)]
+
+
+# -- input no backend can take: the same InvalidInput everywhere, nothing written ------------
+
+HOUR = timedelta(hours=1)
+S1 = ALICE.with_session("s1")
+TOO_BIG = 2**63  # one past SQLite's and PostgreSQL's largest integer
+NUL, SURROGATE = "a\x00b", "a\ud800b"
+
+# (method, scope, args, kwargs, error, field): each runs as the sync method and its a-twin.
+BAD_INPUTS: list[tuple[str, Scope, tuple[object, ...], dict[str, object], type, str]] = [
+    ("get_messages", S1, (), {"limit": TOO_BIG}, InvalidInput, "limit"),
+    ("get_messages", S1, (), {"offset": 2**64}, InvalidInput, "offset"),
+    ("get_messages", S1, (), {"last": TOO_BIG}, InvalidInput, "last"),
+    ("get_messages", S1, (), {"limit": True}, InvalidInput, "limit"),
+    ("get_messages", S1, (), {"status": NUL}, InvalidInput, "status"),
+    ("count_messages", S1, (), {"status": SURROGATE}, InvalidInput, "status"),
+    ("delete_messages", S1, (), {"status": NUL}, InvalidInput, "status"),
+    ("delete_message", S1, (2**64,), {}, InvalidInput, "seq"),
+    ("take_oldest", S1, (TOO_BIG,), {"archive": False}, InvalidInput, "n"),
+    ("list_memories", ALICE, (), {"limit": TOO_BIG}, InvalidInput, "limit"),
+    ("list_memories", ALICE, (), {"offset": 2**64}, InvalidInput, "offset"),
+    ("list_memories", ALICE, (), {"filter": {"n": 2**64}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": {"n": {"$in": [1, TOO_BIG]}}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": {"n": {"$gt": TOO_BIG}}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": {"n": {"$lt": -(2**63) - 1}}}, InvalidFilter, "filter"),
+    ("count_memories", ALICE, (), {"filter": {"n": {"$nin": [TOO_BIG]}}}, InvalidFilter, "filter"),
+    ("delete_memories", ALICE, (), {"filter": {"n": TOO_BIG}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": {"s": NUL}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": {"s": {"$text": SURROGATE}}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": {SURROGATE: 1}}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": Compare("n", "$eq", TOO_BIG)}, InvalidFilter, "filter"),
+    ("list_memories", ALICE, (), {"filter": Compare("n", "$regex", "x")}, InvalidFilter, "filter"),
+    (
+        "list_memories",
+        ALICE,
+        (),
+        {"filter": Or((Compare("n", "$eq", 1), Not(Compare("n", "$gt", TOO_BIG))))},
+        InvalidFilter,
+        "filter",
+    ),
+    ("search_memories", ALICE, ([1.0, 0.0],), {"filter": {"n": TOO_BIG}}, InvalidFilter, "filter"),
+    ("search_memories", ALICE, ([1.0, 0.0],), {"k": TOO_BIG}, InvalidInput, "k"),
+    ("search_memories", ALICE, ([float("nan"), 1.0],), {}, InvalidInput, "embedding"),
+    ("get_memories", ALICE, ([NUL],), {}, InvalidInput, "ids"),
+    ("get_memories", ALICE, ([SURROGATE],), {}, InvalidInput, "ids"),
+    ("get_memories", ALICE, ("m",), {}, InvalidInput, "ids"),
+    ("delete_memories", ALICE, (), {"ids": [NUL]}, InvalidInput, "ids"),
+    (
+        "append_messages",
+        S1,
+        ([Message("user", "ok"), Message("user", NUL)],),
+        {},
+        InvalidInput,
+        "message content",
+    ),
+    ("append_messages", S1, ([Message("user", SURROGATE)],), {}, InvalidInput, "message content"),
+    (
+        "append_messages",
+        S1,
+        ([Message("user", "ok", {"k": [NUL]})],),
+        {},
+        InvalidInput,
+        "message content",
+    ),
+    (
+        "append_messages",
+        S1,
+        ([Message("user", "ok", {SURROGATE: 1})],),
+        {},
+        InvalidInput,
+        "message content",
+    ),
+    (
+        "append_messages",
+        S1,
+        ([Message("user", "ok", tool_calls=[{"name": NUL}])],),
+        {},
+        InvalidInput,
+        "message content",
+    ),
+    ("append_messages", S1, ([Message(NUL, "ok")],), {}, InvalidInput, "role"),
+    (
+        "append_messages",
+        S1,
+        ([Message("user", "ok", status=SURROGATE)],),
+        {},
+        InvalidInput,
+        "status",
+    ),
+    ("replace_messages", S1, ([Message("user", NUL)],), {}, InvalidInput, "message content"),
+    (
+        "append_to_session",
+        S1,
+        ([Message("user", SURROGATE)],),
+        {"now": T0, "expires_at": T0 + HOUR},
+        InvalidInput,
+        "message content",
+    ),
+    ("restore_messages", S1, ([Message("user", "x", seq=TOO_BIG)],), {}, InvalidInput, "seq"),
+    (
+        "upsert_memories",
+        ALICE,
+        ([Memory("ok", "x"), Memory(NUL, "x")],),
+        {},
+        InvalidInput,
+        "memory id",
+    ),
+    ("upsert_memories", ALICE, ([Memory("m2", SURROGATE)],), {}, InvalidInput, "memory content"),
+    (
+        "upsert_memories",
+        ALICE,
+        ([Memory("m2", "x", {"k": NUL})],),
+        {},
+        InvalidInput,
+        "memory metadata",
+    ),
+    (
+        "upsert_memories",
+        ALICE,
+        ([Memory("m2", "x", embedding=[float("inf")])],),
+        {},
+        InvalidInput,
+        "embedding",
+    ),
+    ("get_session", ALICE, (NUL,), {}, InvalidIdentifier, "session_id"),
+    ("delete_session", ALICE, (SURROGATE,), {}, InvalidIdentifier, "session_id"),
+    (
+        "renew_session",
+        ALICE,
+        (NUL,),
+        {"now": T0, "expires_at": T0 + HOUR},
+        InvalidIdentifier,
+        "session_id",
+    ),
+    ("insert_session", ALICE, (session(ALICE, NUL),), {}, InvalidIdentifier, "session_id"),
+]
+
+
+def everything(backend: Backend) -> tuple[object, ...]:
+    return (
+        [(m.seq, m.role, m.content, m.metadata) for m in backend.get_messages(S1)],
+        [(m.id, m.content, m.metadata) for m in backend.list_memories(ALICE)],
+        [s.id for s in backend.list_sessions(ALICE)],
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "scope", "args", "kwargs", "error", "field"),
+    BAD_INPUTS,
+    ids=[f"{case[0]}-{i}" for i, case in enumerate(BAD_INPUTS)],
+)
+async def test_input_no_backend_can_take_is_refused_alike_by_both_halves(
+    backend: Backend,
+    method: str,
+    scope: Scope,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    error: type,
+    field: str,
+) -> None:
+    open_session(backend, ALICE)
+    backend.append_messages(S1, [Message("user", "kept", {"n": 1})])
+    backend.upsert_memories(ALICE, [mem("m", "kept", vec=[1.0, 0.0], n=1)])
+    before = everything(backend)
+    with pytest.raises(error) as sync_error:
+        getattr(backend, method)(scope, *args, **kwargs)
+    with pytest.raises(error) as async_error:
+        await getattr(backend, "a" + method)(scope, *args, **kwargs)
+    for caught in (sync_error.value, async_error.value):
+        assert isinstance(caught, InvalidInput) and isinstance(caught, ValueError)
+        assert caught.field == field, caught
+    assert str(sync_error.value) == str(async_error.value)
+    assert everything(backend) == before
