@@ -5,7 +5,16 @@ import math
 import pytest
 
 from muxi_isolation import InvalidFilter
-from muxi_isolation.filters import And, Compare, Not, Or, filter_keys, matches, parse_filter
+from muxi_isolation.filters import (
+    And,
+    Compare,
+    Not,
+    Or,
+    check_filter,
+    filter_keys,
+    matches,
+    parse_filter,
+)
 
 
 def test_parse_shapes() -> None:
@@ -49,6 +58,16 @@ BAD = [
     {"$not": []},
     {"$or": [1]},
     {1: 1},
+    # beyond 64 bits, NUL, lone surrogates: no backend could store or bind them
+    {"a": 2**63},
+    {"a": -(2**63) - 1},
+    {"a": {"$in": [1, 2**64]}},
+    {"a": {"$gt": 2**63}},
+    {"a": {"$all": [2**70]}},
+    {"a": "x\x00"},
+    {"a": {"$text": "\ud800"}},
+    {"a": {"$nin": ["ok", "\udfff"]}},
+    {"a\ud800": 1},
 ]
 
 
@@ -56,6 +75,64 @@ BAD = [
 def test_bad_filters_are_refused(spec: object) -> None:
     with pytest.raises(InvalidFilter):
         parse_filter(spec)  # type: ignore[arg-type]
+
+
+def test_the_64_bit_edges_are_accepted() -> None:
+    assert parse_filter({"a": 2**63 - 1}) == Compare("a", "$eq", 2**63 - 1)
+    assert parse_filter({"a": {"$gt": -(2**63)}}) == Compare("a", "$gt", -(2**63))
+
+
+GOOD_TREES = [
+    Compare("a", "$eq", 1),
+    Or((Compare("a", "$in", [1, "x"]), Not(Compare("b", "$exists", True)))),
+    And((Compare("a", "$gte", 1), Compare("a", "$lt", 3))),
+]
+
+
+@pytest.mark.parametrize("node", GOOD_TREES)
+def test_hand_built_trees_pass_as_the_parser_would_build_them(node: object) -> None:
+    checked = check_filter(node)  # type: ignore[arg-type]
+    assert checked == parse_filter(_as_dict(checked))
+    assert check_filter(None) is None
+
+
+def _as_dict(node: object) -> dict[str, object]:
+    if isinstance(node, Compare):
+        return {
+            node.key: {node.op: list(node.value) if isinstance(node.value, tuple) else node.value}
+        }
+    if isinstance(node, Not):
+        return {"$not": _as_dict(node.item)}
+    assert isinstance(node, (And, Or))
+    return {"$and" if isinstance(node, And) else "$or": [_as_dict(i) for i in node.items]}
+
+
+BAD_TREES = [
+    Compare("a", "$eq", 2**64),
+    Compare("a", "$regex", ".*"),
+    Compare("a", "$in", "x"),
+    Compare("a", "$eq", object()),
+    Compare("muxi\x00", "$eq", 1),
+    Compare("a", "$text", "\ud800"),
+    Or(()),
+    And((Compare("a", "$eq", 1), None)),  # type: ignore[arg-type]
+    Not(Or((Compare("a", "$gt", None),))),
+    "not a node",
+]
+
+
+@pytest.mark.parametrize("node", BAD_TREES)
+def test_hand_built_trees_get_the_parsers_checks(node: object) -> None:
+    with pytest.raises(InvalidFilter):
+        check_filter(node)  # type: ignore[arg-type]
+
+
+def test_hand_built_depth_is_bounded() -> None:
+    node: object = Compare("a", "$eq", 1)
+    for _ in range(40):
+        node = Not(node)  # type: ignore[arg-type]
+    with pytest.raises(InvalidFilter, match="deeper"):
+        check_filter(node)  # type: ignore[arg-type]
 
 
 def test_depth_is_bounded() -> None:

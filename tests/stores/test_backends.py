@@ -952,3 +952,23 @@ async def test_input_no_backend_can_take_is_refused_alike_by_both_halves(
         assert caught.field == field, caught
     assert str(sync_error.value) == str(async_error.value)
     assert everything(backend) == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"n": 2**63 - 1}, {"max"}),
+        ({"n": {"$gt": 2**62}}, {"max"}),
+        ({"n": {"$lt": -(2**62)}}, {"min"}),
+        ({"n": {"$in": [-(2**63), 5]}}, {"min", "five"}),
+        ({"n": {"$nin": [2**63 - 1]}}, {"min", "five"}),
+    ],
+)
+def test_the_64_bit_edges_read_alike_everywhere(
+    backend: Backend, spec: dict[str, object], expected: set[str]
+) -> None:
+    backend.upsert_memories(
+        ALICE, [mem("max", n=2**63 - 1), mem("min", n=-(2**63)), mem("five", n=5)]
+    )
+    assert {m.id for m in backend.list_memories(ALICE, filter=spec)} == expected
+    assert backend.list_memories(ALICE, limit=2**63 - 1, offset=2**63 - 1) == []

@@ -138,3 +138,15 @@ def test_every_single_comparison_and_its_negation_agree(make_backend, kind: str)
             node = parse_filter(full)
             want = {i for i, meta in records.items() if matches(node, meta)}
             assert {m.id for m in backend.list_memories(user, filter=full)} == want, full
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_operator_the_compiler_does_not_know_is_an_invalid_filter(dialect: str) -> None:
+    from sqlalchemy import column
+
+    from muxi_isolation import InvalidFilter
+    from muxi_isolation.filters import Compare
+    from muxi_isolation.stores.sql._filters import compile_filter
+
+    with pytest.raises(InvalidFilter, match="unknown operator"):
+        compile_filter(Compare("a", "$regex", ".*"), column("metadata"), dialect)
