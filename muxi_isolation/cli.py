@@ -8,6 +8,8 @@
     muxi-isolation forget-user USER --yes     delete every row of a user
     muxi-isolation forget-tenant TENANT --yes delete every row of a tenant
     muxi-isolation purge-expired              drop sessions past expired_session_retention
+    muxi-isolation rotate-scope-key [--finish]
+                                              rotate the key behind PostgreSQL's signed scope
 
 Each subcommand is one function registered with ``@command``; its arguments are listed
 in the decorator, so adding one touches nothing else:
@@ -397,3 +399,31 @@ def redact(url: str) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@command(
+    "rotate-scope-key",
+    "rotate the key that signs PostgreSQL's row-level-security scope (no downtime): add a "
+    "new key now, drop the old ones with --finish once every app has restarted or run a while",
+    CONFIG,
+    arg("--finish", action="store_true", help="drop every key but the newest"),
+)
+def rotate_scope_key(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .stores.sql import SQLBackend
+
+    _, backend = _backend(args)
+    try:
+        if not isinstance(backend, SQLBackend):
+            raise ConfigError("the scope key signs PostgreSQL's row-level security only")
+        result = backend.rotate_scope_key(finish=args.finish)
+    finally:
+        backend.close()
+    if args.finish:
+        print(f"dropped {result} old scope key{'' if result == 1 else 's'}; the newest stays")
+    else:
+        print(
+            f"added scope key {result}; old keys stay valid until "
+            "`muxi-isolation rotate-scope-key --finish`"
+        )
+    return 0

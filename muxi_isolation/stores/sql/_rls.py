@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN",
+    "BINDING_KEY",
     "LIST_TENANTS",
     "SCOPE_TAG",
     "STALE_KEY_STATE",
@@ -67,6 +68,7 @@ __all__ = [
     "USER",
     "add_scope_key",
     "apply_settings",
+    "binding_key",
     "create_app_role",
     "create_scope_key",
     "drop_old_scope_keys",
@@ -149,6 +151,9 @@ def _user_rule(conn: Connection, tables: Tables) -> str:
     return f"tenant_id = (SELECT {tenant}()) AND user_id = (SELECT {user}())"
 
 
+BINDING_KEY = 0  # the key row that binds a scope to its transaction; never leaves the database
+
+
 def create_scope_key(conn: Connection, tables: Tables) -> list[str]:
     """Create the key table with a new random key, and the functions that verify a scope.
 
@@ -156,7 +161,30 @@ def create_scope_key(conn: Connection, tables: Tables) -> list[str]:
     """
     key_table(tables).create(conn)
     add_scope_key(conn, tables)
+    return binding_key(conn, tables)
+
+
+def binding_key(conn: Connection, tables: Tables) -> list[str]:
+    """Row 0: the key ``scope_enter`` binds a scope to its transaction with. No backend reads
+    it and no rotation drops it, so a transaction running across a rotation keeps its scope.
+    Returns the DDL of the functions."""
+    table = key_table(tables)
+    if conn.scalar(select(table.c.id).where(table.c.id == BINDING_KEY)) is None:
+        _insert_key(conn, table, BINDING_KEY)
     return scope_functions(conn, tables)
+
+
+def _insert_key(conn: Connection, table: Table, number: int) -> None:
+    key = secrets.token_bytes(32)
+    padded = key.ljust(64, b"\0")
+    conn.execute(
+        insert(table).values(
+            id=number,
+            key=key,
+            inner_pad=bytes(b ^ 0x36 for b in padded),
+            outer_pad=bytes(b ^ 0x5C for b in padded),
+        )
+    )
 
 
 def add_scope_key(conn: Connection, tables: Tables) -> int:
@@ -164,24 +192,16 @@ def add_scope_key(conn: Connection, tables: Tables) -> int:
     start (or their next refused scope); the older keys stay valid until dropped."""
     table = key_table(tables)
     newest = int(conn.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0) + 1
-    key = secrets.token_bytes(32)
-    padded = key.ljust(64, b"\0")
-    conn.execute(
-        insert(table).values(
-            id=newest,
-            key=key,
-            inner_pad=bytes(b ^ 0x36 for b in padded),
-            outer_pad=bytes(b ^ 0x5C for b in padded),
-        )
-    )
+    _insert_key(conn, table, newest)
     return newest
 
 
 def drop_old_scope_keys(conn: Connection, tables: Tables) -> int:
-    """Keep only the newest key; returns how many were dropped."""
+    """Keep only the newest key (and the binding key); returns how many were dropped."""
     table = key_table(tables)
     newest = select(func.max(table.c.id)).scalar_subquery()
-    return conn.execute(table.delete().where(table.c.id < newest)).rowcount
+    old = conn.execute(table.delete().where(table.c.id > BINDING_KEY, table.c.id < newest))
+    return old.rowcount
 
 
 def scope_functions(conn: Connection, tables: Tables) -> list[str]:
@@ -189,7 +209,11 @@ def scope_functions(conn: Connection, tables: Tables) -> list[str]:
     and of ``scope_tenant``/``scope_user`` (the scope, only while its bound tag verifies)."""
     keys = conn.dialect.identifier_preparer.format_table(key_table(tables, _schema(conn, tables)))
     header = "SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
-    signed = f"current_setting('{SCOPE_TAG}', true) IN ({_BOUND}, {_CITUS})"
+    tag = f"current_setting('{SCOPE_TAG}', true)"
+    signed = (
+        f"(k.id = {BINDING_KEY} AND {tag} = {_BOUND}) "
+        f"OR (k.id > {BINDING_KEY} AND {tag} = {_CITUS})"
+    )
     out: list[str] = []
     for part, name in (("tenant", TENANT), ("user", USER)):
         q = f"SELECT current_setting('{name}', true) FROM {keys} k WHERE {signed} LIMIT 1"  # noqa: S608
@@ -197,12 +221,14 @@ def scope_functions(conn: Connection, tables: Tables) -> list[str]:
             f"CREATE OR REPLACE FUNCTION {_function(conn, tables, part)}() RETURNS text "
             f"LANGUAGE sql STABLE {header} AS $$ {q} $$"
         )
-    find = f"SELECT * INTO k FROM {keys} x WHERE {_hmac('t || chr(10) || u', 'x')} = tag"  # noqa: S608
+    verify = _hmac("t || chr(10) || u", "x")
+    check = f"PERFORM 1 FROM {keys} x WHERE x.id > {BINDING_KEY} AND {verify} = tag"
+    bind = f"SELECT * INTO k FROM {keys} x WHERE x.id = {BINDING_KEY}"  # noqa: S608
     body = (
-        f"DECLARE k record; BEGIN {find} "
-        "ORDER BY x.id DESC LIMIT 1; "
+        f"DECLARE k record; BEGIN {check}; "
         "IF NOT FOUND THEN RAISE EXCEPTION 'muxi: the scope tag does not verify' "
         f"USING ERRCODE = '{STALE_KEY_STATE}'; END IF; "
+        f"{bind}; "
         f"PERFORM set_config('{TENANT}', t, true), set_config('{USER}', u, true); "
         f"PERFORM set_config('{SCOPE_TAG}', {_BOUND}, true); END"
     )

@@ -107,7 +107,7 @@ def _bind_the_scope(conn: Connection, tables: Tables) -> None:
     backends of an older version see nothing after this step (they fail closed)."""
     if conn.dialect.name != "postgresql":
         return
-    for statement in _rls.scope_functions(conn, tables):
+    for statement in _rls.binding_key(conn, tables):
         conn.execute(text(statement))
 
 

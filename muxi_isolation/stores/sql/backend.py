@@ -328,6 +328,28 @@ class SQLBackend(SQLGraph, Backend):
                 log.warning(warning)
         self._ready = True
 
+    def rotate_scope_key(self, *, finish: bool = False) -> int:
+        """Rotate the key that signs the row-level-security scope, without downtime.
+
+        ``finish=False`` adds a new key: every backend signs with it from its next start,
+        and the older keys stay valid meanwhile. ``finish=True`` drops every older key; a
+        backend still holding one is refused once, reads the new key and retries, so its
+        callers see nothing. Returns the new key's number, or how many keys were dropped.
+        Needs the owner (``admin_url``).
+        """
+        if self.dialect != "postgresql":
+            raise ConfigError("the scope key signs PostgreSQL's row-level security only")
+        self.setup()
+        owner = self._admin[0] if self._admin else self._engine
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = owner.connect()
+            with conn, conn.begin():
+                change = _rls.drop_old_scope_keys if finish else _rls.add_scope_key
+                result = change(conn, self.tables)
+        self._refresh_key()
+        return result
+
     def rls_enforced(self) -> bool:
         """Whether PostgreSQL row-level security applies to the app's role."""
         self.setup()
