@@ -4,17 +4,23 @@ Every scoped table gets ``ENABLE`` and ``FORCE ROW LEVEL SECURITY`` (so the owne
 the policies too; only superusers and ``BYPASSRLS`` roles skip them) and two policies:
 
 - ``muxi_user``, for every role: a row is visible and writable only when its
-  ``tenant_id`` and ``user_id`` equal the transaction's *signed* scope. The backend sets
-  ``muxi.tenant_id``, ``muxi.user_id`` and ``muxi.scope_tag``, an HMAC-SHA256 of the two
-  ids under a key only the tables' owner can read (the ``scope_key`` table, read by the
-  backend through ``admin_url`` at setup). The policy compares each row with
-  ``(SELECT <prefix>scope_tenant())`` and ``(SELECT <prefix>scope_user())``: SECURITY
-  DEFINER functions that return the setting only when the tag verifies, else NULL, and
-  that run once per statement (an InitPlan), so a setting changed halfway through a
-  statement is never seen. SQL running as the app role can change the settings (any role
-  can), but cannot sign them: a scope it sets itself (``set_config``, ``SET``, ``RESET``)
-  sees and writes nothing. An unset scope (NULL, or the ``''`` a pooled connection shows
-  after a transaction-local setting ended) sees nothing either.
+  ``tenant_id`` and ``user_id`` equal the transaction's *signed* scope. The backend opens
+  each transaction with ``SELECT <prefix>scope_enter(tenant, user, tag)``, where ``tag`` is
+  an HMAC-SHA256 of the two ids under a key only the tables' owner can read (the
+  ``scope_key`` table, read by the backend through ``admin_url`` at setup). ``scope_enter``
+  (SECURITY DEFINER) verifies the tag and sets ``muxi.tenant_id``, ``muxi.user_id`` and
+  ``muxi.scope_tag`` transaction-locally, the last an HMAC *bound* to this backend process
+  and this transaction's start under a binding key that never leaves the database. The
+  backend's tag is only ever an argument, never a setting, so SQL running later on the
+  connection finds nothing to replay, and a stashed bound tag verifies in no other
+  transaction. The policy compares each row with ``(SELECT <prefix>scope_tenant())`` and
+  ``(SELECT <prefix>scope_user())``: SECURITY DEFINER functions that return the setting
+  only when the bound tag verifies, else NULL, and that run once per statement (an
+  InitPlan), so a setting changed halfway through a statement is never seen. SQL running
+  as the app role can change the settings (any role can), but cannot sign them: a scope it
+  sets itself (``set_config``, ``SET``, ``RESET``) sees and writes nothing. An unset scope
+  (NULL, or the ``''`` a pooled connection shows after a transaction-local setting ended)
+  sees nothing either.
 - ``muxi_tenant_admin``, only for the role that created the tables (the owner, reached
   through ``admin_url``): with ``muxi.admin = 'on'`` it sees one whole tenant. The app's
   role is not in this policy, so setting ``muxi.admin`` does nothing for it.
@@ -22,10 +28,14 @@ the policies too; only superusers and ``BYPASSRLS`` roles skip them) and two pol
   reads every tenant, which maintenance needs to find the tenants (``list_tenants``, the
   expired-session purge) before working through each on the tenant path.
 
-The settings are made with ``set_config(name, value, true)`` at the start of each
-transaction, as bound parameters, and end with it. On Citus, where only ``SET LOCAL``
-statements reach the workers, ``SET LOCAL`` is used instead, its literal quoted by the
-server (``format('%L')``), never by us.
+The settings end with their transaction. On Citus, where only ``SET LOCAL`` statements reach
+the workers (which cannot check a binding made on the coordinator), ``citus=True`` sets the
+three settings with ``SET LOCAL`` instead, the tag then a Citus-only HMAC that is not bound to
+the transaction (the documented limit of that mode), its literal quoted by the server
+(``format('%L')``), never by us.
+
+The key rotates without downtime (``add_scope_key``, then ``drop_old_scope_keys``): every
+key but the binding key verifies the backend's tag until dropped.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
     checkpoints, checkpoint_writes, store_items
                       agent-graph storage (LangGraph), keys as above (``_graph_schema``)
     schema_version    one row: the version of this layout
-    scope_key         PostgreSQL only, one row, the owner's alone: the key that signs the
-                      row-level-security scope (see ``_rls``)
+    scope_key         PostgreSQL only, the owner's alone: row 0 binds a scope to its
+                      transaction, rows 1.. sign the row-level-security scope (the newest
+                      signs; older ones verify until a rotation drops them; see ``_rls``)
 
 Upgrades: ``SCHEMA_VERSION`` is bumped with each layout change and ``UPGRADES[n]`` moves a
 database from version ``n`` to ``n + 1``; ``install`` runs the missing steps in order, in
