@@ -1,0 +1,288 @@
+"""Mutation score of the isolation core: do the tests notice when a visibility decision changes?
+
+What it measures: mutmut 3 mutates, one group at a time, the files that decide who sees or
+writes what (policy, scope, keys, http, sessions, stores/base, stores/graph, the SQL RLS setup
+and the SQL ``_user`` / ``_session`` predicates) and runs, for each mutant, only the fast tests
+of that group (mutmut further narrows them to the tests that call the mutated function). It
+prints, per file, killed / survived / timeout / no-tests / total and the score (killed and
+timed-out mutants over all mutants), the names of the survivors, the total run time, and
+ends with one JSON line of the figures.
+
+How: each group runs in its own scratch copy of the working tree (``--workdir``, by default
+``$TMPDIR/muxi-mutation``) so mutmut's ``mutants/`` folder and its ``[tool.mutmut]`` config
+never touch the repository; everything runs under ``nice -n 19``, one test process at a
+time (``--jobs 1``). The survivors' diffs are written to ``<workdir>/survivors.txt``.
+
+How long: about 40-60 minutes on 2 cores for all groups (the PostgreSQL-backed groups,
+``rls`` and ``sql_ops``, start a PostgreSQL server per mutant and dominate). A single group:
+``python bench/mutation.py scope policy`` (a few minutes). Not run in CI.
+
+    /work/venv/bin/python bench/mutation.py            # all groups
+    /work/venv/bin/python bench/mutation.py --list     # the groups and their tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    source: str  # the file mutated, relative to the repository
+    tests: tuple[str, ...]  # the fast tests that exercise it (missing files are left out)
+    only: tuple[str, ...] = ()  # mutant-name globs to run; empty means every mutant of the file
+
+
+GROUPS = (
+    Group(
+        "scope",
+        "muxi_isolation/scope.py",
+        ("tests/test_scope.py", "tests/security/test_mutants_scope.py"),
+    ),
+    Group(
+        "policy",
+        "muxi_isolation/policy.py",
+        ("tests/test_policy.py", "tests/security/test_mutants_policy.py"),
+    ),
+    Group(
+        "keys",
+        "muxi_isolation/keys.py",
+        ("tests/test_keys.py", "tests/security/test_mutants_keys.py"),
+    ),
+    Group(
+        "http",
+        "muxi_isolation/http.py",
+        ("tests/test_http.py", "tests/security/test_mutants_http.py"),
+    ),
+    Group(
+        "sessions",
+        "muxi_isolation/sessions.py",
+        ("tests/test_sessions.py", "tests/security/test_mutants_sessions.py"),
+    ),
+    Group(
+        "base",
+        "muxi_isolation/stores/base.py",
+        (
+            "tests/stores/test_backends.py",
+            "tests/security/test_both_halves.py",
+            "tests/security/test_mutants_base.py",
+        ),
+    ),
+    Group(
+        "graph",
+        "muxi_isolation/stores/graph.py",
+        (
+            "tests/stores/test_graph.py",
+            "tests/stores/test_graph_sql.py",
+            "tests/security/test_mutants_graph.py",
+        ),
+    ),
+    Group(
+        "rls",
+        "muxi_isolation/stores/sql/_rls.py",
+        (
+            "tests/stores/test_sql_rls.py",
+            "tests/security/test_database_wall.py",
+            "tests/security/test_pooled_connections.py",
+            "tests/security/test_mutants_rls.py",
+        ),
+    ),
+    Group(
+        "sql_ops",
+        "muxi_isolation/stores/sql/_ops.py",
+        ("tests/stores/test_backends.py", "tests/security/test_database_wall.py"),
+        only=("*ǁ_user__mutmut_*", "*ǁ_session__mutmut_*"),
+    ),
+)
+
+# mutmut's exit codes, folded into the columns we report
+KILLED = {1, 3}
+TIMEOUT = {-24, 24, 36, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def _copy_tree(dest: Path) -> None:
+    """The working tree as it is now (tracked and untracked files git does not ignore)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for raw in listed:
+        rel = raw.decode()
+        if not rel or not (ROOT / rel).is_file():
+            continue  # a deleted, not yet committed file
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def _configure(dest: Path, group: Group, tests: list[str]) -> None:
+    config = (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["muxi_isolation"]\n'
+        f"only_mutate = {_toml_list([group.source])}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        "use_git_change_detection = false\n"
+    )
+    with (dest / "pyproject.toml").open("a", encoding="utf-8") as f:
+        f.write(config)
+
+
+def _mutmut(dest: Path, *args: str, log: Path | None = None) -> int:
+    command = ["nice", "-n", "19", sys.executable, "-m", "mutmut", *args]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if log is None:
+        return subprocess.run(command, cwd=dest, env=env, check=False).returncode
+    with log.open("w", encoding="utf-8") as out:
+        return subprocess.run(
+            command, cwd=dest, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+        ).returncode
+
+
+def _run_group(group: Group, workdir: Path, jobs: int) -> dict[str, object]:
+    tests = [t for t in group.tests if (ROOT / t).is_file()]
+    dest = workdir / group.name
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    _copy_tree(dest)
+    _configure(dest, group, tests)
+    started = time.monotonic()
+    code = _mutmut(
+        dest, "run", "--max-children", str(jobs), *group.only, log=workdir / f"{group.name}.log"
+    )
+    seconds = time.monotonic() - started
+    meta = dest / "mutants" / (group.source + ".meta")
+    if code != 0 or not meta.is_file():
+        return {"file": group.source, "error": f"mutmut exited {code}, see {group.name}.log"}
+    codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    if group.only:
+        codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, p) for p in group.only)}
+    survivors = sorted(k for k, v in codes.items() if v in SURVIVED | NO_TESTS)
+    counts = {
+        "killed": sum(v in KILLED for v in codes.values()),
+        "survived": sum(v in SURVIVED for v in codes.values()),
+        "timeout": sum(v in TIMEOUT for v in codes.values()),
+        "no_tests": sum(v in NO_TESTS for v in codes.values()),
+    }
+    counts["other"] = len(codes) - sum(counts.values())  # suspicious, segfault, not checked
+    total = len(codes)
+    caught = counts["killed"] + counts["timeout"]
+    diffs = [_show(dest, name) for name in survivors]
+    return {
+        "file": group.source,
+        "tests": tests,
+        **counts,
+        "total": total,
+        "score": round(caught / total, 4) if total else None,
+        "seconds": round(seconds, 1),
+        "survivors": survivors,
+        "diffs": diffs,
+    }
+
+
+def _show(dest: Path, name: str) -> str:
+    shown = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", name],
+        cwd=dest,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return shown.stdout
+
+
+def _commit() -> str:
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "muxi_isolation"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return head + ("+dirty" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help="groups to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="show the groups and exit")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "muxi-mutation"
+    )
+    args = parser.parse_args()
+    by_name = {g.name: g for g in GROUPS}
+    if args.list:
+        for g in GROUPS:
+            print(f"{g.name:9} {g.source}  <- {' '.join(g.tests)}  {' '.join(g.only)}")
+        return
+    unknown = [n for n in args.groups if n not in by_name]
+    if unknown:
+        parser.error(f"unknown groups {unknown}; choose from {sorted(by_name)}")
+    chosen = [by_name[n] for n in args.groups] or list(GROUPS)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    commit = _commit()
+    started = time.monotonic()
+    results = []
+    for group in chosen:
+        print(f"== {group.name}: mutating {group.source}", flush=True)
+        result = _run_group(group, args.workdir, args.jobs)
+        results.append(result)
+        if "error" in result:
+            print(f"   ERROR {result['error']}", flush=True)
+            continue
+        print(
+            "   killed {killed} / survived {survived} / timeout {timeout} / no tests {no_tests}"
+            " / other {other} / total {total}: score {score} in {seconds} s".format(**result),
+            flush=True,
+        )
+        for name in result["survivors"]:  # type: ignore[attr-defined]
+            print(f"   survivor {name}")
+    seconds = time.monotonic() - started
+    with (args.workdir / "survivors.txt").open("w", encoding="utf-8") as out:
+        for result in results:
+            for diff in result.get("diffs", []):  # type: ignore[attr-defined]
+                out.write(diff + "\n")
+    hidden = ("diffs", "tests", "survivors")
+    files = [{k: v for k, v in r.items() if k not in hidden} for r in results]
+    total = sum(int(r.get("total", 0)) for r in results)  # type: ignore[call-overload]
+    caught = sum(int(r.get("killed", 0)) + int(r.get("timeout", 0)) for r in results)  # type: ignore[call-overload]
+    print(f"overall: {caught} / {total} caught in {seconds:.0f} s on {commit}")
+    print(f"survivor diffs: {args.workdir / 'survivors.txt'}")
+    figures = {
+        "bench": "mutation",
+        "commit": commit,
+        "caught": caught,
+        "total": total,
+        "score": round(caught / total, 4) if total else None,
+        "seconds": round(seconds, 1),
+        "errors": sum("error" in r for r in results),
+        "files": files,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
