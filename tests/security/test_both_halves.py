@@ -576,9 +576,10 @@ def mine(entry: Entry, row: Row) -> bool:
     return entry[0] == me and (entry[1] != "message" or entry[2] == ALICE.session_id)
 
 
-def fresh(env: Env) -> set[Entry]:
-    """Alice's seed in place (made again only if a row changed any of it); what is stored."""
-    now = look(env)
+def fresh(env: Env, now: set[Entry] | None = None) -> set[Entry]:
+    """Alice's seed in place (made again only if a row changed any of it); what is stored
+    (``now``: what a look just found, if nothing ran since)."""
+    now = look(env) if now is None else now
     if env.seeded <= {stable(env, e) for e in now}:
         return now
     seed(env, ALICE, "alice-own")
@@ -606,11 +607,14 @@ def check(env: Env, row: Row) -> list[str]:
         problems.append(f"(a) a refused call wrote: {sorted(map(repr, after ^ before))}")
     errors: dict[str, str] = {}
     for tag, name in halves(row):
-        before = fresh(env) if tag == "ax" else after  # each half from the same seed
+        before = fresh(env, after) if tag == "ax" else after  # each half from the same seed
         try:
             result = call(env, row, name, ALICE, tag)
         except Exception as exc:
             errors[name] = type(exc).__name__
+            after = look(env)
+            if after != before:
+                problems.append(f"{name} failed and wrote: {sorted(map(repr, after ^ before))}")
             continue
         after = look(env)
         changed, added = after ^ before, after - before
