@@ -303,20 +303,21 @@ class SQLBackend(SQLGraph, Backend):
         self._installed(probe, key)
 
     def _place(self, conn: Connection) -> None:
-        """Name the schema of every table: PostgreSQL looks unqualified names up in the
-        connection's temporary schema first, where any role may plant a table of the same
-        name. Without ``schema=`` the tables live where the owner's connection makes them
-        (its ``current_schema()``), and every statement names that schema from now on."""
-        if self.dialect != "postgresql":
-            return
+        """Name the schema of every table: PostgreSQL and SQLite look unqualified names up
+        in the connection's temporary schema first, where a table of the same name could be
+        planted. Without ``schema=`` the tables live where the owner's connection makes them
+        (PostgreSQL's ``current_schema()``, SQLite's ``main``), and every statement names
+        that schema from now on."""
         if self.tables.metadata.schema is None:
-            schema = str(conn.scalar(text("SELECT current_schema()")))
+            postgres = self.dialect == "postgresql"
+            schema = str(conn.scalar(text("SELECT current_schema()"))) if postgres else "main"
             placed = replace_schema(self.tables, schema)
             self.tables = placed
             self._ops.t = placed
             self.vectors.tables = placed
             self.__dict__.pop("_graph_ops", None)  # rebuilt from the placed tables
-        self._enter_statement = _rls.enter_statement(conn, self.tables)
+        if self.dialect == "postgresql":
+            self._enter_statement = _rls.enter_statement(conn, self.tables)
 
     def _installed(self, probe: _Probe, key: bytes | None) -> None:
         self._scope_key = key
