@@ -284,3 +284,31 @@ def test_startup_warns_when_the_app_role_owns_something(
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}_own" CASCADE'))
     warned = [r.getMessage() for r in caplog.records if "owns" in r.getMessage()]
     assert warned and "REASSIGN OWNED" in warned[0]
+
+
+def test_a_temp_table_on_a_pooled_sqlite_connection_shadows_nothing(tmp_path: Any) -> None:
+    """SQLite also looks unqualified names up in ``temp`` first; every statement says ``main``."""
+    backend = SQLBackend(
+        f"sqlite:///{tmp_path / 's.db'}", embedding_dimension=None, pool_size=1, max_overflow=0
+    )
+    try:
+        backend.setup()
+        name = backend.tables.memories.name
+        assert backend.tables.metadata.schema == "main"
+        with backend._engine.connect() as conn, conn.begin():
+            conn.execute(text(f"CREATE TEMP TABLE {name} AS SELECT * FROM main.{name}"))
+            conn.execute(
+                text(
+                    f"INSERT INTO temp.{name} (tenant_id, user_id, id, content, metadata, "
+                    "created_at) VALUES ('tenant_a', 'bob', 'planted', 'x', '{}', "
+                    "'2026-01-01 00:00:00')"
+                )
+            )
+        assert backend.list_memories(BOB) == []
+        backend.upsert_memories(BOB, [Memory("m1", "bob's own", {}, None)])
+        with backend._engine.connect() as conn:  # the same connection, temp table and all
+            real = conn.execute(text(f"SELECT id FROM main.{name}")).scalars().all()
+            planted = conn.execute(text(f"SELECT id FROM temp.{name}")).scalars().all()
+        assert (real, planted) == (["m1"], ["planted"])
+    finally:
+        backend.close()
