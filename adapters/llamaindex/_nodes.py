@@ -10,10 +10,17 @@ another framework (no ``_node_content``) still reads back as a plain ``TextNode`
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
+from llama_index.core.schema import (
+    BaseNode,
+    Document,
+    MetadataMode,
+    NodeRelationship,
+    RelatedNodeInfo,
+    TextNode,
+)
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from muxi_isolation import policy
@@ -25,6 +32,7 @@ __all__ = [
     "SESSION_ALIAS",
     "memory_to_node",
     "node_to_memory",
+    "own_id",
     "owned",
     "stamp_node",
     "strip_node",
@@ -76,16 +84,49 @@ def memory_to_node(memory: Memory, *, embedding: bool = False) -> BaseNode:
 
 
 def stamp_node(scope: Scope, node: N) -> N:
-    """A copy of ``node`` stamped for ``scope`` (the caller's node is left alone)."""
-    return node.model_copy(update={"metadata": policy.stamp_metadata(scope, node.metadata)})
+    """A copy of ``node`` stamped for ``scope``, under per-user ids (the caller's node is left
+    alone): its id and every id it relates to (its document, parent, neighbours) get the
+    user's prefix, so nothing that keys nodes or documents by id (a node parser, a docstore,
+    a store we do not own) can merge two users' objects."""
+    return node.model_copy(
+        update={
+            "id_": policy.foreign_id(scope, node.node_id),
+            "metadata": policy.stamp_metadata(scope, node.metadata),
+            "relationships": _relink(node, lambda i: policy.foreign_id(scope, i)),
+        }
+    )
 
 
-def strip_node(node: N) -> N:
-    """A copy of ``node`` without the reserved stamp keys."""
-    if not policy.RESERVED_KEYS.intersection(node.metadata):
-        return node
-    kept = {k: v for k, v in node.metadata.items() if k not in policy.RESERVED_KEYS}
-    return node.model_copy(update={"metadata": kept})
+def strip_node(scope: Scope, node: N) -> N:
+    """A copy of ``node`` without the reserved stamp keys, under the caller's own ids (ids
+    outside ``scope``'s namespace, such as a node parser's, are kept as they are)."""
+    update: dict[str, Any] = {}
+    if policy.RESERVED_KEYS.intersection(node.metadata):
+        kept = {k: v for k, v in node.metadata.items() if k not in policy.RESERVED_KEYS}
+        update["metadata"] = kept
+    own = policy.caller_id(scope, node.node_id)
+    if own is not None:
+        update["id_"] = own
+    related = _relink(node, lambda i: own_id(scope, i))
+    if related != node.relationships:
+        update["relationships"] = related
+    return node.model_copy(update=update) if update else node
+
+
+def own_id(scope: Scope, stored_id: str) -> str:
+    """The caller's id for an id stored in ``scope``'s namespace; any other id as it is."""
+    own = policy.caller_id(scope, stored_id)
+    return stored_id if own is None else own
+
+
+def _relink(node: BaseNode, rename: Callable[[str], str]) -> dict[NodeRelationship, Any]:
+    def one(info: RelatedNodeInfo) -> RelatedNodeInfo:
+        return info.model_copy(update={"node_id": rename(info.node_id)})
+
+    return {
+        kind: [one(i) for i in info] if isinstance(info, list) else one(info)
+        for kind, info in node.relationships.items()
+    }
 
 
 def owned(scope: Scope, metadata: Mapping[str, Any] | None, level: int = logging.ERROR) -> bool:
@@ -97,5 +138,5 @@ def owned(scope: Scope, metadata: Mapping[str, Any] | None, level: int = logging
 
 
 def verified_nodes(scope: Scope, nodes: Sequence[N]) -> list[N]:
-    """Only the nodes stamped for ``scope``, stripped of their stamps."""
-    return [strip_node(n) for n in nodes if owned(scope, n.metadata)]
+    """Only the nodes stamped for ``scope``, stripped of their stamps, under the caller's ids."""
+    return [strip_node(scope, n) for n in nodes if owned(scope, n.metadata)]

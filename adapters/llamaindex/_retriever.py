@@ -3,7 +3,8 @@
 For retrievers we cannot scope from the inside (a keyword or summary retriever, a hosted
 one, an index over a shared store): the nodes must carry the scope stamp (write them with
 ``stamp_nodes`` or through a ``ScopedVectorStore`` on the raw store); anything not stamped
-for this user is dropped and logged, and the stamp is stripped from what is returned.
+for this user is dropped and logged, and the stamp is stripped from what is returned, as is
+the user's id prefix that ``stamp_nodes`` put on node and document ids.
 
 Over a retriever shared by many users, foreign nodes are expected, so each dropped node is
 logged at WARNING (``muxi_isolation.adapters.llamaindex``), not ERROR as in the stores.
@@ -49,7 +50,7 @@ class ScopedRetriever(BaseRetriever):
 
     def _keep(self, scope: Scope, found: list[NodeWithScore]) -> list[NodeWithScore]:
         return [
-            NodeWithScore(node=strip_node(n.node), score=n.score)
+            NodeWithScore(node=strip_node(scope, n.node), score=n.score)
             for n in found
             if owned(scope, n.node.metadata, logging.WARNING)
         ]

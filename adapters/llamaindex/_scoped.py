@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
@@ -52,7 +52,7 @@ from muxi_isolation.errors import InvalidIdentifier, ReservedKey, ScopeViolation
 from muxi_isolation.scope import Scope
 
 from ._filters import check_delete_filters, check_pasteable, pasteable
-from ._nodes import owned, stamp_node, strip_node, verified_nodes
+from ._nodes import own_id, owned, stamp_node, strip_node, verified_nodes
 from ._scope import resolve_scope
 from ._vector_store import MuxiVectorStore
 
@@ -206,6 +206,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
         self._check_scope(scope)  # refuse now a scope this store could never read back
         stamped = stamp_nodes(scope, nodes)
         if self._kind == SIMPLE:
+            for node in stamped:
+                node.get_embedding()  # raises now, not halfway through the batch
             data = self._simple.data.metadata_dict
             _refuse_taken(scope, [data[n.node_id] for n in stamped if n.node_id in data])
         return stamped
@@ -226,7 +228,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
     def _simple_query(self, scope: Scope, query: VectorStoreQuery) -> VectorStoreQuery | None:
         allowed = self._owned_ids(scope)
         if query.node_ids is not None:
-            wanted = set(query.node_ids)
+            wanted = set(_stored_ids(scope, query.node_ids))
             allowed = [i for i in allowed if i in wanted]
         if not allowed:
             return None
@@ -235,12 +237,17 @@ class ScopedVectorStore(BasePydanticVectorStore):
     def _scoped_query(self, scope: Scope, query: VectorStoreQuery) -> VectorStoreQuery | None:
         if self._kind == SIMPLE:
             return self._simple_query(scope, query)
-        return dataclasses.replace(query, filters=self._wrap(scope, query.filters))
+        return dataclasses.replace(
+            query,
+            node_ids=_stored_ids(scope, query.node_ids),
+            doc_ids=_stored_ids(scope, query.doc_ids),
+            filters=self._wrap(scope, query.filters),
+        )
 
     def _verified(self, scope: Scope, result: VectorStoreQueryResult) -> VectorStoreQueryResult:
         if result.nodes is not None:
             keep = [i for i, n in enumerate(result.nodes) if owned(scope, n.metadata)]
-            nodes: list[BaseNode] | None = [strip_node(result.nodes[i]) for i in keep]
+            nodes: list[BaseNode] | None = [strip_node(scope, result.nodes[i]) for i in keep]
         elif result.ids is not None and self._kind == SIMPLE:
             data = self._simple.data.metadata_dict
             keep = [i for i, nid in enumerate(result.ids) if owned(scope, data.get(nid))]
@@ -250,7 +257,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         return VectorStoreQueryResult(
             nodes=nodes,
             similarities=_pick(result.similarities, keep),
-            ids=_pick(result.ids, keep),
+            ids=_own_ids(scope, _pick(result.ids, keep)),
         )
 
     def _verified_by_lookup(
@@ -272,49 +279,30 @@ class ScopedVectorStore(BasePydanticVectorStore):
         )
 
     def _ref_doc_filters(self, scope: Scope, ref_doc_id: str) -> MetadataFilters | None:
-        """The filter for this user's nodes of a document, when it can be pasted safely."""
+        """The filter for this user's nodes of a document, when it can be pasted safely (the
+        prefix's colons each follow a word character, so SQLAlchemy sees no bind parameter)."""
         if self._pastes_own_values and not pasteable(ref_doc_id):
             return None
-        return _and(
-            self._scope_filters(scope),
-            MetadataFilters(filters=[self._match("ref_doc_id", ref_doc_id)]),
-        )
+        refs = _stored_ids(scope, [ref_doc_id])
+        match = MetadataFilter(key="ref_doc_id", value=refs, operator=FilterOperator.IN)
+        return _and(self._scope_filters(scope), MetadataFilters(filters=[match]))
 
     def _simple_targets(
         self, scope: Scope, node_ids: Sequence[str] | None, ref_doc_id: str | None = None
     ) -> list[str]:
         ids = self._owned_ids(scope)
         if node_ids is not None:
-            wanted = set(node_ids)
+            wanted = set(_stored_ids(scope, node_ids))
             ids = [i for i in ids if i in wanted]
         if ref_doc_id is not None:
             refs = self._simple.data.text_id_to_ref_doc_id
-            ids = [i for i in ids if refs.get(i) == ref_doc_id]
+            ids = [i for i in ids if own_id(scope, refs.get(i, "")) == ref_doc_id]
         return ids
 
     # -- sync
 
-    def _simple_add(self, scope: Scope, nodes: Sequence[BaseNode]) -> list[str]:
-        """SimpleVectorStore keeps a metadata dict per node: add the caller's nodes and
-        stamp those dicts, instead of copying every node to stamp it (a pydantic copy per
-        node was most of the wrapper's cost). Every node is checked before any is added,
-        and an unstamped node is visible to no scope in the meantime."""
-        self._check_scope(scope)
-        for node in nodes:
-            policy.check_metadata(node.metadata)  # ReservedKey for a caller's stamp
-            node.get_embedding()  # raises now, not halfway through the batch
-        data = self._simple.data.metadata_dict
-        _refuse_taken(scope, [data[n.node_id] for n in nodes if n.node_id in data])
-        ids = self._inner.add(list(nodes))
-        stamp = policy.scope_metadata(scope)
-        for node_id in ids:
-            data[node_id].update(stamp)
-        return ids
-
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         scope = self._current()
-        if self._kind == SIMPLE and not kwargs:
-            return self._simple_add(scope, nodes)
         stamped = self._stamped(scope, nodes)
         if self._checks_ids(stamped):
             try:
@@ -322,7 +310,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             except NotImplementedError:
                 existing = []
             _refuse_taken(scope, [n.metadata for n in existing])
-        return self._inner.add(stamped, **kwargs)
+        return _own_ids(scope, self._inner.add(stamped, **kwargs))
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         scope = self._current()
@@ -335,9 +323,10 @@ class ScopedVectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         scope = self._current()
+        stored = _stored_ids(scope, node_ids)
         if self._kind == SIMPLE:  # it keeps no nodes and raises; verified all the same
-            return verified_nodes(scope, self._inner.get_nodes(node_ids, filters))
-        return verified_nodes(scope, self._inner.get_nodes(node_ids, self._wrap(scope, filters)))
+            return verified_nodes(scope, self._inner.get_nodes(stored, filters))
+        return verified_nodes(scope, self._inner.get_nodes(stored, self._wrap(scope, filters)))
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         scope = self._current()
@@ -345,11 +334,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
             self._delete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
             return
         spec = self._ref_doc_filters(scope, ref_doc_id)
-        if spec is None:
-            nodes = [n for n in self.get_nodes() if n.ref_doc_id == ref_doc_id]
-        else:
-            nodes = verified_nodes(scope, self._inner.get_nodes(filters=spec))
-        self._delete_ids(scope, [n.node_id for n in nodes if n.ref_doc_id == ref_doc_id])
+        found = self._inner.get_nodes(filters=spec or self._scope_filters(scope))
+        self._delete_ids(scope, _of_document(scope, found, ref_doc_id))
 
     def delete_nodes(
         self,
@@ -366,8 +352,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
             if targets:
                 self._inner.delete_nodes(targets, self._caller(filters), **delete_kwargs)
             return
-        found = self._inner.get_nodes(node_ids, self._wrap(scope, filters))
-        self._delete_ids(scope, [n.node_id for n in verified_nodes(scope, found)])
+        found = self._inner.get_nodes(_stored_ids(scope, node_ids), self._wrap(scope, filters))
+        self._delete_ids(scope, _mine(scope, found))
 
     def clear(self) -> None:
         scope = self._current()
@@ -388,8 +374,6 @@ class ScopedVectorStore(BasePydanticVectorStore):
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         scope = self._current()
-        if self._kind == SIMPLE and not kwargs:
-            return self._simple_add(scope, nodes)  # SimpleVectorStore's async_add is add
         stamped = self._stamped(scope, nodes)
         if self._checks_ids(stamped):
             try:
@@ -397,7 +381,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             except NotImplementedError:
                 existing = []
             _refuse_taken(scope, [n.metadata for n in existing])
-        return await self._inner.async_add(stamped, **kwargs)
+        return _own_ids(scope, await self._inner.async_add(stamped, **kwargs))
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         scope = self._current()
@@ -425,9 +409,10 @@ class ScopedVectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         scope = self._current()
+        stored = _stored_ids(scope, node_ids)
         if self._kind == SIMPLE:
-            return verified_nodes(scope, await self._inner.aget_nodes(node_ids, filters))
-        found = await self._inner.aget_nodes(node_ids, self._wrap(scope, filters))
+            return verified_nodes(scope, await self._inner.aget_nodes(stored, filters))
+        found = await self._inner.aget_nodes(stored, self._wrap(scope, filters))
         return verified_nodes(scope, found)
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -436,11 +421,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
             await self._adelete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
             return
         spec = self._ref_doc_filters(scope, ref_doc_id)
-        if spec is None:
-            nodes = [n for n in await self.aget_nodes() if n.ref_doc_id == ref_doc_id]
-        else:
-            nodes = verified_nodes(scope, await self._inner.aget_nodes(filters=spec))
-        await self._adelete_ids(scope, [n.node_id for n in nodes if n.ref_doc_id == ref_doc_id])
+        found = await self._inner.aget_nodes(filters=spec or self._scope_filters(scope))
+        await self._adelete_ids(scope, _of_document(scope, found, ref_doc_id))
 
     async def adelete_nodes(
         self,
@@ -457,8 +439,10 @@ class ScopedVectorStore(BasePydanticVectorStore):
             if targets:
                 await self._inner.adelete_nodes(targets, self._caller(filters), **delete_kwargs)
             return
-        found = await self._inner.aget_nodes(node_ids, self._wrap(scope, filters))
-        await self._adelete_ids(scope, [n.node_id for n in verified_nodes(scope, found)])
+        found = await self._inner.aget_nodes(
+            _stored_ids(scope, node_ids), self._wrap(scope, filters)
+        )
+        await self._adelete_ids(scope, _mine(scope, found))
 
     async def aclear(self) -> None:
         scope = self._current()
@@ -476,6 +460,39 @@ class ScopedVectorStore(BasePydanticVectorStore):
             await self._inner.adelete_nodes(node_ids=ids, filters=self._scope_filters(scope))
 
 
+@overload
+def _stored_ids(scope: Scope, ids: Sequence[str]) -> list[str]: ...
+@overload
+def _stored_ids(scope: Scope, ids: None) -> None: ...
+@overload
+def _stored_ids(scope: Scope, ids: Sequence[str] | None) -> list[str] | None: ...
+def _stored_ids(scope: Scope, ids: Sequence[str] | None) -> list[str] | None:
+    """The stored ids a caller's ids may be under: in the user's namespace (written through
+    this wrapper), or as given (written around it, e.g. ``stamp_nodes`` through a parser).
+    Either way only nodes stamped for the user are ever returned or deleted."""
+    if ids is None:
+        return None
+    return [policy.foreign_id(scope, i) for i in ids] + [i for i in ids if i]
+
+
+@overload
+def _own_ids(scope: Scope, ids: Sequence[str]) -> list[str]: ...
+@overload
+def _own_ids(scope: Scope, ids: Sequence[str] | None) -> list[str] | None: ...
+def _own_ids(scope: Scope, ids: Sequence[str] | None) -> list[str] | None:
+    return None if ids is None else [own_id(scope, i) for i in ids]
+
+
+def _mine(scope: Scope, nodes: Sequence[BaseNode]) -> list[str]:
+    """The stored ids of the nodes stamped for ``scope``."""
+    return [n.node_id for n in nodes if owned(scope, n.metadata)]
+
+
+def _of_document(scope: Scope, nodes: Sequence[BaseNode], ref_doc_id: str) -> list[str]:
+    mine = [n for n in nodes if owned(scope, n.metadata)]
+    return [n.node_id for n in mine if own_id(scope, n.ref_doc_id or "") == ref_doc_id]
+
+
 def _keep_found(
     scope: Scope, result: VectorStoreQueryResult, found: Sequence[BaseNode]
 ) -> VectorStoreQueryResult:
@@ -483,7 +500,9 @@ def _keep_found(
     mine = {n.node_id for n in found if owned(scope, n.metadata)}
     keep = [i for i, nid in enumerate(ids) if nid in mine]
     return VectorStoreQueryResult(
-        nodes=None, similarities=_pick(result.similarities, keep), ids=_pick(ids, keep)
+        nodes=None,
+        similarities=_pick(result.similarities, keep),
+        ids=_own_ids(scope, _pick(ids, keep)),
     )
 
 
