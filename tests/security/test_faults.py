@@ -423,3 +423,53 @@ def test_two_processes_writing_one_sqlite_file_lose_nothing(tmp_path: Path) -> N
             assert mine == acked[name]["shared"]
     finally:
         backend.close()
+
+
+# -- readers do not queue behind writers (SQLite) ---------------------------------------------
+
+
+def test_reads_answer_while_writers_wait_on_a_locked_sqlite_file(tmp_path: Path) -> None:
+    """15 writers wait for a lock another process holds; reads, which WAL serves, must not
+    wait for a pooled connection behind them (they did for 7-10 s)."""
+    path = tmp_path / "locked.db"
+    backend = SQLBackend(f"sqlite:///{path}", embedding_dimension=None, busy_timeout=20)
+    backend.upsert_memories(ALICE, [Memory("m0", "before the lock")])
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, held as by another process
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            backend.upsert_memories(ALICE, [Memory(f"w{n}", "after the lock")])
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(15)]
+    try:
+        for thread in writers:
+            thread.start()
+        time.sleep(0.5)  # every writer is waiting now
+        took = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert [m.id for m in backend.list_memories(ALICE)] == ["m0"]
+            took.append(time.monotonic() - started)
+
+        async def async_reads() -> None:
+            for _ in range(5):
+                started = time.monotonic()
+                assert [m.id for m in await backend.alist_memories(ALICE)] == ["m0"]
+                took.append(time.monotonic() - started)
+
+        asyncio.run(async_reads())
+        assert max(took) < 1.0
+    finally:
+        other.execute("COMMIT")
+        for thread in writers:
+            thread.join(timeout=60)
+        other.close()
+    try:
+        assert errors == []
+        assert len(backend.list_memories(ALICE)) == 16  # and no writer was lost
+    finally:
+        backend.close()

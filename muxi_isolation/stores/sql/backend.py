@@ -115,6 +115,13 @@ class SQLBackend(SQLGraph, Backend):
         self._gate = _Gate(self._target.memory)
         pool = {"pool_size": pool_size, "max_overflow": max_overflow}
         self._engine, self._aengine = _engines(self._target, pool, busy_timeout)
+        self._writers = self._engine, self._aengine
+        if self.dialect == "sqlite" and not self._target.memory:
+            # One writer connection: SQLite lets one writer in at a time anyway, and writers
+            # queued here hold no connection that a reader needs (WAL serves readers while a
+            # writer holds the file's lock).
+            single = {"pool_size": 1, "max_overflow": 0, "pool_timeout": busy_timeout}
+            self._writers = _engines(self._target, single, busy_timeout)
         self._admin: tuple[Engine, AsyncEngine] | None = None
         if admin is not None:
             self._admin = _engines(admin, {"poolclass": NullPool}, busy_timeout)
@@ -186,7 +193,8 @@ class SQLBackend(SQLGraph, Backend):
         write: bool,
         admin_tenant: str | None,
     ) -> T:
-        engine = self._engine if admin_tenant is None else self._admin_engines()[0]
+        engines = self._writers if write else (self._engine, self._aengine)
+        engine = engines[0] if admin_tenant is None else self._admin_engines()[0]
         self.setup()
         with self._gate.hold(), _errors.mapped():
             with _errors.unavailable():
@@ -220,7 +228,8 @@ class SQLBackend(SQLGraph, Backend):
         write: bool,
         admin_tenant: str | None,
     ) -> T:
-        engine = self._aengine if admin_tenant is None else self._admin_engines()[1]
+        engines = self._writers if write else (self._engine, self._aengine)
+        engine = engines[1] if admin_tenant is None else self._admin_engines()[1]
         await self.asetup()
         async with self._gate.ahold():
             with _errors.unavailable():
@@ -249,7 +258,7 @@ class SQLBackend(SQLGraph, Backend):
         if self._admin is None:
             if self.dialect == "postgresql":
                 raise ConfigError("tenant-wide operations on PostgreSQL need admin_url")
-            return self._engine, self._aengine
+            return self._writers
         return self._admin
 
     # -- schema ----------------------------------------------------------------------------
@@ -266,7 +275,7 @@ class SQLBackend(SQLGraph, Backend):
                     conn = self._engine.connect()
                 with conn:
                     probe = _probe(conn)
-                owner = self._admin[0] if self._admin else self._engine
+                owner = self._admin[0] if self._admin else self._writers[0]
                 with _errors.unavailable():
                     conn = owner.connect()
                 with conn:
@@ -288,7 +297,7 @@ class SQLBackend(SQLGraph, Backend):
                     probe = await conn.run_sync(_probe)
                 finally:
                     await conn.close()
-                owner = self._admin[1] if self._admin else self._aengine
+                owner = self._admin[1] if self._admin else self._writers[1]
                 with _errors.unavailable():
                     conn = await owner.connect().start()
                 try:
@@ -367,7 +376,7 @@ class SQLBackend(SQLGraph, Backend):
         if self._closed:
             return
         self._closed = True
-        engines = [(self._engine, self._aengine)] + ([self._admin] if self._admin else [])
+        engines = self._all_engines()
         for sync_engine, async_engine in engines:
             sync_engine.dispose()
             _dispose_elsewhere(async_engine)
@@ -376,10 +385,16 @@ class SQLBackend(SQLGraph, Backend):
         if self._closed:
             return
         self._closed = True
-        engines = [(self._engine, self._aengine)] + ([self._admin] if self._admin else [])
+        engines = self._all_engines()
         for sync_engine, async_engine in engines:
             await async_engine.dispose()
             sync_engine.dispose()
+
+    def _all_engines(self) -> list[tuple[Engine, AsyncEngine]]:
+        engines = [(self._engine, self._aengine)]
+        if self._writers != engines[0]:
+            engines.append(self._writers)
+        return engines + ([self._admin] if self._admin else [])
 
     # -- admin path (tenant-wide): as the owner (``admin_url``) on PostgreSQL ---------------
 
