@@ -83,18 +83,20 @@ def memory_to_node(memory: Memory, *, embedding: bool = False) -> BaseNode:
     return node
 
 
-def stamp_node(scope: Scope, node: N) -> N:
+def stamp_node(scope: Scope, node: N, prefix: str | None = None) -> N:
     """A copy of ``node`` stamped for ``scope``, under per-user ids (the caller's node is left
     alone): its id and every id it relates to (its document, parent, neighbours) get the
-    user's prefix, so nothing that keys nodes or documents by id (a node parser, a docstore,
-    a store we do not own) can merge two users' objects."""
-    return node.model_copy(
-        update={
-            "id_": policy.foreign_id(scope, node.node_id),
-            "metadata": policy.stamp_metadata(scope, node.metadata),
-            "relationships": _relink(node, lambda i: policy.foreign_id(scope, i)),
-        }
-    )
+    user's prefix (``policy.foreign_id_prefix``, passed in when stamping a batch), so
+    nothing that keys nodes or documents by id (a node parser, a docstore, a store we do
+    not own) can merge two users' objects."""
+    own = policy.foreign_id_prefix(scope) if prefix is None else prefix
+    update: dict[str, Any] = {
+        "id_": own + node.node_id,
+        "metadata": policy.stamp_metadata(scope, node.metadata),
+    }
+    if node.relationships:
+        update["relationships"] = _relink(node, lambda i: own + i)
+    return node.model_copy(update=update)
 
 
 def strip_node(scope: Scope, node: N) -> N:

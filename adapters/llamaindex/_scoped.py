@@ -64,8 +64,11 @@ _FORBIDDEN_FILTER_KEYS = policy.RESERVED_KEYS | (policy.SCOPE_FIELDS - {"session
 
 
 def stamp_nodes(scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:
-    """Copies of ``nodes`` stamped for ``scope``, for stores or docstores you fill yourself."""
-    return [stamp_node(scope, n) for n in nodes]
+    """Copies of ``nodes`` stamped for ``scope``, for stores, docstores or pipelines you fill
+    yourself: node, document and related ids get the user's prefix, and every reader here
+    (``ScopedRetriever``, ``ScopedVectorStore``) gives the user's own ids back."""
+    prefix = policy.foreign_id_prefix(scope)
+    return [stamp_node(scope, n, prefix) for n in nodes]
 
 
 def _kind(store: BasePydanticVectorStore) -> str:
