@@ -28,6 +28,7 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,11 @@ class Group:
     source: str  # the file mutated, relative to the repository
     tests: tuple[str, ...]  # the fast tests that exercise it (missing files are left out)
     only: tuple[str, ...] = ()  # mutant-name globs to run; empty means every mutant of the file
+    args: tuple[str, ...] = ()  # extra pytest arguments, e.g. to leave out PostgreSQL
 
+
+# backend-neutral code: memory and SQLite kill what PostgreSQL would, without a server per mutant
+NO_POSTGRES = ("-k", "not postgres")
 
 GROUPS = (
     Group(
@@ -71,6 +76,7 @@ GROUPS = (
         "sessions",
         "muxi_isolation/sessions.py",
         ("tests/test_sessions.py", "tests/security/test_mutants_sessions.py"),
+        args=NO_POSTGRES,
     ),
     Group(
         "base",
@@ -80,6 +86,7 @@ GROUPS = (
             "tests/security/test_both_halves.py",
             "tests/security/test_mutants_base.py",
         ),
+        args=NO_POSTGRES,
     ),
     Group(
         "graph",
@@ -89,6 +96,7 @@ GROUPS = (
             "tests/stores/test_graph_sql.py",
             "tests/security/test_mutants_graph.py",
         ),
+        args=NO_POSTGRES,
     ),
     Group(
         "rls",
@@ -141,7 +149,7 @@ def _configure(dest: Path, group: Group, tests: list[str]) -> None:
         'source_paths = ["muxi_isolation"]\n'
         f"only_mutate = {_toml_list([group.source])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', *group.args])}\n"
         "use_git_change_detection = false\n"
     )
     with (dest / "pyproject.toml").open("a", encoding="utf-8") as f:
@@ -171,6 +179,7 @@ def _run_group(group: Group, workdir: Path, jobs: int) -> dict[str, object]:
         dest, "run", "--max-children", str(jobs), *group.only, log=workdir / f"{group.name}.log"
     )
     seconds = time.monotonic() - started
+    _reap_orphans()
     meta = dest / "mutants" / (group.source + ".meta")
     if code != 0 or not meta.is_file():
         return {"file": group.source, "error": f"mutmut exited {code}, see {group.name}.log"}
@@ -198,6 +207,25 @@ def _run_group(group: Group, workdir: Path, jobs: int) -> dict[str, object]:
         "survivors": survivors,
         "diffs": diffs,
     }
+
+
+def _reap_orphans() -> int:
+    """Stop PostgreSQL servers left behind by a mutant killed mid-test (a timeout).
+
+    Only servers started under mutmut are touched: they carry ``MUTANT_UNDER_TEST`` in their
+    environment, which nothing else on the machine sets."""
+    reaped = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if stat[1] == "1" and b"postgres" in command and b"MUTANT_UNDER_TEST=" in environ:
+            os.kill(int(proc.name), signal.SIGINT)  # PostgreSQL's fast shutdown
+            reaped += 1
+    return reaped
 
 
 def _show(dest: Path, name: str) -> str:
