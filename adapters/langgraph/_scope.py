@@ -6,7 +6,9 @@ Sources, all of which must agree on one (tenant, user) when several are present:
 - ``config["configurable"]["user_id"]`` in ``X-Muxi-User-Id`` form (``tenant_a:user_1``);
 - the agent's runtime context (``context=`` of ``invoke``, typed by ``context_schema``),
   an object or dict with ``user_id`` and ``session_id``; LangGraph passes its runtime in
-  the config it hands to the checkpointer, and in the config of every node and tool;
+  the config it hands to the checkpointer, and in the config of every node and tool; the
+  calls without ``context=`` (``get_state``, ``get_state_history``, ``update_state``) take
+  the same context as ``config["context"]``;
 - ``muxi_isolation.context.current_scope()``, set at the edge (middleware, HTTP).
 
 None of them: ``MissingScope``. Two that disagree: ``ScopeViolation``. Never a default user.
@@ -54,10 +56,28 @@ def context_scope(context: object) -> Scope | None:
 
 
 def runtime_scope(config: Mapping[str, Any] | None) -> Scope | None:
-    """The scope of the runtime context inside a LangGraph config, if any."""
-    configurable = (config or {}).get("configurable") or {}
+    """The scope of the runtime context a LangGraph config carries, if any.
+
+    During a run LangGraph puts its runtime in the config. The calls that take no
+    ``context=`` (``get_state``, ``get_state_history``, ``update_state``) carry the same
+    context as ``config["context"]`` (``get_state_history`` moves it to
+    ``configurable["context"]``); those present must name one user and session.
+    """
+    config = config or {}
+    configurable = config.get("configurable") or {}
     runtime = configurable.get(CONFIG_KEY_RUNTIME)
-    return context_scope(getattr(runtime, "context", None))
+    contexts = (
+        getattr(runtime, "context", None),
+        config.get("context"),
+        configurable.get("context"),
+    )
+    found = [scope for scope in map(context_scope, contexts) if scope is not None]
+    if not found:
+        return None
+    sessions = {s.session_id for s in found if s.session_id is not None}
+    if len(sessions) > 1 or any(not s.same_user(found[0]) for s in found):
+        raise ScopeViolation("the config carries runtime contexts naming different scopes")
+    return found[0].user().with_session(sessions.pop()) if sessions else found[0]
 
 
 def header_scope(config: Mapping[str, Any] | None) -> Scope | None:

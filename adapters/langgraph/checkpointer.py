@@ -14,8 +14,17 @@ reach storage before their checkpoint, so they open the session as well). Readin
 expired thread still works (its history, like the session's messages, stays until purged).
 
 Checkpoints are stored whole (``serde.dumps_typed``) with JSON metadata, like LangGraph's
-SQLite saver; pending writes beside them. ``delete_for_runs``, ``copy_thread`` and
-``prune`` are not implemented (LangGraph's optional extensions).
+SQLite saver; pending writes beside them. LangGraph's optional extensions act on the
+caller's threads alone: ``copy_thread`` copies one of your threads into another of yours
+(another user's thread id is a missing source, and the target is your own thread of that
+id, opened like a write), ``prune`` and ``delete_for_runs`` delete only your checkpoints.
+``prune(strategy="keep_latest")`` keeps the newest checkpoint of each namespace and drops
+its ancestors, so do not prune threads of a graph using LangGraph's (beta) ``DeltaChannel``,
+whose state is rebuilt from those ancestors.
+
+``graph.get_state(config)`` and ``get_state_history`` take no ``context=``: put the
+context you invoke with in the config, ``{"configurable": {"thread_id": sid}, "context":
+MuxiContext(...)}``, or name the user in ``configurable["user_id"]``.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from ._scope import current_scope, header_scope, resolve, runtime_scope
 __all__ = ["MuxiCheckpointer"]
 
 _SCALARS = (str, int, float, bool)
+_RUN_BATCH = 100
 
 
 class MuxiCheckpointer(BaseCheckpointSaver[str]):
@@ -243,6 +253,22 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
     def delete_thread(self, thread_id: str) -> None:
         self.backend.delete_thread(self._user(None), str(thread_id))
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        user = self._user(None)
+        source, target = str(source_thread_id), str(target_thread_id)
+        if self.backend.get_checkpoints(user, CheckpointQuery(source, limit=1)):
+            self.sessions.ensure(user, target)  # the copy is a write to the target
+            self.backend.copy_thread(user, source, target)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        keep = _keep_latest(strategy)
+        self.backend.prune_threads(self._user(None), _ids(thread_ids), keep_latest=keep)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        user = self._user(None)
+        for query in _run_queries(run_ids):
+            self.backend.delete_checkpoints(user, query)
+
     # -- async -----------------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -292,6 +318,22 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
     async def adelete_thread(self, thread_id: str) -> None:
         await self.backend.adelete_thread(self._user(None), str(thread_id))
 
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        user = self._user(None)
+        source, target = str(source_thread_id), str(target_thread_id)
+        if await self.backend.aget_checkpoints(user, CheckpointQuery(source, limit=1)):
+            await self.sessions.aensure(user, target)
+            await self.backend.acopy_thread(user, source, target)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        keep = _keep_latest(strategy)
+        await self.backend.aprune_threads(self._user(None), _ids(thread_ids), keep_latest=keep)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        user = self._user(None)
+        for query in _run_queries(run_ids):
+            await self.backend.adelete_checkpoints(user, query)
+
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Like LangGraph's own savers: a zero-padded counter and a random tiebreak."""
         if current is None:
@@ -306,3 +348,23 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
 def _sql_filterable(key: str, value: Any) -> bool:
     """Scalar equality on a plain key is compiled into the storage query."""
     return isinstance(key, str) and not key.startswith("$") and isinstance(value, _SCALARS)
+
+
+def _keep_latest(strategy: str) -> bool:
+    if strategy not in ("keep_latest", "delete"):
+        raise ValueError(f"unknown prune strategy {strategy!r}: 'keep_latest' or 'delete'")
+    return strategy == "keep_latest"
+
+
+def _ids(ids: Sequence[str]) -> list[str]:
+    if isinstance(ids, str):  # one id, not a sequence of its letters
+        raise TypeError("expected a sequence of ids, not one string")
+    return [str(i) for i in ids]
+
+
+def _run_queries(run_ids: Sequence[str]) -> Iterator[CheckpointQuery]:
+    """The user's checkpoints whose metadata names one of the runs, a batch at a time."""
+    ids = _ids(run_ids)
+    for i in range(0, len(ids), _RUN_BATCH):
+        node = parse_filter({"run_id": {"$in": ids[i : i + _RUN_BATCH]}})
+        yield CheckpointQuery(filter=node)

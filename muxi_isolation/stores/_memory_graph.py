@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -117,6 +118,56 @@ class MemoryGraph(GraphMethods):
             _drop_thread(writes, self._key(user), thread_id)
             return _drop_thread(checkpoints, self._key(user), thread_id)
 
+    def _copy_thread(self, user: Scope, source: str, target: str) -> int:
+        checkpoints, writes, _ = self._graph()
+        with self._lock:
+            mine = checkpoints.get(self._key(user), {})
+            copied = {
+                (target, *k[1:]): replace(r, thread_id=target)
+                for k, r in mine.items()
+                if k[0] == source
+            }
+            if not copied:
+                return 0
+            mine.update(copied)
+            own = writes.setdefault(self._key(user), {})
+            own.update(
+                {
+                    (target, *k[1:]): replace(w, thread_id=target)
+                    for k, w in own.items()
+                    if k[0] == source
+                }
+            )
+            return len(copied)
+
+    def _prune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+        checkpoints, writes, _ = self._graph()
+        wanted = set(thread_ids)
+        with self._lock:
+            mine = checkpoints.get(self._key(user), {})
+            newest: dict[tuple[str, str], str] = {}
+            for thread, ns, cid in mine:
+                if thread in wanted and keep_latest:
+                    newest[(thread, ns)] = max(cid, newest.get((thread, ns), cid))
+
+            def doomed(key: tuple[Any, ...]) -> bool:
+                if key[0] not in wanted:
+                    return False
+                if not keep_latest:
+                    return True
+                latest = newest.get((key[0], key[1]))
+                return latest is not None and key[2] < latest
+
+            _drop(writes, self._key(user), doomed)
+            return _drop(checkpoints, self._key(user), doomed)
+
+    def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+        checkpoints, writes, _ = self._graph()
+        with self._lock:
+            gone = {k for k, r in checkpoints.get(self._key(user), {}).items() if _wanted(r, query)}
+            _drop(writes, self._key(user), lambda k: k[:3] in gone)
+            return _drop(checkpoints, self._key(user), lambda k: k in gone)
+
     # -- store items
 
     def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
@@ -229,6 +280,15 @@ class MemoryGraph(GraphMethods):
     async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
         return self._delete_thread(user, thread_id)
 
+    async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
+        return self._copy_thread(user, source, target)
+
+    async def _aprune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+        return self._prune_threads(user, thread_ids, keep_latest)
+
+    async def _adelete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+        return self._delete_checkpoints(user, query)
+
     async def _aget_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
         return self._get_items(user, refs, now)
 
@@ -250,11 +310,16 @@ class MemoryGraph(GraphMethods):
 
 
 def _drop_thread(data: dict[UserKey, dict[Any, Any]], key: UserKey, thread_id: str) -> int:
+    return _drop(data, key, lambda k: k[0] == thread_id)
+
+
+def _drop(data: dict[UserKey, dict[Any, Any]], key: UserKey, doomed: Callable[[Any], bool]) -> int:
+    """Remove the user's entries whose key is doomed; how many went."""
     bucket = data.get(key, {})
-    doomed = [k for k in bucket if k[0] == thread_id]
-    for k in doomed:
+    gone = [k for k in bucket if doomed(k)]
+    for k in gone:
         del bucket[k]
-    return len(doomed)
+    return len(gone)
 
 
 def _exact_prefix(namespace: Namespace, prefix: Namespace) -> bool:

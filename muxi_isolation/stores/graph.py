@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from .. import policy
-from ..filters import Filter
+from ..filters import Filter, check_filter
 from ..scope import Scope, canonical_id
 from .similarity import cosine
 
@@ -281,6 +281,43 @@ class GraphMethods:
         user = policy.require_scope(scope).user()
         return await self._adelete_thread(user, _thread(thread_id))
 
+    def copy_thread(self, scope: Scope, source_thread_id: str, target_thread_id: str) -> int:
+        """Copy this user's checkpoints and writes of one thread into another of the same
+        user (replacing any of the same id there); returns checkpoints copied. Another
+        user's thread is no source: it copies nothing."""
+        user = policy.require_scope(scope).user()
+        source, target = _thread(source_thread_id), _thread(target_thread_id)
+        return 0 if source == target else self._copy_thread(user, source, target)
+
+    async def acopy_thread(self, scope: Scope, source_thread_id: str, target_thread_id: str) -> int:
+        user = policy.require_scope(scope).user()
+        source, target = _thread(source_thread_id), _thread(target_thread_id)
+        return 0 if source == target else await self._acopy_thread(user, source, target)
+
+    def prune_threads(self, scope: Scope, thread_ids: Sequence[str], *, keep_latest: bool) -> int:
+        """Delete this user's checkpoints of these threads (and their writes), all of them
+        or all but the newest of each namespace; returns checkpoints gone."""
+        user = policy.require_scope(scope).user()
+        threads = _threads(thread_ids)
+        return self._prune_threads(user, threads, keep_latest) if threads else 0
+
+    async def aprune_threads(
+        self, scope: Scope, thread_ids: Sequence[str], *, keep_latest: bool
+    ) -> int:
+        user = policy.require_scope(scope).user()
+        threads = _threads(thread_ids)
+        return await self._aprune_threads(user, threads, keep_latest) if threads else 0
+
+    def delete_checkpoints(self, scope: Scope, query: CheckpointQuery) -> int:
+        """Delete this user's checkpoints matching ``query`` (and their writes); returns
+        checkpoints gone. The query names a thread or a filter, and has no limit."""
+        user = policy.require_scope(scope).user()
+        return self._delete_checkpoints(user, _check_delete(query))
+
+    async def adelete_checkpoints(self, scope: Scope, query: CheckpointQuery) -> int:
+        user = policy.require_scope(scope).user()
+        return await self._adelete_checkpoints(user, _check_delete(query))
+
     # -- store items --------------------------------------------------------------------
 
     def get_items(self, scope: Scope, refs: Sequence[ItemRef], *, now: datetime) -> list[StoreItem]:
@@ -385,6 +422,24 @@ class GraphMethods:
     async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
         raise NotImplementedError("_adelete_thread")
 
+    def _copy_thread(self, user: Scope, source: str, target: str) -> int:
+        raise NotImplementedError("_copy_thread")
+
+    async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
+        raise NotImplementedError("_acopy_thread")
+
+    def _prune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+        raise NotImplementedError("_prune_threads")
+
+    async def _aprune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+        raise NotImplementedError("_aprune_threads")
+
+    def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+        raise NotImplementedError("_delete_checkpoints")
+
+    async def _adelete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+        raise NotImplementedError("_adelete_checkpoints")
+
     def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
         raise NotImplementedError("_get_items")
 
@@ -465,6 +520,21 @@ def _check_query(query: CheckpointQuery) -> CheckpointQuery:
     if query.thread_id is None:
         return query
     return replace(query, thread_id=_thread(query.thread_id))
+
+
+def _threads(thread_ids: Sequence[str]) -> list[str]:
+    if isinstance(thread_ids, str):  # a lone id would be taken letter by letter
+        raise TypeError("thread_ids must be a sequence of thread ids, not one string")
+    return list(dict.fromkeys(_thread(t) for t in thread_ids))
+
+
+def _check_delete(query: CheckpointQuery) -> CheckpointQuery:
+    """A delete names a thread or a filter (never "everything of the user" by omission)."""
+    if query.limit is not None:
+        raise ValueError("a delete of checkpoints takes no limit")
+    if query.thread_id is None and query.filter is None:
+        raise ValueError("a delete of checkpoints needs a thread_id or a filter")
+    return _check_query(replace(query, filter=check_filter(query.filter)))
 
 
 def _check_rules(rules: Sequence[MatchRule]) -> list[MatchRule]:

@@ -34,8 +34,10 @@ async def test_langgraph_conformance_suite(backend: Backend) -> None:
     report = await validate(saver)
     failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
     assert report.passed_all_base(), failures
-    base = {"put", "put_writes", "get_tuple", "list", "delete_thread"}
-    assert base <= {cap for cap, r in report.results.items() if r.passed}
+    assert report.conformance_level() == "FULL", failures  # the extended ones too
+    every = {"put", "put_writes", "get_tuple", "list", "delete_thread"}
+    every |= {"copy_thread", "prune", "delete_for_runs"}
+    assert every <= {cap for cap, r in report.results.items() if r.passed}
 
 
 def config(thread: str, user: Scope | None = None, **extra: str) -> dict:

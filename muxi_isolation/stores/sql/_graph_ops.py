@@ -175,9 +175,7 @@ class GraphOps:
             )
         )
 
-    def get_checkpoints(
-        self, conn: Connection, user: Scope, q: CheckpointQuery
-    ) -> list[CheckpointRecord]:
+    def _matching(self, user: Scope, q: CheckpointQuery) -> list[Cond]:
         t = self.g.checkpoints
         where = self._user(t, user)
         if q.thread_id is not None:
@@ -190,9 +188,15 @@ class GraphOps:
             where.append(t.c.checkpoint_id < q.before)
         if q.filter is not None:
             where.append(compile_filter(q.filter, t.c["metadata"], self.dialect))
+        return where
+
+    def get_checkpoints(
+        self, conn: Connection, user: Scope, q: CheckpointQuery
+    ) -> list[CheckpointRecord]:
+        t = self.g.checkpoints
         query = (
             select(t)
-            .where(*where)
+            .where(*self._matching(user, q))
             .order_by(t.c.checkpoint_id.desc(), t.c.session_id.desc(), t.c.checkpoint_ns.desc())
             .limit(q.limit)
         )
@@ -264,6 +268,72 @@ class GraphOps:
         conn.execute(delete(w).where(*self._user(w, user), w.c.session_id == thread_id))
         gone = conn.execute(delete(t).where(*self._user(t, user), t.c.session_id == thread_id))
         return int(gone.rowcount)
+
+    def copy_thread(self, conn: Connection, user: Scope, source: str, target: str) -> int:
+        """INSERT ... SELECT within the user's rows: both sides name (tenant, user)."""
+        copied = 0
+        for table, changing in (
+            (self.g.checkpoints, ("parent_checkpoint_id", "type", "checkpoint", "metadata")),
+            (self.g.writes, ("channel", "type", "value", "task_path")),
+        ):
+            names = [c.name for c in table.columns]
+            rows = select(
+                *(
+                    bindparam(None, target, type_=c.type) if c.name == "session_id" else c
+                    for c in table.columns
+                )
+            ).where(*self._user(table, user), table.c.session_id == source)
+            stmt = self._insert(table).from_select(names, rows)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(table.primary_key.columns),
+                set_={name: stmt.excluded[name] for name in changing},
+            )
+            done = conn.execute(stmt)
+            copied = int(done.rowcount) if table is self.g.checkpoints else copied
+        return copied
+
+    def prune_threads(
+        self, conn: Connection, user: Scope, thread_ids: list[str], keep_latest: bool
+    ) -> int:
+        gone = 0
+        for chunk in _chunks(thread_ids):
+            for table in (self.g.writes, self.g.checkpoints):  # writes go with checkpoints
+                where = [*self._user(table, user), table.c.session_id.in_(chunk)]
+                if keep_latest:
+                    where.append(table.c.checkpoint_id < self._newest(table))
+                done = conn.execute(delete(table).where(*where))
+            gone += int(done.rowcount)  # the checkpoints'
+        return gone
+
+    def _newest(self, table: Table) -> ColumnElement[Any]:
+        """The newest checkpoint id of the row's own (user, thread, namespace)."""
+        newest = self.g.checkpoints.alias("newest")
+        return (
+            select(func.max(newest.c.checkpoint_id))
+            .where(
+                newest.c.tenant_id == table.c.tenant_id,
+                newest.c.user_id == table.c.user_id,
+                newest.c.session_id == table.c.session_id,
+                newest.c.checkpoint_ns == table.c.checkpoint_ns,
+            )
+            .scalar_subquery()
+        )
+
+    def delete_checkpoints(self, conn: Connection, user: Scope, q: CheckpointQuery) -> int:
+        t, w = self.g.checkpoints, self.g.writes
+        keys = [
+            (row.session_id, row.checkpoint_ns, row.checkpoint_id)
+            for row in conn.execute(
+                select(t.c.session_id, t.c.checkpoint_ns, t.c.checkpoint_id).where(
+                    *self._matching(user, q)
+                )
+            )
+        ]
+        for chunk in _chunks(keys):
+            for table in (w, t):
+                key = tuple_(table.c.session_id, table.c.checkpoint_ns, table.c.checkpoint_id)
+                conn.execute(delete(table).where(*self._user(table, user), key.in_(chunk)))
+        return len(keys)
 
     # -- store items
 
@@ -456,6 +526,28 @@ class SQLGraph:
 
     async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
         return await self._arun(user, self._graph_ops.delete_thread, user, thread_id, write=True)
+
+    def _copy_thread(self, user: Scope, source: str, target: str) -> int:
+        return self._run(user, self._graph_ops.copy_thread, user, source, target, write=True)
+
+    async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
+        op = self._graph_ops.copy_thread
+        return await self._arun(user, op, user, source, target, write=True)
+
+    def _prune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+        op = self._graph_ops.prune_threads
+        return self._run(user, op, user, thread_ids, keep_latest, write=True)
+
+    async def _aprune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+        op = self._graph_ops.prune_threads
+        return await self._arun(user, op, user, thread_ids, keep_latest, write=True)
+
+    def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+        return self._run(user, self._graph_ops.delete_checkpoints, user, query, write=True)
+
+    async def _adelete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+        op = self._graph_ops.delete_checkpoints
+        return await self._arun(user, op, user, query, write=True)
 
     def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
         return self._run(user, self._graph_ops.get_items, user, refs, now)
