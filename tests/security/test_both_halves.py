@@ -298,6 +298,9 @@ def backend_rows() -> list[Row]:
           lambda c: ((c.scope, [WriteRecord("s1", "", "c1", f"t-{c.tag}", 0, "ch", "json",
                                             b"1")]), {"replace": True})),
         R(B, "delete_thread", "adelete_thread", s("s1")),
+        W(B, "copy_thread", "acopy_thread", lambda c: ((c.scope, "s1", f"cp-{c.tag}"), {})),
+        R(B, "prune_threads", "aprune_threads", s(["s1"], keep_latest=False)),
+        R(B, "delete_checkpoints", "adelete_checkpoints", s(CheckpointQuery(thread_id="s1"))),
         R(B, "get_items", "aget_items", s(item, now=NOW)),
         W(B, "put_items", "aput_items",
           lambda c: ((c.scope, [StoreItem(("notes",), f"k-{c.tag}", {"v": "a"}, NOW, NOW)], []),
@@ -418,6 +421,9 @@ def langgraph_rows() -> list[Row]:
         W(K, "put_writes", "aput_writes",
           lambda c: ((cp_config("c1"), [("ch", c.tag)], f"task-{c.tag}"), {})),
         R(K, "delete_thread", "adelete_thread", a("s1")),
+        W(K, "copy_thread", "acopy_thread", lambda c: (("s1", f"cp-{c.tag}"), {})),
+        R(K, "prune", "aprune", a(["s1"], strategy="delete")),
+        R(K, "delete_for_runs", "adelete_for_runs", a(["r1"])),
     ]  # fmt: skip
 
 

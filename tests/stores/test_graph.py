@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from muxi_isolation import Backend, MissingScope, Scope, ScopeViolation
+from muxi_isolation.filters import parse_filter
 from muxi_isolation.stores.graph import (
     CheckpointQuery,
     CheckpointRecord,
@@ -163,3 +165,98 @@ def test_namespaces_are_stored_one_to_one() -> None:
     for namespace in [("a", "b"), ("a.b",), ("a", "b,c"), ('"', "\\"), ("é",), ("e\u0301",)]:
         assert decode_namespace(encode_namespace(namespace)) == namespace
     assert encode_namespace(("a.b",)) != encode_namespace(("a", "b"))
+
+
+# -- copying and pruning threads, deleting checkpoints: the caller's rows only ---------------
+
+ALICE_B = Scope("tenant_b", "alice")  # the same user id in another tenant
+Rows = list[tuple[str, str, str, int]]
+
+
+def plant_threads(backend: Backend, user: Scope) -> None:
+    """The same ids for every user: threads t1 (two namespaces) and t2, runs r1 and r2."""
+    for thread, ns, cid, run in (
+        ("t1", "", "c1", "r1"),
+        ("t1", "", "c2", "r2"),
+        ("t1", "sub", "c1", "r1"),
+        ("t1", "sub", "c3", "r2"),
+        ("t2", "", "c1", "r1"),
+    ):
+        parent = None if cid == "c1" else "c1"
+        backend.put_checkpoint(
+            user, CheckpointRecord(thread, ns, cid, parent, "bytes", b"x", {"run_id": run})
+        )
+        write = WriteRecord(thread, ns, cid, "task", 0, "ch", "bytes", cid.encode())
+        backend.put_checkpoint_writes(user, [write], replace=True)
+
+
+def rows(backend: Backend, user: Scope) -> Rows:
+    return sorted(
+        (r.thread_id, r.checkpoint_ns, r.checkpoint_id, len(r.writes))
+        for r in backend.get_checkpoints(user, CheckpointQuery())
+    )
+
+
+def twins(backend: Backend, name: str) -> list[Any]:
+    """The sync method and its async twin, both as coroutine functions."""
+    sync, twin = getattr(backend, name), getattr(backend, f"a{name}")
+
+    async def run_sync(*args: Any, **kwargs: Any) -> Any:
+        return sync(*args, **kwargs)
+
+    return [run_sync, twin]
+
+
+FULL: Rows = [
+    ("t1", "", "c1", 1),
+    ("t1", "", "c2", 1),
+    ("t1", "sub", "c1", 1),
+    ("t1", "sub", "c3", 1),
+    ("t2", "", "c1", 1),
+]
+
+
+@pytest.mark.parametrize("half", [0, 1], ids=["sync", "async"])
+async def test_copy_prune_and_delete_act_on_the_callers_rows_only(
+    backend: Backend, half: int
+) -> None:
+    for user in (ALICE, BOB, ALICE_B):
+        plant_threads(backend, user)
+    copy = twins(backend, "copy_thread")[half]
+    prune = twins(backend, "prune_threads")[half]
+    delete = twins(backend, "delete_checkpoints")[half]
+
+    assert await copy(BOB, "t1", "t3") == 4
+    t3 = [("t3", ns, cid, n) for t, ns, cid, n in FULL if t == "t1"]
+    assert rows(backend, BOB) == sorted(FULL + t3)
+    assert await prune(BOB, ["t1", "t9"], keep_latest=True) == 2  # the newest per namespace
+    assert rows(backend, BOB) == sorted([*FULL[1:2], *FULL[3:], *t3])
+    runs = CheckpointQuery(filter=parse_filter({"run_id": {"$in": ["r1"]}}))
+    assert await delete(BOB, runs) == 3  # t2's c1 and t3's two c1
+    assert rows(backend, BOB) == sorted([FULL[1], FULL[3], t3[1], t3[3]])
+    assert await prune(BOB, ["t3"], keep_latest=False) == 2
+    assert rows(backend, BOB) == [FULL[1], FULL[3]]
+    for user in (ALICE, ALICE_B):  # the same ids, never touched
+        assert rows(backend, user) == FULL
+
+
+async def test_copy_prune_and_delete_refuse_before_touching_anything(backend: Backend) -> None:
+    plant_threads(backend, ALICE)
+    everything = CheckpointQuery()
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception]]] = [
+        ("copy_thread", (None, "t1", "t3"), {}, MissingScope),
+        ("copy_thread", (ALICE.header, "t1", "t3"), {}, MissingScope),
+        ("prune_threads", (None, ["t1"]), {"keep_latest": False}, MissingScope),
+        ("prune_threads", (ALICE, "t1"), {"keep_latest": False}, TypeError),  # t and 1
+        ("delete_checkpoints", (None, CheckpointQuery("t1")), {}, MissingScope),
+        ("delete_checkpoints", (ALICE, everything), {}, ValueError),  # all by omission
+        ("delete_checkpoints", (ALICE, CheckpointQuery("t1", limit=1)), {}, ValueError),
+    ]
+    for name, args, kwargs, error in calls:
+        for run in twins(backend, name):
+            with pytest.raises(error):
+                await run(*args, **kwargs)
+    assert rows(backend, ALICE) == FULL
+    assert backend.copy_thread(ALICE, "t1", "t1") == 0  # onto itself: nothing to do
+    assert await backend.aprune_threads(ALICE, [], keep_latest=True) == 0
+    assert rows(backend, ALICE) == FULL

@@ -271,26 +271,27 @@ class GraphOps:
 
     def copy_thread(self, conn: Connection, user: Scope, source: str, target: str) -> int:
         """INSERT ... SELECT within the user's rows: both sides name (tenant, user)."""
-        copied = 0
         for table, changing in (
             (self.g.checkpoints, ("parent_checkpoint_id", "type", "checkpoint", "metadata")),
             (self.g.writes, ("channel", "type", "value", "task_path")),
         ):
-            names = [c.name for c in table.columns]
-            rows = select(
-                *(
-                    bindparam(None, target, type_=c.type) if c.name == "session_id" else c
-                    for c in table.columns
-                )
-            ).where(*self._user(table, user), table.c.session_id == source)
-            stmt = self._insert(table).from_select(names, rows)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(table.primary_key.columns),
-                set_={name: stmt.excluded[name] for name in changing},
+            mine = [*self._user(table, user), table.c.session_id == source]
+            columns = [
+                bindparam(None, target, type_=c.type) if c.name == "session_id" else c
+                for c in table.columns
+            ]
+            stmt = self._insert(table).from_select(
+                [c.name for c in table.columns], select(*columns).where(*mine)
             )
-            done = conn.execute(stmt)
-            copied = int(done.rowcount) if table is self.g.checkpoints else copied
-        return copied
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=list(table.primary_key.columns),
+                    set_={name: stmt.excluded[name] for name in changing},
+                )
+            )
+        t = self.g.checkpoints  # PostgreSQL gives no rowcount for INSERT ... SELECT
+        count = select(func.count()).where(*self._user(t, user), t.c.session_id == source)
+        return int(conn.execute(count).scalar_one())
 
     def prune_threads(
         self, conn: Connection, user: Scope, thread_ids: list[str], keep_latest: bool
