@@ -10,8 +10,14 @@
     GET    /openapi.json, GET /health            public
 
 Who a request acts for comes only from the headers, through ``MuxiIsolationMiddleware``;
-a body naming a user is refused. Every error is JSON ``{"error": code, "message": ...}``,
-with typed errors mapped by the one table in ``muxi_isolation.http``. Bodies are parsed as
+a body naming a user is refused. An admin key calls the admin endpoints and nothing else
+(403 on the others) unless its grant allows impersonation (``auth.admin_impersonation``),
+and then the middleware logs each request it makes as a user. Every body is checked whole
+before anything is written: text no backend can store (NUL, a lone surrogate) or NaN in
+any field is 400 ``invalid_input`` naming the field, on every backend.
+
+Every error is JSON ``{"error": code, "message": ...}``, with typed errors mapped by the
+one table in ``muxi_isolation.http``. Bodies are parsed as
 JSON whatever their content type, so the seed's ``curl -d`` calls work as written.
 """
 
@@ -394,9 +400,10 @@ def openapi_document() -> dict[str, Any]:
     text = {"type": "string"}
     time_field = {"type": "string", "format": "date-time"}
     error_texts = {
-        400: "Malformed id, a body naming a user or reserved keys, or not JSON",
+        400: "Malformed id, a body naming a user or reserved keys, text no backend can store "
+        "(NUL, a lone surrogate) or NaN, or not JSON",
         401: "Missing or unknown key",
-        403: "Key not allowed for this user or call",
+        403: "Key not allowed for this user or call (an admin key on a user route)",
         404: "No such session for this user",
         410: "The session has expired",
         413: "Body too large",
@@ -412,7 +419,11 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Create a session for the caller",
                     "parameters": base,
-                    "responses": {"201": _json(_ref("NewSession"), "Created"), **common},
+                    "responses": {
+                        "201": _json(_ref("NewSession"), "Created"),
+                        **common,
+                        **_errors(413, 422),
+                    },
                 },
                 "get": {
                     "summary": "List the caller's sessions",
