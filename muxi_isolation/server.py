@@ -17,8 +17,8 @@ before anything is written: text no backend can store (NUL, a lone surrogate) or
 any field is 400 ``invalid_input`` naming the field, on every backend.
 
 Every error is JSON ``{"error": code, "message": ...}``, with typed errors mapped by the
-one table in ``muxi_isolation.http``. Bodies are parsed as
-JSON whatever their content type, so the seed's ``curl -d`` calls work as written.
+one table in ``muxi_isolation.http``. Bodies are parsed as JSON whatever their content
+type, so the seed's ``curl -d`` calls work as written.
 """
 
 from __future__ import annotations
