@@ -71,7 +71,6 @@ from muxi_isolation import (
     Memory,
     Message,
     Scope,
-    ScopeViolation,
     SessionExists,
     SessionNotFound,
     policy,
@@ -154,7 +153,7 @@ class Model:
     memories: dict[Ident, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     lc_memory: dict[Ident, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     lc_pg: dict[Ident, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    li_simple: dict[str, Ident] = field(default_factory=dict)  # node id -> its one owner
+    li_simple: dict[Ident, set[str]] = field(default_factory=lambda: defaultdict(set))
     li_pg: dict[Ident, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
     lg_items: dict[Ident, dict[tuple[tuple[str, ...], str], str]] = field(
         default_factory=lambda: defaultdict(dict)
@@ -738,12 +737,13 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
                 who = (doc["metadata"][policy.TENANT_KEY], doc["metadata"][policy.USER_KEY])
                 assert stored_id.startswith(id_prefix(Scope(*who)))
             assert len(raw) == sum(len(docs) for docs in self.model.lc_memory.values())
-            stamps = self.li_simple.data.metadata_dict
-            got = {
-                node_id: (md[policy.TENANT_KEY], md[policy.USER_KEY])
-                for node_id, md in stamps.items()
-            }
-            assert got == self.model.li_simple
+            got = set()
+            for stored_id, md in self.li_simple.data.metadata_dict.items():
+                who = (md[policy.TENANT_KEY], md[policy.USER_KEY])
+                prefix = id_prefix(Scope(*who))
+                assert stored_id.startswith(prefix)
+                got.add((who, stored_id[len(prefix) :]))
+            assert got == {(who, m) for who, ms in self.model.li_simple.items() for m in ms}
 
         @rule(actor=actors, mid=mids, asynchronous=st.booleans())
         def lc_memory_add(self, actor: int, mid: str, asynchronous: bool) -> None:
@@ -773,20 +773,13 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
             words = self.content("lisimple")
             node = TextNode(id_=mid, text=words, embedding=LI_EMBED.get_text_embedding(words))
             store = li.ScopedVectorStore(self.li_simple, scope_of(actor))
-            owner = self.model.li_simple.get(mid)
-            try:
-                store.add([node])
-            except ScopeViolation:
-                assert owner is not None and owner != who, (who, mid, owner)
-                return
-            assert owner in (None, who), (who, mid, owner)
-            self.model.li_simple[mid] = who
+            assert store.add([node]) == [mid]  # ids are per user: no other owner can block it
+            self.model.li_simple[who].add(mid)
 
         @rule(actor=actors, mid=mids)
         def li_simple_delete(self, actor: int, mid: str) -> None:
             li.ScopedVectorStore(self.li_simple, scope_of(actor)).delete_nodes([mid])
-            if self.model.li_simple.get(mid) == ident(actor):
-                del self.model.li_simple[mid]
+            self.model.li_simple[ident(actor)].discard(mid)
 
         def simple_ids(self, actor: int) -> set[str]:
             store = li.ScopedVectorStore(self.li_simple, scope_of(actor))
@@ -796,7 +789,7 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
             return set(store.query(query).ids or [])
 
         def simple_expected(self, actor: int) -> set[str]:
-            return {m for m, owner in self.model.li_simple.items() if owner == ident(actor)}
+            return set(self.model.li_simple[ident(actor)])
 
         @precondition(lambda self: postgres)
         @rule(actor=actors, mid=mids)
