@@ -22,7 +22,7 @@ from muxi_isolation import (
     SessionManager,
     SessionNotFound,
 )
-from muxi_isolation.sessions import utc_now
+from muxi_isolation.sessions import new_session_id, utc_now
 
 ALICE = Scope("tenant_a", "alice")
 BOB = Scope("tenant_a", "bob")
@@ -183,3 +183,15 @@ async def test_append_refuses_expired_and_foreign_sessions(
     with pytest.raises(SessionNotFound):
         await call(manager, half, "append", ALICE.with_session("theirs"), [Message("user", "x")])
     assert manager.backend.get_messages(BOB.with_session("theirs")) == []
+
+
+def test_session_ids_hold_192_random_bits() -> None:
+    # "sess_" and 24 random bytes in URL-safe base64 (32 characters)
+    assert len(new_session_id()) == 5 + 32
+
+
+def test_any_positive_timeout_is_taken(backend: Backend) -> None:
+    assert SessionManager(backend, timeout=0.5).timeout == timedelta(seconds=0.5)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="positive"):
+            SessionManager(backend, timeout=bad)
