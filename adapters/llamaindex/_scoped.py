@@ -1,20 +1,23 @@
 """``ScopedVectorStore``: one user's view of a LlamaIndex vector store we do not own.
 
 Writes are stamped with reserved metadata keys (a caller's reserved key raises
-``ReservedKey``). Reads run the scope filter *around* the caller's filter,
-``MetadataFilters([scope, caller], condition=AND)``, never inside it (appending to an OR
-tree widens it). Every returned node is verified against its stamp (anything foreign is
-dropped and logged) and comes back without the stamp. Deletes act only on ids the scope
-owns; another user's node or ref_doc ids are treated as missing.
+``ReservedKey``) and stored under per-user ids (``policy.foreign_id``: node, document and
+related ids get the user's prefix), so two users' ids never meet in the shared store and
+there is no check-then-write to race; every id comes back without the prefix. Reads run the
+scope filter *around* the caller's filter, ``MetadataFilters([scope, caller],
+condition=AND)``, never inside it (appending to an OR tree widens it). Every returned node
+is verified against its stamp (anything foreign is dropped and logged) and comes back
+without the stamp. Deletes act only on nodes the scope's stamp owns; another user's node
+or ref_doc ids are treated as missing, and a delete filter that selects everything is
+refused (``InvalidFilter``).
 
 Per store:
 
 - ``SimpleVectorStore`` cannot evaluate nested filters, so the scope is applied as an
   allow-list of the node ids it owns (read from the store's metadata), intersected with the
   query's ``node_ids``; caller filters pass through unchanged, with SimpleVectorStore's own
-  limits (flat filters only). Its ids are global: adding an id another user owns raises
-  ``ScopeViolation`` instead of overwriting their node. It keeps no text, so LlamaIndex
-  reads nodes from the index's docstore: give each user their own docstore.
+  limits (flat filters only). It keeps no text, so LlamaIndex reads nodes from the index's
+  docstore: give each user their own docstore.
 - ``PGVectorStore`` pastes filter keys and values into SQL text. The scope filter uses
   ``IN`` (text comparison: ``EQ`` casts numeric-looking ids to float, so user ``1e3`` would
   match user ``1000``), scope ids and caller keys/values holding a quote, backslash, colon
@@ -26,6 +29,8 @@ Per store:
 - Other stores get the wrapped filter, the same guard (turn it off with
   ``paste_guard=False`` for stores that bind their parameters) and the same verification.
   A store that returns only ids must implement ``get_nodes`` so the ids can be verified.
+  Ids are stored as ``muxi:<hash>:<id>``: a store that takes only UUIDs or integers as ids
+  cannot be wrapped.
 """
 
 from __future__ import annotations
