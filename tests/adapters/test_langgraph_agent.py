@@ -95,6 +95,8 @@ def test_sync_invoke_and_refusals(example: ModuleType, backend: Backend) -> None
     agent.invoke({"messages": [HumanMessage("remember I like Go")]}, config, context=ctx)
     out = agent.invoke({"messages": [HumanMessage("what do you know?")]}, config, context=ctx)
     assert out["messages"][-1].text.endswith("I know: I like Go.")
+    state = agent.get_state({**config, "context": ctx})  # the context it was invoked with
+    assert state.values["messages"][-1].text == out["messages"][-1].text
     with pytest.raises(MissingScope):
         agent.invoke({"messages": [HumanMessage("hi")]}, config)
     with pytest.raises(ScopeViolation):
