@@ -18,9 +18,9 @@ SQLite saver; pending writes beside them. LangGraph's optional extensions act on
 caller's threads alone: ``copy_thread`` copies one of your threads into another of yours
 (another user's thread id is a missing source, and the target is your own thread of that
 id, opened like a write), ``prune`` and ``delete_for_runs`` delete only your checkpoints.
-``prune(strategy="keep_latest")`` keeps the newest checkpoint of each namespace and drops
-its ancestors, so do not prune threads of a graph using LangGraph's (beta) ``DeltaChannel``,
-whose state is rebuilt from those ancestors.
+``prune(strategy="keep_latest")`` keeps the newest checkpoint of each namespace, and keeps a
+namespace whole while its newest checkpoint still rebuilds a (beta) ``DeltaChannel`` from
+its ancestors (its metadata counts updates since the channel's last snapshot).
 
 ``graph.get_state(config)`` and ``get_state_history`` take no ``context=``: put the
 context you invoke with in the config, ``{"configurable": {"thread_id": sid}, "context":
@@ -62,6 +62,9 @@ __all__ = ["MuxiCheckpointer"]
 
 _SCALARS = (str, int, float, bool)
 _RUN_BATCH = 100
+# LangGraph writes this metadata key while a DeltaChannel has updates since its last snapshot:
+# the checkpoint's state is then rebuilt from its ancestors, which keep_latest must not drop.
+_DELTA_PENDING = parse_filter({"counters_since_delta_snapshot": {"$exists": True}})
 
 
 class MuxiCheckpointer(BaseCheckpointSaver[str]):
@@ -262,7 +265,9 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         keep = _keep_latest(strategy)
-        self.backend.prune_threads(self._user(None), _ids(thread_ids), keep_latest=keep)
+        self.backend.prune_threads(
+            self._user(None), _ids(thread_ids), keep_latest=keep, whole_if=_DELTA_PENDING
+        )
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         user = self._user(None)
@@ -327,7 +332,9 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         keep = _keep_latest(strategy)
-        await self.backend.aprune_threads(self._user(None), _ids(thread_ids), keep_latest=keep)
+        await self.backend.aprune_threads(
+            self._user(None), _ids(thread_ids), keep_latest=keep, whole_if=_DELTA_PENDING
+        )
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         user = self._user(None)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..filters import matches
+from ..filters import Filter, matches
 from ..scope import Scope
 from .base import Counts
 from .graph import (
@@ -140,15 +140,18 @@ class MemoryGraph(GraphMethods):
             )
             return len(copied)
 
-    def _prune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+    def _prune_threads(
+        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
+    ) -> int:
         checkpoints, writes, _ = self._graph()
         wanted = set(thread_ids)
         with self._lock:
             mine = checkpoints.get(self._key(user), {})
-            newest: dict[tuple[str, str], str] = {}
-            for thread, ns, cid in mine:
-                if thread in wanted and keep_latest:
-                    newest[(thread, ns)] = max(cid, newest.get((thread, ns), cid))
+            newest: dict[tuple[str, str], CheckpointRecord] = {}
+            for (thread, ns, cid), record in mine.items():
+                latest = newest.get((thread, ns))
+                if thread in wanted and (latest is None or cid > latest.checkpoint_id):
+                    newest[(thread, ns)] = record
 
             def doomed(key: tuple[Any, ...]) -> bool:
                 if key[0] not in wanted:
@@ -156,7 +159,9 @@ class MemoryGraph(GraphMethods):
                 if not keep_latest:
                     return True
                 latest = newest.get((key[0], key[1]))
-                return latest is not None and key[2] < latest
+                if latest is None or (whole_if is not None and matches(whole_if, latest.metadata)):
+                    return False
+                return bool(key[2] < latest.checkpoint_id)
 
             _drop(writes, self._key(user), doomed)
             return _drop(checkpoints, self._key(user), doomed)
@@ -283,8 +288,10 @@ class MemoryGraph(GraphMethods):
     async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
         return self._copy_thread(user, source, target)
 
-    async def _aprune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
-        return self._prune_threads(user, thread_ids, keep_latest)
+    async def _aprune_threads(
+        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
+    ) -> int:
+        return self._prune_threads(user, thread_ids, keep_latest, whole_if)
 
     async def _adelete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
         return self._delete_checkpoints(user, query)

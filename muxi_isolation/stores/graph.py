@@ -294,19 +294,32 @@ class GraphMethods:
         source, target = _thread(source_thread_id), _thread(target_thread_id)
         return 0 if source == target else await self._acopy_thread(user, source, target)
 
-    def prune_threads(self, scope: Scope, thread_ids: Sequence[str], *, keep_latest: bool) -> int:
-        """Delete this user's checkpoints of these threads (and their writes), all of them
-        or all but the newest of each namespace; returns checkpoints gone."""
+    def prune_threads(
+        self,
+        scope: Scope,
+        thread_ids: Sequence[str],
+        *,
+        keep_latest: bool,
+        whole_if: Filter | None = None,
+    ) -> int:
+        """Delete this user's checkpoints of these threads (and their writes): all of them, or
+        all but the newest of each namespace, except that a namespace whose newest checkpoint's
+        metadata matches ``whole_if`` is kept whole. Returns checkpoints gone."""
         user = policy.require_scope(scope).user()
-        threads = _threads(thread_ids)
-        return self._prune_threads(user, threads, keep_latest) if threads else 0
+        threads, whole = _threads(thread_ids), check_filter(whole_if)
+        return self._prune_threads(user, threads, keep_latest, whole) if threads else 0
 
     async def aprune_threads(
-        self, scope: Scope, thread_ids: Sequence[str], *, keep_latest: bool
+        self,
+        scope: Scope,
+        thread_ids: Sequence[str],
+        *,
+        keep_latest: bool,
+        whole_if: Filter | None = None,
     ) -> int:
         user = policy.require_scope(scope).user()
-        threads = _threads(thread_ids)
-        return await self._aprune_threads(user, threads, keep_latest) if threads else 0
+        threads, whole = _threads(thread_ids), check_filter(whole_if)
+        return await self._aprune_threads(user, threads, keep_latest, whole) if threads else 0
 
     def delete_checkpoints(self, scope: Scope, query: CheckpointQuery) -> int:
         """Delete this user's checkpoints matching ``query`` (and their writes); returns
@@ -428,10 +441,14 @@ class GraphMethods:
     async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
         raise NotImplementedError("_acopy_thread")
 
-    def _prune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+    def _prune_threads(
+        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
+    ) -> int:
         raise NotImplementedError("_prune_threads")
 
-    async def _aprune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+    async def _aprune_threads(
+        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
+    ) -> int:
         raise NotImplementedError("_aprune_threads")
 
     def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:

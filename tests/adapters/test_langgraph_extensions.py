@@ -3,12 +3,14 @@ the caller's own threads, on every backend, through both halves (sync and async)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.graph import END, START, StateGraph
 
 from muxi_isolation import Backend, MissingScope, Scope, SessionExpired, SessionManager
 from muxi_isolation.adapters.langgraph import MuxiCheckpointer
@@ -176,3 +178,33 @@ async def test_prune_refuses_an_unknown_strategy_and_a_lone_id(
     with pytest.raises(TypeError, match="not one string"):
         await call(saver, "prune", "t1")  # would be the threads "t" and "1"
     assert values(saver, "t1") == ["2", "1"]
+
+
+def extend(state: list[str], batches: Sequence[list[str]]) -> list[str]:
+    return [*state, *(note for batch in batches for note in batch)]
+
+
+@pytest.mark.parametrize("frequency", [100, 1], ids=["pending", "snapshotted"])
+async def test_keep_latest_keeps_what_a_delta_channel_is_rebuilt_from(
+    backend: Backend, call: Call, frequency: int
+) -> None:
+    """A DeltaChannel's newest checkpoint holds only the updates since its last snapshot:
+    pruning its ancestors would empty it silently, so such a thread is kept whole."""
+    channel = DeltaChannel(extend, snapshot_frequency=frequency)
+    # the functional form: a class body's annotations are strings here, naming a local
+    notes = TypedDict("notes", {"notes": Annotated[list[str], channel]})  # type: ignore[misc]  # noqa: UP013
+    graph = StateGraph(notes)
+    graph.add_node("note", lambda state: {"notes": [f"seen {len(state['notes'])}"]})
+    graph.add_edge(START, "note")
+    graph.add_edge("note", END)
+    saver = MuxiCheckpointer(backend).for_user(ALICE)
+    app = graph.compile(checkpointer=saver)
+    config: Any = {"configurable": {"thread_id": "t1"}}
+    for word in ("a", "b"):
+        app.invoke({"notes": [word]}, config)
+    before = app.get_state(config).values
+    assert before == {"notes": ["a", "seen 1", "b", "seen 3"]}
+    await call(saver, "prune", ["t1"])
+    assert app.get_state(config).values == before
+    kept = len(backend.get_checkpoints(ALICE, CheckpointQuery("t1")))
+    assert kept == (1 if frequency == 1 else 6)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    exists,
     func,
     or_,
     select,
@@ -294,7 +295,12 @@ class GraphOps:
         return int(conn.execute(count).scalar_one())
 
     def prune_threads(
-        self, conn: Connection, user: Scope, thread_ids: list[str], keep_latest: bool
+        self,
+        conn: Connection,
+        user: Scope,
+        thread_ids: list[str],
+        keep_latest: bool,
+        whole_if: Filter | None,
     ) -> int:
         gone = 0
         for chunk in _chunks(thread_ids):
@@ -302,9 +308,27 @@ class GraphOps:
                 where = [*self._user(table, user), table.c.session_id.in_(chunk)]
                 if keep_latest:
                     where.append(table.c.checkpoint_id < self._newest(table))
+                if keep_latest and whole_if is not None:
+                    where.append(~self._kept_whole(table, whole_if))
                 done = conn.execute(delete(table).where(*where))
             gone += int(done.rowcount)  # the checkpoints'
         return gone
+
+    def _kept_whole(self, table: Table, whole_if: Filter) -> Cond:
+        """The newest checkpoint of the row's (user, thread, namespace) matches ``whole_if``."""
+        head = self.g.checkpoints.alias("head")
+        return exists(
+            select(1)
+            .select_from(head)
+            .where(
+                head.c.tenant_id == table.c.tenant_id,
+                head.c.user_id == table.c.user_id,
+                head.c.session_id == table.c.session_id,
+                head.c.checkpoint_ns == table.c.checkpoint_ns,
+                head.c.checkpoint_id == self._newest(table),
+                compile_filter(whole_if, head.c["metadata"], self.dialect),
+            )
+        )
 
     def _newest(self, table: Table) -> ColumnElement[Any]:
         """The newest checkpoint id of the row's own (user, thread, namespace)."""
@@ -535,13 +559,17 @@ class SQLGraph:
         op = self._graph_ops.copy_thread
         return await self._arun(user, op, user, source, target, write=True)
 
-    def _prune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+    def _prune_threads(
+        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
+    ) -> int:
         op = self._graph_ops.prune_threads
-        return self._run(user, op, user, thread_ids, keep_latest, write=True)
+        return self._run(user, op, user, thread_ids, keep_latest, whole_if, write=True)
 
-    async def _aprune_threads(self, user: Scope, thread_ids: list[str], keep_latest: bool) -> int:
+    async def _aprune_threads(
+        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
+    ) -> int:
         op = self._graph_ops.prune_threads
-        return await self._arun(user, op, user, thread_ids, keep_latest, write=True)
+        return await self._arun(user, op, user, thread_ids, keep_latest, whole_if, write=True)
 
     def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
         return self._run(user, self._graph_ops.delete_checkpoints, user, query, write=True)
