@@ -88,6 +88,16 @@ def _filter(spec: FilterSpec) -> Filter | None:
     return policy.read_filter(spec)
 
 
+def _delete_filter(spec: FilterSpec) -> Filter | None:
+    """No filter deletes everything, as documented; a filter given that matches everything
+    (``{}``, an always-true tree) is a mistake, refused as in every adapter."""
+    if spec is None:
+        return None
+    if isinstance(spec, (Compare, And, Or, Not)):
+        spec = check_filter(spec)
+    return policy.delete_filter(spec)
+
+
 def _verify_scored(scope: Scope, hits: list[Scored]) -> list[Scored]:
     kept = {id(m) for m in policy.verify(scope, [m for m, _ in hits])}
     return [(m, s) for m, s in hits if id(m) in kept]
@@ -351,16 +361,17 @@ class Backend(GraphMethods):
     def delete_memories(
         self, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
     ) -> int:
-        """Delete this user's memories by id and/or filter; neither means all of them."""
+        """Delete this user's memories by id and/or filter; neither means all of them (a
+        filter that matches everything is refused: ``InvalidFilter``)."""
         user = policy.require_scope(scope).user()
-        node = _filter(filter)
+        node = _delete_filter(filter)
         return self._delete_memories(user, None if ids is None else _check_ids(ids), node)
 
     async def adelete_memories(
         self, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
     ) -> int:
         user = policy.require_scope(scope).user()
-        node = _filter(filter)
+        node = _delete_filter(filter)
         return await self._adelete_memories(user, None if ids is None else _check_ids(ids), node)
 
     def search_memories(

@@ -972,3 +972,20 @@ def test_the_64_bit_edges_read_alike_everywhere(
     )
     assert {m.id for m in backend.list_memories(ALICE, filter=spec)} == expected
     assert backend.list_memories(ALICE, limit=2**63 - 1, offset=2**63 - 1) == []
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{}, {"$not": {"n": {"$in": []}}}, {"$or": [{"n": 1}, {"$not": {"n": 1}}]}],
+    ids=["empty", "not-nothing", "x-or-not-x"],
+)
+def test_a_delete_filter_that_matches_everything_is_refused_by_both_halves(
+    backend: Backend, spec: dict[str, object]
+) -> None:
+    backend.upsert_memories(ALICE, [mem("a", n=1), mem("b", n=2)])
+    with pytest.raises(InvalidFilter, match="must select something"):
+        backend.delete_memories(ALICE, filter=spec)
+    with pytest.raises(InvalidFilter, match="must select something"):
+        asyncio.run(backend.adelete_memories(ALICE, filter=spec))
+    assert backend.count_memories(ALICE) == 2
+    assert backend.delete_memories(ALICE, filter={"n": 1}) == 1  # a real filter still works
