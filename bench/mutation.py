@@ -50,6 +50,8 @@ class Group:
 
 # backend-neutral code: memory and SQLite kill what PostgreSQL would, without a server per mutant
 NO_POSTGRES = ("-k", "not postgres")
+# test_both_halves walks Backend's attributes, where mutmut's trampolines add their own
+BASE_ARGS = ("-k", "not postgres and not test_the_table_covers_every_public_pair")
 
 GROUPS = (
     Group(
@@ -79,16 +81,6 @@ GROUPS = (
         args=NO_POSTGRES,
     ),
     Group(
-        "base",
-        "muxi_isolation/stores/base.py",
-        (
-            "tests/stores/test_backends.py",
-            "tests/security/test_both_halves.py",
-            "tests/security/test_mutants_base.py",
-        ),
-        args=NO_POSTGRES,
-    ),
-    Group(
         "graph",
         "muxi_isolation/stores/graph.py",
         (
@@ -97,6 +89,12 @@ GROUPS = (
             "tests/security/test_mutants_graph.py",
         ),
         args=NO_POSTGRES,
+    ),
+    Group(
+        "sql_ops",
+        "muxi_isolation/stores/sql/_ops.py",
+        ("tests/stores/test_backends.py", "tests/security/test_database_wall.py"),
+        only=("*ǁ_user__mutmut_*", "*ǁ_session__mutmut_*"),
     ),
     Group(
         "rls",
@@ -109,10 +107,14 @@ GROUPS = (
         ),
     ),
     Group(
-        "sql_ops",
-        "muxi_isolation/stores/sql/_ops.py",
-        ("tests/stores/test_backends.py", "tests/security/test_database_wall.py"),
-        only=("*ǁ_user__mutmut_*", "*ǁ_session__mutmut_*"),
+        "base",
+        "muxi_isolation/stores/base.py",
+        (
+            "tests/stores/test_backends.py",
+            "tests/security/test_both_halves.py",
+            "tests/security/test_mutants_base.py",
+        ),
+        args=BASE_ARGS,
     ),
 )
 
