@@ -24,7 +24,7 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import policy
-from .errors import AdapterUnavailable
+from .errors import AdapterUnavailable, ConfigError
 from .facade import SessionMessages, UserMemories
 from .records import Memory, Message
 from .scope import Scope
@@ -326,7 +326,7 @@ def as_agent(obj: Any) -> Agent:
         return LangChainAgent(obj)
     if module.startswith("llama_index"):
         return LlamaIndexAgent(obj)
-    raise TypeError(
+    raise ConfigError(
         f"{type(obj).__name__} is not an agent: give an object with async respond(turn), "
         "a LangChain chat model or agent graph, or a LlamaIndex LLM"
     )
@@ -342,7 +342,7 @@ def load_agent(spec: str | None) -> Agent:
         return DemoAgent()
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"agent must be 'demo' or 'module:attribute', got {spec!r}")
+        raise ConfigError(f"agent must be 'demo' or 'module:attribute', got {spec!r}")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)

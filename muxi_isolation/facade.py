@@ -19,6 +19,7 @@ from typing import Any
 
 from . import policy
 from .config import Config, load_config
+from .errors import InvalidInput
 from .records import Memory, Message, SessionRecord
 from .scope import Scope
 from .sessions import Clock, SessionManager, utc_now
@@ -105,7 +106,7 @@ class UserMemories:
         if not isinstance(query, str):
             return query
         if self._embed is None:
-            raise ValueError("searching by text needs an embed function")
+            raise InvalidInput("searching by text needs an embed function", field="query")
         return self._embed(query)
 
     def add(

@@ -12,6 +12,8 @@ import hashlib
 import math
 import re
 
+from .errors import InvalidInput
+
 __all__ = ["hashing_vector"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -19,7 +21,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def hashing_vector(text: str, dim: int = 256) -> list[float]:
     if dim < 2:
-        raise ValueError("dim must be at least 2")
+        raise InvalidInput("dim must be at least 2", field="dim")
     vector = [0.0] * dim
     for word in _WORD.findall(text.lower()):
         digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from . import policy
-from .errors import SessionExists, SessionExpired, SessionNotFound
+from .errors import InvalidInput, SessionExists, SessionExpired, SessionNotFound
 from .records import Message, SessionRecord
 from .scope import Scope, canonical_id
 from .stores.base import Backend
@@ -42,10 +42,13 @@ class SessionManager:
     def __init__(
         self, backend: Backend, *, timeout: float = DEFAULT_TIMEOUT, clock: Clock = utc_now
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("session timeout must be positive")
+        if not timeout > 0:  # NaN too
+            raise InvalidInput("session timeout must be positive", field="timeout")
+        try:
+            self.timeout = timedelta(seconds=timeout)
+        except OverflowError:
+            raise InvalidInput("session timeout is too long", field="timeout") from None
         self.backend = backend
-        self.timeout = timedelta(seconds=timeout)
         self.clock = clock
 
     def _new_record(self, scope: Scope, session_id: str | None) -> SessionRecord:

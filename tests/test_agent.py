@@ -18,6 +18,7 @@ from llama_index.core.llms import MockLLM
 from muxi_isolation import (
     AdapterUnavailable,
     Backend,
+    ConfigError,
     Isolation,
     KeyRing,
     Memory,
@@ -321,9 +322,9 @@ def test_load_agent_specs() -> None:
     made = load_agent("llama_index.core.llms:MockLLM")
     assert isinstance(made, LlamaIndexAgent)
     assert isinstance(made.llm, MockLLM)
-    with pytest.raises(ValueError, match="module:attribute"):
+    with pytest.raises(ConfigError, match="module:attribute"):
         load_agent("no_colon_here")
-    with pytest.raises(TypeError, match="not an agent"):
+    with pytest.raises(ConfigError, match="not an agent"):
         load_agent("collections:OrderedDict")
     with pytest.raises(ModuleNotFoundError):
         load_agent("no_such_module_here:x")

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from .. import policy
+from ..errors import InvalidInput
 from ..records import SessionRecord
 from ..scope import Scope
 from ..stores.base import Backend, Counts
@@ -89,7 +90,7 @@ def register_section(section: Section) -> None:
     taken = {t for s in SECTIONS for t in s.types} | {*CORE_TYPES, EXPORT_FORMAT, END}
     clash = taken & set(section.types)
     if clash:
-        raise ValueError(f"export record types already taken: {sorted(clash)}")
+        raise InvalidInput(f"export record types already taken: {sorted(clash)}", field="types")
     SECTIONS.append(section)
 
 

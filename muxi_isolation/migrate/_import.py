@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import policy
-from ..errors import IsolationError, ScopeViolation, StorageError
+from ..errors import InvalidInput, IsolationError, ScopeViolation, StorageError
 from ..records import Memory, Message, SessionRecord
 from ..scope import Scope, canonical_id
 from ..sessions import DEFAULT_TIMEOUT, Clock, utc_now
@@ -307,7 +307,7 @@ class _Writer:
     def section_record(self, unit: Extra, scope: Scope) -> None:
         section = self.sections.get(unit.type)
         if section is None:
-            raise TypeError(f"no section restores {unit.type!r} records")
+            raise InvalidInput(f"no section restores {unit.type!r} records", field="type")
         counts = section.restore(self.backend, scope.user(), unit.data, self.dry_run)
         for kind, n in counts.items():
             self.report.add(scope.user().header, kind, n)

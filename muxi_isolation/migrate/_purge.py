@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..config import Config
+from ..errors import InvalidInput
 from ..sessions import Clock, utc_now
 from ..stores.base import Backend
 from ._codec import iso
@@ -46,9 +47,12 @@ def retention_cutoff(retention: float | Config | None, now: datetime) -> datetim
         retention = retention.memory.expired_session_retention
     if retention is None:
         return None
-    if retention < 0:
-        raise ValueError("the retention must be zero or more seconds")
-    return now - timedelta(seconds=retention)
+    if not retention >= 0:  # NaN too
+        raise InvalidInput("the retention must be zero or more seconds", field="retention")
+    try:
+        return now - timedelta(seconds=retention)
+    except OverflowError:
+        raise InvalidInput("the retention reaches before year 1", field="retention") from None
 
 
 def purge_expired(

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from operator import mul
 
+from ..errors import InvalidInput
+
 __all__ = ["cosine", "cosine_normed", "norm"]
 
 
@@ -20,7 +22,9 @@ def norm(vector: Sequence[float]) -> float:
 def cosine_normed(query: Sequence[float], query_norm: float, vector: Sequence[float]) -> float:
     """Cosine similarity with the query's norm computed once for a whole scan."""
     if len(vector) != len(query):
-        raise ValueError(f"embedding has {len(vector)} dimensions, the query {len(query)}")
+        raise InvalidInput(
+            f"embedding has {len(vector)} dimensions, the query {len(query)}", field="embedding"
+        )
     denominator = query_norm * norm(vector)
     return sum(map(mul, query, vector)) / denominator if denominator else 0.0
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from ...errors import StorageError, StorageUnavailable
+from ...errors import InvalidInput, StorageError, StorageUnavailable
 
 __all__ = ["describe", "mapped", "unavailable"]
 
@@ -42,7 +42,9 @@ def mapped() -> Iterator[None]:
         if exc.connection_invalidated:
             raise StorageUnavailable(f"lost the database connection ({describe(exc)})") from exc
         if "different vector dimensions" in str(exc.orig):
-            raise ValueError(f"embedding dimensions differ ({describe(exc)})") from exc
+            raise InvalidInput(
+                f"embedding dimensions differ ({describe(exc)})", field="embedding"
+            ) from exc
         raise StorageError(f"the database failed ({describe(exc)})") from exc
     except SQLAlchemyError as exc:
         raise StorageError(f"the database failed ({describe(exc)})") from exc

@@ -33,10 +33,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from ...errors import SessionExists, SessionExpired, SessionNotFound
+from ...errors import (
+    DuplicateRequest,
+    InvalidInput,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+)
 from ...filters import Filter
-from ...records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
+from ...records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
+from ..base import RECEIPT_WINDOW
 from ._filters import compile_filter
 from ._schema import Tables
 from ._vectors import Scored, VectorPlanner, row_to_memory
@@ -81,6 +88,12 @@ def _row_to_session(row: Row[Any]) -> SessionRecord:
     )
 
 
+def _row_to_receipt(row: Row[Any]) -> Receipt:
+    m = row._mapping
+    scope = known_scope(m["tenant_id"], m["user_id"])
+    return Receipt(m["key"], m["request"], dict(m["response"]), m["created_at"], scope)
+
+
 class Ops:
     """Sessions, messages and memories on one connection; the caller owns the transaction."""
 
@@ -114,7 +127,10 @@ class Ops:
 
     # -- sessions
 
-    def insert_session(self, conn: Connection, record: SessionRecord) -> None:
+    def insert_session(
+        self, conn: Connection, record: SessionRecord, receipt: Receipt | None = None
+    ) -> None:
+        self.put_receipt(conn, receipt)
         s = record.scope
         try:
             conn.execute(
@@ -129,6 +145,36 @@ class Ops:
             )
         except IntegrityError as exc:
             raise SessionExists(record.id) from exc
+
+    def put_receipt(self, conn: Connection, receipt: Receipt | None) -> None:
+        """Keep a request's receipt; one already kept under its key (and fresh) refuses the
+        whole transaction (``DuplicateRequest``): a retry of a stored request writes nothing."""
+        if receipt is None:
+            return
+        assert receipt.scope is not None and receipt.created_at is not None
+        r, user = self.t.receipts, receipt.scope
+        assert r is not None
+        mine = [*self._user(r, user), r.c.key == receipt.key]
+        stale = receipt.created_at - RECEIPT_WINDOW
+        conn.execute(delete(r).where(*mine, r.c.created_at < stale))
+        row = {"key": receipt.key, "request": receipt.request, "response": receipt.response}
+        try:  # the error ends the caller's transaction: nothing of the request is written
+            conn.execute(
+                insert(r).values(
+                    tenant_id=user.tenant_id,
+                    user_id=user.user_id,
+                    created_at=receipt.created_at,
+                    **row,
+                )
+            )
+        except IntegrityError as exc:
+            raise DuplicateRequest(receipt.key) from exc
+
+    def get_receipt(self, conn: Connection, user: Scope, key: str) -> Receipt | None:
+        r = self.t.receipts
+        assert r is not None
+        row = conn.execute(select(r).where(*self._user(r, user), r.c.key == key)).first()
+        return None if row is None else _row_to_receipt(row)
 
     def get_session(self, conn: Connection, user: Scope, session_id: str) -> SessionRecord | None:
         s = self.t.sessions
@@ -166,9 +212,15 @@ class Ops:
         messages: Sequence[Message],
         now: datetime,
         expires_at: datetime,
+        create: SessionRecord | None = None,
+        receipt: Receipt | None = None,
     ) -> list[Message]:
-        """Touch the session if it is active and append, in the caller's one transaction."""
+        """Touch the session if it is active and append, in the caller's one transaction
+        (storing ``create`` first, and the ``receipt``, when given)."""
         user, sid = scope.user(), str(scope.session_id)
+        self.put_receipt(conn, receipt)
+        if create is not None:
+            self.insert_session(conn, create)
         if not self.touch_session(conn, user, sid, now, expires_at, active_at=now):
             found = self.get_session(conn, user, sid) is not None
             raise SessionExpired(sid) if found else SessionNotFound(sid)
@@ -298,7 +350,10 @@ class Ops:
         for memory in memories:
             vec = memory.embedding
             if vec is not None and dimension is not None and len(vec) != dimension:
-                raise ValueError(f"embedding has {len(vec)} dimensions, the store {dimension}")
+                raise InvalidInput(
+                    f"embedding has {len(vec)} dimensions, the store {dimension}",
+                    field="embedding",
+                )
             latest[memory.id] = memory
         now = _now()
         rows = [
@@ -373,7 +428,10 @@ class Ops:
     ) -> list[Scored]:
         dimension = self.t.dimension
         if dimension is not None and len(vector) != dimension:
-            raise ValueError(f"the query has {len(vector)} dimensions, the store {dimension}")
+            raise InvalidInput(
+                f"the query has {len(vector)} dimensions, the store {dimension}",
+                field="embedding",
+            )
         return self.vectors.search(conn, user, vector, k, self._filter(node))
 
     # -- maintenance

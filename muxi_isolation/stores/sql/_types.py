@@ -24,6 +24,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import DateTime, LargeBinary, TypeDecorator, TypeEngine
 
+from ...errors import StorageError
+
 __all__ = [
     "Embedding",
     "UTCDateTime",
@@ -56,7 +58,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+            # Not the caller's input: the column holds something no write of ours stores.
+            raise StorageError(f"expected a datetime from the database, got {type(value).__name__}")
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
