@@ -8,10 +8,11 @@ prints, per file, killed / survived / timeout / no-tests / total and the score (
 timed-out mutants over all mutants), the names of the survivors, the total run time, and
 ends with one JSON line of the figures.
 
-How: each group runs in its own scratch copy of the working tree (``--workdir``, by default
-``$TMPDIR/muxi-mutation``) so mutmut's ``mutants/`` folder and its ``[tool.mutmut]`` config
-never touch the repository; everything runs under ``nice -n 19``, one test process at a
-time (``--jobs 1``). The survivors' diffs are written to ``<workdir>/survivors.txt``.
+How: each group runs in its own scratch copy of the commit HEAD points to (``--worktree``:
+of the working tree as it is) under ``--workdir`` (by default ``$TMPDIR/muxi-mutation``), so
+mutmut's ``mutants/`` folder and its ``[tool.mutmut]`` config never touch the repository.
+Everything runs under ``nice -n 19``, one test process at a time (``--jobs 1``). The
+survivors' diffs are written to ``<workdir>/survivors.txt``.
 
 How long: about 40-60 minutes on 2 cores for all groups (the PostgreSQL-backed groups,
 ``rls`` and ``sql_ops``, start a PostgreSQL server per mutant and dominate). A single group:
@@ -125,8 +126,15 @@ SURVIVED = {0}
 NO_TESTS = {5, 33}
 
 
-def _copy_tree(dest: Path) -> None:
-    """The working tree as it is now (tracked and untracked files git does not ignore)."""
+def _copy_tree(dest: Path, rev: str | None) -> None:
+    """The tree of commit ``rev``, or (``None``) the working tree as it is now: tracked and
+    untracked files git does not ignore."""
+    if rev is not None:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -169,12 +177,12 @@ def _mutmut(dest: Path, *args: str, log: Path | None = None) -> int:
         ).returncode
 
 
-def _run_group(group: Group, workdir: Path, jobs: int) -> dict[str, object]:
-    tests = [t for t in group.tests if (ROOT / t).is_file()]
+def _run_group(group: Group, workdir: Path, jobs: int, rev: str | None) -> dict[str, object]:
     dest = workdir / group.name
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    _copy_tree(dest)
+    _copy_tree(dest, rev)
+    tests = [t for t in group.tests if (dest / t).is_file()]
     _configure(dest, group, tests)
     started = time.monotonic()
     code = _mutmut(
@@ -254,16 +262,9 @@ def _diffs(dest: Path, names: list[str]) -> list[str]:
 
 
 def _commit() -> str:
-    head = subprocess.run(
+    return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "muxi_isolation"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 def main() -> None:
@@ -271,6 +272,11 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help="groups to run (default: all)")
     parser.add_argument("--list", action="store_true", help="show the groups and exit")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument(
+        "--worktree",
+        action="store_true",
+        help="mutate the working tree as it is (default: the commit HEAD points to)",
+    )
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "muxi-mutation"
     )
@@ -285,12 +291,13 @@ def main() -> None:
         parser.error(f"unknown groups {unknown}; choose from {sorted(by_name)}")
     chosen = [by_name[n] for n in args.groups] or list(GROUPS)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    commit = _commit()
+    rev = None if args.worktree else _commit()
+    commit = rev or _commit() + "+worktree"
     started = time.monotonic()
     results = []
     for group in chosen:
         print(f"== {group.name}: mutating {group.source}", flush=True)
-        result = _run_group(group, args.workdir, args.jobs)
+        result = _run_group(group, args.workdir, args.jobs, rev)
         results.append(result)
         if "error" in result:
             print(f"   ERROR {result['error']}", flush=True)
