@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -42,7 +42,7 @@ try:
     from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
+    from starlette.routing import Match, Route
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise AdapterUnavailable("starlette and uvicorn", "server") from exc
 
@@ -305,7 +305,7 @@ def create_app(
         Route("/v1/sessions/{session_id:path}", delete_session, methods=["DELETE"]),
         Route("/v1/chat", chat, methods=["POST"]),
         Route("/v1/admin/users/{user_id:path}/export", export_route, methods=["GET"]),
-        Route("/v1/admin/users/{user_id:path}", forget_route, methods=["DELETE"]),
+        _UserRoute("/v1/admin/users/{user_id:path}", forget_route, methods=["DELETE"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
@@ -330,6 +330,18 @@ def create_app(
     )
 
 
+class _UserRoute(Route):
+    """``/v1/admin/users/{user_id}``, except the export URL: ``{user_id:path}`` would take
+    ``a/export`` as a user, so a DELETE there would forget user ``a/export`` instead of being
+    a wrong method (405). A user id holding ``/`` arrives encoded (``%2F``), so the raw path
+    tells the two apart."""
+
+    def matches(self, scope: MutableMapping[str, Any]) -> tuple[Match, MutableMapping[str, Any]]:
+        if scope.get("raw_path", b"").endswith(b"/export"):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def _isolation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IsolationError)
     status, body = error_response(exc)
@@ -349,9 +361,22 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return JSONResponse(
-        {"error": code, "message": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        {"error": code, "message": exc.detail}, status_code=exc.status_code, headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    first route that matched the path, and our paths have a route per method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
@@ -373,38 +398,66 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
 
 
+# What ``canonical_id`` accepts, as patterns both JSON Schema (ECMA-262) and Python read the
+# same way: no control character (Cc) or line/paragraph separator, no whitespace at either
+# end (``str.strip``'s whitespace, spelled out: ECMA's ``\s`` is not Python's), 1-255 long.
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_SPACE = r"\x20\xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _id_pattern(exclude: str = "") -> str:
+    edge, inner = f"[^{_CONTROL}{_SPACE}{exclude}]", f"[^{_CONTROL}{exclude}]"
+    return f"{edge}(?:{inner}{{0,253}}{edge})?"
+
+
+ID_PATTERN = f"^{_id_pattern()}$"
+# tenant:user split at the first ':' (a tenant never holds one), or a default-tenant user.
+USER_PATTERN = f"^{_id_pattern(':')}(?::{_id_pattern()})?$"
+# No NUL in body text. Lone surrogates (``"\ud800"`` in JSON) are 400 too, but a pattern
+# cannot tell them from pairs in both dialects; the 400 response says so.
+_NO_NUL = r"^[^\x00]*$"
+
+
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of this server (written by hand, checked by a test)."""
+    """The OpenAPI 3.1 description of this server, exact enough for a fuzzer: every request
+    it allows is accepted, every one it forbids refused, every status it can answer listed
+    (``tests/test_http_contract.py`` runs Schemathesis against the live server)."""
     session_id = {
         "name": "session_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 255},
     }
     user_path = {
         "name": "user_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": USER_PATTERN, "minLength": 1, "maxLength": 511},
         "description": "The user's X-Muxi-User-Id value, percent-encoded (tenant_a%3Auser_1).",
     }
     user_header = {
         "name": "X-Muxi-User-Id",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "maxLength": 511},
-        "description": 'tenant:user, or a user of the default tenant; none means user "0".',
+        "schema": {"type": "string", "pattern": USER_PATTERN, "minLength": 1, "maxLength": 511},
+        "description": 'tenant:user, or a user of the default tenant; none means user "0". '
+        "Ids are NFC, 1-255 characters, without control characters or whitespace at either "
+        "end; a tenant id holds no ':'. Anything else, or the header sent twice, is 400.",
     }
     base = [{"$ref": "#/components/parameters/UserId"}]
     common = _errors(400, 401, 403, 503)
     text = {"type": "string"}
     time_field = {"type": "string", "format": "date-time"}
+    json_value = _ref("JsonValue")
+    no_nul = {"type": "string", "pattern": _NO_NUL}
     error_texts = {
         400: "Malformed id, a body naming a user or reserved keys, text no backend can store "
         "(NUL, a lone surrogate) or NaN, or not JSON",
         401: "Missing or unknown key",
         403: "Key not allowed for this user or call (an admin key on a user route)",
-        404: "No such session for this user",
+        404: "No such session for this user, or no route for the path (an id holding a line "
+        "break or a dot segment)",
         410: "The session has expired",
         413: "Body too large",
         422: "JSON of the wrong shape",
@@ -419,6 +472,13 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Create a session for the caller",
                     "parameters": base,
+                    "requestBody": {
+                        "required": False,
+                        **_json(
+                            {"type": "object", "maxProperties": 0},
+                            "No body, or an empty object",
+                        ),
+                    },
                     "responses": {
                         "201": _json(_ref("NewSession"), "Created"),
                         **common,
@@ -463,14 +523,22 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Admin key: everything stored for a user",
                     "parameters": [user_path],
-                    "responses": {"200": _json(_ref("UserExport"), "The export"), **common},
+                    "responses": {
+                        "200": _json(_ref("UserExport"), "The export"),
+                        **common,
+                        **_errors(404),
+                    },
                 },
             },
             "/v1/admin/users/{user_id}": {
                 "delete": {
                     "summary": "Admin key: delete every row of a user",
                     "parameters": [user_path],
-                    "responses": {"200": _json(_ref("ForgetResult"), "Counts"), **common},
+                    "responses": {
+                        "200": _json(_ref("ForgetResult"), "Counts"),
+                        **common,
+                        **_errors(404),
+                    },
                 },
             },
             "/openapi.json": {
@@ -510,6 +578,19 @@ def openapi_document() -> dict[str, Any]:
                         "rule": text,
                         "session_id": text,
                     },
+                },
+                "JsonValue": {
+                    "description": "Any JSON value whose strings and keys hold no NUL",
+                    "anyOf": [
+                        no_nul,
+                        {"type": ["number", "boolean", "null"]},
+                        {"type": "array", "items": json_value},
+                        {
+                            "type": "object",
+                            "propertyNames": no_nul,
+                            "additionalProperties": json_value,
+                        },
+                    ],
                 },
                 "NewSession": {
                     "type": "object",
@@ -555,10 +636,31 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["message"],
                     "properties": {
-                        "message": {"type": "string", "minLength": 1},
-                        "session_id": text,
-                        "metadata": {"type": "object"},
+                        "message": {
+                            "type": "string",
+                            "pattern": f"^[^\\x00]*[^\\x00{_WHITESPACE}][^\\x00]*$",
+                            "description": "Not blank",
+                        },
+                        "session_id": {
+                            "type": ["string", "null"],
+                            "pattern": ID_PATTERN,
+                            "minLength": 1,
+                            "maxLength": 255,
+                            "description": "The caller's session; absent or null: a new one",
+                        },
+                        "metadata": {
+                            "type": ["object", "null"],
+                            "description": "Stored with the user's message (null: none)",
+                            "propertyNames": {
+                                **no_nul,
+                                "not": {"enum": sorted(policy.RESERVED_KEYS)},
+                            },
+                            "additionalProperties": json_value,
+                        },
                     },
+                    # Other fields are checked like the rest and ignored; naming a user is 400.
+                    "propertyNames": {**no_nul, "not": {"enum": sorted(_BODY_SCOPE_FIELDS)}},
+                    "additionalProperties": json_value,
                 },
                 "ChatResponse": {
                     "type": "object",
