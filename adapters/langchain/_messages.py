@@ -38,6 +38,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.policy import RESERVED_KEYS
 from muxi_isolation.records import Message
 
@@ -97,11 +98,15 @@ def _non_default(message: BaseMessage, data: dict[str, Any]) -> dict[str, Any]:
 def to_record(message: BaseMessage) -> Message:
     """The neutral record for one LangChain message (not yet stamped with a scope)."""
     if not isinstance(message, BaseMessage):
-        raise TypeError(f"expected a LangChain message, got {type(message).__name__}")
+        raise InvalidInput(
+            f"expected a LangChain message, got {type(message).__name__}", field="message"
+        )
     if isinstance(message, BaseMessageChunk) and message.type not in _ROLES:
         message = message_chunk_to_message(message)
     if message.type not in _ROLES:
-        raise ValueError(f"a {message.type!r} message cannot be stored in a chat history")
+        raise InvalidInput(
+            f"a {message.type!r} message cannot be stored in a chat history", field="message"
+        )
     data = message_to_dict(message)["data"]
     data.pop("type", None)
     content = data.pop("content")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.stores.similarity import cosine
 
 __all__ = ["mmr"]
@@ -19,7 +20,7 @@ def mmr(
     The first pick is the candidate closest to the query; ties go to the earlier one.
     """
     if not 0.0 <= lambda_mult <= 1.0:
-        raise ValueError("lambda_mult must be between 0 and 1")
+        raise InvalidInput("lambda_mult must be between 0 and 1", field="lambda_mult")
     to_query = [cosine(query, c) for c in candidates]
     chosen: list[int] = []
     redundancy = [-math.inf] * len(candidates)

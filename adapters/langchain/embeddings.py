@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.hashing import hashing_vector
 
 __all__ = ["HashingEmbeddings"]
@@ -18,7 +19,7 @@ class HashingEmbeddings(Embeddings):
 
     def __init__(self, size: int = 256) -> None:
         if size < 2:
-            raise ValueError("size must be at least 2")
+            raise InvalidInput("size must be at least 2", field="size")
         self.size = size
 
     def _embed(self, text: str) -> list[float]:

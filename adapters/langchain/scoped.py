@@ -36,7 +36,13 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from muxi_isolation import policy
-from muxi_isolation.errors import InvalidFilter, ReservedKey, ScopeViolation, UnsupportedStore
+from muxi_isolation.errors import (
+    InvalidFilter,
+    InvalidInput,
+    ReservedKey,
+    ScopeViolation,
+    UnsupportedStore,
+)
 from muxi_isolation.filters import matches
 from muxi_isolation.scope import Scope
 
@@ -234,7 +240,7 @@ class ScopedVectorStore(VectorStore):
     ) -> tuple[list[Document], list[str]]:
         """Copies stamped with the scope under stored ids, and the caller's ids."""
         if ids is not None and len(ids) != len(documents):
-            raise ValueError(f"got {len(ids)} ids for {len(documents)} documents")
+            raise InvalidInput(f"got {len(ids)} ids for {len(documents)} documents", field="ids")
         given = ids if ids is not None else [d.id for d in documents]
         caller_ids = [str(i) if i else str(uuid.uuid4()) for i in given]
         stamped = [
@@ -438,7 +444,9 @@ class ScopedVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> ScopedVectorStore:
-        raise TypeError("build the store first, then wrap it: scope_vectorstore(store, scope)")
+        raise UnsupportedStore(
+            "build the store first, then wrap it: scope_vectorstore(store, scope)"
+        )
 
 
 def _delete_ids(ids: list[str] | None, kwargs: Mapping[str, Any]) -> list[str]:
@@ -454,7 +462,9 @@ def _delete_ids(ids: list[str] | None, kwargs: Mapping[str, Any]) -> list[str]:
 def _documents(texts: Iterable[str], metadatas: list[dict[str, Any]] | None) -> list[Document]:
     texts = list(texts)
     if metadatas is not None and len(metadatas) != len(texts):
-        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+        raise InvalidInput(
+            f"got {len(metadatas)} metadatas for {len(texts)} texts", field="metadatas"
+        )
     metas = metadatas if metadatas is not None else [{} for _ in texts]
     return [
         Document(page_content=t, metadata=dict(m or {})) for t, m in zip(texts, metas, strict=True)

@@ -32,7 +32,7 @@ from pydantic import model_validator
 
 from muxi_isolation import policy
 from muxi_isolation.context import get_scope
-from muxi_isolation.errors import InvalidFilter
+from muxi_isolation.errors import InvalidFilter, InvalidInput, UnsupportedStore
 from muxi_isolation.records import Memory
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, FilterSpec, Scored
@@ -65,12 +65,14 @@ def _batch(
     """Validated texts, metadata copies and ids (a uuid4 where none was given)."""
     texts = list(texts)
     if metadatas is not None and len(metadatas) != len(texts):
-        raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+        raise InvalidInput(
+            f"got {len(metadatas)} metadatas for {len(texts)} texts", field="metadatas"
+        )
     if ids is not None and len(ids) != len(texts):
-        raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+        raise InvalidInput(f"got {len(ids)} ids for {len(texts)} texts", field="ids")
     for text in texts:
         if not isinstance(text, str):
-            raise TypeError(f"texts must be strings, not {type(text).__name__}")
+            raise InvalidInput(f"texts must be strings, not {type(text).__name__}", field="texts")
     metas = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in texts]
     for meta in metas:
         policy.check_metadata(meta)  # fail before anything is embedded
@@ -83,7 +85,10 @@ def _memories(
 ) -> list[Memory]:
     """One memory per id; a repeated id in one batch keeps its last document."""
     if len(vectors) != len(texts):
-        raise ValueError(f"the embedding returned {len(vectors)} vectors for {len(texts)} texts")
+        raise InvalidInput(
+            f"the embedding returned {len(vectors)} vectors for {len(texts)} texts",
+            field="embedding",
+        )
     latest = {i: n for n, i in enumerate(ids)}
     return [
         Memory(ids[n], texts[n], metas[n], [float(x) for x in vectors[n]])
@@ -371,7 +376,7 @@ class MuxiVectorStore(VectorStore):
         kwargs: dict[str, Any],
     ) -> MuxiVectorStore:
         if not isinstance(backend, Backend):
-            raise TypeError("from_texts() needs backend=<a muxi_isolation Backend>")
+            raise UnsupportedStore("from_texts() needs backend=<a muxi_isolation Backend>")
         return cls(backend, embedding, scope=scope, **kwargs)
 
     def as_retriever(self, **kwargs: Any) -> MuxiRetriever:

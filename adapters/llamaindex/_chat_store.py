@@ -28,7 +28,7 @@ from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 
 from muxi_isolation import policy
-from muxi_isolation.errors import SessionNotFound
+from muxi_isolation.errors import InvalidInput, SessionNotFound, UnsupportedStore
 from muxi_isolation.records import Message
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
@@ -51,7 +51,9 @@ class _Binding:
         create_sessions: bool,
     ) -> None:
         if not isinstance(backend, Backend):
-            raise TypeError(f"a muxi_isolation Backend is required, got {type(backend).__name__}")
+            raise UnsupportedStore(
+                f"a muxi_isolation Backend is required, got {type(backend).__name__}"
+            )
         self.backend = backend
         self.scope = scope
         self.sessions = sessions or SessionManager(backend)
@@ -106,7 +108,7 @@ def _records(messages: Sequence[ChatMessage], status: str | None = None) -> list
 
 def _at(rows: Sequence[Message], idx: int) -> Message | None:
     if not isinstance(idx, int) or isinstance(idx, bool):
-        raise TypeError("a message index must be an integer")
+        raise InvalidInput("a message index must be an integer", field="idx")
     return rows[idx] if -len(rows) <= idx < len(rows) else None
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.records import Message
 
 __all__ = ["FOREIGN_KEYS", "LLAMA_INDEX_KEY", "to_chat_message", "to_message"]
@@ -46,6 +47,10 @@ _UNCONVERTED = "unconverted_blocks"
 
 def to_message(message: ChatMessage) -> Message:
     """The neutral record of a LlamaIndex message (not yet stamped with a scope)."""
+    if not isinstance(message, ChatMessage):  # as the LangChain adapter answers
+        raise InvalidInput(
+            f"expected a LlamaIndex ChatMessage, got {type(message).__name__}", field="message"
+        )
     dump = message.model_dump(mode="json")
     kwargs: dict[str, Any] = dict(dump["additional_kwargs"])
     raw_calls = kwargs.pop("tool_calls", None)

@@ -20,6 +20,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 
+from muxi_isolation.errors import InvalidInput, UnsupportedStore
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, Scored
 
@@ -44,9 +45,11 @@ def _ids(key: str, ids: Sequence[str] | None) -> dict[str, Any] | None:
 
 def _query_spec(query: VectorStoreQuery) -> tuple[list[float], int, dict[str, Any] | None]:
     if query.mode != VectorStoreQueryMode.DEFAULT:
-        raise ValueError(f"MuxiVectorStore supports the default query mode, not {query.mode}")
+        raise InvalidInput(
+            f"MuxiVectorStore supports the default query mode, not {query.mode}", field="mode"
+        )
     if query.query_embedding is None:
-        raise ValueError("MuxiVectorStore needs a query embedding")
+        raise InvalidInput("MuxiVectorStore needs a query embedding", field="query_embedding")
     spec = _and(
         to_filter(query.filters, SESSION_ALIAS),
         _ids("ref_doc_id", query.doc_ids),
@@ -93,7 +96,9 @@ class MuxiVectorStore(BasePydanticVectorStore):
 
     def __init__(self, backend: Backend, scope: Scope | None = None, **kwargs: Any) -> None:
         if not isinstance(backend, Backend):
-            raise TypeError(f"a muxi_isolation Backend is required, got {type(backend).__name__}")
+            raise UnsupportedStore(
+                f"a muxi_isolation Backend is required, got {type(backend).__name__}"
+            )
         super().__init__(stores_text=True, **kwargs)
         self._backend = backend
         self._scope = scope

@@ -25,6 +25,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 from muxi_isolation import (
     Backend,
     InvalidIdentifier,
+    InvalidInput,
     Message,
     MissingScope,
     Scope,
@@ -129,7 +130,7 @@ def test_a_bad_message_in_a_batch_writes_nothing(
     backend: Backend, sessions: SessionManager
 ) -> None:
     hist = history(backend, sessions, ALICE)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidInput):
         hist.add_messages([HumanMessage("ok"), "not a message"])  # type: ignore[list-item]
     assert hist.messages == []
 

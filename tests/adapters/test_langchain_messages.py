@@ -17,6 +17,7 @@ from langchain_core.messages import (
 )
 
 from muxi_isolation.adapters.langchain import from_record, to_record
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.records import Message
 
 ROUND_TRIPS: list[BaseMessage] = [
@@ -134,5 +135,5 @@ def test_chunks_without_a_stored_type_become_messages() -> None:
 def test_not_a_chat_message() -> None:
     with pytest.raises(ValueError, match="cannot be stored"):
         to_record(RemoveMessage(id="m1"))
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidInput):
         to_record("hello")  # type: ignore[arg-type]
