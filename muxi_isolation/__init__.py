@@ -10,11 +10,14 @@ from .errors import (
     AccessDenied,
     AdapterUnavailable,
     ConfigError,
+    DeadlineExceeded,
+    DuplicateRequest,
     Forbidden,
     InvalidFilter,
     InvalidIdentifier,
     InvalidInput,
     IsolationError,
+    KeyReused,
     MissingScope,
     MissingSecret,
     ReservedKey,
@@ -30,7 +33,7 @@ from .errors import (
 )
 from .facade import Isolation, SessionMessages, UserMemories
 from .keys import AccessLevel, Grant, KeyRing
-from .records import Memory, Message, SessionRecord
+from .records import Memory, Message, Receipt, SessionRecord
 from .scope import DEFAULT_TENANT, DEFAULT_USER, Scope
 from .sessions import SessionManager
 from .stores import Backend, MemoryBackend, open_backend
@@ -46,6 +49,8 @@ __all__ = [
     "Backend",
     "Config",
     "ConfigError",
+    "DeadlineExceeded",
+    "DuplicateRequest",
     "Forbidden",
     "Grant",
     "InvalidFilter",
@@ -53,12 +58,14 @@ __all__ = [
     "InvalidInput",
     "Isolation",
     "IsolationError",
+    "KeyReused",
     "KeyRing",
     "Memory",
     "MemoryBackend",
     "Message",
     "MissingScope",
     "MissingSecret",
+    "Receipt",
     "ReservedKey",
     "Scope",
     "ScopeViolation",

@@ -3,7 +3,8 @@
     IsolationError
     ├── InvalidInput             a value no backend can take (HTTP 400); ``field`` names it
     │   ├── InvalidIdentifier    a tenant, user or session id breaks the canonical form
-    │   └── InvalidFilter        a metadata filter that does not parse
+    │   ├── InvalidFilter        a metadata filter that does not parse
+    │   └── KeyReused            an idempotency key sent again with another request
     ├── MissingScope             a call arrived without a scope: we fail closed
     ├── ScopeViolation           input tries to reach outside its scope
     │   └── ReservedKey          a caller's metadata or filter names a reserved scope key
@@ -15,8 +16,10 @@
     │   └── Forbidden            a valid key acting beyond its level (HTTP 403)
     ├── ConfigError              invalid configuration
     │   └── MissingSecret        a ${{ secrets.NAME }} with no value
+    ├── DuplicateRequest         a request whose idempotency key is already stored
     ├── StorageError             the database failed; the driver error is chained
     │   └── StorageUnavailable   the database cannot be reached
+    │       └── DeadlineExceeded the call's deadline passed; what it wrote is rolled back
     ├── AdapterUnavailable       an optional framework is not installed
     ├── UnsupportedStore         a foreign store the adapters cannot scope safely
     └── UnreadableSource         an import source (table, file) that cannot be read
@@ -31,11 +34,14 @@ __all__ = [
     "AccessDenied",
     "AdapterUnavailable",
     "ConfigError",
+    "DeadlineExceeded",
+    "DuplicateRequest",
     "Forbidden",
     "InvalidFilter",
     "InvalidIdentifier",
     "InvalidInput",
     "IsolationError",
+    "KeyReused",
     "MissingScope",
     "MissingSecret",
     "ReservedKey",
@@ -99,6 +105,25 @@ class InvalidFilter(InvalidInput):
         super().__init__(message, field="filter")
 
 
+class KeyReused(InvalidInput):
+    """An idempotency key this user already sent with another request (HTTP 422)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was used for another request", field="Idempotency-Key"
+        )
+        self.key = key
+
+
+class DuplicateRequest(IsolationError):
+    """A request whose idempotency key this user already stored: nothing was written, and
+    the stored answer (``Backend.get_receipt``) is the one to give back."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a request with idempotency key {key!r} is already stored")
+        self.key = key
+
+
 class SessionError(IsolationError):
     """A problem with a session."""
 
@@ -153,6 +178,11 @@ class StorageError(IsolationError):
 
 class StorageUnavailable(StorageError):
     """The storage backend cannot be reached (connection refused, server gone)."""
+
+
+class DeadlineExceeded(StorageUnavailable):
+    """The call ran past its deadline (``statement_timeout``); its transaction is rolled
+    back, so nothing it wrote is stored later. Retry it (with the same idempotency key)."""
 
 
 class AdapterUnavailable(IsolationError, ImportError):

@@ -52,11 +52,16 @@ class SessionMessages:
     async def aadd(self, role: str, content: Any, **metadata: Any) -> Message:
         return (await self.aadd_messages([Message(role, content, metadata)]))[0]
 
-    def add_messages(self, messages: Sequence[Message]) -> list[Message]:
-        return self._sessions.append(self._scope, messages)
+    def add_messages(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[Message]:
+        """Append; with ``idempotency_key`` a retry of a stored append writes nothing."""
+        return self._sessions.append(self._scope, messages, idempotency_key=idempotency_key)
 
-    async def aadd_messages(self, messages: Sequence[Message]) -> list[Message]:
-        return await self._sessions.aappend(self._scope, messages)
+    async def aadd_messages(
+        self, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[Message]:
+        return await self._sessions.aappend(self._scope, messages, idempotency_key=idempotency_key)
 
     def get(self, *, last: int | None = None) -> list[Message]:
         return self._backend.get_messages(self._scope, last=last)

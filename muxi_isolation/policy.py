@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from . import _input
 from .errors import InvalidFilter, MissingScope, ReservedKey, ScopeViolation
 from .filters import And, Compare, Filter, Not, Or, filter_keys, parse_filter
-from .records import Memory, Message, SessionRecord
+from .records import Memory, Message, Receipt, SessionRecord
 from .scope import Scope
 
 __all__ = [
@@ -51,7 +51,7 @@ SESSION_KEY = "muxi_session_id"
 RESERVED_KEYS = frozenset({TENANT_KEY, USER_KEY, SESSION_KEY})
 SCOPE_FIELDS = frozenset({"tenant_id", "user_id", "session_id"})
 
-R = TypeVar("R", Message, Memory, SessionRecord)
+R = TypeVar("R", Message, Memory, SessionRecord, Receipt)
 
 
 class Stamped(Protocol):
@@ -87,10 +87,13 @@ def stamp(scope: Scope, record: R) -> R:
 
     Messages are stamped with the full scope (they need a session); memories with the
     scope as given (the session, if any, records where the memory was made); session
-    records with the user.
+    records and receipts with the user.
     """
     target = owner(require_scope(scope, session=isinstance(record, Message)), record.scope)
     if isinstance(record, SessionRecord):
+        return replace(record, scope=target.user())
+    if isinstance(record, Receipt):
+        check_json(record.response, "receipt")
         return replace(record, scope=target.user())
     check_metadata(record.metadata)
     if isinstance(record, Message):

@@ -13,7 +13,7 @@ from typing import Any
 
 from .scope import Scope
 
-__all__ = ["ACTIVE", "ARCHIVED", "JSON", "Memory", "Message", "SessionRecord"]
+__all__ = ["ACTIVE", "ARCHIVED", "JSON", "Memory", "Message", "Receipt", "SessionRecord"]
 
 JSON = Any
 ACTIVE = "active"
@@ -68,5 +68,24 @@ class Memory:
     content: str
     metadata: dict[str, JSON] = field(default_factory=dict)
     embedding: list[float] | None = None
+    created_at: datetime | None = None
+    scope: Scope | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an idempotent request answered, kept for its user under the request's key.
+
+    A retry with the same ``key`` (an HTTP ``Idempotency-Key``, or the ``idempotency_key`` of
+    an append) gets ``response`` back and writes nothing; ``request`` is a digest of what was
+    asked, so the same key with another request is refused. Written in the same transaction
+    as the request's own writes: both are stored, or neither. ``seqs``: the store fills in
+    the sequence numbers the request's messages got.
+    """
+
+    key: str
+    request: str
+    response: dict[str, JSON]
+    seqs: tuple[int, ...] = ()
     created_at: datetime | None = None
     scope: Scope | None = None

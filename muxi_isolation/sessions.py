@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from . import policy
-from .errors import InvalidInput, SessionExists, SessionExpired, SessionNotFound
-from .records import Message, SessionRecord
+from .errors import DuplicateRequest, InvalidInput, SessionExists, SessionExpired, SessionNotFound
+from .idempotency import message_request, replayed
+from .records import Message, Receipt, SessionRecord
 from .scope import Scope, canonical_id
 from .stores.base import Backend
 
@@ -107,12 +108,43 @@ class SessionManager:
         except SessionExists:  # another request created it first
             return self.touch(scope, session_id)
 
-    def append(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
-        """Append to the scope's session if it is active, extending it: one transaction."""
+    def append(
+        self, scope: Scope, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> list[Message]:
+        """Append to the scope's session if it is active, extending it: one transaction.
+
+        With ``idempotency_key``, a retry of an append already stored for this user gets the
+        stored messages back and writes nothing (the same key with other messages:
+        ``KeyReused``).
+        """
+        scope = policy.require_scope(scope, session=True)
+        if idempotency_key is None:
+            return self._append(scope, messages, None)
+        request = message_request(scope.session_id, list(messages))
+        found = replayed(self.backend.get_receipt(scope, idempotency_key), request)
+        if found is None:
+            try:
+                return self._append(scope, messages, Receipt(idempotency_key, request, {}))
+            except DuplicateRequest:  # a twin of this request was stored meanwhile
+                found = replayed(self.backend.get_receipt(scope, idempotency_key), request)
+        return self._stored(scope, found, self.backend.get_messages(scope))
+
+    def _append(
+        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None
+    ) -> list[Message]:
         now = self.clock()
+        expires_at = now + self.timeout
         return self.backend.append_to_session(
-            scope, messages, now=now, expires_at=now + self.timeout
+            scope, messages, now=now, expires_at=expires_at, receipt=receipt
         )
+
+    @staticmethod
+    def _stored(scope: Scope, receipt: Receipt | None, history: list[Message]) -> list[Message]:
+        """The messages a stored request appended, read back from the history."""
+        if receipt is None:  # stored, then purged between the two reads
+            raise SessionNotFound(str(scope.session_id))
+        seqs = set(receipt.seqs)
+        return [m for m in history if m.seq in seqs]
 
     def list(self, scope: Scope) -> builtins.list[SessionRecord]:
         return self.backend.list_sessions(scope)
@@ -169,10 +201,29 @@ class SessionManager:
         except SessionExists:
             return await self.atouch(scope, session_id)
 
-    async def aappend(self, scope: Scope, messages: Sequence[Message]) -> builtins.list[Message]:
+    async def aappend(
+        self, scope: Scope, messages: Sequence[Message], *, idempotency_key: str | None = None
+    ) -> builtins.list[Message]:
+        scope = policy.require_scope(scope, session=True)
+        if idempotency_key is None:
+            return await self._aappend(scope, messages, None)
+        request = message_request(scope.session_id, list(messages))
+        found = replayed(await self.backend.aget_receipt(scope, idempotency_key), request)
+        if found is None:
+            try:
+                receipt = Receipt(idempotency_key, request, {})
+                return await self._aappend(scope, messages, receipt)
+            except DuplicateRequest:
+                found = replayed(await self.backend.aget_receipt(scope, idempotency_key), request)
+        return self._stored(scope, found, await self.backend.aget_messages(scope))
+
+    async def _aappend(
+        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None
+    ) -> builtins.list[Message]:
         now = self.clock()
+        expires_at = now + self.timeout
         return await self.backend.aappend_to_session(
-            scope, messages, now=now, expires_at=now + self.timeout
+            scope, messages, now=now, expires_at=expires_at, receipt=receipt
         )
 
     async def alist(self, scope: Scope) -> builtins.list[SessionRecord]:

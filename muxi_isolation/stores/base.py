@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeAlias
 
 from .. import policy
 from .._input import INT64_MAX, check_int, check_text
 from ..errors import InvalidIdentifier, InvalidInput
 from ..filters import And, Compare, Filter, Not, Or, check_filter
-from ..records import Memory, Message, SessionRecord
-from ..scope import Scope
+from ..records import Memory, Message, Receipt, SessionRecord
+from ..scope import Scope, canonical_id
 from .graph import GraphMethods
 
-__all__ = ["Backend", "Counts", "FilterSpec", "Scored"]
+__all__ = ["RECEIPT_WINDOW", "Backend", "Counts", "FilterSpec", "Scored"]
 
 FilterSpec: TypeAlias = "Mapping[str, Any] | Filter | None"
 Scored: TypeAlias = "tuple[Memory, float]"
 Counts: TypeAlias = "dict[str, int]"
+RECEIPT_WINDOW = timedelta(hours=24)  # how long a retry with the same key is a replay
 
 
 # Input checks: every one raises ``InvalidInput`` (a ``ValueError``) before the backend is
@@ -68,6 +70,15 @@ def _check_ids(ids: Sequence[str]) -> list[str]:
     return [check_text(i, "ids") for i in ids]
 
 
+def _receipt(scope: Scope, receipt: Receipt | None) -> Receipt | None:
+    """The receipt stamped for the user, with its time; its key in the canonical form."""
+    if receipt is None:
+        return None
+    key = canonical_id(receipt.key, "idempotency_key")
+    now = receipt.created_at or datetime.now(timezone.utc)
+    return policy.stamp(scope, replace(receipt, key=key, created_at=now))
+
+
 def _check_message(message: Message) -> Message:
     check_text(message.role, "role")
     check_text(message.status, "status")
@@ -98,6 +109,14 @@ def _delete_filter(spec: FilterSpec) -> Filter | None:
     return policy.delete_filter(spec)
 
 
+def _fresh(found: list[Receipt]) -> Receipt | None:
+    """A receipt still inside its window (an older one no longer replays)."""
+    if not found or found[0].created_at is None:
+        return None
+    oldest = datetime.now(timezone.utc) - RECEIPT_WINDOW
+    return found[0] if found[0].created_at >= oldest else None
+
+
 def _verify_scored(scope: Scope, hits: list[Scored]) -> list[Scored]:
     kept = {id(m) for m in policy.verify(scope, [m for m, _ in hits])}
     return [(m, s) for m, s in hits if id(m) in kept]
@@ -113,17 +132,34 @@ class Backend(GraphMethods):
 
     # -- sessions ---------------------------------------------------------------------
 
-    def insert_session(self, scope: Scope, record: SessionRecord) -> SessionRecord:
+    def insert_session(
+        self, scope: Scope, record: SessionRecord, *, receipt: Receipt | None = None
+    ) -> SessionRecord:
+        """Store a new session; with a ``receipt``, in the same transaction (its key already
+        stored for this user: ``DuplicateRequest``, and nothing is written)."""
         _check_session_id(record.id)
         record = policy.stamp(scope, record)
-        self._insert_session(record)
+        self._insert_session(record, _receipt(scope, receipt))
         return record
 
-    async def ainsert_session(self, scope: Scope, record: SessionRecord) -> SessionRecord:
+    async def ainsert_session(
+        self, scope: Scope, record: SessionRecord, *, receipt: Receipt | None = None
+    ) -> SessionRecord:
         _check_session_id(record.id)
         record = policy.stamp(scope, record)
-        await self._ainsert_session(record)
+        await self._ainsert_session(record, _receipt(scope, receipt))
         return record
+
+    def get_receipt(self, scope: Scope, key: str) -> Receipt | None:
+        """The user's receipt for an idempotency key, if stored within ``RECEIPT_WINDOW``."""
+        user = policy.require_scope(scope).user()
+        found = self._get_receipt(user, canonical_id(key, "idempotency_key"))
+        return _fresh(policy.verify(scope, [found] if found else []))
+
+    async def aget_receipt(self, scope: Scope, key: str) -> Receipt | None:
+        user = policy.require_scope(scope).user()
+        found = await self._aget_receipt(user, canonical_id(key, "idempotency_key"))
+        return _fresh(policy.verify(scope, [found] if found else []))
 
     def get_session(self, scope: Scope, session_id: str) -> SessionRecord | None:
         found = self._get_session(policy.require_scope(scope).user(), _check_session_id(session_id))
@@ -210,23 +246,55 @@ class Backend(GraphMethods):
         return policy.verify(scope, await self._areplace_messages(scope, stamped))
 
     def append_to_session(
-        self, scope: Scope, messages: Sequence[Message], *, now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        *,
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None = None,
+        receipt: Receipt | None = None,
     ) -> list[Message]:
         """Append to a session that is active at ``now`` and push its expiry to
         ``expires_at``, in one transaction: a session deleted, expired or purged while the
         caller was busy gets nothing. ``SessionNotFound`` or ``SessionExpired`` otherwise.
+
+        ``create``: the scope's session, new, stored first in the same transaction.
+        ``receipt``: stored in the same transaction (``DuplicateRequest`` if its key is).
         """
-        scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
-        return policy.verify(scope, self._append_to_session(scope, stamped, now, expires_at))
+        scope, session, stamped = self._turn(scope, messages, create)
+        rows = self._append_to_session(
+            scope, stamped, now, expires_at, session, _receipt(scope, receipt)
+        )
+        return policy.verify(scope, rows)
 
     async def aappend_to_session(
-        self, scope: Scope, messages: Sequence[Message], *, now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        *,
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None = None,
+        receipt: Receipt | None = None,
     ) -> list[Message]:
+        scope, session, stamped = self._turn(scope, messages, create)
+        rows = await self._aappend_to_session(
+            scope, stamped, now, expires_at, session, _receipt(scope, receipt)
+        )
+        return policy.verify(scope, rows)
+
+    @staticmethod
+    def _turn(
+        scope: Scope, messages: Sequence[Message], create: SessionRecord | None
+    ) -> tuple[Scope, SessionRecord | None, list[Message]]:
         scope = policy.require_scope(scope, session=True)
         stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
-        rows = await self._aappend_to_session(scope, stamped, now, expires_at)
-        return policy.verify(scope, rows)
+        if create is None:
+            return scope, None, stamped
+        if _check_session_id(create.id) != scope.session_id:
+            raise InvalidInput("create must be the scope's own session", field="create")
+        return scope, policy.stamp(scope, create), stamped
 
     def get_messages(
         self,
@@ -477,11 +545,17 @@ class Backend(GraphMethods):
     # -- what a backend implements ---------------------------------------------------------
     # Each receives a checked scope (user level where noted above) and filters by it.
 
-    def _insert_session(self, record: SessionRecord) -> None:
+    def _insert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
         raise NotImplementedError("_insert_session")
 
-    async def _ainsert_session(self, record: SessionRecord) -> None:
+    async def _ainsert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
         raise NotImplementedError("_ainsert_session")
+
+    def _get_receipt(self, user: Scope, key: str) -> Receipt | None:
+        raise NotImplementedError("_get_receipt")
+
+    async def _aget_receipt(self, user: Scope, key: str) -> Receipt | None:
+        raise NotImplementedError("_aget_receipt")
 
     def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
         raise NotImplementedError("_get_session")
@@ -528,12 +602,24 @@ class Backend(GraphMethods):
         raise NotImplementedError("_aappend_messages")
 
     def _append_to_session(
-        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: list[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None,
+        receipt: Receipt | None,
     ) -> list[Message]:
         raise NotImplementedError("_append_to_session")
 
     async def _aappend_to_session(
-        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: list[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None,
+        receipt: Receipt | None,
     ) -> list[Message]:
         raise NotImplementedError("_aappend_to_session")
 

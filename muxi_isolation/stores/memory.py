@@ -11,12 +11,12 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import SessionExists, SessionExpired, SessionNotFound
+from ..errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
 from ..filters import Filter, matches
-from ..records import ACTIVE, ARCHIVED, Memory, Message, SessionRecord
+from ..records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ..scope import Scope
 from ._memory_graph import MemoryGraph
-from .base import Backend, Counts, Scored
+from .base import RECEIPT_WINDOW, Backend, Counts, Scored
 from .similarity import cosine_normed, norm
 
 __all__ = ["MemoryBackend"]
@@ -34,6 +34,11 @@ def _session_key(scope: Scope) -> SessionKey:
     return (scope.tenant_id, scope.user_id, scope.session_id)
 
 
+def _optional(**counts: int) -> Counts:
+    """Counts of an optional kind, shown only when there were some (as on SQL)."""
+    return {kind: n for kind, n in counts.items() if n}
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -47,15 +52,39 @@ class MemoryBackend(MemoryGraph, Backend):
         self._messages: dict[SessionKey, list[Message]] = {}
         self._next_seq: dict[SessionKey, int] = {}
         self._memories: dict[UserKey, dict[str, Memory]] = {}
+        self._receipts: dict[UserKey, dict[str, Receipt]] = {}
 
     # -- sessions
 
-    def _insert_session(self, record: SessionRecord) -> None:
+    def _insert_session(self, record: SessionRecord, receipt: Receipt | None = None) -> None:
         with self._lock:
             sessions = self._sessions.setdefault(_user_key(record.scope), {})
             if record.id in sessions:
                 raise SessionExists(record.id)
+            self._check_receipt(receipt)
             sessions[record.id] = record
+            self._keep_receipt(receipt)
+
+    def _check_receipt(self, receipt: Receipt | None) -> None:
+        """Under the lock, before any write: a fresh receipt under this key refuses it all."""
+        if receipt is None:
+            return
+        assert receipt.scope is not None and receipt.created_at is not None
+        held = self._receipts.get(_user_key(receipt.scope), {}).get(receipt.key)
+        fresh = receipt.created_at - RECEIPT_WINDOW
+        if held is not None and held.created_at is not None and held.created_at >= fresh:
+            raise DuplicateRequest(receipt.key)
+
+    def _keep_receipt(self, receipt: Receipt | None, stored: list[Message] | None = None) -> None:
+        if receipt is not None:
+            assert receipt.scope is not None
+            seqs = tuple(m.seq for m in stored or () if m.seq is not None)
+            kept = replace(receipt, seqs=seqs)
+            self._receipts.setdefault(_user_key(receipt.scope), {})[receipt.key] = kept
+
+    def _get_receipt(self, user: Scope, key: str) -> Receipt | None:
+        with self._lock:
+            return self._receipts.get(_user_key(user), {}).get(key)
 
     def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
         with self._lock:
@@ -113,15 +142,29 @@ class MemoryBackend(MemoryGraph, Backend):
             return sessions[session_id]
 
     def _append_to_session(
-        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: list[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None = None,
+        receipt: Receipt | None = None,
     ) -> list[Message]:
         sid = scope.session_id
         assert sid is not None
-        with self._lock:
-            if self._renew_session(scope, sid, now, expires_at) is None:
-                found = self._get_session(scope, sid) is not None
-                raise SessionExpired(sid) if found else SessionNotFound(sid)
-            return self._append_messages(scope, messages) if messages else []
+        with self._lock:  # every check first: a refused turn writes nothing
+            sessions = self._sessions.get(_user_key(scope), {})
+            if create is not None and sid in sessions:
+                raise SessionExists(sid)
+            record = create if create is not None else sessions.get(sid)
+            if record is None or record.expired(now):
+                raise SessionNotFound(sid) if record is None else SessionExpired(sid)
+            self._check_receipt(receipt)
+            renewed = replace(record, last_active_at=now, expires_at=expires_at)
+            self._sessions.setdefault(_user_key(scope), {})[sid] = renewed
+            stored = self._append_messages(scope, messages) if messages else []
+            self._keep_receipt(receipt, stored)
+            return stored
 
     async def _arenew_session(
         self, user: Scope, session_id: str, now: datetime, expires_at: datetime
@@ -250,8 +293,9 @@ class MemoryBackend(MemoryGraph, Backend):
             for k in message_keys:
                 self._next_seq.pop(k, None)
             memories = len(self._memories.pop(key, {}))
+            receipts = len(self._receipts.pop(key, {}))
         counts = {"sessions": len(sessions), "messages": messages, "memories": memories}
-        return {**counts, **self._forget_graph(user)}
+        return {**counts, **_optional(receipts=receipts), **self._forget_graph(user)}
 
     def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         key = _session_key(scope)
@@ -281,7 +325,10 @@ class MemoryBackend(MemoryGraph, Backend):
                 del self._next_seq[skey]
             for key in [k for k in self._memories if k[0] == tenant_id]:
                 counts["memories"] += len(self._memories.pop(key))
-        return {**counts, **self._forget_graph_tenant(tenant_id)}
+            receipts = sum(
+                len(self._receipts.pop(k)) for k in list(self._receipts) if k[0] == tenant_id
+            )
+        return {**counts, **_optional(receipts=receipts), **self._forget_graph_tenant(tenant_id)}
 
     def _list_tenants(self) -> list[str]:
         with self._lock:
@@ -311,8 +358,11 @@ class MemoryBackend(MemoryGraph, Backend):
 
     # -- async twins: nothing here blocks, so each calls its sync twin.
 
-    async def _ainsert_session(self, record: SessionRecord) -> None:
-        self._insert_session(record)
+    async def _ainsert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
+        self._insert_session(record, receipt)
+
+    async def _aget_receipt(self, user: Scope, key: str) -> Receipt | None:
+        return self._get_receipt(user, key)
 
     async def _aget_session(self, user: Scope, session_id: str) -> SessionRecord | None:
         return self._get_session(user, session_id)
@@ -332,9 +382,15 @@ class MemoryBackend(MemoryGraph, Backend):
         return self._append_messages(scope, messages)
 
     async def _aappend_to_session(
-        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: list[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None,
+        receipt: Receipt | None,
     ) -> list[Message]:
-        return self._append_to_session(scope, messages, now, expires_at)
+        return self._append_to_session(scope, messages, now, expires_at, create, receipt)
 
     async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return self._replace_messages(scope, messages)

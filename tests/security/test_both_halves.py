@@ -48,7 +48,7 @@ from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import langgraph as lg
 from muxi_isolation.adapters import llamaindex as li
 from muxi_isolation.facade import SessionMessages, UserMemories
-from muxi_isolation.records import SessionRecord
+from muxi_isolation.records import Receipt, SessionRecord
 from muxi_isolation.sessions import SessionManager
 from muxi_isolation.stores.graph import (
     CheckpointQuery,
@@ -260,6 +260,7 @@ def backend_rows() -> list[Row]:
         W(B, "insert_session", "ainsert_session",
           lambda c: ((c.scope, SessionRecord(f"n-{c.tag}", ALICE.user(), NOW, NOW, LATER)), {})),
         R(B, "get_session", "aget_session", s("s1")),
+        R(B, "get_receipt", "aget_receipt", s("r1")),
         R(B, "list_sessions", "alist_sessions", s()),
         W(B, "touch_session", "atouch_session",
           lambda c: ((c.scope, "s1", NOW, LATER + timedelta(hours=len(c.tag))), {})),
@@ -440,6 +441,8 @@ def seed(env: Env, who: Scope, text: str) -> None:
     b.forget_user(user)
     env.sessions.create(user, "s1")
     b.append_messages(who, [Message("user", text), Message("assistant", text)])
+    receipt = Receipt("r1", "digest", {"text": text})
+    b.insert_session(user, SessionRecord("s-r1", user, NOW, NOW, LATER), receipt=receipt)
     b.upsert_memories(user, [Memory("m1", text, {"ref_doc_id": "d1"}, VEC)])
     b.put_items(user, [StoreItem(("notes",), "k1", {"v": text}, NOW, NOW)], [])
     b.put_checkpoint(user, CheckpointRecord("s1", "", "c1", None, "json", b"{}"))
@@ -509,6 +512,9 @@ def look_api(env: Env) -> set[Entry]:
                 assert m.scope is not None
                 out.add((me, "message", m.scope.session_id, m.seq, m.status, repr(m.content)))
         out |= {(me, "memory", m.id, m.content) for m in b.list_memories(who)}
+        receipt = b.get_receipt(who, "r1")
+        if receipt is not None:
+            out.add((me, "receipt", receipt.key, repr(receipt.response)))
         out |= {
             (me, "item", i.namespace, i.key, repr(i.value), i.expires_at)
             for i in b.search_items(who, ItemQuery(), now=NOW)

@@ -42,7 +42,7 @@ def rewind_to_version_1(backend: SQLBackend) -> None:
     core = (t.sessions, t.messages, t.counters, t.memories)
     with backend._admin_engines()[0].begin() as conn:
         assert t.graph is not None
-        for table in reversed(t.graph.all):
+        for table in (*reversed(t.graph.all), t.receipts):
             table.drop(conn)
         conn.execute(t.version.update().values(version=1))
         prep = conn.dialect.identifier_preparer
@@ -58,7 +58,7 @@ def rewind_to_version_1(backend: SQLBackend) -> None:
                 text(f"ALTER POLICY muxi_user ON {name} USING ({V1_RULE}) WITH CHECK ({V1_RULE})")
             )
         schema = prep.quote_schema(t.memories.schema)
-        for part in ("tenant", "user"):
+        for part in ("tenant", "user", "enter"):
             conn.execute(text(f"DROP FUNCTION {schema}.{prep.quote(t.prefix + 'scope_' + part)}"))
         _rls.key_table(t).drop(conn)
 

@@ -91,7 +91,8 @@ def _row_to_session(row: Row[Any]) -> SessionRecord:
 def _row_to_receipt(row: Row[Any]) -> Receipt:
     m = row._mapping
     scope = known_scope(m["tenant_id"], m["user_id"])
-    return Receipt(m["key"], m["request"], dict(m["response"]), m["created_at"], scope)
+    seqs = tuple(int(n) for n in m["seqs"])
+    return Receipt(m["key"], m["request"], dict(m["response"]), seqs, m["created_at"], scope)
 
 
 class Ops:
@@ -146,7 +147,9 @@ class Ops:
         except IntegrityError as exc:
             raise SessionExists(record.id) from exc
 
-    def put_receipt(self, conn: Connection, receipt: Receipt | None) -> None:
+    def put_receipt(
+        self, conn: Connection, receipt: Receipt | None, stored: Sequence[Message] = ()
+    ) -> None:
         """Keep a request's receipt; one already kept under its key (and fresh) refuses the
         whole transaction (``DuplicateRequest``): a retry of a stored request writes nothing."""
         if receipt is None:
@@ -157,6 +160,7 @@ class Ops:
         mine = [*self._user(r, user), r.c.key == receipt.key]
         stale = receipt.created_at - RECEIPT_WINDOW
         conn.execute(delete(r).where(*mine, r.c.created_at < stale))
+        seqs = [m.seq for m in stored]
         row = {"key": receipt.key, "request": receipt.request, "response": receipt.response}
         try:  # the error ends the caller's transaction: nothing of the request is written
             conn.execute(
@@ -164,6 +168,7 @@ class Ops:
                     tenant_id=user.tenant_id,
                     user_id=user.user_id,
                     created_at=receipt.created_at,
+                    seqs=seqs,
                     **row,
                 )
             )
@@ -216,15 +221,16 @@ class Ops:
         receipt: Receipt | None = None,
     ) -> list[Message]:
         """Touch the session if it is active and append, in the caller's one transaction
-        (storing ``create`` first, and the ``receipt``, when given)."""
+        (storing ``create`` first, and the ``receipt`` last, when given)."""
         user, sid = scope.user(), str(scope.session_id)
-        self.put_receipt(conn, receipt)
         if create is not None:
             self.insert_session(conn, create)
         if not self.touch_session(conn, user, sid, now, expires_at, active_at=now):
             found = self.get_session(conn, user, sid) is not None
             raise SessionExpired(sid) if found else SessionNotFound(sid)
-        return self.append_messages(conn, scope, messages)
+        stored = self.append_messages(conn, scope, messages)
+        self.put_receipt(conn, receipt, stored)
+        return stored
 
     def renew_session(
         self, conn: Connection, user: Scope, session_id: str, now: datetime, expires_at: datetime

@@ -13,6 +13,7 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
     checkpoints, checkpoint_writes, store_items
                       agent-graph storage (LangGraph), keys as above (``_graph_schema``)
     schema_version    one row: the version of this layout
+    receipts          PK (tenant_id, user_id, key): idempotent requests' answers
     scope_key         PostgreSQL only, the owner's alone: row 0 binds a scope to its
                       transaction, rows 1.. sign the row-level-security scope (the newest
                       signs; older ones verify until a rotation drops them; see ``_rls``)
@@ -104,11 +105,19 @@ def _graph(conn: Connection, tables: Tables) -> None:
 
 
 def _bind_the_scope(conn: Connection, tables: Tables) -> None:
-    """4 -> 5: the scope is opened by ``scope_enter`` and bound to its transaction (``_rls``);
-    backends of an older version see nothing after this step (they fail closed)."""
+    """4 -> 5: the scope is opened by ``scope_enter`` and bound to its transaction (``_rls``;
+    backends of an older version see nothing after this step: they fail closed), and the
+    receipts of idempotent requests get their table."""
+    receipts = tables.receipts
+    assert receipts is not None
+    made = not inspect(conn).has_table(receipts.name, schema=receipts.schema)
+    if made:
+        receipts.create(conn)
     if conn.dialect.name != "postgresql":
         return
-    for statement in _rls.binding_key(conn, tables):
+    statements = _rls.binding_key(conn, tables)
+    statements += _rls.policies(conn, tables, only=[receipts]) if made else []
+    for statement in statements:
         conn.execute(text(statement))
 
 
@@ -119,6 +128,7 @@ UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     4: _bind_the_scope,
 }
 GRAPH_SINCE = 3  # upgrade steps before this one see the tables without the graph ones
+RECEIPTS_SINCE = 4  # ... and before this one without the receipts
 
 
 def check_name(value: str, what: str, *, empty: bool = False) -> str:
@@ -141,17 +151,19 @@ class Tables:
     prefix: str
     dimension: int | None
     graph: GraphTables | None = None
+    receipts: Table | None = None
 
     @property
     def scoped(self) -> tuple[Table, ...]:
         """The tables holding tenant data: row-level security and Citus apply to these."""
-        core = (self.sessions, self.messages, self.counters, self.memories)
-        return core if self.graph is None else core + self.graph.all
+        return (self.sessions, self.messages, self.counters, self.memories, *self.optional)
 
     @property
     def optional(self) -> tuple[Table, ...]:
-        """Tables of an optional feature (agent graphs): counted only when they held rows."""
-        return () if self.graph is None else self.graph.all
+        """Tables of an optional feature (agent graphs, idempotency receipts): counted only
+        when they held rows."""
+        graph = () if self.graph is None else self.graph.all
+        return graph + (() if self.receipts is None else (self.receipts,))
 
     @property
     def hnsw(self) -> bool:
@@ -240,8 +252,20 @@ def build_tables(
         Column("version", Integer, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
     )
+    receipts = Table(
+        f"{p}receipts",
+        md,
+        *_ids("tenant_id", "user_id", "key"),
+        Column("request", String(128), nullable=False),
+        Column("response", JSON, nullable=False),
+        Column("seqs", JSON, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("tenant_id", "user_id", "key", name=f"{p}receipts_pkey"),
+    )
     graph = build_graph_tables(md, p)
-    return Tables(md, sessions, messages, counters, memories, version, prefix, dimension, graph)
+    return Tables(
+        md, sessions, messages, counters, memories, version, prefix, dimension, graph, receipts
+    )
 
 
 def replace_schema(tables: Tables, schema: str) -> Tables:
@@ -278,12 +302,19 @@ def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
         _create(conn, tables, postgres)
     else:
         for step in range(version, SCHEMA_VERSION):
-            UPGRADES[step](conn, tables if step >= GRAPH_SINCE else replace(tables, graph=None))
+            UPGRADES[step](conn, _as_of(tables, step))
     if version != SCHEMA_VERSION:
         _write_version(conn, tables, fresh=version == 0)
     if postgres and app_role is not None:
         for statement in _rls.grants(conn, tables, app_role):
             conn.execute(text(statement))
+
+
+def _as_of(tables: Tables, step: int) -> Tables:
+    """The tables as upgrade ``step`` finds them: later steps' tables not there yet."""
+    if step < GRAPH_SINCE:
+        tables = replace(tables, graph=None)
+    return tables if step >= RECEIPTS_SINCE else replace(tables, receipts=None)
 
 
 def _create(conn: Connection, tables: Tables, postgres: bool) -> None:

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from ... import policy
 from ...errors import AdapterUnavailable, ConfigError, StorageError
 from ...filters import Filter
-from ...records import Memory, Message, SessionRecord
+from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
 from . import _errors, _rls
@@ -467,11 +467,17 @@ class SQLBackend(SQLGraph, Backend):
 
     # -- the protocol: each is one transaction ----------------------------------------------
 
-    def _insert_session(self, record: SessionRecord) -> None:
-        self._run(record.scope, self._ops.insert_session, record, write=True)
+    def _insert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
+        self._run(record.scope, self._ops.insert_session, record, receipt, write=True)
 
-    async def _ainsert_session(self, record: SessionRecord) -> None:
-        await self._arun(record.scope, self._ops.insert_session, record, write=True)
+    async def _ainsert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
+        await self._arun(record.scope, self._ops.insert_session, record, receipt, write=True)
+
+    def _get_receipt(self, user: Scope, key: str) -> Receipt | None:
+        return self._run(user, self._ops.get_receipt, user, key)
+
+    async def _aget_receipt(self, user: Scope, key: str) -> Receipt | None:
+        return await self._arun(user, self._ops.get_receipt, user, key)
 
     def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
         return self._run(user, self._ops.get_session, user, session_id)
@@ -536,16 +542,28 @@ class SQLBackend(SQLGraph, Backend):
         return await self._arun(scope, self._ops.append_messages, scope, messages, write=True)
 
     def _append_to_session(
-        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: list[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None,
+        receipt: Receipt | None,
     ) -> list[Message]:
-        op = self._ops.append_to_session
-        return self._run(scope, op, scope, messages, now, expires_at, write=True)
+        op, turn = self._ops.append_to_session, (now, expires_at, create, receipt)
+        return self._run(scope, op, scope, messages, *turn, write=True)
 
     async def _aappend_to_session(
-        self, scope: Scope, messages: list[Message], now: datetime, expires_at: datetime
+        self,
+        scope: Scope,
+        messages: list[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None,
+        receipt: Receipt | None,
     ) -> list[Message]:
-        op = self._ops.append_to_session
-        return await self._arun(scope, op, scope, messages, now, expires_at, write=True)
+        op, turn = self._ops.append_to_session, (now, expires_at, create, receipt)
+        return await self._arun(scope, op, scope, messages, *turn, write=True)
 
     def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         return self._run(scope, self._ops.replace_messages, scope, messages, write=True)
