@@ -26,7 +26,7 @@ from muxi_isolation import (
     policy,
 )
 from muxi_isolation.filters import Compare, Not, Or
-from muxi_isolation.records import SessionRecord
+from muxi_isolation.records import Receipt, SessionRecord
 
 ALICE = Scope("t", "alice", "s1")
 BOB = Scope("t", "bob", "s1")
@@ -49,6 +49,7 @@ DELETE_FILTERS: list[tuple[dict[str, Any] | None, bool]] = [
     ({"$or": [{"$not": {"a": 1}}, {"a": 1}]}, True),
     ({"$or": [{"a": {"$exists": True}}, {"a": {"$exists": False}}]}, True),
     ({"$or": [{"a": {"$exists": True}}, {"a": {"$exists": True}}]}, False),
+    ({"$or": [{"a": 1}, {"a": {"$exists": False}}]}, False),  # a == 1 is no $exists test
     ({"$or": [{"a": 1}, {"$not": {"b": 1}}]}, False),
     ({"$or": [{"a": 1}, {"b": 1}]}, False),
     ({"$or": [ALL_OF, {"b": 1}]}, True),  # one branch true for all
@@ -120,6 +121,20 @@ def test_session_record_is_stamped_at_user_level() -> None:
     assert policy.stamp(ALICE, unstamped).scope == ALICE.user()
     in_session = SessionRecord("s", ALICE, now, now, now)
     assert policy.stamp(ALICE, in_session).scope == ALICE.user()
+
+
+def test_receipt_is_stamped_at_user_level_and_checked() -> None:
+    # a receipt answers retries of one user's requests, from any of her sessions
+    for stamped in (None, ALICE):
+        receipt = Receipt("k1", "digest", {"ok": 1}, scope=stamped)
+        assert policy.stamp(ALICE, receipt) == Receipt(
+            "k1", "digest", {"ok": 1}, scope=ALICE.user()
+        )
+    with pytest.raises(ScopeViolation):
+        policy.stamp(ALICE, Receipt("k1", "digest", {}, scope=BOB))
+    with pytest.raises(InvalidInput) as caught:
+        policy.stamp(ALICE, Receipt("k1", "digest", {"x": float("nan")}))
+    assert caught.value.field == "receipt"
 
 
 @pytest.mark.parametrize(
