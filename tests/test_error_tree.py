@@ -41,6 +41,7 @@ from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import llamaindex as li
 from muxi_isolation.agent import as_agent, load_agent
 from muxi_isolation.hashing import hashing_vector
+from muxi_isolation.http import error_status
 from muxi_isolation.migrate import (
     Extra,
     Section,
@@ -256,6 +257,8 @@ async def test_bad_input_raises_a_tree_error_on_both_halves(case: str) -> None:
         with pytest.raises(expected) as caught:
             await asynchronous()
         assert isinstance(caught.value, IsolationError)
+    if expected is InvalidInput:  # what the HTTP layer answers for it
+        assert error_status(caught.value) == (400, "invalid_input")
 
 
 def _dimension_cases(backend: Backend) -> dict[str, tuple[Call, ACall]]:
