@@ -136,7 +136,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  client key (tenant default): {client}", file=sys.stderr)
         print(f"  admin key:                   {admin}", file=sys.stderr)
     agent = load_agent(args.agent)
-    isolation = Isolation.from_config(config)
+    deadline = config.server.request_timeout
+    isolation = Isolation.from_config(config, statement_timeout=deadline)
     print(f"storage: {redact(config.memory.persistent.url)}", file=sys.stderr)
     app = create_app(
         isolation,
@@ -145,6 +146,7 @@ def serve(args: argparse.Namespace) -> int:
         require_user_header=config.auth.require_user_header,
         allow_anonymous=args.allow_anonymous,
         close_on_shutdown=True,
+        request_timeout=deadline,
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then re-raises it
         run_server(app, args.host, args.port)

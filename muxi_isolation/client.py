@@ -9,10 +9,19 @@
 exceptions (``SessionNotFound``, ``Forbidden``, ...), rebuilt from the server's JSON
 ``error`` code, so code written against ``Isolation`` catches the same classes.
 Requests are built once in ``_FormationBase``; only sending is written twice.
+
+Retries: a 503 (the server's storage is out, or a request ran past its deadline) is retried
+``retries`` times with exponential backoff (or the server's ``Retry-After``). Creating a
+session and a chat turn carry an ``Idempotency-Key`` that stays the same across the retries
+of one call, so a retry of a request that was stored after all writes nothing twice; those
+two, and reads, are also retried when the connection fails.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,10 +30,12 @@ from urllib.parse import quote
 
 from .errors import (
     AdapterUnavailable,
+    DuplicateRequest,
     InvalidFilter,
     InvalidIdentifier,
     InvalidInput,
     IsolationError,
+    KeyReused,
     SessionExists,
     SessionExpired,
     SessionNotFound,
@@ -147,6 +158,8 @@ _ERRORS.update(
         "session_exists": _session_error(SessionExists),
         "invalid_input": _input,
         "invalid_filter": lambda body: InvalidFilter(str(body["message"])),
+        "idempotency_key_reused": lambda body: KeyReused(str(body.get("key", ""))),
+        "duplicate_request": lambda body: DuplicateRequest(str(body.get("key", ""))),
         "invalid_identifier": _identifier,
         "invalid_user_id": _identifier,
         "missing_user_id": _identifier,
@@ -180,6 +193,12 @@ class _Call(Generic[T]):
     headers: list[tuple[bytes, bytes]]
     parse: Callable[[httpx.Response], T]
     json: Any = None
+    key: str | None = None  # the Idempotency-Key, the same for every retry of the call
+
+    @property
+    def safe_to_resend(self) -> bool:
+        """Whether a request that may have reached the server can be sent again."""
+        return self.key is not None or self.method == "GET"
 
 
 def _json(response: httpx.Response) -> Any:
@@ -187,10 +206,36 @@ def _json(response: httpx.Response) -> Any:
 
 
 class _FormationBase:
-    def __init__(self, base_url: str, client_key: str | None, *, user_id: str | None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        client_key: str | None,
+        *,
+        user_id: str | None,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_key = client_key
         self.user_id = user_id
+        self.retries, self.backoff = retries, backoff
+
+    def _retry_in(
+        self, call: _Call[Any], attempt: int, response: httpx.Response | None
+    ) -> float | None:
+        """Seconds to wait before sending ``call`` again, or ``None`` to stop: after a 503,
+        or (``response`` is ``None``) a failed connection when the call is safe to resend."""
+        if attempt >= self.retries:
+            return None
+        if response is None and not call.safe_to_resend:
+            return None
+        if response is not None and response.status_code != 503:
+            return None
+        delay: float = self.backoff * 2**attempt
+        told = "" if response is None else str(response.headers.get("retry-after", ""))
+        if told.isdigit():
+            delay = max(delay, min(float(told), 30.0))
+        return delay
 
     def _call(
         self,
@@ -206,7 +251,11 @@ class _FormationBase:
         user = user_id if user_id is not None else self.user_id
         if user is not None:  # UTF-8, so any canonical id can be sent
             headers.append((b"X-Muxi-User-Id", user.encode("utf-8")))
-        return _Call(method, self.base_url + path, headers, parse, json)
+        key = None
+        if method == "POST":  # one key per call: its retries are one request to the server
+            key = uuid.uuid4().hex
+            headers.append((b"Idempotency-Key", key.encode()))
+        return _Call(method, self.base_url + path, headers, parse, json, key)
 
     def _create_session(self, user_id: str | None) -> _Call[Session]:
         return self._call("POST", "/v1/sessions", user_id, lambda r: Session.from_json(r.json()))
@@ -271,15 +320,29 @@ class Formation(_FormationBase):
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
     ) -> None:
-        super().__init__(base_url, client_key, user_id=user_id)
+        super().__init__(base_url, client_key, user_id=user_id, retries=retries, backoff=backoff)
         self._owns = http is None
         self._http = http or httpx.Client(timeout=timeout, transport=transport)
 
     def _send(self, call: _Call[T]) -> T:
-        response = self._http.request(call.method, call.url, headers=call.headers, json=call.json)
-        raise_for_error(response)
-        return call.parse(response)
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(
+                    call.method, call.url, headers=call.headers, json=call.json
+                )
+            except httpx.TransportError:
+                if (delay := self._retry_in(call, attempt, None)) is None:
+                    raise
+            else:
+                if (delay := self._retry_in(call, attempt, response)) is None:
+                    raise_for_error(response)
+                    return call.parse(response)
+            time.sleep(delay)
+            attempt += 1
 
     def create_session(self, user_id: str | None = None) -> Session:
         return self._send(self._create_session(user_id))
@@ -335,17 +398,29 @@ class AsyncFormation(_FormationBase):
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
     ) -> None:
-        super().__init__(base_url, client_key, user_id=user_id)
+        super().__init__(base_url, client_key, user_id=user_id, retries=retries, backoff=backoff)
         self._owns = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def _send(self, call: _Call[T]) -> T:
-        response = await self._http.request(
-            call.method, call.url, headers=call.headers, json=call.json
-        )
-        raise_for_error(response)
-        return call.parse(response)
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method, call.url, headers=call.headers, json=call.json
+                )
+            except httpx.TransportError:
+                if (delay := self._retry_in(call, attempt, None)) is None:
+                    raise
+            else:
+                if (delay := self._retry_in(call, attempt, response)) is None:
+                    raise_for_error(response)
+                    return call.parse(response)
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def create_session(self, user_id: str | None = None) -> Session:
         return await self._send(self._create_session(user_id))

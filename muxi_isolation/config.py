@@ -45,6 +45,7 @@ __all__ = [
     "Config",
     "MemoryConfig",
     "PersistentConfig",
+    "ServerConfig",
     "load_config",
     "resolve_secrets",
 ]
@@ -108,9 +109,14 @@ class AuthConfig(_Strict):
     admin_impersonation: bool = Field(default=False, strict=True)  # "yes" is not a yes
 
 
+class ServerConfig(_Strict):
+    request_timeout: float = Field(default=5.0, gt=0, le=3600)  # seconds, down to the database
+
+
 class Config(_Strict):
     memory: MemoryConfig = MemoryConfig()
     auth: AuthConfig = AuthConfig()
+    server: ServerConfig = ServerConfig()
 
 
 def resolve_secrets(data: Any, secrets: Mapping[str, str] | None = None) -> Any:

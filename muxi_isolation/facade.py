@@ -193,11 +193,13 @@ class Isolation:
         secrets: Mapping[str, str] | None = None,
         clock: Clock = utc_now,
         embed: Embedder | None = None,
+        statement_timeout: float | None = None,
     ) -> Isolation:
-        """Open the backend the config names (SQLite file by default)."""
+        """Open the backend the config names (SQLite file by default); ``statement_timeout``
+        bounds each storage call in seconds (the server passes ``server.request_timeout``)."""
         config = source if isinstance(source, Config) else load_config(source, secrets)
         return cls(
-            open_configured_backend(config),
+            open_configured_backend(config, statement_timeout=statement_timeout),
             session_timeout=config.memory.session_timeout,
             clock=clock,
             embed=embed,

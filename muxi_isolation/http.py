@@ -37,11 +37,14 @@ from .errors import (
     AccessDenied,
     AdapterUnavailable,
     ConfigError,
+    DeadlineExceeded,
+    DuplicateRequest,
     Forbidden,
     InvalidFilter,
     InvalidIdentifier,
     InvalidInput,
     IsolationError,
+    KeyReused,
     MissingScope,
     ReservedKey,
     ScopeViolation,
@@ -63,6 +66,7 @@ __all__ = [
     "ERROR_STATUS",
     "GRANT_KEY",
     "KEY_HEADER",
+    "RETRY_AFTER",
     "SCOPE_KEY",
     "USER_HEADER",
     "MuxiIsolationMiddleware",
@@ -89,9 +93,12 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
     ReservedKey: (400, "reserved_key"),
     ScopeViolation: (400, "scope_violation"),
     InvalidFilter: (400, "invalid_filter"),
+    KeyReused: (422, "idempotency_key_reused"),
     InvalidInput: (400, "invalid_input"),
+    DuplicateRequest: (409, "duplicate_request"),
     AccessDenied: (401, "unauthorized"),
     Forbidden: (403, "forbidden"),
+    DeadlineExceeded: (503, "deadline_exceeded"),
     StorageUnavailable: (503, "storage_unavailable"),
     StorageError: (503, "storage_error"),
     MissingScope: (500, "missing_scope"),
@@ -104,6 +111,7 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
 
 # Server-side failures get a fixed message: a driver's text is for the log, not the client.
 _PUBLIC_MESSAGES = {503: "storage is unavailable; try again later", 500: "internal error"}
+RETRY_AFTER = "1"  # seconds: sent with every 503, which a client may retry
 _REQUIRED = "the X-Muxi-User-Id header is required"
 
 
@@ -123,16 +131,24 @@ def error_response(exc: IsolationError) -> tuple[int, dict[str, Any]]:
         body["rule"] = exc.rule
     if isinstance(exc, InvalidInput) and exc.field is not None:
         body["field"] = exc.field
+    if isinstance(exc, (KeyReused, DuplicateRequest)):
+        body["key"] = exc.key
     if isinstance(exc, (SessionNotFound, SessionExpired, SessionExists)):
         body["session_id"] = exc.session_id
     return status, body
 
 
-async def send_json(send: Send, status: int, body: Mapping[str, Any]) -> None:
+async def send_json(
+    send: Send,
+    status: int,
+    body: Mapping[str, Any],
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
+        *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

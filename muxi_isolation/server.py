@@ -23,6 +23,7 @@ type, so the seed's ``curl -d`` calls work as written.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -33,7 +34,14 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import AccessDenied, AdapterUnavailable, IsolationError, ScopeViolation
+from .errors import (
+    AccessDenied,
+    AdapterUnavailable,
+    DeadlineExceeded,
+    DuplicateRequest,
+    IsolationError,
+    ScopeViolation,
+)
 
 try:
     import uvicorn
@@ -47,13 +55,27 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise AdapterUnavailable("starlette and uvicorn", "server") from exc
 
 from . import migrate, policy
+from ._asgi_types import ASGIApp, Receive, Send
+from ._asgi_types import Message as ASGIMessage
+from ._asgi_types import Scope as ASGIScope
 from ._input import check_json, check_text
 from .agent import Agent, DemoAgent, Turn
 from .facade import Isolation
-from .http import ANONYMOUS, GRANT_KEY, SCOPE_KEY, MuxiIsolationMiddleware, error_response
+from .http import (
+    ANONYMOUS,
+    GRANT_KEY,
+    RETRY_AFTER,
+    SCOPE_KEY,
+    MuxiIsolationMiddleware,
+    error_response,
+    send_json,
+)
+from .idempotency import digest, replayed
 from .keys import Grant, KeyRing
-from .records import Message, SessionRecord
+from .outages import OutageLog
+from .records import Message, Receipt, SessionRecord
 from .scope import Scope, canonical_id
+from .stores.base import Backend
 
 __all__ = [
     "ADMIN_PATHS",
@@ -73,6 +95,7 @@ __all__ = [
 log = logging.getLogger("muxi_isolation.server")
 
 MAX_BODY_BYTES = 1 << 20
+DEFAULT_REQUEST_TIMEOUT = 5.0  # seconds
 HISTORY_WINDOW = 50
 PUBLIC_PATHS = ("/openapi.json", "/health")
 ADMIN_PATHS = ("/v1/admin/",)
@@ -202,6 +225,41 @@ def _field(data: Mapping[str, Any], name: str, kind: type, *, required: bool = F
     return value
 
 
+# -- idempotent requests ------------------------------------------------------------------------
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+ReceiptFor = Callable[[dict[str, Any]], "Receipt | None"]
+
+
+async def _once(
+    backend: Backend,
+    request: Request,
+    scope: Scope,
+    data: Mapping[str, Any],
+    status: int,
+    work: Callable[[ReceiptFor], Awaitable[dict[str, Any]]],
+) -> Response:
+    """Run ``work`` once per ``Idempotency-Key`` of this user: a retry of a stored request
+    gets the first answer and writes nothing; the same key with another body is 422.
+    ``work`` stores the receipt its ``receipt_for(body)`` makes with its own writes."""
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is None:
+        return JSONResponse(await work(lambda body: None), status_code=status)
+    key = canonical_id(header, "idempotency_key")
+    asked = digest({"method": request.method, "path": request.url.path, "body": dict(data)})
+    found = replayed(await backend.aget_receipt(scope, key), asked)
+    if found is None:
+        try:
+            body = await work(lambda body: Receipt(key, asked, body))
+            return JSONResponse(body, status_code=status)
+        except DuplicateRequest:  # a twin of this request was stored meanwhile
+            found = replayed(await backend.aget_receipt(scope, key), asked)
+            if found is None:
+                raise
+    headers = {"Idempotent-Replayed": "true"}
+    return JSONResponse(found.response, status_code=status, headers=headers)
+
+
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -215,10 +273,14 @@ def create_app(
     export: Exporter = export_user,
     forget: Forgetter = forget_user,
     close_on_shutdown: bool = False,
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
 ) -> Starlette:
     """The reference server over ``isolation``, accepting ``keys``.
 
     Args:
+        request_timeout: seconds a request may take before it is answered 503
+            ``deadline_exceeded`` (with ``Retry-After``); ``None``: no deadline. Open the
+            backend with the same ``statement_timeout`` so the database stops the work too.
         agent: answers chat turns; the offline ``DemoAgent`` if not given.
         require_user_header: 400 for requests without ``X-Muxi-User-Id``.
         allow_anonymous: keyless requests act for users of the default tenant (dev mode).
@@ -234,9 +296,15 @@ def create_app(
         _check_body(data)
         if data:
             raise _BadRequest(422, "invalid_request", f"unknown fields: {sorted(data)}")
-        record = await sessions.acreate(scope)
-        body = {"id": record.id, "user_id": record.user_id}
-        return JSONResponse({**body, "created_at": iso_time(record.created_at)}, status_code=201)
+
+        async def make(receipt_for: ReceiptFor) -> dict[str, Any]:
+            record = sessions.new_record(scope)
+            body = {"id": record.id, "user_id": record.user_id}
+            body["created_at"] = iso_time(record.created_at)
+            await backend.ainsert_session(scope, record, receipt=receipt_for(body))
+            return body
+
+        return await _once(backend, request, scope, data, 201, make)
 
     async def list_sessions(request: Request) -> Response:
         records = await sessions.alist(_scope(request))
@@ -264,19 +332,32 @@ def create_app(
             session_id = canonical_id(session_id, "session_id")
         metadata = policy.check_metadata(_field(data, "metadata", dict))
         _check_body(data)
-        history: list[Message] = []
-        if session_id is None:
-            record = await sessions.acreate(scope)
+
+        async def turn(receipt_for: ReceiptFor) -> dict[str, Any]:
+            history: list[Message] = []
+            create: SessionRecord | None = None
+            if session_id is None:  # stored with the turn below: one write transaction
+                record = create = sessions.new_record(scope)
+            else:  # fail before the agent runs; the append below checks again, atomically
+                record = await sessions.aactive(scope, session_id)
+                history = await backend.aget_messages(
+                    record.scope.with_session(record.id), last=HISTORY_WINDOW
+                )
             turn_scope = record.scope.with_session(record.id)
-        else:  # fail before the agent runs; the append below checks again, atomically
-            record = await sessions.aactive(scope, session_id)
-            turn_scope = record.scope.with_session(record.id)
-            history = await backend.aget_messages(turn_scope, last=HISTORY_WINDOW)
-        answer = await the_agent.respond(Turn(isolation, turn_scope, text, history))
-        turn = [Message("user", text, metadata), Message("assistant", answer)]
-        await sessions.aappend(turn_scope, turn)
-        body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
-        return JSONResponse(body)
+            answer = await the_agent.respond(Turn(isolation, turn_scope, text, history))
+            body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
+            now = sessions.clock()
+            await backend.aappend_to_session(
+                turn_scope,
+                [Message("user", text, metadata), Message("assistant", answer)],
+                now=now,
+                expires_at=now + sessions.timeout,
+                create=create,
+                receipt=receipt_for(body),
+            )
+            return body
+
+        return await _once(backend, request, scope, data, 200, turn)
 
     async def export_route(request: Request) -> Response:
         _require_admin(request)
@@ -309,7 +390,9 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
+    outages = OutageLog(log)
     middleware = [
+        Middleware(_Deadline, timeout=request_timeout, outages=outages),
         Middleware(
             MuxiIsolationMiddleware,
             keys=keys,
@@ -317,7 +400,7 @@ def create_app(
             allow_anonymous=allow_anonymous,
             public_paths=PUBLIC_PATHS,
             admin_paths=ADMIN_PATHS,
-        )
+        ),
     ]
     handlers: dict[Any, Any] = {
         IsolationError: _isolation_error,
@@ -325,9 +408,56 @@ def create_app(
         HTTPException: _http_error,
         Exception: _internal_error,
     }
-    return Starlette(
+    app = Starlette(
         routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan
     )
+    app.state.outages = outages
+    return app
+
+
+class _Deadline:
+    """Answer 503 ``deadline_exceeded`` (with ``Retry-After``) when a request has not started
+    its answer within ``timeout`` seconds, without waiting for it: the handler is cancelled,
+    and its clean-up (which may wait on a frozen database) goes on alone. Its transaction
+    never committed, so it is rolled back; the backend's ``statement_timeout`` makes the
+    database stop the work too. Also tells ``outages`` of every answer below 500."""
+
+    def __init__(self, app: ASGIApp, timeout: float | None, outages: OutageLog) -> None:
+        self.app, self.timeout, self.outages = app, timeout, outages
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = {"status": 0, "answered": False}
+
+        async def tracked(message: ASGIMessage) -> None:
+            if state["answered"]:
+                return  # we already answered for it
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, tracked))
+        task.add_done_callback(_retrieved)
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        if task in done or state["status"]:  # finished, or its answer is on its way
+            await task
+            if 0 < int(state["status"]) < 500:
+                self.outages.succeeded()
+            return
+        state["answered"] = True
+        task.cancel()
+        exc = DeadlineExceeded(f"no answer within {self.timeout} s")
+        self.outages.failed(exc)
+        status, body = error_response(exc)
+        await send_json(send, status, body, [(b"retry-after", RETRY_AFTER.encode())])
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """A handler cancelled at its deadline may still fail while cleaning up: seen here."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a request past its deadline failed afterwards", exc_info=task.exception())
 
 
 class _UserRoute(Route):
@@ -346,8 +476,9 @@ def _isolation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IsolationError)
     status, body = error_response(exc)
     if status >= 500:
-        log.error("request failed", exc_info=exc)
-    return JSONResponse(body, status_code=status)
+        request.app.state.outages.failed(exc)  # one trace, then a summary line per cause
+    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _bad_request(request: Request, exc: Exception) -> Response:

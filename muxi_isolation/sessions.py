@@ -52,6 +52,10 @@ class SessionManager:
         self.backend = backend
         self.clock = clock
 
+    def new_record(self, scope: Scope, session_id: str | None = None) -> SessionRecord:
+        """A session record for ``scope``'s user, not stored yet (a new id unless given)."""
+        return self._new_record(policy.require_scope(scope).user(), session_id)
+
     def _new_record(self, scope: Scope, session_id: str | None) -> SessionRecord:
         now = self.clock()
         sid = new_session_id() if session_id is None else canonical_id(session_id, "session_id")

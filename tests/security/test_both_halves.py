@@ -89,6 +89,7 @@ SURFACES: dict[str, type] = {
 # Public methods that read or write no user data, so have no row (with why).
 NOT_DATA = {
     ("Backend", "close", "aclose"),  # releases connections
+    ("SessionManager", "new_record", None),  # builds a record, stores nothing
     ("lc.MuxiVectorStore", "with_scope", None),  # binds a scope (refused if not one)
     ("lc.MuxiVectorStore", "current_scope", None),
     ("lc.MuxiVectorStore", "as_retriever", None),

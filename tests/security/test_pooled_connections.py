@@ -109,10 +109,9 @@ async def test_a_temp_table_planted_on_a_pooled_async_connection_shadows_nothing
     pooled: SQLBackend, postgres_admin: Any
 ) -> None:
     with temporary_allowed(pooled, postgres_admin):
-        async with pooled._aengine.connect() as conn:
-            async with conn.begin():
-                await conn.run_sync(pooled._enter, ALICE, None)
-                await conn.run_sync(plant, pooled)
+        async with pooled._aengine.connect() as conn, conn.begin():
+            await conn.run_sync(pooled._enter, ALICE, None)
+            await conn.run_sync(plant, pooled)
         assert await pooled.alist_memories(BOB) == []
         await pooled.aupsert_memories(BOB, [Memory("m1", "bob's own", {}, None)])
         assert [m.id for m in await pooled.alist_memories(BOB)] == ["m1"]
@@ -140,10 +139,9 @@ async def test_an_async_connection_comes_back_from_the_pool_with_nothing_left(
     pooled: SQLBackend, postgres_admin: Any
 ) -> None:
     with temporary_allowed(pooled, postgres_admin):
-        async with pooled._aengine.connect() as conn:
-            async with conn.begin():
-                await conn.run_sync(pooled._enter, ALICE, None)
-                await conn.run_sync(plant, pooled)
+        async with pooled._aengine.connect() as conn, conn.begin():
+            await conn.run_sync(pooled._enter, ALICE, None)
+            await conn.run_sync(plant, pooled)
         async with pooled._aengine.connect() as conn:
             found = await conn.execute(LEFTOVERS, {"name": pooled.tables.memories.name})
             stash, temp = found.one()
@@ -207,9 +205,12 @@ def test_the_tag_the_backend_signs_is_never_left_in_a_setting(pooled: SQLBackend
 def test_a_forged_tag_is_refused_by_scope_enter(pooled: SQLBackend) -> None:
     statement = pooled._enter_statement
     assert statement is not None
-    with pytest.raises(Exception, match="does not verify"):
-        with pooled._engine.connect() as conn, conn.begin():
-            _rls.enter_scope(conn, statement, ALICE, b"not the key", citus=False)
+    with (
+        pytest.raises(Exception, match="does not verify"),
+        pooled._engine.connect() as conn,
+        conn.begin(),
+    ):
+        _rls.enter_scope(conn, statement, ALICE, b"not the key", citus=False)
 
 
 QUALIFIED = re.compile(r'"public"\."(?P<name>[a-z0-9_]+)"')
@@ -253,9 +254,11 @@ def test_startup_warns_when_the_app_role_can_create_temporary_tables(
         postgres_urls.app, admin_url=postgres_urls.admin, schema=schema, embedding_dimension=None
     )
     try:
-        with temporary_allowed(backend, postgres_admin):
-            with caplog.at_level(logging.WARNING, logger="muxi_isolation.stores.sql"):
-                backend.setup()
+        with (
+            temporary_allowed(backend, postgres_admin),
+            caplog.at_level(logging.WARNING, logger="muxi_isolation.stores.sql"),
+        ):
+            backend.setup()
     finally:
         backend.close()
         with postgres_admin.begin() as conn:

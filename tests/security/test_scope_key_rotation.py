@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from muxi_isolation import Memory, Scope
-from muxi_isolation import cli
+from muxi_isolation import Memory, Scope, cli
 from muxi_isolation.errors import ConfigError
 from muxi_isolation.stores.sql import SQLBackend, _rls
 
@@ -119,9 +118,12 @@ def test_a_dropped_key_opens_nothing(two_apps: tuple[SQLBackend, SQLBackend]) ->
     operator.rotate_scope_key(finish=True)
     statement = operator._enter_statement
     assert statement is not None
-    with pytest.raises(Exception, match="does not verify"):
-        with operator._engine.connect() as conn, conn.begin():
-            _rls.enter_scope(conn, statement, USERS[0], old_key, citus=False)
+    with (
+        pytest.raises(Exception, match="does not verify"),
+        operator._engine.connect() as conn,
+        conn.begin(),
+    ):
+        _rls.enter_scope(conn, statement, USERS[0], old_key, citus=False)
     assert [m.id for m in operator.list_memories(USERS[0])] == ["m"]  # the new key works
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
 from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
-from muxi_isolation.stores.sql import SQLBackend, _rls, create_app_role
+from muxi_isolation.stores.sql import SQLBackend, create_app_role
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 ALICE = Scope("tenant_a", "alice")

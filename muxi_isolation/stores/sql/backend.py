@@ -92,6 +92,7 @@ class SQLBackend(SQLGraph, Backend):
         pool_size: int = 5,
         max_overflow: int = 10,
         busy_timeout: float = 30.0,
+        statement_timeout: float | None = None,
     ) -> None:
         self._target = resolve_url(url)
         admin = resolve_url(admin_url) if admin_url is not None else None
@@ -113,15 +114,20 @@ class SQLBackend(SQLGraph, Backend):
         )
         self._ops = Ops(self.tables, self.dialect, self.vectors)
         self._gate = _Gate(self._target.memory)
-        pool = {"pool_size": pool_size, "max_overflow": max_overflow}
-        self._engine, self._aengine = _engines(self._target, pool, busy_timeout)
+        pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
+        if statement_timeout is not None:
+            if not statement_timeout > 0:
+                raise ConfigError("statement_timeout must be a positive number of seconds")
+            busy_timeout = min(busy_timeout, statement_timeout)
+            pool["pool_timeout"] = statement_timeout
+        self._engine, self._aengine = _engines(self._target, pool, busy_timeout, statement_timeout)
         self._writers = self._engine, self._aengine
         if self.dialect == "sqlite" and not self._target.memory:
             # One writer connection: SQLite lets one writer in at a time anyway, and writers
             # queued here hold no connection that a reader needs (WAL serves readers while a
             # writer holds the file's lock).
             single = {"pool_size": 1, "max_overflow": 0, "pool_timeout": busy_timeout}
-            self._writers = _engines(self._target, single, busy_timeout)
+            self._writers = _engines(self._target, single, busy_timeout, statement_timeout)
         self._admin: tuple[Engine, AsyncEngine] | None = None
         if admin is not None:
             self._admin = _engines(admin, {"poolclass": NullPool}, busy_timeout)
@@ -780,8 +786,11 @@ def _probe(conn: Connection) -> _Probe:
 
 
 def _engines(
-    target: Target, pool: dict[str, Any], busy_timeout: float
+    target: Target, pool: dict[str, Any], busy_timeout: float, deadline: float | None = None
 ) -> tuple[Engine, AsyncEngine]:
+    """A sync and an async engine; ``deadline`` (seconds) bounds every statement, lock wait
+    and idle transaction on PostgreSQL, so a call past it is cancelled by the server and its
+    transaction rolled back, never committed later."""
     options: dict[str, Any] = dict(pool)
     if target.dialect == "sqlite" and target.memory:
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
@@ -791,6 +800,12 @@ def _engines(
         # No server-side prepared statements: a cached generic plan would not know which
         # user a search is for, and would pick one path for all of them.
         options["connect_args"] = {"prepare_threshold": None}
+        if deadline is not None:
+            ms = max(1, int(deadline * 1000))
+            timeouts = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+            given = target.sync_url.query.get("options")  # the URL's own -c settings stay
+            mine = " ".join(f"-c {t}={ms}" for t in timeouts)
+            options["connect_args"]["options"] = f"{given} {mine}" if given else mine
     try:
         sync_engine = create_engine(target.sync_url, **options)
         async_engine = create_async_engine(target.async_url, **options)
