@@ -577,6 +577,22 @@ def openapi_document() -> dict[str, Any]:
         "end; a tenant id holds no ':'. Anything else, or the header sent twice, is 400.",
     }
     base = [{"$ref": "#/components/parameters/UserId"}]
+    once = [*base, {"$ref": "#/components/parameters/IdempotencyKey"}]
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 255},
+        "description": "The caller's own key for this request: a retry with the same key and "
+        "body gets the first answer (Idempotent-Replayed: true) and writes nothing; the same "
+        "key with another body is 422 idempotency_key_reused. An id: 400 if malformed.",
+    }
+    replayed = {
+        "Idempotent-Replayed": {
+            "description": "true: this is the stored answer to an earlier request",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    }
     common = _errors(400, 401, 403, 503)
     text = {"type": "string"}
     time_field = {"type": "string", "format": "date-time"}
@@ -592,7 +608,13 @@ def openapi_document() -> dict[str, Any]:
         410: "The session has expired",
         413: "Body too large",
         422: "JSON of the wrong shape",
-        503: "Storage unavailable",
+        409: "A request with the same Idempotency-Key is still being stored",
+        503: "Storage unavailable, or no answer within the server's deadline; retry after "
+        "Retry-After seconds",
+    }
+    responses = {f"E{s}": _json(_ref("Error"), d) for s, d in error_texts.items()}
+    responses["E503"]["headers"] = {
+        "Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
     }
     return {
         "openapi": "3.1.0",
@@ -602,7 +624,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/sessions": {
                 "post": {
                     "summary": "Create a session for the caller",
-                    "parameters": base,
+                    "parameters": once,
                     "requestBody": {
                         "required": False,
                         **_json(
@@ -611,9 +633,9 @@ def openapi_document() -> dict[str, Any]:
                         ),
                     },
                     "responses": {
-                        "201": _json(_ref("NewSession"), "Created"),
+                        "201": {**_json(_ref("NewSession"), "Created"), "headers": replayed},
                         **common,
-                        **_errors(413, 422),
+                        **_errors(409, 413, 422),
                     },
                 },
                 "get": {
@@ -641,12 +663,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/chat": {
                 "post": {
                     "summary": "One chat turn; without session_id a new session is created",
-                    "parameters": base,
+                    "parameters": once,
                     "requestBody": {"required": True, **_json(_ref("ChatRequest"), "The turn")},
                     "responses": {
-                        "200": _json(_ref("ChatResponse"), "The answer"),
+                        "200": {**_json(_ref("ChatResponse"), "The answer"), "headers": replayed},
                         **common,
-                        **_errors(404, 410, 413, 422),
+                        **_errors(404, 409, 410, 413, 422),
                     },
                 },
             },
@@ -676,14 +698,14 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": {"description": "OpenAPI"}},
+                    "responses": {"200": {"description": "OpenAPI"}, **_errors(503)},
                 }
             },
             "/health": {
                 "get": {
                     "summary": "Liveness",
                     "security": [],
-                    "responses": {"200": {"description": "OK"}},
+                    "responses": {"200": {"description": "OK"}, **_errors(503)},
                 }
             },
         },
@@ -696,8 +718,8 @@ def openapi_document() -> dict[str, Any]:
                     "description": "fmc_... (bound to one tenant) or fma_... (admin)",
                 }
             },
-            "parameters": {"UserId": user_header},
-            "responses": {f"E{s}": _json(_ref("Error"), d) for s, d in error_texts.items()},
+            "parameters": {"UserId": user_header, "IdempotencyKey": idempotency_key},
+            "responses": responses,
             "schemas": {
                 "Error": {
                     "type": "object",

@@ -6,12 +6,16 @@ with every check on: each response code must be documented, each request the doc
 allows must be accepted and each one it forbids refused, a wrong method must be 405 with an
 ``Allow`` header naming exactly the documented methods, responses must match their schemas.
 One run acts as a tenant-bound client key with a user header on the user routes, one as an
-admin key on the admin routes. A fixed seed keeps CI reproducible; the example count keeps
+admin key on the admin routes. The fuzzer reuses header values across unrelated requests,
+which a real client never does with an ``Idempotency-Key`` (one key per logical request,
+retries included); so the fuzzed server sees each request's key made unique, and replays
+are tested where they belong (tests/test_server.py, tests/security/test_outages.py). A fixed seed keeps CI reproducible; the example count keeps
 the two runs under ~30 s together.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -19,6 +23,7 @@ import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,10 +54,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     backend = open_backend(f"sqlite:///{tmp_path_factory.mktemp('contract') / 'muxi.db'}")
     isolation = Isolation(backend)
     try:
-        with serve_in_thread(create_app(isolation, keys)) as url:
+        with serve_in_thread(_fresh_keys(create_app(isolation, keys))) as url:
             yield url
     finally:
         backend.close()
+
+
+def _fresh_keys(app: Any) -> Any:
+    """The app, with each request's valid Idempotency-Key made its own (a key the server
+    would refuse is passed on as it is, so the refusal is still checked)."""
+    count = itertools.count()
+
+    def fresh(value: bytes) -> bytes:
+        try:
+            key = canonical_id(value.decode(), "idempotency_key")
+        except (InvalidIdentifier, UnicodeDecodeError):
+            return value
+        return f"{key[:240]}.{next(count)}".encode()
+
+    async def fresh_keys(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = [
+                (name, fresh(value) if name.lower() == b"idempotency-key" else value)
+                for name, value in scope["headers"]
+            ]
+            scope = {**scope, "headers": headers}
+        await app(scope, receive, send)
+
+    return fresh_keys
 
 
 def schemathesis(url: str, cwd: Path, *options: str) -> None:
