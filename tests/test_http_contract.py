@@ -9,8 +9,8 @@ One run acts as a tenant-bound client key with a user header on the user routes,
 admin key on the admin routes. The fuzzer reuses header values across unrelated requests,
 which a real client never does with an ``Idempotency-Key`` (one key per logical request,
 retries included); so the fuzzed server sees each request's key made unique, and replays
-are tested where they belong (tests/test_server.py, tests/security/test_outages.py). A fixed seed keeps CI reproducible; the example count keeps
-the two runs under ~30 s together.
+are tested where they belong (tests/test_server.py, tests/security/test_outages.py).
+A fixed seed keeps CI reproducible; the example count keeps the two runs under ~30 s.
 """
 
 from __future__ import annotations
