@@ -20,6 +20,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import RemoveMessage
 from langchain_core.vectorstores import InMemoryVectorStore
+from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from muxi_isolation import (
     Backend,
     ConfigError,
+    InvalidFilter,
     InvalidInput,
     Isolation,
     IsolationError,
@@ -39,7 +41,9 @@ from muxi_isolation import (
 )
 from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import llamaindex as li
+from muxi_isolation.adapters.langgraph import MuxiCheckpointer, MuxiStore
 from muxi_isolation.agent import as_agent, load_agent
+from muxi_isolation.filters import Compare
 from muxi_isolation.hashing import hashing_vector
 from muxi_isolation.http import error_status
 from muxi_isolation.migrate import (
@@ -51,6 +55,13 @@ from muxi_isolation.migrate import (
     register_section,
     retention_cutoff,
     run_import,
+)
+from muxi_isolation.stores.graph import (
+    CheckpointQuery,
+    ItemQuery,
+    MatchRule,
+    StoreItem,
+    decode_namespace,
 )
 from muxi_isolation.stores.sql._types import UTCDateTime
 
@@ -145,6 +156,8 @@ CASES: dict[str, tuple[Call | None, ACall | None, type[IsolationError]]] = {
         None,
         StorageError,
     ),
+    "stored namespace that is not a list": (lambda: decode_namespace("{}"), None, StorageError),
+    "stored namespace that is not JSON": (lambda: decode_namespace("["), None, StorageError),
     # LangChain
     "HashingEmbeddings size 1": (lambda: lc.HashingEmbeddings(size=1), None, InvalidInput),
     "add_texts: metadatas count": (
@@ -314,6 +327,185 @@ async def test_a_fixed_dimension_refuses_other_vectors_on_both_halves(
     assert backend.count_memories(ALICE) == 0
 
 
+def _item(namespace: tuple[Any, ...] = ("notes",), key: Any = "k", **more: Any) -> StoreItem:
+    return StoreItem(namespace, key, more.pop("value", {"n": 1}), NOW, NOW, **more)
+
+
+async def _drain(agen: Any) -> list[Any]:
+    return [x async for x in agen]
+
+
+def _graph_cases(backend: Backend) -> dict[str, tuple[Call, ACall, type[IsolationError]]]:
+    """Bad input to the graph storage and the LangGraph adapters over ``backend``, each with
+    its sync and async halves and the tree error both raise before anything is stored."""
+
+    def put(*items: StoreItem) -> tuple[Call, ACall]:
+        return (
+            lambda: backend.put_items(ALICE, list(items), []),
+            lambda: backend.aput_items(ALICE, list(items), []),
+        )
+
+    def search(query: ItemQuery) -> tuple[Call, ACall]:
+        return (
+            lambda: backend.search_items(ALICE, query, now=NOW),
+            lambda: backend.asearch_items(ALICE, query, now=NOW),
+        )
+
+    def checkpoints(query: CheckpointQuery, delete: bool = False) -> tuple[Call, ACall]:
+        if delete:
+            return (
+                lambda: backend.delete_checkpoints(ALICE, query),
+                lambda: backend.adelete_checkpoints(ALICE, query),
+            )
+        return (
+            lambda: backend.get_checkpoints(ALICE, query),
+            lambda: backend.aget_checkpoints(ALICE, query),
+        )
+
+    saver = MuxiCheckpointer(backend).for_user(ALICE)
+    store = MuxiStore(backend).for_user(ALICE)
+    indexed = MuxiStore(
+        backend, index={"dims": 3, "embed": lc.HashingEmbeddings(size=8), "fields": ["text"]}
+    ).for_user(ALICE)
+
+    def batch(target: MuxiStore, *ops: Any) -> tuple[Call, ACall]:
+        return lambda: target.batch(list(ops)), lambda: target.abatch(list(ops))
+
+    ref = ("notes",), "k"
+    bad_op = Compare("n", "$near", 1)  # a tree built by hand, with no such operator
+    rule = MatchRule("contains", ("notes",))  # type: ignore[arg-type]
+    rows: dict[str, tuple[Call, ACall, type[IsolationError]]] = {
+        "namespace without a label": (*put(_item(())), InvalidInput),
+        "namespace label empty": (*put(_item(("",))), InvalidInput),
+        "namespace label not a string": (*put(_item((1,))), InvalidInput),
+        "namespace label with NUL": (*search(ItemQuery(prefix=("a\x00",))), InvalidInput),
+        "namespace label with a lone surrogate": (*put(_item(("\ud800",))), InvalidInput),
+        "store key not a string": (
+            lambda: backend.get_items(ALICE, [(ref[0], 1)], now=NOW),  # type: ignore[list-item]
+            lambda: backend.aget_items(ALICE, [(ref[0], 1)], now=NOW),  # type: ignore[list-item]
+            InvalidInput,
+        ),
+        "store value not a dict": (*put(_item(value=["a"])), InvalidInput),
+        "embeddings of two dimensions": (
+            *put(_item(embeddings={"a": [1.0], "b": [1.0, 0.0]})),
+            InvalidInput,
+        ),
+        "search limit 2**63": (*search(ItemQuery(limit=2**63)), InvalidInput),
+        "search offset 2**64": (*search(ItemQuery(offset=2**64)), InvalidInput),
+        "search limit -1": (*search(ItemQuery(limit=-1)), InvalidInput),
+        "search with a hand-built filter": (*search(ItemQuery(filter=bad_op)), InvalidFilter),
+        "checkpoints limit 2**63": (*checkpoints(CheckpointQuery(limit=2**63)), InvalidInput),
+        "checkpoints with a hand-built filter": (
+            *checkpoints(CheckpointQuery(filter=bad_op)),
+            InvalidFilter,
+        ),
+        "delete checkpoints with a limit": (
+            *checkpoints(CheckpointQuery("t1", limit=1), delete=True),
+            InvalidInput,
+        ),
+        "delete checkpoints naming nothing": (
+            *checkpoints(CheckpointQuery(), delete=True),
+            InvalidInput,
+        ),
+        "prune_threads of one string": (
+            lambda: backend.prune_threads(ALICE, "t1", keep_latest=True),
+            lambda: backend.aprune_threads(ALICE, "t1", keep_latest=True),
+            InvalidInput,
+        ),
+        "unknown namespace match": (
+            lambda: backend.list_namespaces(ALICE, [rule], now=NOW),
+            lambda: backend.alist_namespaces(ALICE, [rule], now=NOW),
+            InvalidInput,
+        ),
+        # LangGraph adapters
+        "checkpointer: unknown prune strategy": (
+            lambda: saver.prune(["t1"], strategy="keep_none"),
+            lambda: saver.aprune(["t1"], strategy="keep_none"),
+            InvalidInput,
+        ),
+        "checkpointer: prune of one string": (
+            lambda: saver.prune("t1"),
+            lambda: saver.aprune("t1"),
+            InvalidInput,
+        ),
+        "checkpointer: delete_for_runs of one string": (
+            lambda: saver.delete_for_runs("r1"),
+            lambda: saver.adelete_for_runs("r1"),
+            InvalidInput,
+        ),
+        "checkpointer: list limit 2**63": (
+            lambda: list(saver.list(None, limit=2**63)),
+            lambda: _drain(saver.alist(None, limit=2**63)),
+            InvalidInput,
+        ),
+        "checkpointer: list limit -1 with a filter checked in Python": (
+            lambda: list(saver.list(None, filter={"tags": ["a"]}, limit=-1)),
+            lambda: _drain(saver.alist(None, filter={"tags": ["a"]}, limit=-1)),
+            InvalidInput,
+        ),
+        "store: unknown operation": (*batch(store, "not an op"), InvalidInput),
+        "store: put with an empty label": (*batch(store, PutOp(("",), "k", {})), InvalidInput),
+        "store: get with a NUL key": (*batch(store, GetOp(("notes",), "k\x00")), InvalidInput),
+        "store: search limit 2**63": (
+            *batch(store, SearchOp(("notes",), limit=2**63)),
+            InvalidInput,
+        ),
+        "store: search offset 2**64": (
+            *batch(store, SearchOp(("notes",), offset=2**64)),
+            InvalidInput,
+        ),
+        "store: list_namespaces limit -1": (
+            *batch(store, ListNamespacesOp(limit=-1)),
+            InvalidInput,
+        ),
+        "store: list_namespaces offset 2**64": (
+            *batch(store, ListNamespacesOp(offset=2**64)),
+            InvalidInput,
+        ),
+        "store: embeddings of another dimension than the index": (
+            *batch(indexed, PutOp(("notes",), "k", {"text": "jazz"})),
+            InvalidInput,
+        ),
+    }
+    return rows
+
+
+async def test_bad_graph_input_raises_a_tree_error_on_both_halves_and_every_backend(
+    backend: Backend,
+) -> None:
+    for name, (sync, asynchronous, expected) in _graph_cases(backend).items():
+        for half, run in (("sync", sync), ("async", asynchronous)):
+            try:
+                result = run()
+                if half == "async":
+                    await result
+            except IsolationError as exc:
+                assert isinstance(exc, expected), f"{name} ({half}): {exc!r}"
+                if expected is InvalidInput:  # what the HTTP layer answers for it
+                    assert error_status(exc) == (400, "invalid_input"), name
+            else:
+                raise AssertionError(f"{name} ({half}) raised nothing")
+    assert backend.search_items(ALICE, ItemQuery(), now=NOW) == []
+    assert backend.get_checkpoints(ALICE, CheckpointQuery()) == []
+
+
+async def test_a_search_window_beyond_64_bits_is_invalid_input_on_every_backend(
+    backend: Backend,
+) -> None:
+    backend.put_items(ALICE, [_item()], [])
+    for query, field in ((ItemQuery(limit=2**63), "limit"), (ItemQuery(offset=2**64), "offset")):
+        with pytest.raises(InvalidInput) as caught:
+            backend.search_items(ALICE, query, now=NOW)
+        assert caught.value.field == field
+        with pytest.raises(InvalidInput) as caught:
+            await backend.asearch_items(ALICE, query, now=NOW)
+        assert caught.value.field == field
+    limit = 2**63 - 1  # the largest that every backend binds
+    assert [i.key for i in backend.search_items(ALICE, ItemQuery(limit=limit), now=NOW)] == ["k"]
+    found = await backend.asearch_items(ALICE, ItemQuery(offset=limit), now=NOW)
+    assert found == []
+
+
 class _OneRecord(Source):
     """A source holding one record of a type no export section restores."""
 
@@ -357,15 +549,7 @@ ALLOWED = {
     ): "Python's own error for an unexpected keyword argument, as LangChain stores give",
 }
 # Files whose conversion another change of issue 13 is making; drop each once it lands.
-IN_PROGRESS = {
-    "muxi_isolation/stores/graph.py",
-    "muxi_isolation/stores/_memory_graph.py",
-    "muxi_isolation/stores/sql/_graph_ops.py",
-    "adapters/langgraph/checkpointer.py",
-    "adapters/langgraph/store.py",
-    "adapters/langgraph/middleware.py",
-    "adapters/langgraph/_scope.py",
-}
+IN_PROGRESS: set[str] = set()
 
 
 def _message(exc: ast.expr) -> str:

@@ -49,7 +49,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from muxi_isolation import policy
-from muxi_isolation.errors import ScopeViolation
+from muxi_isolation._input import check_int
+from muxi_isolation.errors import InvalidInput, ScopeViolation
 from muxi_isolation.filters import Filter, parse_filter
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
@@ -184,6 +185,8 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
         limit: int | None,
     ) -> tuple[CheckpointQuery, dict[str, Any]]:
         """The storage query, and the filter parts checked here (non-scalar values)."""
+        if limit is not None:  # also when the limit is applied here, not by the storage
+            check_int(limit, "limit", minimum=0)
         configurable = (config or {}).get("configurable") or {}
         thread = configurable.get("thread_id")
         ns = configurable.get("checkpoint_ns")
@@ -266,7 +269,10 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         keep = _keep_latest(strategy)
         self.backend.prune_threads(
-            self._user(None), _ids(thread_ids), keep_latest=keep, whole_if=_DELTA_PENDING
+            self._user(None),
+            _ids(thread_ids, "thread_ids"),
+            keep_latest=keep,
+            whole_if=_DELTA_PENDING,
         )
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -333,7 +339,10 @@ class MuxiCheckpointer(BaseCheckpointSaver[str]):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         keep = _keep_latest(strategy)
         await self.backend.aprune_threads(
-            self._user(None), _ids(thread_ids), keep_latest=keep, whole_if=_DELTA_PENDING
+            self._user(None),
+            _ids(thread_ids, "thread_ids"),
+            keep_latest=keep,
+            whole_if=_DELTA_PENDING,
         )
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -359,19 +368,21 @@ def _sql_filterable(key: str, value: Any) -> bool:
 
 def _keep_latest(strategy: str) -> bool:
     if strategy not in ("keep_latest", "delete"):
-        raise ValueError(f"unknown prune strategy {strategy!r}: 'keep_latest' or 'delete'")
+        raise InvalidInput(
+            f"unknown prune strategy {strategy!r}: 'keep_latest' or 'delete'", field="strategy"
+        )
     return strategy == "keep_latest"
 
 
-def _ids(ids: Sequence[str]) -> list[str]:
+def _ids(ids: Sequence[str], name: str) -> list[str]:
     if isinstance(ids, str):  # one id, not a sequence of its letters
-        raise TypeError("expected a sequence of ids, not one string")
+        raise InvalidInput(f"{name}: expected a sequence of ids, not one string", field=name)
     return [str(i) for i in ids]
 
 
 def _run_queries(run_ids: Sequence[str]) -> Iterator[CheckpointQuery]:
     """The user's checkpoints whose metadata names one of the runs, a batch at a time."""
-    ids = _ids(run_ids)
+    ids = _ids(run_ids, "run_ids")
     for i in range(0, len(ids), _RUN_BATCH):
         node = parse_filter({"run_id": {"$in": ids[i : i + _RUN_BATCH]}})
         yield CheckpointQuery(filter=node)

@@ -47,6 +47,8 @@ from langgraph.store.base import (
 )
 
 from muxi_isolation import policy
+from muxi_isolation._input import check_int
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.filters import parse_filter
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import Clock, utc_now
@@ -127,13 +129,15 @@ class MuxiStore(BaseStore):
             elif isinstance(op, SearchOp):
                 plan.searches.append((i, op))
             elif isinstance(op, ListNamespacesOp):
+                check_int(op.limit, "limit", minimum=0)  # paged here, not by the storage
+                check_int(op.offset, "offset", minimum=0)
                 plan.lists.append((i, op))
             elif isinstance(op, PutOp):
                 ref = (check_namespace(op.namespace), check_key(op.key))
                 plan.puts.pop(ref, None)
                 plan.puts[ref] = op  # the last put of a key wins
             else:
-                raise ValueError(f"unknown store operation: {type(op).__name__}")
+                raise InvalidInput(f"unknown store operation: {type(op).__name__}", field="op")
         return results, plan
 
     def _refresh(self, requested: bool | None) -> bool:
@@ -160,7 +164,9 @@ class MuxiStore(BaseStore):
         out = [[float(x) for x in v] for v in vectors]
         for v in out:
             if dims is not None and len(v) != dims:
-                raise ValueError(f"an embedding has {len(v)} dimensions, the index {dims}")
+                raise InvalidInput(
+                    f"an embedding has {len(v)} dimensions, the index {dims}", field="embedding"
+                )
         return out
 
     def _items(

@@ -23,6 +23,8 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from .. import policy
+from .._input import check_int
+from ..errors import InvalidInput, StorageError
 from ..filters import Filter, check_filter
 from ..scope import Scope, canonical_id
 from .similarity import cosine
@@ -147,27 +149,27 @@ def check_namespace(namespace: Iterable[object], *, empty: bool = False) -> Name
     """
     labels = tuple(namespace)
     if not labels and not empty:
-        raise ValueError("a namespace needs at least one label")
+        raise InvalidInput("a namespace needs at least one label", field="namespace")
     for label in labels:
-        _check_text(label, "namespace label")
+        _check_text(label, "namespace label", "namespace")
     return labels  # type: ignore[return-value]
 
 
 def check_key(key: object) -> str:
-    _check_text(key, "store key")
+    _check_text(key, "store key", "key")
     assert isinstance(key, str)
     return key
 
 
-def _check_text(value: object, what: str) -> None:
+def _check_text(value: object, what: str, field: str) -> None:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"a {what} must be a non-empty string")
+        raise InvalidInput(f"a {what} must be a non-empty string", field=field)
     if "\x00" in value:
-        raise ValueError(f"a {what} must not contain NUL")
+        raise InvalidInput(f"a {what} must not contain NUL", field=field)
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates: not text, no database stores them
-        raise ValueError(f"a {what} must be valid Unicode") from exc
+    except UnicodeEncodeError:  # lone surrogates: not text, no database stores them
+        raise InvalidInput(f"a {what} must be valid Unicode", field=field) from None
 
 
 def encode_namespace(namespace: Namespace) -> str:
@@ -176,9 +178,13 @@ def encode_namespace(namespace: Namespace) -> str:
 
 
 def decode_namespace(text: str) -> Namespace:
-    labels = json.loads(text)
+    """The tuple of a stored namespace; what no write of ours stores is a ``StorageError``."""
+    try:
+        labels = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise StorageError("a stored namespace is not JSON") from exc
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ValueError("a stored namespace is not a list of labels")
+        raise StorageError("a stored namespace is not a list of labels")
     return tuple(labels)
 
 
@@ -220,8 +226,8 @@ def _verify_checkpoints(user: Scope, records: Iterable[CheckpointRecord]) -> lis
 
 def _check_limit(limit: int | None, offset: int = 0) -> None:
     for name, value in (("limit", limit), ("offset", offset)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"{name} must be a non-negative integer")
+        if value is not None:
+            check_int(value, name, minimum=0)  # 64 bits: what SQLite and PostgreSQL bind
 
 
 def _thread(thread_id: str) -> str:
@@ -367,17 +373,13 @@ class GraphMethods:
 
     def search_items(self, scope: Scope, query: ItemQuery, *, now: datetime) -> list[StoreItem]:
         user = policy.require_scope(scope).user()
-        _check_limit(query.limit, query.offset)
-        query = replace(query, prefix=check_namespace(query.prefix, empty=True))
-        return policy.verify(user, self._search_items(user, query, now))
+        return policy.verify(user, self._search_items(user, _check_items(query), now))
 
     async def asearch_items(
         self, scope: Scope, query: ItemQuery, *, now: datetime
     ) -> list[StoreItem]:
         user = policy.require_scope(scope).user()
-        _check_limit(query.limit, query.offset)
-        query = replace(query, prefix=check_namespace(query.prefix, empty=True))
-        return policy.verify(user, await self._asearch_items(user, query, now))
+        return policy.verify(user, await self._asearch_items(user, _check_items(query), now))
 
     def refresh_items(self, scope: Scope, items: Sequence[StoreItem], *, now: datetime) -> None:
         """Push the TTL of these items of this user forward from ``now``."""
@@ -518,9 +520,11 @@ def _stamp_items(
     for item in items:
         policy.check_json(item.value, "a store value")
         if not isinstance(item.value, dict):
-            raise ValueError("a store value must be a dict")
+            raise InvalidInput("a store value must be a dict", field="value")
         if item.embeddings and len({len(v) for v in item.embeddings.values()}) != 1:
-            raise ValueError("an item's embeddings must all have the same dimension")
+            raise InvalidInput(
+                "an item's embeddings must all have the same dimension", field="embeddings"
+            )
         stamped.append(
             replace(
                 item,
@@ -534,30 +538,38 @@ def _stamp_items(
 
 
 def _check_query(query: CheckpointQuery) -> CheckpointQuery:
-    if query.thread_id is None:
-        return query
-    return replace(query, thread_id=_thread(query.thread_id))
+    """A hand-built filter tree gets the parser's checks, as ``stores.base`` does."""
+    thread = None if query.thread_id is None else _thread(query.thread_id)
+    return replace(query, thread_id=thread, filter=check_filter(query.filter))
+
+
+def _check_items(query: ItemQuery) -> ItemQuery:
+    _check_limit(query.limit, query.offset)
+    prefix = check_namespace(query.prefix, empty=True)
+    return replace(query, prefix=prefix, filter=check_filter(query.filter))
 
 
 def _threads(thread_ids: Sequence[str]) -> list[str]:
     if isinstance(thread_ids, str):  # a lone id would be taken letter by letter
-        raise TypeError("thread_ids must be a sequence of thread ids, not one string")
+        raise InvalidInput(
+            "thread_ids must be a sequence of thread ids, not one string", field="thread_ids"
+        )
     return list(dict.fromkeys(_thread(t) for t in thread_ids))
 
 
 def _check_delete(query: CheckpointQuery) -> CheckpointQuery:
     """A delete names a thread or a filter (never "everything of the user" by omission)."""
     if query.limit is not None:
-        raise ValueError("a delete of checkpoints takes no limit")
+        raise InvalidInput("a delete of checkpoints takes no limit", field="limit")
     if query.thread_id is None and query.filter is None:
-        raise ValueError("a delete of checkpoints needs a thread_id or a filter")
-    return _check_query(replace(query, filter=check_filter(query.filter)))
+        raise InvalidInput("a delete of checkpoints needs a thread_id or a filter", field="query")
+    return _check_query(query)
 
 
 def _check_rules(rules: Sequence[MatchRule]) -> list[MatchRule]:
     out = []
     for rule in rules:
         if rule.kind not in ("prefix", "suffix"):
-            raise ValueError(f"unknown namespace match {rule.kind!r}")
+            raise InvalidInput(f"unknown namespace match {rule.kind!r}", field="match")
         out.append(MatchRule(rule.kind, check_namespace(rule.path, empty=True)))
     return out

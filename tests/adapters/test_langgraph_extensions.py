@@ -12,7 +12,14 @@ from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, StateGraph
 
-from muxi_isolation import Backend, MissingScope, Scope, SessionExpired, SessionManager
+from muxi_isolation import (
+    Backend,
+    InvalidInput,
+    MissingScope,
+    Scope,
+    SessionExpired,
+    SessionManager,
+)
 from muxi_isolation.adapters.langgraph import MuxiCheckpointer
 from muxi_isolation.stores.graph import CheckpointQuery
 
@@ -173,10 +180,12 @@ async def test_prune_refuses_an_unknown_strategy_and_a_lone_id(
 ) -> None:
     saver = MuxiCheckpointer(backend).for_user(ALICE)
     chain(saver, "t1", "1", "2")
-    with pytest.raises(ValueError, match="unknown prune strategy"):
+    with pytest.raises(InvalidInput, match="unknown prune strategy"):
         await call(saver, "prune", ["t1"], strategy="keep_none")
-    with pytest.raises(TypeError, match="not one string"):
+    with pytest.raises(InvalidInput, match="not one string"):
         await call(saver, "prune", "t1")  # would be the threads "t" and "1"
+    with pytest.raises(InvalidInput, match="not one string"):
+        await call(saver, "delete_for_runs", "r1")
     assert values(saver, "t1") == ["2", "1"]
 
 

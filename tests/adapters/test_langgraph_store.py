@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, PutOp, SearchOp
 
-from muxi_isolation import Backend, InvalidFilter, MissingScope, Scope, use_scope
+from muxi_isolation import Backend, InvalidFilter, InvalidInput, MissingScope, Scope, use_scope
 from muxi_isolation.adapters.langchain import HashingEmbeddings
 from muxi_isolation.adapters.langgraph import MuxiStore
 
@@ -91,9 +91,9 @@ def test_langgraph_itself_refuses_dots_and_empty_labels(backend: Backend) -> Non
     for bad in (("a.b",), ("",), ("langgraph",)):
         with pytest.raises(InvalidNamespaceError):
             store.put(bad, "k", {"v": 1})
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         store.batch([PutOp(("",), "k", {"v": 1})])  # our own check, through batch
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         store.batch([PutOp(("a\x00",), "k", {"v": 1})])
 
 

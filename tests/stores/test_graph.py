@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from muxi_isolation import Backend, MissingScope, Scope, ScopeViolation
+from muxi_isolation import (
+    Backend,
+    InvalidInput,
+    MissingScope,
+    Scope,
+    ScopeViolation,
+    StorageError,
+)
 from muxi_isolation.filters import parse_filter
 from muxi_isolation.stores.graph import (
     CheckpointQuery,
@@ -53,9 +60,9 @@ async def test_a_bad_item_is_refused_and_its_batch_writes_nothing(
     backend: Backend, bad: StoreItem, match: str
 ) -> None:
     good = item("good", {"n": 1})
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidInput, match=match):
         backend.put_items(ALICE, [good, bad], [])
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidInput, match=match):
         await backend.aput_items(ALICE, [good, bad], [])
     assert keys(backend, ALICE) == []
 
@@ -89,22 +96,22 @@ def test_checkpoint_metadata_must_be_json(backend: Backend) -> None:
 
 async def test_bad_windows_are_refused(backend: Backend) -> None:
     backend.put_items(ALICE, [item("k", {"n": 1})], [])
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(InvalidInput, match="limit"):
         backend.search_items(ALICE, ItemQuery(limit=-1), now=NOW)
-    with pytest.raises(ValueError, match="offset"):
+    with pytest.raises(InvalidInput, match="offset"):
         await backend.asearch_items(ALICE, ItemQuery(offset=-1), now=NOW)
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(InvalidInput, match="limit"):
         backend.get_checkpoints(ALICE, CheckpointQuery(limit=1.5))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(InvalidInput, match="limit"):
         await backend.aget_checkpoints(ALICE, CheckpointQuery(limit=-3))
 
 
 async def test_an_unknown_namespace_match_is_refused(backend: Backend) -> None:
     backend.put_items(ALICE, [item("k", {"n": 1})], [])
     rule = MatchRule("contains", ("notes",))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unknown namespace match 'contains'"):
+    with pytest.raises(InvalidInput, match="unknown namespace match 'contains'"):
         backend.list_namespaces(ALICE, [rule], now=NOW)
-    with pytest.raises(ValueError, match="unknown namespace match"):
+    with pytest.raises(InvalidInput, match="unknown namespace match"):
         await backend.alist_namespaces(ALICE, [rule], now=NOW)
     assert backend.list_namespaces(ALICE, [MatchRule("prefix", ("notes",))], now=NOW) == [
         ("notes",)
@@ -155,9 +162,9 @@ def test_rank_items_refuses_a_query_of_another_dimension() -> None:
         rank_items([stored], [1.0, 0.0, 0.0], limit=1, offset=0)
 
 
-@pytest.mark.parametrize("stored", ['"notes"', '{"a": 1}', '["a", 1]', "null"])
+@pytest.mark.parametrize("stored", ['"notes"', '{"a": 1}', '["a", 1]', "null", "[", ""])
 def test_a_stored_namespace_must_be_a_list_of_labels(stored: str) -> None:
-    with pytest.raises(ValueError, match="not a list of labels"):
+    with pytest.raises(StorageError, match="stored namespace is not"):
         decode_namespace(stored)
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
+from ...errors import InvalidInput
 from ...filters import Filter
 from ...scope import Scope, known_scope
 from ..graph import (
@@ -69,7 +70,10 @@ _LITTLE = sys.byteorder == "little"
 def _pack(vectors: dict[str, list[float]]) -> tuple[list[str], bytes]:
     dims = {len(v) for v in vectors.values()}
     if len(dims) != 1:
-        raise ValueError("an item's embeddings must all have the same dimension")
+        # put_items checked it already; kept so no caller of _pack stores a ragged array
+        raise InvalidInput(
+            "an item's embeddings must all have the same dimension", field="embeddings"
+        )
     values = array("f", [x for v in vectors.values() for x in v])
     if not _LITTLE:
         values.byteswap()
