@@ -4,17 +4,24 @@ Drop-in for ``RunnableWithMessageHistory``:
 
     chain = RunnableWithMessageHistory(
         prompt | model,
-        MuxiHistoryFactory(backend),
+        MuxiHistoryFactory.from_url("sqlite:///app.db"),  # or (backend) / (Isolation)
         input_messages_key="question",
         history_messages_key="history",
         history_factory_config=history_factory_config,
     )
     chain.invoke({"question": "hi"},
-                 {"configurable": {"user_id": "tenant_a:user_1", "session_id": sid}})
+                 {"configurable": {"user_id": "tenant_a:user_1", "session_id": "chat-1"}})
+
+A session id the client picks (``"chat-1"``) becomes that user's session on first use, as
+LlamaIndex's chat stores and LangGraph's threads do (``create_sessions=False`` requires
+sessions made with ``SessionManager.create``). Session ids are per user: another user's
+``"chat-1"`` is a different session. Without ``history_factory_config`` the chain passes
+only ``session_id``, and the user is the one ``use_scope()`` or the HTTP middleware set.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -22,34 +29,45 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import ConfigurableFieldSpec
 
 from muxi_isolation import policy
-from muxi_isolation.errors import InvalidIdentifier
+from muxi_isolation.context import current_scope
+from muxi_isolation.errors import InvalidIdentifier, MissingScope, SessionNotFound
 from muxi_isolation.records import ACTIVE
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
 from muxi_isolation.stores.base import Backend
 
+from .._owned import OwnsBackend, Storage, unpack
 from ._messages import from_record, to_record
 
 __all__ = ["MuxiChatMessageHistory", "MuxiHistoryFactory", "history_factory_config"]
 
 
-class MuxiChatMessageHistory(BaseChatMessageHistory):
+class MuxiChatMessageHistory(OwnsBackend, BaseChatMessageHistory):
     """One session's chat history for one user, on any backend.
 
     Reads see only this session's active messages, oldest first; reading twice with no
     write in between gives the same list. Every write first checks, through the
     ``SessionManager``, that the session is this user's and not expired (``SessionNotFound``
     / ``SessionExpired``) and pushes its expiry forward; ``add_messages`` then appends the
-    whole batch in one backend call, one transaction.
+    whole batch in one backend call, one transaction. A session this user does not have yet
+    is created under the scope's id on the first write, unless ``create_sessions=False``.
     """
 
     def __init__(
-        self, backend: Backend, scope: Scope, sessions: SessionManager | None = None
+        self,
+        backend: Storage,
+        scope: Scope,
+        sessions: SessionManager | None = None,
+        *,
+        create_sessions: bool = True,
     ) -> None:
         super().__init__()
         self.scope = policy.require_scope(scope, session=True)
-        self.backend = backend
-        self.sessions = sessions if sessions is not None else SessionManager(backend)
+        self.backend, self.sessions = unpack(backend, sessions)
+        self.create_sessions = create_sessions
+
+    def _storage_backend(self) -> Backend:
+        return self.backend
 
     @property
     def session_id(self) -> str:
@@ -66,12 +84,26 @@ class MuxiChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         records = [to_record(m) for m in messages]
-        if records:
+        if not records:
+            return
+        try:
+            self.sessions.append(self.scope, records)
+        except SessionNotFound:
+            if not self.create_sessions:
+                raise
+            self.sessions.ensure(self.scope, self.session_id)
             self.sessions.append(self.scope, records)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         records = [to_record(m) for m in messages]
-        if records:
+        if not records:
+            return
+        try:
+            await self.sessions.aappend(self.scope, records)
+        except SessionNotFound:
+            if not self.create_sessions:
+                raise
+            await self.sessions.aensure(self.scope, self.session_id)
             await self.sessions.aappend(self.scope, records)
 
     def clear(self) -> None:
@@ -109,38 +141,67 @@ history_factory_config: list[ConfigurableFieldSpec] = [
 ``RunnableWithMessageHistory(history_factory_config=...)``."""
 
 
-class MuxiHistoryFactory:
+class MuxiHistoryFactory(OwnsBackend):
     """``get_session_history`` for ``RunnableWithMessageHistory``, per user and session.
 
-    Called with ``user_id`` (the compound header form, ``"tenant_a:user_1"``) and
-    ``session_id``, the ids of ``history_factory_config``. The session must be that user's
-    and active: an unknown or another user's session raises ``SessionNotFound`` (the
-    same for both), an expired one ``SessionExpired``. With ``create_missing=True`` an
-    unknown session id is created for the user instead (an expired one still raises).
+    With ``history_factory_config`` the chain calls it with ``user_id`` (the compound header
+    form, ``"tenant_a:user_1"``) and ``session_id``; without it, with ``session_id`` alone,
+    and the user is the one ``use_scope()`` or the HTTP middleware set (``MissingScope``
+    when there is none: never a default user).
+
+    A session id the user has no session for becomes that user's session (as LlamaIndex's
+    chat stores and LangGraph's threads do); another user's session of the same id is never
+    reached, since session ids are per user. ``create_sessions=False`` requires a session
+    made beforehand: an unknown one raises ``SessionNotFound``. An expired session raises
+    ``SessionExpired`` either way. ``create_missing`` is the deprecated name of
+    ``create_sessions``.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         sessions: SessionManager | None = None,
         *,
-        create_missing: bool = False,
+        create_sessions: bool = True,
+        create_missing: bool | None = None,
     ) -> None:
-        self.backend = backend
-        self.sessions = sessions if sessions is not None else SessionManager(backend)
-        self.create_missing = create_missing
+        if create_missing is not None:
+            warnings.warn(
+                "MuxiHistoryFactory(create_missing=) is now create_sessions=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            create_sessions = create_missing
+        self.backend, self.sessions = unpack(backend, sessions)
+        self.create_sessions = create_sessions
 
-    def scope(self, user_id: str, session_id: str) -> Scope:
+    def _storage_backend(self) -> Backend:
+        return self.backend
+
+    def scope(self, user_id: str | None, session_id: str) -> Scope:
+        if user_id is None:
+            found = current_scope()
+            if found is None:
+                raise MissingScope(
+                    "no user for this history: pass history_factory_config="
+                    "history_factory_config to RunnableWithMessageHistory and a user_id in "
+                    "config['configurable'], or call the chain inside use_scope()"
+                )
+            return found.user().with_session(session_id)
         if not isinstance(user_id, str):
             raise InvalidIdentifier("user_id", 'must be a string (use "0" for single-user mode)')
         return Scope.parse(user_id, session_id)
 
-    def __call__(self, *, user_id: str, session_id: str) -> MuxiChatMessageHistory:
+    def __call__(self, session_id: str, user_id: str | None = None) -> MuxiChatMessageHistory:
+        scope = self.scope(user_id, session_id)
         history = MuxiChatMessageHistory(
-            self.backend, self.scope(user_id, session_id), self.sessions
+            self.backend, scope, self.sessions, create_sessions=self.create_sessions
         )
-        if self.create_missing:
-            self.sessions.ensure(history.scope, history.session_id)
-        else:
+        # Only a read here: the chain calls this synchronously even on its async path, so a
+        # write would block the event loop; a new session is made by the first append.
+        try:
             self.sessions.active(history.scope, history.session_id)
+        except SessionNotFound:
+            if not self.create_sessions:
+                raise
         return history

@@ -37,6 +37,7 @@ from muxi_isolation.records import Memory
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, FilterSpec, Scored
 
+from .._owned import OwnsBackend, Storage, unpack
 from ._mmr import mmr
 
 __all__ = ["MuxiRetriever", "MuxiVectorStore"]
@@ -106,26 +107,33 @@ def _chosen(query: list[float], hits: list[Scored], k: int, lambda_mult: float) 
     return [_document(with_vectors[i]) for i in picks]
 
 
-class MuxiVectorStore(VectorStore):
+class MuxiVectorStore(OwnsBackend, VectorStore):
     """Scoped semantic memory for LangChain: every call acts for one (tenant, user).
 
     Writes are stamped with the scope (its session, if any, records where a memory was
     made); reads see the user's memories only, whatever the filter. See the module
     docstring for the scope, filter and score conventions.
+
+    ``MuxiVectorStore.from_url("sqlite:///app.db", embeddings, embedding_dimension=256)``
+    opens (and ``close()`` closes) its own storage; ``MuxiVectorStore(backend, embeddings)``
+    shares one.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         embedding: Embeddings,
         *,
         scope: Scope | None = None,
         relevance_score_fn: Callable[[float], float] | None = None,
     ) -> None:
-        self.backend = backend
+        self.backend = unpack(backend)[0]
         self.embedding = embedding
         self.scope = None if scope is None else policy.require_scope(scope)
         self.relevance_score_fn = relevance_score_fn or similarity_to_relevance
+
+    def _storage_backend(self) -> Backend:
+        return self.backend
 
     @property
     def embeddings(self) -> Embeddings:

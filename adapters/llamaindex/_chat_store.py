@@ -14,26 +14,41 @@ active/archived FIFO queue). Both run on any ``Backend`` and share one rule set:
 - ``delete_message(key, idx)`` takes a position in the key's whole history, oldest first,
   as ``SimpleChatStore`` does (negative positions count from the end); past the end it
   returns ``None``.
+
+Both take a ``Backend`` (shared), an ``Isolation`` (its session timeout), or open their own
+storage with ``from_url`` / ``from_config`` (see ``muxi_isolation.adapters._owned``).
+
+``MuxiChatStore`` serializes, so ``ChatMemoryBuffer.from_dict(buffer.to_dict())`` works: the
+dict holds the URL ``from_url`` was given, the bound user, the session timeout and
+``create_sessions``, never a live connection, and loading it opens the store again with
+``from_url``. Keep passwords out of that URL (``PGPASSWORD`` or a ``.pgpass`` file) if the
+dict is stored, and keep the dict as private as the user's id: it acts for that user. A store
+on a shared backend has no URL to give: ``from_dict`` refuses it with ``ConfigError``; build
+the store again and pass it in (``ChatMemoryBuffer.from_dict({**data, "chat_store":
+MuxiChatStore(backend, scope).to_dict()})`` does not work either, so use
+``ChatMemoryBuffer(chat_store=store, chat_store_key=data["chat_store_key"], ...)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
+from llama_index.core.storage.chat_store.loading import RECOGNIZED_CHAT_STORES
 
 from muxi_isolation import policy
-from muxi_isolation.errors import InvalidInput, SessionNotFound, UnsupportedStore
+from muxi_isolation.errors import ConfigError, InvalidInput, SessionNotFound
 from muxi_isolation.records import Message
 from muxi_isolation.scope import Scope
-from muxi_isolation.sessions import SessionManager
+from muxi_isolation.sessions import DEFAULT_TIMEOUT, SessionManager
 from muxi_isolation.stores.base import Backend
 
+from .._owned import OwnsBackend, Storage, unpack
 from ._messages import to_chat_message, to_message
 from ._scope import resolve_scope
 
@@ -45,18 +60,13 @@ class _Binding:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         scope: Scope | None,
         sessions: SessionManager | None,
         create_sessions: bool,
     ) -> None:
-        if not isinstance(backend, Backend):
-            raise UnsupportedStore(
-                f"a muxi_isolation Backend is required, got {type(backend).__name__}"
-            )
-        self.backend = backend
-        self.scope = scope
-        self.sessions = sessions or SessionManager(backend)
+        self.backend, self.sessions = unpack(backend, sessions)
+        self.scope = None if scope is None else policy.require_scope(scope).user()
         self.create_sessions = create_sessions
 
     def user(self) -> Scope:
@@ -130,32 +140,67 @@ def _seq(message: Message) -> int:
     return message.seq
 
 
-class MuxiChatStore(BaseChatStore):
+class MuxiChatStore(OwnsBackend, BaseChatStore):
     """A ``BaseChatStore`` whose keys are one user's sessions.
 
     Use it as the store of ``ChatMemoryBuffer``::
 
-        store = MuxiChatStore(backend, Scope.parse("tenant_a:user_1"))
+        store = MuxiChatStore.from_url("sqlite:///app.db", Scope.parse("tenant_a:user_1"))
         memory = ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key=session_id)
+
+    Its fields are what ``to_dict`` writes and ``from_dict`` reads back (module docstring).
     """
 
+    url: str | None = Field(default=None, description="The URL from_url opened, if any.")
+    user_id: str | None = Field(default=None, description="The bound user, header form.")
+    session_timeout: float = Field(default=DEFAULT_TIMEOUT, description="Idle seconds.")
+    create_sessions: bool = Field(default=True, description="A new key opens a session.")
     _binding: _Binding = PrivateAttr()
+    _owned: Backend | None = PrivateAttr(default=None)
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         scope: Scope | None = None,
         *,
         sessions: SessionManager | None = None,
         create_sessions: bool = True,
         **kwargs: Any,
     ) -> None:
+        binding = _Binding(backend, scope, sessions, create_sessions)
         super().__init__(**kwargs)
-        self._binding = _Binding(backend, scope, sessions, create_sessions)
+        self.user_id = None if binding.scope is None else binding.scope.header
+        self.session_timeout = binding.sessions.timeout.total_seconds()
+        self.create_sessions = create_sessions
+        self._binding = binding
 
     @classmethod
     def class_name(cls) -> str:
         return "MuxiChatStore"
+
+    def _storage_backend(self) -> Backend:
+        return self._binding.backend
+
+    def _opened(self, url: str) -> None:
+        self.url = url
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> MuxiChatStore:
+        """The store ``to_dict`` described, on a new backend opened from its URL."""
+        data = {**data, **kwargs}
+        url = data.get("url")
+        if not isinstance(url, str):
+            raise ConfigError(
+                "this MuxiChatStore was built on a shared backend, which is not serialized: "
+                "build it again and pass it as chat_store="
+            )
+        user = data.get("user_id")
+        return cls.from_url(
+            url,
+            None if user is None else Scope.parse(user),
+            session_timeout=float(data.get("session_timeout", DEFAULT_TIMEOUT)),
+            create_sessions=bool(data.get("create_sessions", True)),
+        )
 
     # -- sync
 
@@ -242,7 +287,7 @@ class MuxiChatStore(BaseChatStore):
         return [s.id for s in await b.backend.alist_sessions(b.user())]
 
 
-class MuxiDBChatStore(AsyncDBChatStore):
+class MuxiDBChatStore(OwnsBackend, AsyncDBChatStore):
     """An ``AsyncDBChatStore`` for ``llama_index.core.memory.Memory``, one user's sessions.
 
     ``Memory`` keeps its FIFO queue as ``active`` messages and archives the oldest ones when
@@ -253,10 +298,11 @@ class MuxiDBChatStore(AsyncDBChatStore):
     """
 
     _binding: _Binding = PrivateAttr()
+    _owned: Backend | None = PrivateAttr(default=None)
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         scope: Scope | None = None,
         *,
         sessions: SessionManager | None = None,
@@ -269,6 +315,9 @@ class MuxiDBChatStore(AsyncDBChatStore):
     @classmethod
     def class_name(cls) -> str:
         return "MuxiDBChatStore"
+
+    def _storage_backend(self) -> Backend:
+        return self._binding.backend
 
     async def get_messages(
         self,
@@ -330,3 +379,8 @@ class MuxiDBChatStore(AsyncDBChatStore):
     async def get_keys(self) -> list[str]:
         b = self._binding
         return [s.id for s in await b.backend.alist_sessions(b.user())]
+
+
+# LlamaIndex finds a chat store to load by its class name in this table, which has no
+# public way in: without the entry ChatMemoryBuffer.from_dict refuses MuxiChatStore.
+cast(dict[str, Any], RECOGNIZED_CHAT_STORES).setdefault(MuxiChatStore.class_name(), MuxiChatStore)

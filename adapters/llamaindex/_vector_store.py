@@ -20,10 +20,11 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 
-from muxi_isolation.errors import InvalidInput, UnsupportedStore
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, Scored
 
+from .._owned import OwnsBackend, Storage, unpack
 from ._filters import check_delete_filters, to_filter
 from ._nodes import NODE_ID_KEY, SESSION_ALIAS, memory_to_node, node_to_memory
 from ._scope import resolve_scope
@@ -79,7 +80,7 @@ def _delete_spec(
     return (None if node_ids is None else list(node_ids)), spec
 
 
-class MuxiVectorStore(BasePydanticVectorStore):
+class MuxiVectorStore(OwnsBackend, BasePydanticVectorStore):
     """Nodes stored as one user's memories; ``stores_text`` so no docstore is needed.
 
     ``scope`` binds the store to one user; without it each call uses the context's scope
@@ -87,21 +88,25 @@ class MuxiVectorStore(BasePydanticVectorStore):
     ``delete_nodes`` with neither ids nor filters deletes nothing, and with filters that
     select everything (none, an empty group) raises ``InvalidFilter``; ``clear`` deletes all
     of this user's memories, whichever framework wrote them.
+
+    ``MuxiVectorStore.from_url("sqlite:///app.db", scope, embedding_dimension=384)`` opens
+    (and ``close()`` closes) its own storage; ``MuxiVectorStore(backend, scope)`` shares one.
     """
 
     stores_text: bool = True
     is_embedding_query: bool = True
     _backend: Backend = PrivateAttr()
     _scope: Scope | None = PrivateAttr(default=None)
+    _owned: Backend | None = PrivateAttr(default=None)
 
-    def __init__(self, backend: Backend, scope: Scope | None = None, **kwargs: Any) -> None:
-        if not isinstance(backend, Backend):
-            raise UnsupportedStore(
-                f"a muxi_isolation Backend is required, got {type(backend).__name__}"
-            )
+    def __init__(self, backend: Storage, scope: Scope | None = None, **kwargs: Any) -> None:
+        store = unpack(backend)[0]
         super().__init__(stores_text=True, **kwargs)
-        self._backend = backend
+        self._backend = store
         self._scope = scope
+
+    def _storage_backend(self) -> Backend:
+        return self._backend
 
     @classmethod
     def class_name(cls) -> str:

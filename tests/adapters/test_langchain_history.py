@@ -174,8 +174,11 @@ def test_writes_need_an_active_session_of_this_user(
     backend: Backend, sessions: SessionManager, clock: Clock
 ) -> None:
     alice = history(backend, sessions, ALICE)
-    unknown = MuxiChatMessageHistory(backend, ALICE.with_session("sess_nope"), sessions)
-    foreign = MuxiChatMessageHistory(backend, BOB.with_session(alice.session_id), sessions)
+    strict = {"create_sessions": False}
+    unknown = MuxiChatMessageHistory(backend, ALICE.with_session("sess_nope"), sessions, **strict)
+    foreign = MuxiChatMessageHistory(
+        backend, BOB.with_session(alice.session_id), sessions, **strict
+    )
     for hist in (unknown, foreign):
         with pytest.raises(SessionNotFound):
             hist.add_messages([HumanMessage("x")])
@@ -194,7 +197,9 @@ async def test_async_writes_need_an_active_session(
     backend: Backend, sessions: SessionManager, clock: Clock
 ) -> None:
     alice = history(backend, sessions, ALICE)
-    foreign = MuxiChatMessageHistory(backend, BOB.with_session(alice.session_id), sessions)
+    foreign = MuxiChatMessageHistory(
+        backend, BOB.with_session(alice.session_id), sessions, create_sessions=False
+    )
     with pytest.raises(SessionNotFound):
         await foreign.aadd_messages([HumanMessage("x")])
     clock.now += timedelta(seconds=61)
@@ -225,11 +230,12 @@ def test_a_scope_without_a_session_fails_closed(backend: Backend) -> None:
 
 
 def test_factory_signature_matches_the_config_specs() -> None:
+    """RunnableWithMessageHistory passes both ids by name with ``history_factory_config``,
+    and ``session_id`` alone, positionally, without it."""
     ids = [spec.id for spec in history_factory_config]
     assert ids == ["user_id", "session_id"]
     params = inspect.signature(MuxiHistoryFactory.__call__).parameters
-    assert [p for p in params if p != "self"] == ids
-    assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY for p in ids)
+    assert [p for p in params if p != "self"] == ["session_id", "user_id"]
 
 
 def test_factory_binds_the_compound_user(backend: Backend, sessions: SessionManager) -> None:
@@ -245,10 +251,19 @@ def test_factory_binds_the_compound_user(backend: Backend, sessions: SessionMana
         (lambda sid: {"user_id": "tenant_a:bob", "session_id": sid}, SessionNotFound),
         (lambda sid: {"user_id": "tenant_b:alice", "session_id": sid}, SessionNotFound),
         (lambda sid: {"user_id": "alice", "session_id": sid}, SessionNotFound),
-        (lambda sid: {"user_id": None, "session_id": sid}, InvalidIdentifier),
+        (lambda sid: {"user_id": None, "session_id": sid}, MissingScope),
+        (lambda sid: {"user_id": 7, "session_id": sid}, InvalidIdentifier),
         (lambda sid: {"user_id": "tenant_a:alice", "session_id": " x"}, InvalidIdentifier),
     ],
-    ids=["unknown", "other-user", "other-tenant", "default-tenant", "no-user", "bad-id"],
+    ids=[
+        "unknown",
+        "other-user",
+        "other-tenant",
+        "default-tenant",
+        "no-user",
+        "int-user",
+        "bad-id",
+    ],
 )
 def test_factory_refuses_sessions_that_are_not_yours(
     backend: Backend,
@@ -258,7 +273,7 @@ def test_factory_refuses_sessions_that_are_not_yours(
 ) -> None:
     sid = sessions.create(ALICE).id
     with pytest.raises(error):
-        MuxiHistoryFactory(backend, sessions)(**make_call(sid))
+        MuxiHistoryFactory(backend, sessions, create_sessions=False)(**make_call(sid))
 
 
 def test_factory_refuses_an_expired_session(
@@ -268,13 +283,15 @@ def test_factory_refuses_an_expired_session(
     clock.now += timedelta(minutes=5)
     for create in (False, True):
         with pytest.raises(SessionExpired):
-            MuxiHistoryFactory(backend, sessions, create_missing=create)(
+            MuxiHistoryFactory(backend, sessions, create_sessions=create)(
                 user_id="tenant_a:alice", session_id=sid
             )
 
 
-def test_factory_can_create_missing_sessions(backend: Backend, sessions: SessionManager) -> None:
-    factory = MuxiHistoryFactory(backend, sessions, create_missing=True)
+def test_factory_creates_client_chosen_sessions_by_default(
+    backend: Backend, sessions: SessionManager
+) -> None:
+    factory = MuxiHistoryFactory(backend, sessions)
     hist = factory(user_id="tenant_a:alice", session_id="chat-1")
     hist.add_messages([HumanMessage("hi")])
     assert sessions.get(ALICE, "chat-1").id == "chat-1"
@@ -290,7 +307,8 @@ class HistoryEcho(BaseChatModel):
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
         said = [str(m.content) for m in messages if isinstance(m, HumanMessage)]
-        text = f"{len(messages)} messages: " + " | ".join(said)
+        count = f"{len(messages)} message{'' if len(messages) == 1 else 's'}"
+        text = f"{count}: " + " | ".join(said)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
 
     @property
@@ -328,15 +346,17 @@ def test_runnable_with_message_history_keeps_users_apart(
         answers.append(bot.invoke({"question": f"bob {turn}"}, config("tenant_a:bob", b)))
     texts = [m.content for m in answers]
     assert texts == [
-        "1 messages: alice 0",
-        "1 messages: bob 0",
+        "1 message: alice 0",
+        "1 message: bob 0",
         "3 messages: alice 0 | alice 1",
         "3 messages: bob 0 | bob 1",
     ]
     stored = MuxiChatMessageHistory(backend, ALICE.with_session(a), sessions).messages
     assert stored == [HumanMessage("alice 0"), answers[0], HumanMessage("alice 1"), answers[2]]
-    with pytest.raises(SessionNotFound):
-        bot.invoke({"question": "peek"}, config("tenant_a:bob", a))
+    # bob naming alice's session id gets a session of his own under that id: empty
+    peek = bot.invoke({"question": "peek"}, config("tenant_a:bob", a))
+    assert peek.content == "1 message: peek"
+    assert MuxiChatMessageHistory(backend, ALICE.with_session(a), sessions).messages == stored
 
 
 @RWMH_DEPRECATED
