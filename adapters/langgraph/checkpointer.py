@@ -57,6 +57,7 @@ from muxi_isolation.sessions import SessionManager
 from muxi_isolation.stores.base import Backend
 from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord, WriteRecord
 
+from .._owned import OwnsBackend, Storage, unpack
 from ._scope import current_scope, header_scope, resolve, runtime_scope
 
 __all__ = ["MuxiCheckpointer"]
@@ -68,33 +69,38 @@ _RUN_BATCH = 100
 _DELTA_PENDING = parse_filter({"counters_since_delta_snapshot": {"$exists": True}})
 
 
-class MuxiCheckpointer(BaseCheckpointSaver[str]):
+class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     """Checkpoints per (tenant, user) on any backend; sync and async.
 
     ``sessions`` carries the session timeout from config (``Isolation.sessions``); by
     default a ``SessionManager`` with the default timeout. ``scope`` binds the saver to one
     user (see ``for_user``); otherwise each call finds its user in the config, the agent's
-    runtime context or ``use_scope()`` (see ``_scope``).
+    runtime context or ``use_scope()`` (see ``_scope``). An ``Isolation`` in place of the
+    backend brings its sessions; ``with MuxiCheckpointer.from_url(url) as saver:`` (or
+    ``async with``) opens and closes storage of its own, like ``PostgresSaver``.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         *,
         sessions: SessionManager | None = None,
         scope: Scope | None = None,
         serde: SerializerProtocol | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        self.backend = backend
-        self.sessions = sessions if sessions is not None else SessionManager(backend)
+        self.backend, self.sessions = unpack(backend, sessions)
         self.scope = None if scope is None else policy.require_scope(scope).user()
 
     def for_user(self, scope: Scope) -> MuxiCheckpointer:
         """The same saver bound to one user: every call acts for it alone."""
         bound = copy(self)
         bound.scope = policy.require_scope(scope).user()
+        bound._owned = None  # the original closes the backend it opened
         return bound
+
+    def _storage_backend(self) -> Backend:
+        return self.backend
 
     # -- shared logic ----------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ from muxi_isolation.stores.graph import (
     rank_items,
 )
 
+from .._owned import OwnsBackend, Storage, unpack
 from ._scope import current_scope, graph_config_scope, resolve
 
 __all__ = ["MuxiStore"]
@@ -79,27 +80,29 @@ class _Plan:
     puts: dict[ItemRef, PutOp] = field(default_factory=dict)
 
 
-class MuxiStore(BaseStore):
+class MuxiStore(OwnsBackend, BaseStore):
     """Long-term memory per (tenant, user) on any backend, with optional semantic search.
 
     ``index``: LangGraph's ``IndexConfig`` (``dims``, ``embed``, ``fields``); ``ttl``: its
     ``TTLConfig`` (``default_ttl``, ``refresh_on_read``). ``scope`` binds the store to one
     user (``for_user``); otherwise each call acts for ``use_scope()``'s user or the agent's
     runtime context (the middleware sets the former around model and tool calls).
+    ``with MuxiStore.from_url(url, index=...) as store:`` (or ``async with``) opens and closes
+    storage of its own, like ``PostgresStore.from_conn_string``.
     """
 
     supports_ttl = True
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Storage,
         *,
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
         scope: Scope | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        self.backend = backend
+        self.backend = unpack(backend)[0]
         self.index_config = dict(index) if index else None
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
         paths = (index or {}).get("fields") or ["$"]
@@ -112,7 +115,11 @@ class MuxiStore(BaseStore):
         """The same store bound to one user: every call acts for it alone."""
         bound = copy(self)
         bound.scope = policy.require_scope(scope).user()
+        bound._owned = None  # the original closes the backend it opened
         return bound
+
+    def _storage_backend(self) -> Backend:
+        return self.backend
 
     def _user(self) -> Scope:
         return resolve(self.scope, current_scope(), graph_config_scope())
