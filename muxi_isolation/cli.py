@@ -10,6 +10,8 @@
     muxi-isolation purge-expired              drop sessions past expired_session_retention
     muxi-isolation rotate-scope-key [--finish]
                                               rotate the key behind PostgreSQL's signed scope
+    muxi-isolation embedding-dimension [N --clear]
+                                              show or change the memories' vector dimension
 
 Each subcommand is one function registered with ``@command``; its arguments are listed
 in the decorator, so adding one touches nothing else:
@@ -428,4 +430,34 @@ def rotate_scope_key(args: argparse.Namespace) -> int:
             f"added scope key {result}; old keys stay valid until "
             "`muxi-isolation rotate-scope-key --finish`"
         )
+    return 0
+
+
+@command(
+    "embedding-dimension",
+    "show the memories' embedding dimension, or change it (stored vectors must be dropped "
+    "with --clear and embedded again)",
+    CONFIG,
+    arg("dimension", nargs="?", type=int, help="the new dimension (omit to show the current)"),
+    arg("--clear", action="store_true", help="drop the stored vectors (their text stays)"),
+)
+def embedding_dimension(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .stores.sql import SQLBackend
+
+    _, backend = _backend(args)
+    try:
+        if not isinstance(backend, SQLBackend):
+            raise ConfigError("the in-memory store keeps no embedding dimension")
+        if args.dimension is None:
+            current = backend.embedding_dimension()
+            print(
+                "not fixed yet (the first vector written sets it)" if current is None else current
+            )
+            return 0
+        dropped = backend.set_embedding_dimension(args.dimension, clear=args.clear)
+    finally:
+        backend.close()
+    cleared = f"; {dropped} stored vector{'' if dropped == 1 else 's'} dropped" if dropped else ""
+    print(f"embedding dimension is now {args.dimension}{cleared}")
     return 0

@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -64,7 +64,8 @@ class PersistentConfig(_Strict):
     connection_string: str | None = None
     admin_connection_string: str | None = None
     user_isolation: bool = True
-    embedding_dimension: int = Field(default=1536, ge=1, le=16000)
+    # "auto": the first vector written fixes it (and it is recorded); a number fixes it now
+    embedding_dimension: Annotated[int, Field(ge=1, le=16000)] | Literal["auto"] = "auto"
 
     @field_validator("user_isolation")
     @classmethod

@@ -86,8 +86,9 @@ class StatementLog:
     def __init__(self, backend: SQLBackend) -> None:
         self.seen: list[tuple[str, object]] = []
         self.scoped = [t.name for t in backend.tables.scoped]
-        for engine in (backend._engine, backend._aengine.sync_engine):
-            event.listen(engine, "before_cursor_execute", self._record)
+        for sync, async_ in backend._all_engines():  # SQLite's writers have engines of their own
+            for engine in (sync, async_.sync_engine):
+                event.listen(engine, "before_cursor_execute", self._record)
 
     def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
         self.seen.append((statement, parameters))

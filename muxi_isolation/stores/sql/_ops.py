@@ -35,7 +35,6 @@ from sqlalchemy.exc import IntegrityError
 
 from ...errors import (
     DuplicateRequest,
-    InvalidInput,
     SessionExists,
     SessionExpired,
     SessionNotFound,
@@ -44,6 +43,7 @@ from ...filters import Filter
 from ...records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from ..base import RECEIPT_WINDOW
+from ._dimension import mismatch
 from ._filters import compile_filter
 from ._schema import Tables
 from ._vectors import Scored, VectorPlanner, row_to_memory
@@ -356,10 +356,7 @@ class Ops:
         for memory in memories:
             vec = memory.embedding
             if vec is not None and dimension is not None and len(vec) != dimension:
-                raise InvalidInput(
-                    f"embedding has {len(vec)} dimensions, the store {dimension}",
-                    field="embedding",
-                )
+                raise mismatch(dimension, len(vec))
             latest[memory.id] = memory
         now = _now()
         rows = [
@@ -434,10 +431,7 @@ class Ops:
     ) -> list[Scored]:
         dimension = self.t.dimension
         if dimension is not None and len(vector) != dimension:
-            raise InvalidInput(
-                f"the query has {len(vector)} dimensions, the store {dimension}",
-                field="embedding",
-            )
+            raise mismatch(dimension, len(vector), "query")
         return self.vectors.search(conn, user, vector, k, self._filter(node))
 
     # -- maintenance

@@ -366,7 +366,7 @@ def create_app_role(
     and no temporary tables.
 
     Run once with an owner or superuser URL; then open the backend with the app role's URL
-    and ``admin_url`` (see the README's Storage section). Returns the role name.
+    and ``admin_url`` (see docs/rls.md). Returns the role name.
 
     PostgreSQL grants ``TEMPORARY`` on every database to ``PUBLIC``; a temporary table can
     shadow a table whose name a statement does not qualify. The library qualifies every name,

@@ -64,8 +64,11 @@ __all__ = [
     "Tables",
     "build_tables",
     "check_name",
+    "create_hnsw",
+    "hnsw_name",
     "install",
     "replace_schema",
+    "with_dimension",
 ]
 
 SCHEMA_VERSION = 5
@@ -274,6 +277,11 @@ def replace_schema(tables: Tables, schema: str) -> Tables:
     return build_tables(tables.prefix, schema, tables.dimension)
 
 
+def with_dimension(tables: Tables, dimension: int | None) -> Tables:
+    """The same layout, the memories' vectors of ``dimension``."""
+    return build_tables(tables.prefix, tables.metadata.schema, dimension)
+
+
 def read_version(conn: Connection, tables: Tables) -> int:
     """The installed layout version; 0 when the tables are not there yet."""
     if not inspect(conn).has_table(tables.version.name, schema=tables.version.schema):
@@ -327,18 +335,31 @@ def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
     tables.metadata.create_all(conn)
     if postgres:
-        prep = conn.dialect.identifier_preparer
-        if tables.hnsw:
-            name = prep.quote(f"{tables.prefix}memories_hnsw")
-            conn.execute(
-                text(
-                    f"CREATE INDEX IF NOT EXISTS {name} ON {prep.format_table(tables.memories)} "
-                    "USING hnsw (embedding vector_cosine_ops) "
-                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-                )
-            )
+        create_hnsw(conn, tables)
         for statement in _rls.create_scope_key(conn, tables) + _rls.policies(conn, tables):
             conn.execute(text(statement))
+
+
+def hnsw_name(conn: Connection, tables: Tables) -> str:
+    """The HNSW index's name, with its schema."""
+    prep = conn.dialect.identifier_preparer
+    index = prep.quote(f"{tables.prefix}memories_hnsw")
+    return f"{prep.quote_schema(str(tables.memories.schema))}.{index}"
+
+
+def create_hnsw(conn: Connection, tables: Tables) -> None:
+    """The memories' HNSW index, when their column has a dimension HNSW can take."""
+    if not tables.hnsw:
+        return
+    prep = conn.dialect.identifier_preparer
+    name = prep.quote(f"{tables.prefix}memories_hnsw")
+    conn.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS {name} ON {prep.format_table(tables.memories)} "
+            "USING hnsw (embedding vector_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+        )
+    )
 
 
 def _write_version(conn: Connection, tables: Tables, *, fresh: bool) -> None:

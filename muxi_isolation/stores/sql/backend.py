@@ -32,10 +32,10 @@ from ...filters import Filter
 from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
-from . import _errors, _rls
+from . import _dimension, _errors, _rls
 from ._graph_ops import SQLGraph
 from ._ops import Ops
-from ._schema import Tables, build_tables, install, replace_schema
+from ._schema import Tables, build_tables, install, replace_schema, with_dimension
 from ._types import register_vector_wire
 from ._urls import Target, resolve_url
 from ._vectors import (
@@ -69,18 +69,22 @@ class SQLBackend(SQLGraph, Backend):
     applies to it, a superuser skips it); ``rls_enforced()`` tells which.
     ``create_app_role`` makes such a role.
 
-    ``embedding_dimension``: ``VECTOR(n)`` with an HNSW index (n <= 2000); ``None`` stores
-    vectors of any length and always searches exactly. ``table_prefix`` and ``schema``
-    (PostgreSQL) place the tables. ``citus=True`` sets the scope with ``SET LOCAL`` so it
-    reaches Citus workers (see the README). ``ann_threshold``, ``ann_min_fraction``,
-    ``ef_search`` and ``max_scan_tuples`` tune per-user vector search (see ``_vectors``).
+    ``embedding_dimension``: ``"auto"`` (the default) takes it from the first vector written
+    and records it (``_dimension``); ``n`` is ``VECTOR(n)`` from the start; either way an
+    HNSW index serves large users when n <= 2000. ``None`` stores vectors of any length and
+    always searches exactly. ``set_embedding_dimension`` changes a recorded dimension.
+    ``table_prefix`` and ``schema`` (PostgreSQL) place the tables. ``citus=True`` sets the
+    scope with ``SET LOCAL`` so it reaches Citus workers (see docs/citus.md).
+    ``ann_threshold``, ``ann_min_fraction``, ``ef_search`` and ``max_scan_tuples`` tune
+    per-user vector search (see ``_vectors``). ``statement_timeout`` (seconds) bounds every
+    call: PostgreSQL cancels a statement, lock wait or idle transaction past it.
     """
 
     def __init__(
         self,
         url: str | URL,
         *,
-        embedding_dimension: int | None = 1536,
+        embedding_dimension: int | str | None = _dimension.AUTO,
         admin_url: str | URL | None = None,
         table_prefix: str = "muxi_",
         schema: str | None = None,
@@ -101,7 +105,11 @@ class SQLBackend(SQLGraph, Backend):
             raise ConfigError("admin_url must name the same kind of database as url")
         if schema is not None and self.dialect != "postgresql":
             raise ConfigError("schema= is for PostgreSQL")
-        self.tables: Tables = build_tables(table_prefix, schema, embedding_dimension)
+        if isinstance(embedding_dimension, str) and embedding_dimension != _dimension.AUTO:
+            raise ConfigError('embedding_dimension must be a positive integer, "auto" or None')
+        self._dimension = embedding_dimension  # as configured
+        fixed = None if isinstance(embedding_dimension, str) else embedding_dimension
+        self.tables: Tables = build_tables(table_prefix, schema, fixed)
         self.citus = citus
         self.vectors = VectorPlanner(
             self.tables,
@@ -289,6 +297,7 @@ class SQLBackend(SQLGraph, Backend):
                     with conn.begin():
                         self._place(conn)
                         install(conn, self.tables, app_role=probe.role if self._admin else None)
+                        self._sized(conn)
                         key = _read_scope_key(conn, self.tables)
             self._installed(probe, key)
 
@@ -312,6 +321,7 @@ class SQLBackend(SQLGraph, Backend):
                         await conn.run_sync(self._place)
                         app_role = probe.role if self._admin else None
                         await conn.run_sync(install, self.tables, app_role=app_role)
+                        await conn.run_sync(self._sized)
                         key = await conn.run_sync(_read_scope_key, self.tables)
                 finally:
                     await conn.close()
@@ -326,13 +336,68 @@ class SQLBackend(SQLGraph, Backend):
         if self.tables.metadata.schema is None:
             postgres = self.dialect == "postgresql"
             schema = str(conn.scalar(text("SELECT current_schema()"))) if postgres else "main"
-            placed = replace_schema(self.tables, schema)
-            self.tables = placed
-            self._ops.t = placed
-            self.vectors.tables = placed
-            self.__dict__.pop("_graph_ops", None)  # rebuilt from the placed tables
+            self._use(replace_schema(self.tables, schema))
         if self.dialect == "postgresql":
             self._enter_statement = _rls.enter_statement(conn, self.tables)
+
+    def _use(self, tables: Tables) -> None:
+        """Swap in ``tables`` (placed, or with a dimension) everywhere they are read."""
+        self.tables = tables
+        self._ops.t = tables
+        self.vectors.tables = tables
+        self.__dict__.pop("_graph_ops", None)  # rebuilt from these tables
+
+    def _sized(self, conn: Connection) -> None:
+        """After install, as the owner: agree with the recorded embedding dimension."""
+        stored = _dimension.read_dimension(conn, self.tables)
+        wanted = self._dimension
+        if isinstance(wanted, int):
+            if stored is None:
+                stored = _dimension.fix_dimension(conn, self.tables, wanted)
+            if stored != wanted:
+                raise ConfigError(
+                    f"the store holds {stored}-dimension embeddings; the configuration says "
+                    f"{wanted}: {_dimension.change_hint(wanted)}, or configure "
+                    f"embedding_dimension: auto (or {stored})"
+                )
+        if wanted == _dimension.AUTO and stored is not None:
+            self._use(with_dimension(self.tables, stored))
+
+    def _fix_dimension(self, memories: list[Memory]) -> None:
+        """``"auto"``: the first vector written fixes the dimension (as the owner)."""
+        sent = next((len(m.embedding) for m in memories if m.embedding is not None), None)
+        if sent is None or self._dimension != _dimension.AUTO or self.tables.dimension:
+            return
+        owner = self._admin[0] if self._admin else self._writers[0]
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = owner.connect()
+            with conn:
+                conn.execution_options(muxi_write=True)
+                with conn.begin():
+                    stored = _dimension.fix_dimension(conn, self.tables, sent)
+        self._use(with_dimension(self.tables, stored))
+
+    def set_embedding_dimension(self, dimension: int, *, clear: bool = False) -> int:
+        """Change the memories' embedding dimension (as the owner); stored vectors must be
+        dropped (``clear=True``) and embedded again. Returns how many were dropped."""
+        self.setup()
+        owner = self._admin[0] if self._admin else self._writers[0]
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = owner.connect()
+            with conn:
+                conn.execution_options(muxi_write=True)
+                with conn.begin():
+                    dropped = _dimension.set_dimension(conn, self.tables, dimension, clear=clear)
+        self._dimension = dimension if isinstance(self._dimension, int) else self._dimension
+        self._use(with_dimension(self.tables, dimension))
+        return dropped
+
+    def embedding_dimension(self) -> int | None:
+        """The recorded dimension (``None``: not fixed yet, or any length)."""
+        self.setup()
+        return self.tables.dimension
 
     def _installed(self, probe: _Probe, key: bytes | None) -> None:
         self._scope_key = key
@@ -640,9 +705,14 @@ class SQLBackend(SQLGraph, Backend):
         return await self._arun(scope, self._ops.take_oldest, scope, n, archive=archive, write=True)
 
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        self.setup()
+        self._fix_dimension(memories)
         return self._run(scope, self._ops.upsert_memories, scope, memories, write=True)
 
     async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
+        await self.asetup()
+        if self._dimension == _dimension.AUTO and not self.tables.dimension:
+            await asyncio.to_thread(self._fix_dimension, memories)  # once per store
         return await self._arun(scope, self._ops.upsert_memories, scope, memories, write=True)
 
     def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
