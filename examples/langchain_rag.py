@@ -89,7 +89,7 @@ def ask_all(label: str, retrievers: dict[Scope, BaseRetriever]) -> dict[str, str
 
 def main(url: str) -> None:
     embed = HashingEmbeddings()
-    backend = open_backend(url, embedding_dimension=embed.size)  # SQL stores fix the dimension
+    backend = open_backend(url, embedding_dimension=embed.dim)  # SQL stores fix the dimension
     print(f"storage: {url}\n")
 
     # 1. native: one store over the project's memories, one scope per user

@@ -40,6 +40,11 @@ from muxi_isolation.adapters.langgraph import (
 FACTS = ("memories",)
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 thing``, ``2 things``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @tool
 def save_fact(fact: str) -> str:
     """Remember a fact about the user."""
@@ -75,7 +80,7 @@ class ScriptedModel(BaseChatModel):
         system = next((m.text for m in messages if isinstance(m, SystemMessage)), "")
         facts = [line[2:] for line in system.splitlines() if line.startswith("- ")]
         return AIMessage(
-            content=f"You told me {len(said) - 1} things before this. "
+            content=f"You told me {plural(len(said) - 1, 'thing')} before this. "
             f"I know: {', '.join(facts) or 'nothing about you yet'}."
         )
 

@@ -49,6 +49,11 @@ SCRIPTS = {
 }
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def words(text: str) -> list[str]:
     """A whitespace tokenizer: offline and easy to reason about."""
     return text.split()
@@ -72,7 +77,7 @@ class RecallLLM(CustomLLM):
             if recalled:
                 text += f" | from long-term memory: {'; '.join(recalled)}"
         else:
-            text = f"Noted ({len(messages)} messages in this session so far)."
+            text = f"Noted ({plural(len(messages), 'message')} in this session so far)."
         return ChatResponse(message=ChatMessage(role="assistant", content=text))
 
     @llm_completion_callback()
@@ -100,8 +105,9 @@ def part1_chat_memory_buffer(backend: Backend) -> None:
         print(f"   {user:15} -> {reply}")
     alice = MuxiChatStore(backend, Scope.parse("tenant_a:alice"))
     bob = MuxiChatStore(backend, Scope.parse("tenant_a:bob"))
-    print(f"   alice's keys: {alice.get_keys()}, {len(alice.get_messages(SESSION))} messages")
-    print(f"   bob's keys:   {bob.get_keys()}, {len(bob.get_messages(SESSION))} messages")
+    for name, store in (("alice's", alice), ("bob's", bob)):
+        said = plural(len(store.get_messages(SESSION)), "message")
+        print(f"   {name + ' keys:':13} {store.get_keys()}, {said}")
     assert "Alice" in str(alice.get_messages(SESSION)) and "Alice" not in str(
         bob.get_messages(SESSION)
     )
@@ -134,7 +140,7 @@ async def part2_memory(backend: Backend) -> None:
         active = await store.count_messages("sess_long")
         archived = await store.count_messages("sess_long", status=MessageStatus.ARCHIVED)
         print(f"   {user:15} -> {reply}")
-        print(f"   {'':15}    {active} active, {archived} archived messages")
+        print(f"   {'':15}    {active} active, {plural(archived, 'archived message')}")
 
 
 async def part3_sessions(backend: Backend) -> None:

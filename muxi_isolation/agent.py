@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -317,14 +318,24 @@ class LlamaIndexAgent:
         return _text(response.message.content)
 
 
+def _instance_of(obj: Any, module: str, name: str) -> bool:
+    """``isinstance`` against a framework's base class (a user's own subclass too).
+
+    An object of a framework's class means the framework is loaded: a framework not in
+    ``sys.modules`` cannot have made ``obj``, and is not imported for nothing.
+    """
+    loaded = sys.modules.get(module)
+    base = getattr(loaded, name, None)
+    return isinstance(base, type) and isinstance(obj, base)
+
+
 def as_agent(obj: Any) -> Agent:
     """``obj`` as an ``Agent``: itself if it has ``respond``, else a framework adapter."""
     if isinstance(obj, Agent):
         return obj
-    module = type(obj).__module__
-    if module.startswith(("langchain", "langgraph")):
-        return LangChainAgent(obj)
-    if module.startswith("llama_index"):
+    if _instance_of(obj, "langchain_core.runnables", "Runnable"):
+        return LangChainAgent(obj)  # chat models and agent graphs are Runnables
+    if _instance_of(obj, "llama_index.core.base.llms.base", "BaseLLM"):
         return LlamaIndexAgent(obj)
     raise ConfigError(
         f"{type(obj).__name__} is not an agent: give an object with async respond(turn), "

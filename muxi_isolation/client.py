@@ -1,4 +1,4 @@
-"""An HTTP client shaped like the seed's SDK (needs ``httpx``, in the ``server`` extra).
+"""An HTTP client shaped like the seed's SDK (needs only ``httpx``: the ``client`` extra).
 
     formation = Formation("http://localhost:8001", client_key="fmc_...")
     session = formation.create_session(user_id="user_123")
@@ -45,7 +45,7 @@ from .http import ERROR_STATUS
 try:
     import httpx
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise AdapterUnavailable("httpx", "server") from exc
+    raise AdapterUnavailable("httpx", "client") from exc
 
 __all__ = [
     "AsyncFormation",

@@ -22,11 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+from .errors import AdapterUnavailable, Forbidden, SessionNotFound
+
+try:
+    import httpx
+except ImportError as exc:  # the demo is a server and a client: both need the extra
+    raise AdapterUnavailable("httpx", "server") from exc
 
 from .agent import UNKNOWN_PREFERENCE
 from .client import Formation
-from .errors import Forbidden, SessionNotFound
 from .facade import Isolation
 from .keys import KeyRing
 from .server import create_app, serve_in_thread

@@ -52,7 +52,7 @@ try:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Match, Route
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise AdapterUnavailable("starlette and uvicorn", "server") from exc
+    raise AdapterUnavailable(exc.name or "starlette", "server") from exc
 
 from . import migrate, policy
 from ._asgi_types import ASGIApp, Receive, Send

@@ -45,9 +45,9 @@ def example() -> ModuleType:
 async def test_the_example_runs_on_its_sqlite_default(example: ModuleType, tmp_path) -> None:
     replies = await example.main(f"sqlite:///{tmp_path / 'agent.db'}")
     assert (
-        replies["tenant_a:alice"][1] == "You told me 1 things before this. I know: I like Python."
+        replies["tenant_a:alice"][1] == "You told me 1 thing before this. I know: I like Python."
     )
-    assert replies["tenant_b:bob"][1] == "You told me 1 things before this. I know: I live in Lyon."
+    assert replies["tenant_b:bob"][1] == "You told me 1 thing before this. I know: I live in Lyon."
 
 
 USERS = {
@@ -73,7 +73,7 @@ async def test_parallel_users_remember_only_their_own(
     done = await asyncio.gather(*(talk(u, f) for u, f in USERS.items() for _ in range(2)))
     for user, session_id, answer in done:
         facts = USERS[user]
-        assert answer.startswith(f"You told me {len(facts)} things before this.")
+        assert answer.startswith(f"You told me {example.plural(len(facts), 'thing')} before")
         known = set(answer.split("I know: ", 1)[1].rstrip(".").split(", "))
         assert known <= set(facts) and known, (user, answer)  # only this user's facts
         state = await agent.aget_state({"configurable": {"thread_id": session_id, "user_id": user}})

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from ...errors import ConfigError, UnreadableSource
+from ...errors import AdapterUnavailable, ConfigError, UnreadableSource
 from ...stores.sql._urls import resolve_url
 
 __all__ = ["Database", "parse_vector", "vector_text"]
@@ -60,7 +60,10 @@ class Database:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_engine(self.url)
+            try:
+                self._engine = create_engine(self.url)
+            except ModuleNotFoundError as exc:  # the driver is in the extra
+                raise AdapterUnavailable("psycopg", "postgres") from exc
         return self._engine
 
     def where(self) -> str:
