@@ -70,7 +70,8 @@ class OwnsBackend:
     ``_storage_backend``, which backend it acts on.
     """
 
-    _owned: Backend | None = None
+    # Only annotated: a class-level value would hide a pydantic subclass's private attribute.
+    _owned: Backend | None
 
     def _storage_backend(self) -> Backend:
         raise NotImplementedError("_storage_backend")
@@ -136,12 +137,14 @@ class OwnsBackend:
     def close(self) -> None:
         """Close the backend this object opened (``from_url``/``from_config``); a shared
         backend stays open for its other users. Safe to call twice."""
-        if self._owned is not None:
-            self._owned.close()
+        owned = getattr(self, "_owned", None)
+        if owned is not None:
+            owned.close()
 
     async def aclose(self) -> None:
-        if self._owned is not None:
-            await self._owned.aclose()
+        owned = getattr(self, "_owned", None)
+        if owned is not None:
+            await owned.aclose()
 
     def __enter__(self: T) -> T:
         return self
