@@ -84,7 +84,7 @@ class _TooFew(Embeddings):
 
 
 def _lc_store(embedding: Embeddings | None = None) -> lc.MuxiVectorStore:
-    store = lc.MuxiVectorStore(MemoryBackend(), lc.HashingEmbeddings(size=8), scope=ALICE)
+    store = lc.MuxiVectorStore(MemoryBackend(), lc.HashingEmbeddings(dim=8), scope=ALICE)
     store.add_texts(["jazz"])  # something for a search to rank
     if embedding is not None:
         store.embedding = embedding
@@ -92,7 +92,7 @@ def _lc_store(embedding: Embeddings | None = None) -> lc.MuxiVectorStore:
 
 
 def _scoped() -> lc.ScopedVectorStore:
-    return lc.scope_vectorstore(InMemoryVectorStore(lc.HashingEmbeddings(size=8)), ALICE)
+    return lc.scope_vectorstore(InMemoryVectorStore(lc.HashingEmbeddings(dim=8)), ALICE)
 
 
 def _history() -> lc.MuxiChatMessageHistory:
@@ -159,7 +159,7 @@ CASES: dict[str, tuple[Call | None, ACall | None, type[IsolationError]]] = {
     "stored namespace that is not a list": (lambda: decode_namespace("{}"), None, StorageError),
     "stored namespace that is not JSON": (lambda: decode_namespace("["), None, StorageError),
     # LangChain
-    "HashingEmbeddings size 1": (lambda: lc.HashingEmbeddings(size=1), None, InvalidInput),
+    "HashingEmbeddings dim 1": (lambda: lc.HashingEmbeddings(dim=1), None, InvalidInput),
     "add_texts: metadatas count": (
         lambda: _lc_store().add_texts(["a", "b"], [{}]),
         lambda: _lc_store().aadd_texts(["a", "b"], [{}]),
@@ -281,7 +281,7 @@ def _dimension_cases(backend: Backend) -> dict[str, tuple[Call, ACall]]:
         lambda: backend.asearch_memories(ALICE, [1.0, 0.0]),
     )
     mine = Isolation(backend).memories("tenant_a:alice")
-    langchain = lc.MuxiVectorStore(backend, lc.HashingEmbeddings(size=2), scope=ALICE)
+    langchain = lc.MuxiVectorStore(backend, lc.HashingEmbeddings(dim=2), scope=ALICE)
     llamaindex = li.MuxiVectorStore(backend, ALICE)
     query = VectorStoreQuery(query_embedding=[1.0, 0.0], similarity_top_k=1)
     return {
@@ -365,7 +365,7 @@ def _graph_cases(backend: Backend) -> dict[str, tuple[Call, ACall, type[Isolatio
     saver = MuxiCheckpointer(backend).for_user(ALICE)
     store = MuxiStore(backend).for_user(ALICE)
     indexed = MuxiStore(
-        backend, index={"dims": 3, "embed": lc.HashingEmbeddings(size=8), "fields": ["text"]}
+        backend, index={"dims": 3, "embed": lc.HashingEmbeddings(dim=8), "fields": ["text"]}
     ).for_user(ALICE)
 
     def batch(target: MuxiStore, *ops: Any) -> tuple[Call, ACall]:
