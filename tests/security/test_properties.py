@@ -436,7 +436,7 @@ def machine(env: Env) -> type[RuleBasedStateMachine]:
                     assert not has_session
                     return
             elif via in ("langchain", "alangchain"):
-                factory = lc.MuxiHistoryFactory(backend, sessions, create_missing=True)
+                factory = lc.MuxiHistoryFactory(backend, sessions, create_sessions=True)
                 history = factory(user_id=header, session_id=sid)
                 if via == "langchain":
                     history.add_messages([HumanMessage(t) for t in texts])
