@@ -16,7 +16,9 @@ import pytest
 from muxi_isolation import (
     Backend,
     InvalidIdentifier,
+    InvalidInput,
     Message,
+    MissingScope,
     Scope,
     SessionExpired,
     SessionManager,
@@ -195,3 +197,145 @@ def test_any_positive_timeout_is_taken(backend: Backend) -> None:
     for bad in (0, -1):
         with pytest.raises(ValueError, match="positive"):
             SessionManager(backend, timeout=bad)
+
+
+# -- new_record, the ensure race, idempotent appends (both halves) ------------------------
+
+
+def test_new_record_is_stamped_for_the_scopes_user(manager: SessionManager) -> None:
+    made = manager.new_record(ALICE.with_session("elsewhere"), "chosen")
+    assert (made.id, made.scope) == ("chosen", ALICE)  # the user, not the session given
+    assert manager.new_record(BOB).scope == BOB
+    with pytest.raises(MissingScope):
+        manager.new_record(None, "chosen")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def created_meanwhile(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Another request creates ALICE's session ``s`` just before our insert of it (real
+    storage; the hook only orders the two requests)."""
+    real, areal = backend.insert_session, backend.ainsert_session
+    calls: list[str] = []
+
+    def insert(scope: Scope, record: Any, **kw: Any) -> Any:
+        calls.append("insert")
+        real(scope, record, **kw)  # the other request's
+        return real(scope, record, **kw)
+
+    async def ainsert(scope: Scope, record: Any, **kw: Any) -> Any:
+        calls.append("ainsert")
+        await areal(scope, record, **kw)
+        return await areal(scope, record, **kw)
+
+    monkeypatch.setattr(backend, "insert_session", insert)
+    monkeypatch.setattr(backend, "ainsert_session", ainsert)
+    return calls
+
+
+async def test_ensure_touches_a_session_another_request_created(
+    manager: SessionManager, clock: Clock, half: str, created_meanwhile: list[str]
+) -> None:
+    clock.advance(5)
+    made = await call(manager, half, "ensure", ALICE, "s")
+    assert (made.id, made.scope, made.expires_at) == ("s", ALICE, clock.now + TIMEOUT)
+    assert created_meanwhile == ["insert" if half == "sync" else "ainsert"]
+
+
+TURN = [Message("user", "hello"), Message("assistant", "hi")]
+
+
+async def keyed(manager: SessionManager, half: str, scope: Scope, key: str) -> list[Message]:
+    if half == "sync":
+        return manager.append(scope, TURN, idempotency_key=key)
+    return await manager.aappend(scope, TURN, idempotency_key=key)
+
+
+async def test_a_keyed_append_stores_its_receipt_and_replays(
+    manager: SessionManager, half: str
+) -> None:
+    s = ALICE.with_session(manager.create(ALICE, "s").id)
+    first = await keyed(manager, half, s, "k1")
+    assert [(m.content, m.scope) for m in first] == [("hello", s), ("hi", s)]
+    receipt = manager.backend.get_receipt(ALICE, "k1")
+    assert receipt is not None and receipt.seqs == tuple(m.seq for m in first)
+    assert manager.append(s, TURN, idempotency_key="k1") == first  # replayed, not stored
+    assert len(manager.backend.get_messages(s)) == 2
+
+
+async def test_a_retry_after_the_session_expired_still_replays(
+    manager: SessionManager, clock: Clock, half: str
+) -> None:
+    # the retry is answered from the receipt before the session is looked at
+    s = ALICE.with_session(manager.create(ALICE, "s").id)
+    first = manager.append(s, TURN, idempotency_key="k1")
+    clock.advance(TIMEOUT.total_seconds() + 1)
+    assert await keyed(manager, half, s, "k1") == first
+
+
+async def test_no_session_is_refused_before_the_key_is_looked_up(
+    manager: SessionManager, half: str
+) -> None:
+    s = ALICE.with_session(manager.create(ALICE, "s").id)
+    manager.append(s, TURN, idempotency_key="k1")
+    with pytest.raises(MissingScope):  # not KeyReused: the call is wrong before its key
+        await keyed(manager, half, ALICE, "k1")
+
+
+@pytest.fixture
+def twin(backend: Backend, manager: SessionManager, monkeypatch: pytest.MonkeyPatch) -> list[Scope]:
+    """A twin request (the same turn under the same key) stores itself right after our first
+    receipt lookup missed, in the session the test puts in the list (real storage; the hook
+    only orders the two requests)."""
+    real, areal = backend.get_receipt, backend.aget_receipt
+    pending: list[Scope] = []
+
+    def store_twin() -> None:
+        if pending:
+            manager.append(pending.pop(), TURN, idempotency_key="k1")
+
+    def get(scope: Scope, key: str) -> Any:
+        found = real(scope, key)
+        store_twin()
+        return found
+
+    async def aget(scope: Scope, key: str) -> Any:
+        found = await areal(scope, key)
+        store_twin()
+        return found
+
+    monkeypatch.setattr(backend, "get_receipt", get)
+    monkeypatch.setattr(backend, "aget_receipt", aget)
+    return pending
+
+
+async def test_a_twin_stored_meanwhile_is_replayed(
+    manager: SessionManager, half: str, twin: list[Scope]
+) -> None:
+    s = ALICE.with_session(manager.create(ALICE, "s").id)
+    twin.append(s)
+    got = await keyed(manager, half, s, "k1")
+    stored = manager.backend.get_messages(s)
+    assert [m.content for m in stored] == ["hello", "hi"]  # the twin's, once
+    assert got == stored
+
+
+def test_a_receipt_gone_between_two_reads_is_a_missing_session() -> None:
+    with pytest.raises(SessionNotFound) as caught:
+        SessionManager._stored(ALICE.with_session("s"), None, [])
+    assert caught.value.session_id == "s"
+
+
+@pytest.mark.parametrize("bad", [0, 1e20])  # not positive; too long for a timedelta
+def test_a_bad_timeout_names_its_field(backend: Backend, bad: float) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        SessionManager(backend, timeout=bad)
+    assert caught.value.field == "timeout"
+
+
+async def test_a_bad_chosen_id_names_the_field(manager: SessionManager, half: str) -> None:
+    with pytest.raises(InvalidIdentifier) as caught:
+        await call(manager, half, "create", ALICE, " padded")
+    assert caught.value.field == "session_id"
+    with pytest.raises(InvalidIdentifier) as caught:
+        manager.new_record(ALICE, " padded")
+    assert caught.value.field == "session_id"
