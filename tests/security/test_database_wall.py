@@ -21,6 +21,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
+from muxi_isolation.records import Receipt
 from muxi_isolation.stores.graph import (
     CheckpointQuery,
     CheckpointRecord,
@@ -56,6 +57,9 @@ def fill_graph(backend: SQLBackend, scope: Scope, secret: str) -> None:
     write = WriteRecord("s1", "", "c1", "task", 0, "ch", "bytes", secret.encode())
     backend.put_checkpoint_writes(scope, [write], replace=True)
     backend.put_items(scope, [StoreItem(("facts",), "k", {"secret": secret})], [])
+    receipt = Receipt("k1", "request", {"secret": secret})  # an idempotent request's answer
+    end = T0 + timedelta(hours=1)
+    backend.append_to_session(scope.with_session("s1"), [], now=T0, expires_at=end, receipt=receipt)
 
 
 def filled(backend: SQLBackend, admin: Any) -> SQLBackend:

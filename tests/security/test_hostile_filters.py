@@ -50,6 +50,7 @@ from muxi_isolation import (
     ReservedKey,
     Scope,
     SessionManager,
+    policy,
 )
 from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import llamaindex as li
@@ -242,6 +243,11 @@ def test_core_harmless_filters_read_and_delete_only_the_callers_own(
     assert filled.count_memories(ALICE, filter=spec) == len(want)
     hits = filled.search_memories(ALICE, [1.0] * DIM, FAR, filter=spec)
     assert {m.id for m, _ in hits} == want
+    if policy._constant(policy.read_filter(spec), True):  # a delete of everything: refused
+        with pytest.raises(InvalidFilter, match="must select something"):
+            filled.delete_memories(ALICE, filter=spec)
+        assert {m.id for m in filled.list_memories(ALICE)} == set(own(ALICE))
+        return
     try:
         assert filled.delete_memories(ALICE, filter=spec) == len(want)
         left = {m.id for m in filled.list_memories(ALICE)}

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
+from muxi_isolation.records import Receipt
 from muxi_isolation.stores.graph import CheckpointRecord, StoreItem, WriteRecord
 from muxi_isolation.stores.sql import SQLBackend, create_app_role
 
@@ -41,6 +42,9 @@ def fill_graph(backend: SQLBackend, scope: Scope, secret: str) -> None:
     write = WriteRecord("s1", "", "c1", "task", 0, "ch", "bytes", secret.encode())
     backend.put_checkpoint_writes(scope, [write], replace=True)
     backend.put_items(scope, [StoreItem(("facts",), "k", {"secret": secret})], [])
+    receipt = Receipt("k1", "request", {"secret": secret})  # an idempotent request's answer
+    end = T0 + timedelta(hours=1)
+    backend.append_to_session(scope.with_session("s1"), [], now=T0, expires_at=end, receipt=receipt)
 
 
 @pytest.fixture
@@ -153,7 +157,7 @@ def test_transaction_local_settings_do_not_outlive_a_call(pg) -> None:
 
 def test_forget_tenant_is_the_owners_admin_path(pg) -> None:
     backend, _ = pg
-    graph = {"checkpoints": 2, "checkpoint_writes": 2, "store_items": 2}
+    graph = {"checkpoints": 2, "checkpoint_writes": 2, "store_items": 2, "receipts": 2}
     expected = {"sessions": 2, "messages": 2, "memories": 2, **graph}
     assert backend.forget_tenant("tenant_a") == expected
     assert backend.list_memories(ALICE) == [] and backend.list_memories(BOB) == []
@@ -163,7 +167,7 @@ def test_forget_tenant_is_the_owners_admin_path(pg) -> None:
 async def test_aforget_tenant(pg) -> None:
     backend, _ = pg
     counts = await backend.aforget_tenant("tenant_b")
-    graph = {"checkpoints": 1, "checkpoint_writes": 1, "store_items": 1}
+    graph = {"checkpoints": 1, "checkpoint_writes": 1, "store_items": 1, "receipts": 1}
     assert counts == {"sessions": 1, "messages": 1, "memories": 1, **graph}
     assert await backend.acount_memories(ALICE) == 1
 
