@@ -107,6 +107,20 @@ NOT_DATA = {
     ("lg.MuxiCheckpointer", "for_user", None),
     ("lg.MuxiCheckpointer", "get_next_version", None),
 }
+# Opening and closing the storage an adapter owns (``from_url``), and building one: the
+# objects they make are the ones the table's rows call.
+OWNED = (
+    "lc.MuxiChatMessageHistory",
+    "lc.MuxiVectorStore",
+    "li.MuxiChatStore",
+    "li.MuxiDBChatStore",
+    "li.MuxiVectorStore",
+    "lg.MuxiStore",
+    "lg.MuxiCheckpointer",
+)
+NOT_DATA |= {(s, "close", "aclose") for s in OWNED} | {(s, "setup", "asetup") for s in OWNED}
+NOT_DATA |= {(s, "from_url", None) for s in OWNED} | {(s, "from_config", None) for s in OWNED}
+NOT_DATA |= {("li.MuxiChatStore", "from_dict", None)}  # rebuilds a store from its URL
 # Twins whose names do not follow ``x`` / ``ax``.
 ODD_TWINS = {("lc.MuxiChatMessageHistory", "aget_messages"): "messages"}
 
