@@ -72,6 +72,7 @@ __all__ = [
     "MuxiIsolationMiddleware",
     "error_response",
     "error_status",
+    "send_json",
 ]
 
 log = logging.getLogger("muxi_isolation.http")

@@ -316,13 +316,21 @@ async def test_a_fixed_dimension_refuses_other_vectors_on_both_halves(
 ) -> None:
     backend = make_backend(kind, embedding_dimension=3)
     wrong = [Memory("w", "w", {}, [1.0, 0.0])]
-    with pytest.raises(InvalidInput, match="holds 3-dimension embeddings; this (embedding|query) has 2"):
+    with pytest.raises(
+        InvalidInput, match=r"holds 3-dimension embeddings; this (embedding|query) has 2"
+    ):
         backend.upsert_memories(ALICE, wrong)
-    with pytest.raises(InvalidInput, match="holds 3-dimension embeddings; this (embedding|query) has 2"):
+    with pytest.raises(
+        InvalidInput, match=r"holds 3-dimension embeddings; this (embedding|query) has 2"
+    ):
         await backend.aupsert_memories(ALICE, wrong)
-    with pytest.raises(InvalidInput, match="holds 3-dimension embeddings; this (embedding|query) has 2"):
+    with pytest.raises(
+        InvalidInput, match=r"holds 3-dimension embeddings; this (embedding|query) has 2"
+    ):
         backend.search_memories(ALICE, [1.0, 0.0])
-    with pytest.raises(InvalidInput, match="holds 3-dimension embeddings; this (embedding|query) has 2"):
+    with pytest.raises(
+        InvalidInput, match=r"holds 3-dimension embeddings; this (embedding|query) has 2"
+    ):
         await backend.asearch_memories(ALICE, [1.0, 0.0])
     assert backend.count_memories(ALICE) == 0
 

@@ -44,9 +44,7 @@ def example() -> ModuleType:
 
 async def test_the_example_runs_on_its_sqlite_default(example: ModuleType, tmp_path) -> None:
     replies = await example.main(f"sqlite:///{tmp_path / 'agent.db'}")
-    assert (
-        replies["tenant_a:alice"][1] == "You told me 1 thing before this. I know: I like Python."
-    )
+    assert replies["tenant_a:alice"][1] == "You told me 1 thing before this. I know: I like Python."
     assert replies["tenant_b:bob"][1] == "You told me 1 thing before this. I know: I live in Lyon."
 
 
