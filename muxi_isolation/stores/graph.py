@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal, TypeAlias
 
 from .. import policy
@@ -517,6 +517,7 @@ def _stamp_items(
     user: Scope, items: Sequence[StoreItem], deletes: Sequence[ItemRef]
 ) -> tuple[list[StoreItem], list[ItemRef]]:
     stamped = []
+    now = datetime.now(timezone.utc)  # an item written without its times gets them now
     for item in items:
         policy.check_json(item.value, "a store value")
         if not isinstance(item.value, dict):
@@ -531,6 +532,8 @@ def _stamp_items(
                 namespace=check_namespace(item.namespace),
                 key=check_key(item.key),
                 scope=policy.owner(user, item.scope),
+                created_at=item.created_at or now,
+                updated_at=item.updated_at or now,
             )
         )
     gone = [(check_namespace(ns), check_key(k)) for ns, k in deletes]

@@ -267,3 +267,14 @@ async def test_copy_prune_and_delete_refuse_before_touching_anything(backend: Ba
     assert backend.copy_thread(ALICE, "t1", "t1") == 0  # onto itself: nothing to do
     assert await backend.aprune_threads(ALICE, [], keep_latest=True) == 0
     assert rows(backend, ALICE) == FULL
+
+
+def test_items_written_without_their_times_read_back_through_the_store(backend: Any) -> None:
+    """The backend fills an item's creation and update times when the caller left them out
+    (LangGraph's store needs both; it failed on an assertion before)."""
+    from muxi_isolation.adapters.langgraph import MuxiStore
+
+    backend.put_items(ALICE, [StoreItem(("notes",), "k", {"v": 1})], [])
+    item = MuxiStore(backend, scope=ALICE).get(("notes",), "k")
+    assert item is not None and item.value == {"v": 1}
+    assert item.created_at is not None and item.updated_at is not None
