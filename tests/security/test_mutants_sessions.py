@@ -339,3 +339,50 @@ async def test_a_bad_chosen_id_names_the_field(manager: SessionManager, half: st
     with pytest.raises(InvalidIdentifier) as caught:
         manager.new_record(ALICE, " padded")
     assert caught.value.field == "session_id"
+
+
+@pytest.fixture
+def twin_then_forgotten(
+    backend: Backend, manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> list[Scope]:
+    """As ``twin``, and the user is forgotten (receipts with her) just before our second
+    lookup. Lookups: 1 ours (misses, then the twin is stored), 2 the twin's, 3 ours again."""
+    real, areal = backend.get_receipt, backend.aget_receipt
+    pending: list[Scope] = []
+    lookups: list[int] = []
+
+    def before() -> int:
+        lookups.append(len(lookups) + 1)
+        if lookups[-1] == 3:
+            backend.forget_user(ALICE)
+        return lookups[-1]
+
+    def after(n: int) -> None:
+        if n == 1:
+            manager.append(pending.pop(), TURN, idempotency_key="k1")
+
+    def get(scope: Scope, key: str) -> Any:
+        n = before()
+        found = real(scope, key)
+        after(n)
+        return found
+
+    async def aget(scope: Scope, key: str) -> Any:
+        n = before()
+        found = await areal(scope, key)
+        after(n)
+        return found
+
+    monkeypatch.setattr(backend, "get_receipt", get)
+    monkeypatch.setattr(backend, "aget_receipt", aget)
+    return pending
+
+
+async def test_a_twin_forgotten_meanwhile_is_a_missing_session(
+    manager: SessionManager, half: str, twin_then_forgotten: list[Scope]
+) -> None:
+    s = ALICE.with_session(manager.create(ALICE, "s").id)
+    twin_then_forgotten.append(s)
+    with pytest.raises(SessionNotFound) as caught:
+        await keyed(manager, half, s, "k1")
+    assert caught.value.session_id == "s"
