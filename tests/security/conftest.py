@@ -14,6 +14,7 @@ import signal
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,29 @@ def own_server() -> Iterator[Server]:
     finally:
         handle.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def allow_temporary(postgres_admin: Any) -> Callable[[SQLBackend], Any]:
+    """``with allow_temporary(backend):`` an owner who gave the app role TEMPORARY back for a
+    while (``create_app_role`` takes it away), to show what else stops a temporary table."""
+
+    @contextmanager
+    def allowed(backend: SQLBackend) -> Iterator[None]:
+        role = backend._engine.url.username
+
+        def run(verb: str, to: str) -> None:
+            with postgres_admin.begin() as conn:
+                database = conn.scalar(text("SELECT current_database()"))
+                conn.execute(text(f'{verb} TEMPORARY ON DATABASE "{database}" {to} "{role}"'))
+
+        run("GRANT", "TO")
+        try:
+            yield
+        finally:
+            run("REVOKE", "FROM")
+
+    return allowed
 
 
 @pytest.fixture(scope="module")

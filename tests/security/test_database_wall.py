@@ -328,35 +328,17 @@ def test_copy_to_sees_only_alice(pg: SQLBackend) -> None:
             assert foreign(rows) == set(), table
 
 
-@contextmanager
-def temporary_allowed(backend: SQLBackend, admin: Any) -> Iterator[None]:
-    """An owner who granted the app role TEMPORARY after all (create_app_role takes it)."""
-    role = backend._engine.url.username
-
-    def grant(verb: str) -> None:
-        with admin.begin() as conn:
-            database = conn.scalar(text("SELECT current_database()"))
-            to = "TO" if verb == "GRANT" else "FROM"
-            conn.execute(text(f'{verb} TEMPORARY ON DATABASE "{database}" {to} "{role}"'))
-
-    grant("GRANT")
-    try:
-        yield
-    finally:
-        grant("REVOKE")
-
-
 def test_the_app_role_cannot_create_temporary_objects(pg: SQLBackend) -> None:
     """create_app_role takes TEMPORARY from the role and PUBLIC: nothing to shadow with."""
     with pytest.raises(DBAPIError, match="temporary"), as_alice(pg) as conn:
         conn.execute(text("CREATE TEMP TABLE planted (x int)"))
 
 
-def test_a_leaky_function_sees_only_alices_rows(pg: SQLBackend, postgres_admin: Any) -> None:
+def test_a_leaky_function_sees_only_alices_rows(pg: SQLBackend, allow_temporary: Any) -> None:
     """The policy runs before a caller's (non-leakproof) function sees a row (with TEMPORARY
     granted back, so the function can be made)."""
     seen: list[str] = []
-    with temporary_allowed(pg, postgres_admin):
+    with allow_temporary(pg):
         leaky_calls(pg, seen)
     assert seen and set(seen) == {"tenant_a alice"}
 

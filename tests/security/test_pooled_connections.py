@@ -12,7 +12,6 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -48,23 +47,6 @@ def pooled(postgres_urls: Any, postgres_admin: Any) -> Iterator[SQLBackend]:
             conn.execute(text(f'DROP FUNCTION IF EXISTS "public"."{prefix}scope_{part}" CASCADE'))
 
 
-@contextmanager
-def temporary_allowed(backend: SQLBackend, admin: Any) -> Iterator[None]:
-    """An owner who gave the app role TEMPORARY back (create_app_role takes it away)."""
-    role = backend._engine.url.username
-
-    def run(statement: str) -> None:
-        with admin.begin() as conn:
-            database = conn.scalar(text("SELECT current_database()"))
-            conn.execute(text(statement.format(db=database, role=role)))
-
-    run('GRANT TEMPORARY ON DATABASE "{db}" TO "{role}"')
-    try:
-        yield
-    finally:
-        run('REVOKE TEMPORARY ON DATABASE "{db}" FROM "{role}"')
-
-
 PLANT = (
     "CREATE TEMP TABLE {name} (LIKE {real} INCLUDING ALL)",
     "INSERT INTO {name} (tenant_id, user_id, id, content, metadata, created_at) "
@@ -93,9 +75,9 @@ def test_the_tables_are_placed_in_the_owners_schema(pooled: SQLBackend) -> None:
 
 
 def test_a_temp_table_planted_on_a_pooled_connection_shadows_nothing(
-    pooled: SQLBackend, postgres_admin: Any
+    pooled: SQLBackend, postgres_admin: Any, allow_temporary: Any
 ) -> None:
-    with temporary_allowed(pooled, postgres_admin):
+    with allow_temporary(pooled):
         with pooled._engine.connect() as conn, conn.begin():
             pooled._enter(conn, ALICE, None)
             plant(conn, pooled)
@@ -106,9 +88,9 @@ def test_a_temp_table_planted_on_a_pooled_connection_shadows_nothing(
 
 
 async def test_a_temp_table_planted_on_a_pooled_async_connection_shadows_nothing(
-    pooled: SQLBackend, postgres_admin: Any
+    pooled: SQLBackend, postgres_admin: Any, allow_temporary: Any
 ) -> None:
-    with temporary_allowed(pooled, postgres_admin):
+    with allow_temporary(pooled):
         async with pooled._aengine.connect() as conn, conn.begin():
             await conn.run_sync(pooled._enter, ALICE, None)
             await conn.run_sync(plant, pooled)
@@ -124,9 +106,9 @@ LEFTOVERS = text(
 
 
 def test_a_connection_comes_back_from_the_pool_with_nothing_left(
-    pooled: SQLBackend, postgres_admin: Any
+    pooled: SQLBackend, postgres_admin: Any, allow_temporary: Any
 ) -> None:
-    with temporary_allowed(pooled, postgres_admin):
+    with allow_temporary(pooled):
         with pooled._engine.connect() as conn, conn.begin():
             pooled._enter(conn, ALICE, None)
             plant(conn, pooled)
@@ -136,9 +118,9 @@ def test_a_connection_comes_back_from_the_pool_with_nothing_left(
 
 
 async def test_an_async_connection_comes_back_from_the_pool_with_nothing_left(
-    pooled: SQLBackend, postgres_admin: Any
+    pooled: SQLBackend, postgres_admin: Any, allow_temporary: Any
 ) -> None:
-    with temporary_allowed(pooled, postgres_admin):
+    with allow_temporary(pooled):
         async with pooled._aengine.connect() as conn, conn.begin():
             await conn.run_sync(pooled._enter, ALICE, None)
             await conn.run_sync(plant, pooled)
@@ -247,7 +229,7 @@ def test_create_app_role_takes_temporary_away(pooled: SQLBackend) -> None:
 
 
 def test_startup_warns_when_the_app_role_can_create_temporary_tables(
-    postgres_urls: Any, postgres_admin: Any, caplog: pytest.LogCaptureFixture
+    postgres_urls: Any, postgres_admin: Any, caplog: pytest.LogCaptureFixture, allow_temporary: Any
 ) -> None:
     schema = f"w_{secrets.token_hex(4)}"
     backend = SQLBackend(
@@ -255,7 +237,7 @@ def test_startup_warns_when_the_app_role_can_create_temporary_tables(
     )
     try:
         with (
-            temporary_allowed(backend, postgres_admin),
+            allow_temporary(backend),
             caplog.at_level(logging.WARNING, logger="muxi_isolation.stores.sql"),
         ):
             backend.setup()

@@ -29,6 +29,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from ... import policy
 from ...errors import AdapterUnavailable, ConfigError, StorageError
 from ...filters import Filter
+from ...quotas import Limits
 from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
@@ -149,6 +150,15 @@ class SQLBackend(SQLGraph, Backend):
     def __repr__(self) -> str:
         return f"SQLBackend({self._target.sync_url.render_as_string(hide_password=True)!r})"
 
+    @property
+    def limits(self) -> Limits:
+        """Read by the operations inside each write transaction (``Ops.limits``)."""
+        return self._ops.limits
+
+    @limits.setter
+    def limits(self, value: Limits) -> None:
+        self._ops.limits = value
+
     # -- transactions ---------------------------------------------------------------------
 
     def _enter(self, conn: Connection, scope: Scope | None, admin_tenant: str | None) -> None:
@@ -260,13 +270,21 @@ class SQLBackend(SQLGraph, Backend):
 
     def _refresh_key(self) -> None:
         """Read the newest scope key (after a rotation dropped the one we held)."""
-        owner = self._admin[0] if self._admin else self._engine
+        with self._as_owner() as conn:
+            self._scope_key = _read_scope_key(conn, self.tables)
+        log.info("read the rotated row-level-security scope key")
+
+    @contextmanager
+    def _as_owner(self) -> Iterator[Connection]:
+        """One write transaction as the tables' owner (``admin_url``, else the app's role)."""
+        owner = self._admin[0] if self._admin else self._writers[0]
         with self._gate.hold(), _errors.mapped():
             with _errors.unavailable():
                 conn = owner.connect()
-            with conn, conn.begin():
-                self._scope_key = _read_scope_key(conn, self.tables)
-        log.info("read the rotated row-level-security scope key")
+            with conn:
+                conn.execution_options(muxi_write=True)
+                with conn.begin():
+                    yield conn
 
     def _admin_engines(self) -> tuple[Engine, AsyncEngine]:
         if self._admin is None:
@@ -289,16 +307,11 @@ class SQLBackend(SQLGraph, Backend):
                     conn = self._engine.connect()
                 with conn:
                     probe = _probe(conn)
-                owner = self._admin[0] if self._admin else self._writers[0]
-                with _errors.unavailable():
-                    conn = owner.connect()
-                with conn:
-                    conn.execution_options(muxi_write=True)
-                    with conn.begin():
-                        self._place(conn)
-                        install(conn, self.tables, app_role=probe.role if self._admin else None)
-                        self._sized(conn)
-                        key = _read_scope_key(conn, self.tables)
+            with self._as_owner() as conn:
+                self._place(conn)
+                install(conn, self.tables, app_role=probe.role if self._admin else None)
+                self._sized(conn)
+                key = _read_scope_key(conn, self.tables)
             self._installed(probe, key)
 
     async def asetup(self) -> None:
@@ -368,28 +381,16 @@ class SQLBackend(SQLGraph, Backend):
         sent = next((len(m.embedding) for m in memories if m.embedding is not None), None)
         if sent is None or self._dimension != _dimension.AUTO or self.tables.dimension:
             return
-        owner = self._admin[0] if self._admin else self._writers[0]
-        with self._gate.hold(), _errors.mapped():
-            with _errors.unavailable():
-                conn = owner.connect()
-            with conn:
-                conn.execution_options(muxi_write=True)
-                with conn.begin():
-                    stored = _dimension.fix_dimension(conn, self.tables, sent)
+        with self._as_owner() as conn:
+            stored = _dimension.fix_dimension(conn, self.tables, sent)
         self._use(with_dimension(self.tables, stored))
 
     def set_embedding_dimension(self, dimension: int, *, clear: bool = False) -> int:
         """Change the memories' embedding dimension (as the owner); stored vectors must be
         dropped (``clear=True``) and embedded again. Returns how many were dropped."""
         self.setup()
-        owner = self._admin[0] if self._admin else self._writers[0]
-        with self._gate.hold(), _errors.mapped():
-            with _errors.unavailable():
-                conn = owner.connect()
-            with conn:
-                conn.execution_options(muxi_write=True)
-                with conn.begin():
-                    dropped = _dimension.set_dimension(conn, self.tables, dimension, clear=clear)
+        with self._as_owner() as conn:
+            dropped = _dimension.set_dimension(conn, self.tables, dimension, clear=clear)
         self._dimension = dimension if isinstance(self._dimension, int) else self._dimension
         self._use(with_dimension(self.tables, dimension))
         return dropped
@@ -421,13 +422,9 @@ class SQLBackend(SQLGraph, Backend):
         if self.dialect != "postgresql":
             raise ConfigError("the scope key signs PostgreSQL's row-level security only")
         self.setup()
-        owner = self._admin[0] if self._admin else self._engine
-        with self._gate.hold(), _errors.mapped():
-            with _errors.unavailable():
-                conn = owner.connect()
-            with conn, conn.begin():
-                change = _rls.drop_old_scope_keys if finish else _rls.add_scope_key
-                result = change(conn, self.tables)
+        with self._as_owner() as conn:
+            change = _rls.drop_old_scope_keys if finish else _rls.add_scope_key
+            result = change(conn, self.tables)
         self._refresh_key()
         return result
 
@@ -754,6 +751,14 @@ class SQLBackend(SQLGraph, Backend):
         self, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
         return await self._arun(user, self._ops.search_memories, user, vector, k, node)
+
+    def _search_text(self, user: Scope, query: str, k: int, node: Filter | None) -> list[Scored]:
+        return self._run(user, self._ops.search_text, user, query, k, node)
+
+    async def _asearch_text(
+        self, user: Scope, query: str, k: int, node: Filter | None
+    ) -> list[Scored]:
+        return await self._arun(user, self._ops.search_text, user, query, k, node)
 
     def _forget_user(self, user: Scope) -> Counts:
         counts = self._run(user, self._ops.forget_user, user, write=True)
