@@ -36,6 +36,7 @@ from .errors import (
     InvalidInput,
     IsolationError,
     KeyReused,
+    QuotaExceeded,
     SessionExists,
     SessionExpired,
     SessionNotFound,
@@ -140,6 +141,15 @@ def _input(body: dict[str, Any]) -> IsolationError:
     return InvalidInput(str(body["message"]), field=named if isinstance(named, str) else None)
 
 
+def _quota(body: dict[str, Any]) -> IsolationError:
+    allowed, wait = body.get("allowed"), body.get("retry_after")
+    return QuotaExceeded(
+        str(body.get("limit", "")),
+        allowed if isinstance(allowed, int) else 0,
+        retry_after=wait if isinstance(wait, int) else None,
+    )
+
+
 def _plain(cls: type[IsolationError]) -> _Make:
     return lambda body: cls(body["message"])
 
@@ -160,6 +170,7 @@ _ERRORS.update(
         "invalid_filter": lambda body: InvalidFilter(str(body["message"])),
         "idempotency_key_reused": lambda body: KeyReused(str(body.get("key", ""))),
         "duplicate_request": lambda body: DuplicateRequest(str(body.get("key", ""))),
+        "quota_exceeded": _quota,
         "invalid_identifier": _identifier,
         "invalid_user_id": _identifier,
         "missing_user_id": _identifier,

@@ -19,6 +19,13 @@
         - key: ${{ secrets.ADMIN_KEY }}
       admin_impersonation: false        # true: admin keys may also act as any user on user
                                         # routes (each such request is logged); off: 403
+    limits:                             # optional, per (tenant, user); unset: no limit
+      requests_per_minute: 600          # HTTP edge (429 with Retry-After)
+      max_sessions_per_user: 1000
+      max_memories_per_user: 100000
+      max_message_bytes: 65536          # each message's content as stored (UTF-8 JSON)
+      tenants:                          # per-tenant overrides of the keys above
+        tenant_a: {max_memories_per_user: 1000}
 
 ``${{ secrets.NAME }}`` is replaced from the given mapping, else the environment; a missing
 one is an error naming it. Unknown keys are errors too, so a typo never silently falls back
@@ -43,6 +50,7 @@ __all__ = [
     "AuthConfig",
     "ClientKeyConfig",
     "Config",
+    "LimitsConfig",
     "MemoryConfig",
     "PersistentConfig",
     "ServerConfig",
@@ -114,10 +122,27 @@ class ServerConfig(_Strict):
     request_timeout: float = Field(default=5.0, gt=0, le=3600)  # seconds, down to the database
 
 
+_Limit = Annotated[int, Field(ge=0, strict=True)] | None
+
+
+class TenantLimitsConfig(_Strict):
+    requests_per_minute: _Limit = None
+    max_sessions_per_user: _Limit = None
+    max_memories_per_user: _Limit = None
+    max_message_bytes: _Limit = None
+
+
+class LimitsConfig(TenantLimitsConfig):
+    """Per-(tenant, user) quotas (``quotas.Limits``); a tenant's entry overrides its keys."""
+
+    tenants: dict[str, TenantLimitsConfig] = {}
+
+
 class Config(_Strict):
     memory: MemoryConfig = MemoryConfig()
     auth: AuthConfig = AuthConfig()
     server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 def resolve_secrets(data: Any, secrets: Mapping[str, str] | None = None) -> Any:

@@ -17,6 +17,7 @@
     ├── ConfigError              invalid configuration
     │   └── MissingSecret        a ${{ secrets.NAME }} with no value
     ├── DuplicateRequest         a request whose idempotency key is already stored
+    ├── QuotaExceeded            a per-(tenant, user) limit refused the call (HTTP 429)
     ├── StorageError             the database failed; the driver error is chained
     │   └── StorageUnavailable   the database cannot be reached
     │       └── DeadlineExceeded the call's deadline passed; what it wrote is rolled back
@@ -44,6 +45,7 @@ __all__ = [
     "KeyReused",
     "MissingScope",
     "MissingSecret",
+    "QuotaExceeded",
     "ReservedKey",
     "ScopeViolation",
     "SessionError",
@@ -122,6 +124,21 @@ class DuplicateRequest(IsolationError):
     def __init__(self, key: str) -> None:
         super().__init__(f"a request with idempotency key {key!r} is already stored")
         self.key = key
+
+
+class QuotaExceeded(IsolationError):
+    """A per-(tenant, user) limit refused the call; nothing of it was written.
+
+    ``limit`` names the limit (``max_sessions_per_user``, ``max_memories_per_user``,
+    ``max_message_bytes``, ``requests_per_minute``) and ``allowed`` its value;
+    ``retry_after`` (seconds) is set for the rate limit, which frees up with time.
+    """
+
+    def __init__(self, limit: str, allowed: int, *, retry_after: int | None = None) -> None:
+        super().__init__(f"quota exceeded: {limit} is {allowed}")
+        self.limit = limit
+        self.allowed = allowed
+        self.retry_after = retry_after
 
 
 class SessionError(IsolationError):

@@ -46,6 +46,7 @@ from .errors import (
     IsolationError,
     KeyReused,
     MissingScope,
+    QuotaExceeded,
     ReservedKey,
     ScopeViolation,
     SessionError,
@@ -97,6 +98,7 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
     KeyReused: (422, "idempotency_key_reused"),
     InvalidInput: (400, "invalid_input"),
     DuplicateRequest: (409, "duplicate_request"),
+    QuotaExceeded: (429, "quota_exceeded"),
     AccessDenied: (401, "unauthorized"),
     Forbidden: (403, "forbidden"),
     DeadlineExceeded: (503, "deadline_exceeded"),
@@ -136,6 +138,10 @@ def error_response(exc: IsolationError) -> tuple[int, dict[str, Any]]:
         body["key"] = exc.key
     if isinstance(exc, (SessionNotFound, SessionExpired, SessionExists)):
         body["session_id"] = exc.session_id
+    if isinstance(exc, QuotaExceeded):
+        body.update(limit=exc.limit, allowed=exc.allowed)
+        if exc.retry_after is not None:
+            body["retry_after"] = exc.retry_after
     return status, body
 
 

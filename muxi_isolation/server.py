@@ -40,6 +40,7 @@ from .errors import (
     DeadlineExceeded,
     DuplicateRequest,
     IsolationError,
+    QuotaExceeded,
     ScopeViolation,
 )
 
@@ -73,6 +74,7 @@ from .http import (
 from .idempotency import digest, replayed
 from .keys import Grant, KeyRing
 from .outages import OutageLog
+from .quotas import RateLimiter
 from .records import Message, Receipt, SessionRecord
 from .scope import Scope, canonical_id
 from .stores.base import Backend
@@ -401,6 +403,7 @@ def create_app(
             public_paths=PUBLIC_PATHS,
             admin_paths=ADMIN_PATHS,
         ),
+        Middleware(_RateLimit, limiter=RateLimiter(backend.limits)),
     ]
     handlers: dict[Any, Any] = {
         IsolationError: _isolation_error,
@@ -454,6 +457,27 @@ class _Deadline:
         await send_json(send, status, body, [(b"retry-after", RETRY_AFTER.encode())])
 
 
+class _RateLimit:
+    """``requests_per_minute`` per (tenant, user) on the user routes: 429 ``quota_exceeded``
+    with ``Retry-After``. Inside the isolation middleware (it reads the resolved scope);
+    admin endpoints and public paths are not counted. The buckets live in this process."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app, self.limiter = app, limiter
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        user = scope.get(SCOPE_KEY)
+        path = str(scope.get("path", ""))
+        if isinstance(user, Scope) and not path.startswith(ADMIN_PATHS):
+            try:
+                self.limiter.take(user.tenant_id, user.user_id)
+            except QuotaExceeded as exc:
+                wait = str(exc.retry_after or 1).encode()
+                await send_json(send, *error_response(exc), [(b"retry-after", wait)])
+                return
+        await self.app(scope, receive, send)
+
+
 def _retrieved(task: asyncio.Future[None]) -> None:
     """A handler cancelled at its deadline may still fail while cleaning up: seen here."""
     if not task.cancelled() and task.exception() is not None:
@@ -478,6 +502,8 @@ def _isolation_error(request: Request, exc: Exception) -> Response:
     if status >= 500:
         request.app.state.outages.failed(exc)  # one trace, then a summary line per cause
     headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+    if isinstance(exc, QuotaExceeded) and exc.retry_after is not None:
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -594,6 +620,7 @@ def openapi_document() -> dict[str, Any]:
         }
     }
     common = _errors(400, 401, 403, 503)
+    user_route = {**common, **_errors(429)}  # the rate limit counts every user route
     text = {"type": "string"}
     time_field = {"type": "string", "format": "date-time"}
     json_value = _ref("JsonValue")
@@ -609,6 +636,8 @@ def openapi_document() -> dict[str, Any]:
         413: "Body too large",
         422: "JSON of the wrong shape",
         409: "A request with the same Idempotency-Key is still being stored",
+        429: "quota_exceeded: the rate limit (with Retry-After seconds), or a count or size "
+        "limit of the user (limit names it)",
         503: "Storage unavailable, or no answer within the server's deadline; retry after "
         "Retry-After seconds",
     }
@@ -634,14 +663,14 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": {**_json(_ref("NewSession"), "Created"), "headers": replayed},
-                        **common,
+                        **user_route,
                         **_errors(409, 413, 422),
                     },
                 },
                 "get": {
                     "summary": "List the caller's sessions",
                     "parameters": base,
-                    "responses": {"200": _json(_ref("SessionList"), "Sessions"), **common},
+                    "responses": {"200": _json(_ref("SessionList"), "Sessions"), **user_route},
                 },
             },
             "/v1/sessions/{session_id}": {
@@ -650,14 +679,18 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [*base, session_id],
                     "responses": {
                         "200": _json(_ref("SessionHistory"), "History"),
-                        **common,
+                        **user_route,
                         **_errors(404),
                     },
                 },
                 "delete": {
                     "summary": "Delete a session and its messages",
                     "parameters": [*base, session_id],
-                    "responses": {"204": {"description": "Deleted"}, **common, **_errors(404)},
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        **user_route,
+                        **_errors(404),
+                    },
                 },
             },
             "/v1/chat": {
@@ -667,7 +700,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, **_json(_ref("ChatRequest"), "The turn")},
                     "responses": {
                         "200": {**_json(_ref("ChatResponse"), "The answer"), "headers": replayed},
-                        **common,
+                        **user_route,
                         **_errors(404, 409, 410, 413, 422),
                     },
                 },
@@ -730,6 +763,9 @@ def openapi_document() -> dict[str, Any]:
                         "field": text,
                         "rule": text,
                         "session_id": text,
+                        "limit": text,
+                        "allowed": {"type": "integer"},
+                        "retry_after": {"type": "integer"},
                     },
                 },
                 "JsonValue": {

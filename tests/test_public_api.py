@@ -30,6 +30,7 @@ PUBLIC = {
     "Message",
     "MissingScope",
     "MissingSecret",
+    "QuotaExceeded",
     "Receipt",
     "ReservedKey",
     "Scope",

@@ -108,6 +108,15 @@ PINNED: dict[str, list[str]] = {
         "run_server",
         "serve_in_thread",
     ],
+    "muxi_isolation.quotas": [
+        "NO_LIMITS",
+        "Limits",
+        "RateLimiter",
+        "check_count",
+        "check_messages",
+        "lock_key",
+        "message_bytes",
+    ],
     "muxi_isolation.http": [
         "ANONYMOUS",
         "ERROR_STATUS",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..quotas import Limits
 from .base import Backend
 from .memory import MemoryBackend
 
@@ -25,7 +26,14 @@ def open_backend(url: str = "memory://", **options: Any) -> Backend:
 def open_configured_backend(config: Config, *, statement_timeout: float | None = None) -> Backend:
     """The backend a config names, with ``admin_connection_string`` (if set) as the owner's
     ``admin_url``: forgetting a tenant and purging need it on PostgreSQL.
-    ``statement_timeout``: the SQL backends' deadline per call (the server's)."""
+    ``statement_timeout``: the SQL backends' deadline per call (the server's).
+    Its ``limits`` are the config's, so every interface opened from it is bounded alike."""
+    backend = _open_configured(config, statement_timeout)
+    backend.limits = Limits.from_config(config.limits)
+    return backend
+
+
+def _open_configured(config: Config, statement_timeout: float | None) -> Backend:
     persistent = config.memory.persistent
     url = persistent.url
     if url == "memory://":

@@ -22,6 +22,7 @@ from .. import policy
 from .._input import INT64_MAX, check_int, check_text
 from ..errors import InvalidIdentifier, InvalidInput
 from ..filters import And, Compare, Filter, Not, Or, check_filter
+from ..quotas import NO_LIMITS, Limits, check_messages
 from ..records import Memory, Message, Receipt, SessionRecord
 from ..scope import Scope, canonical_id
 from .graph import GraphMethods
@@ -128,7 +129,17 @@ class Backend(GraphMethods):
     Agent-graph checkpoints and store items (``graph.GraphMethods``) are scoped the same way.
 
     Memories are read at the user level; messages at the session level.
+
+    ``limits`` (set by ``Isolation.from_config``) bounds each (tenant, user): message sizes
+    are checked here before any write, counts by the backend inside the write's transaction.
     """
+
+    limits: Limits = NO_LIMITS
+
+    def _stamped(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
+        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
+        check_messages(self.limits, scope.tenant_id, stamped)
+        return stamped
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -224,12 +235,12 @@ class Backend(GraphMethods):
     def append_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Append in one transaction (all or nothing); returns them with ``seq`` set."""
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
+        stamped = self._stamped(scope, messages)
         return policy.verify(scope, self._append_messages(scope, stamped)) if stamped else []
 
     async def aappend_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
+        stamped = self._stamped(scope, messages)
         if not stamped:
             return []
         return policy.verify(scope, await self._aappend_messages(scope, stamped))
@@ -237,12 +248,12 @@ class Backend(GraphMethods):
     def replace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         """Delete the session's messages and write these instead, in one transaction."""
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
+        stamped = self._stamped(scope, messages)
         return policy.verify(scope, self._replace_messages(scope, stamped))
 
     async def areplace_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
+        stamped = self._stamped(scope, messages)
         return policy.verify(scope, await self._areplace_messages(scope, stamped))
 
     def append_to_session(
@@ -284,12 +295,11 @@ class Backend(GraphMethods):
         )
         return policy.verify(scope, rows)
 
-    @staticmethod
     def _turn(
-        scope: Scope, messages: Sequence[Message], create: SessionRecord | None
+        self, scope: Scope, messages: Sequence[Message], create: SessionRecord | None
     ) -> tuple[Scope, SessionRecord | None, list[Message]]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
+        stamped = self._stamped(scope, messages)
         if create is None:
             return scope, None, stamped
         if _check_session_id(create.id) != scope.session_id:
@@ -484,12 +494,12 @@ class Backend(GraphMethods):
         the highest, so a later append never reuses one.
         """
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in _check_seqs(messages)]
+        stamped = self._stamped(scope, _check_seqs(messages))
         return policy.verify(scope, self._restore_messages(scope, stamped))
 
     async def arestore_messages(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         scope = policy.require_scope(scope, session=True)
-        stamped = [policy.stamp(scope, _check_message(m)) for m in _check_seqs(messages)]
+        stamped = self._stamped(scope, _check_seqs(messages))
         return policy.verify(scope, await self._arestore_messages(scope, stamped))
 
     def list_message_sessions(self, scope: Scope) -> list[str]:

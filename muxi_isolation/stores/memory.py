@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
 from ..filters import Filter, matches
+from ..quotas import MEMORIES, SESSIONS, check_count
 from ..records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ..scope import Scope
 from ._memory_graph import MemoryGraph
@@ -59,11 +60,17 @@ class MemoryBackend(MemoryGraph, Backend):
     def _insert_session(self, record: SessionRecord, receipt: Receipt | None = None) -> None:
         with self._lock:
             sessions = self._sessions.setdefault(_user_key(record.scope), {})
+            self._check_sessions(record.scope, sessions)
             if record.id in sessions:
                 raise SessionExists(record.id)
             self._check_receipt(receipt)
             sessions[record.id] = record
             self._keep_receipt(receipt)
+
+    def _check_sessions(self, user: Scope, sessions: dict[str, SessionRecord]) -> None:
+        """Under the lock, before the write: one more session must fit the user's quota."""
+        allowed = self.limits.for_tenant(user.tenant_id).max_sessions_per_user
+        check_count(SESSIONS, allowed, lambda: len(sessions), 1)
 
     def _check_receipt(self, receipt: Receipt | None) -> None:
         """Under the lock, before any write: a fresh receipt under this key refuses it all."""
@@ -154,6 +161,8 @@ class MemoryBackend(MemoryGraph, Backend):
         assert sid is not None
         with self._lock:  # every check first: a refused turn writes nothing
             sessions = self._sessions.get(_user_key(scope), {})
+            if create is not None:
+                self._check_sessions(scope, sessions)
             if create is not None and sid in sessions:
                 raise SessionExists(sid)
             record = create if create is not None else sessions.get(sid)
@@ -234,8 +243,11 @@ class MemoryBackend(MemoryGraph, Backend):
 
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         now = _now()
+        allowed = self.limits.for_tenant(scope.tenant_id).max_memories_per_user
         with self._lock:
             bucket = self._memories.setdefault(_user_key(scope), {})
+            new = {m.id for m in memories} - bucket.keys()
+            check_count(MEMORIES, allowed, lambda: len(bucket), len(new))
             for memory in memories:
                 bucket[memory.id] = replace(memory, created_at=memory.created_at or now)
         return [m.id for m in memories]

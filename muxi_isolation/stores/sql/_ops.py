@@ -40,6 +40,7 @@ from ...errors import (
     SessionNotFound,
 )
 from ...filters import Filter
+from ...quotas import MEMORIES, NO_LIMITS, SESSIONS, check_count, lock_key
 from ...records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from ..base import RECEIPT_WINDOW
@@ -102,6 +103,7 @@ class Ops:
         self.t = tables
         self.dialect = dialect
         self.vectors = vectors
+        self.limits = NO_LIMITS  # the backend's (``SQLBackend.limits``)
 
     # -- predicates
 
@@ -123,6 +125,17 @@ class Ops:
             return []
         return [compile_filter(node, self.t.memories.c["metadata"], self.dialect)]
 
+    def _counted(self, conn: Connection, kind: str, table: Table, user: Scope) -> Callable[[], int]:
+        """Count the user's rows of ``table`` for a quota, once no other writer of this user
+        can add to them before we commit: SQLite's write transaction (``BEGIN IMMEDIATE``)
+        already holds the file; PostgreSQL takes an advisory lock per (tenant, user), so
+        other users never wait. Row-level security still applies to the count."""
+        if self.dialect == "postgresql":
+            key = lock_key(kind, user.tenant_id, user.user_id)
+            conn.execute(select(func.pg_advisory_xact_lock(key)))
+        query = select(func.count()).select_from(table).where(*self._user(table, user))
+        return lambda: int(conn.scalar(query) or 0)
+
     def _insert(self, table: Table) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
@@ -133,6 +146,9 @@ class Ops:
     ) -> None:
         self.put_receipt(conn, receipt)
         s = record.scope
+        allowed = self.limits.for_tenant(s.tenant_id).max_sessions_per_user
+        if allowed is not None:
+            check_count(SESSIONS, allowed, self._counted(conn, SESSIONS, self.t.sessions, s), 1)
         try:
             conn.execute(
                 insert(self.t.sessions).values(
@@ -358,6 +374,7 @@ class Ops:
             if vec is not None and dimension is not None and len(vec) != dimension:
                 raise mismatch(dimension, len(vec))
             latest[memory.id] = memory
+        self._check_memories(conn, scope, list(latest))
         now = _now()
         rows = [
             {
@@ -385,6 +402,16 @@ class Ops:
             stmt = stmt.returning(t.c.id)
         conn.execute(stmt, rows)
         return [memory.id for memory in memories]
+
+    def _check_memories(self, conn: Connection, user: Scope, ids: list[str]) -> None:
+        """The ids new to this user must fit its quota (replacing one adds nothing)."""
+        allowed = self.limits.for_tenant(user.tenant_id).max_memories_per_user
+        if allowed is None:
+            return
+        t = self.t.memories
+        held = self._counted(conn, MEMORIES, t, user)
+        kept = select(func.count()).select_from(t).where(*self._user(t, user), t.c.id.in_(ids))
+        check_count(MEMORIES, allowed, held, len(ids) - int(conn.scalar(kept) or 0))
 
     def get_memories(self, conn: Connection, user: Scope, ids: list[str]) -> list[Memory]:
         t = self.t.memories
