@@ -26,13 +26,15 @@ from ..quotas import NO_LIMITS, Limits, check_messages
 from ..records import Memory, Message, Receipt, SessionRecord
 from ..scope import Scope, canonical_id
 from .graph import GraphMethods
+from .keywords import fuse, words
 
-__all__ = ["RECEIPT_WINDOW", "Backend", "Counts", "FilterSpec", "Scored"]
+__all__ = ["RECEIPT_WINDOW", "SEARCH_MODES", "Backend", "Counts", "FilterSpec", "Scored"]
 
 FilterSpec: TypeAlias = "Mapping[str, Any] | Filter | None"
 Scored: TypeAlias = "tuple[Memory, float]"
 Counts: TypeAlias = "dict[str, int]"
 RECEIPT_WINDOW = timedelta(hours=24)  # how long a retry with the same key is a replay
+SEARCH_MODES = ("vector", "text", "hybrid")
 
 
 # Input checks: every one raises ``InvalidInput`` (a ``ValueError``) before the backend is
@@ -118,9 +120,49 @@ def _fresh(found: list[Receipt]) -> Receipt | None:
     return found[0] if found[0].created_at >= oldest else None
 
 
+def _search_plan(
+    embedding: Sequence[float] | None,
+    text: str | None,
+    mode: str,
+    alpha: float,
+    k: int,
+    text_k: int | None,
+) -> tuple[list[float] | None, str | None, int]:
+    """Checked search arguments: (the vector to rank by, the text to rank by, the text
+    ranking's depth); each ``None`` when the mode does not rank by it."""
+    _check_k(k)
+    if mode not in SEARCH_MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(SEARCH_MODES)}", field="mode")
+    if mode == "vector" and text is not None:
+        raise InvalidInput("text ranks only in mode 'text' or 'hybrid'", field="text")
+    if mode != "vector" and (text is None or not words(check_text(text, "text"))):
+        raise InvalidInput(f"mode {mode!r} needs a text with at least one word", field="text")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise InvalidInput("alpha must be a number from 0 to 1", field="alpha")
+    if text_k is not None:
+        _check_k(text_k, "text_k")
+    if mode == "text":
+        return None, text, k if text_k is None else text_k
+    if embedding is None:
+        raise InvalidInput(f"mode {mode!r} needs an embedding", field="embedding")
+    return _vector(embedding), text, k if text_k is None else text_k
+
+
 def _verify_scored(scope: Scope, hits: list[Scored]) -> list[Scored]:
     kept = {id(m) for m in policy.verify(scope, [m for m, _ in hits])}
     return [(m, s) for m, s in hits if id(m) in kept]
+
+
+def _ranked(
+    scope: Scope, mode: str, by_vector: list[Scored], by_text: list[Scored], k: int, alpha: float
+) -> list[Scored]:
+    """Each ranking verified as the caller's, then the mode's answer."""
+    by_vector, by_text = _verify_scored(scope, by_vector), _verify_scored(scope, by_text)
+    if mode == "vector":
+        return by_vector
+    if mode == "text":
+        return by_text[:k]
+    return fuse(by_vector, by_text, k, float(alpha))
 
 
 class Backend(GraphMethods):
@@ -453,26 +495,52 @@ class Backend(GraphMethods):
         return await self._adelete_memories(user, None if ids is None else _check_ids(ids), node)
 
     def search_memories(
-        self, scope: Scope, embedding: Sequence[float], k: int = 4, *, filter: FilterSpec = None
+        self,
+        scope: Scope,
+        embedding: Sequence[float] | None,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        text: str | None = None,
+        mode: str = "vector",
+        alpha: float = 0.5,
+        text_k: int | None = None,
     ) -> list[Scored]:
         """The ``k`` memories most similar to ``embedding``, with cosine similarity.
 
         Always ``min(k, matching memories with an embedding)`` results, best first.
+
+        ``mode="text"``: ranked by ``text``'s words alone (full-text search; ``embedding``
+        may be ``None``), the backend's keyword score. ``mode="hybrid"``: the vector ranking
+        and the top ``text_k`` (default ``k``) of the keyword ranking fused by reciprocal
+        rank, ``alpha`` weighting the vector side (1: vector only, 0: keywords only); the
+        fused score; ``min(k, memories matching either)`` results. ``filter`` applies to both.
         """
         user = policy.require_scope(scope).user()
-        _check_k(k)
-        vector = _vector(embedding)
+        vector, query, depth = _search_plan(embedding, text, mode, alpha, k, text_k)
         node = _filter(filter)
-        return _verify_scored(scope, self._search_memories(user, vector, k, node))
+        by_vector = [] if vector is None else self._search_memories(user, vector, k, node)
+        by_text = [] if query is None else self._search_text(user, query, depth, node)
+        return _ranked(scope, mode, by_vector, by_text, k, alpha)
 
     async def asearch_memories(
-        self, scope: Scope, embedding: Sequence[float], k: int = 4, *, filter: FilterSpec = None
+        self,
+        scope: Scope,
+        embedding: Sequence[float] | None,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        text: str | None = None,
+        mode: str = "vector",
+        alpha: float = 0.5,
+        text_k: int | None = None,
     ) -> list[Scored]:
         user = policy.require_scope(scope).user()
-        _check_k(k)
-        vector = _vector(embedding)
+        vector, query, depth = _search_plan(embedding, text, mode, alpha, k, text_k)
         node = _filter(filter)
-        return _verify_scored(scope, await self._asearch_memories(user, vector, k, node))
+        by_vector = [] if vector is None else await self._asearch_memories(user, vector, k, node)
+        by_text = [] if query is None else await self._asearch_text(user, query, depth, node)
+        return _ranked(scope, mode, by_vector, by_text, k, alpha)
 
     # -- maintenance (the admin's, not an end user's) ----------------------------------------
     # Never wired to an end user's request. The per-user ones act inside one user's scope
@@ -730,6 +798,14 @@ class Backend(GraphMethods):
         self, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
         raise NotImplementedError("_asearch_memories")
+
+    def _search_text(self, user: Scope, query: str, k: int, node: Filter | None) -> list[Scored]:
+        raise NotImplementedError("_search_text")
+
+    async def _asearch_text(
+        self, user: Scope, query: str, k: int, node: Filter | None
+    ) -> list[Scored]:
+        raise NotImplementedError("_asearch_text")
 
     def _forget_user(self, user: Scope) -> Counts:
         raise NotImplementedError("_forget_user")

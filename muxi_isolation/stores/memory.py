@@ -18,6 +18,7 @@ from ..records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ..scope import Scope
 from ._memory_graph import MemoryGraph
 from .base import RECEIPT_WINDOW, Backend, Counts, Scored
+from .keywords import overlap, words
 from .similarity import cosine_normed, norm
 
 __all__ = ["MemoryBackend"]
@@ -294,6 +295,9 @@ class MemoryBackend(MemoryGraph, Backend):
         scored.sort(key=lambda pair: (-pair[1], pair[0].id))
         return scored[:k]
 
+    def _search_text(self, user: Scope, query: str, k: int, node: Filter | None) -> list[Scored]:
+        return overlap(words(query), self._matching(user, node), k)
+
     # -- maintenance
 
     def _forget_user(self, user: Scope) -> Counts:
@@ -445,6 +449,11 @@ class MemoryBackend(MemoryGraph, Backend):
         self, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
         return self._search_memories(user, vector, k, node)
+
+    async def _asearch_text(
+        self, user: Scope, query: str, k: int, node: Filter | None
+    ) -> list[Scored]:
+        return self._search_text(user, query, k, node)
 
     async def _aforget_user(self, user: Scope) -> Counts:
         return self._forget_user(user)

@@ -47,6 +47,7 @@ from ..base import RECEIPT_WINDOW
 from ._dimension import mismatch
 from ._filters import compile_filter
 from ._schema import Tables
+from ._text import TextSearcher
 from ._vectors import Scored, VectorPlanner, row_to_memory
 
 __all__ = ["Ops"]
@@ -460,6 +461,12 @@ class Ops:
         if dimension is not None and len(vector) != dimension:
             raise mismatch(dimension, len(vector), "query")
         return self.vectors.search(conn, user, vector, k, self._filter(node))
+
+    def search_text(
+        self, conn: Connection, user: Scope, query: str, k: int, node: Filter | None
+    ) -> list[Scored]:
+        """The user's ``k`` memories best matching ``query``'s words (``_text``)."""
+        return TextSearcher(self.t, self.dialect).search(conn, user, query, k, self._filter(node))
 
     # -- maintenance
 

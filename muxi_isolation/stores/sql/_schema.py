@@ -12,6 +12,8 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
                       (tenant_id, user_id) WHERE embedding IS NOT NULL; HNSW on PostgreSQL
     checkpoints, checkpoint_writes, store_items
                       agent-graph storage (LangGraph), keys as above (``_graph_schema``)
+    memories' text    PostgreSQL: GIN on to_tsvector(text_config, content); SQLite: an FTS5
+                      table over the memories, kept by triggers (``_text``)
     schema_version    one row: the version of this layout
     receipts          PK (tenant_id, user_id, key): idempotent requests' answers
     scope_key         PostgreSQL only, the owner's alone: row 0 binds a scope to its
@@ -71,7 +73,7 @@ __all__ = [
     "with_dimension",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_M = 16
@@ -124,11 +126,20 @@ def _bind_the_scope(conn: Connection, tables: Tables) -> None:
         conn.execute(text(statement))
 
 
+def _text_index(conn: Connection, tables: Tables) -> None:
+    """5 -> 6: the memories' full-text index, for hybrid search (``_text``)."""
+    from ._text import text_index_statements  # _text reads these tables: import late
+
+    for statement in text_index_statements(conn, tables):
+        conn.execute(text(statement))
+
+
 UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     1: _sign_the_scope,
     2: _maintenance,
     3: _graph,
     4: _bind_the_scope,
+    5: _text_index,
 }
 GRAPH_SINCE = 3  # upgrade steps before this one see the tables without the graph ones
 RECEIPTS_SINCE = 4  # ... and before this one without the receipts
@@ -155,6 +166,7 @@ class Tables:
     dimension: int | None
     graph: GraphTables | None = None
     receipts: Table | None = None
+    text_config: str = "english"  # PostgreSQL's text search config for the memories
 
     @property
     def scoped(self) -> tuple[Table, ...]:
@@ -178,9 +190,13 @@ def _ids(*names: str) -> list[Column[str]]:
 
 
 def build_tables(
-    prefix: str = "muxi_", schema: str | None = None, dimension: int | None = None
+    prefix: str = "muxi_",
+    schema: str | None = None,
+    dimension: int | None = None,
+    text_config: str = "english",
 ) -> Tables:
     check_name(prefix, "table_prefix", empty=True)
+    check_name(text_config, "text_search_config")  # spelled into the index's expression
     if schema is not None:
         check_name(schema, "schema")
     if dimension is not None and (not isinstance(dimension, int) or dimension < 1):
@@ -267,19 +283,29 @@ def build_tables(
     )
     graph = build_graph_tables(md, p)
     return Tables(
-        md, sessions, messages, counters, memories, version, prefix, dimension, graph, receipts
+        md,
+        sessions,
+        messages,
+        counters,
+        memories,
+        version,
+        prefix,
+        dimension,
+        graph,
+        receipts,
+        text_config,
     )
 
 
 def replace_schema(tables: Tables, schema: str) -> Tables:
     """The same layout, every table named with ``schema``."""
     check_name(schema, "schema")
-    return build_tables(tables.prefix, schema, tables.dimension)
+    return build_tables(tables.prefix, schema, tables.dimension, tables.text_config)
 
 
 def with_dimension(tables: Tables, dimension: int | None) -> Tables:
     """The same layout, the memories' vectors of ``dimension``."""
-    return build_tables(tables.prefix, tables.metadata.schema, dimension)
+    return build_tables(tables.prefix, tables.metadata.schema, dimension, tables.text_config)
 
 
 def read_version(conn: Connection, tables: Tables) -> int:
@@ -334,6 +360,7 @@ def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
             quoted = conn.dialect.identifier_preparer.quote_schema(tables.metadata.schema)
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
     tables.metadata.create_all(conn)
+    _text_index(conn, tables)
     if postgres:
         create_hnsw(conn, tables)
         for statement in _rls.create_scope_key(conn, tables) + _rls.policies(conn, tables):
