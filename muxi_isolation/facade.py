@@ -136,16 +136,51 @@ class UserMemories:
         memory = self._memory(content, metadata, embedding, id)
         return (await self._backend.aupsert_memories(self._scope, [memory]))[0]
 
+    def _ranking(
+        self, query: str | Sequence[float], mode: str, text: str | None
+    ) -> tuple[Sequence[float] | None, str | None]:
+        """(vector, text) for the backend: a text query is also the keyword query of the
+        text and hybrid modes; ``mode="text"`` needs no embedding."""
+        if mode != "vector" and text is None and isinstance(query, str):
+            text = query
+        if mode == "text":
+            return (None if isinstance(query, str) else query), text
+        return self._query(query), text
+
     def search(
-        self, query: str | Sequence[float], k: int = 4, *, filter: FilterSpec = None
+        self,
+        query: str | Sequence[float],
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        mode: str = "vector",
+        text: str | None = None,
+        alpha: float = 0.5,
+        text_k: int | None = None,
     ) -> list[Scored]:
-        return self._backend.search_memories(self._scope, self._query(query), k, filter=filter)
+        """The ``k`` best memories: by vector (``mode="vector"``), by the query's words
+        (``"text"``), or both fused (``"hybrid"``, ``alpha`` weighting the vector side);
+        see ``Backend.search_memories``."""
+        vector, words = self._ranking(query, mode, text)
+        return self._backend.search_memories(
+            self._scope, vector, k, filter=filter, text=words, mode=mode, alpha=alpha, text_k=text_k
+        )
 
     async def asearch(
-        self, query: str | Sequence[float], k: int = 4, *, filter: FilterSpec = None
+        self,
+        query: str | Sequence[float],
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        mode: str = "vector",
+        text: str | None = None,
+        alpha: float = 0.5,
+        text_k: int | None = None,
     ) -> list[Scored]:
-        vector = self._query(query)
-        return await self._backend.asearch_memories(self._scope, vector, k, filter=filter)
+        vector, words = self._ranking(query, mode, text)
+        return await self._backend.asearch_memories(
+            self._scope, vector, k, filter=filter, text=words, mode=mode, alpha=alpha, text_k=text_k
+        )
 
     def list(self, *, filter: FilterSpec = None, limit: int | None = None) -> builtins.list[Memory]:
         return self._backend.list_memories(self._scope, filter=filter, limit=limit)

@@ -22,9 +22,13 @@ own ``relevance_score_fn``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, ClassVar
 
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
@@ -264,6 +268,78 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         hits = await self.asimilarity_search_with_score(query, k, filter=filter, **kwargs)
         return [d for d, _ in hits]
 
+    # -- hybrid: the user's vector ranking and full-text ranking, fused (issue 18)
+
+    def hybrid_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        alpha: float = 0.5,
+        text_k: int | None = None,
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` documents best by ``query``'s embedding and its words together, fused
+        by reciprocal rank (``alpha`` weights the vector side: 1 is vector search alone, 0
+        the words'); ``text_k``: the word ranking's depth (default ``k``). Scores are the
+        fused ones (small positive numbers, higher is better), not cosine similarities."""
+        vector = self.embedding.embed_query(query)
+        hits = self.backend.search_memories(
+            self.current_scope(),
+            vector,
+            k,
+            filter=filter,
+            text=query,
+            mode="hybrid",
+            alpha=alpha,
+            text_k=text_k,
+        )
+        return [(_document(m), score) for m, score in hits]
+
+    async def ahybrid_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        alpha: float = 0.5,
+        text_k: int | None = None,
+    ) -> list[tuple[Document, float]]:
+        scope = self.current_scope()
+        vector = await self.embedding.aembed_query(query)
+        hits = await self.backend.asearch_memories(
+            scope, vector, k, filter=filter, text=query, mode="hybrid", alpha=alpha, text_k=text_k
+        )
+        return [(_document(m), score) for m, score in hits]
+
+    def hybrid_search(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        alpha: float = 0.5,
+        text_k: int | None = None,
+    ) -> list[Document]:
+        """``hybrid_search_with_score`` without the scores; the retriever's
+        ``search_type="hybrid"``."""
+        hits = self.hybrid_search_with_score(query, k, filter=filter, alpha=alpha, text_k=text_k)
+        return [d for d, _ in hits]
+
+    async def ahybrid_search(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        alpha: float = 0.5,
+        text_k: int | None = None,
+    ) -> list[Document]:
+        hits = await self.ahybrid_search_with_score(
+            query, k, filter=filter, alpha=alpha, text_k=text_k
+        )
+        return [d for d, _ in hits]
+
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
     ) -> list[Document]:
@@ -399,9 +475,35 @@ class MuxiRetriever(VectorStoreRetriever):
 
     ``MuxiRetriever(vectorstore=store, k=3)`` is ``search_kwargs={"k": 3}``; ``invoke(q,
     k=1)`` overrides either for one call. The scope is the store's.
+    ``search_type="hybrid"`` (with ``alpha``, ``text_k`` in ``search_kwargs``) runs
+    ``MuxiVectorStore.hybrid_search``.
     """
 
+    allowed_search_types: ClassVar[Collection[str]] = (
+        *VectorStoreRetriever.allowed_search_types,
+        "hybrid",
+    )
     k: int | None = None
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        if self.search_type != "hybrid":
+            return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
+        return self._store().hybrid_search(query, **(self.search_kwargs | kwargs))
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        if self.search_type != "hybrid":
+            return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)
+        return await self._store().ahybrid_search(query, **(self.search_kwargs | kwargs))
+
+    def _store(self) -> MuxiVectorStore:
+        store = self.vectorstore
+        if not isinstance(store, MuxiVectorStore):
+            raise UnsupportedStore("search_type='hybrid' needs a muxi_isolation MuxiVectorStore")
+        return store
 
     @model_validator(mode="after")
     def _merge_k(self) -> MuxiRetriever:

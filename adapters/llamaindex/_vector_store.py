@@ -44,19 +44,49 @@ def _ids(key: str, ids: Sequence[str] | None) -> dict[str, Any] | None:
     return {key: {"$in": list(ids)}} if ids else None
 
 
-def _query_spec(query: VectorStoreQuery) -> tuple[list[float], int, dict[str, Any] | None]:
-    if query.mode != VectorStoreQueryMode.DEFAULT:
+_MODES = {
+    VectorStoreQueryMode.DEFAULT: "vector",
+    VectorStoreQueryMode.HYBRID: "hybrid",
+    VectorStoreQueryMode.TEXT_SEARCH: "text",
+    VectorStoreQueryMode.SPARSE: "text",  # as llama-index's PGVectorStore: full-text search
+}
+
+
+def _query_spec(query: VectorStoreQuery) -> dict[str, Any]:
+    """``search_memories``' arguments for a query (``HYBRID``: ``alpha`` weights the vector
+    ranking, ``sparse_top_k`` is the text ranking's depth, ``hybrid_top_k`` the answer's)."""
+    mode = _MODES.get(query.mode)
+    if mode is None:
         raise InvalidInput(
-            f"MuxiVectorStore supports the default query mode, not {query.mode}", field="mode"
+            "MuxiVectorStore supports the DEFAULT, HYBRID, TEXT_SEARCH and SPARSE query modes,"
+            f" not {query.mode}",
+            field="mode",
         )
-    if query.query_embedding is None:
+    if mode != "text" and query.query_embedding is None:
         raise InvalidInput("MuxiVectorStore needs a query embedding", field="query_embedding")
+    if mode != "vector" and not query.query_str:
+        raise InvalidInput(f"query mode {query.mode} needs a query_str", field="query_str")
     spec = _and(
         to_filter(query.filters, SESSION_ALIAS),
         _ids("ref_doc_id", query.doc_ids),
         _ids(NODE_ID_KEY, query.node_ids),
     )
-    return list(query.query_embedding), query.similarity_top_k, spec
+    vector = None if query.query_embedding is None else list(query.query_embedding)
+    k = query.similarity_top_k
+    if mode == "vector":
+        return {"embedding": vector, "k": k, "filter": spec}
+    if mode == "text":
+        k = query.sparse_top_k or k
+        return {"embedding": vector, "k": k, "filter": spec, "text": query.query_str, "mode": mode}
+    return {
+        "embedding": vector,
+        "k": query.hybrid_top_k or k,
+        "filter": spec,
+        "text": query.query_str,
+        "mode": mode,
+        "alpha": 0.5 if query.alpha is None else query.alpha,
+        "text_k": query.sparse_top_k or k,
+    }
 
 
 def _result(hits: list[Scored]) -> VectorStoreQueryResult:
@@ -88,6 +118,9 @@ class MuxiVectorStore(OwnsBackend, BasePydanticVectorStore):
     ``delete_nodes`` with neither ids nor filters deletes nothing, and with filters that
     select everything (none, an empty group) raises ``InvalidFilter``; ``clear`` deletes all
     of this user's memories, whichever framework wrote them.
+
+    ``VectorStoreQueryMode.HYBRID`` fuses vector and full-text ranking of the user's nodes
+    (``alpha``, ``sparse_top_k``, ``hybrid_top_k``); ``TEXT_SEARCH`` ranks by text alone.
 
     ``MuxiVectorStore.from_url("sqlite:///app.db", scope, embedding_dimension=384)`` opens
     (and ``close()`` closes) its own storage; ``MuxiVectorStore(backend, scope)`` shares one.
@@ -131,8 +164,7 @@ class MuxiVectorStore(OwnsBackend, BasePydanticVectorStore):
         self._backend.delete_memories(self.scope, filter={"ref_doc_id": ref_doc_id})
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        vector, k, spec = _query_spec(query)
-        return _result(self._backend.search_memories(self.scope, vector, k, filter=spec))
+        return _result(self._backend.search_memories(self.scope, **_query_spec(query)))
 
     def get_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
@@ -170,8 +202,7 @@ class MuxiVectorStore(OwnsBackend, BasePydanticVectorStore):
         await self._backend.adelete_memories(self.scope, filter={"ref_doc_id": ref_doc_id})
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        vector, k, spec = _query_spec(query)
-        return _result(await self._backend.asearch_memories(self.scope, vector, k, filter=spec))
+        return _result(await self._backend.asearch_memories(self.scope, **_query_spec(query)))
 
     async def aget_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None

@@ -40,7 +40,7 @@ from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
 from llama_index.core.llms import ChatMessage
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores import SimpleVectorStore
-from llama_index.core.vector_stores.types import VectorStoreQuery
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from sqlalchemy import Engine, create_engine, select
 
 from muxi_isolation import Backend, IsolationError, Memory, Message, Scope, policy
@@ -67,6 +67,8 @@ LATER = NOW + timedelta(hours=2)
 ALICE = Scope("t", "alice", "s1")
 OTHERS = [Scope("t", "bob", "s1"), Scope("u", "alice", "s1")]  # same ids, other owners
 SECRET = "other-secret"
+HYBRID, DEFAULT = VectorStoreQueryMode.HYBRID, VectorStoreQueryMode.DEFAULT
+WORDS = "other secret alice own"  # a text query matching every seeded memory's words
 
 # -- the surfaces and their public methods ----------------------------------------------------
 
@@ -298,7 +300,8 @@ def backend_rows() -> list[Row]:
         R(B, "list_memories", "alist_memories", s()),
         R(B, "count_memories", "acount_memories", s()),
         R(B, "delete_memories", "adelete_memories", s(ids=["m1"])),
-        R(B, "search_memories", "asearch_memories", s(VEC, 9)),
+        # hybrid: both rankings, the vector's and the text index's (the words are everyone's)
+        R(B, "search_memories", "asearch_memories", s(VEC, 9, text=WORDS, mode="hybrid")),
         R(B, "forget_user", "aforget_user", s()),
         W(B, "restore_messages", "arestore_messages",
           lambda c: ((c.scope, [Message("user", f"alice-{c.tag}", seq=7)]), {}), session=True),
@@ -345,7 +348,7 @@ def core_rows() -> list[Row]:
         R(SM, "get", "aget", a(), session=True),
         R(SM, "clear", "aclear", a(), session=True),
         W(UM, "add", "aadd", lambda c: (("alice-new",), {"id": f"m-{c.tag}", "embedding": VEC})),
-        R(UM, "search", "asearch", a(VEC, 9)),
+        R(UM, "search", "asearch", a(VEC, 9, text=WORDS, mode="hybrid")),
         R(UM, "list", "alist", a()),
         R(UM, "get", "aget", a(["m1"])),
         R(UM, "delete", "adelete", a(["m1"])),
@@ -382,10 +385,12 @@ def langchain_rows() -> list[Row]:
             R(surface, "max_marginal_relevance_search_by_vector",
               "amax_marginal_relevance_search_by_vector", a(VEC, 3, 9)),
         ]  # fmt: skip
-    rows.append(
+    rows += [
         R(V, "similarity_search_with_score_by_vector",
-          "asimilarity_search_with_score_by_vector", a(VEC, 9))
-    )  # fmt: skip
+          "asimilarity_search_with_score_by_vector", a(VEC, 9)),
+        R(V, "hybrid_search", "ahybrid_search", a(WORDS, 9)),
+        R(V, "hybrid_search_with_score", "ahybrid_search_with_score", a(WORDS, 9)),
+    ]  # fmt: skip
     return rows
 
 
@@ -419,7 +424,8 @@ def llamaindex_rows() -> list[Row]:
             R(surface, "get_nodes", "aget_nodes", a(["m1", "n1"]),
               fails="NotImplementedError" if surface == "li.ScopedVectorStore" else None),
             R(surface, "query", "aquery",
-              a(VectorStoreQuery(query_embedding=VEC, similarity_top_k=9))),
+              a(VectorStoreQuery(query_embedding=VEC, similarity_top_k=9, query_str=WORDS,
+                                 mode=HYBRID if surface == "li.MuxiVectorStore" else DEFAULT))),
             R(surface, "clear", "aclear", a()),
         ]  # fmt: skip
     return rows
