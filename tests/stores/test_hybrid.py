@@ -170,3 +170,20 @@ def test_a_version_5_sqlite_store_gets_its_text_index(tmp_path: Any) -> None:
         engine.dispose()
     finally:
         second.close()
+
+
+def test_forgetting_a_user_leaves_no_word_of_theirs_in_the_sqlite_text_index(
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "x.db"
+    store = SQLBackend(f"sqlite:///{path}", embedding_dimension=None)
+    try:
+        store.upsert_memories(
+            BOB, [Memory(f"b{i}", f"filler number {i}", {}, None) for i in range(50)]
+        )
+        store.upsert_memories(ALICE, [Memory("m", "zqxjvkword is private", {}, None)])
+        store.forget_user(ALICE)
+        assert search(store, "sync", BOB, None, 3, text="filler", mode="text")  # still serves
+    finally:
+        store.close()
+    assert b"zqxjvkword" not in path.read_bytes()  # FTS5 only marks a delete: merged away

@@ -44,6 +44,7 @@ from ...quotas import MEMORIES, NO_LIMITS, SESSIONS, check_count, lock_key
 from ...records import ACTIVE, ARCHIVED, Memory, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from ..base import RECEIPT_WINDOW
+from . import _text
 from ._dimension import mismatch
 from ._filters import compile_filter
 from ._schema import Tables
@@ -488,6 +489,7 @@ class Ops:
                 gone = conn.execute(delete(table).where(*where(table))).rowcount
                 if gone or table not in self.t.optional:
                     counts[self._kind(table)] = gone
+            _text.scrub(conn, self.t)  # the forgotten memories' words out of the text index
         counts.pop(self._kind(self.t.counters), None)  # bookkeeping, not data
         return counts
 

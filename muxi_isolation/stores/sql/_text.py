@@ -36,7 +36,7 @@ from ..keywords import words
 from ._schema import Tables
 from ._vectors import Scored, row_to_memory
 
-__all__ = ["TextSearcher", "text_index_statements"]
+__all__ = ["TextSearcher", "scrub", "text_index_statements"]
 
 
 def _fts(conn: Connection, tables: Tables) -> tuple[str, str]:
@@ -76,6 +76,14 @@ def text_index_statements(conn: Connection, tables: Tables) -> list[str]:
         trigger("update", "UPDATE OF content", drop + " " + add),
         f"INSERT INTO {fts}({bare}) VALUES ('rebuild')",  # noqa: S608
     ]
+
+
+def scrub(conn: Connection, tables: Tables) -> None:
+    """SQLite: merge the FTS5 index into one segment, so a deleted row's words leave it
+    (a delete only marks them; under ``secure_delete`` the freed pages are zeroed)."""
+    if conn.dialect.name == "sqlite":
+        fts, bare = _fts(conn, tables)
+        conn.exec_driver_sql(f"INSERT INTO {fts}({bare}) VALUES ('optimize')")  # noqa: S608
 
 
 def _tsvector_sql(tables: Tables) -> str:
