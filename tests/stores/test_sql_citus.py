@@ -125,6 +125,8 @@ async def test_every_statement_names_one_tenant(make_backend, kind: str) -> None
     checked = log.on_scoped_tables()
     assert len(checked) > 40
     for statement, parameters in checked:
+        if kind == "sqlite" and statement.endswith("VALUES ('optimize')"):
+            continue  # the FTS5 merge after a forget: whole-index by design, SQLite only
         assert_single_tenant(statement, parameters)
     if kind == "postgres":
         assert any("hnsw.iterative_scan" in str(p) for _, p in log.seen)
