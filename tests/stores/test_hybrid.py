@@ -187,3 +187,17 @@ def test_forgetting_a_user_leaves_no_word_of_theirs_in_the_sqlite_text_index(
     finally:
         store.close()
     assert b"zqxjvkword" not in path.read_bytes()  # FTS5 only marks a delete: merged away
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "quorvex' | !valve & (x:*",  # tsquery syntax
+        '"quorvex" OR valve* NEAR(a b) ^c -d',  # FTS5 query syntax
+        "quorvex'); DROP TABLE muxi_memories; --",
+    ],
+)
+def test_query_syntax_in_the_text_is_just_words(backend: Backend, half: str, query: str) -> None:
+    topical(backend)
+    assert search(backend, half, ALICE, None, 1, text=query, mode="text") == ["rare"]
+    assert len(search(backend, half, ALICE, QUERY, 5, text=query, mode="hybrid")) == 5
