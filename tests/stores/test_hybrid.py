@@ -201,3 +201,21 @@ def test_query_syntax_in_the_text_is_just_words(backend: Backend, half: str, que
     topical(backend)
     assert search(backend, half, ALICE, None, 1, text=query, mode="text") == ["rare"]
     assert len(search(backend, half, ALICE, QUERY, 5, text=query, mode="hybrid")) == 5
+
+
+def test_the_text_search_config_is_a_backend_option(make_backend: Any, postgres_admin: Any) -> None:
+    """``simple`` does not stem: "running" no longer finds "run"."""
+    backend = make_backend("postgres", text_search_config="simple")
+    backend.upsert_memories(ALICE, [Memory("m", "I run daily", {}, None)])
+    assert backend.search_memories(ALICE, None, text="running", mode="text") == []
+    assert [m.id for m, _ in backend.search_memories(ALICE, None, text="run", mode="text")] == ["m"]
+    schema = backend.tables.metadata.schema
+    with postgres_admin.connect() as conn:
+        found = conn.scalar(
+            text(
+                "SELECT indexdef FROM pg_indexes "
+                "WHERE schemaname = :s AND indexdef LIKE '%tsvector%'"
+            ),
+            {"s": schema},
+        )
+    assert "'simple'" in str(found)

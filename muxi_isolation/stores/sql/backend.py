@@ -79,6 +79,8 @@ class SQLBackend(SQLGraph, Backend):
     ``ann_threshold``, ``ann_min_fraction``, ``ef_search`` and ``max_scan_tuples`` tune
     per-user vector search (see ``_vectors``). ``statement_timeout`` (seconds) bounds every
     call: PostgreSQL cancels a statement, lock wait or idle transaction past it.
+    ``text_search_config``: PostgreSQL's text search configuration for keyword and hybrid
+    search (``english`` by default; ``simple`` for no stemming).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class SQLBackend(SQLGraph, Backend):
         max_overflow: int = 10,
         busy_timeout: float = 30.0,
         statement_timeout: float | None = None,
+        text_search_config: str = "english",
     ) -> None:
         self._target = resolve_url(url)
         admin = resolve_url(admin_url) if admin_url is not None else None
@@ -110,7 +113,7 @@ class SQLBackend(SQLGraph, Backend):
             raise ConfigError('embedding_dimension must be a positive integer, "auto" or None')
         self._dimension = embedding_dimension  # as configured
         fixed = None if isinstance(embedding_dimension, str) else embedding_dimension
-        self.tables: Tables = build_tables(table_prefix, schema, fixed)
+        self.tables: Tables = build_tables(table_prefix, schema, fixed, text_search_config)
         self.citus = citus
         self.vectors = VectorPlanner(
             self.tables,
