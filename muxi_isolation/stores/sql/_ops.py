@@ -499,11 +499,13 @@ class Ops:
         if self.dialect != "sqlite":
             yield
             return
-        conn.exec_driver_sql("PRAGMA secure_delete = ON")
+        # Each PRAGMA answers a row: close it, or its open statement holds a read lock on the
+        # pooled connection, and the log checkpoint after a forget waits on it.
+        conn.exec_driver_sql("PRAGMA secure_delete = ON").close()
         try:
             yield
         finally:
-            conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+            conn.exec_driver_sql("PRAGMA secure_delete = OFF").close()
 
     def restore_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]

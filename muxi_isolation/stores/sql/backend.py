@@ -489,7 +489,9 @@ class SQLBackend(SQLGraph, Backend):
         Best effort: a reader still holding old frames leaves them to a later checkpoint."""
         if self.dialect != "sqlite" or self._target.memory:
             return
-        with self._gate.hold(), _errors.mapped(), self._engine.connect() as conn:
+        # On the writer's own connection: an idle pooled writer keeps the log busy for any
+        # other connection's TRUNCATE checkpoint (it waited out the whole busy timeout).
+        with self._gate.hold(), _errors.mapped(), self._writers[0].connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
