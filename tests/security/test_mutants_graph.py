@@ -97,6 +97,8 @@ async def test_refresh_pushes_the_callers_items_with_a_ttl_only(
     ("bad", "field"),
     [
         (StoreItem(("notes",), "", {}), "key"),
+        (StoreItem(("notes",), "a\x00b", {}), "key"),  # NUL: no database stores it
+        (StoreItem(("notes", "\ud800"), "k", {}), "namespace"),  # a lone surrogate
         (StoreItem((), "k", {}), "namespace"),
         (StoreItem(("notes",), "k", []), "value"),  # type: ignore[arg-type]
         (StoreItem(("notes",), "k", {}, embeddings={"a": [1.0], "b": [1.0, 2.0]}), "embeddings"),

@@ -18,6 +18,7 @@ from muxi_isolation import (
     IsolationError,
     KeyReused,
     KeyRing,
+    QuotaExceeded,
     SessionNotFound,
 )
 from muxi_isolation.http import (
@@ -184,3 +185,11 @@ async def test_without_a_path_an_admin_key_is_under_no_admin_prefix() -> None:
 
     await app({"type": "http", "method": "POST", "headers": admin}, receive, send)
     assert sent[0]["status"] == 403
+
+
+@pytest.mark.parametrize("retry_after", [None, 30])
+def test_a_quota_error_names_its_limit(retry_after: int | None) -> None:
+    error = QuotaExceeded("requests_per_minute", 60, retry_after=retry_after)
+    body = error_response(error)[1]
+    assert (body["limit"], body["allowed"]) == ("requests_per_minute", 60)
+    assert body.get("retry_after", "absent") == (retry_after or "absent")
