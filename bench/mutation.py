@@ -330,6 +330,8 @@ def main() -> None:
         help="let each mutant's tests start their own PostgreSQL (default: one shared server)",
     )
     args = parser.parse_args()
+    # a stopped run (kill PID) still stops its shared PostgreSQL server on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     by_name = {g.name: g for g in GROUPS}
     if args.list:
         for g in GROUPS:
