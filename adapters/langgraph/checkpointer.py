@@ -87,10 +87,12 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         sessions: SessionManager | None = None,
         scope: Scope | None = None,
         serde: SerializerProtocol | None = None,
+        create_sessions: bool = True,
     ) -> None:
         super().__init__(serde=serde)
         self.backend, self.sessions = unpack(backend, sessions)
         self.scope = None if scope is None else policy.require_scope(scope).user()
+        self.create_sessions = create_sessions  # False: a thread must be an existing session
 
     def for_user(self, scope: Scope) -> MuxiCheckpointer:
         """The same saver bound to one user: every call acts for it alone."""
@@ -115,11 +117,18 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
 
     def _writable(self, user: Scope, thread: str) -> None:
         """Writes may race ahead of their checkpoint (LangGraph's async durability): open the
-        session if this user has none; an expired one raises ``SessionExpired``."""
-        self.sessions.ensure(user, thread)
+        session if this user has none (unless ``create_sessions=False``: then
+        ``SessionNotFound``); an expired one raises ``SessionExpired``."""
+        if self.create_sessions:
+            self.sessions.ensure(user, thread)
+        else:
+            self.sessions.touch(user, thread)
 
     async def _awritable(self, user: Scope, thread: str) -> None:
-        await self.sessions.aensure(user, thread)
+        if self.create_sessions:
+            await self.sessions.aensure(user, thread)
+        else:
+            await self.sessions.atouch(user, thread)
 
     @staticmethod
     def _where(config: RunnableConfig) -> tuple[str, str]:
@@ -244,7 +253,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         user = self._user(config)
         record = self._record(config, checkpoint, metadata)
-        self.sessions.ensure(user, record.thread_id)
+        self._writable(user, record.thread_id)
         self.backend.put_checkpoint(user, record)
         return self._config(replace(record, scope=user))
 
@@ -269,7 +278,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         user = self._user(None)
         source, target = str(source_thread_id), str(target_thread_id)
         if self.backend.get_checkpoints(user, CheckpointQuery(source, limit=1)):
-            self.sessions.ensure(user, target)  # the copy is a write to the target
+            self._writable(user, target)  # the copy is a write to the target
             self.backend.copy_thread(user, source, target)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -314,7 +323,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         user = self._user(config)
         record = self._record(config, checkpoint, metadata)
-        await self.sessions.aensure(user, record.thread_id)
+        await self._awritable(user, record.thread_id)
         await self.backend.aput_checkpoint(user, record)
         return self._config(replace(record, scope=user))
 
@@ -339,7 +348,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         user = self._user(None)
         source, target = str(source_thread_id), str(target_thread_id)
         if await self.backend.aget_checkpoints(user, CheckpointQuery(source, limit=1)):
-            await self.sessions.aensure(user, target)
+            await self._awritable(user, target)
             await self.backend.acopy_thread(user, source, target)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:

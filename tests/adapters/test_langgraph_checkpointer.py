@@ -187,3 +187,22 @@ def test_forget_user_removes_its_threads(backend: Backend) -> None:
     assert counts["checkpoints"] == 1 and counts["checkpoint_writes"] == 1
     assert secrets(saver, ALICE, None) == []
     assert secrets(saver, BOB, None) == ["b"]
+
+
+async def test_create_sessions_false_needs_an_existing_session(backend: Backend) -> None:
+    """The one option name of every adapter: without it, a thread must be a session the
+    app created; Bob's session of the same id is not Alice's."""
+    from muxi_isolation import SessionNotFound
+
+    saver = MuxiCheckpointer(backend, create_sessions=False)
+    with pytest.raises(SessionNotFound):
+        save(saver, ALICE, "t-new", "x")
+    checkpoint = empty_checkpoint()
+    with pytest.raises(SessionNotFound):
+        await saver.aput(config("t-new", ALICE), checkpoint, {"source": "input", "step": -1}, {})
+    SessionManager(backend).create(BOB, "t-new")
+    with pytest.raises(SessionNotFound):
+        save(saver, ALICE, "t-new", "x")
+    SessionManager(backend).create(ALICE, "t-new")
+    save(saver, ALICE, "t-new", "mine")
+    assert secrets(saver, ALICE, "t-new") == ["mine"]
