@@ -8,6 +8,8 @@
         admin_connection_string: ${{ secrets.POSTGRES_OWNER_URI }}  # optional: the owner,
                                         # for tenant-wide maintenance (forget a tenant, purge)
         user_isolation: true
+        embedding_dimension: auto       # or a number; "auto": the first vector written fixes it
+        embedding_precision: full       # or half: PostgreSQL HALFVEC (float16), half the size
       session_timeout: 3600             # idle seconds before a session expires
       expired_session_retention: 86400  # optional: seconds an expired session's history is
                                         # kept before ``purge-expired`` deletes it (unset: kept)
@@ -41,7 +43,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, MissingSecret
 
@@ -74,6 +83,8 @@ class PersistentConfig(_Strict):
     user_isolation: bool = True
     # "auto": the first vector written fixes it (and it is recorded); a number fixes it now
     embedding_dimension: Annotated[int, Field(ge=1, le=16000)] | Literal["auto"] = "auto"
+    # "half": PostgreSQL stores HALFVEC (float16); SQLite and the in-memory store have no such type
+    embedding_precision: Literal["full", "half"] = "full"
 
     @field_validator("user_isolation")
     @classmethod
@@ -81,6 +92,17 @@ class PersistentConfig(_Strict):
         if not value:
             raise ValueError("muxi-isolation always isolates users; remove user_isolation: false")
         return value
+
+    @model_validator(mode="after")
+    def _half_needs_postgresql(self) -> PersistentConfig:
+        if self.embedding_precision == "half" and (
+            not self.enabled or self.provider != "postgresql"
+        ):
+            raise ValueError(
+                "embedding_precision: half is for provider: postgresql (pgvector's halfvec); "
+                "SQLite and the in-memory store keep float32 vectors"
+            )
+        return self
 
     @property
     def url(self) -> str:

@@ -38,7 +38,10 @@ def _open_configured(config: Config, statement_timeout: float | None) -> Backend
     url = persistent.url
     if url == "memory://":
         return open_backend(url)
-    options: dict[str, Any] = {"embedding_dimension": persistent.embedding_dimension}
+    options: dict[str, Any] = {
+        "embedding_dimension": persistent.embedding_dimension,
+        "embedding_precision": persistent.embedding_precision,
+    }
     if statement_timeout is not None:
         options["statement_timeout"] = statement_timeout
     if persistent.admin_connection_string:

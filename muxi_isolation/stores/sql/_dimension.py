@@ -8,6 +8,9 @@ dimension that differs from the recorded one, is refused with a message that say
 stored, what was sent, and the command that changes it:
 
     muxi-isolation embedding-dimension N --clear     (stored vectors are dropped: re-embed)
+
+The precision (PostgreSQL: ``VECTOR`` or ``HALFVEC``) is fixed when the table is created
+and read back from the column's type; a configuration that disagrees is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "fix_dimension",
     "mismatch",
     "read_dimension",
+    "read_precision",
     "set_dimension",
 ]
 
@@ -69,6 +73,20 @@ def read_dimension(conn: Connection, tables: Tables) -> int | None:
     return None if packed is None else int(packed) // 4
 
 
+def read_precision(conn: Connection, tables: Tables) -> str | None:
+    """PostgreSQL: "full" or "half" as the column's type says; ``None`` elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return None
+    name = conn.scalar(
+        text(
+            "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = to_regclass(:t) AND a.attname = 'embedding'"
+        ),
+        {"t": conn.dialect.identifier_preparer.format_table(tables.memories)},
+    )
+    return "half" if name == "halfvec" else "full"
+
+
 def fix_dimension(conn: Connection, tables: Tables, dimension: int) -> int:
     """As the owner, record ``dimension`` unless one is recorded already; the recorded one."""
     if conn.dialect.name == "postgresql":
@@ -102,7 +120,8 @@ def set_dimension(conn: Connection, tables: Tables, dimension: int, *, clear: bo
 def _record(conn: Connection, tables: Tables, dimension: int) -> None:
     if conn.dialect.name == "postgresql":
         name = conn.dialect.identifier_preparer.format_table(tables.memories)
-        conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN embedding TYPE vector({dimension})"))
+        kind = "halfvec" if tables.precision == "half" else "vector"
+        conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN embedding TYPE {kind}({dimension})"))
         create_hnsw(conn, with_dimension(tables, dimension))
         return
     v = tables.version

@@ -64,6 +64,12 @@ def mapped() -> Iterator[None]:
             raise InvalidInput(
                 f"embedding dimensions differ ({describe(exc)})", field="embedding"
             ) from exc
+        if "out of range for type halfvec" in str(exc.orig):
+            raise InvalidInput(  # the driver's message quotes the value: not repeated
+                "an embedding value is beyond the range of embedding_precision half "
+                "(float16: at most 65504 in size)",
+                field="embedding",
+            ) from exc
         raise StorageError(f"the database failed ({describe(exc)})") from exc
     except SQLAlchemyError as exc:
         raise StorageError(f"the database failed ({describe(exc)})") from exc

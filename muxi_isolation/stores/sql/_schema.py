@@ -55,12 +55,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from ...errors import ConfigError, StorageError
 from . import _rls
 from ._graph_schema import GraphTables, build_graph_tables, create_graph_tables
-from ._types import Embedding, UTCDateTime
+from ._types import Embedding, Precision, UTCDateTime
 
 __all__ = [
     "HNSW_EF_CONSTRUCTION",
     "HNSW_M",
     "HNSW_MAX_DIMENSION",
+    "HNSW_MAX_HALF_DIMENSION",
     "SCHEMA_VERSION",
     "UPGRADES",
     "Tables",
@@ -76,6 +77,7 @@ __all__ = [
 SCHEMA_VERSION = 6
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
+HNSW_MAX_HALF_DIMENSION = 4000  # ... and on HALFVEC
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128  # twice pgvector's default: measured recall on hard clusters
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
@@ -167,6 +169,7 @@ class Tables:
     graph: GraphTables | None = None
     receipts: Table | None = None
     text_config: str = "english"  # PostgreSQL's text search config for the memories
+    precision: Precision = "full"  # PostgreSQL: VECTOR, or "half": HALFVEC
 
     @property
     def scoped(self) -> tuple[Table, ...]:
@@ -182,7 +185,8 @@ class Tables:
 
     @property
     def hnsw(self) -> bool:
-        return self.dimension is not None and self.dimension <= HNSW_MAX_DIMENSION
+        limit = HNSW_MAX_HALF_DIMENSION if self.precision == "half" else HNSW_MAX_DIMENSION
+        return self.dimension is not None and self.dimension <= limit
 
 
 def _ids(*names: str) -> list[Column[str]]:
@@ -194,6 +198,7 @@ def build_tables(
     schema: str | None = None,
     dimension: int | None = None,
     text_config: str = "english",
+    precision: Precision = "full",
 ) -> Tables:
     check_name(prefix, "table_prefix", empty=True)
     check_name(text_config, "text_search_config")  # spelled into the index's expression
@@ -245,7 +250,7 @@ def build_tables(
         Column("session_id", String(255), nullable=True),
         Column("content", Text, nullable=False),
         Column("metadata", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
-        Column("embedding", Embedding(dimension), nullable=True),
+        Column("embedding", Embedding(dimension, precision), nullable=True),
         Column("created_at", UTCDateTime, nullable=False),
         PrimaryKeyConstraint("tenant_id", "user_id", "id", name=f"{p}memories_pkey"),
     )
@@ -294,18 +299,23 @@ def build_tables(
         graph,
         receipts,
         text_config,
+        precision,
     )
 
 
 def replace_schema(tables: Tables, schema: str) -> Tables:
     """The same layout, every table named with ``schema``."""
     check_name(schema, "schema")
-    return build_tables(tables.prefix, schema, tables.dimension, tables.text_config)
+    return build_tables(
+        tables.prefix, schema, tables.dimension, tables.text_config, tables.precision
+    )
 
 
 def with_dimension(tables: Tables, dimension: int | None) -> Tables:
     """The same layout, the memories' vectors of ``dimension``."""
-    return build_tables(tables.prefix, tables.metadata.schema, dimension, tables.text_config)
+    return build_tables(
+        tables.prefix, tables.metadata.schema, dimension, tables.text_config, tables.precision
+    )
 
 
 def read_version(conn: Connection, tables: Tables) -> int:
@@ -380,10 +390,11 @@ def create_hnsw(conn: Connection, tables: Tables) -> None:
         return
     prep = conn.dialect.identifier_preparer
     name = prep.quote(f"{tables.prefix}memories_hnsw")
+    ops = "halfvec_cosine_ops" if tables.precision == "half" else "vector_cosine_ops"
     conn.execute(
         text(
             f"CREATE INDEX IF NOT EXISTS {name} ON {prep.format_table(tables.memories)} "
-            "USING hnsw (embedding vector_cosine_ops) "
+            f"USING hnsw (embedding {ops}) "
             f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
         )
     )

@@ -2,7 +2,8 @@
 
 Timestamps always come back timezone-aware in UTC (SQLite would drop the zone). Embeddings
 are pgvector ``VECTOR(n)`` on PostgreSQL and packed float32 on SQLite: the same precision
-on both.
+on both. ``embedding_precision="half"`` makes them ``HALFVEC(n)`` on PostgreSQL (float16:
+half the bytes, read back rounded to float16).
 
 On PostgreSQL, vectors travel in pgvector's binary format both ways (``vector_send`` on
 the way out, a binary parameter cast to ``vector`` on the way in): formatting and parsing
@@ -17,7 +18,7 @@ from array import array
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import cast, func
 from sqlalchemy.engine import Dialect
@@ -27,7 +28,9 @@ from sqlalchemy.types import DateTime, LargeBinary, TypeDecorator, TypeEngine
 from ...errors import StorageError
 
 __all__ = [
+    "PRECISIONS",
     "Embedding",
+    "Precision",
     "UTCDateTime",
     "VectorWire",
     "from_wire",
@@ -38,6 +41,9 @@ __all__ = [
 ]
 
 _SWAP = sys.byteorder == "little"  # pgvector's binary format is big-endian
+
+Precision = Literal["full", "half"]
+PRECISIONS: tuple[Precision, ...] = ("full", "half")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,18 +72,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Embedding(TypeDecorator[list[float]]):
-    """A vector column: ``VECTOR(dimension)`` (or untyped ``VECTOR``) on PostgreSQL."""
+    """A vector column: ``VECTOR(dimension)`` (or untyped ``VECTOR``) on PostgreSQL, or
+    ``HALFVEC`` for half precision."""
 
     impl = LargeBinary
     cache_ok = True
 
-    def __init__(self, dimension: int | None = None) -> None:
+    def __init__(self, dimension: int | None = None, precision: Precision = "full") -> None:
         super().__init__()
         self.dimension = dimension
+        self.precision = precision
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(_wire_vector()(self.dimension))
+            wire = _wire_halfvec() if self.precision == "half" else _wire_vector()
+            return dialect.type_descriptor(wire(self.dimension))
         return dialect.type_descriptor(LargeBinary())
 
     def process_bind_param(self, value: Sequence[float] | None, dialect: Dialect) -> Any:
@@ -154,6 +163,30 @@ def _wire_vector() -> Any:
             return func.vector_send(column, type_=_FromWire())
 
     return WireVector
+
+
+@cache
+def _wire_halfvec() -> Any:
+    """``HALFVEC``, moved as ``VECTOR`` on the wire and cast on the server: a query's
+    parameter is a ``halfvec`` too, so ``<=>`` can use the ``halfvec_cosine_ops`` index."""
+    from pgvector.sqlalchemy import HALFVEC, Vector
+
+    class WireHalfVec(HALFVEC):  # type: ignore[misc]
+        cache_ok = True
+
+        def bind_processor(self, dialect: Dialect) -> None:
+            return None
+
+        def result_processor(self, dialect: Dialect, coltype: object) -> None:
+            return None
+
+        def bind_expression(self, bindvalue: BindParameter[Any]) -> ColumnElement[Any]:
+            return cast(cast(bindvalue, Vector()), HALFVEC())
+
+        def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+            return func.vector_send(cast(column, Vector()), type_=_FromWire())
+
+    return WireHalfVec
 
 
 @cache

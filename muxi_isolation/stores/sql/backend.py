@@ -37,7 +37,7 @@ from . import _dimension, _errors, _rls
 from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables, install, replace_schema, with_dimension
-from ._types import register_vector_wire
+from ._types import PRECISIONS, Precision, register_vector_wire
 from ._urls import Target, resolve_url
 from ._vectors import (
     DEFAULT_ANN_MIN_FRACTION,
@@ -74,6 +74,10 @@ class SQLBackend(SQLGraph, Backend):
     and records it (``_dimension``); ``n`` is ``VECTOR(n)`` from the start; either way an
     HNSW index serves large users when n <= 2000. ``None`` stores vectors of any length and
     always searches exactly. ``set_embedding_dimension`` changes a recorded dimension.
+    ``embedding_precision``: ``"full"`` (float32, ``VECTOR``) or, on PostgreSQL only,
+    ``"half"`` (float16, ``HALFVEC``: half the table and index, HNSW up to n = 4000;
+    vectors read back rounded). Fixed when the tables are created: a store created with the
+    other precision is refused.
     ``table_prefix`` and ``schema`` (PostgreSQL) place the tables. ``citus=True`` sets the
     scope with ``SET LOCAL`` so it reaches Citus workers (see docs/citus.md).
     ``ann_threshold``, ``ann_min_fraction``, ``ef_search`` and ``max_scan_tuples`` tune
@@ -101,6 +105,7 @@ class SQLBackend(SQLGraph, Backend):
         busy_timeout: float = 30.0,
         statement_timeout: float | None = None,
         text_search_config: str = "english",
+        embedding_precision: Precision = "full",
     ) -> None:
         self._target = resolve_url(url)
         admin = resolve_url(admin_url) if admin_url is not None else None
@@ -111,9 +116,18 @@ class SQLBackend(SQLGraph, Backend):
             raise ConfigError("schema= is for PostgreSQL")
         if isinstance(embedding_dimension, str) and embedding_dimension != _dimension.AUTO:
             raise ConfigError('embedding_dimension must be a positive integer, "auto" or None')
+        if embedding_precision not in PRECISIONS:
+            raise ConfigError('embedding_precision must be "full" or "half"')
+        if embedding_precision == "half" and self.dialect != "postgresql":
+            raise ConfigError(
+                'embedding_precision "half" is for PostgreSQL (pgvector\'s halfvec); '
+                f"{self.dialect} stores float32 vectors: remove it or use PostgreSQL"
+            )
         self._dimension = embedding_dimension  # as configured
         fixed = None if isinstance(embedding_dimension, str) else embedding_dimension
-        self.tables: Tables = build_tables(table_prefix, schema, fixed, text_search_config)
+        self.tables: Tables = build_tables(
+            table_prefix, schema, fixed, text_search_config, embedding_precision
+        )
         self.citus = citus
         self.vectors = VectorPlanner(
             self.tables,
@@ -364,7 +378,15 @@ class SQLBackend(SQLGraph, Backend):
         self.__dict__.pop("_graph_ops", None)  # rebuilt from these tables
 
     def _sized(self, conn: Connection) -> None:
-        """After install, as the owner: agree with the recorded embedding dimension."""
+        """After install, as the owner: agree with the recorded embedding precision and
+        dimension."""
+        held = _dimension.read_precision(conn, self.tables)
+        if held is not None and held != self.tables.precision:
+            raise ConfigError(
+                f"the store holds {held}-precision embeddings "
+                f"({'HALFVEC' if held == 'half' else 'VECTOR'}); the configuration says "
+                f"{self.tables.precision}: configure embedding_precision: {held}"
+            )
         stored = _dimension.read_dimension(conn, self.tables)
         wanted = self._dimension
         if isinstance(wanted, int):
