@@ -40,6 +40,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
 )
 
 from ...records import Memory
@@ -99,7 +100,14 @@ class VectorPlanner:
             return []
         if self.dialect == "sqlite":
             return self._exact_python(conn, user, vector, k, where)
-        if self.plan(conn, user) == "hnsw":
+        if not self.tables.hnsw:
+            return self._exact(conn, user, vector, k, where)
+        # One statement for a small user (the common case): the user's rows are counted
+        # inside the exact search, which scans nothing once the count passes the threshold.
+        rows, hits = self._gated(conn, user, vector, k, where)
+        if rows <= self.ann_threshold:
+            return hits
+        if self._ann_pays(conn, user):
             hits = self._ann(conn, user, vector, k, where)
             if len(hits) >= k:
                 return hits
@@ -111,10 +119,13 @@ class VectorPlanner:
             return "exact"
         if self.user_rows(conn, user, self.ann_threshold + 1) <= self.ann_threshold:
             return "exact"
+        return "hnsw" if self._ann_pays(conn, user) else "exact"
+
+    def _ann_pays(self, conn: Connection, user: Scope) -> bool:
+        """For a user above the threshold: unless the user holds a sliver of a huge table,
+        which is cheaper to search exactly."""
         share = math.ceil(self.ann_min_fraction * self.table_rows(conn))
-        if share > self.ann_threshold and self.user_rows(conn, user, share) < share:
-            return "exact"
-        return "hnsw"
+        return not (share > self.ann_threshold and self.user_rows(conn, user, share) < share)
 
     def table_rows(self, conn: Connection) -> float:
         """The planner's estimate of the table's rows (0 when never analyzed)."""
@@ -150,6 +161,10 @@ class VectorPlanner:
         return self._exact_select([])
 
     @cached_property
+    def _gated_stmt(self) -> Select[Any]:
+        return self._gated_select([])
+
+    @cached_property
     def _ann_stmt(self) -> Select[Any]:
         return self._ann_select([])
 
@@ -173,6 +188,41 @@ class VectorPlanner:
         params = self._params(user, query_vector=vector, muxi_k=k)
         stmt = self._exact_stmt if not where else self._exact_select(where)
         return [_scored(row) for row in conn.execute(stmt, params)]
+
+    def _gated(
+        self,
+        conn: Connection,
+        user: Scope,
+        vector: list[float],
+        k: int,
+        where: Sequence[ColumnElement[bool]],
+    ) -> tuple[int, list[Scored]]:
+        """The user's embedded rows (counted up to the threshold + 1) and, when they are
+        within the threshold, the exact search's hits, from one statement."""
+        cap = self.ann_threshold + 1
+        params = self._params(user, query_vector=vector, muxi_k=k, muxi_cap=cap)
+        stmt = self._gated_stmt if not where else self._gated_select(where)
+        rows = conn.execute(stmt, params).all()
+        count = int(rows[0]._mapping["muxi_rows"]) if rows else 0
+        return count, [_scored(row) for row in rows if row._mapping["id"] is not None]
+
+    def _gated_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
+        """``_exact_select`` behind the capped count: the count's one row, left-joined to
+        the hits (so an empty result still says how many rows the user has); the scan runs
+        only when the count is within the threshold (a one-time filter in PostgreSQL)."""
+        t = self.tables.memories
+        capped = select(literal(1)).select_from(t).where(*self._scope(None))
+        counted = select(func.count().label("muxi_rows")).select_from(
+            capped.limit(bindparam("muxi_cap")).subquery("capped")
+        )
+        n = counted.cte("n")
+        small = select(n.c.muxi_rows).scalar_subquery() < bindparam("muxi_cap")
+        hits = self._exact_select([*where, small]).subquery("hits")
+        return (
+            select(n.c.muxi_rows, hits)
+            .select_from(n.outerjoin(hits, true()))
+            .order_by(hits.c.distance, hits.c.id)
+        )
 
     def _exact_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
         t = self.tables.memories
