@@ -79,7 +79,8 @@ def read_precision(conn: Connection, tables: Tables) -> str | None:
         return None
     name = conn.scalar(
         text(
-            "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "SELECT t.typname FROM pg_catalog.pg_attribute a "
+            "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = to_regclass(:t) AND a.attname = 'embedding'"
         ),
         {"t": conn.dialect.identifier_preparer.format_table(tables.memories)},
