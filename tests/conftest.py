@@ -5,8 +5,9 @@ PostgreSQL is real: the server named by ``MUXI_TEST_POSTGRES_URL``, or else a Po
 fails the run; it is never skipped.
 
 Each SQL backend a test opens is fresh and empty: a new SQLite file, or a new PostgreSQL
-schema (dropped afterwards) reached as a non-owner app role, with the server's superuser as
-``admin_url``, so row-level security is live in every PostgreSQL test.
+schema (dropped afterwards) reached as a non-owner app role, with an owner role that is not a
+superuser as ``admin_url`` (as in production), so row-level security is live in every
+PostgreSQL test, for the owner's tenant-wide paths too.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ BACKENDS = ["memory", "sqlite", "postgres"]
 BackendFactory = Callable[..., Backend]
 
 APP_ROLE = "muxi_test_app"
+OWNER_ROLE = "muxi_test_owner"
 
 
 @dataclass(frozen=True)
 class PostgresURLs:
     admin: str  # a superuser (or owner) URL
     app: URL  # the non-owner role the app connects as
+    owner: URL  # the role that owns the tables: no superuser, so RLS applies to it too
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +69,40 @@ def postgres_urls() -> Iterator[PostgresURLs]:
     except Exception as exc:
         pytest.fail(f"cannot prepare PostgreSQL at MUXI_TEST_POSTGRES_URL/pgserver: {exc!r}")
     app = make_url(admin).set(drivername="postgresql+psycopg", username=role, password=password)
-    yield PostgresURLs(admin=admin, app=app)
+    owner = make_url(admin).set(
+        drivername="postgresql+psycopg", username=OWNER_ROLE, password=_owner_role(admin)
+    )
+    yield PostgresURLs(admin=admin, app=app, owner=owner)
     if server is not None:
         server.cleanup()
         shutil.rmtree(pgroot, ignore_errors=True)
+
+
+def _owner_role(admin: str) -> str:
+    """(Re)create the owning role: it may create schemas, and nothing more. Its password."""
+    password = secrets.token_urlsafe(16)
+    engine = create_engine(make_url(admin).set(drivername="postgresql+psycopg"), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))  # a superuser's act
+            exists = conn.scalar(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": OWNER_ROLE}
+            )
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                text(
+                    f"{verb} ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD :p".replace(
+                        ":p", "'" + password + "'"
+                    )
+                )
+            )
+            database = conn.scalar(text("SELECT current_database()"))
+            conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER_ROLE}'))
+    except Exception as exc:
+        pytest.fail(f"cannot prepare the owner role at MUXI_TEST_POSTGRES_URL/pgserver: {exc!r}")
+    finally:
+        engine.dispose()
+    return password
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +138,7 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bac
             schema = f"t_{secrets.token_hex(6)}"
             schemas.append(schema)
             options.setdefault("embedding_dimension", None)
-            backend = SQLBackend(urls.app, admin_url=urls.admin, schema=schema, **options)
+            backend = SQLBackend(urls.app, admin_url=urls.owner, schema=schema, **options)
         else:
             raise ValueError(f"unknown backend kind {kind!r}")
         opened.append(backend)

@@ -17,8 +17,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
 from muxi_isolation.records import Receipt
@@ -419,10 +420,14 @@ def test_a_version_1_database_is_upgraded_to_the_signed_scope(
     with pg._engine.connect() as conn, conn.begin():  # the old wall: plain settings worked
         run_raw(conn, forge)
         assert owners(conn, scoped_tables(pg)[3]) == {("tenant_a", "bob")}
-    with postgres_admin.begin() as conn:
-        _schema.UPGRADES[1](conn, pg.tables)
+    owner = create_engine(postgres_urls.owner, poolclass=NullPool)
+    try:  # the upgrade runs as the owner, as the backend's own setup would
+        with owner.begin() as conn:
+            _schema.UPGRADES[1](conn, pg.tables)
+    finally:
+        owner.dispose()
     upgraded = SQLBackend(
-        postgres_urls.app, admin_url=postgres_urls.admin, schema=schema, embedding_dimension=None
+        postgres_urls.app, admin_url=postgres_urls.owner, schema=schema, embedding_dimension=None
     )
     try:
         upgraded.setup()
