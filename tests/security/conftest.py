@@ -130,7 +130,7 @@ def shared_backend(
             admin[:] = [request.getfixturevalue("postgres_admin")]
             schema = f"s_{secrets.token_hex(6)}"
             schemas.append(schema)
-            backend = SQLBackend(urls.app, admin_url=urls.admin, schema=schema, **options)
+            backend = SQLBackend(urls.app, admin_url=urls.owner, schema=schema, **options)
         else:
             raise ValueError(f"unknown backend kind {kind!r}")
         opened.append(backend)
