@@ -28,6 +28,11 @@
       max_message_bytes: 65536          # each message's content as stored (UTF-8 JSON)
       tenants:                          # per-tenant overrides of the keys above
         tenant_a: {max_memories_per_user: 1000}
+    audit:                              # the audit trail (``audit``); these are the defaults
+      enabled: true
+      sink: database                    # the backend's own table | log (JSON lines) | none
+      reads: false                      # also record every read (and ``writes``: every write)
+      retention_days: 365               # ``muxi-isolation audit prune`` deletes older events
 
 ``${{ secrets.NAME }}`` is replaced from the given mapping, else the environment; a missing
 one is an error naming it. Unknown keys are errors too, so a typo never silently falls back
@@ -56,6 +61,7 @@ from .errors import ConfigError, MissingSecret
 
 __all__ = [
     "AdminKeyConfig",
+    "AuditConfig",
     "AuthConfig",
     "ClientKeyConfig",
     "Config",
@@ -160,11 +166,22 @@ class LimitsConfig(TenantLimitsConfig):
     tenants: dict[str, TenantLimitsConfig] = {}
 
 
+class AuditConfig(_Strict):
+    """The audit trail (``audit.Auditor``): refusals and admin acts by default."""
+
+    enabled: bool = Field(default=True, strict=True)
+    sink: Literal["database", "log", "none"] = "database"
+    reads: bool = Field(default=False, strict=True)
+    writes: bool = Field(default=False, strict=True)
+    retention_days: int | None = Field(default=365, ge=1, strict=True)  # None: kept forever
+
+
 class Config(_Strict):
     memory: MemoryConfig = MemoryConfig()
     auth: AuthConfig = AuthConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 def resolve_secrets(data: Any, secrets: Mapping[str, str] | None = None) -> Any:

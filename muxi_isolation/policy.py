@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from . import _input
+from .audit import note_dropped
 from .errors import InvalidFilter, MissingScope, ReservedKey, ScopeViolation
 from .filters import And, Compare, Filter, Not, Or, filter_keys, parse_filter
 from .records import Memory, Message, Receipt, SessionRecord
@@ -174,6 +175,7 @@ def verify(scope: Scope, records: Iterable[S]) -> list[S]:
             kept.append(record)
         else:
             log.error("dropped a record from outside %s returned by storage", scope)
+            note_dropped(scope, getattr(record, "id", None))
     return kept
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..audit import Auditor
 from ..quotas import Limits
 from .base import Backend
 from .memory import MemoryBackend
@@ -27,9 +28,11 @@ def open_configured_backend(config: Config, *, statement_timeout: float | None =
     """The backend a config names, with ``admin_connection_string`` (if set) as the owner's
     ``admin_url``: forgetting a tenant and purging need it on PostgreSQL.
     ``statement_timeout``: the SQL backends' deadline per call (the server's).
-    Its ``limits`` are the config's, so every interface opened from it is bounded alike."""
+    Its ``limits`` and ``audit`` are the config's, so every interface opened from it is
+    bounded and audited alike."""
     backend = _open_configured(config, statement_timeout)
     backend.limits = Limits.from_config(config.limits)
+    backend.audit = Auditor.from_config(config.audit, backend)
     return backend
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 
 from .. import policy
 from .._input import INT64_MAX, check_int, check_text
+from ..audit import NO_AUDIT, AuditEvent, Auditor, AuditQuery, instrument
 from ..errors import InvalidIdentifier, InvalidInput
 from ..filters import And, Compare, Filter, Not, Or, check_filter
 from ..quotas import NO_LIMITS, Limits, check_messages
@@ -177,6 +178,7 @@ class Backend(GraphMethods):
     """
 
     limits: Limits = NO_LIMITS
+    audit: Auditor = NO_AUDIT  # ``audit.Auditor``: the config's when opened from one
 
     def _stamped(self, scope: Scope, messages: Sequence[Message]) -> list[Message]:
         stamped = [policy.stamp(scope, _check_message(m)) for m in messages]
@@ -842,6 +844,28 @@ class Backend(GraphMethods):
 
     async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
         raise NotImplementedError("_apurge_expired")
+
+    # The audit trail (``audit``): append one event to its tenant's chain in a transaction
+    # of its own; read and prune on the owner's path.
+
+    def _append_audit(self, event: AuditEvent) -> None:
+        raise NotImplementedError("_append_audit")
+
+    async def _aappend_audit(self, event: AuditEvent) -> None:
+        raise NotImplementedError("_aappend_audit")
+
+    def _read_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        raise NotImplementedError("_read_audit")
+
+    async def _aread_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        raise NotImplementedError("_aread_audit")
+
+    def _prune_audit(self, before: datetime) -> int:
+        raise NotImplementedError("_prune_audit")
+
+
+instrument(Backend)  # the audit hooks, on every public storage method
+instrument(GraphMethods)
 
 
 def _tenant(tenant_id: str) -> str:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from ..audit import AuditEvent, AuditQuery, EventList
 from ..errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
 from ..filters import Filter, matches
 from ..quotas import MEMORIES, SESSIONS, check_count
@@ -55,6 +56,24 @@ class MemoryBackend(MemoryGraph, Backend):
         self._next_seq: dict[SessionKey, int] = {}
         self._memories: dict[UserKey, dict[str, Memory]] = {}
         self._receipts: dict[UserKey, dict[str, Receipt]] = {}
+        self._audit_events = EventList()  # never forgotten with a user: no content in it
+
+    # -- the audit trail
+
+    def _append_audit(self, event: AuditEvent) -> None:
+        self._audit_events.append(event)
+
+    async def _aappend_audit(self, event: AuditEvent) -> None:
+        self._audit_events.append(event)
+
+    def _read_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        return self._audit_events.read(query)
+
+    async def _aread_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        return self._audit_events.read(query)
+
+    def _prune_audit(self, before: datetime) -> int:
+        return self._audit_events.prune(before)
 
     # -- sessions
 

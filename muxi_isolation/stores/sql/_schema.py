@@ -352,6 +352,9 @@ def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
     if postgres and app_role is not None:
         for statement in _rls.grants(conn, tables, app_role):
             conn.execute(text(statement))
+    from ._audit import install as install_audit  # _audit reads these tables: import late
+
+    install_audit(conn, tables, app_role=app_role if postgres else None)
 
 
 def _as_of(tables: Tables, step: int) -> Tables:

@@ -27,13 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from ... import policy
+from ...audit import AuditEvent, AuditQuery, instrument
 from ...errors import AdapterUnavailable, ConfigError, StorageError
 from ...filters import Filter
 from ...quotas import Limits
 from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
-from . import _dimension, _errors, _rls
+from . import _audit, _dimension, _errors, _rls
 from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables, install, replace_schema, with_dimension
@@ -560,6 +561,44 @@ class SQLBackend(SQLGraph, Backend):
                 await asyncio.to_thread(self._fold_log)
                 return total
 
+    # -- the audit trail (``_audit``): each event in a short transaction of its own -------
+
+    def _append_audit(self, event: AuditEvent) -> None:
+        self.setup()
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = self._writers[0].connect()
+            with conn:
+                conn.execution_options(muxi_write=True)
+                with conn.begin():
+                    _audit.append(conn, self.tables, event)
+
+    async def _aappend_audit(self, event: AuditEvent) -> None:
+        await self.asetup()
+        async with self._gate.ahold():
+            with _errors.unavailable():
+                conn = await self._writers[1].connect().start()
+            try:
+                with _errors.mapped():
+                    await conn.execution_options(muxi_write=True)
+                    async with conn.begin():
+                        await conn.run_sync(_audit.append, self.tables, event)
+            finally:
+                await conn.close()
+
+    def _read_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        self.setup()
+        with self._as_owner() as conn:
+            return _audit.read(conn, self.tables, query)
+
+    async def _aread_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        return await asyncio.to_thread(self._read_audit, query)
+
+    def _prune_audit(self, before: datetime) -> int:
+        self.setup()
+        with self._as_owner() as conn:
+            return _audit.prune(conn, self.tables, before)
+
     # -- the protocol: each is one transaction ----------------------------------------------
 
     def _insert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
@@ -1005,3 +1044,6 @@ class _Gate:
             yield
         finally:
             self._lock.release()
+
+
+instrument(SQLBackend, ["rotate_scope_key"])  # an admin act: audited like the others
