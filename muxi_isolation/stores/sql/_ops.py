@@ -21,11 +21,14 @@ from sqlalchemy import (
     Connection,
     Row,
     Table,
+    TextClause,
+    bindparam,
     case,
     delete,
     func,
     insert,
     select,
+    text,
     tuple_,
     union,
     update,
@@ -106,6 +109,33 @@ class Ops:
         self.dialect = dialect
         self.vectors = vectors
         self.limits = NO_LIMITS  # the backend's (``SQLBackend.limits``)
+        self._built: dict[str, Any] = {}
+        self._built_for: Tables | None = None
+
+    def _once(self, name: str, build: Callable[[], Any]) -> Any:
+        """A hot path's statement, built once for the current tables; the scope and values
+        are bound parameters. Building and keying a statement tree cost more than running
+        it on SQLite."""
+        if self._built_for is not self.t:
+            self._built, self._built_for = {}, self.t
+        if name not in self._built:
+            self._built[name] = build()
+        return self._built[name]
+
+    def _bound_session(self, table: Table) -> list[Cond]:
+        """``_session`` with the scope as the parameters of ``_scope_params``."""
+        return [
+            table.c.tenant_id == bindparam("muxi_tenant"),
+            table.c.user_id == bindparam("muxi_user"),
+            table.c.session_id == bindparam("muxi_session"),
+        ]
+
+    @staticmethod
+    def _scope_params(scope: Scope, **more: Any) -> dict[str, Any]:
+        params = {"muxi_tenant": scope.tenant_id, "muxi_user": scope.user_id, **more}
+        if scope.session_id is not None:
+            params["muxi_session"] = scope.session_id
+        return params
 
     # -- predicates
 
@@ -219,14 +249,31 @@ class Ops:
         active_at: datetime | None = None,
     ) -> bool:
         """Move the session's times; with ``active_at``, only if it has not expired by then."""
-        s = self.t.sessions
-        where = [*self._user(s, user), s.c.id == session_id]
-        if active_at is not None:
-            where.append(s.c.expires_at > active_at)
-        result = conn.execute(
-            update(s).where(*where).values(last_active_at=last_active_at, expires_at=expires_at)
+        stmt = self._once(f"touch:{active_at is not None}", lambda: self._touch(active_at))
+        params = self._scope_params(
+            user, muxi_id=session_id, muxi_last=last_active_at, muxi_expires=expires_at
         )
-        return result.rowcount > 0
+        if active_at is not None:
+            params["muxi_active"] = active_at
+        return conn.execute(stmt, params).rowcount > 0
+
+    def _touch(self, active_at: datetime | None) -> Any:
+        s = self.t.sessions
+        where = [
+            s.c.tenant_id == bindparam("muxi_tenant"),
+            s.c.user_id == bindparam("muxi_user"),
+            s.c.id == bindparam("muxi_id"),
+        ]
+        if active_at is not None:
+            where.append(s.c.expires_at > bindparam("muxi_active", type_=s.c.expires_at.type))
+        return (
+            update(s)
+            .where(*where)
+            .values(
+                last_active_at=bindparam("muxi_last", type_=s.c.last_active_at.type),
+                expires_at=bindparam("muxi_expires", type_=s.c.expires_at.type),
+            )
+        )
 
     def append_to_session(
         self,
@@ -284,9 +331,20 @@ class Ops:
 
     def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
         """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
-        c = self.t.counters
-        stmt = self._counter(scope, n + 1, c.c.next_seq + n).returning(c.c.next_seq)
-        return int(conn.execute(stmt).scalar_one()) - n
+        stmt = self._once("next_seqs", lambda: self._next_seqs_text(conn))
+        params = self._scope_params(scope, muxi_first=n + 1, muxi_n=n)
+        return int(conn.execute(stmt, params).scalar_one()) - n
+
+    def _next_seqs_text(self, conn: Connection) -> TextClause:
+        """``_counter``'s upsert as text: SQLAlchemy compiles an ON CONFLICT construct anew
+        on every execution (it has no cache key); the same SQL runs on SQLite and PostgreSQL."""
+        name = conn.dialect.identifier_preparer.format_table(self.t.counters)
+        return text(
+            f"INSERT INTO {name} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
+            "VALUES (:muxi_tenant, :muxi_user, :muxi_session, :muxi_first) "
+            "ON CONFLICT (tenant_id, user_id, session_id) "
+            f"DO UPDATE SET next_seq = {name}.next_seq + :muxi_n RETURNING next_seq"
+        )
 
     def append_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
@@ -319,14 +377,28 @@ class Ops:
         last: int | None,
     ) -> list[Message]:
         m = self.t.messages
+        if last == 0:
+            return []
+        if limit is None and not offset:  # a whole history, or its last N: built once
+            newest = last is not None
+            stmt = self._once(
+                f"messages:{status is not None}:{newest}", lambda: self._read(status, newest)
+            )
+            params = self._scope_params(scope, muxi_status=status, muxi_last=last)
+            rows = conn.execute(stmt, params).all()
+            return [_row_to_message(row) for row in (reversed(rows) if newest else rows)]
         query = select(m).where(*self._messages(scope, status))
-        if last is not None:
-            if last == 0:
-                return []
-            rows = conn.execute(query.order_by(m.c.seq.desc()).limit(last)).all()
-            return [_row_to_message(row) for row in reversed(rows)]
         query = query.order_by(m.c.seq).limit(limit).offset(offset or None)
-        return [_row_to_message(row) for row in conn.execute(query)]
+        return [_row_to_message(row) for row in conn.execute(query).all()]
+
+    def _read(self, status: str | None, newest: bool) -> Any:
+        m = self.t.messages
+        query = select(m).where(*self._bound_session(m))
+        if status is not None:
+            query = query.where(m.c.status == bindparam("muxi_status"))
+        if newest:
+            return query.order_by(m.c.seq.desc()).limit(bindparam("muxi_last"))
+        return query.order_by(m.c.seq)
 
     def count_messages(self, conn: Connection, scope: Scope, *, status: str | None) -> int:
         query = select(func.count()).select_from(self.t.messages)
