@@ -27,6 +27,7 @@ LangChain, whose model integrations may pass ``additional_kwargs`` on to a provi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,15 +85,22 @@ def _lc_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_NO_DEFAULT = object()
+
+
+@functools.cache
+def _defaults(kind: type[BaseMessage]) -> dict[str, Any]:
+    """A message class's field defaults, read once: pydantic inspects a default factory's
+    signature on every ``get_default``, which took a third of a history append."""
+    return {
+        name: field.get_default(call_default_factory=True)
+        for name, field in kind.model_fields.items()
+    }
+
+
 def _non_default(message: BaseMessage, data: dict[str, Any]) -> dict[str, Any]:
-    fields = type(message).model_fields
-    kept = {}
-    for key, value in data.items():
-        field = fields.get(key)
-        if field is not None and value == field.get_default(call_default_factory=True):
-            continue
-        kept[key] = value
-    return kept
+    defaults = _defaults(type(message))
+    return {k: v for k, v in data.items() if defaults.get(k, _NO_DEFAULT) != v}
 
 
 def to_record(message: BaseMessage) -> Message:
