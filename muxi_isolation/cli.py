@@ -12,6 +12,9 @@
                                               rotate the key behind PostgreSQL's signed scope
     muxi-isolation embedding-dimension [N --clear]
                                               show or change the memories' vector dimension
+    muxi-isolation audit [verify | prune] [--tenant T] [--user U] [--since ISO]
+                         [--outcome denied] [--json]
+                                              the audit trail; verify exits 1 on a break
 
 Each subcommand is one function registered with ``@command``; its arguments are listed
 in the decorator, so adding one touches nothing else:
@@ -29,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+SERVERS = frozenset({"serve", "demo"})  # commands whose calls come in over HTTP
 CONFIG = arg("--config", metavar="PATH", help="a muxi.yaml file (default: built-in defaults)")
 
 
@@ -91,9 +97,14 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
 
 
 def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | None = None) -> int:
+    from .audit import acting
+
     args = build_parser(commands).parse_args(argv)
+    # The storage commands' audit events name the CLI; a server names each request itself.
+    edge = contextlib.nullcontext() if args.command in SERVERS else acting("app", "cli")
     try:
-        status: int = args.run(args)
+        with edge:
+            status: int = args.run(args)
     except IsolationError as exc:
         print(f"muxi-isolation: {exc}", file=sys.stderr)
         return 2
@@ -401,10 +412,6 @@ def redact(url: str) -> str:
         return url
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 @command(
     "rotate-scope-key",
     "rotate the key that signs PostgreSQL's row-level-security scope (no downtime): add a "
@@ -461,3 +468,68 @@ def embedding_dimension(args: argparse.Namespace) -> int:
     cleared = f"; {dropped} stored vector{'' if dropped == 1 else 's'} dropped" if dropped else ""
     print(f"embedding dimension is now {args.dimension}{cleared}")
     return 0
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _event_line(e: Any) -> str:
+    who = f"{e.tenant_id or '-'}:{e.user_id or '-'}" + (f"/{e.session_id}" if e.session_id else "")
+    what = f"{e.actor} {e.interface} {e.operation} {e.outcome}"
+    return f"{e.at.isoformat()} {who} {what} {','.join(e.targets)}".rstrip()
+
+
+@command(
+    "audit",
+    "the audit trail: list its events (newest last), verify its hash chains (exit 1 on a "
+    "break), or prune the events older than audit.retention_days",
+    CONFIG,
+    arg("action", nargs="?", choices=["list", "verify", "prune"], default="list"),
+    arg("--tenant", metavar="TENANT", help="only this tenant's events"),
+    arg("--user", metavar="USER", help="only this user's (a user id, or tenant:user)"),
+    arg("--since", metavar="ISO", type=_moment, help="only events at or after this time"),
+    arg("--outcome", choices=["ok", "denied", "missing", "dropped"]),
+    arg("--limit", type=int, metavar="N", help="at most N events"),
+    JSON_OUT,
+)
+def audit(args: argparse.Namespace) -> int:
+    from . import audit as trail
+    from .scope import Scope
+
+    _, backend = _backend(args)
+    try:
+        if args.action == "verify":
+            breaks, heads = trail.verify(backend, args.tenant), trail.heads(backend)
+            report = {"ok": not breaks, "breaks": [vars(b) for b in breaks], "heads": heads}
+            if args.json:
+                print(json.dumps(report, ensure_ascii=False, indent=2))
+            for b in breaks if not args.json else ():
+                print(f"BROKEN {b.tenant_id or '-'} #{b.seq}: {b.reason}")
+            if not args.json and not breaks:
+                print(f"ok: {len(heads)} chain{'' if len(heads) == 1 else 's'} verified")
+            return 1 if breaks else 0
+        if args.action == "prune":
+            print(f"pruned {trail.prune(backend)} event(s)")
+            return 0
+        tenant, user = args.tenant, args.user
+        if user is not None and ":" in user:
+            parsed = Scope.parse(user)
+            tenant, user = parsed.tenant_id, parsed.user_id
+        query = trail.AuditQuery(tenant, user, args.since, args.outcome, args.limit)
+        events = trail.read_events(backend, query)
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in events], ensure_ascii=False, indent=2))
+    for e in events if not args.json else ():
+        print(_event_line(e))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from .. import policy
+from ..audit import OK
 from ..errors import InvalidInput
 from ..records import SessionRecord
 from ..scope import Scope
@@ -117,6 +118,7 @@ def iter_export(
 ) -> Iterator[dict[str, Any]]:
     """The export's records, one dict per line, read page by page."""
     user = policy.require_scope(user).user()
+    backend.audit.record("export", OK, user)  # an admin act: audited
     counts: Counter[str] = Counter()
     yield _header(user, now)
     records = backend.list_sessions(user)
@@ -147,6 +149,7 @@ async def aiter_export(
     backend: Backend, user: Scope, *, now: datetime | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     user = policy.require_scope(user).user()
+    await backend.audit.arecord("export", OK, user)
     counts: Counter[str] = Counter()
     yield _header(user, now)
     records = await backend.alist_sessions(user)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    inspect,
     select,
     text,
 )
@@ -82,15 +83,29 @@ _ARGS = (
 
 
 def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
-    """Create the table (and on PostgreSQL the append function and its one grant)."""
+    """Create the table (and on PostgreSQL the append function) if missing; grant the app
+    role (when the owner installs for one) ``EXECUTE`` on the function and nothing else."""
     table = audit_table(tables)
-    table.create(conn, checkfirst=True)
+    if not inspect(conn).has_table(table.name, schema=table.schema):
+        table.create(conn)
     if conn.dialect.name != "postgresql":
         return
     prep = conn.dialect.identifier_preparer
     name, target = _function(conn, tables), prep.format_table(table)
+    signature = f"{name}(text, timestamptz, {', '.join(['text'] * 8)})"
+    if conn.scalar(text("SELECT to_regprocedure(:f)"), {"f": signature}) is None:
+        _create_function(conn, name, target)
+        conn.execute(text(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC"))
+    if app_role is not None:
+        grantee = prep.quote(app_role)
+        conn.execute(text(f"REVOKE ALL ON {target} FROM {grantee}"))
+        conn.execute(text(f"GRANT EXECUTE ON FUNCTION {signature} TO {grantee}"))
+
+
+def _create_function(conn: Connection, name: str, target: str) -> None:
+    # Names come from check_name and are quoted; every value is one of the function's args.
     body = (
-        "DECLARE v_seq bigint; v_prev text; BEGIN "
+        "DECLARE v_seq bigint; v_prev text; BEGIN "  # noqa: S608
         "PERFORM pg_advisory_xact_lock(hashtextextended('muxi-audit:' || p_tenant, 0)); "
         f"SELECT seq, hash INTO v_seq, v_prev FROM {target} "
         "WHERE tenant_id = p_tenant ORDER BY seq DESC LIMIT 1; "
@@ -102,16 +117,10 @@ def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
     )
     conn.execute(
         text(
-            f"CREATE OR REPLACE FUNCTION {name}({_ARGS}) RETURNS void LANGUAGE plpgsql "
-            f"VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ {body} $$"
+            f"CREATE FUNCTION {name}({_ARGS}) RETURNS void LANGUAGE plpgsql VOLATILE "
+            f"SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ {body} $$"
         )
     )
-    signature = f"{name}(text, timestamptz, {', '.join(['text'] * 8)})"
-    conn.execute(text(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC"))
-    if app_role is not None:
-        grantee = prep.quote(app_role)
-        conn.execute(text(f"REVOKE ALL ON {target} FROM {grantee}"))
-        conn.execute(text(f"GRANT EXECUTE ON FUNCTION {signature} TO {grantee}"))
 
 
 def append(conn: Connection, tables: Tables, event: AuditEvent) -> None:
