@@ -22,12 +22,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeAlias
 
+import numpy as np
+
 from .. import policy
 from .._input import check_int
 from ..errors import InvalidInput, StorageError
 from ..filters import Filter, check_filter
 from ..scope import Scope, canonical_id
-from .similarity import cosine
+from .similarity import best_first, cosines, mismatch
 
 __all__ = [
     "CheckpointQuery",
@@ -206,16 +208,19 @@ def rank_items(
     after ``offset``. Items without embeddings fill the page after every scored one, as
     LangGraph's stores do.
     """
-    scored: list[tuple[StoreItem, float]] = []
-    unscored: list[StoreItem] = []
-    for item in items:
-        if item.embeddings:
-            best = max(cosine(query, vector) for vector in item.embeddings.values())
-            scored.append((item, best))
-        else:
-            unscored.append(item)
-    scored.sort(key=lambda pair: (-pair[1], pair[0].namespace, pair[0].key))
-    ranked: list[tuple[StoreItem, float | None]] = [*scored, *((i, None) for i in unscored)]
+    scored = [item for item in items if item.embeddings]
+    vectors = [v for item in scored for v in (item.embeddings or {}).values()]
+    for vector in vectors:
+        if len(vector) != len(query):
+            raise mismatch(len(vector), len(query))
+    ranked: list[tuple[StoreItem, float | None]] = []
+    if vectors:  # each item scores its best field: a max over its run of rows
+        starts = np.cumsum([0, *(len(item.embeddings or {}) for item in scored[:-1])])
+        scores = cosines(query, np.asarray(vectors, dtype=np.float64))
+        per_item = np.maximum.reduceat(scores, starts)
+        best = best_first(per_item, offset + limit, lambda i: (scored[i].namespace, scored[i].key))
+        ranked = [(scored[i], float(per_item[i])) for i in best]
+    ranked += [(item, None) for item in items if not item.embeddings]
     return ranked[offset : offset + limit]
 
 

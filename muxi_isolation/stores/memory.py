@@ -11,6 +11,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from ..audit import AuditEvent, AuditQuery, EventList
 from ..errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
 from ..filters import Filter, matches
@@ -20,16 +23,24 @@ from ..scope import Scope
 from ._memory_graph import MemoryGraph
 from .base import RECEIPT_WINDOW, Backend, Counts, Scored
 from .keywords import overlap, words
-from .similarity import cosine_normed, norm
+from .similarity import rank
 
 __all__ = ["MemoryBackend"]
 
 UserKey = tuple[str, str]
 SessionKey = tuple[str, str, str]
+Vector = npt.NDArray[np.float64]
 
 
 def _user_key(scope: Scope) -> UserKey:
     return (scope.tenant_id, scope.user_id)
+
+
+def _array(memory: Memory, held: tuple[Memory, Vector] | None) -> tuple[Memory, Vector]:
+    """The memory's vector as float64, converted once while the same record is stored."""
+    if held is not None and held[0] is memory:
+        return held
+    return memory, np.asarray(memory.embedding, dtype=np.float64)
 
 
 def _session_key(scope: Scope) -> SessionKey:
@@ -55,6 +66,8 @@ class MemoryBackend(MemoryGraph, Backend):
         self._messages: dict[SessionKey, list[Message]] = {}
         self._next_seq: dict[SessionKey, int] = {}
         self._memories: dict[UserKey, dict[str, Memory]] = {}
+        # Each memory's vector as an array, for search; an entry holds while its memory does.
+        self._arrays: dict[UserKey, dict[str, tuple[Memory, Vector]]] = {}
         self._receipts: dict[UserKey, dict[str, Receipt]] = {}
         self._audit_events = EventList()  # never forgotten with a user: no content in it
 
@@ -298,21 +311,26 @@ class MemoryBackend(MemoryGraph, Backend):
             bucket = self._memories.get(_user_key(user), {})
             wanted = None if ids is None else set(ids)
             doomed = [m.id for m in self._matching(user, node) if wanted is None or m.id in wanted]
+            arrays = self._arrays.get(_user_key(user), {})
             for memory_id in doomed:
                 del bucket[memory_id]
+                arrays.pop(memory_id, None)
             return len(doomed)
 
     def _search_memories(
         self, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
-        query_norm = norm(vector)
-        scored = [
-            (m, cosine_normed(vector, query_norm, m.embedding))
-            for m in self._matching(user, node)
-            if m.embedding is not None
-        ]
-        scored.sort(key=lambda pair: (-pair[1], pair[0].id))
-        return scored[:k]
+        embedded = [m for m in self._matching(user, node) if m.embedding is not None]
+        with self._lock:
+            held = self._arrays.get(_user_key(user), {})
+            fresh = {m.id: _array(m, held.get(m.id)) for m in embedded}
+            if node is None:  # the user's whole set: what is gone goes from here too
+                held = self._arrays[_user_key(user)] = fresh
+            else:
+                held = self._arrays.setdefault(_user_key(user), {})
+                held.update(fresh)
+        vectors = [fresh[m.id][1] for m in embedded]
+        return [(embedded[i], s) for i, s in rank(vector, vectors, k, lambda i: embedded[i].id)]
 
     def _search_text(self, user: Scope, query: str, k: int, node: Filter | None) -> list[Scored]:
         return overlap(words(query), self._matching(user, node), k)
@@ -328,6 +346,7 @@ class MemoryBackend(MemoryGraph, Backend):
             for k in message_keys:
                 self._next_seq.pop(k, None)
             memories = len(self._memories.pop(key, {}))
+            self._arrays.pop(key, None)
             receipts = len(self._receipts.pop(key, {}))
         counts = {"sessions": len(sessions), "messages": messages, "memories": memories}
         return {**counts, **_optional(receipts=receipts), **self._forget_graph(user)}
@@ -360,6 +379,8 @@ class MemoryBackend(MemoryGraph, Backend):
                 del self._next_seq[skey]
             for key in [k for k in self._memories if k[0] == tenant_id]:
                 counts["memories"] += len(self._memories.pop(key))
+            for key in [k for k in self._arrays if k[0] == tenant_id]:
+                del self._arrays[key]
             receipts = sum(
                 len(self._receipts.pop(k)) for k in list(self._receipts) if k[0] == tenant_id
             )

@@ -14,7 +14,8 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
   cheaper to search exactly. Sorting is priced out in that transaction so the planner
   takes the index it was chosen for. If the scan yields fewer than ``k`` (a selective
   filter), exact search runs instead.
-- SQLite: exact search over the user's rows in Python.
+- SQLite: exact search over the user's rows: their float32 vectors read as raw bytes in
+  one query and ranked with numpy (``similarity``), then only the top ``k`` rows read whole.
 
 The threshold and the HNSW settings are measured by ``bench/vector_search.py``; statements
 are planned per execution (psycopg's server-side prepare is off), so each plan knows its user.
@@ -22,17 +23,18 @@ are planned per execution (psycopg's server-side prepare is off), so each plan k
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Float,
+    LargeBinary,
     Row,
     Select,
     bindparam,
@@ -41,11 +43,12 @@ from sqlalchemy import (
     select,
     text,
     true,
+    type_coerce,
 )
 
 from ...records import Memory
 from ...scope import Scope, known_scope
-from ..similarity import cosine_normed, norm
+from ..similarity import best_first, cosines, mismatch
 from . import _rls
 from ._schema import Tables
 
@@ -99,7 +102,7 @@ class VectorPlanner:
         if k == 0:
             return []
         if self.dialect == "sqlite":
-            return self._exact_python(conn, user, vector, k, where)
+            return self._exact_local(conn, user, vector, k, where)
         if not self.tables.hnsw:
             return self._exact(conn, user, vector, k, where)
         # One statement for a small user (the common case): the user's rows are counted
@@ -277,7 +280,17 @@ class VectorPlanner:
         )
         return select(found).order_by(found.c.distance, found.c.id)
 
-    def _exact_python(
+    @cached_property
+    def _vectors_stmt(self) -> Select[Any]:
+        return self._vectors_select([])
+
+    def _vectors_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
+        """The user's ids and vectors as stored (packed float32): no per-row decoding."""
+        t = self.tables.memories
+        raw = type_coerce(t.c.embedding, LargeBinary)
+        return select(t.c.id, raw).where(*self._scope(None), *where)
+
+    def _exact_local(
         self,
         conn: Connection,
         user: Scope,
@@ -285,21 +298,28 @@ class VectorPlanner:
         k: int,
         where: Sequence[ColumnElement[bool]],
     ) -> list[Scored]:
-        t = self.tables.memories
-        rows = conn.execute(select(t.c.id, t.c.embedding).where(*self._scope(user), *where))
-        query_norm = norm(vector)
-        scored = ((row.id, cosine_normed(vector, query_norm, row.embedding)) for row in rows)
-        best = heapq.nsmallest(k, scored, key=lambda pair: (-pair[1], pair[0]))
-        if not best:
+        stmt = self._vectors_stmt if not where else self._vectors_select(where)
+        rows = conn.execute(stmt, self._params(user)).all()
+        if not rows:
             return []
-        ids = [memory_id for memory_id, _ in best]
+        ids: list[str] = [row[0] for row in rows]
+        blobs: list[bytes] = [row[1] for row in rows]
+        width = 4 * len(vector)
+        for blob in blobs:
+            if len(blob) != width:
+                raise mismatch(len(blob) // 4, len(vector))
+        matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), len(vector))
+        scores = cosines(vector, matrix)
+        best = best_first(scores, k, ids.__getitem__)
+        t = self.tables.memories
+        wanted = [ids[i] for i in best]
         full = conn.execute(
             select(t).where(
-                t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id, t.c.id.in_(ids)
+                t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id, t.c.id.in_(wanted)
             )
         )
         by_id = {row.id: row_to_memory(row) for row in full}
-        return [(by_id[i], score) for i, score in best if i in by_id]
+        return [(by_id[ids[i]], float(scores[i])) for i in best if ids[i] in by_id]
 
 
 def _scored(row: Row[Any]) -> Scored:
