@@ -9,9 +9,11 @@ Sources, all of which must agree on one (tenant, user) when several are present:
   the config it hands to the checkpointer, and in the config of every node and tool; the
   calls without ``context=`` (``get_state``, ``get_state_history``, ``update_state``) take
   the same context as ``config["context"]``;
-- ``muxi_isolation.context.current_scope()``, set at the edge (middleware, HTTP).
+- ``muxi_isolation.context.current_scope()``, set at the edge (middleware, HTTP);
+- for the checkpointer, the ``thread_id`` (a session id of the user).
 
-None of them: ``MissingScope``. Two that disagree: ``ScopeViolation``. Never a default user.
+``muxi_isolation.context.resolve`` applies the rule, as in every adapter: none of them is
+``MissingScope``, two that name different users or sessions are ``ScopeViolation``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from muxi_isolation.context import current_scope
-from muxi_isolation.errors import MissingScope, ScopeViolation
+from muxi_isolation.context import resolve
 from muxi_isolation.scope import Scope
 
 try:  # LangGraph's own key for the runtime inside a config (what get_runtime() reads)
@@ -28,14 +29,12 @@ try:  # LangGraph's own key for the runtime inside a config (what get_runtime() 
 except ImportError:  # pragma: no cover - the key has had this value since langgraph 0.6
     CONFIG_KEY_RUNTIME = "__pregel_runtime"
 
-__all__ = [
-    "context_scope",
-    "current_scope",
-    "graph_config_scope",
-    "header_scope",
-    "resolve",
-    "runtime_scope",
-]
+__all__ = ["HINT", "config_scopes", "context_scope", "graph_config", "header_scope", "resolve"]
+
+HINT = (
+    "no user for this call: pass configurable user_id, a runtime context with user_id, "
+    "bind one with for_user(), or set one with use_scope()"
+)
 
 
 def _field(source: object, name: str) -> Any:
@@ -55,13 +54,13 @@ def context_scope(context: object) -> Scope | None:
     return Scope.parse(user, None if session is None else str(session))
 
 
-def runtime_scope(config: Mapping[str, Any] | None) -> Scope | None:
-    """The scope of the runtime context a LangGraph config carries, if any.
+def runtime_scopes(config: Mapping[str, Any] | None) -> list[Scope | None]:
+    """The scopes of the runtime contexts a LangGraph config carries (sources for ``resolve``).
 
     During a run LangGraph puts its runtime in the config. The calls that take no
     ``context=`` (``get_state``, ``get_state_history``, ``update_state``) carry the same
     context as ``config["context"]`` (``get_state_history`` moves it to
-    ``configurable["context"]``); those present must name one user and session.
+    ``configurable["context"]``).
     """
     config = config or {}
     configurable = config.get("configurable") or {}
@@ -71,13 +70,12 @@ def runtime_scope(config: Mapping[str, Any] | None) -> Scope | None:
         config.get("context"),
         configurable.get("context"),
     )
-    found = [scope for scope in map(context_scope, contexts) if scope is not None]
-    if not found:
-        return None
-    sessions = {s.session_id for s in found if s.session_id is not None}
-    if len(sessions) > 1 or any(not s.same_user(found[0]) for s in found):
-        raise ScopeViolation("the config carries runtime contexts naming different scopes")
-    return found[0].user().with_session(sessions.pop()) if sessions else found[0]
+    return [context_scope(c) for c in contexts]
+
+
+def config_scopes(config: Mapping[str, Any] | None) -> list[Scope | None]:
+    """Every source a LangGraph config holds: its runtime contexts and configurable user_id."""
+    return [*runtime_scopes(config), header_scope(config)]
 
 
 def header_scope(config: Mapping[str, Any] | None) -> Scope | None:
@@ -85,27 +83,11 @@ def header_scope(config: Mapping[str, Any] | None) -> Scope | None:
     return None if header is None else Scope.parse(header)
 
 
-def graph_config_scope() -> Scope | None:
-    """The runtime context's scope when called inside a LangGraph node or tool."""
+def graph_config() -> Mapping[str, Any] | None:
+    """The config of the LangGraph node or tool this runs in, or ``None`` outside one."""
     try:
         from langgraph.config import get_config
 
-        config = get_config()
+        return get_config()
     except (ImportError, RuntimeError):
         return None
-    return runtime_scope(config)
-
-
-def resolve(*candidates: Scope | None) -> Scope:
-    """The one user every present source names (user level: no session)."""
-    found = [c for c in candidates if c is not None]
-    if not found:
-        raise MissingScope(
-            "no user for this call: pass configurable user_id, a runtime context with "
-            "user_id, bind one with for_user(), or set one with use_scope()"
-        )
-    first = found[0]
-    for other in found[1:]:
-        if not other.same_user(first):
-            raise ScopeViolation(f"conflicting users for one call: {first} and {other}")
-    return first.user()

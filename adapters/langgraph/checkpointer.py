@@ -50,7 +50,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from muxi_isolation import policy
 from muxi_isolation._input import check_int
-from muxi_isolation.errors import InvalidInput, ScopeViolation
+from muxi_isolation.errors import InvalidInput
 from muxi_isolation.filters import Filter, parse_filter
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
@@ -58,7 +58,7 @@ from muxi_isolation.stores.base import Backend
 from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord, WriteRecord
 
 from .._owned import OwnsBackend, Storage, unpack
-from ._scope import current_scope, header_scope, resolve, runtime_scope
+from ._scope import HINT, config_scopes, resolve
 
 __all__ = ["MuxiCheckpointer"]
 
@@ -107,13 +107,10 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     # -- shared logic ----------------------------------------------------------------------
 
     def _user(self, config: RunnableConfig | None) -> Scope:
-        runtime = runtime_scope(config)
-        user = resolve(self.scope, header_scope(config), runtime, current_scope())
+        # The thread is a session of the user: every source naming a session must name it.
         thread = ((config or {}).get("configurable") or {}).get("thread_id")
-        session = None if runtime is None else runtime.session_id
-        if session is not None and thread is not None and str(thread) != session:
-            raise ScopeViolation("the thread_id is not the session_id of the runtime context")
-        return user
+        session = None if thread is None else str(thread)
+        return resolve(self.scope, *config_scopes(config), session=session, hint=HINT).user()
 
     def _writable(self, user: Scope, thread: str) -> None:
         """Writes may race ahead of their checkpoint (LangGraph's async durability): open the

@@ -65,7 +65,7 @@ from muxi_isolation.stores.graph import (
 )
 
 from .._owned import OwnsBackend, Storage, unpack
-from ._scope import current_scope, graph_config_scope, resolve
+from ._scope import HINT, config_scopes, graph_config, resolve
 
 __all__ = ["MuxiStore"]
 
@@ -84,9 +84,10 @@ class MuxiStore(OwnsBackend, BaseStore):
     """Long-term memory per (tenant, user) on any backend, with optional semantic search.
 
     ``index``: LangGraph's ``IndexConfig`` (``dims``, ``embed``, ``fields``); ``ttl``: its
-    ``TTLConfig`` (``default_ttl``, ``refresh_on_read``). ``scope`` binds the store to one
-    user (``for_user``); otherwise each call acts for ``use_scope()``'s user or the agent's
-    runtime context (the middleware sets the former around model and tool calls).
+    ``TTLConfig`` (``default_ttl``, ``refresh_on_read``). Each call acts for the user its
+    sources name: a bound scope (``for_user``), ``use_scope()`` (the middleware sets it
+    around model and tool calls), and inside a graph the runtime context and
+    ``configurable["user_id"]``; two that disagree are ``ScopeViolation``.
     ``with MuxiStore.from_url(url, index=...) as store:`` (or ``async with``) opens and closes
     storage of its own, like ``PostgresStore.from_conn_string``.
     """
@@ -122,7 +123,7 @@ class MuxiStore(OwnsBackend, BaseStore):
         return self.backend
 
     def _user(self) -> Scope:
-        return resolve(self.scope, current_scope(), graph_config_scope())
+        return resolve(self.scope, *config_scopes(graph_config()), hint=HINT).user()
 
     # -- pure planning ---------------------------------------------------------------------
 
