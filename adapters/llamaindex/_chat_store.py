@@ -73,10 +73,10 @@ class _Binding:
         return resolve_scope(self.scope).user()
 
     def readable(self, key: str) -> Scope:
-        return self.user().with_session(key)
+        return resolve_scope(self.scope, key)  # the key is a source: the session it names
 
     def writable(self, key: str) -> Scope:
-        user = self.user()
+        user = self.readable(key).user()
         record = (self.sessions.ensure if self.create_sessions else self.sessions.touch)(user, key)
         return user.with_session(record.id)
 
@@ -102,7 +102,7 @@ class _Binding:
             await self.sessions.aappend(scope, records)
 
     async def awritable(self, key: str) -> Scope:
-        user = self.user()
+        user = self.readable(key).user()
         touch = self.sessions.aensure if self.create_sessions else self.sessions.atouch
         record = await touch(user, key)
         return user.with_session(record.id)

@@ -33,7 +33,8 @@ __all__ = ["ScopedRetriever"]
 
 
 class ScopedRetriever(BaseRetriever):
-    """Wrap ``retriever`` for one scope (or the context's scope at each call)."""
+    """Wrap ``retriever`` for one scope (or the context's scope at each call; both must
+    name the same user)."""
 
     def __init__(self, retriever: BaseRetriever, scope: Scope | None = None, **kwargs: Any) -> None:
         if not isinstance(retriever, BaseRetriever):

@@ -116,7 +116,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
     """Wrap ``store`` so every call acts for one (tenant, user) only.
 
     ``scope`` binds the wrapper to one user; without it each call uses the context's scope
-    and raises ``MissingScope`` when none is set. ``delete_nodes`` with neither ids nor
+    and raises ``MissingScope`` when none is set (both, naming different users:
+    ``ScopeViolation``). ``delete_nodes`` with neither ids nor
     filters deletes nothing, and with filters that select everything (none, an empty group)
     raises ``InvalidFilter``; ``clear`` deletes only this user's nodes.
     """

@@ -114,7 +114,8 @@ class MuxiVectorStore(OwnsBackend, BasePydanticVectorStore):
     """Nodes stored as one user's memories; ``stores_text`` so no docstore is needed.
 
     ``scope`` binds the store to one user; without it each call uses the context's scope
-    (``use_scope`` / the HTTP middleware) and raises ``MissingScope`` when there is none.
+    (``use_scope`` / the HTTP middleware) and raises ``MissingScope`` when there is none;
+    both set and naming different users is ``ScopeViolation``.
     ``delete_nodes`` with neither ids nor filters deletes nothing, and with filters that
     select everything (none, an empty group) raises ``InvalidFilter``; ``clear`` deletes all
     of this user's memories, whichever framework wrote them.
