@@ -113,33 +113,57 @@ class SessionManager:
             return self.touch(scope, session_id)
 
     def append(
-        self, scope: Scope, messages: Sequence[Message], *, idempotency_key: str | None = None
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        *,
+        idempotency_key: str | None = None,
+        create: bool = False,
     ) -> list[Message]:
         """Append to the scope's session if it is active, extending it: one transaction.
 
         With ``idempotency_key``, a retry of an append already stored for this user gets the
         stored messages back and writes nothing (the same key with other messages:
-        ``KeyReused``).
+        ``KeyReused``). With ``create``, a session this user does not have yet is created
+        under the scope's id, in the append's transaction.
         """
         scope = policy.require_scope(scope, session=True)
         if idempotency_key is None:
-            return self._append(scope, messages, None)
+            return self._append(scope, messages, None, create)
         request = message_request(scope.session_id, list(messages))
         found = replayed(self.backend.get_receipt(scope, idempotency_key), request)
         if found is None:
             try:
-                return self._append(scope, messages, Receipt(idempotency_key, request, {}))
+                receipt = Receipt(idempotency_key, request, {})
+                return self._append(scope, messages, receipt, create)
             except DuplicateRequest:  # a twin of this request was stored meanwhile
                 found = replayed(self.backend.get_receipt(scope, idempotency_key), request)
         return self._stored(scope, found, self.backend.get_messages(scope))
 
     def _append(
-        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None
+        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None, create: bool
+    ) -> list[Message]:
+        try:
+            return self._store(scope, messages, receipt, None)
+        except SessionNotFound:
+            if not create:
+                raise
+        try:
+            return self._store(scope, messages, receipt, self._new_record(scope, scope.session_id))
+        except SessionExists:  # another request created it first
+            return self._store(scope, messages, receipt, None)
+
+    def _store(
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        receipt: Receipt | None,
+        create: SessionRecord | None,
     ) -> list[Message]:
         now = self.clock()
         expires_at = now + self.timeout
         return self.backend.append_to_session(
-            scope, messages, now=now, expires_at=expires_at, receipt=receipt
+            scope, messages, now=now, expires_at=expires_at, create=create, receipt=receipt
         )
 
     @staticmethod
@@ -206,28 +230,51 @@ class SessionManager:
             return await self.atouch(scope, session_id)
 
     async def aappend(
-        self, scope: Scope, messages: Sequence[Message], *, idempotency_key: str | None = None
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        *,
+        idempotency_key: str | None = None,
+        create: bool = False,
     ) -> builtins.list[Message]:
         scope = policy.require_scope(scope, session=True)
         if idempotency_key is None:
-            return await self._aappend(scope, messages, None)
+            return await self._aappend(scope, messages, None, create)
         request = message_request(scope.session_id, list(messages))
         found = replayed(await self.backend.aget_receipt(scope, idempotency_key), request)
         if found is None:
             try:
                 receipt = Receipt(idempotency_key, request, {})
-                return await self._aappend(scope, messages, receipt)
+                return await self._aappend(scope, messages, receipt, create)
             except DuplicateRequest:
                 found = replayed(await self.backend.aget_receipt(scope, idempotency_key), request)
         return self._stored(scope, found, await self.backend.aget_messages(scope))
 
     async def _aappend(
-        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None
+        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None, create: bool
+    ) -> builtins.list[Message]:
+        try:
+            return await self._astore(scope, messages, receipt, None)
+        except SessionNotFound:
+            if not create:
+                raise
+        record = self._new_record(scope, scope.session_id)
+        try:
+            return await self._astore(scope, messages, receipt, record)
+        except SessionExists:
+            return await self._astore(scope, messages, receipt, None)
+
+    async def _astore(
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        receipt: Receipt | None,
+        create: SessionRecord | None,
     ) -> builtins.list[Message]:
         now = self.clock()
         expires_at = now + self.timeout
         return await self.backend.aappend_to_session(
-            scope, messages, now=now, expires_at=expires_at, receipt=receipt
+            scope, messages, now=now, expires_at=expires_at, create=create, receipt=receipt
         )
 
     async def alist(self, scope: Scope) -> builtins.list[SessionRecord]:

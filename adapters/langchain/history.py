@@ -48,9 +48,10 @@ class MuxiChatMessageHistory(OwnsBackend, BaseChatMessageHistory):
     Reads see only this session's active messages, oldest first; reading twice with no
     write in between gives the same list. Every write first checks, through the
     ``SessionManager``, that the session is this user's and not expired (``SessionNotFound``
-    / ``SessionExpired``) and pushes its expiry forward; ``add_messages`` then appends the
-    whole batch in one backend call, one transaction. A session this user does not have yet
-    is created under the scope's id on the first write, unless ``create_sessions=False``.
+    / ``SessionExpired``) and pushes its expiry forward; ``add_messages`` does that and
+    appends the whole batch in one transaction. A session this user does not have yet is
+    created under the scope's id on the first write (in a second transaction, with the
+    append), unless ``create_sessions=False``.
     """
 
     def __init__(
@@ -86,25 +87,13 @@ class MuxiChatMessageHistory(OwnsBackend, BaseChatMessageHistory):
         records = [to_record(m) for m in messages]
         if not records:
             return
-        try:
-            self.sessions.append(self.scope, records)
-        except SessionNotFound:
-            if not self.create_sessions:
-                raise
-            self.sessions.ensure(self.scope, self.session_id)
-            self.sessions.append(self.scope, records)
+        self.sessions.append(self.scope, records, create=self.create_sessions)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         records = [to_record(m) for m in messages]
         if not records:
             return
-        try:
-            await self.sessions.aappend(self.scope, records)
-        except SessionNotFound:
-            if not self.create_sessions:
-                raise
-            await self.sessions.aensure(self.scope, self.session_id)
-            await self.sessions.aappend(self.scope, records)
+        await self.sessions.aappend(self.scope, records, create=self.create_sessions)
 
     def clear(self) -> None:
         """Delete every message of this session; the session and the user's memory stay."""
