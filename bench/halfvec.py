@@ -14,8 +14,10 @@ and ``"half"`` (``HALFVEC``), each with the HNSW index ``SQLBackend`` makes (bui
 the rows are in, as ``vector_search.py`` does), then ``VACUUM ANALYZE``.
 
 Measured, in the same run:
-- size: ``pg_relation_size`` of the table, of its HNSW index, and ``pg_total_relation_size``
-  (table, TOAST and every index);
+- size: the table with its TOAST (``pg_table_size``: a ``VECTOR`` of more than about 500
+  dimensions is over PostgreSQL's 2 kB row threshold and moves to TOAST, a ``HALFVEC`` of up
+  to about 1,000 stays in the row), its HNSW index (``pg_relation_size``), and
+  ``pg_total_relation_size`` (table, TOAST and every index);
 - for a sample of users per size bucket, ``SQLBackend.search_memories`` (k = 10, as the
   non-owner app role, row-level security on) on both stores, alternating which goes first:
   median latency, recall@10 against exact search in numpy (float32), and the overlap of the
@@ -118,7 +120,7 @@ def sizes(admin_url: str, backend: SQLBackend) -> dict[str, int]:
     table, index = names(backend)
     with psycopg.connect(libpq(admin_url)) as conn:
         row = conn.execute(
-            "SELECT pg_relation_size(%s::regclass), pg_relation_size(%s::regclass), "
+            "SELECT pg_table_size(%s::regclass), pg_relation_size(%s::regclass), "
             "pg_total_relation_size(%s::regclass)",
             (table, index, table),
         ).fetchone()

@@ -75,6 +75,24 @@ def open_pair(make_backend: Any) -> tuple[SQLBackend, SQLBackend]:
     return pair[0], pair[1]
 
 
+def column_and_index(postgres_admin: Any, backend: SQLBackend) -> tuple[str, str | None]:
+    """The embedding column's type and the HNSW index's definition, read as the owner."""
+    table = backend.tables.memories
+    with postgres_admin.connect() as conn:
+        column = conn.scalar(
+            text(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(:t) AND attname = 'embedding'"
+            ),
+            {"t": f'"{table.schema}"."{table.name}"'},
+        )
+        index = conn.scalar(
+            text("SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname = :i"),
+            {"s": table.schema, "i": f"{backend.tables.prefix}memories_hnsw"},
+        )
+    return str(column), index
+
+
 def test_half_precision_ranks_like_full_precision(make_backend: Any, way: str) -> None:
     full, half = open_pair(make_backend)
     centers, _ = corpus(11)
@@ -95,19 +113,7 @@ def test_the_column_and_index_are_halfvec_and_searches_use_the_index(
     make_backend: Any, postgres_admin: Any
 ) -> None:
     _, half = open_pair(make_backend)
-    table = half.tables.memories
-    with postgres_admin.connect() as conn:
-        column = conn.scalar(
-            text(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = to_regclass(:t) AND attname = 'embedding'"
-            ),
-            {"t": f'"{table.schema}"."{table.name}"'},
-        )
-        index = conn.scalar(
-            text("SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname = :i"),
-            {"s": table.schema, "i": f"{half.tables.prefix}memories_hnsw"},
-        )
+    column, index = column_and_index(postgres_admin, half)
     assert column == f"halfvec({DIM})"
     assert index is not None and "halfvec_cosine_ops" in index
     plans: list[str] = []
@@ -276,3 +282,15 @@ def test_half_precision_indexes_up_to_4000_dimensions(make_backend: Any) -> None
         assert backend.tables.hnsw is indexed
         assert backend.search_plan(BIG) == ("hnsw" if indexed else "exact")
         assert len(backend.search_memories(BIG, wide, 2)) == 2
+
+
+def test_changing_the_dimension_keeps_half_precision(
+    make_backend: Any, postgres_admin: Any
+) -> None:
+    backend = make_backend("postgres", embedding_dimension="auto", embedding_precision="half")
+    backend.upsert_memories(BIG, [Memory("m", "x", {}, [1.0, 0.0, 0.0])])
+    assert backend.set_embedding_dimension(4, clear=True) == 1
+    column, index = column_and_index(postgres_admin, backend)
+    assert column == "halfvec(4)" and index is not None and "halfvec_cosine_ops" in index
+    backend.upsert_memories(BIG, [Memory("m", "x", {}, [1.0, 0.0, 0.0, 0.0])])
+    assert [m.id for m, _ in backend.search_memories(BIG, [1.0, 0.0, 0.0, 0.0], 1)] == ["m"]
