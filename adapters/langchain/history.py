@@ -29,17 +29,24 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import ConfigurableFieldSpec
 
 from muxi_isolation import policy
-from muxi_isolation.context import current_scope
-from muxi_isolation.errors import InvalidIdentifier, MissingScope, SessionNotFound
+from muxi_isolation.context import resolve
+from muxi_isolation.errors import InvalidIdentifier, SessionNotFound
 from muxi_isolation.records import ACTIVE
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import SessionManager
 from muxi_isolation.stores.base import Backend
 
 from .._owned import OwnsBackend, Storage, unpack
+from ._config import config_scope
 from ._messages import from_record, to_record
 
 __all__ = ["MuxiChatMessageHistory", "MuxiHistoryFactory", "history_factory_config"]
+
+_HINT = (
+    "no user for this history: pass history_factory_config=history_factory_config to "
+    "RunnableWithMessageHistory and a user_id in config['configurable'], or call the chain "
+    "inside use_scope()"
+)
 
 
 class MuxiChatMessageHistory(OwnsBackend, BaseChatMessageHistory):
@@ -168,18 +175,12 @@ class MuxiHistoryFactory(OwnsBackend):
         return self.backend
 
     def scope(self, user_id: str | None, session_id: str) -> Scope:
-        if user_id is None:
-            found = current_scope()
-            if found is None:
-                raise MissingScope(
-                    "no user for this history: pass history_factory_config="
-                    "history_factory_config to RunnableWithMessageHistory and a user_id in "
-                    "config['configurable'], or call the chain inside use_scope()"
-                )
-            return found.user().with_session(session_id)
-        if not isinstance(user_id, str):
+        # The one rule (context.resolve): user_id, use_scope's and the running config's user
+        # must agree, and a session use_scope names must be session_id.
+        if user_id is not None and not isinstance(user_id, str):
             raise InvalidIdentifier("user_id", 'must be a string (use "0" for single-user mode)')
-        return Scope.parse(user_id, session_id)
+        named = None if user_id is None else Scope.parse(user_id)
+        return resolve(named, config_scope(), session=session_id, hint=_HINT)
 
     def __call__(self, session_id: str, user_id: str | None = None) -> MuxiChatMessageHistory:
         scope = self.scope(user_id, session_id)

@@ -4,10 +4,13 @@ Each document is a ``Memory`` of one (tenant, user): ``page_content`` is its con
 ``metadata`` its metadata and ``id`` its id. Ids are per user, as memories are: two users
 may both have a document ``"1"``, and neither can read, overwrite or delete the other's.
 
-The scope is either bound at construction (``MuxiVectorStore(backend, emb, scope=...)``,
-or ``store.with_scope(scope)``), or, when none is bound, read from
-``muxi_isolation.context`` at each call (``with use_scope(scope): store.similarity_search(...)``);
-with neither, every call raises ``MissingScope``.
+Each call acts for the user its sources name (``muxi_isolation.context.resolve``): a scope
+bound at construction (``MuxiVectorStore(backend, emb, scope=...)`` or
+``store.with_scope(scope)``), ``use_scope`` (``with use_scope(scope):
+store.similarity_search(...)``, or the HTTP middleware), and ``configurable["user_id"]`` of
+the ``RunnableConfig`` the call runs under (a chain step, or the retriever's ``invoke``):
+one unbound retriever serves many users in ``.batch``. Sources naming different users are
+``ScopeViolation`` (a bound scope never silently wins); none is ``MissingScope``.
 
 ``filter`` takes the project's dict dialect (``muxi_isolation.filters``): equality,
 ``$eq $ne $lt $lte $gt $gte $in $nin $exists $contains $any $all $text`` and
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
@@ -31,20 +35,27 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from pydantic import model_validator
 
 from muxi_isolation import policy
-from muxi_isolation.context import get_scope
+from muxi_isolation.context import resolve
 from muxi_isolation.errors import InvalidFilter, InvalidInput, UnsupportedStore
 from muxi_isolation.records import Memory
 from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, FilterSpec, Scored
 
 from .._owned import OwnsBackend, Storage, unpack
+from ._config import arun_with_config, config_scope, run_with_config
 from ._mmr import mmr
 
 __all__ = ["MuxiRetriever", "MuxiVectorStore"]
+
+_HINT = (
+    "no user for this call: bind a scope, pass configurable user_id in the RunnableConfig, "
+    "or set one with use_scope()"
+)
 
 
 def similarity_to_relevance(similarity: float) -> float:
@@ -150,8 +161,9 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         )
 
     def current_scope(self) -> Scope:
-        """The bound scope, else the context's; ``MissingScope`` if neither is set."""
-        return self.scope if self.scope is not None else get_scope()
+        """The scope every present source names: the bound one, ``use_scope``'s and the
+        running config's; ``ScopeViolation`` if two disagree, ``MissingScope`` if none."""
+        return resolve(self.scope, config_scope(), hint=_HINT)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self.relevance_score_fn
@@ -474,7 +486,9 @@ class MuxiRetriever(VectorStoreRetriever):
     """``VectorStoreRetriever`` that also takes the number of results as ``k``.
 
     ``MuxiRetriever(vectorstore=store, k=3)`` is ``search_kwargs={"k": 3}``; ``invoke(q,
-    k=1)`` overrides either for one call. The scope is the store's.
+    k=1)`` overrides either for one call. The user is the one the store resolves, with the
+    config ``invoke``/``batch`` gets as a source: ``retriever.batch(qs, [{"configurable":
+    {"user_id": "t:alice"}}, ...])`` answers each item for its own user.
     ``search_type="hybrid"`` (with ``alpha``, ``text_k`` in ``search_kwargs``) runs
     ``MuxiVectorStore.hybrid_search``.
     """
@@ -484,6 +498,20 @@ class MuxiRetriever(VectorStoreRetriever):
         "hybrid",
     )
     k: int | None = None
+
+    # BaseRetriever.invoke does not make its config the running one (a chain step does):
+    # make it so, for the store to read configurable user_id.
+    def invoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[Document]:
+        config = ensure_config(config)
+        return run_with_config(config, partial(super().invoke, input, config, **kwargs))
+
+    async def ainvoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[Document]:
+        config = ensure_config(config)
+        return await arun_with_config(config, super().ainvoke(input, config, **kwargs))
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
