@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from muxi_isolation.audit import guard
 from muxi_isolation.config import Config
 from muxi_isolation.errors import UnsupportedStore
 from muxi_isolation.facade import Isolation
@@ -72,6 +73,10 @@ class OwnsBackend:
 
     # Only annotated: a class-level value would hide a pydantic subclass's private attribute.
     _owned: Backend | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        guard(cls, lambda self: self._storage_backend())  # its own refusals are audited too
 
     def _storage_backend(self) -> Backend:
         raise NotImplementedError("_storage_backend")

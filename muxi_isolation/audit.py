@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from .errors import MissingScope, ScopeViolation, SessionNotFound
+from .errors import AccessDenied, MissingScope, ScopeViolation, SessionNotFound
 from .scope import Scope
 
 if TYPE_CHECKING:
@@ -57,20 +57,34 @@ __all__ = [
     "MISSING",
     "NO_AUDIT",
     "OK",
+    "OUTCOMES",
     "AuditEvent",
     "AuditQuery",
     "Auditor",
     "ChainBreak",
+    "DatabaseSink",
+    "EventList",
+    "LogSink",
+    "OtelSink",
     "acting",
+    "aread_events",
     "chain_hash",
+    "guard",
+    "heads",
     "instrument",
     "note_dropped",
+    "prune",
+    "read_events",
+    "recorded",
+    "refusal",
+    "verify",
     "verify_chain",
 ]
 
 log = logging.getLogger("muxi_isolation.audit")
 
 OK, DENIED, MISSING, DROPPED = "ok", "denied", "missing", "dropped"
+OUTCOMES = (OK, DENIED, MISSING, DROPPED)
 GENESIS = "0" * 64  # the previous hash of each chain's first event
 REFUSALS = (MissingScope, ScopeViolation)  # ReservedKey is a ScopeViolation
 Kind = Literal["read", "write", "admin"]
@@ -489,6 +503,16 @@ def _refusal(exc: Exception) -> str | None:
     return None
 
 
+def refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refusal the trail records (an edge's 401/403 included)."""
+    return isinstance(exc, (*REFUSALS, AccessDenied))
+
+
+def recorded(exc: BaseException) -> bool:
+    """Whether a storage hook already recorded ``exc`` (so an edge does not again)."""
+    return bool(getattr(exc, "_muxi_audited", False))
+
+
 def _wrap(name: str, kind: Kind, targets_of: Targets, fn: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(fn):
 
@@ -507,6 +531,7 @@ def _wrap(name: str, kind: Kind, targets_of: Targets, fn: Callable[..., Any]) ->
                 if outcome is not None:
                     targets = _safe(targets_of, args, kwargs)
                     await auditor.awrite(auditor.event(name, outcome, call.subject, targets))
+                    exc._muxi_audited = True  # type: ignore[attr-defined]
                 raise
             _call.reset(token)
             for event in _after(auditor, name, kind, targets_of(args, kwargs), result, call):
@@ -530,6 +555,7 @@ def _wrap(name: str, kind: Kind, targets_of: Targets, fn: Callable[..., Any]) ->
             if outcome is not None:
                 targets = _safe(targets_of, args, kwargs)
                 auditor.write(auditor.event(name, outcome, call.subject, targets))
+                exc._muxi_audited = True  # type: ignore[attr-defined]
             raise
         _call.reset(token)
         for event in _after(auditor, name, kind, targets_of(args, kwargs), result, call):
@@ -556,6 +582,65 @@ def instrument(cls: type, names: Iterable[str] | None = None) -> None:
                 wrapped = _wrap(name, kind, targets_of, fn)
                 wrapped.__muxi_audited__ = True  # type: ignore[attr-defined]
                 setattr(cls, attr, wrapped)
+
+
+def guard(cls: type, backend_of: Callable[[Any], Backend]) -> None:
+    """Record the refusals an adapter class makes itself, before any storage call (a
+    reserved key in a framework's metadata, a config naming two users): each public
+    method of ``cls``'s own is wrapped; a refusal the storage hooks already recorded is
+    not recorded twice. The interface is the adapter's package."""
+    interface = cls.__module__.removeprefix(_ADAPTERS).split(".")[0]
+    for name, fn in list(vars(cls).items()):
+        plain = inspect.isfunction(fn) and not inspect.isgeneratorfunction(fn)
+        if name.startswith("_") or not plain or inspect.isasyncgenfunction(fn):
+            continue
+        setattr(cls, name, _guarded(f"{cls.__name__}.{name}", interface, backend_of, fn))
+
+
+def _guarded(
+    operation: str, interface: str, backend_of: Callable[[Any], Backend], fn: Callable[..., Any]
+) -> Callable[..., Any]:
+    def event(self: Any, exc: Exception) -> tuple[Auditor, AuditEvent] | None:
+        if not refusal(exc) or recorded(exc):
+            return None
+        try:
+            auditor = backend_of(self).audit
+        except Exception:  # no storage yet: nothing to record into
+            return None
+        if not auditor.enabled:
+            return None
+        subject = getattr(self, "scope", None)
+        who = _acting.get() or _Acting("app", interface)
+        with acting(who.actor, who.interface):
+            made = auditor.event(operation, DENIED, subject if isinstance(subject, Scope) else None)
+        exc._muxi_audited = True  # type: ignore[attr-defined]
+        return auditor, made
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(self, *args, **kwargs)
+            except Exception as exc:
+                found = event(self, exc)
+                if found is not None:
+                    await found[0].awrite(found[1])
+                raise
+
+        return acall
+
+    @functools.wraps(fn)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception as exc:
+            found = event(self, exc)
+            if found is not None:
+                found[0].write(found[1])
+            raise
+
+    return call
 
 
 # -- the in-process store: the memory backend's, and the model of the SQL one ---------------

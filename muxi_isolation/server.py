@@ -7,6 +7,7 @@
     POST   /v1/chat                              {"message", "session_id"?} -> {"response", ...}
     GET    /v1/admin/users/{user_id}/export      admin key: everything stored for a user
     DELETE /v1/admin/users/{user_id}             admin key: forget a user
+    GET    /v1/admin/audit                       admin key: the audit trail's events
     GET    /openapi.json, GET /health            public
 
 Who a request acts for comes only from the headers, through ``MuxiIsolationMiddleware``;
@@ -55,7 +56,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise AdapterUnavailable(exc.name or "starlette", "server") from exc
 
-from . import migrate, policy
+from . import audit, migrate, policy
 from ._asgi_types import ASGIApp, Receive, Send
 from ._asgi_types import Message as ASGIMessage
 from ._asgi_types import Scope as ASGIScope
@@ -72,7 +73,7 @@ from .http import (
     send_json,
 )
 from .idempotency import digest, replayed
-from .keys import Grant, KeyRing
+from .keys import AccessLevel, Grant, KeyRing
 from .outages import OutageLog
 from .quotas import RateLimiter
 from .records import Message, Receipt, SessionRecord
@@ -369,6 +370,13 @@ def create_app(
         _require_admin(request)
         return JSONResponse(await forget(isolation, Scope.parse(request.path_params["user_id"])))
 
+    async def audit_route(request: Request) -> Response:
+        _require_admin(request)
+        query = _audit_query(request)
+        found = await audit.aread_events(backend, query)
+        await backend.audit.arecord("audit_read", audit.OK, query.tenant_id)
+        return JSONResponse({"events": [e.to_dict() for e in found]})
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -389,12 +397,14 @@ def create_app(
         Route("/v1/chat", chat, methods=["POST"]),
         Route("/v1/admin/users/{user_id:path}/export", export_route, methods=["GET"]),
         _UserRoute("/v1/admin/users/{user_id:path}", forget_route, methods=["DELETE"]),
+        Route("/v1/admin/audit", audit_route, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
     outages = OutageLog(log)
     middleware = [
         Middleware(_Deadline, timeout=request_timeout, outages=outages),
+        Middleware(_AuditEdge, keys=keys, backend=backend),
         Middleware(
             MuxiIsolationMiddleware,
             keys=keys,
@@ -403,6 +413,7 @@ def create_app(
             public_paths=PUBLIC_PATHS,
             admin_paths=ADMIN_PATHS,
         ),
+        Middleware(_AuditActor, backend=backend),
         Middleware(_RateLimit, limiter=RateLimiter(backend.limits)),
     ]
     handlers: dict[Any, Any] = {
@@ -415,7 +426,115 @@ def create_app(
         routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan
     )
     app.state.outages = outages
+    app.state.audited = backend
     return app
+
+
+_AUDIT_BOX = "muxi_audit"  # in the ASGI scope: whether the request got past the key check
+_AUDIT_LIMIT = 1000  # events per GET /v1/admin/audit at most
+
+
+def _operation(scope: ASGIScope) -> str:
+    return f"{scope.get('method', '')} {scope.get('path', '')}"[:64]
+
+
+class _AuditEdge:
+    """Record every request the key check refuses (401, 403) before it reaches a route:
+    the actor is the key's id when the key is known, the subject the user the header
+    names when it parses. Requests past the check are ``_AuditActor``'s."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing, backend: Backend) -> None:
+        self.app, self.keys, self.backend = app, keys, backend
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.backend.audit.enabled:
+            await self.app(scope, receive, send)
+            return
+        box = {"reached": False, "status": 0}
+
+        async def watching(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                box["status"] = message["status"]
+            await send(message)
+
+        await self.app({**scope, _AUDIT_BOX: box}, receive, watching)
+        if box["status"] in (401, 403) and not box["reached"]:
+            with audit.acting(self._actor(scope), "http"):
+                await self.backend.audit.arecord(
+                    _operation(scope), audit.DENIED, self._subject(scope)
+                )
+
+    def _actor(self, scope: ASGIScope) -> str:
+        headers = dict(scope.get("headers") or [])
+        key = headers.get(b"x-muxi-client-key")
+        try:
+            return self.keys.identify(None if key is None else key.decode("latin-1")).key_id or "-"
+        except IsolationError:
+            return "unknown key" if key else "no key"
+
+    @staticmethod
+    def _subject(scope: ASGIScope) -> Scope | None:
+        raw = dict(scope.get("headers") or []).get(b"x-muxi-user-id")
+        try:
+            return Scope.parse(raw.decode("utf-8")) if raw is not None else None
+        except (IsolationError, UnicodeDecodeError):
+            return None
+
+
+class _AuditActor:
+    """Behind the key check: every call of the request names the key (``audit.acting``),
+    and an admin key acting as a user (impersonation) is an event of its own."""
+
+    def __init__(self, app: ASGIApp, backend: Backend) -> None:
+        self.app, self.backend = app, backend
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        grant = scope.get(GRANT_KEY)
+        if scope["type"] != "http" or not isinstance(grant, Grant):
+            await self.app(scope, receive, send)
+            return
+        box = scope.get(_AUDIT_BOX)
+        if isinstance(box, dict):
+            box["reached"] = True
+        actor = grant.key_id or ("anonymous" if grant is ANONYMOUS else "-")
+        with audit.acting(actor, "http"):
+            path = str(scope.get("path", ""))
+            if grant.level is AccessLevel.ADMIN and not path.startswith(ADMIN_PATHS):
+                user = scope.get(SCOPE_KEY)
+                subject = user if isinstance(user, Scope) else None
+                await self.backend.audit.arecord("impersonate", audit.OK, subject, [path[:255]])
+            await self.app(scope, receive, send)
+
+
+def _audit_query(request: Request) -> audit.AuditQuery:
+    """``tenant``, ``user`` (an id, or tenant:user), ``since`` (ISO 8601), ``outcome`` and
+    ``limit`` (at most 1000, the default) from the query string."""
+    params = request.query_params
+    unknown = set(params) - {"tenant", "user", "since", "outcome", "limit"}
+    if unknown:
+        raise _BadRequest(422, "invalid_request", f"unknown parameters: {sorted(unknown)}")
+    tenant = params.get("tenant")
+    tenant = None if tenant is None else Scope(tenant).tenant_id
+    user = params.get("user")
+    if user is not None and ":" in user:
+        parsed = Scope.parse(user)
+        tenant, user = parsed.tenant_id, parsed.user_id
+    elif user is not None:
+        user = canonical_id(user, "user_id")
+    since = None
+    if params.get("since") is not None:
+        try:
+            since = datetime.fromisoformat(params["since"])
+        except ValueError:
+            raise _BadRequest(422, "invalid_request", "'since' must be an ISO 8601 time") from None
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    outcome = params.get("outcome")
+    if outcome is not None and outcome not in audit.OUTCOMES:
+        raise _BadRequest(422, "invalid_request", f"'outcome' must be one of {audit.OUTCOMES}")
+    limit = params.get("limit", str(_AUDIT_LIMIT))
+    if not limit.isascii() or not limit.isdigit() or not 1 <= int(limit) <= _AUDIT_LIMIT:
+        raise _BadRequest(422, "invalid_request", f"'limit' must be 1 to {_AUDIT_LIMIT}")
+    return audit.AuditQuery(tenant, user, since, outcome, int(limit))
 
 
 class _Deadline:
@@ -496,9 +615,14 @@ class _UserRoute(Route):
         return super().matches(scope)
 
 
-def _isolation_error(request: Request, exc: Exception) -> Response:
+async def _isolation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IsolationError)
     status, body = error_response(exc)
+    if status in (400, 401, 403) and audit.refusal(exc) and not audit.recorded(exc):
+        backend: Backend = request.app.state.audited
+        user = request.scope.get(SCOPE_KEY)
+        subject = user if isinstance(user, Scope) else None
+        await backend.audit.arecord(_operation(request.scope), audit.DENIED, subject)
     if status >= 500:
         request.app.state.outages.failed(exc)  # one trace, then a summary line per cause
     headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
@@ -574,6 +698,37 @@ USER_PATTERN = f"^{_id_pattern(':')}(?::{_id_pattern()})?$"
 # No NUL in body text. Lone surrogates (``"\ud800"`` in JSON) are 400 too, but a pattern
 # cannot tell them from pairs in both dialects; the 400 response says so.
 _NO_NUL = r"^[^\x00]*$"
+
+
+_EVENT_IDS = ("tenant_id", "user_id", "session_id")
+
+
+def _audit_parameters() -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
+
+    ids = {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 255}
+    return [
+        query("tenant", ids, "Only this tenant's events"),
+        query(
+            "user",
+            {**ids, "pattern": USER_PATTERN, "maxLength": 511},
+            "Only this user's: a user id, or tenant:user",
+        ),
+        query("since", {"type": "string", "format": "date-time"}, "Only events from then on"),
+        query("outcome", {"type": "string", "enum": list(audit.OUTCOMES)}, "Only this outcome"),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": _AUDIT_LIMIT},
+            f"At most this many events (default {_AUDIT_LIMIT})",
+        ),
+    ]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -727,6 +882,17 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/v1/admin/audit": {
+                "get": {
+                    "summary": "Admin key: the audit trail's events, oldest first",
+                    "parameters": _audit_parameters(),
+                    "responses": {
+                        "200": _json(_ref("AuditEvents"), "Events"),
+                        **common,
+                        **_errors(422),
+                    },
+                },
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -862,6 +1028,21 @@ def openapi_document() -> dict[str, Any]:
                         "tenant_id": text,
                         "sessions": {"type": "array", "items": _ref("SessionHistory")},
                         "memories": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "AuditEvents": {
+                    "type": "object",
+                    "properties": {"events": {"type": "array", "items": _ref("AuditEvent")}},
+                },
+                "AuditEvent": {
+                    "type": "object",
+                    "properties": {
+                        "at": time_field,
+                        **{k: {"type": ["string", "null"]} for k in _EVENT_IDS},
+                        **{k: text for k in ("actor", "interface", "operation", "outcome")},
+                        "targets": {"type": "array", "items": text},
+                        "seq": {"type": "integer"},
+                        **{k: text for k in ("prev_hash", "hash")},
                     },
                 },
                 "ForgetResult": {
