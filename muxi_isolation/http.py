@@ -18,7 +18,10 @@ An admin key (``fma_...``) goes in the same header. It may call the admin endpoi
 such request is logged (WARNING on ``muxi_isolation.http``) with the key's id and the user.
 The resolved scope is put in the ASGI scope (``scope["muxi.scope"]`` and
 ``scope["state"]["muxi_scope"]``, which Starlette shows as ``request.state.muxi_scope``)
-and set with ``context.use_scope`` while the downstream app runs.
+and set with ``context.use_scope`` while the downstream app runs. A scope already set
+around the middleware (``use_scope``, an outer middleware) is a second source of the same
+rule every adapter applies (``context.resolve``): naming another user than the header is
+400 ``scope_violation``, after the key and pair checks.
 
 Plain ASGI, no framework imported: it works under Starlette, FastAPI or any ASGI app.
 ``ERROR_STATUS`` is the one table from typed errors to HTTP statuses and stable codes.
@@ -31,6 +34,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from . import context
 from ._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from .context import use_scope
 from .errors import (
@@ -266,6 +270,7 @@ class MuxiIsolationMiddleware:
         elif not (grant.level is AccessLevel.ADMIN and self._admin_path(path)):
             # (an admin endpoint names its user in the path and checks the level itself)
             grant.allow(scope)  # the grant already found: the key is hashed and looked up once
+        context.resolve(scope)  # a scope set around this app must be the header's
         return scope, grant
 
     def _admin_path(self, path: str) -> bool:
