@@ -22,7 +22,7 @@ from .config import Config, load_config
 from .errors import InvalidInput
 from .records import Memory, Message, SessionRecord
 from .scope import Scope
-from .sessions import Clock, SessionManager, utc_now
+from .sessions import DEFAULT_TIMEOUT, Clock, SessionManager, utc_now
 from .stores import Backend, open_backend, open_configured_backend
 from .stores.base import FilterSpec, Scored
 
@@ -210,7 +210,7 @@ class Isolation:
         self,
         backend: Backend | None = None,
         *,
-        session_timeout: float = 3600,
+        session_timeout: float = DEFAULT_TIMEOUT,
         clock: Clock = utc_now,
         embed: Embedder | None = None,
         config: Config | None = None,
