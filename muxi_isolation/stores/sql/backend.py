@@ -242,7 +242,7 @@ class SQLBackend(SQLGraph, Backend):
             with _errors.unavailable():
                 conn = engine.connect()
             with conn:
-                conn.execution_options(muxi_write=write)
+                conn.execution_options(muxi_write=write, **{_OWN: True})
                 with conn.begin():
                     return self._call(conn, scope, admin_tenant, fn, args, kwargs)
 
@@ -278,7 +278,7 @@ class SQLBackend(SQLGraph, Backend):
                 conn = await engine.connect().start()
             try:
                 with _errors.mapped():
-                    await conn.execution_options(muxi_write=write)
+                    await conn.execution_options(muxi_write=write, **{_OWN: True})
                     async with conn.begin():
                         return await conn.run_sync(
                             self._call, scope, admin_tenant, fn, args, kwargs
@@ -959,17 +959,34 @@ def _engines(
     else:
         for engine in (sync_engine, async_engine.sync_engine):
             event.listen(engine, "connect", register_vector_wire)
+            event.listen(engine, "before_cursor_execute", _mark_foreign)
             event.listen(engine, "reset", _discard_session_state)
     return sync_engine, async_engine
 
 
-def _discard_session_state(dbapi_connection: Any, _record: Any, state: Any) -> None:
-    """On its way back to the pool, a PostgreSQL connection forgets everything the last
-    transaction left on the session: temporary tables, session-level settings, prepared
-    statements, cursors, advisory locks, LISTENs (``DISCARD ALL``, outside a transaction)."""
+_OWN = "muxi_own"  # execution option: the statement is one of the backend's operations
+_DIRTY = "muxi_dirty"  # pooled connection info: it ran a statement that was not
+
+
+def _mark_foreign(conn: Connection, *_args: Any) -> None:
+    """Note on the pooled connection any statement the backend's operations did not send.
+    Theirs leave nothing on the session (every setting they make, every lock they take is
+    transaction-local, and no table is created), so only such a connection needs a reset."""
+    if not conn.get_execution_options().get(_OWN):
+        conn.info[_DIRTY] = True
+
+
+def _discard_session_state(dbapi_connection: Any, record: Any, state: Any) -> None:
+    """On its way back to the pool, a PostgreSQL connection that ran any statement of
+    someone else's (``_mark_foreign``) forgets everything it may have left on the session:
+    temporary tables, session-level settings, prepared statements, cursors, advisory locks,
+    LISTENs (``DISCARD ALL``, outside a transaction). The backend's own calls skip that round
+    trip."""
     if state.terminate_only or not state.asyncio_safe:
         return  # being closed, or garbage-collected off its event loop: nothing to reuse
     dbapi_connection.rollback()
+    if not record.info.pop(_DIRTY, False):
+        return
     dbapi_connection.autocommit = True
     try:
         dbapi_connection.execute("DISCARD ALL")

@@ -1,0 +1,207 @@
+"""Round trips per scoped call, pinned: a search, a history read and a history append.
+
+PostgreSQL: every exchange with the server is counted by libpq's own trace (one
+``ReadyForQuery`` ends each one), so BEGIN, ``scope_enter``, COMMIT and the reset of a pooled
+connection count too. SQLite: every statement the backend sends (BEGIN, COMMIT and ROLLBACK
+included; SQLite's exact search reads the user's vectors, then the k rows).
+Both halves, sync and async, must cost the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from sqlalchemy import Engine, event, text
+
+from muxi_isolation import Memory, Scope
+from muxi_isolation.adapters.langchain import MuxiChatMessageHistory
+from muxi_isolation.adapters.langchain._messages import to_record
+from muxi_isolation.quotas import Limits
+from muxi_isolation.sessions import SessionManager
+from muxi_isolation.stores.sql import SQLBackend
+
+ALICE = Scope("tenant_a", "alice")
+PAIR = [HumanMessage("what did I say?"), AIMessage("That the budget is 1.2M.")]
+
+# (PostgreSQL round trips, SQLite statements) per call. A pooled PostgreSQL connection that
+# ran only the backend's own statements goes back to the pool without a reset.
+PINNED = {
+    "search": (4, 4),  # BEGIN, scope_enter, the search (the user's row count inside), COMMIT
+    "read": (4, 3),  # BEGIN, scope_enter, the read, COMMIT
+    "append": (6, 5),  # BEGIN, scope_enter, touch, seqs, insert, COMMIT
+    "first append": (12, 10),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
+}
+
+
+def _engines(backend: SQLBackend) -> list[Engine]:
+    found = {id(e): e for e in (backend._engine, backend._writers[0])}
+    for engine in (backend._aengine, backend._writers[1]):
+        found[id(engine.sync_engine)] = engine.sync_engine
+    return list(found.values())
+
+
+@contextmanager
+def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
+    """libpq's trace of every connection used meanwhile, one per checkout."""
+    counted: list[str] = []
+    traces: dict[int, tuple[Any, int, str]] = {}
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        pgconn = record.driver_connection.pgconn
+        fd, path = tempfile.mkstemp(prefix="muxi-trace-")
+        pgconn.trace(fd)
+        traces[id(record)] = (pgconn, fd, path)
+
+    def checkin(_dbapi: Any, record: Any) -> None:
+        found = traces.pop(id(record), None)
+        if found is None:
+            return
+        pgconn, fd, path = found
+        pgconn.untrace()  # flushes the trace
+        with open(path) as trace:
+            counted.append(trace.read())
+        os.close(fd)
+        os.unlink(path)
+
+    engines = _engines(backend)
+    for engine in engines:
+        event.listen(engine.pool, "checkout", checkout)
+        event.listen(engine.pool, "checkin", checkin)
+    try:
+        yield counted
+    finally:
+        for engine in engines:
+            event.remove(engine.pool, "checkout", checkout)
+            event.remove(engine.pool, "checkin", checkin)
+
+
+@contextmanager
+def sqlite_statements(backend: SQLBackend) -> Iterator[list[int]]:
+    counted: list[int] = []
+
+    def statement(*_args: Any) -> None:
+        counted.append(1)
+
+    engines = _engines(backend)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "commit", statement)
+        event.listen(engine, "rollback", statement)
+    try:
+        yield counted
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", statement)
+            event.remove(engine, "commit", statement)
+            event.remove(engine, "rollback", statement)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, make_backend: Any) -> Iterator[SQLBackend]:
+    # A fixed dimension: PostgreSQL builds the HNSW index, so a search plans per user.
+    backend = make_backend(request.param, embedding_dimension=2, pool_size=1, max_overflow=0)
+    backend.upsert_memories(ALICE, [Memory(f"m{i}", "x", {}, [1.0, i]) for i in range(20)])
+    return backend
+
+
+def _count(store: SQLBackend) -> Any:
+    return (
+        postgres_round_trips(store) if store.dialect == "postgresql" else sqlite_statements(store)
+    )
+
+
+def _trips(traces: list[Any]) -> list[int]:
+    """Per checkout: the server's ``ReadyForQuery`` messages (PostgreSQL), or statements."""
+    return [
+        t if isinstance(t, int) else len(re.findall(r"\tB\t\d+\tReadyForQuery", t)) for t in traces
+    ]
+
+
+def _calls(store: SQLBackend) -> dict[str, tuple[Callable[[], Any], Callable[[], Awaitable[Any]]]]:
+    sessions = SessionManager(store)
+    old = MuxiChatMessageHistory(store, ALICE.with_session(sessions.create(ALICE).id), sessions)
+    old.add_messages(PAIR)
+    new = iter(range(1000))
+
+    def fresh() -> MuxiChatMessageHistory:
+        return MuxiChatMessageHistory(store, ALICE.with_session(f"s{next(new)}"), sessions)
+
+    async def afirst() -> None:
+        await fresh().aadd_messages(PAIR)
+
+    return {
+        "search": (
+            lambda: store.search_memories(ALICE, [1.0, 0.5], k=4),
+            lambda: store.asearch_memories(ALICE, [1.0, 0.5], k=4),
+        ),
+        "read": (lambda: old.messages, old.aget_messages),
+        "append": (lambda: old.add_messages(PAIR), lambda: old.aadd_messages(PAIR)),
+        "first append": (lambda: fresh().add_messages(PAIR), afirst),
+    }
+
+
+@pytest.mark.parametrize("call", list(PINNED))
+async def test_round_trips_per_scoped_call_are_pinned(store: SQLBackend, call: str) -> None:
+    sync, async_ = _calls(store)[call]
+    sync(), await async_()  # warm: schema, dimension, pools
+    pinned = PINNED[call][0 if store.dialect == "postgresql" else 1]
+    with _count(store) as counted:
+        result = sync()
+    with _count(store) as acounted:
+        await async_()
+    trips, atrips = _trips(counted), _trips(acounted)
+    assert (sum(trips), sum(atrips)) == (pinned, pinned), (trips, atrips)
+    if call == "search":
+        assert len(result) == 4
+
+
+LEFT = text(
+    "SELECT (SELECT count(*) FROM pg_settings WHERE source = 'session'), "
+    "(SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'), "
+    "(SELECT count(*) FROM pg_prepared_statements), "
+    "coalesce(current_setting('muxi.user_id', true), ''), current_setting('enable_sort')"
+)
+
+
+async def test_the_backends_own_calls_leave_nothing_for_a_reset(make_backend: Any) -> None:
+    """Why the backend's calls skip ``DISCARD ALL``: on a pool of one connection, a session,
+    appends, quota-checked writes (advisory locks), an HNSW search (its planner settings),
+    keyword search, reads and a forget, on both halves, leave no setting, lock or prepared
+    statement on the session; and no reset was sent."""
+    store = make_backend(
+        "postgres", embedding_dimension=2, ann_threshold=5, pool_size=1, max_overflow=0
+    )
+    store.limits = Limits(max_sessions_per_user=100, max_memories_per_user=100)
+    store.setup()  # its probe of the app role is not a call: that connection is reset
+    sessions = SessionManager(store)
+
+    async def calls() -> None:
+        store.upsert_memories(ALICE, [Memory(f"m{i}", f"word {i}", {}, [1.0, i]) for i in range(9)])
+        await store.aupsert_memories(ALICE, [Memory("a", "word", {}, [0.5, 1.0])])
+        assert store.search_plan(ALICE) == "hnsw"
+        assert len(store.search_memories(ALICE, [1.0, 0.5], k=3)) == 3
+        assert (
+            len(await store.asearch_memories(ALICE, [1.0, 0.5], k=3, text="word", mode="hybrid"))
+            == 3
+        )
+        scope = ALICE.with_session(sessions.create(ALICE).id)
+        sessions.append(scope, [to_record(m) for m in PAIR])
+        await sessions.aappend(scope, [to_record(m) for m in PAIR])
+        assert len(await store.aget_messages(scope)) == 4
+        store.forget_user(Scope("tenant_a", "bob"))
+
+    with postgres_round_trips(store) as traces:
+        await calls()
+    assert len(traces) > 10 and not [t for t in traces if "DISCARD" in t]
+    with store._engine.connect() as conn:  # the one pooled connection, as the calls left it
+        left = conn.execute(LEFT).one()
+    async with store._aengine.connect() as aconn:
+        aleft = (await aconn.execute(LEFT)).one()
+    assert tuple(left) == tuple(aleft) == (0, 0, 0, "", "on")
