@@ -28,6 +28,7 @@ from muxi_isolation import (
     StorageError,
     StorageUnavailable,
     current_scope,
+    use_scope,
 )
 from muxi_isolation.http import (
     ANONYMOUS,
@@ -257,6 +258,24 @@ async def test_raw_header_refusals(
 ) -> None:
     got_status, body = await raw_call(MuxiIsolationMiddleware(echo, ring()), headers)
     assert (got_status, body["error"]) == (status, code)
+
+
+async def test_a_scope_set_around_the_app_must_name_the_headers_user() -> None:
+    """The one scope rule at the edge: a scope already set (``use_scope``, an outer
+    middleware) and the header are two sources; another user is refused, unnamed."""
+    app = MuxiIsolationMiddleware(echo, ring())
+    headers = [(KEY, KEY_A.encode()), (USER, b"tenant_a:alice")]
+    for other in (Scope("tenant_a", "bob"), Scope("default", "alice")):
+        with use_scope(other):
+            status, body = await raw_call(app, headers)
+        assert (status, body["error"]) == (400, "scope_violation")
+        assert "bob" not in body["message"] and "alice" not in body["message"]
+    with use_scope(Scope("tenant_a", "alice", "sess_1")):
+        status, body = await raw_call(app, headers)
+    assert (status, body["user"]) == (200, "alice")
+    with use_scope(Scope("tenant_a", "bob")):  # checked after the key: a bad key learns nothing
+        status, body = await raw_call(app, [(KEY, b"fmc_wrong"), (USER, b"tenant_a:alice")])
+    assert (status, body["error"]) == (401, "unauthorized")
 
 
 async def test_a_required_user_header_is_required() -> None:
