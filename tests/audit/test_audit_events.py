@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +17,8 @@ from sqlalchemy import text
 
 from muxi_isolation import (
     Backend,
+    ConfigError,
+    Isolation,
     Memory,
     Message,
     MissingScope,
@@ -24,6 +27,7 @@ from muxi_isolation import (
     ScopeViolation,
     SessionNotFound,
     SessionRecord,
+    load_config,
     migrate,
 )
 from muxi_isolation.audit import (
@@ -34,6 +38,7 @@ from muxi_isolation.audit import (
     Auditor,
     AuditQuery,
     acting,
+    prune,
     read_events,
     verify,
 )
@@ -298,3 +303,38 @@ def test_the_interface_and_actor_are_the_callers(backend: Backend) -> None:
         backend.get_session(ALICE, "s")
     found = [(e.actor, e.interface) for e in read_events(backend)]
     assert found == [("app", "core"), ("sha256:0123456789ab", "http")]
+
+
+# -- retention and configuration ----------------------------------------------------------------
+
+
+def test_prune_deletes_the_oldest_events_and_the_rest_still_verifies(backend: Backend) -> None:
+    auditor = audited(backend).audit
+    auditor.retention = timedelta(days=365)
+    for days, scope in ((800, ALICE), (400, CAROL), (10, ALICE), (5, CAROL)):
+        auditor.clock = lambda days=days: datetime.now(timezone.utc) - timedelta(days=days)
+        backend.get_session(scope, "old")
+    auditor.clock = lambda: datetime.now(timezone.utc)
+    assert prune(backend) == 2
+    left = [(e.operation, e.tenant_id, e.seq) for e in read_events(backend)]
+    assert left[:2] == [("get_session", "tenant_a", 2), ("get_session", "tenant_b", 2)]
+    assert left[2][0] == "audit_prune"
+    assert verify(backend) == []
+
+
+def test_the_config_chooses_the_sink(caplog: pytest.LogCaptureFixture) -> None:
+    memory = {"memory": {"persistent": {"provider": "memory"}}}
+    iso = Isolation.from_config({**memory, "audit": {"sink": "log", "reads": True}})
+    with caplog.at_level(logging.INFO, logger="muxi_isolation.audit"):
+        iso.memories("tenant_a:alice").list()
+    assert read_events(iso.backend) == []  # the log, not the table
+    line = json.loads(caplog.records[-1].getMessage())
+    assert line["operation"] == "list_memories" and line["user_id"] == "alice"
+    off = Isolation.from_config({**memory, "audit": {"enabled": False}})
+    off.forget_user("tenant_a:alice")
+    assert off.backend.audit.enabled is False and read_events(off.backend) == []
+    on = Isolation.from_config(memory)  # the default: on, into the backend's table
+    on.forget_user("tenant_a:alice")
+    assert [e.operation for e in read_events(on.backend)] == ["forget_user"]
+    with pytest.raises(ConfigError, match=r"audit\.sink"):
+        load_config({"audit": {"sink": "syslog"}})
