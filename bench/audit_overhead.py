@@ -4,8 +4,9 @@
     python bench/audit_overhead.py                      # SQLite and PostgreSQL
     python bench/audit_overhead.py --databases sqlite --reads 300
 
-How long: about 40 s with the defaults on 2 cores (loading 20k messages and 10k memories
-into each database, then 3 x 2 x 600 timed calls per database, the modes interleaved).
+How long: about 80 s with the defaults on 2 cores (starting a throwaway PostgreSQL, loading
+20k messages and 10k memories into each database, then 3 x 3 x 600 timed calls per
+database, the modes interleaved).
 
 The calls are those of ``bench/history_scaling.py`` (``get_messages(scope, last=50)`` of a
 random session, as the non-owner app role with RLS on PostgreSQL) and of the search
