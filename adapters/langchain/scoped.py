@@ -15,7 +15,10 @@
   ``delete`` removes none of theirs, and an upsert never lands on a record not stamped
   for this scope;
 - verifies every returned document's stamp (anything foreign is dropped and logged),
-  then strips the reserved keys and gives back the caller's own ids.
+  then strips the reserved keys and gives back the caller's own ids;
+- applies the one scope rule (``muxi_isolation.context.resolve``) on every call: a
+  ``use_scope`` or a running config's ``configurable["user_id"]`` naming another user than
+  the bound scope is ``ScopeViolation``, never silently overridden.
 
 Dialects known out of the box: ``InMemoryVectorStore`` (a callable filter; the caller may
 pass a callable, which sees documents without the reserved keys, or a dict in the
@@ -36,6 +39,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from muxi_isolation import policy
+from muxi_isolation.context import resolve
 from muxi_isolation.errors import (
     InvalidFilter,
     InvalidInput,
@@ -45,6 +49,9 @@ from muxi_isolation.errors import (
 )
 from muxi_isolation.filters import matches
 from muxi_isolation.scope import Scope
+
+from ._config import config_scope
+from .vectorstore import MuxiRetriever
 
 __all__ = [
     "FilterDialect",
@@ -196,6 +203,16 @@ class ScopedVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self.store._select_relevance_score_fn()
 
+    def as_retriever(self, **kwargs: Any) -> MuxiRetriever:
+        """A retriever whose ``invoke`` makes its config the running one, as for the native
+        store, so a config naming another user is refused."""
+        tags = kwargs.pop("tags", None) or self._get_retriever_tags()
+        return MuxiRetriever(vectorstore=self, tags=tags, **kwargs)
+
+    def _agree(self) -> None:
+        """Every other source of this call must name the bound user (and session)."""
+        resolve(self.scope, config_scope())
+
     # -- the pure parts: ids, stamps, views
 
     def _stored_id(self, caller_id: str) -> str:
@@ -233,12 +250,14 @@ class ScopedVectorStore(VectorStore):
         return kept
 
     def _filter(self, caller: Any) -> Any:
+        self._agree()  # every search builds its filter here first
         return self.dialect.scoped(self.scope, caller, self._view)
 
     def _stamped(
         self, documents: Sequence[Document], ids: Sequence[str | None] | None
     ) -> tuple[list[Document], list[str]]:
         """Copies stamped with the scope under stored ids, and the caller's ids."""
+        self._agree()
         if ids is not None and len(ids) != len(documents):
             raise InvalidInput(f"got {len(ids)} ids for {len(documents)} documents", field="ids")
         given = ids if ids is not None else [d.id for d in documents]
@@ -308,6 +327,7 @@ class ScopedVectorStore(VectorStore):
         wrapped store would ignore or apply to every user), it raises ``InvalidFilter``.
         """
         ids = _delete_ids(ids, kwargs)
+        self._agree()
         owned = self._owned_ids(self.store.get_by_ids([self._stored_id(i) for i in ids]))
         if owned:
             self.store.delete(owned, **kwargs)
@@ -315,6 +335,7 @@ class ScopedVectorStore(VectorStore):
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         ids = _delete_ids(ids, kwargs)
+        self._agree()
         found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
         owned = self._owned_ids(found)
         if owned:
@@ -324,9 +345,11 @@ class ScopedVectorStore(VectorStore):
     # -- reads
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        self._agree()
         return self._visible(self.store.get_by_ids([self._stored_id(i) for i in ids]))
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        self._agree()
         found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
         return self._visible(found)
 

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 
 import pytest
 from langchain_core.runnables import RunnableLambda
+from langchain_core.vectorstores import InMemoryVectorStore
 from langgraph.config import get_store
 from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import BaseStore
@@ -42,6 +43,7 @@ class Case:
     make: Callable[[Backend, Scope | None], Any]
     call: Callable[[Any], object]
     acall: Callable[[Any], Awaitable[object]]
+    unbound: bool = True  # False: always bound (a foreign store's wrapper)
 
 
 def _lc_history(backend: Backend, scope: Scope | None) -> Callable[[], Any]:
@@ -70,6 +72,20 @@ CASES = [
         lambda b, s: lc.MuxiVectorStore(b, EMBED, scope=s).as_retriever(),
         lambda o: o.invoke("bees"),
         lambda o: o.ainvoke("bees"),
+    ),
+    Case(
+        "langchain scoped vector store",
+        lambda b, s: lc.scope_vectorstore(InMemoryVectorStore(EMBED), s),
+        lambda o: o.similarity_search("bees"),
+        lambda o: o.aget_by_ids(["1"]),
+        unbound=False,
+    ),
+    Case(
+        "langchain scoped retriever",
+        lambda b, s: lc.scope_vectorstore(InMemoryVectorStore(EMBED), s).as_retriever(),
+        lambda o: o.invoke("bees"),
+        lambda o: o.ainvoke("bees"),
+        unbound=False,
     ),
     Case("langchain history", _lc_history, lambda o: o().messages, _lc_history_async),
     Case(
@@ -130,7 +146,8 @@ async def test_every_source_must_name_one_user(backend: Backend, case: Case) -> 
             await _run(half, case.make(backend, None))
     with use_scope(ALICE):  # two sources, one user
         await _both(case, case.make(backend, ALICE))
-        await _both(case, case.make(backend, None))
+        if case.unbound:
+            await _both(case, case.make(backend, None))
     for other in (BOB, ALICE_B):  # a bound scope never silently wins
         for half in (case.call, case.acall):
             with use_scope(other), pytest.raises(ScopeViolation):
@@ -196,6 +213,12 @@ async def test_a_bound_retriever_invoked_for_another_user_is_refused(backend: Ba
         await retriever.ainvoke("bees", config(BOB))
     with pytest.raises(ScopeViolation):
         retriever.batch(["bees"], config=[config(ALICE_B)])
+    foreign = lc.scope_vectorstore(InMemoryVectorStore(EMBED), ALICE).as_retriever()
+    foreign.invoke("bees", config(ALICE))
+    with pytest.raises(ScopeViolation):
+        foreign.invoke("bees", config(BOB))
+    with pytest.raises(ScopeViolation):
+        await foreign.ainvoke("bees", config(BOB))
     unbound = lc.MuxiVectorStore(backend, EMBED).as_retriever()
     with pytest.raises(ScopeViolation), use_scope(ALICE):
         await unbound.ainvoke("bees", config(BOB))
