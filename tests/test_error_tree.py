@@ -558,6 +558,12 @@ ALLOWED = {
         "muxi-isolation always isolates users; remove user_isolation: false",
     ): "a pydantic validator must raise ValueError; load_config maps it to ConfigError",
     (
+        "muxi_isolation/config.py",
+        "ValueError",
+        "embedding_precision: half is for provider: postgresql (pgvector's halfvec); "
+        "SQLite and the in-memory store keep float32 vectors",
+    ): "a pydantic validator must raise ValueError; load_config maps it to ConfigError",
+    (
         "adapters/langchain/vectorstore.py",
         "ValueError",
         "k and search_kwargs['k'] disagree",
