@@ -167,8 +167,9 @@ def _wire_vector() -> Any:
 
 @cache
 def _wire_halfvec() -> Any:
-    """``HALFVEC``, moved as ``VECTOR`` on the wire and cast on the server: a query's
-    parameter is a ``halfvec`` too, so ``<=>`` can use the ``halfvec_cosine_ops`` index."""
+    """``HALFVEC``, moved as ``VECTOR`` on the wire and cast on the server. A query's
+    parameter is cast to ``halfvec`` explicitly (pgvector's implicit cast would pick it too),
+    so ``<=>`` is the ``halfvec`` operator its ``halfvec_cosine_ops`` index serves."""
     from pgvector.sqlalchemy import HALFVEC, Vector
 
     class WireHalfVec(HALFVEC):  # type: ignore[misc]
