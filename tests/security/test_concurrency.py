@@ -194,7 +194,8 @@ def test_interleaved_scopes_read_only_their_own_and_lose_nothing(
 ) -> None:
     backend = make_backend(kind)  # cold: the first callers create the tables together
     ledger = Ledger()
-    start = threading.Barrier(THREADS + 1)
+    # a thread that dies before the start fails the test instead of hanging it
+    start = threading.Barrier(THREADS + 1, timeout=60)
     workers = [
         threading.Thread(target=thread, args=(backend, i, ledger, start)) for i in range(THREADS)
     ]
