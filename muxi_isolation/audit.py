@@ -73,6 +73,7 @@ __all__ = [
     "heads",
     "instrument",
     "note_dropped",
+    "probing",
     "prune",
     "read_events",
     "recorded",
@@ -387,6 +388,19 @@ class _Call:
 
 
 _call: ContextVar[_Call | None] = ContextVar("muxi_isolation_audit_call", default=None)
+_probing: ContextVar[bool] = ContextVar("muxi_isolation_audit_probing", default=False)
+
+
+@contextmanager
+def probing() -> Iterator[None]:
+    """Inside the block an id answered as missing is the library's own existence check
+    (``SessionManager.ensure``: create it when missing; an import comparing what is
+    stored), not an answer to a caller: it leaves no event."""
+    token = _probing.set(True)
+    try:
+        yield
+    finally:
+        _probing.reset(token)
 
 
 def note_dropped(scope: Scope, target: str | None) -> None:
@@ -489,6 +503,8 @@ def _after(
     """The events a finished call leaves: drops, a miss, or the act itself if recorded."""
     events = list(call.dropped)
     outcome, targets = _answered(name, result, targets)
+    if outcome == MISSING and _probing.get():
+        outcome = OK
     wanted = kind == "admin" or (kind == "read" and auditor.reads)
     if outcome != OK or wanted or (kind == "write" and auditor.writes):
         events.append(auditor.event(name, outcome, call.subject, targets))
@@ -498,7 +514,7 @@ def _after(
 def _refusal(exc: Exception) -> str | None:
     if isinstance(exc, REFUSALS):
         return DENIED
-    if isinstance(exc, SessionNotFound):
+    if isinstance(exc, SessionNotFound) and not _probing.get():
         return MISSING
     return None
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from . import policy
+from .audit import probing
 from .errors import DuplicateRequest, InvalidInput, SessionExists, SessionExpired, SessionNotFound
 from .idempotency import message_request, replayed
 from .records import Message, Receipt, SessionRecord
@@ -104,7 +105,8 @@ class SessionManager:
     def ensure(self, scope: Scope, session_id: str) -> SessionRecord:
         """Touch the session, creating it under this id first if this user has none."""
         try:
-            return self.touch(scope, session_id)
+            with probing():  # a miss here is ours, not an answer: no audit event
+                return self.touch(scope, session_id)
         except SessionNotFound:
             pass
         try:
@@ -221,7 +223,8 @@ class SessionManager:
 
     async def aensure(self, scope: Scope, session_id: str) -> SessionRecord:
         try:
-            return await self.atouch(scope, session_id)
+            with probing():
+                return await self.atouch(scope, session_id)
         except SessionNotFound:
             pass
         try:

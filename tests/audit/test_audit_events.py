@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +21,13 @@ from muxi_isolation import (
     ConfigError,
     Isolation,
     Memory,
+    MemoryBackend,
     Message,
     MissingScope,
     ReservedKey,
     Scope,
     ScopeViolation,
+    SessionManager,
     SessionNotFound,
     SessionRecord,
     load_config,
@@ -131,6 +134,23 @@ def test_a_foreign_id_answered_as_missing_is_an_event(backend: Backend, half: st
 
 
 @pytest.mark.parametrize("half", HALVES)
+def test_creating_a_session_on_first_use_is_no_miss(backend: Backend, half: str) -> None:
+    """``ensure`` (LangGraph threads, LlamaIndex keys) looks before it creates: its own
+    existence check answers no one, so leaves no event; a caller's miss still does."""
+    audited(backend)
+    sessions = SessionManager(backend)
+    if half == "sync":
+        sessions.ensure(ALICE, "sess_new")
+        with pytest.raises(SessionNotFound):
+            sessions.get(BOB, "sess_new")
+    else:
+        run(sessions.aensure(ALICE, "sess_new"))
+        with pytest.raises(SessionNotFound):
+            run(sessions.aget(BOB, "sess_new"))
+    assert events(backend) == [("get_session", MISSING, "tenant_a", "bob", None, ("sess_new",))]
+
+
+@pytest.mark.parametrize("half", HALVES)
 def test_a_record_dropped_by_verification_is_an_event(backend: Backend, half: str) -> None:
     """A backend whose query forgets the user (asks storage for Alice's rows whoever calls):
     the verification drops them, and each drop is an event of the caller's."""
@@ -174,6 +194,29 @@ def test_every_admin_act_is_an_event(backend: Backend, half: str) -> None:
         ("forget_user", OK, "tenant_a", "alice", None, ()),
         ("forget_tenant", OK, "tenant_b", None, None, ()),
     ]
+
+
+def test_an_import_is_an_event_and_so_is_each_users_history(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from muxi_isolation.migrate.sources import MuxiExport
+
+    source = MemoryBackend()
+    source.insert_session(ALICE, session(ALICE, "s1"))
+    source.append_messages(ALICE.with_session("s1"), [Message("user", SECRET)])
+    source.upsert_memories(ALICE, [Memory("m1", SECRET)])
+    path = tmp_path / "alice.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        migrate.export_user(source, ALICE, out)
+    audited(backend)
+    migrate.run_import(MuxiExport(path), backend, lambda key: key, dry_run=True)
+    assert events(backend) == []  # a dry run writes nothing, so is no act
+    migrate.run_import(MuxiExport(path), backend, lambda key: key)
+    assert events(backend) == [
+        ("restore_messages", OK, "tenant_a", "alice", "s1", ()),
+        ("import", OK, None, None, None, (f"muxi-export {path}",)),
+    ]
+    assert SECRET not in json.dumps([e.to_dict() for e in read_events(backend)])
 
 
 def test_scope_key_rotation_is_an_event(make_backend: Any) -> None:
