@@ -344,7 +344,8 @@ class Ops:
     def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
         """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
         stmt = self._once("next_seqs", lambda: self._next_seqs_text(conn))
-        params = self._scope_params(scope, muxi_first=n + 1, muxi_n=n)
+        ids = {"tenant_id": scope.tenant_id, "user_id": scope.user_id}
+        params = {**ids, "session_id": scope.session_id, "muxi_first": n + 1, "muxi_n": n}
         return int(conn.execute(stmt, params).scalar_one()) - n
 
     def _next_seqs_text(self, conn: Connection) -> TextClause:
@@ -353,7 +354,7 @@ class Ops:
         name = conn.dialect.identifier_preparer.format_table(self.t.counters)
         return text(
             f"INSERT INTO {name} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
-            "VALUES (:muxi_tenant, :muxi_user, :muxi_session, :muxi_first) "
+            "VALUES (:tenant_id, :user_id, :session_id, :muxi_first) "
             "ON CONFLICT (tenant_id, user_id, session_id) "
             f"DO UPDATE SET next_seq = {name}.next_seq + :muxi_n RETURNING next_seq"
         )
