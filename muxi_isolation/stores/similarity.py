@@ -25,7 +25,17 @@ import numpy.typing as npt
 
 from ..errors import InvalidInput
 
-__all__ = ["best_first", "cosine", "cosine_normed", "cosines", "mismatch", "norm", "rank"]
+__all__ = [
+    "best_first",
+    "cosine",
+    "cosine_normed",
+    "cosines",
+    "mismatch",
+    "norm",
+    "rank",
+    "row_norms",
+    "top_float32",
+]
 
 Matrix = npt.NDArray[np.floating[Any]]
 Scores = npt.NDArray[np.float64]
@@ -53,21 +63,76 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return cosine_normed(a, norm(a), b)
 
 
-def cosines(query: Sequence[float], matrix: Matrix) -> Scores:
-    """The cosine similarity of ``query`` with each row of ``matrix`` (rows x dimensions)."""
+def row_norms(matrix: Matrix) -> Scores:
+    """Each row's norm in float64, exactly as ``cosines`` computes it."""
+    out = np.empty(matrix.shape[0], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        for start in range(0, matrix.shape[0], _BLOCK):
+            block = matrix[start : start + _BLOCK].astype(np.float64, copy=False)
+            out[start : start + _BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return out
+
+
+def _query_norm(q: Scores) -> float:
+    with np.errstate(all="ignore"):
+        return float(np.sqrt(np.einsum("j,j->", q, q)))
+
+
+def cosines(query: Sequence[float] | Scores, matrix: Matrix, norms: Scores | None = None) -> Scores:
+    """The cosine similarity of ``query`` with each row of ``matrix`` (rows x dimensions);
+    ``norms``: the rows' ``row_norms``, when kept from an earlier call."""
     q = np.asarray(query, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[1] != len(q):
         raise mismatch(matrix.shape[-1], len(q))
+    if norms is None:
+        norms = row_norms(matrix)
     out = np.empty(matrix.shape[0], dtype=np.float64)
+    q_norm = _query_norm(q)
     with np.errstate(all="ignore"):  # 0/0 for a zero vector; overflow of absurd magnitudes
-        q_norm = np.sqrt(np.einsum("j,j->", q, q))
         for start in range(0, matrix.shape[0], _BLOCK):
             block = matrix[start : start + _BLOCK].astype(np.float64, copy=False)
             dots = np.einsum("ij,j->i", block, q)
-            denominators = np.sqrt(np.einsum("ij,ij->i", block, block)) * q_norm
+            denominators = norms[start : start + _BLOCK] * q_norm
             out[start : start + _BLOCK] = np.where(denominators != 0, dots / denominators, 0.0)
     out[np.isnan(out)] = 0.0  # inf/inf: scored as pgvector's NaN distance is (0)
     return out
+
+
+def top_float32(
+    query: Sequence[float], matrix: Matrix, norms: Scores, k: int, key: Callable[[int], Any]
+) -> list[tuple[int, float]]:
+    """``best_first`` over ``cosines`` (the same positions and scores, to the bit), for a
+    float32 ``matrix``: every row is scored in float32 (no float64 copy, twice the SIMD
+    lanes), and only the rows that could still be in the top ``k`` are scored exactly.
+
+    A float32 dot product of d terms is off by at most (d + 2) units of float32 rounding
+    times sum |q_j v_j| <= |q| |v|, so no cosine moves by more than ``slack``: a row whose
+    fast score is ``2 * slack`` below the k-th best fast score cannot be in the exact top k.
+    Where the bound does not hold (overflow, tiny norms), the rows are scored exactly.
+    """
+    q = np.asarray(query, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != len(q):
+        raise mismatch(matrix.shape[-1], len(q))
+    n, d = matrix.shape
+    if k <= 0 or n == 0:
+        return []
+    q_norm = _query_norm(q)
+    with np.errstate(all="ignore"):
+        q32 = q.astype(np.float32)
+        denominators = norms * q_norm
+        fast = np.einsum("ij,j->i", matrix, q32).astype(np.float64) / denominators
+    unit = 2.0**-24 * (d + 2)
+    slack = 1.01 * unit / (1 - unit) + 1e-10  # 1e-10: float64 rounding and float32 underflow
+    normal = denominators >= 1e-30  # not zero, tiny or NaN: the bound holds for these
+    bounded = unit < 0.5 and q_norm >= 1e-30 and bool(np.isfinite(q32).all())
+    if not bounded or normal.sum() <= k or not np.isfinite(fast[normal]).all():
+        candidates = np.arange(n)
+    else:
+        kth = np.partition(fast[normal], -k)[-k]  # the k-th best fast score
+        candidates = np.flatnonzero(~normal | (fast >= kth - 2 * slack))
+    exact = cosines(q, matrix[candidates], norms[candidates])
+    best = best_first(exact, k, lambda j: key(int(candidates[j])))
+    return [(int(candidates[j]), float(exact[j])) for j in best]
 
 
 def best_first(scores: Scores, k: int, key: Callable[[int], Any]) -> list[int]:

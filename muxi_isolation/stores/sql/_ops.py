@@ -52,6 +52,7 @@ from ._dimension import mismatch
 from ._filters import compile_filter
 from ._schema import Tables
 from ._text import TextSearcher
+from ._vector_cache import versions_table
 from ._vectors import Scored, VectorPlanner, row_to_memory
 
 __all__ = ["Ops"]
@@ -571,9 +572,11 @@ class Ops:
     # -- maintenance
 
     def forget_user(self, conn: Connection, user: Scope) -> dict[str, int]:
+        self.vectors.cache.drop(user.tenant_id, user.user_id)
         return self._forget(conn, lambda table: self._user(table, user))
 
     def forget_tenant(self, conn: Connection, tenant_id: str) -> dict[str, int]:
+        self.vectors.cache.drop(tenant_id)
         return self._forget(conn, lambda table: [table.c.tenant_id == tenant_id])
 
     def _kind(self, table: Table) -> str:
@@ -588,6 +591,9 @@ class Ops:
                 gone = conn.execute(delete(table).where(*where(table))).rowcount
                 if gone or table not in self.t.optional:
                     counts[self._kind(table)] = gone
+            if self.dialect == "sqlite":  # after the memories: their triggers wrote versions
+                versions = versions_table(self.t)
+                conn.execute(delete(versions).where(*where(versions)))
             _text.scrub(conn, self.t)  # the forgotten memories' words out of the text index
         counts.pop(self._kind(self.t.counters), None)  # bookkeeping, not data
         return counts

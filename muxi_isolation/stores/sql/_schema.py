@@ -14,6 +14,8 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
                       agent-graph storage (LangGraph), keys as above (``_graph_schema``)
     memories' text    PostgreSQL: GIN on to_tsvector(text_config, content); SQLite: an FTS5
                       table over the memories, kept by triggers (``_text``)
+    memory_versions   SQLite only: PK (tenant_id, user_id), a random version per user set by
+                      triggers on the memories (``_vector_cache``)
     schema_version    one row: the version of this layout
     receipts          PK (tenant_id, user_id, key): idempotent requests' answers
     scope_key         PostgreSQL only, the owner's alone: row 0 binds a scope to its
@@ -74,7 +76,7 @@ __all__ = [
     "with_dimension",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_MAX_HALF_DIMENSION = 4000  # ... and on HALFVEC
@@ -136,12 +138,22 @@ def _text_index(conn: Connection, tables: Tables) -> None:
         conn.execute(text(statement))
 
 
+def _vector_versions(conn: Connection, tables: Tables) -> None:
+    """6 -> 7: SQLite's per-user memory versions, set by triggers, so a search may keep a
+    large user's vectors in memory while they hold (``_vector_cache``)."""
+    from ._vector_cache import version_statements  # it reads these tables: import late
+
+    for statement in version_statements(conn, tables):
+        conn.execute(text(statement))
+
+
 UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     1: _sign_the_scope,
     2: _maintenance,
     3: _graph,
     4: _bind_the_scope,
     5: _text_index,
+    6: _vector_versions,
 }
 GRAPH_SINCE = 3  # upgrade steps before this one see the tables without the graph ones
 RECEIPTS_SINCE = 4  # ... and before this one without the receipts
@@ -374,6 +386,7 @@ def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
     tables.metadata.create_all(conn)
     _text_index(conn, tables)
+    _vector_versions(conn, tables)
     if postgres:
         create_hnsw(conn, tables)
         for statement in _rls.create_scope_key(conn, tables) + _rls.policies(conn, tables):

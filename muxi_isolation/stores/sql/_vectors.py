@@ -16,6 +16,7 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
   filter), exact search runs instead.
 - SQLite: exact search over the user's rows: their float32 vectors read as raw bytes in
   one query and ranked with numpy (``similarity``), then only the top ``k`` rows read whole.
+  A large user's vectors stay in memory while their stored version holds (``_vector_cache``).
 
 The threshold and the HNSW settings are measured by ``bench/vector_search.py``; statements
 are planned per execution (psycopg's server-side prepare is off), so each plan knows its user.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -48,9 +49,10 @@ from sqlalchemy import (
 
 from ...records import Memory
 from ...scope import Scope, known_scope
-from ..similarity import best_first, cosines, mismatch
+from ..similarity import best_first, cosines, mismatch, row_norms, top_float32
 from . import _rls
 from ._schema import Tables
+from ._vector_cache import MIN_ROWS, Kept, VectorCache, versions_table
 
 __all__ = [
     "DEFAULT_ANN_MIN_FRACTION",
@@ -90,6 +92,7 @@ class VectorPlanner:
     ef_search: int = DEFAULT_EF_SEARCH
     max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES
     set_local: bool = False
+    cache: VectorCache = field(default_factory=VectorCache)
 
     def search(
         self,
@@ -290,6 +293,12 @@ class VectorPlanner:
         raw = type_coerce(t.c.embedding, LargeBinary)
         return select(t.c.id, raw).where(*self._scope(None), *where)
 
+    @cached_property
+    def _version_stmt(self) -> Select[Any]:
+        v = versions_table(self.tables)
+        mine = [v.c.tenant_id == bindparam("muxi_tenant"), v.c.user_id == bindparam("muxi_user")]
+        return select(v.c.version).where(*mine)
+
     def _exact_local(
         self,
         conn: Connection,
@@ -298,28 +307,47 @@ class VectorPlanner:
         k: int,
         where: Sequence[ColumnElement[bool]],
     ) -> list[Scored]:
-        stmt = self._vectors_stmt if not where else self._vectors_select(where)
-        rows = conn.execute(stmt, self._params(user)).all()
-        if not rows:
+        key = (user.tenant_id, user.user_id)
+        version = None if where else conn.scalar(self._version_stmt, self._params(user))
+        if version is None and not where:  # no memories, or forgotten (maybe elsewhere)
+            self.cache.drop(*key)
+        kept = None if version is None else self.cache.get(key, version)
+        if kept is None:
+            ids, matrix = self._read_vectors(conn, user, len(vector), where)
+            if version is not None and len(ids) >= MIN_ROWS:
+                kept = Kept(version, ids, matrix, row_norms(matrix))
+                self.cache.put(key, kept)
+        if kept is not None:
+            ids = kept.ids
+            best = top_float32(vector, kept.matrix, kept.norms, k, ids.__getitem__)
+        else:
+            scores = cosines(vector, matrix)
+            best = [(i, float(scores[i])) for i in best_first(scores, k, ids.__getitem__)]
+        if not best:
             return []
-        ids: list[str] = [row[0] for row in rows]
-        blobs: list[bytes] = [row[1] for row in rows]
-        width = 4 * len(vector)
-        for blob in blobs:
-            if len(blob) != width:
-                raise mismatch(len(blob) // 4, len(vector))
-        matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), len(vector))
-        scores = cosines(vector, matrix)
-        best = best_first(scores, k, ids.__getitem__)
         t = self.tables.memories
-        wanted = [ids[i] for i in best]
+        wanted = [ids[i] for i, _ in best]
         full = conn.execute(
             select(t).where(
                 t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id, t.c.id.in_(wanted)
             )
         )
         by_id = {row.id: row_to_memory(row) for row in full}
-        return [(by_id[ids[i]], float(scores[i])) for i in best if ids[i] in by_id]
+        return [(by_id[ids[i]], score) for i, score in best if ids[i] in by_id]
+
+    def _read_vectors(
+        self, conn: Connection, user: Scope, dimension: int, where: Sequence[ColumnElement[bool]]
+    ) -> tuple[list[str], Any]:
+        """The user's ids and their vectors as one float32 matrix, in one query."""
+        stmt = self._vectors_stmt if not where else self._vectors_select(where)
+        rows = conn.execute(stmt, self._params(user)).all()
+        ids: list[str] = [row[0] for row in rows]
+        blobs: list[bytes] = [row[1] for row in rows]
+        for blob in blobs:
+            if len(blob) != 4 * dimension:
+                raise mismatch(len(blob) // 4, dimension)
+        matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dimension)
+        return ids, matrix
 
 
 def _scored(row: Row[Any]) -> Scored:
