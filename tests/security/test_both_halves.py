@@ -96,6 +96,7 @@ NOT_DATA = {
     ("lc.MuxiVectorStore", "current_scope", None),
     ("lc.MuxiVectorStore", "as_retriever", None),
     ("lc.scope_vectorstore", "from_texts", None),  # always TypeError: wrap a built store
+    ("lc.scope_vectorstore", "as_retriever", None),  # builds a retriever, reads nothing
     ("li.MuxiChatStore", "class_name", None),
     ("li.MuxiChatStore", "model_post_init", None),
     ("li.MuxiDBChatStore", "class_name", None),
