@@ -414,9 +414,11 @@ def note_dropped(scope: Scope, target: str | None) -> None:
 Targets = Callable[[tuple[Any, ...], dict[str, Any]], list[str]]
 
 
-def _arg(i: int, name: str) -> Targets:
+def _arg(i: int | None, name: str) -> Targets:
+    """The ids in argument ``name`` (positional ``i`` after the scope; ``None``: keyword)."""
+
     def pick(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-        value = kwargs.get(name, args[i] if len(args) > i else None)
+        value = kwargs.get(name, args[i] if i is not None and len(args) > i else None)
         if isinstance(value, str):
             return [value]
         if isinstance(value, (list, tuple)):
@@ -451,7 +453,7 @@ OPERATIONS: dict[str, tuple[Kind, Targets]] = {
     "get_memories": ("read", _arg(1, "ids")),
     "list_memories": ("read", _none),
     "count_memories": ("read", _none),
-    "delete_memories": ("write", _arg(99, "ids")),
+    "delete_memories": ("write", _arg(None, "ids")),
     "search_memories": ("read", _none),
     "forget_user": ("admin", _none),
     "restore_messages": ("admin", _none),

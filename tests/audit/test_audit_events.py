@@ -381,3 +381,22 @@ def test_the_config_chooses_the_sink(caplog: pytest.LogCaptureFixture) -> None:
     assert [e.operation for e in read_events(on.backend)] == ["forget_user"]
     with pytest.raises(ConfigError, match=r"audit\.sink"):
         load_config({"audit": {"sink": "syslog"}})
+
+
+def test_each_event_is_a_span_event_with_tenant_and_user(backend: Backend) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    audited(backend)
+    with provider.get_tracer("test").start_as_current_span("request"):
+        backend.get_session(ALICE, "sess_x")
+    (span,) = exported.get_finished_spans()
+    (event,) = span.events
+    assert event.name == "muxi.audit"
+    attributes = dict(event.attributes or {})
+    assert attributes["muxi.tenant_id"] == "tenant_a" and attributes["muxi.user_id"] == "alice"
+    assert attributes["muxi.outcome"] == MISSING and attributes["muxi.targets"] == ("sess_x",)
