@@ -22,12 +22,12 @@ from sqlalchemy import text
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.similarity import best_first, cosines, row_norms, top_float32
 from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema
-from muxi_isolation.stores.sql._vector_cache import MIN_ROWS, Kept, VectorCache
+from muxi_isolation.stores.sql._vector_cache import Kept, VectorCache
 
 DIM = 8
 ALICE = Scope("tenant_a", "alice")
 ALICE_B = Scope("tenant_b", "alice")  # same user id, other tenant
-ROWS = MIN_ROWS + 44
+ROWS = 300
 
 
 def vectors(seed: int, n: int = ROWS) -> list[list[float]]:
@@ -166,16 +166,15 @@ def test_a_version_6_database_is_upgraded_and_its_users_get_versions(path: Path)
         writer.close()
 
 
-def test_small_users_and_filtered_searches_keep_nothing(
-    searcher: SQLBackend, writer: SQLBackend
-) -> None:
-    small = vectors(8, MIN_ROWS - 1)
-    writer.upsert_memories(ALICE, [Memory(f"m{i}", "x", {"i": i}, v) for i, v in enumerate(small)])
-    load(writer, ALICE_B, 9)
+def test_filtered_searches_keep_nothing(searcher: SQLBackend, writer: SQLBackend) -> None:
+    rows = {f"m{i}": v for i, v in enumerate(vectors(8, 5))}
+    writer.upsert_memories(ALICE, [Memory(i, "x", {"n": int(i[1:])}, v) for i, v in rows.items()])
     query = vectors(95, 1)[0]
-    both_halves(searcher, ALICE, query, 3)
-    searcher.search_memories(ALICE_B, query, 3, filter={"i": 1})
+    found = searcher.search_memories(ALICE, query, 3, filter={"n": {"$gte": 2}})
+    assert [m.id for m, _ in found] == reference(query, {i: rows[i] for i in ("m2", "m3", "m4")}, 3)
     assert len(searcher.vectors.cache) == 0
+    assert both_halves(searcher, ALICE, query, 3) == reference(query, rows, 3)
+    assert len(searcher.vectors.cache) == 1  # a small user is kept too: one version row read
 
 
 def test_the_cache_holds_at_most_its_bytes_least_recently_used_out_first() -> None:

@@ -2,8 +2,9 @@
 
 Reading a user's vectors is most of an exact search on SQLite (10,000 rows of 384 floats
 are 15 MB and about 10 ms to read), where an embedded peer keeps each user's index in
-memory. So a user with at least ``MIN_ROWS`` vectors keeps them here, as one float32
-matrix with the rows' norms, until they change.
+memory. So a user's vectors are kept here once searched, as one float32 matrix with the
+rows' norms, until they change: a search then reads one version row, and only its top
+``k`` rows whole.
 
 "Until they change" is decided by the database, not by this process: a per-user version
 in ``memory_versions`` is set to a new random 64-bit value by triggers, in the same
@@ -32,9 +33,8 @@ from sqlalchemy import Column, Connection, Integer, MetaData, PrimaryKeyConstrai
 
 from ._schema import Tables
 
-__all__ = ["MIN_ROWS", "Kept", "VectorCache", "version_statements", "versions_table"]
+__all__ = ["Kept", "VectorCache", "version_statements", "versions_table"]
 
-MIN_ROWS = 256  # below this, reading the rows costs less than a kept copy's upkeep
 DEFAULT_MAX_BYTES = 256 * 2**20
 
 

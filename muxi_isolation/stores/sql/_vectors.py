@@ -52,7 +52,7 @@ from ...scope import Scope, known_scope
 from ..similarity import best_first, cosines, mismatch, row_norms, top_float32
 from . import _rls
 from ._schema import Tables
-from ._vector_cache import MIN_ROWS, Kept, VectorCache, versions_table
+from ._vector_cache import Kept, VectorCache, versions_table
 
 __all__ = [
     "DEFAULT_ANN_MIN_FRACTION",
@@ -294,6 +294,12 @@ class VectorPlanner:
         return select(t.c.id, raw).where(*self._scope(None), *where)
 
     @cached_property
+    def _rows_stmt(self) -> Select[Any]:
+        t = self.tables.memories
+        wanted = t.c.id.in_(bindparam("muxi_ids", expanding=True))
+        return select(t).where(*self._scope(None)[:2], wanted)
+
+    @cached_property
     def _version_stmt(self) -> Select[Any]:
         v = versions_table(self.tables)
         mine = [v.c.tenant_id == bindparam("muxi_tenant"), v.c.user_id == bindparam("muxi_user")]
@@ -314,7 +320,7 @@ class VectorPlanner:
         kept = None if version is None else self.cache.get(key, version)
         if kept is None:
             ids, matrix = self._read_vectors(conn, user, len(vector), where)
-            if version is not None and len(ids) >= MIN_ROWS:
+            if version is not None:
                 kept = Kept(version, ids, matrix, row_norms(matrix))
                 self.cache.put(key, kept)
         if kept is not None:
@@ -325,13 +331,8 @@ class VectorPlanner:
             best = [(i, float(scores[i])) for i in best_first(scores, k, ids.__getitem__)]
         if not best:
             return []
-        t = self.tables.memories
         wanted = [ids[i] for i, _ in best]
-        full = conn.execute(
-            select(t).where(
-                t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id, t.c.id.in_(wanted)
-            )
-        )
+        full = conn.execute(self._rows_stmt, self._params(user, muxi_ids=wanted))
         by_id = {row.id: row_to_memory(row) for row in full}
         return [(by_id[ids[i]], score) for i, score in best if ids[i] in by_id]
 
