@@ -37,10 +37,10 @@ from langgraph.store.base import SearchItem
 from langgraph.types import Command
 
 from muxi_isolation.context import use_scope
-from muxi_isolation.errors import MissingScope, ScopeViolation, UnsupportedStore
+from muxi_isolation.errors import MissingScope, UnsupportedStore
 from muxi_isolation.scope import Scope
 
-from ._scope import context_scope
+from ._scope import context_scope, graph_config, header_scope, resolve
 from .store import MuxiStore
 
 __all__ = ["MuxiAgentMiddleware", "MuxiContext"]
@@ -88,16 +88,16 @@ class MuxiAgentMiddleware(AgentMiddleware[AgentState[Any], Any]):
             )
         return scope
 
-    def _check(self, runtime: Runtime[Any]) -> Scope:
-        scope = self.scope_of(runtime)
-        try:
-            from langgraph.config import get_config
+    def _scope(self, runtime: Any) -> Scope:
+        """The runtime context's user and session, agreeing with every other source: the
+        run's ``configurable["user_id"]``, its ``thread_id`` and ``use_scope()``'s."""
+        config = graph_config()
+        thread = ((config or {}).get("configurable") or {}).get("thread_id")
+        session = None if thread is None else str(thread)
+        return resolve(self.scope_of(runtime), header_scope(config), session=session)
 
-            thread = (get_config().get("configurable") or {}).get("thread_id")
-        except RuntimeError:
-            thread = None
-        if thread is not None and str(thread) != scope.session_id:
-            raise ScopeViolation("the thread_id is not the session_id of the runtime context")
+    def _check(self, runtime: Runtime[Any]) -> Scope:
+        scope = self._scope(runtime)
         store = runtime.store
         if store is not None and not isinstance(store, MuxiStore):
             raise UnsupportedStore(
@@ -107,7 +107,7 @@ class MuxiAgentMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     @contextmanager
     def _bound(self, runtime: Any) -> Iterator[Scope]:
-        with use_scope(self.scope_of(runtime)) as scope:
+        with use_scope(self._scope(runtime)) as scope:
             yield scope
 
     # -- hooks -------------------------------------------------------------------------

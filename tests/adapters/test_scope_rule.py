@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.vectorstores import InMemoryVectorStore
 from langgraph.config import get_store
@@ -285,3 +288,28 @@ async def test_langgraph_store_acts_for_configurable_user_id(backend: Backend) -
     with pytest.raises(ScopeViolation):
         await bound.ainvoke({"text": "x"}, config(BOB))
     assert store.for_user(BOB).get(("notes",), "k").value == {"text": "bob's"}
+
+
+# -- LangGraph: the agent middleware binds only a user every source names -------------------
+
+
+def _agent() -> Any:
+    model = GenericFakeChatModel(messages=iter([AIMessage("hi")] * 4))
+    return create_agent(
+        model, [], middleware=[lg.MuxiAgentMiddleware()], context_schema=lg.MuxiContext
+    )
+
+
+async def test_the_agent_middleware_refuses_a_run_whose_sources_disagree() -> None:
+    ctx = lg.MuxiContext(user_id=ALICE.header, session_id="s1")
+    inputs = {"messages": [("user", "hello")]}
+    agent = _agent()
+    agent.invoke(inputs, config(ALICE, thread_id="s1"), context=ctx)  # no checkpointer here
+    with pytest.raises(ScopeViolation):
+        agent.invoke(inputs, config(BOB), context=ctx)
+    with pytest.raises(ScopeViolation):
+        await agent.ainvoke(inputs, config(ALICE_B), context=ctx)
+    with use_scope(BOB), pytest.raises(ScopeViolation):
+        await agent.ainvoke(inputs, context=ctx)
+    with use_scope(ALICE.with_session("s2")), pytest.raises(ScopeViolation):
+        agent.invoke(inputs, context=ctx)
