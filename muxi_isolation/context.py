@@ -71,9 +71,10 @@ def resolve(*sources: Scope | None, session: str | None = None, hint: str = "") 
     user = found[0].user()
     if any(not s.same_user(user) for s in found):
         raise ScopeViolation("the sources of this call name different users")
-    named = {s.session_id for s in found if s.session_id is not None}
+    sessions = [s.session_id for s in found]
     if session is not None:
-        named.add(user.with_session(session).session_id)
+        sessions.append(user.with_session(session).session_id)
+    named = {s for s in sessions if s is not None}
     if len(named) > 1:
         raise ScopeViolation("the sources of this call name different sessions of one user")
     return user.with_session(named.pop()) if named else user
