@@ -20,7 +20,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import Engine, event, text
 
-from muxi_isolation import Memory, Scope
+from muxi_isolation import Memory, Message, Scope
 from muxi_isolation.adapters.langchain import MuxiChatMessageHistory
 from muxi_isolation.adapters.langchain._messages import to_record
 from muxi_isolation.quotas import Limits
@@ -205,3 +205,41 @@ async def test_the_backends_own_calls_leave_nothing_for_a_reset(make_backend: An
     async with store._aengine.connect() as aconn:
         aleft = (await aconn.execute(LEFT)).one()
     assert tuple(left) == tuple(aleft) == (0, 0, 0, "", "on")
+
+
+CONTENTS = [
+    "{}",
+    "[]",
+    '"quoted"',
+    "back\\slash",
+    "new\nline\ttab",
+    "é ü 漢字 🙂",
+    "",
+    '{"a": 1}',
+    [{"type": "text", "text": "a block"}],
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_history_read_gives_back_exactly_what_was_written(
+    make_backend: Any, kind: str
+) -> None:
+    """The read path decodes its JSON columns itself (``Ops._read``): every kind of content,
+    metadata and tool calls comes back as written, whole, as the last N, on both halves."""
+    store = make_backend(kind)
+    scope = ALICE.with_session(SessionManager(store).create(ALICE).id)
+    written = [
+        Message("user", c, {"n": i, "q": 'say "hi"\\'} if i % 2 else {}, [], "active")
+        for i, c in enumerate(CONTENTS)
+    ]
+    written.append(Message("assistant", "x", {}, [{"id": "c1", "name": "f", "args": {"a": [1]}}]))
+    store.append_messages(scope, written)
+    expected = [(m.role, m.content, m.metadata, m.tool_calls) for m in written]
+    for read in (
+        store.get_messages(scope),
+        await store.aget_messages(scope, status="active"),
+        store.get_messages(scope, last=len(written)),
+        await store.aget_messages(scope, last=3),
+    ):
+        got = [(m.role, m.content, m.metadata, m.tool_calls) for m in read]
+        assert got == expected[-len(got) :] and len(got) in (3, len(written))
