@@ -153,6 +153,20 @@ MEMORY_KEYS = [
 ]
 
 
+MESSAGE_KEYS = (
+    "tenant_id",
+    "user_id",
+    "session_id",
+    "seq",
+    "role",
+    "content",
+    "metadata",
+    "tool_calls",
+    "status",
+    "created_at",
+)
+
+
 class Ops:
     """Sessions, messages and memories on one connection; the caller owns the transaction."""
 
@@ -410,8 +424,24 @@ class Ops:
             replace(m, seq=first + i, created_at=_utc(m.created_at or now))
             for i, m in enumerate(messages)
         ]
-        conn.execute(insert(self.t.messages), [self._message_row(scope, m) for m in stored])
+        rows = [self._message_row(scope, m) for m in stored]
+        if self.dialect == "sqlite":
+            sql, columns = self._once("insert_messages", lambda: self._driver_insert(conn))
+            params = [tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows]
+            conn.exec_driver_sql(sql, params)  # as the memories' upsert: no per-row work
+            return stored
+        conn.execute(insert(self.t.messages), rows)
         return stored
+
+    def _driver_insert(self, conn: Connection) -> tuple[str, list[tuple[str, Any]]]:
+        """The messages' insert as driver SQL, its parameters in order with their columns'
+        bind processors (``_driver_upsert``): SQLAlchemy's parameter handling was a third of
+        a history append on SQLite."""
+        c = self.t.messages.c
+        keys = list(MESSAGE_KEYS)
+        compiled = insert(self.t.messages).compile(dialect=conn.dialect, column_keys=keys)
+        names = compiled.positiontup or []
+        return str(compiled), [(n, c[n].type.bind_processor(conn.dialect)) for n in names]
 
     def replace_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
