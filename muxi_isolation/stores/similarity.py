@@ -111,11 +111,11 @@ def top_float32(
     Where the bound does not hold (overflow, tiny norms), the rows are scored exactly.
     """
     q = np.asarray(query, dtype=np.float64)
+    if k <= 0 or len(matrix) == 0:  # no rows: nothing of another length either
+        return []
     if matrix.ndim != 2 or matrix.shape[1] != len(q):
         raise mismatch(matrix.shape[-1], len(q))
     n, d = matrix.shape
-    if k <= 0 or n == 0:
-        return []
     q_norm = _query_norm(q)
     with np.errstate(all="ignore"):
         q32 = q.astype(np.float32)

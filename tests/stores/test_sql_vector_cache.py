@@ -177,6 +177,12 @@ def test_filtered_searches_keep_nothing(searcher: SQLBackend, writer: SQLBackend
     assert len(searcher.vectors.cache) == 1  # a small user is kept too: one version row read
 
 
+def test_a_user_without_vectors_answers_nothing_at_any_dimension(searcher: SQLBackend) -> None:
+    searcher.upsert_memories(ALICE, [Memory("plain", "no embedding")])
+    assert both_halves(searcher, ALICE, [1.0] * DIM, 3) == []
+    assert both_halves(searcher, ALICE, [1.0, 0.0], 3) == []  # kept: still no rows to refuse
+
+
 def test_the_cache_holds_at_most_its_bytes_least_recently_used_out_first() -> None:
     def kept(version: int) -> Kept:
         matrix = np.zeros((100, DIM), dtype=np.float32)
