@@ -23,6 +23,7 @@ from muxi_isolation import ConfigError, InvalidInput, Memory, Scope, load_config
 from muxi_isolation.stores import open_configured_backend
 from muxi_isolation.stores.graph import ItemQuery, StoreItem
 from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql._ann_index import index_name
 
 DIM = 32
 BIG = Scope("tenant_a", "big")
@@ -76,7 +77,7 @@ def open_pair(make_backend: Any) -> tuple[SQLBackend, SQLBackend]:
 
 
 def column_and_index(postgres_admin: Any, backend: SQLBackend) -> tuple[str, str | None]:
-    """The embedding column's type and the HNSW index's definition, read as the owner."""
+    """The embedding column's type and the large user's HNSW index's definition, as the owner."""
     table = backend.tables.memories
     with postgres_admin.connect() as conn:
         column = conn.scalar(
@@ -88,7 +89,7 @@ def column_and_index(postgres_admin: Any, backend: SQLBackend) -> tuple[str, str
         )
         index = conn.scalar(
             text("SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname = :i"),
-            {"s": table.schema, "i": f"{backend.tables.prefix}memories_hnsw"},
+            {"s": table.schema, "i": index_name(backend.tables, BIG.tenant_id, BIG.user_id)},
         )
     return str(column), index
 
@@ -287,10 +288,13 @@ def test_half_precision_indexes_up_to_4000_dimensions(make_backend: Any) -> None
 def test_changing_the_dimension_keeps_half_precision(
     make_backend: Any, postgres_admin: Any
 ) -> None:
-    backend = make_backend("postgres", embedding_dimension="auto", embedding_precision="half")
+    backend = make_backend(
+        "postgres", embedding_dimension="auto", embedding_precision="half", ann_threshold=1
+    )
     backend.upsert_memories(BIG, [Memory("m", "x", {}, [1.0, 0.0, 0.0])])
     assert backend.set_embedding_dimension(4, clear=True) == 1
+    twice = [Memory("m", "x", {}, [1.0, 0.0, 0.0, 0.0]), Memory("n", "x", {}, [0.0, 1.0, 0.0, 0.0])]
+    backend.upsert_memories(BIG, twice)  # past the threshold: the user's index, as halfvec
     column, index = column_and_index(postgres_admin, backend)
     assert column == "halfvec(4)" and index is not None and "halfvec_cosine_ops" in index
-    backend.upsert_memories(BIG, [Memory("m", "x", {}, [1.0, 0.0, 0.0, 0.0])])
     assert [m.id for m, _ in backend.search_memories(BIG, [1.0, 0.0, 0.0, 0.0], 1)] == ["m"]

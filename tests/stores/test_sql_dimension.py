@@ -63,7 +63,7 @@ async def test_the_first_async_vector_fixes_it_too(make_backend: Any, kind: str)
         await backend.aupsert_memories(ALICE, [mem("b", 6)])
 
 
-def test_postgres_records_it_in_the_column_with_its_index(
+def test_postgres_records_it_in_the_column_and_makes_no_shared_index(
     make_backend: Any, postgres_admin: Any
 ) -> None:
     backend = make_backend("postgres", embedding_dimension="auto")
@@ -80,7 +80,8 @@ def test_postgres_records_it_in_the_column_with_its_index(
         index = conn.scalar(
             text("SELECT to_regclass(:i)::text"), {"i": f'"{schema}".muxi_memories_hnsw'}
         )
-    assert kind == "vector(8)" and index is not None
+    assert kind == "vector(8)"
+    assert index is None  # no shared HNSW index: large users get their own (_ann_index)
     assert backend.search_plan(ALICE) == "exact"  # small users still scan exactly
 
 

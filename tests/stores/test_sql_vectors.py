@@ -14,6 +14,8 @@ from sqlalchemy import event
 
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql._ann_index import index_name
+from muxi_isolation.stores.sql._schema import create_hnsw
 
 DIM = 8
 BIG = Scope("tenant_a", "big")
@@ -65,18 +67,35 @@ def test_plan_follows_user_size(loaded) -> None:
 
 
 def test_a_small_share_of_a_big_table_is_searched_exactly(make_backend, postgres_admin) -> None:
-    backend = make_backend(
-        "postgres", embedding_dimension=2, ann_threshold=10, ann_min_fraction=0.2
-    )
-    backend.upsert_memories(BIG, [Memory(f"b{i}", "x", {}, [1.0, i]) for i in range(20)])
-    backend.upsert_memories(OTHER, [Memory(f"o{i}", "x", {}, [1.0, i]) for i in range(100)])
-    assert backend.search_plan(BIG) == "hnsw"  # no statistics yet: the size rule alone
-    table = backend.tables.memories
+    """On a store made before per-user indexes (one shared HNSW index), for users without an
+    index of their own: the iterative scan pays only for a large enough share of the table."""
+    first = make_backend("postgres", embedding_dimension=2)
+    first.setup()
+    table = first.tables.memories
     with postgres_admin.begin() as conn:
-        conn.exec_driver_sql(f'ANALYZE "{table.schema}"."{table.name}"')
-    assert backend.search_plan(BIG) == "exact"  # 20 of 120 rows: under a fifth
-    assert backend.search_plan(OTHER) == "hnsw"
-    assert len(backend.search_memories(BIG, [1.0, 3.0], k=4)) == 4
+        create_hnsw(conn, first.tables)
+    backend = SQLBackend(
+        first._engine.url,
+        admin_url=first._admin[0].url,
+        schema=table.schema,
+        embedding_dimension=2,
+        ann_threshold=10,
+        ann_min_fraction=0.2,
+    )
+    try:
+        backend.upsert_memories(BIG, [Memory(f"b{i}", "x", {}, [1.0, i]) for i in range(20)])
+        backend.upsert_memories(OTHER, [Memory(f"o{i}", "x", {}, [1.0, i]) for i in range(100)])
+        with postgres_admin.begin() as conn:  # their own indexes not made yet
+            for scope in (BIG, OTHER):
+                name = index_name(backend.tables, scope.tenant_id, scope.user_id)
+                conn.exec_driver_sql(f'DROP INDEX "{table.schema}"."{name}"')
+        with postgres_admin.begin() as conn:
+            conn.exec_driver_sql(f'ANALYZE "{table.schema}"."{table.name}"')
+        assert backend.search_plan(BIG) == "exact"  # 20 of 120 rows: under a fifth
+        assert backend.search_plan(OTHER) == "hnsw"
+        assert len(backend.search_memories(BIG, [1.0, 3.0], k=4)) == 4
+    finally:
+        backend.close()
 
 
 @pytest.mark.parametrize("scope", [BIG, SMALL])

@@ -2,7 +2,7 @@
 
 ``embedding_dimension="auto"`` (the default) takes the dimension from the first vector
 written, so whatever embeddings the app uses fit without configuration. It is recorded where
-the database keeps it: PostgreSQL in the column's type (``VECTOR(n)``, with its HNSW index),
+the database keeps it: PostgreSQL in the column's type (``VECTOR(n)``),
 SQLite in a row of the version table. A later vector of another length, or a configured
 dimension that differs from the recorded one, is refused with a message that says what is
 stored, what was sent, and the command that changes it:
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 
 from ...errors import ConfigError, InvalidInput
 from . import _rls
-from ._schema import Tables, create_hnsw, hnsw_name, with_dimension
+from ._schema import Tables, hnsw_name
 
 __all__ = [
     "AUTO",
@@ -123,8 +123,7 @@ def _record(conn: Connection, tables: Tables, dimension: int) -> None:
         name = conn.dialect.identifier_preparer.format_table(tables.memories)
         kind = "halfvec" if tables.precision == "half" else "vector"
         conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN embedding TYPE {kind}({dimension})"))
-        create_hnsw(conn, with_dimension(tables, dimension))
-        return
+        return  # HNSW indexes come per user, when one needs it (``_ann_index``)
     v = tables.version
     now = datetime.now(timezone.utc)
     changed = conn.execute(

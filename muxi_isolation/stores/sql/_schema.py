@@ -9,7 +9,8 @@ each key, whatever the table's size, and the schema can be distributed by ``tena
     messages          PK (tenant_id, user_id, session_id, seq)   "this session's last N"
     message_counters  PK (tenant_id, user_id, session_id)        the next seq, never reused
     memories          PK (tenant_id, user_id, id); (tenant_id, user_id, created_at, id);
-                      (tenant_id, user_id) WHERE embedding IS NOT NULL; HNSW on PostgreSQL
+                      (tenant_id, user_id) WHERE embedding IS NOT NULL; PostgreSQL: an
+                      HNSW index per user above ``ann_threshold`` (``_ann_index``)
     checkpoints, checkpoint_writes, store_items
                       agent-graph storage (LangGraph), keys as above (``_graph_schema``)
     memories' text    PostgreSQL: GIN on to_tsvector(text_config, content); SQLite: an FTS5
@@ -387,8 +388,7 @@ def _create(conn: Connection, tables: Tables, postgres: bool) -> None:
     tables.metadata.create_all(conn)
     _text_index(conn, tables)
     _vector_versions(conn, tables)
-    if postgres:
-        create_hnsw(conn, tables)
+    if postgres:  # no shared HNSW index: each large user gets one (``_ann_index``)
         for statement in _rls.create_scope_key(conn, tables) + _rls.policies(conn, tables):
             conn.execute(text(statement))
 
@@ -401,7 +401,8 @@ def hnsw_name(conn: Connection, tables: Tables) -> str:
 
 
 def create_hnsw(conn: Connection, tables: Tables) -> None:
-    """The memories' HNSW index, when their column has a dimension HNSW can take."""
+    """The one shared HNSW index of stores made before per-user indexes (``_ann_index``):
+    kept for tests and benchmarks of such stores; the library makes it no more."""
     if not tables.hnsw:
         return
     prep = conn.dialect.identifier_preparer

@@ -7,13 +7,16 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
 - PostgreSQL, user with at most ``ann_threshold`` embedded rows: exact search over the
   user's rows, reached through the composite B-tree (a MATERIALIZED CTE keeps the planner
   off the HNSW index). Cost grows with the user's rows, not the table's.
-- PostgreSQL, larger user holding at least ``ann_min_fraction`` of the table: HNSW with
-  pgvector 0.8's iterative scan (``hnsw.iterative_scan = relaxed_order``, ``ef_search``,
-  ``max_scan_tuples``), re-sorted. The iterative scan visits about ``k / fraction`` index
-  tuples before it has ``k`` of the user's, so a user holding a sliver of a huge table is
-  cheaper to search exactly. Sorting is priced out in that transaction so the planner
-  takes the index it was chosen for. If the scan yields fewer than ``k`` (a selective
-  filter), exact search runs instead.
+- PostgreSQL, larger user with an HNSW index of their own (``_ann_index``: made when a
+  write takes them past the threshold, used once valid): HNSW over their rows alone,
+  ``ef_search`` candidates, re-sorted; sorting is priced out in that transaction so the
+  planner takes the index it was chosen for. Until the index is valid: exact search. If
+  the scan yields fewer than ``k`` (a selective filter), exact search runs instead.
+- A store made before per-user indexes keeps its one shared HNSW index (``shared``): a
+  large user without an index of their own who holds at least ``ann_min_fraction`` of the
+  table is searched on it with pgvector 0.8's iterative scan (``hnsw.iterative_scan =
+  relaxed_order``, ``max_scan_tuples``); it visits about ``k / fraction`` index tuples
+  before it has ``k`` of the user's, so a sliver of a huge table is searched exactly.
 - SQLite: exact search over the user's rows: their float32 vectors read as raw bytes in
   one query and ranked with numpy (``similarity``), then only the top ``k`` rows read whole.
   A large user's vectors stay in memory while their stored version holds (``_vector_cache``).
@@ -25,7 +28,7 @@ are planned per execution (psycopg's server-side prepare is off), so each plan k
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -92,6 +95,8 @@ class VectorPlanner:
     ef_search: int = DEFAULT_EF_SEARCH
     max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES
     set_local: bool = False
+    shared: bool = False  # the one HNSW index of stores made before per-user indexes
+    own_index: Callable[[Connection, Scope], bool] | None = None  # ``AnnIndexes.ready``
     cache: VectorCache = field(default_factory=VectorCache)
 
     def search(
@@ -113,7 +118,7 @@ class VectorPlanner:
         rows, hits = self._gated(conn, user, vector, k, where)
         if rows <= self.ann_threshold:
             return hits
-        if self._ann_pays(conn, user):
+        if self._ann_ready(conn, user):
             hits = self._ann(conn, user, vector, k, where)
             if len(hits) >= k:
                 return hits
@@ -125,7 +130,14 @@ class VectorPlanner:
             return "exact"
         if self.user_rows(conn, user, self.ann_threshold + 1) <= self.ann_threshold:
             return "exact"
-        return "hnsw" if self._ann_pays(conn, user) else "exact"
+        return "hnsw" if self._ann_ready(conn, user) else "exact"
+
+    def _ann_ready(self, conn: Connection, user: Scope) -> bool:
+        """An HNSW index serves this large user: its own (``_ann_index``), once valid, or
+        the shared one of an older store, unless the user holds a sliver of the table."""
+        if self.own_index is not None and self.own_index(conn, user):
+            return True
+        return self.shared and self._ann_pays(conn, user)
 
     def _ann_pays(self, conn: Connection, user: Scope) -> bool:
         """For a user above the threshold: unless the user holds a sliver of a huge table,

@@ -35,6 +35,7 @@ from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
 from . import _audit, _dimension, _errors, _rls
+from ._ann_index import AnnIndexes, shared_index
 from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables, install, replace_schema, with_dimension
@@ -140,6 +141,8 @@ class SQLBackend(SQLGraph, Backend):
             set_local=citus,
         )
         self._ops = Ops(self.tables, self.dialect, self.vectors)
+        self._ann = AnnIndexes(self._ops, self.vectors)
+        self.vectors.own_index = self._ann.ready
         self._gate = _Gate(self._target.memory)
         pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
         if statement_timeout is not None:
@@ -304,6 +307,10 @@ class SQLBackend(SQLGraph, Backend):
                 with conn.begin():
                     yield conn
 
+    def _owner(self) -> Engine:
+        """The tables' owner (``admin_url``, else the app's role): it may build indexes."""
+        return self._admin[0] if self._admin else self._writers[0]
+
     def _admin_engines(self) -> tuple[Engine, AsyncEngine]:
         if self._admin is None:
             if self.dialect == "postgresql":
@@ -401,6 +408,8 @@ class SQLBackend(SQLGraph, Backend):
                 )
         if wanted == _dimension.AUTO and stored is not None:
             self._use(with_dimension(self.tables, stored))
+        if self.dialect == "postgresql":  # a store made before per-user indexes keeps its own
+            self.vectors.shared = shared_index(conn, self.tables)
 
     def _fix_dimension(self, memories: list[Memory]) -> None:
         """``"auto"``: the first vector written fixes the dimension (as the owner)."""
@@ -493,18 +502,28 @@ class SQLBackend(SQLGraph, Backend):
     # -- admin path (tenant-wide): as the owner (``admin_url``) on PostgreSQL ---------------
 
     def _forget_tenant(self, tenant_id: str) -> Counts:
+        users = self._tenant_users(tenant_id)
         counts = self._run(
             None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
         )
+        self._ann.drop(self._owner(), tenant_id, users)
         self._fold_log()
         return counts
 
     async def _aforget_tenant(self, tenant_id: str) -> Counts:
+        users = await asyncio.to_thread(self._tenant_users, tenant_id)
         counts = await self._arun(
             None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
         )
+        await asyncio.to_thread(self._ann.drop, self._owner(), tenant_id, users)
         await asyncio.to_thread(self._fold_log)
         return counts
+
+    def _tenant_users(self, tenant_id: str) -> list[str]:
+        """Whose HNSW index a tenant's forgetting drops (read before the rows go)."""
+        if not self._ann.applies():
+            return []
+        return self._run(None, self._ann.tenant_users, tenant_id, admin_tenant=tenant_id)
 
     def _fold_log(self) -> None:
         """SQLite: after deleting content, copy the write-ahead log into the database and
@@ -770,13 +789,19 @@ class SQLBackend(SQLGraph, Backend):
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         self.setup()
         self._fix_dimension(memories)
-        return self._run(scope, self._ops.upsert_memories, scope, memories, write=True)
+        ids, large = self._run(scope, self._ann.upsert, scope, memories, write=True)
+        if large:  # past ann_threshold: the user's own HNSW index, after the commit
+            self._ann.build(self._owner(), scope.user())
+        return ids
 
     async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         await self.asetup()
         if self._dimension == _dimension.AUTO and not self.tables.dimension:
             await asyncio.to_thread(self._fix_dimension, memories)  # once per store
-        return await self._arun(scope, self._ops.upsert_memories, scope, memories, write=True)
+        ids, large = await self._arun(scope, self._ann.upsert, scope, memories, write=True)
+        if large:
+            await asyncio.to_thread(self._ann.build, self._owner(), scope.user())
+        return ids
 
     def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
         return self._run(user, self._ops.get_memories, user, ids)
@@ -828,11 +853,13 @@ class SQLBackend(SQLGraph, Backend):
 
     def _forget_user(self, user: Scope) -> Counts:
         counts = self._run(user, self._ops.forget_user, user, write=True)
+        self._ann.drop(self._owner(), user.tenant_id, [user.user_id])  # it holds their vectors
         self._fold_log()
         return counts
 
     async def _aforget_user(self, user: Scope) -> Counts:
         counts = await self._arun(user, self._ops.forget_user, user, write=True)
+        await asyncio.to_thread(self._ann.drop, self._owner(), user.tenant_id, [user.user_id])
         await asyncio.to_thread(self._fold_log)
         return counts
 

@@ -1,0 +1,221 @@
+"""Per-user HNSW indexes on PostgreSQL: an index only for the users a search needs it for.
+
+One HNSW index over the whole table is paid for by every write (each row goes into its
+graph: 100k rows took 166 s to load against 0.7 s for ``COPY``), yet serves only the users
+above ``ann_threshold``; everyone else is searched exactly. So no such index is made any
+more. Instead, when a write takes a user past the threshold, the library builds a partial
+index holding that user's rows alone::
+
+    CREATE INDEX CONCURRENTLY "<prefix>memories_hnsw_<hash>" ON <memories>
+        USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)
+        WHERE tenant_id = '<tenant>' AND user_id = '<user>' AND embedding IS NOT NULL
+
+- as the tables' owner (``admin_url``, else the app's role, which then owns them), after
+  the write's transaction committed, and concurrently: other users' writes never wait;
+- named from a hash of the prefix and the scope (index names are per schema and at most 63
+  bytes); the ids are quoted as literals by psycopg, never pasted;
+- one builder at a time per user (a session advisory lock); a build that failed leaves an
+  invalid index, which the next build drops first;
+- used by a search only while ``pg_index.indisvalid`` says so (otherwise exact search);
+- dropped when the user or the tenant is forgotten: the index holds the user's vectors.
+
+Only another user's predicate never implies this one, so the planner cannot use it for
+anyone else; statements are sent unprepared (psycopg's unnamed statements are planned with
+their parameters' values), which is what lets the predicate match a user's own search.
+A store made before this module (schema version 7 and earlier) keeps its shared index and
+the old plan for users without an index of their own (``VectorPlanner.shared``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, text
+
+from ...errors import StorageError
+from ...records import Memory
+from ...scope import Scope
+from . import _errors
+from ._ops import Ops
+from ._schema import HNSW_EF_CONSTRUCTION, HNSW_M, Tables, hnsw_name
+from ._vectors import VectorPlanner
+
+__all__ = ["AnnIndexes", "index_name", "shared_index"]
+
+log = logging.getLogger("muxi_isolation.stores.sql")
+_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+_LOCK_SPACE = 0x6D75_7869  # "muxi": the advisory lock's first key, the scope's hash the second
+
+
+def _digest(tables: Tables, tenant_id: str, user_id: str) -> bytes:
+    scope = "\0".join((tables.prefix, tenant_id, user_id)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(scope).digest()
+
+
+def index_name(tables: Tables, tenant_id: str, user_id: str) -> str:
+    """The user's index's name (unquoted): the prefix's, cut to fit, and 16 hex digits."""
+    tail = _digest(tables, tenant_id, user_id).hex()[:16]
+    head = f"{tables.prefix}memories_hnsw_"
+    return head[: _NAME_BYTES - len(tail)] + tail
+
+
+def _qualified(conn: Connection, tables: Tables, tenant_id: str, user_id: str) -> str:
+    prep = conn.dialect.identifier_preparer
+    name = prep.quote(index_name(tables, tenant_id, user_id))
+    return f"{prep.quote_schema(str(tables.memories.schema))}.{name}"
+
+
+def _state(conn: Connection, tables: Tables, qualified: str) -> bool | None:
+    """``True``: the index is there and valid; ``False``: there, not (yet) valid; ``None``."""
+    table = conn.dialect.identifier_preparer.format_table(tables.memories)
+    found = conn.scalar(
+        text(
+            "SELECT i.indisvalid AND i.indisready FROM pg_catalog.pg_index i "
+            "WHERE i.indexrelid = to_regclass(:index) AND i.indrelid = to_regclass(:table)"
+        ),
+        {"index": qualified, "table": table},
+    )
+    return None if found is None else bool(found)
+
+
+def shared_index(conn: Connection, tables: Tables) -> bool:
+    """Whether the table still has the one shared HNSW index of schema version 7 and before."""
+    found = conn.scalar(text("SELECT to_regclass(:i)"), {"i": hnsw_name(conn, tables)})
+    return found is not None
+
+
+@dataclass
+class AnnIndexes:
+    """Builds, finds and drops the per-user indexes of one backend's memories table."""
+
+    ops: Ops
+    vectors: VectorPlanner
+    indexed: set[tuple[str, str]] = field(default_factory=set)  # seen valid in this process
+
+    @property
+    def tables(self) -> Tables:
+        return self.vectors.tables
+
+    def applies(self) -> bool:
+        return self.vectors.dialect == "postgresql" and self.tables.hnsw
+
+    # -- inside the caller's scoped transactions (the app's role) ---------------------------
+
+    def upsert(
+        self, conn: Connection, scope: Scope, memories: Sequence[Memory]
+    ) -> tuple[list[str], bool]:
+        """The upsert, and whether the user now needs an index it may not have yet."""
+        ids = self.ops.upsert_memories(conn, scope, memories)
+        key = (scope.tenant_id, scope.user_id)
+        if not self.applies() or key in self.indexed or not any(m.embedding for m in memories):
+            return ids, False
+        threshold = self.vectors.ann_threshold
+        return ids, self.vectors.user_rows(conn, scope, threshold + 1) > threshold
+
+    def ready(self, conn: Connection, user: Scope) -> bool:
+        """Whether the user's own index is there and valid (searched under the user's scope)."""
+        key = (user.tenant_id, user.user_id)
+        valid = _state(conn, self.tables, _qualified(conn, self.tables, *key)) is True
+        (self.indexed.add if valid else self.indexed.discard)(key)
+        return valid
+
+    def tenant_users(self, conn: Connection, tenant_id: str) -> list[str]:
+        """The tenant's users holding vectors (before a tenant is forgotten: whose index)."""
+        m = self.tables.memories
+        where = [m.c.tenant_id == tenant_id, m.c.embedding.is_not(None)]
+        return [str(u) for u in conn.scalars(select(m.c.user_id).where(*where).distinct())]
+
+    # -- as the owner, outside any transaction ----------------------------------------------
+
+    def build(self, owner: Engine, user: Scope) -> None:
+        """Make the user's index unless it is there (concurrently: writes go on). The write
+        that asked for it is committed: a failure is logged, searches stay exact, and the
+        user's next write tries again."""
+        try:
+            with _mapped():
+                self._build(owner, user)
+        except StorageError as exc:
+            log.warning("could not build a user's HNSW index (%s); searching exactly", exc)
+
+    def _build(self, owner: Engine, user: Scope) -> None:
+        from psycopg import sql
+
+        key = (user.tenant_id, user.user_id)
+        with _autocommit(owner) as (conn, raw):
+            lock = int.from_bytes(_digest(self.tables, *key)[:4], "big", signed=True)
+            if not raw.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_SPACE, lock)
+            ).fetchone()[0]:
+                return  # another process builds it
+            try:
+                qualified = _qualified(conn, self.tables, *key)
+                state = _state(conn, self.tables, qualified)
+                if state is False:  # a build that failed (or was cancelled) left it invalid
+                    raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
+                if state is not True:
+                    t = self.tables.memories
+                    ops = (
+                        "halfvec_cosine_ops"
+                        if self.tables.precision == "half"
+                        else "vector_cosine_ops"
+                    )
+                    statement = sql.SQL(
+                        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
+                        "USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef}) "
+                        "WHERE tenant_id = {tenant} AND user_id = {user} AND embedding IS NOT NULL"
+                    ).format(
+                        name=sql.Identifier(index_name(self.tables, *key)),
+                        table=sql.Identifier(str(t.schema), t.name),
+                        ops=sql.SQL(ops),
+                        m=sql.Literal(HNSW_M),
+                        ef=sql.Literal(HNSW_EF_CONSTRUCTION),
+                        tenant=sql.Literal(user.tenant_id),
+                        user=sql.Literal(user.user_id),
+                    )
+                    raw.execute(statement)
+            finally:
+                raw.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_SPACE, lock))
+        self.indexed.add(key)
+
+    def drop(self, owner: Engine, tenant_id: str, user_ids: Sequence[str]) -> None:
+        """Drop these users' indexes, where there are any (a forgotten user's vectors)."""
+        for user_id in user_ids:
+            self.indexed.discard((tenant_id, user_id))
+        if not self.applies() or not user_ids:
+            return
+        with _mapped(), _autocommit(owner) as (conn, raw):
+            names = [_qualified(conn, self.tables, tenant_id, u) for u in user_ids]
+            present = conn.scalars(
+                text(
+                    "SELECT n FROM unnest(CAST(:names AS text[])) n "
+                    "WHERE to_regclass(n) IS NOT NULL"
+                ),
+                {"names": names},
+            ).all()
+            for qualified in present:
+                raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """SQLAlchemy's errors and psycopg's own (statements sent on its connection) mapped."""
+    from psycopg import Error
+
+    with _errors.mapped():
+        try:
+            yield
+        except Error as exc:
+            raise StorageError(f"the database failed ({_errors.describe(exc)})") from exc
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[tuple[Connection, Any]]:
+    """An owner connection outside any transaction (``CREATE/DROP INDEX CONCURRENTLY``), and
+    its psycopg connection, for statements composed with ``psycopg.sql``."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn, conn.connection.driver_connection

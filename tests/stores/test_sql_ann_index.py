@@ -1,0 +1,238 @@
+"""Per-user HNSW indexes on PostgreSQL (issue 15 item 2, ``_ann_index``).
+
+No shared HNSW index: a user gets an index of their own when a write takes them past
+``ann_threshold`` (100 here), their searches run on it (EXPLAIN of the very statement the
+store sends, with its parameters, as the app role), nobody else's search can use it, and
+forgetting the user or the tenant drops it. Both halves (sync and async) and odd ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from muxi_isolation import Memory, Scope
+from muxi_isolation.stores.sql import SQLBackend
+from muxi_isolation.stores.sql._ann_index import index_name
+from muxi_isolation.stores.sql._schema import create_hnsw
+
+DIM = 16
+THRESHOLD = 100
+BIG = Scope("tenant_a", "big")
+SMALL = Scope("tenant_a", "small")
+TWIN = Scope("tenant_b", "big")  # same user id, other tenant
+ODD = Scope("t'en%ant\\", "u'1\"; DROP TABLE x; --")  # quoted as literals, never pasted
+
+
+@pytest.fixture(params=["sync", "async"])
+def way(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def centers(seed: int = 3) -> list[list[float]]:
+    rng = random.Random(seed)
+    return [[rng.gauss(0, 1) for _ in range(DIM)] for _ in range(8)]
+
+
+def rows(prefix: str, n: int, seed: int) -> dict[str, list[float]]:
+    rng = random.Random(seed)
+    out = {}
+    for i in range(n):
+        c = rng.choice(centers())
+        out[f"{prefix}{i:04d}"] = [x + rng.gauss(0, 0.6) for x in c]
+    return out
+
+
+def write(backend: SQLBackend, way: str, scope: Scope, data: dict[str, list[float]]) -> None:
+    """In batches of 50, as a loader would: the threshold is crossed inside the load."""
+    items = [Memory(i, i, {}, v) for i, v in data.items()]
+    for start in range(0, len(items), 50):
+        batch = items[start : start + 50]
+        if way == "sync":
+            backend.upsert_memories(scope, batch)
+        else:
+            asyncio.run(backend.aupsert_memories(scope, batch))
+
+
+def search(backend: SQLBackend, way: str, scope: Scope, query: list[float], k: int) -> list[str]:
+    if way == "sync":
+        hits = backend.search_memories(scope, query, k)
+    else:
+        hits = asyncio.run(backend.asearch_memories(scope, query, k))
+    assert all(m.scope is not None and m.scope.same_user(scope) for m, _ in hits)
+    return [m.id for m, _ in hits]
+
+
+def exact_top(query: list[float], data: dict[str, list[float]], k: int) -> list[str]:
+    def cos(v: list[float]) -> float:
+        dot = sum(a * b for a, b in zip(query, v, strict=True))
+        return dot / (math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in v)))
+
+    return [i for i, _ in sorted(data.items(), key=lambda kv: (-cos(kv[1]), kv[0]))[:k]]
+
+
+def hnsw_indexes(postgres_admin: Any, backend: SQLBackend) -> dict[str, tuple[bool, str]]:
+    """Every HNSW index on the memories table: name -> (valid, definition)."""
+    table = backend.tables.memories
+    with postgres_admin.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid) "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_am a ON a.oid = c.relam "
+                "WHERE i.indrelid = to_regclass(:t) AND a.amname = 'hnsw'"
+            ),
+            {"t": f'"{table.schema}"."{table.name}"'},
+        ).all()
+    return {str(name): (bool(valid), str(definition)) for name, valid, definition in found}
+
+
+def name_of(backend: SQLBackend, scope: Scope) -> str:
+    return index_name(backend.tables, scope.tenant_id, scope.user_id)
+
+
+@pytest.fixture
+def store(make_backend: Any) -> SQLBackend:
+    backend: SQLBackend = make_backend("postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD)
+    return backend
+
+
+def test_a_user_past_the_threshold_gets_an_index_and_searches_stay_exact_or_better(
+    store: SQLBackend, postgres_admin: Any, way: str
+) -> None:
+    big, small, twin = rows("b", 400, 1), rows("s", 60, 2), rows("b", 400, 3)
+    write(store, way, SMALL, small)
+    assert hnsw_indexes(postgres_admin, store) == {}  # no shared index, none for the small
+    write(store, way, BIG, big)
+    write(store, way, TWIN, twin)
+    indexes = hnsw_indexes(postgres_admin, store)
+    assert set(indexes) == {name_of(store, BIG), name_of(store, TWIN)}
+    valid, definition = indexes[name_of(store, BIG)]
+    assert valid and "tenant_a" in definition and "'big'" in definition
+    assert store.search_plan(BIG) == store.search_plan(TWIN) == "hnsw"
+    assert store.search_plan(SMALL) == "exact"
+    rng = random.Random(9)
+    for scope, data in ((BIG, big), (TWIN, twin), (SMALL, small)):
+        recalls = []
+        for _ in range(20):
+            query = [x + rng.gauss(0, 0.6) for x in rng.choice(centers())]
+            got = search(store, way, scope, query, 10)
+            assert len(got) == 10 and set(got) <= set(data)
+            recalls.append(len(set(got) & set(exact_top(query, data, 10))) / 10)
+        assert sum(recalls) / len(recalls) >= 0.99, (scope, recalls)
+
+
+def test_a_users_search_runs_on_their_own_index_and_no_one_elses(store: SQLBackend) -> None:
+    """The planner matches a partial index's predicate only with the parameters' values in
+    hand (psycopg's unnamed statements): EXPLAIN what the store sends, as it sends it."""
+    write(store, "sync", BIG, rows("b", 300, 1))
+    write(store, "sync", TWIN, rows("b", 300, 3))
+    write(store, "sync", SMALL, rows("s", 30, 2))
+    plans: list[str] = []
+
+    def explain(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "<=>" in statement and "found" in statement:
+            found = cursor.connection.execute("EXPLAIN " + statement, params).fetchall()
+            plans.append("\n".join(r[0] for r in found))
+
+    event.listen(store._engine, "after_cursor_execute", explain)
+    query = centers()[0]
+    for scope in (BIG, TWIN):
+        assert len(store.search_memories(scope, query, 5)) == 5
+        mine, other = name_of(store, scope), name_of(store, TWIN if scope == BIG else BIG)
+        assert mine in plans[-1] and other not in plans[-1], plans[-1]
+    # The small user forced down the index path: neither index can serve them.
+    store._run(SMALL, store.vectors._ann, SMALL, query, 5, [])
+    assert "hnsw" not in plans[-1] and name_of(store, BIG) not in plans[-1], plans[-1]
+
+
+def test_forgetting_a_user_or_tenant_drops_their_index(
+    store: SQLBackend, postgres_admin: Any, way: str
+) -> None:
+    write(store, way, BIG, rows("b", 150, 1))
+    write(store, way, TWIN, rows("b", 150, 3))
+    write(store, way, ODD, rows("o", 150, 4))
+    assert len(hnsw_indexes(postgres_admin, store)) == 3
+    if way == "sync":
+        store.forget_user(BIG)
+    else:
+        asyncio.run(store.aforget_user(BIG))
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, TWIN), name_of(store, ODD)}
+    assert store.search_plan(BIG) == "exact" and store.search_memories(BIG, centers()[0], 3) == []
+    if way == "sync":
+        store.forget_tenant(ODD.tenant_id)
+    else:
+        asyncio.run(store.aforget_tenant(ODD.tenant_id))
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, TWIN)}
+    write(store, way, BIG, rows("b", 150, 5))  # back past the threshold: a new index
+    assert name_of(store, BIG) in hnsw_indexes(postgres_admin, store)
+    assert store.search_plan(BIG) == "hnsw"
+
+
+def test_odd_ids_are_literals_and_their_index_serves_them(
+    store: SQLBackend, postgres_admin: Any
+) -> None:
+    data = rows("o", 200, 4)
+    write(store, "sync", ODD, data)
+    valid, definition = hnsw_indexes(postgres_admin, store)[name_of(store, ODD)]
+    assert valid and "'t''en%ant\\'" in definition, definition
+    assert store.search_plan(ODD) == "hnsw"
+    query = centers()[1]
+    assert search(store, "sync", ODD, query, 10) == exact_top(query, data, 10)
+
+
+def test_an_invalid_index_is_not_used_and_the_next_write_rebuilds_it(
+    store: SQLBackend, postgres_admin: Any
+) -> None:
+    """A concurrent build that failed leaves an index marked invalid: searches stay exact
+    (and right) until the user's next write replaces it."""
+    data = rows("b", 200, 1)
+    write(store, "sync", BIG, data)
+    name = name_of(store, BIG)
+    with postgres_admin.begin() as conn:  # what a cancelled CREATE INDEX CONCURRENTLY leaves
+        conn.execute(
+            text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(:i)"),
+            {"i": f'"{store.tables.memories.schema}"."{name}"'},
+        )
+    assert store.search_plan(BIG) == "exact"
+    query = centers()[2]
+    assert search(store, "sync", BIG, query, 10) == exact_top(query, data, 10)
+    write(store, "sync", BIG, {"b9999": centers()[2]})
+    assert hnsw_indexes(postgres_admin, store)[name][0] is True
+    assert store.search_plan(BIG) == "hnsw"
+
+
+def test_a_store_with_the_old_shared_index_keeps_using_it(
+    store: SQLBackend, postgres_admin: Any
+) -> None:
+    """Stores made before per-user indexes hold one shared HNSW index: a large user without
+    an index of their own is still searched on it, as before."""
+    store.setup()
+    with postgres_admin.begin() as conn:
+        create_hnsw(conn, store.tables)
+    again = SQLBackend(
+        store._engine.url,
+        admin_url=store._admin[0].url if store._admin else None,
+        schema=store.tables.metadata.schema,
+        embedding_dimension=DIM,
+        ann_threshold=THRESHOLD,
+    )
+    try:
+        again.setup()
+        assert again.vectors.shared
+        write(again, "sync", BIG, rows("b", 200, 1))
+        with postgres_admin.begin() as conn:  # the user's own index not made yet
+            conn.exec_driver_sql(
+                f'DROP INDEX "{again.tables.memories.schema}"."{name_of(again, BIG)}"'
+            )
+        assert set(hnsw_indexes(postgres_admin, again)) == {"muxi_memories_hnsw"}
+        assert again.search_plan(BIG) == "hnsw"
+        query = centers()[3]
+        assert len(search(again, "sync", BIG, query, 10)) == 10
+    finally:
+        again.close()
