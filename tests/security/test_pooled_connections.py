@@ -130,6 +130,22 @@ async def test_an_async_connection_comes_back_from_the_pool_with_nothing_left(
     assert stash in (None, "") and temp is None
 
 
+def test_sql_no_event_sees_is_still_reset_on_checkin(pooled: SQLBackend) -> None:
+    """A connection taken raw (``raw_connection()``: its statements fire no SQLAlchemy
+    event) is reset all the same; the backend's own next call runs on a clean session."""
+    raw = pooled._engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SELECT set_config('muxi.stash', 'left by a raw caller', false)")
+        raw.commit()
+    finally:
+        raw.close()  # back to the pool of one
+    pooled.upsert_memories(ALICE, [Memory("m1", "kept", {})])  # the backend's own call
+    with pooled._engine.connect() as conn:
+        stash, temp = conn.execute(LEFTOVERS, {"name": pooled.tables.memories.name}).one()
+    assert stash in (None, "") and temp is None
+
+
 REPLAY = (
     "SELECT set_config('muxi.tenant_id', 'tenant_a', true), "
     "set_config('muxi.user_id', current_setting('muxi.stash_user'), true), "

@@ -245,7 +245,8 @@ class SQLBackend(SQLGraph, Backend):
             with _errors.unavailable():
                 conn = engine.connect()
             with conn:
-                conn.execution_options(muxi_write=write, **{_OWN: True})
+                conn.execution_options(muxi_write=write)
+                _claim(conn)
                 with conn.begin():
                     return self._call(conn, scope, admin_tenant, fn, args, kwargs)
 
@@ -281,7 +282,8 @@ class SQLBackend(SQLGraph, Backend):
                 conn = await engine.connect().start()
             try:
                 with _errors.mapped():
-                    await conn.execution_options(muxi_write=write, **{_OWN: True})
+                    await conn.execution_options(muxi_write=write)
+                    await conn.run_sync(_claim)
                     async with conn.begin():
                         return await conn.run_sync(
                             self._call, scope, admin_tenant, fn, args, kwargs
@@ -986,6 +988,7 @@ def _engines(
     else:
         for engine in (sync_engine, async_engine.sync_engine):
             event.listen(engine, "connect", register_vector_wire)
+            event.listen(engine, "checkout", _mark_checkout)
             event.listen(engine, "before_cursor_execute", _mark_foreign)
             event.listen(engine, "reset", _discard_session_state)
     return sync_engine, async_engine
@@ -993,6 +996,19 @@ def _engines(
 
 _OWN = "muxi_own"  # execution option: the statement is one of the backend's operations
 _DIRTY = "muxi_dirty"  # pooled connection info: it ran a statement that was not
+
+
+def _mark_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Every checkout is someone else's until the backend claims it (``_claim``): a
+    connection taken with ``raw_connection()`` runs SQL no event sees, so it is reset."""
+    record.info[_DIRTY] = True
+
+
+def _claim(conn: Connection) -> None:
+    """The connection runs one of the backend's operations: nothing to reset for it, unless
+    a statement that is not the backend's is seen (``_mark_foreign``)."""
+    conn.execution_options(**{_OWN: True})
+    conn.info.pop(_DIRTY, None)
 
 
 def _mark_foreign(conn: Connection, *_args: Any) -> None:
