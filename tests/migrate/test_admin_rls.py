@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from muxi_isolation import Memory, Message, Scope, SessionRecord
@@ -23,30 +22,17 @@ from muxi_isolation.stores.sql import SQLBackend
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
 USERS = [Scope("tenant_a", "alice"), Scope("tenant_a", "bob"), Scope("tenant_b", "carol")]
-OWNER = "muxi_test_owner"
 
 
 @pytest.fixture
 def owned(postgres_urls: Any, postgres_admin: Any) -> Iterator[tuple[SQLBackend, Any, Any]]:
-    """A backend whose tables an ordinary role owns; with raw engines for owner and app."""
-    password = secrets.token_urlsafe(12)
+    """A backend whose tables an ordinary role owns (the suite's owner role, tests/conftest.py);
+    with raw engines for owner and app."""
     schema = f"o_{secrets.token_hex(5)}"
-    with postgres_admin.begin() as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-        exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": OWNER})
-        verb = "ALTER" if exists else "CREATE"
-        conn.execute(
-            text(f"{verb} ROLE {OWNER} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'")
-        )
-        database = conn.scalar(text("SELECT current_database()"))
-        conn.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER}'))
-    owner_url = make_url(postgres_urls.admin).set(
-        drivername="postgresql+psycopg", username=OWNER, password=password
-    )
     backend = SQLBackend(
-        postgres_urls.app, admin_url=owner_url, schema=schema, embedding_dimension=2
+        postgres_urls.app, admin_url=postgres_urls.owner, schema=schema, embedding_dimension=2
     )
-    owner = create_engine(owner_url, poolclass=NullPool)
+    owner = create_engine(postgres_urls.owner, poolclass=NullPool)
     app = create_engine(postgres_urls.app, poolclass=NullPool)
     yield backend, owner, app
     backend.close()
@@ -54,7 +40,6 @@ def owned(postgres_urls: Any, postgres_admin: Any) -> Iterator[tuple[SQLBackend,
     app.dispose()
     with postgres_admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f"DROP OWNED BY {OWNER}"))
 
 
 def fill(backend: SQLBackend) -> None:
