@@ -3,8 +3,8 @@
     python bench/embedded.py                          # 100k memories, dim 384, 2,000 users
     python bench/embedded.py --rows 20000 --users 400  # a smoke run (~1 min)
 
-How long: about RUNTIME on 2 shared cores with the defaults, most of it Chroma's load
-(one database per user); our load is seconds.
+How long: about 7 minutes (400 s) with the defaults on 2 shared cores, 5 of them Chroma's
+load (one database per user; about 300 s), 20-30 s ours, 1 minute of queries.
 
 The corpus of ``bench/_corpus.py`` (clustered embeddings, Zipf user sizes) goes into:
 
@@ -15,7 +15,11 @@ The corpus of ``bench/_corpus.py`` (clustered embeddings, Zipf user sizes) goes 
 - Chroma: one ``PersistentClient`` (a database directory) per user, cosine space, written
   with ``add`` (1,000 rows a call), searched with ``query(n_results=10)``; each sampled
   user's database is opened before its queries and the first query is reported apart
-  (``chroma_first_ms``: it loads the user's index).
+  (``chroma_first_ms``: it loads the user's index), as is our first query of the user
+  (``ours_first_ms``: it reads the user's vectors, which a search then keeps while they
+  hold). Then ``--settle`` seconds pass before the timed queries: opening a Chroma
+  database starts background work that slowed all three methods alike (numpy 2.4 ms at
+  6k rows after 2 s, 6.3 ms without).
 
 For a sample of users per size bucket, each query runs through all three in rotated order
 (the machine is shared; no method is always first): median and p95 latency of the whole
@@ -149,6 +153,7 @@ def main() -> None:
     parser.add_argument("--per-bucket", type=int, default=8, help="users sampled per bucket")
     parser.add_argument("--queries", type=int, default=5, help="queries per sampled user")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds before timing a user")
     args = parser.parse_args()
     began = time.perf_counter()
     figures: dict[str, Any] = {
@@ -195,6 +200,7 @@ def run_queries(backend: SQLBackend, chroma: Chroma, corpus: Corpus, args: Any) 
             stats[b]["chroma_first_ms"].append(open_ms + first_ms)
             _, ours_first = timed(lambda: ours(first.tolist()))  # noqa: B023
             stats[b]["ours_first_ms"].append(ours_first)  # reads the user's vectors
+            time.sleep(args.settle)
             for q in range(args.queries):
                 query = corpus.query(user, rng)
                 as_list = query.tolist()

@@ -120,7 +120,7 @@ def top_float32(
     with np.errstate(all="ignore"):
         q32 = q.astype(np.float32)
         denominators = norms * q_norm
-        fast = np.einsum("ij,j->i", matrix, q32).astype(np.float64) / denominators
+        fast = _dots32(matrix, q32).astype(np.float64) / denominators
     unit = 2.0**-24 * (d + 2)
     slack = 1.01 * unit / (1 - unit) + 1e-10  # 1e-10: float64 rounding and float32 underflow
     normal = denominators >= 1e-30  # not zero, tiny or NaN: the bound holds for these
@@ -133,6 +133,14 @@ def top_float32(
     exact = cosines(q, matrix[candidates], norms[candidates])
     best = best_first(exact, k, lambda j: key(int(candidates[j])))
     return [(int(candidates[j]), float(exact[j])) for j in best]
+
+
+def _dots32(matrix: Matrix, q32: Matrix) -> Matrix:
+    """Float32 dot products in any order (the bound holds for every order): numpy 2's
+    ``vecdot`` is a single-threaded BLAS dot per row, twice einsum's speed in cache."""
+    vecdot = getattr(np, "vecdot", None)  # None on numpy 1.x
+    dots = np.einsum("ij,j->i", matrix, q32) if vecdot is None else vecdot(matrix, q32)
+    return np.asarray(dots, dtype=np.float32)
 
 
 def best_first(scores: Scores, k: int, key: Callable[[int], Any]) -> list[int]:
