@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from typing import Any
 
 import pytest
@@ -236,3 +237,34 @@ def test_a_store_with_the_old_shared_index_keeps_using_it(
         assert len(search(again, "sync", BIG, query, 10)) == 10
     finally:
         again.close()
+
+
+def test_a_deferred_build_waits_for_the_writes_to_pause(
+    make_backend: Any, postgres_admin: Any, way: str
+) -> None:
+    """``ann_index_delay``: a bulk load puts no row into a live HNSW index; the index is
+    built once the user's writes paused, and searches are exact (and right) meanwhile."""
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=30
+    )
+    data = rows("b", 300, 1)
+    write(store, way, BIG, data)
+    assert hnsw_indexes(postgres_admin, store) == {}  # due in 30 s: none yet
+    query = centers()[4]
+    assert store.search_plan(BIG) == "exact"
+    assert search(store, way, BIG, query, 10) == exact_top(query, data, 10)
+    assert store._deferred is not None and store._deferred.settle(timeout=60)
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
+    assert store.search_plan(BIG) == "hnsw"
+    assert len(search(store, way, BIG, query, 10)) == 10
+
+
+def test_a_deferred_build_runs_by_itself_after_the_pause(make_backend: Any) -> None:
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0.3
+    )
+    write(store, "sync", BIG, rows("b", 200, 1))
+    deadline = time.monotonic() + 30
+    while store.search_plan(BIG) != "hnsw":
+        assert time.monotonic() < deadline, "the index was never built"
+        time.sleep(0.1)

@@ -19,6 +19,12 @@ index holding that user's rows alone::
 - used by a search only while ``pg_index.indisvalid`` says so (otherwise exact search);
 - dropped when the user or the tenant is forgotten: the index holds the user's vectors.
 
+Building an index once is several times cheaper than inserting the same rows into a live
+one, so a bulk load can defer it: with ``ann_index_delay=s`` the build runs on a
+background thread once the user has had no write for ``s`` seconds (each write past the
+threshold pushes it back), and the load's rows go in without any HNSW work. Searches
+meanwhile are exact. The default, 0, builds at the end of the write that crossed.
+
 Only another user's predicate never implies this one, so the planner cannot use it for
 anyone else; statements are sent unprepared (psycopg's unnamed statements are planned with
 their parameters' values), which is what lets the predicate match a user's own search.
@@ -30,7 +36,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,6 +207,72 @@ class AnnIndexes:
             ).all()
             for qualified in present:
                 raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
+
+
+class Deferred:
+    """Builds run on one background thread once each user's writes paused for ``delay``
+    seconds; a write past the threshold (``want``) pushes its user's build back."""
+
+    def __init__(self, delay: float, build: Callable[[Scope], None]) -> None:
+        self.delay = delay
+        self._build = build
+        self._due: dict[tuple[str, str], tuple[float, Scope]] = {}
+        self._busy = 0
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def want(self, user: Scope) -> None:
+        with self._wake:
+            if self._closed:
+                return
+            self._due[(user.tenant_id, user.user_id)] = (time.monotonic() + self.delay, user)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="muxi-ann", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until no build is due or running (builds due later are run now)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._wake:
+            self._due = {key: (0.0, user) for key, (_, user) in self._due.items()}
+            self._wake.notify_all()
+            while self._due or self._busy:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._due.clear()
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed:
+                    now = time.monotonic()
+                    ready = [k for k, (at, _) in self._due.items() if at <= now]
+                    if ready:
+                        break
+                    nearest = min((at for at, _ in self._due.values()), default=None)
+                    self._wake.wait(None if nearest is None else nearest - now)
+                if self._closed:
+                    return
+                _, user = self._due.pop(ready[0])
+                self._busy += 1
+            try:
+                self._build(user)  # logs its own failures
+            finally:
+                with self._wake:
+                    self._busy -= 1
+                    self._wake.notify_all()
 
 
 @contextmanager

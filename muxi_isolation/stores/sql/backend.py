@@ -35,7 +35,7 @@ from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
 from . import _audit, _dimension, _errors, _rls
-from ._ann_index import AnnIndexes, shared_index
+from ._ann_index import AnnIndexes, Deferred, shared_index
 from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables, install, replace_schema, with_dimension
@@ -83,8 +83,12 @@ class SQLBackend(SQLGraph, Backend):
     ``table_prefix`` and ``schema`` (PostgreSQL) place the tables. ``citus=True`` sets the
     scope with ``SET LOCAL`` so it reaches Citus workers (see docs/citus.md).
     ``ann_threshold``, ``ann_min_fraction``, ``ef_search`` and ``max_scan_tuples`` tune
-    per-user vector search (see ``_vectors``). ``statement_timeout`` (seconds) bounds every
-    call: PostgreSQL cancels a statement, lock wait or idle transaction past it.
+    per-user vector search (see ``_vectors``); a user past ``ann_threshold`` gets an HNSW
+    index of their own, built at the end of the write that crossed it, or with
+    ``ann_index_delay=s`` in the background once their writes paused for ``s`` seconds (a
+    bulk load then puts no row into a live index; see ``_ann_index``).
+    ``statement_timeout`` (seconds) bounds every call: PostgreSQL cancels a statement, lock
+    wait or idle transaction past it.
     ``text_search_config``: PostgreSQL's text search configuration for keyword and hybrid
     search (``english`` by default; ``simple`` for no stemming).
     """
@@ -108,6 +112,7 @@ class SQLBackend(SQLGraph, Backend):
         statement_timeout: float | None = None,
         text_search_config: str = "english",
         embedding_precision: Precision = "full",
+        ann_index_delay: float = 0.0,
     ) -> None:
         self._target = resolve_url(url)
         admin = resolve_url(admin_url) if admin_url is not None else None
@@ -143,6 +148,9 @@ class SQLBackend(SQLGraph, Backend):
         self._ops = Ops(self.tables, self.dialect, self.vectors)
         self._ann = AnnIndexes(self._ops, self.vectors)
         self.vectors.own_index = self._ann.ready
+        if not ann_index_delay >= 0:
+            raise ConfigError("ann_index_delay must be a number of seconds >= 0")
+        self._deferred = Deferred(ann_index_delay, self._build_index) if ann_index_delay else None
         self._gate = _Gate(self._target.memory)
         pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
         if statement_timeout is not None:
@@ -481,6 +489,8 @@ class SQLBackend(SQLGraph, Backend):
         if self._closed:
             return
         self._closed = True
+        if self._deferred is not None:
+            self._deferred.close()
         engines = self._all_engines()
         for sync_engine, async_engine in engines:
             sync_engine.dispose()
@@ -490,6 +500,8 @@ class SQLBackend(SQLGraph, Backend):
         if self._closed:
             return
         self._closed = True
+        if self._deferred is not None:
+            await asyncio.to_thread(self._deferred.close)
         engines = self._all_engines()
         for sync_engine, async_engine in engines:
             await async_engine.dispose()
@@ -793,7 +805,7 @@ class SQLBackend(SQLGraph, Backend):
         self._fix_dimension(memories)
         ids, large = self._run(scope, self._ann.upsert, scope, memories, write=True)
         if large:  # past ann_threshold: the user's own HNSW index, after the commit
-            self._ann.build(self._owner(), scope.user())
+            self._index(scope.user())
         return ids
 
     async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
@@ -802,8 +814,17 @@ class SQLBackend(SQLGraph, Backend):
             await asyncio.to_thread(self._fix_dimension, memories)  # once per store
         ids, large = await self._arun(scope, self._ann.upsert, scope, memories, write=True)
         if large:
-            await asyncio.to_thread(self._ann.build, self._owner(), scope.user())
+            await asyncio.to_thread(self._index, scope.user())
         return ids
+
+    def _index(self, user: Scope) -> None:
+        if self._deferred is None:
+            self._build_index(user)
+        else:
+            self._deferred.want(user)
+
+    def _build_index(self, user: Scope) -> None:
+        self._ann.build(self._owner(), user)
 
     def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
         return self._run(user, self._ops.get_memories, user, ids)
