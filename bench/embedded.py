@@ -3,8 +3,9 @@
     python bench/embedded.py                          # 100k memories, dim 384, 2,000 users
     python bench/embedded.py --rows 20000 --users 400  # a smoke run (~1 min)
 
-How long: about 7 minutes (400 s) with the defaults on 2 shared cores, 5 of them Chroma's
-load (one database per user; about 300 s), 20-30 s ours, 1 minute of queries.
+How long: 4.5 to 7 minutes (260-400 s) with the defaults on 2 shared cores, most of it
+Chroma's load (one database per user: 170-310 s); ours loads in 11-30 s, the queries
+(with ``--settle``) take about 2 minutes.
 
 The corpus of ``bench/_corpus.py`` (clustered embeddings, Zipf user sizes) goes into:
 
