@@ -166,7 +166,7 @@ def test_a_version_5_sqlite_store_gets_its_text_index(tmp_path: Any) -> None:
     try:
         assert search(second, "sync", ALICE, None, 3, text="grimwald", mode="text") == ["old"]
         with engine.begin() as conn:
-            assert _schema.read_version(conn, second.tables) == _schema.SCHEMA_VERSION == 6
+            assert _schema.read_version(conn, second.tables) == _schema.SCHEMA_VERSION >= 6
         engine.dispose()
     finally:
         second.close()
