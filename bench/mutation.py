@@ -104,6 +104,7 @@ GROUPS = (
         (
             "tests/stores/test_graph.py",
             "tests/stores/test_graph_sql.py",
+            "tests/stores/test_similarity.py",  # the store's ranking (rank_items)
             "tests/security/test_both_halves.py",
             "tests/security/test_mutants_graph.py",
         ),
