@@ -53,7 +53,7 @@ from ._ops import Ops
 from ._schema import HNSW_EF_CONSTRUCTION, HNSW_M, Tables, hnsw_name
 from ._vectors import VectorPlanner
 
-__all__ = ["AnnIndexes", "index_name", "shared_index"]
+__all__ = ["AnnIndexes", "Deferred", "index_name", "shared_index"]
 
 log = logging.getLogger("muxi_isolation.stores.sql")
 _NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
