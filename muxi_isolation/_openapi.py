@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from importlib import resources
 from typing import Any
 
@@ -14,7 +15,7 @@ from . import audit, policy
 from ._audit_edge import AUDIT_LIMIT
 from ._requests import BODY_SCOPE_FIELDS
 
-__all__ = ["ID_PATTERN", "USER_PATTERN", "openapi_document"]
+__all__ = ["ID_PATTERN", "USER_PATTERN", "openapi_document", "openapi_json"]
 
 # What ``canonical_id`` accepts, as patterns both JSON Schema (ECMA-262) and Python read the
 # same way: no control character (Cc) or line/paragraph separator, no whitespace at either
@@ -77,3 +78,11 @@ def openapi_document() -> dict[str, Any]:
     it allows is accepted, every one it forbids refused, every status it can answer listed
     (``tests/test_http_contract.py`` runs Schemathesis against the live server)."""
     return copy.deepcopy(_document())  # a fresh copy: a caller may change theirs
+
+
+@functools.cache
+def openapi_json() -> bytes:
+    """The document as the public ``GET /openapi.json`` serves it, rendered once: the same
+    bytes Starlette's ``JSONResponse`` would render, without a copy per request."""
+    text = json.dumps(_document(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode("utf-8")

@@ -51,7 +51,7 @@ from ._edge import Deadline, RateLimit
 from ._handlers import EXCEPTION_HANDLERS
 from ._openapi import ID_PATTERN as ID_PATTERN  # re-exported: the contract tests read them
 from ._openapi import USER_PATTERN as USER_PATTERN
-from ._openapi import openapi_document
+from ._openapi import openapi_document, openapi_json
 from ._requests import (
     MAX_BODY_BYTES,
     BadRequest,
@@ -298,7 +298,7 @@ def create_app(
         return JSONResponse({"events": [e.to_dict() for e in found]})
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return Response(openapi_json(), media_type="application/json")
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -14,10 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from muxi_isolation import audit, policy
+import httpx
+from starlette.responses import JSONResponse
+
+from muxi_isolation import Isolation, KeyRing, audit, policy
 from muxi_isolation._audit_edge import AUDIT_LIMIT
 from muxi_isolation._openapi import ID_PATTERN, USER_PATTERN, openapi_document
 from muxi_isolation._requests import BODY_SCOPE_FIELDS
+from muxi_isolation.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_NUL = r"^[^\x00]*$"
@@ -87,6 +91,19 @@ def test_each_call_gets_its_own_copy() -> None:
     again = openapi_document()
     assert "/v1/chat" in again["paths"]
     assert again["components"]["schemas"]["Error"]["required"] == ["error", "message"]
+
+
+async def test_the_route_serves_what_json_response_would_render() -> None:
+    """``GET /openapi.json`` serves bytes rendered once; they are the document as
+    ``JSONResponse`` renders it, with its content type."""
+    app = create_app(Isolation(), KeyRing())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        for _ in range(2):
+            response = await client.get("/openapi.json")
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            assert response.content == JSONResponse(openapi_document()).body
 
 
 def test_the_wheel_ships_the_document(tmp_path: Path) -> None:
