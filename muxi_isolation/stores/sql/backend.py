@@ -34,7 +34,7 @@ from ...quotas import Limits
 from ...records import Memory, Message, Receipt, SessionRecord
 from ...scope import Scope
 from ..base import Backend, Counts, Scored
-from . import _audit, _dimension, _errors, _rls
+from . import _audit, _bulk, _dimension, _errors, _rls
 from ._ann_index import AnnIndexes, Deferred, shared_index
 from ._graph_ops import SQLGraph
 from ._ops import Ops
@@ -1009,6 +1009,7 @@ def _engines(
     else:
         for engine in (sync_engine, async_engine.sync_engine):
             event.listen(engine, "connect", register_vector_wire)
+            event.listen(engine, "connect", _bulk.register)
             event.listen(engine, "checkout", _mark_checkout)
             event.listen(engine, "before_cursor_execute", _mark_foreign)
             event.listen(engine, "reset", _discard_session_state)
