@@ -183,6 +183,129 @@ async def _once(
     return JSONResponse(found.response, status_code=status, headers=headers)
 
 
+# -- the routes -------------------------------------------------------------------------------
+
+
+class _Endpoints:
+    """The routes' handlers over one ``Isolation``; who a request acts for comes only from
+    the scope the middleware resolved (``user_scope``), never from the body."""
+
+    def __init__(
+        self, isolation: Isolation, agent: Agent, export: Exporter, forget: Forgetter
+    ) -> None:
+        self.isolation, self.agent, self.export, self.forget = isolation, agent, export, forget
+        self.backend, self.sessions = isolation.backend, isolation.sessions
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/sessions", self.create_session, methods=["POST"]),
+            Route("/v1/sessions", self.list_sessions, methods=["GET"]),
+            Route("/v1/sessions/{session_id:path}", self.get_session, methods=["GET"]),
+            Route("/v1/sessions/{session_id:path}", self.delete_session, methods=["DELETE"]),
+            Route("/v1/chat", self.chat, methods=["POST"]),
+            Route("/v1/admin/users/{user_id:path}/export", self.export_route, methods=["GET"]),
+            _UserRoute("/v1/admin/users/{user_id:path}", self.forget_route, methods=["DELETE"]),
+            Route("/v1/admin/audit", self.audit_route, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+        ]
+
+    async def create_session(self, request: Request) -> Response:
+        scope = user_scope(request)
+        data = await json_object(request, optional=True)  # e.g. a body naming a user: 400
+        check_body(data)
+        if data:
+            raise BadRequest(422, "invalid_request", f"unknown fields: {sorted(data)}")
+
+        async def make(receipt_for: ReceiptFor) -> dict[str, Any]:
+            record = self.sessions.new_record(scope)
+            body = {"id": record.id, "user_id": record.user_id}
+            body["created_at"] = iso_time(record.created_at)
+            await self.backend.ainsert_session(scope, record, receipt=receipt_for(body))
+            return body
+
+        return await _once(self.backend, request, scope, data, 201, make)
+
+    async def list_sessions(self, request: Request) -> Response:
+        records = await self.sessions.alist(user_scope(request))
+        return JSONResponse({"sessions": [_session_json(r) for r in records]})
+
+    async def get_session(self, request: Request) -> Response:
+        scope = user_scope(request)
+        record = await self.sessions.aget(scope, request.path_params["session_id"])
+        messages = await self.backend.aget_messages(record.scope.with_session(record.id))
+        return JSONResponse(_history_json(record, messages))
+
+    async def delete_session(self, request: Request) -> Response:
+        await self.sessions.adelete(user_scope(request), request.path_params["session_id"])
+        return Response(status_code=204)
+
+    async def chat(self, request: Request) -> Response:
+        scope = user_scope(request)
+        data = await json_object(request)
+        # Every field is checked before anything is written: a refused turn leaves nothing.
+        text = field(data, "message", str, required=True)
+        if not text.strip():
+            raise BadRequest(422, "invalid_request", "'message' must not be empty")
+        session_id = field(data, "session_id", str)
+        if session_id is not None:
+            session_id = canonical_id(session_id, "session_id")
+        metadata = policy.check_metadata(field(data, "metadata", dict))
+        check_body(data)
+        backend, sessions = self.backend, self.sessions
+
+        async def turn(receipt_for: ReceiptFor) -> dict[str, Any]:
+            history: list[Message] = []
+            create: SessionRecord | None = None
+            if session_id is None:  # stored with the turn below: one write transaction
+                record = create = sessions.new_record(scope)
+            else:  # fail before the agent runs; the append below checks again, atomically
+                record = await sessions.aactive(scope, session_id)
+                history = await backend.aget_messages(
+                    record.scope.with_session(record.id), last=HISTORY_WINDOW
+                )
+            turn_scope = record.scope.with_session(record.id)
+            answer = await self.agent.respond(Turn(self.isolation, turn_scope, text, history))
+            body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
+            now = sessions.clock()
+            await backend.aappend_to_session(
+                turn_scope,
+                [Message("user", text, metadata), Message("assistant", answer)],
+                now=now,
+                expires_at=now + sessions.timeout,
+                create=create,
+                receipt=receipt_for(body),
+            )
+            return body
+
+        return await _once(backend, request, scope, data, 200, turn)
+
+    async def export_route(self, request: Request) -> Response:
+        require_admin(request)
+        user = Scope.parse(request.path_params["user_id"])
+        return JSONResponse(await self.export(self.isolation, user))
+
+    async def forget_route(self, request: Request) -> Response:
+        require_admin(request)
+        user = Scope.parse(request.path_params["user_id"])
+        return JSONResponse(await self.forget(self.isolation, user))
+
+    async def audit_route(self, request: Request) -> Response:
+        require_admin(request)
+        query = audit_query(request.query_params)
+        found = await audit.aread_events(self.backend, query)
+        await self.backend.audit.arecord("audit_read", audit.OK, query.tenant_id)
+        return JSONResponse({"events": [e.to_dict() for e in found]})
+
+    @staticmethod
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_json(), media_type="application/json")
+
+    @staticmethod
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -210,98 +333,9 @@ def create_app(
         export, forget: the admin functions behind the two admin endpoints.
         close_on_shutdown: close the backend when the server stops.
     """
+    backend = isolation.backend
     the_agent: Agent = agent if agent is not None else DemoAgent()
-    backend, sessions = isolation.backend, isolation.sessions
-
-    async def create_session(request: Request) -> Response:
-        scope = user_scope(request)
-        data = await json_object(request, optional=True)  # e.g. a body naming a user: 400
-        check_body(data)
-        if data:
-            raise BadRequest(422, "invalid_request", f"unknown fields: {sorted(data)}")
-
-        async def make(receipt_for: ReceiptFor) -> dict[str, Any]:
-            record = sessions.new_record(scope)
-            body = {"id": record.id, "user_id": record.user_id}
-            body["created_at"] = iso_time(record.created_at)
-            await backend.ainsert_session(scope, record, receipt=receipt_for(body))
-            return body
-
-        return await _once(backend, request, scope, data, 201, make)
-
-    async def list_sessions(request: Request) -> Response:
-        records = await sessions.alist(user_scope(request))
-        return JSONResponse({"sessions": [_session_json(r) for r in records]})
-
-    async def get_session(request: Request) -> Response:
-        scope = user_scope(request)
-        record = await sessions.aget(scope, request.path_params["session_id"])
-        messages = await backend.aget_messages(record.scope.with_session(record.id))
-        return JSONResponse(_history_json(record, messages))
-
-    async def delete_session(request: Request) -> Response:
-        await sessions.adelete(user_scope(request), request.path_params["session_id"])
-        return Response(status_code=204)
-
-    async def chat(request: Request) -> Response:
-        scope = user_scope(request)
-        data = await json_object(request)
-        # Every field is checked before anything is written: a refused turn leaves nothing.
-        text = field(data, "message", str, required=True)
-        if not text.strip():
-            raise BadRequest(422, "invalid_request", "'message' must not be empty")
-        session_id = field(data, "session_id", str)
-        if session_id is not None:
-            session_id = canonical_id(session_id, "session_id")
-        metadata = policy.check_metadata(field(data, "metadata", dict))
-        check_body(data)
-
-        async def turn(receipt_for: ReceiptFor) -> dict[str, Any]:
-            history: list[Message] = []
-            create: SessionRecord | None = None
-            if session_id is None:  # stored with the turn below: one write transaction
-                record = create = sessions.new_record(scope)
-            else:  # fail before the agent runs; the append below checks again, atomically
-                record = await sessions.aactive(scope, session_id)
-                history = await backend.aget_messages(
-                    record.scope.with_session(record.id), last=HISTORY_WINDOW
-                )
-            turn_scope = record.scope.with_session(record.id)
-            answer = await the_agent.respond(Turn(isolation, turn_scope, text, history))
-            body = {"session_id": record.id, "user_id": record.user_id, "response": answer}
-            now = sessions.clock()
-            await backend.aappend_to_session(
-                turn_scope,
-                [Message("user", text, metadata), Message("assistant", answer)],
-                now=now,
-                expires_at=now + sessions.timeout,
-                create=create,
-                receipt=receipt_for(body),
-            )
-            return body
-
-        return await _once(backend, request, scope, data, 200, turn)
-
-    async def export_route(request: Request) -> Response:
-        require_admin(request)
-        return JSONResponse(await export(isolation, Scope.parse(request.path_params["user_id"])))
-
-    async def forget_route(request: Request) -> Response:
-        require_admin(request)
-        return JSONResponse(await forget(isolation, Scope.parse(request.path_params["user_id"])))
-
-    async def audit_route(request: Request) -> Response:
-        require_admin(request)
-        query = audit_query(request.query_params)
-        found = await audit.aread_events(backend, query)
-        await backend.audit.arecord("audit_read", audit.OK, query.tenant_id)
-        return JSONResponse({"events": [e.to_dict() for e in found]})
-
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_json(), media_type="application/json")
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+    endpoints = _Endpoints(isolation, the_agent, export, forget)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -309,18 +343,6 @@ def create_app(
         if close_on_shutdown:
             await backend.aclose()
 
-    routes = [
-        Route("/v1/sessions", create_session, methods=["POST"]),
-        Route("/v1/sessions", list_sessions, methods=["GET"]),
-        Route("/v1/sessions/{session_id:path}", get_session, methods=["GET"]),
-        Route("/v1/sessions/{session_id:path}", delete_session, methods=["DELETE"]),
-        Route("/v1/chat", chat, methods=["POST"]),
-        Route("/v1/admin/users/{user_id:path}/export", export_route, methods=["GET"]),
-        _UserRoute("/v1/admin/users/{user_id:path}", forget_route, methods=["DELETE"]),
-        Route("/v1/admin/audit", audit_route, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-    ]
     outages = OutageLog(log)
     middleware = [
         Middleware(Deadline, timeout=request_timeout, outages=outages),
@@ -337,7 +359,7 @@ def create_app(
         Middleware(RateLimit, limiter=RateLimiter(backend.limits), admin_paths=ADMIN_PATHS),
     ]
     app = Starlette(
-        routes=routes,
+        routes=endpoints.routes(),
         middleware=middleware,
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
