@@ -78,7 +78,7 @@ def _statement(table: str, half: bool) -> str:
     return (
         f"INSERT INTO {table} "  # noqa: S608
         "(tenant_id, user_id, id, session_id, content, metadata, embedding, created_at) "
-        f"SELECT %(tenant)s, %(user)s, r.id, %(session)s, r.content, r.metadata::jsonb, "
+        f"SELECT %(tenant_id)s, %(user_id)s, r.id, %(session_id)s, r.content, r.metadata::jsonb, "
         f"{embedding}, r.created_at FROM unnest(%(ids)s::text[], %(contents)s::text[], "
         "%(metadata)s::text[], %(embeddings)s::vector[], %(created)s::timestamptz[]) "
         "AS r(id, content, metadata, embedding, created_at) "
@@ -98,9 +98,9 @@ def upsert(
     created = tables.memories.c.created_at.type.bind_processor(conn.dialect)
     stamps = [m.created_at or now for m in memories]
     params = {
-        "tenant": scope.tenant_id,
-        "user": scope.user_id,
-        "session": scope.session_id,
+        "tenant_id": scope.tenant_id,  # named as Citus reads an INSERT's tenant
+        "user_id": scope.user_id,
+        "session_id": scope.session_id,
         "ids": [m.id for m in memories],
         "contents": [m.content for m in memories],
         "metadata": [json.dumps(m.metadata) for m in memories],
