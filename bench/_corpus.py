@@ -10,24 +10,28 @@ user's own rows.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 __all__ = [
     "BUCKETS",
     "Corpus",
+    "add_corpus_arguments",
     "bucket_label",
     "git_head",
     "machine",
@@ -37,8 +41,11 @@ __all__ = [
     "recall",
     "server_version",
     "shared_buffers",
+    "timed",
     "versions",
 ]
+
+T = TypeVar("T")
 
 BUCKETS = [(1, 9), (10, 99), (100, 999), (1000, 2999), (3000, 4999), (5000, 9999), (10000, 10**9)]
 
@@ -224,3 +231,29 @@ def git_head() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
+
+
+def add_corpus_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    rows: int = 100_000,
+    users: int = 2_000,
+    per_bucket: int = 8,
+    queries: int = 5,
+) -> None:
+    """The corpus and sampling options every search benchmark takes (its defaults vary)."""
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--users", type=int, default=users)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument(
+        "--per-bucket", type=int, default=per_bucket, help="users sampled per bucket"
+    )
+    parser.add_argument("--queries", type=int, default=queries, help="queries per sampled user")
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn()`` and the milliseconds it took."""
+    started = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - started) * 1000

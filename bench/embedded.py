@@ -51,12 +51,14 @@ import numpy as np
 from _corpus import (  # bench/ is on sys.path
     BUCKETS,
     Corpus,
+    add_corpus_arguments,
     bucket_label,
     git_head,
     machine,
     make_corpus,
     p95,
     recall,
+    timed,
     versions,
 )
 
@@ -140,20 +142,9 @@ class Chroma:
         return self._collection(user, create=False)
 
 
-def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float]:
-    started = time.perf_counter()
-    out = fn()
-    return out, (time.perf_counter() - started) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--per-bucket", type=int, default=8, help="users sampled per bucket")
-    parser.add_argument("--queries", type=int, default=5, help="queries per sampled user")
-    parser.add_argument("--seed", type=int, default=1)
+    add_corpus_arguments(parser)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before timing a user")
     args = parser.parse_args()
     began = time.perf_counter()

@@ -46,6 +46,7 @@ import psycopg
 from _corpus import (
     BUCKETS,
     Corpus,
+    add_corpus_arguments,
     bucket_label,
     git_head,
     machine,
@@ -174,12 +175,7 @@ def measure(stores: dict[str, SQLBackend], corpus: Corpus, args: Any) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--users", type=int, default=1_000)
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--per-bucket", type=int, default=8, help="users sampled per bucket")
-    parser.add_argument("--queries", type=int, default=5, help="queries per sampled user")
-    parser.add_argument("--seed", type=int, default=1)
+    add_corpus_arguments(parser, rows=50_000, users=1_000)
     parser.add_argument("--shared-buffers", default=None, help="e.g. 1GB (throwaway server)")
     args = parser.parse_args()
     started = time.perf_counter()

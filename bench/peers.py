@@ -68,7 +68,7 @@ import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,7 @@ from _corpus import (
     recall,
     server_version,
     shared_buffers,
+    timed,
     versions,
 )
 from sqlalchemy import create_engine, event
@@ -480,12 +481,6 @@ class LlamaIndex:
 # -- measuring ------------------------------------------------------------------------------
 
 Stats = dict[tuple[str, str], dict[int, dict[str, list[float]]]]
-
-
-def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float]:
-    started = time.perf_counter()
-    out = fn()
-    return out, (time.perf_counter() - started) * 1000
 
 
 def run_queries(stores: list[Any], corpus: Corpus, args: Any) -> Stats:

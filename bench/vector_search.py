@@ -50,7 +50,14 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from _corpus import BUCKETS, postgres, recall, zipf_sizes  # bench/ is on sys.path
+from _corpus import (  # bench/ is on sys.path
+    BUCKETS,
+    add_corpus_arguments,
+    postgres,
+    recall,
+    timed,
+    zipf_sizes,
+)
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -130,22 +137,9 @@ def forced(backend: SQLBackend, scope: Scope, query: list[float], path: str) -> 
     return [m.id for m, _ in backend._run(scope, run, scope, query, K, [])]
 
 
-def timed(fn: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    out = fn()
-    return out, (time.perf_counter() - started) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--per-bucket", type=int, default=16, help="users sampled per bucket")
-    parser.add_argument(
-        "--queries", type=int, default=5, help="queries per sampled user (20+ per bucket)"
-    )
-    parser.add_argument("--seed", type=int, default=1)
+    add_corpus_arguments(parser, per_bucket=16)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     data = make_data(args.rows, args.users, args.dim, rng)
