@@ -293,7 +293,7 @@ def plain_app(url: str) -> Any:
                 )
             )
             record = found.mappings().first()
-            if record is None:
+            if record is None or _aware(record["expires_at"]) <= datetime.now(timezone.utc):
                 body = {"error": "session_not_found", "message": "no such session"}
                 return JSONResponse(body, status_code=404)
             rows = await conn.execute(

@@ -1,12 +1,12 @@
 """Load: N concurrent simulated users chatting with the reference server over loopback,
 beside the same app without the isolation layer, and the transactions per request.
 
-    python bench/load.py                        # 64 users, 2 rounds x 10 s per server
+    python bench/load.py                        # 64 users, 3 rounds x 10 s per server
     python bench/load.py --users 128 --seconds 10 --rounds 3 --backends sqlite
 
-How long: per backend, ``3 servers x --rounds x --seconds`` of load (60 s with the
-defaults), plus about 10 s to start the servers and count (35 s more on PostgreSQL, which
-waits out its statistics flush): about 3 minutes for both backends.
+How long: per backend, ``3 servers x --rounds x --seconds`` of load (90 s with the
+defaults), plus about 15 s to start the servers and count (30 s more on PostgreSQL, which
+waits out its statistics flush): about 4 minutes for both backends.
 
 Three servers run side by side per backend, each its own process (uvicorn, one worker, the
 offline demo agent, on 127.0.0.1), each over its own fresh database of the same kind (a
@@ -319,8 +319,8 @@ def count(servers: dict[str, Server], urls: dict[str, str], keys: dict[str, str]
         if pg:
             time.sleep(PG_STATS_FLUSH)
             for variant, u in pg.items():
-                # minus the one transaction that read the first figure
-                delta = pg_transactions(u) - xacts[variant] - 1
+                # minus the first reading's connection: its start-up and its query
+                delta = pg_transactions(u) - xacts[variant] - 2
                 found[variant]["ask"]["pg_xacts"] = round(delta / COUNT_ASKS, 2)
     return found
 
@@ -409,13 +409,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10, help="per server and round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres, memory"
     )
     args = parser.parse_args()
     keys = {f"tenant_{t}": f"fmc_load_{uuid.uuid4().hex}" for t in range(TENANTS)}
+    load_before = os.getloadavg()[0]
     results = {kind: run_backend(kind, args, keys) for kind in args.backends.split(",")}
+    load_after = os.getloadavg()[0]  # the machine's noise: 1-minute load, before and after
 
     print(
         f"{args.users} users over {TENANTS} tenants, {args.rounds} rounds x "
@@ -448,6 +450,7 @@ def main() -> int:
                 "tenants": TENANTS,
                 "results": results,
                 "leaks": total_leaks,
+                "loadavg": [round(load_before, 2), round(load_after, 2)],
             }
         )
     )
