@@ -79,7 +79,8 @@ def install_counters() -> None:
 # -- bare: the reference app without the isolation middleware ---------------------------------
 
 
-def serve_bare(config_path: str, port: int) -> int:
+def bare_app(config_path: str) -> Any:
+    """The reference app as ``muxi-isolation serve`` builds it, minus the isolation layer."""
     from starlette.middleware import Middleware
 
     from muxi_isolation._edge import Deadline
@@ -89,7 +90,7 @@ def serve_bare(config_path: str, port: int) -> int:
     from muxi_isolation.http import SCOPE_KEY
     from muxi_isolation.keys import KeyRing
     from muxi_isolation.scope import Scope
-    from muxi_isolation.server import create_app, run_server
+    from muxi_isolation.server import create_app
 
     class HeaderScope:
         """The user the header names, taken on trust: no key, no grant, no audit, no quota."""
@@ -112,6 +113,13 @@ def serve_bare(config_path: str, port: int) -> int:
     # Starlette builds its middleware stack on the first request: swap the list before it.
     kept = [m for m in app.user_middleware if m.cls is Deadline]
     app.user_middleware = [*kept, Middleware(HeaderScope)]
+    return app
+
+
+def serve_bare(config_path: str, port: int) -> int:
+    from muxi_isolation.server import run_server
+
+    app = bare_app(config_path)
     with contextlib.suppress(KeyboardInterrupt):
         run_server(app, "127.0.0.1", port)
     return 0
