@@ -19,8 +19,9 @@
     ├── DuplicateRequest         a request whose idempotency key is already stored
     ├── QuotaExceeded            a per-(tenant, user) limit refused the call (HTTP 429)
     ├── StorageError             the database failed; the driver error is chained
-    │   └── StorageUnavailable   the database cannot be reached
-    │       └── DeadlineExceeded the call's deadline passed; what it wrote is rolled back
+    │   ├── StorageUnavailable   the database cannot be reached
+    │   │   └── DeadlineExceeded the call's deadline passed; what it wrote is rolled back
+    │   └── UnsupportedOperation the backend does not implement this operation
     ├── AdapterUnavailable       an optional framework is not installed
     ├── UnsupportedStore         a foreign store the adapters cannot scope safely
     └── UnreadableSource         an import source (table, file) that cannot be read
@@ -55,6 +56,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "UnreadableSource",
+    "UnsupportedOperation",
     "UnsupportedStore",
 ]
 
@@ -200,6 +202,14 @@ class StorageUnavailable(StorageError):
 class DeadlineExceeded(StorageUnavailable):
     """The call ran past its deadline (``statement_timeout``); its transaction is rolled
     back, so nothing it wrote is stored later. Retry it (with the same idempotency key)."""
+
+
+class UnsupportedOperation(StorageError, NotImplementedError):
+    """The backend does not implement this storage operation (its primitive ``_name``)."""
+
+    def __init__(self, backend: object, operation: str) -> None:
+        super().__init__(f"{type(backend).__name__} does not support {operation!r}")
+        self.operation = operation
 
 
 class AdapterUnavailable(IsolationError, ImportError):

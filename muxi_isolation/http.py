@@ -60,6 +60,7 @@ from .errors import (
     StorageError,
     StorageUnavailable,
     UnreadableSource,
+    UnsupportedOperation,
     UnsupportedStore,
 )
 from .keys import AccessLevel, Grant, KeyRing
@@ -107,6 +108,7 @@ ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
     Forbidden: (403, "forbidden"),
     DeadlineExceeded: (503, "deadline_exceeded"),
     StorageUnavailable: (503, "storage_unavailable"),
+    UnsupportedOperation: (500, "unsupported_operation"),  # the server's backend lacks it
     StorageError: (503, "storage_error"),
     MissingScope: (500, "missing_scope"),
     ConfigError: (500, "config_error"),

@@ -528,7 +528,7 @@ async def test_storage_failure_is_503_without_details(
         raise StorageUnavailable("connection refused: postgresql://app:hunter2@db/muxi")
 
     # fault injection at the backend's driver boundary, whatever the backend kind
-    monkeypatch.setattr(backend, "_ainsert_session", down)
+    monkeypatch.setattr(backend, "_aperform", down)
     response = await http.post("/v1/sessions", headers=as_user("user_a"))
     assert response.status_code == 503
     assert response.json()["error"] == "storage_unavailable"

@@ -10,11 +10,11 @@ from typing import Any
 
 from ..filters import Filter, matches
 from ..scope import Scope
+from ._graph_operations import GraphMethods
 from .base import Counts
 from .graph import (
     CheckpointQuery,
     CheckpointRecord,
-    GraphMethods,
     ItemQuery,
     ItemRef,
     MatchRule,
@@ -266,54 +266,6 @@ class MemoryGraph(GraphMethods):
     def _graph_tenants(self) -> set[str]:
         with self._lock:
             return {k[0] for data in self._graph() for k, rows in data.items() if rows}
-
-    # -- async twins: nothing here blocks
-
-    async def _aput_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
-        self._put_checkpoint(user, record)
-
-    async def _aget_checkpoints(
-        self, user: Scope, query: CheckpointQuery
-    ) -> list[CheckpointRecord]:
-        return self._get_checkpoints(user, query)
-
-    async def _aput_checkpoint_writes(
-        self, user: Scope, writes: list[WriteRecord], replace: bool
-    ) -> None:
-        self._put_checkpoint_writes(user, writes, replace)
-
-    async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
-        return self._delete_thread(user, thread_id)
-
-    async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
-        return self._copy_thread(user, source, target)
-
-    async def _aprune_threads(
-        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
-    ) -> int:
-        return self._prune_threads(user, thread_ids, keep_latest, whole_if)
-
-    async def _adelete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
-        return self._delete_checkpoints(user, query)
-
-    async def _aget_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
-        return self._get_items(user, refs, now)
-
-    async def _aput_items(
-        self, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
-    ) -> None:
-        self._put_items(user, items, deletes)
-
-    async def _asearch_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
-        return self._search_items(user, query, now)
-
-    async def _arefresh_items(self, user: Scope, items: list[StoreItem], now: datetime) -> None:
-        self._refresh_items(user, items, now)
-
-    async def _alist_namespaces(
-        self, user: Scope, rules: list[MatchRule], now: datetime
-    ) -> list[Namespace]:
-        return self._list_namespaces(user, rules, now)
 
 
 def _drop_thread(data: dict[UserKey, dict[Any, Any]], key: UserKey, thread_id: str) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -208,11 +207,6 @@ class MemoryBackend(MemoryGraph, Backend):
             self._keep_receipt(receipt, stored)
             return stored
 
-    async def _arenew_session(
-        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
-    ) -> SessionRecord | None:
-        return self._renew_session(user, session_id, now, expires_at)
-
     def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
         with self._lock:
             self._messages.pop(_session_key(scope), None)
@@ -225,7 +219,6 @@ class MemoryBackend(MemoryGraph, Backend):
     def _get_messages(
         self,
         scope: Scope,
-        *,
         status: str | None,
         limit: int | None,
         offset: int | None,
@@ -238,11 +231,11 @@ class MemoryBackend(MemoryGraph, Backend):
         start = offset or 0
         return rows[start : None if limit is None else start + limit]
 
-    def _count_messages(self, scope: Scope, *, status: str | None) -> int:
+    def _count_messages(self, scope: Scope, status: str | None) -> int:
         with self._lock:
             return len(self._selected(scope, status))
 
-    def _delete_messages(self, scope: Scope, *, status: str | None) -> int:
+    def _delete_messages(self, scope: Scope, status: str | None) -> int:
         key = _session_key(scope)
         with self._lock:
             rows = self._messages.get(key, [])
@@ -258,7 +251,7 @@ class MemoryBackend(MemoryGraph, Backend):
                     return rows.pop(i)
             return None
 
-    def _take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
+    def _take_oldest(self, scope: Scope, n: int, archive: bool) -> list[Message]:
         key = _session_key(scope)
         with self._lock:
             rows = self._messages.get(key, [])
@@ -411,104 +404,3 @@ class MemoryBackend(MemoryGraph, Backend):
                 del self._sessions[(tenant_id, user_id)][sid]
             threads = self._forget_graph_threads(tenant_id, doomed)
         return {"sessions": len(doomed), "messages": messages, **threads}
-
-    # -- async twins: nothing here blocks, so each calls its sync twin.
-
-    async def _ainsert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
-        self._insert_session(record, receipt)
-
-    async def _aget_receipt(self, user: Scope, key: str) -> Receipt | None:
-        return self._get_receipt(user, key)
-
-    async def _aget_session(self, user: Scope, session_id: str) -> SessionRecord | None:
-        return self._get_session(user, session_id)
-
-    async def _alist_sessions(self, user: Scope) -> list[SessionRecord]:
-        return self._list_sessions(user)
-
-    async def _atouch_session(
-        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
-    ) -> bool:
-        return self._touch_session(user, session_id, last_active_at, expires_at)
-
-    async def _adelete_session(self, user: Scope, session_id: str) -> bool:
-        return self._delete_session(user, session_id)
-
-    async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return self._append_messages(scope, messages)
-
-    async def _aappend_to_session(
-        self,
-        scope: Scope,
-        messages: list[Message],
-        now: datetime,
-        expires_at: datetime,
-        create: SessionRecord | None,
-        receipt: Receipt | None,
-    ) -> list[Message]:
-        return self._append_to_session(scope, messages, now, expires_at, create, receipt)
-
-    async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return self._replace_messages(scope, messages)
-
-    async def _aget_messages(self, scope: Scope, **window: Any) -> list[Message]:
-        return self._get_messages(scope, **window)
-
-    async def _acount_messages(self, scope: Scope, *, status: str | None) -> int:
-        return self._count_messages(scope, status=status)
-
-    async def _adelete_messages(self, scope: Scope, *, status: str | None) -> int:
-        return self._delete_messages(scope, status=status)
-
-    async def _adelete_message(self, scope: Scope, seq: int) -> Message | None:
-        return self._delete_message(scope, seq)
-
-    async def _atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
-        return self._take_oldest(scope, n, archive=archive)
-
-    async def _aupsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
-        return self._upsert_memories(scope, memories)
-
-    async def _aget_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
-        return self._get_memories(user, ids)
-
-    async def _alist_memories(
-        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
-    ) -> list[Memory]:
-        return self._list_memories(user, node, limit, offset)
-
-    async def _acount_memories(self, user: Scope, node: Filter | None) -> int:
-        return self._count_memories(user, node)
-
-    async def _adelete_memories(
-        self, user: Scope, ids: list[str] | None, node: Filter | None
-    ) -> int:
-        return self._delete_memories(user, ids, node)
-
-    async def _asearch_memories(
-        self, user: Scope, vector: list[float], k: int, node: Filter | None
-    ) -> list[Scored]:
-        return self._search_memories(user, vector, k, node)
-
-    async def _asearch_text(
-        self, user: Scope, query: str, k: int, node: Filter | None
-    ) -> list[Scored]:
-        return self._search_text(user, query, k, node)
-
-    async def _aforget_user(self, user: Scope) -> Counts:
-        return self._forget_user(user)
-
-    async def _arestore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return self._restore_messages(scope, messages)
-
-    async def _alist_message_sessions(self, user: Scope) -> list[str]:
-        return self._list_message_sessions(user)
-
-    async def _aforget_tenant(self, tenant_id: str) -> Counts:
-        return self._forget_tenant(tenant_id)
-
-    async def _alist_tenants(self) -> list[str]:
-        return self._list_tenants()
-
-    async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
-        return self._purge_expired(tenant_id, before)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from muxi_isolation.audit import (
     read_events,
     verify,
 )
+from muxi_isolation.stores.operations import Operation
 from muxi_isolation.stores.sql import SQLBackend
 
 HALVES = ["sync", "async"]
@@ -158,12 +160,15 @@ def test_a_record_dropped_by_verification_is_an_event(backend: Backend, half: st
     audited(backend)
     kind = type(backend)
 
-    class Leaky(kind):  # type: ignore[misc, valid-type]
-        def _list_memories(self, user: Scope, *args: Any) -> list[Memory]:
-            return kind._list_memories(self, ALICE, *args)  # type: ignore[no-any-return]
+    def as_alice(op: Operation[Any]) -> Operation[Any]:
+        return replace(op, scope=ALICE) if op.name == "list_memories" else op
 
-        async def _alist_memories(self, user: Scope, *args: Any) -> list[Memory]:
-            return await kind._alist_memories(self, ALICE, *args)  # type: ignore[no-any-return]
+    class Leaky(kind):  # type: ignore[misc, valid-type]
+        def _perform(self, op: Operation[Any]) -> Any:
+            return kind._perform(self, as_alice(op))
+
+        async def _aperform(self, op: Operation[Any]) -> Any:
+            return await kind._aperform(self, as_alice(op))
 
     backend.__class__ = Leaky
     assert run(call(backend, half, "list_memories", BOB)) == []

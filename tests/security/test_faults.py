@@ -325,9 +325,9 @@ def test_a_new_sqlite_file_another_process_is_writing_is_waited_for(tmp_path: Pa
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO theirs VALUES (1)")
     release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
-    release.start()
     backend = SQLBackend(f"sqlite:///{path}", embedding_dimension=None, busy_timeout=10)
     try:
+        release.start()  # after the backend is built: under load that alone can take 0.3 s
         started = time.monotonic()
         backend.upsert_memories(ALICE, [Memory("m", "waited")])
         assert time.monotonic() - started >= 0.25  # it really waited for the other writer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -237,7 +237,7 @@ class GraphOps:
                 ).append(write)
         return out
 
-    def put_writes(
+    def put_checkpoint_writes(
         self, conn: Connection, user: Scope, writes: list[WriteRecord], replace: bool
     ) -> None:
         w = self.g.writes
@@ -511,109 +511,14 @@ def _now() -> datetime:
 
 
 class SQLGraph:
-    """The graph half of ``SQLBackend``: each call one transaction opened for the user."""
+    """The graph half of ``SQLBackend``: its statements (each operation one transaction
+    opened for the user, by ``SQLBackend._perform``)."""
 
     if TYPE_CHECKING:
         tables: Tables
         dialect: str
 
-        def _run(self, scope: Scope | None, fn: Callable[..., T], *args: Any, **kw: Any) -> T: ...
-
-        async def _arun(
-            self, scope: Scope | None, fn: Callable[..., T], *args: Any, **kw: Any
-        ) -> T: ...
-
     @cached_property
     def _graph_ops(self) -> GraphOps:
         assert self.tables.graph is not None
         return GraphOps(self.tables.graph, self.dialect)
-
-    def _put_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
-        self._run(user, self._graph_ops.put_checkpoint, user, record, write=True)
-
-    async def _aput_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
-        await self._arun(user, self._graph_ops.put_checkpoint, user, record, write=True)
-
-    def _get_checkpoints(self, user: Scope, query: CheckpointQuery) -> list[CheckpointRecord]:
-        return self._run(user, self._graph_ops.get_checkpoints, user, query)
-
-    async def _aget_checkpoints(
-        self, user: Scope, query: CheckpointQuery
-    ) -> list[CheckpointRecord]:
-        return await self._arun(user, self._graph_ops.get_checkpoints, user, query)
-
-    def _put_checkpoint_writes(self, user: Scope, writes: list[WriteRecord], replace: bool) -> None:
-        self._run(user, self._graph_ops.put_writes, user, writes, replace, write=True)
-
-    async def _aput_checkpoint_writes(
-        self, user: Scope, writes: list[WriteRecord], replace: bool
-    ) -> None:
-        await self._arun(user, self._graph_ops.put_writes, user, writes, replace, write=True)
-
-    def _delete_thread(self, user: Scope, thread_id: str) -> int:
-        return self._run(user, self._graph_ops.delete_thread, user, thread_id, write=True)
-
-    async def _adelete_thread(self, user: Scope, thread_id: str) -> int:
-        return await self._arun(user, self._graph_ops.delete_thread, user, thread_id, write=True)
-
-    def _copy_thread(self, user: Scope, source: str, target: str) -> int:
-        return self._run(user, self._graph_ops.copy_thread, user, source, target, write=True)
-
-    async def _acopy_thread(self, user: Scope, source: str, target: str) -> int:
-        op = self._graph_ops.copy_thread
-        return await self._arun(user, op, user, source, target, write=True)
-
-    def _prune_threads(
-        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
-    ) -> int:
-        op = self._graph_ops.prune_threads
-        return self._run(user, op, user, thread_ids, keep_latest, whole_if, write=True)
-
-    async def _aprune_threads(
-        self, user: Scope, thread_ids: list[str], keep_latest: bool, whole_if: Filter | None
-    ) -> int:
-        op = self._graph_ops.prune_threads
-        return await self._arun(user, op, user, thread_ids, keep_latest, whole_if, write=True)
-
-    def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
-        return self._run(user, self._graph_ops.delete_checkpoints, user, query, write=True)
-
-    async def _adelete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
-        op = self._graph_ops.delete_checkpoints
-        return await self._arun(user, op, user, query, write=True)
-
-    def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
-        return self._run(user, self._graph_ops.get_items, user, refs, now)
-
-    async def _aget_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
-        return await self._arun(user, self._graph_ops.get_items, user, refs, now)
-
-    def _put_items(self, user: Scope, items: list[StoreItem], deletes: list[ItemRef]) -> None:
-        self._run(user, self._graph_ops.put_items, user, items, deletes, write=True)
-
-    async def _aput_items(
-        self, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
-    ) -> None:
-        await self._arun(user, self._graph_ops.put_items, user, items, deletes, write=True)
-
-    def _search_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
-        return self._run(user, self._graph_ops.search_items, user, query, now)
-
-    async def _asearch_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
-        return await self._arun(user, self._graph_ops.search_items, user, query, now)
-
-    def _refresh_items(self, user: Scope, items: list[StoreItem], now: datetime) -> None:
-        self._run(user, self._graph_ops.refresh_items, user, items, now, write=True)
-
-    async def _arefresh_items(self, user: Scope, items: list[StoreItem], now: datetime) -> None:
-        await self._arun(user, self._graph_ops.refresh_items, user, items, now, write=True)
-
-    def _list_namespaces(
-        self, user: Scope, rules: list[MatchRule], now: datetime
-    ) -> list[Namespace]:
-        return self._run(user, self._graph_ops.list_namespaces, user, rules, now)
-
-    async def _alist_namespaces(
-        self, user: Scope, rules: list[MatchRule], now: datetime
-    ) -> list[Namespace]:
-        return await self._arun(user, self._graph_ops.list_namespaces, user, rules, now)

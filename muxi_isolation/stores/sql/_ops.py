@@ -453,7 +453,6 @@ class Ops:
         self,
         conn: Connection,
         scope: Scope,
-        *,
         status: str | None,
         limit: int | None,
         offset: int | None,
@@ -485,11 +484,11 @@ class Ops:
             return query.order_by(m.c.seq.desc()).limit(bindparam("muxi_last"))
         return query.order_by(m.c.seq)
 
-    def count_messages(self, conn: Connection, scope: Scope, *, status: str | None) -> int:
+    def count_messages(self, conn: Connection, scope: Scope, status: str | None) -> int:
         query = select(func.count()).select_from(self.t.messages)
         return int(conn.scalar(query.where(*self._messages(scope, status))) or 0)
 
-    def delete_messages(self, conn: Connection, scope: Scope, *, status: str | None) -> int:
+    def delete_messages(self, conn: Connection, scope: Scope, status: str | None) -> int:
         return conn.execute(delete(self.t.messages).where(*self._messages(scope, status))).rowcount
 
     def delete_message(self, conn: Connection, scope: Scope, seq: int) -> Message | None:
@@ -498,9 +497,7 @@ class Ops:
         row = conn.execute(stmt).first()
         return None if row is None else _row_to_message(row)
 
-    def take_oldest(
-        self, conn: Connection, scope: Scope, n: int, *, archive: bool
-    ) -> list[Message]:
+    def take_oldest(self, conn: Connection, scope: Scope, n: int, archive: bool) -> list[Message]:
         if n == 0:
             return []
         m = self.t.messages

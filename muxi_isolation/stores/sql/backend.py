@@ -29,11 +29,12 @@ from sqlalchemy.pool import NullPool, StaticPool
 from ... import policy
 from ...audit import AuditEvent, AuditQuery, instrument
 from ...errors import AdapterUnavailable, ConfigError, StorageError
-from ...filters import Filter
 from ...quotas import Limits
-from ...records import Memory, Message, Receipt, SessionRecord
+from ...records import Memory
 from ...scope import Scope
-from ..base import Backend, Counts, Scored
+from .._graph_operations import GraphOperation
+from ..base import Backend, Counts
+from ..operations import Operation
 from . import _audit, _bulk, _dimension, _errors, _rls
 from ._ann_index import AnnIndexes, Deferred, shared_index
 from ._graph_ops import SQLGraph
@@ -554,12 +555,6 @@ class SQLBackend(SQLGraph, Backend):
         if busy:
             log.warning("the SQLite log could not be emptied now (a reader is active)")
 
-    def _list_tenants(self) -> list[str]:
-        return self._run(None, self._ops.list_tenants, admin_tenant=_EVERY_TENANT)
-
-    async def _alist_tenants(self) -> list[str]:
-        return await self._arun(None, self._ops.list_tenants, admin_tenant=_EVERY_TENANT)
-
     def _purge_expired(self, tenant_id: str, before: datetime) -> Counts:
         total: Counts = {}
         while True:  # one short transaction per batch of sessions
@@ -632,173 +627,19 @@ class SQLBackend(SQLGraph, Backend):
         with self._as_owner() as conn:
             return _audit.prune(conn, self.tables, before)
 
-    # -- the protocol: each is one transaction ----------------------------------------------
+    # -- how an operation reaches storage: each primitive one transaction ----------------
 
-    def _insert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
-        self._run(record.scope, self._ops.insert_session, record, receipt, write=True)
+    def _perform(self, op: Operation[Any]) -> Any:
+        if op.name in _OWN_STEPS:
+            return getattr(self, f"_{op.name}")(*op.args())
+        fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
+        return self._run(op.scope, fn, *op.args(), write=op.write, admin_tenant=_admin(op))
 
-    async def _ainsert_session(self, record: SessionRecord, receipt: Receipt | None) -> None:
-        await self._arun(record.scope, self._ops.insert_session, record, receipt, write=True)
-
-    def _get_receipt(self, user: Scope, key: str) -> Receipt | None:
-        return self._run(user, self._ops.get_receipt, user, key)
-
-    async def _aget_receipt(self, user: Scope, key: str) -> Receipt | None:
-        return await self._arun(user, self._ops.get_receipt, user, key)
-
-    def _get_session(self, user: Scope, session_id: str) -> SessionRecord | None:
-        return self._run(user, self._ops.get_session, user, session_id)
-
-    async def _aget_session(self, user: Scope, session_id: str) -> SessionRecord | None:
-        return await self._arun(user, self._ops.get_session, user, session_id)
-
-    def _list_sessions(self, user: Scope) -> list[SessionRecord]:
-        return self._run(user, self._ops.list_sessions, user)
-
-    async def _alist_sessions(self, user: Scope) -> list[SessionRecord]:
-        return await self._arun(user, self._ops.list_sessions, user)
-
-    def _touch_session(
-        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
-    ) -> bool:
-        return self._run(
-            user,
-            self._ops.touch_session,
-            user,
-            session_id,
-            last_active_at,
-            expires_at,
-            write=True,
-        )
-
-    async def _atouch_session(
-        self, user: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
-    ) -> bool:
-        return await self._arun(
-            user,
-            self._ops.touch_session,
-            user,
-            session_id,
-            last_active_at,
-            expires_at,
-            write=True,
-        )
-
-    def _renew_session(
-        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
-    ) -> SessionRecord | None:
-        op = self._ops.renew_session
-        return self._run(user, op, user, session_id, now, expires_at, write=True)
-
-    async def _arenew_session(
-        self, user: Scope, session_id: str, now: datetime, expires_at: datetime
-    ) -> SessionRecord | None:
-        op = self._ops.renew_session
-        return await self._arun(user, op, user, session_id, now, expires_at, write=True)
-
-    def _delete_session(self, user: Scope, session_id: str) -> bool:
-        return self._run(user, self._ops.delete_session, user, session_id, write=True)
-
-    async def _adelete_session(self, user: Scope, session_id: str) -> bool:
-        return await self._arun(user, self._ops.delete_session, user, session_id, write=True)
-
-    def _append_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return self._run(scope, self._ops.append_messages, scope, messages, write=True)
-
-    async def _aappend_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return await self._arun(scope, self._ops.append_messages, scope, messages, write=True)
-
-    def _append_to_session(
-        self,
-        scope: Scope,
-        messages: list[Message],
-        now: datetime,
-        expires_at: datetime,
-        create: SessionRecord | None,
-        receipt: Receipt | None,
-    ) -> list[Message]:
-        op, turn = self._ops.append_to_session, (now, expires_at, create, receipt)
-        return self._run(scope, op, scope, messages, *turn, write=True)
-
-    async def _aappend_to_session(
-        self,
-        scope: Scope,
-        messages: list[Message],
-        now: datetime,
-        expires_at: datetime,
-        create: SessionRecord | None,
-        receipt: Receipt | None,
-    ) -> list[Message]:
-        op, turn = self._ops.append_to_session, (now, expires_at, create, receipt)
-        return await self._arun(scope, op, scope, messages, *turn, write=True)
-
-    def _replace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return self._run(scope, self._ops.replace_messages, scope, messages, write=True)
-
-    async def _areplace_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return await self._arun(scope, self._ops.replace_messages, scope, messages, write=True)
-
-    def _get_messages(
-        self,
-        scope: Scope,
-        *,
-        status: str | None,
-        limit: int | None,
-        offset: int | None,
-        last: int | None,
-    ) -> list[Message]:
-        return self._run(
-            scope,
-            self._ops.get_messages,
-            scope,
-            status=status,
-            limit=limit,
-            offset=offset,
-            last=last,
-        )
-
-    async def _aget_messages(
-        self,
-        scope: Scope,
-        *,
-        status: str | None,
-        limit: int | None,
-        offset: int | None,
-        last: int | None,
-    ) -> list[Message]:
-        return await self._arun(
-            scope,
-            self._ops.get_messages,
-            scope,
-            status=status,
-            limit=limit,
-            offset=offset,
-            last=last,
-        )
-
-    def _count_messages(self, scope: Scope, *, status: str | None) -> int:
-        return self._run(scope, self._ops.count_messages, scope, status=status)
-
-    async def _acount_messages(self, scope: Scope, *, status: str | None) -> int:
-        return await self._arun(scope, self._ops.count_messages, scope, status=status)
-
-    def _delete_messages(self, scope: Scope, *, status: str | None) -> int:
-        return self._run(scope, self._ops.delete_messages, scope, status=status, write=True)
-
-    async def _adelete_messages(self, scope: Scope, *, status: str | None) -> int:
-        return await self._arun(scope, self._ops.delete_messages, scope, status=status, write=True)
-
-    def _delete_message(self, scope: Scope, seq: int) -> Message | None:
-        return self._run(scope, self._ops.delete_message, scope, seq, write=True)
-
-    async def _adelete_message(self, scope: Scope, seq: int) -> Message | None:
-        return await self._arun(scope, self._ops.delete_message, scope, seq, write=True)
-
-    def _take_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
-        return self._run(scope, self._ops.take_oldest, scope, n, archive=archive, write=True)
-
-    async def _atake_oldest(self, scope: Scope, n: int, *, archive: bool) -> list[Message]:
-        return await self._arun(scope, self._ops.take_oldest, scope, n, archive=archive, write=True)
+    async def _aperform(self, op: Operation[Any]) -> Any:
+        if op.name in _OWN_STEPS:
+            return await getattr(self, f"_a{op.name}")(*op.args())
+        fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
+        return await self._arun(op.scope, fn, *op.args(), write=op.write, admin_tenant=_admin(op))
 
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         self.setup()
@@ -826,54 +667,6 @@ class SQLBackend(SQLGraph, Backend):
     def _build_index(self, user: Scope) -> None:
         self._ann.build(self._owner(), user)
 
-    def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
-        return self._run(user, self._ops.get_memories, user, ids)
-
-    async def _aget_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
-        return await self._arun(user, self._ops.get_memories, user, ids)
-
-    def _list_memories(
-        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
-    ) -> list[Memory]:
-        return self._run(user, self._ops.list_memories, user, node, limit, offset)
-
-    async def _alist_memories(
-        self, user: Scope, node: Filter | None, limit: int | None, offset: int | None
-    ) -> list[Memory]:
-        return await self._arun(user, self._ops.list_memories, user, node, limit, offset)
-
-    def _count_memories(self, user: Scope, node: Filter | None) -> int:
-        return self._run(user, self._ops.count_memories, user, node)
-
-    async def _acount_memories(self, user: Scope, node: Filter | None) -> int:
-        return await self._arun(user, self._ops.count_memories, user, node)
-
-    def _delete_memories(self, user: Scope, ids: list[str] | None, node: Filter | None) -> int:
-        return self._run(user, self._ops.delete_memories, user, ids, node, write=True)
-
-    async def _adelete_memories(
-        self, user: Scope, ids: list[str] | None, node: Filter | None
-    ) -> int:
-        return await self._arun(user, self._ops.delete_memories, user, ids, node, write=True)
-
-    def _search_memories(
-        self, user: Scope, vector: list[float], k: int, node: Filter | None
-    ) -> list[Scored]:
-        return self._run(user, self._ops.search_memories, user, vector, k, node)
-
-    async def _asearch_memories(
-        self, user: Scope, vector: list[float], k: int, node: Filter | None
-    ) -> list[Scored]:
-        return await self._arun(user, self._ops.search_memories, user, vector, k, node)
-
-    def _search_text(self, user: Scope, query: str, k: int, node: Filter | None) -> list[Scored]:
-        return self._run(user, self._ops.search_text, user, query, k, node)
-
-    async def _asearch_text(
-        self, user: Scope, query: str, k: int, node: Filter | None
-    ) -> list[Scored]:
-        return await self._arun(user, self._ops.search_text, user, query, k, node)
-
     def _forget_user(self, user: Scope) -> Counts:
         counts = self._run(user, self._ops.forget_user, user, write=True)
         self._ann.drop(self._owner(), user.tenant_id, [user.user_id])  # it holds their vectors
@@ -886,17 +679,16 @@ class SQLBackend(SQLGraph, Backend):
         await asyncio.to_thread(self._fold_log)
         return counts
 
-    def _restore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return self._run(scope, self._ops.restore_messages, scope, messages, write=True)
 
-    async def _arestore_messages(self, scope: Scope, messages: list[Message]) -> list[Message]:
-        return await self._arun(scope, self._ops.restore_messages, scope, messages, write=True)
+# Operations that take more than their one transaction (an index, the SQLite log, batches).
+_OWN_STEPS = frozenset({"upsert_memories", "forget_user", "forget_tenant", "purge_expired"})
 
-    def _list_message_sessions(self, user: Scope) -> list[str]:
-        return self._run(user, self._ops.list_message_sessions, user)
 
-    async def _alist_message_sessions(self, user: Scope) -> list[str]:
-        return await self._arun(user, self._ops.list_message_sessions, user)
+def _admin(op: Operation[Any]) -> str | None:
+    """The tenant a tenant-wide operation acts on, on the admin path (``None``: a user's)."""
+    if op.level != "tenant":
+        return None
+    return getattr(op, "tenant_id", None) or _EVERY_TENANT
 
 
 def _add(total: Counts, more: Counts) -> None:

@@ -1,0 +1,208 @@
+"""Memories: one user's, read at the user level, each operation one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .. import policy
+from ..filters import Filter
+from ..records import Memory
+from ..scope import Scope
+from ._checks import (
+    FilterSpec,
+    Scored,
+    caller_delete_filter,
+    caller_filter,
+    check_ids,
+    check_memory,
+    check_window,
+    ranked,
+    search_plan,
+)
+from .operations import Context, Operation, Plan
+
+
+def _user(scope: Scope) -> Scope:
+    return policy.require_scope(scope).user()
+
+
+@dataclass(frozen=True)
+class UpsertMemories(Operation[list[str]]):
+    """Insert, or replace this user's memories with the same ids, in one transaction."""
+
+    name = "upsert_memories"
+    level = "user"
+    write = True
+    scope: Scope
+    memories: tuple[Memory, ...]
+
+    @classmethod
+    def prepare(cls, scope: Scope, memories: Sequence[Memory]) -> UpsertMemories:
+        scope = policy.require_scope(scope)
+        return cls(scope, tuple(policy.stamp(scope, check_memory(m)) for m in memories))
+
+    def args(self) -> tuple[object, ...]:
+        return self.scope, list(self.memories)
+
+    def plan(self, backend: Context) -> Plan[list[str]]:
+        if not self.memories:
+            return []
+        ids: list[str] = yield self
+        return ids
+
+
+@dataclass(frozen=True)
+class GetMemories(Operation[list[Memory]]):
+    """This user's memories among ``ids``; another user's id is simply missing."""
+
+    name = "get_memories"
+    level = "user"
+    scope: Scope
+    ids: list[str]
+
+    @classmethod
+    def prepare(cls, scope: Scope, ids: Sequence[str]) -> GetMemories:
+        user = _user(scope)
+        return cls(user, check_ids(ids) if ids else [])
+
+    def plan(self, backend: Context) -> Plan[list[Memory]]:
+        if not self.ids:
+            return []
+        return policy.verify(self.scope, (yield self))
+
+
+@dataclass(frozen=True)
+class ListMemories(Operation[list[Memory]]):
+    """This user's memories, oldest first (then by id)."""
+
+    name = "list_memories"
+    level = "user"
+    scope: Scope
+    node: Filter | None
+    limit: int | None
+    offset: int | None
+
+    @classmethod
+    def prepare(
+        cls,
+        scope: Scope,
+        *,
+        filter: FilterSpec = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> ListMemories:
+        user = _user(scope)
+        check_window(limit, offset, None)
+        return cls(user, caller_filter(filter), limit, offset)
+
+    def plan(self, backend: Context) -> Plan[list[Memory]]:
+        return policy.verify(self.scope, (yield self))
+
+
+@dataclass(frozen=True)
+class CountMemories(Operation[int]):
+    """How many memories this user holds (matching ``filter``)."""
+
+    name = "count_memories"
+    level = "user"
+    scope: Scope
+    node: Filter | None
+
+    @classmethod
+    def prepare(cls, scope: Scope, *, filter: FilterSpec = None) -> CountMemories:
+        user = _user(scope)
+        return cls(user, caller_filter(filter))
+
+
+@dataclass(frozen=True)
+class DeleteMemories(Operation[int]):
+    """Delete this user's memories by id and/or filter; neither means all of them (a
+    filter that matches everything is refused: ``InvalidFilter``)."""
+
+    name = "delete_memories"
+    level = "user"
+    write = True
+    scope: Scope
+    ids: list[str] | None
+    node: Filter | None
+
+    @classmethod
+    def prepare(
+        cls, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
+    ) -> DeleteMemories:
+        user = _user(scope)
+        node = caller_delete_filter(filter)
+        return cls(user, None if ids is None else check_ids(ids), node)
+
+
+@dataclass(frozen=True)
+class VectorSearch(Operation[list[Scored]]):
+    """The primitive: the ``k`` nearest of this user's memories to ``vector``."""
+
+    name = "search_memories"
+    level = "user"
+    scope: Scope
+    vector: list[float]
+    k: int
+    node: Filter | None
+
+
+@dataclass(frozen=True)
+class TextSearch(Operation[list[Scored]]):
+    """The primitive: this user's top ``k`` memories by keyword score for ``query``."""
+
+    name = "search_text"
+    level = "user"
+    scope: Scope
+    query: str
+    k: int
+    node: Filter | None
+
+
+@dataclass(frozen=True)
+class SearchMemories(Operation[list[Scored]]):
+    """The ``k`` memories most similar to ``embedding``, with cosine similarity.
+
+    Always ``min(k, matching memories with an embedding)`` results, best first.
+
+    ``mode="text"``: ranked by ``text``'s words alone (full-text search; ``embedding``
+    may be ``None``), the backend's keyword score. ``mode="hybrid"``: the vector ranking
+    and the top ``text_k`` (default ``k``) of the keyword ranking fused by reciprocal
+    rank, ``alpha`` weighting the vector side (1: vector only, 0: keywords only); the
+    fused score; ``min(k, memories matching either)`` results. ``filter`` applies to both.
+    """
+
+    name = "search_memories"
+    level = "user"
+    scope: Scope  # the caller's, which the results are verified against
+    by_vector: VectorSearch | None
+    by_text: TextSearch | None
+    k: int
+    mode: str
+    alpha: float
+
+    @classmethod
+    def prepare(
+        cls,
+        scope: Scope,
+        embedding: Sequence[float] | None,
+        k: int = 4,
+        *,
+        filter: FilterSpec = None,
+        text: str | None = None,
+        mode: str = "vector",
+        alpha: float = 0.5,
+        text_k: int | None = None,
+    ) -> SearchMemories:
+        user = _user(scope)
+        vector, query, depth = search_plan(embedding, text, mode, alpha, k, text_k)
+        node = caller_filter(filter)
+        by_vector = None if vector is None else VectorSearch(user, vector, k, node)
+        by_text = None if query is None else TextSearch(user, query, depth, node)
+        return cls(scope, by_vector, by_text, k, mode, alpha)
+
+    def plan(self, backend: Context) -> Plan[list[Scored]]:
+        by_vector = [] if self.by_vector is None else (yield self.by_vector)
+        by_text = [] if self.by_text is None else (yield self.by_text)
+        return ranked(self.scope, self.mode, by_vector, by_text, self.k, self.alpha)

@@ -1,0 +1,155 @@
+"""Session records and idempotency receipts: one user's, each operation one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from .. import policy
+from ..records import Receipt, SessionRecord
+from ..scope import Scope, canonical_id
+from ._checks import check_session_id, fresh, stamped_receipt
+from .operations import Context, Operation, Plan
+
+
+def _one(scope: Scope, found: SessionRecord | None) -> SessionRecord | None:
+    return next(iter(policy.verify(scope, [found] if found else [])), None)
+
+
+@dataclass(frozen=True)
+class InsertSession(Operation[SessionRecord]):
+    """Store a new session; with a ``receipt``, in the same transaction (its key already
+    stored for this user: ``DuplicateRequest``, and nothing is written)."""
+
+    name = "insert_session"
+    level = "user"
+    write = True
+    record: SessionRecord
+    receipt: Receipt | None
+
+    @property
+    def scope(self) -> Scope | None:
+        return self.record.scope
+
+    @classmethod
+    def prepare(
+        cls, scope: Scope, record: SessionRecord, *, receipt: Receipt | None = None
+    ) -> InsertSession:
+        check_session_id(record.id)
+        record = policy.stamp(scope, record)
+        return cls(record, stamped_receipt(scope, receipt))
+
+    def plan(self, backend: Context) -> Plan[SessionRecord]:
+        yield self
+        return self.record
+
+
+@dataclass(frozen=True)
+class GetReceipt(Operation["Receipt | None"]):
+    """The user's receipt for an idempotency key, if stored within ``RECEIPT_WINDOW``."""
+
+    name = "get_receipt"
+    level = "user"
+    scope: Scope
+    key: str
+
+    @classmethod
+    def prepare(cls, scope: Scope, key: str) -> GetReceipt:
+        user = policy.require_scope(scope).user()
+        return cls(user, canonical_id(key, "idempotency_key"))
+
+    def plan(self, backend: Context) -> Plan[Receipt | None]:
+        found = yield self
+        return fresh(policy.verify(self.scope, [found] if found else []))
+
+
+@dataclass(frozen=True)
+class GetSession(Operation["SessionRecord | None"]):
+    """The user's session record, or ``None`` (another user's id is simply missing)."""
+
+    name = "get_session"
+    level = "user"
+    scope: Scope
+    session_id: str
+
+    @classmethod
+    def prepare(cls, scope: Scope, session_id: str) -> GetSession:
+        return cls(policy.require_scope(scope).user(), check_session_id(session_id))
+
+    def plan(self, backend: Context) -> Plan[SessionRecord | None]:
+        return _one(self.scope, (yield self))
+
+
+@dataclass(frozen=True)
+class ListSessions(Operation[list[SessionRecord]]):
+    """The user's session records, oldest first."""
+
+    name = "list_sessions"
+    level = "user"
+    scope: Scope
+
+    @classmethod
+    def prepare(cls, scope: Scope) -> ListSessions:
+        return cls(policy.require_scope(scope).user())
+
+    def plan(self, backend: Context) -> Plan[list[SessionRecord]]:
+        return policy.verify(self.scope, (yield self))
+
+
+@dataclass(frozen=True)
+class TouchSession(Operation[bool]):
+    """Record activity on the user's session: whether it exists."""
+
+    name = "touch_session"
+    level = "user"
+    write = True
+    scope: Scope
+    session_id: str
+    last_active_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def prepare(
+        cls, scope: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
+    ) -> TouchSession:
+        user = policy.require_scope(scope).user()
+        return cls(user, check_session_id(session_id), last_active_at, expires_at)
+
+
+@dataclass(frozen=True)
+class RenewSession(Operation["SessionRecord | None"]):
+    """Extend the session if it is still active at ``now``, in one transaction, and
+    return it as renewed; ``None`` if this user has no such active session."""
+
+    name = "renew_session"
+    level = "user"
+    write = True
+    scope: Scope
+    session_id: str
+    now: datetime
+    expires_at: datetime
+
+    @classmethod
+    def prepare(
+        cls, scope: Scope, session_id: str, *, now: datetime, expires_at: datetime
+    ) -> RenewSession:
+        user = policy.require_scope(scope).user()
+        return cls(user, check_session_id(session_id), now, expires_at)
+
+    def plan(self, backend: Context) -> Plan[SessionRecord | None]:
+        return _one(self.scope, (yield self))
+
+
+@dataclass(frozen=True)
+class DeleteSession(Operation[bool]):
+    """Delete a session record and its messages; the user's memories stay."""
+
+    name = "delete_session"
+    level = "user"
+    write = True
+    scope: Scope
+    session_id: str
+
+    @classmethod
+    def prepare(cls, scope: Scope, session_id: str) -> DeleteSession:
+        return cls(policy.require_scope(scope).user(), check_session_id(session_id))

@@ -1,0 +1,122 @@
+"""Storage operations as data, run by one pipeline for both halves.
+
+Each storage operation is one frozen dataclass. Made by its ``prepare`` (the caller's
+arguments), it has already failed closed on a missing scope, checked its input and stamped
+its writes; it declares the level of scope it needs (``level``), the backend primitive it
+asks for (``name``, with ``args``) and whether that writes. Its ``plan`` yields the
+primitives it needs (usually itself, once) and returns the caller's answer, verified.
+
+``drive`` and ``adrive`` run a plan; they differ only in how a primitive is performed
+(``Backend._perform`` or ``await Backend._aperform``), so every check is written once and
+holds on the sync and the async half alike. ``methods`` makes a backend's public pair
+(``get_messages``/``aget_messages``) from one operation.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass, fields
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+)
+
+from ..quotas import Limits
+from ..scope import Scope
+
+__all__ = ["Context", "Level", "Operation", "Plan", "adrive", "drive", "methods"]
+
+R = TypeVar("R")
+P = ParamSpec("P")
+Level: TypeAlias = Literal["session", "user", "tenant"]
+Plan: TypeAlias = "Generator[Operation[Any], Any, R]"
+
+
+class Context(Protocol):
+    """What a plan may read of the backend running it."""
+
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class Operation(Generic[R]):
+    """One storage operation: its checked arguments, what it needs, what it returns."""
+
+    name: ClassVar[str]  # the public method (``a``-prefixed twin) and the primitive ``_name``
+    level: ClassVar[Level]  # session: one session; user: one user; tenant: the admin path
+    write: ClassVar[bool] = False
+
+    if TYPE_CHECKING:  # a field of each operation (``None`` on the admin path)
+
+        @property
+        def scope(self) -> Scope | None: ...
+
+    def args(self) -> tuple[Any, ...]:
+        """The primitive's arguments: the fields, in order."""
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def plan(self, backend: Context) -> Plan[R]:
+        """One primitive, its answer as it is (operations that verify override this)."""
+        answer: R = yield self
+        return answer
+
+
+def drive(plan: Plan[R], perform: Callable[[Operation[Any]], Any]) -> R:
+    """Run ``plan`` to its answer, performing each primitive it yields."""
+    answer: Any = None
+    while True:
+        try:
+            step = plan.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        answer = perform(step)
+
+
+async def adrive(plan: Plan[R], perform: Callable[[Operation[Any]], Awaitable[Any]]) -> R:
+    """``drive`` for the async half: the same plan, each primitive awaited."""
+    answer: Any = None
+    while True:
+        try:
+            step = plan.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        answer = await perform(step)
+
+
+Sync: TypeAlias = "Callable[Concatenate[Any, P], R]"
+Async: TypeAlias = "Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]"
+
+
+def methods(prepare: Callable[P, Operation[R]]) -> tuple[Sync[P, R], Async[P, R]]:
+    """The public sync method and its ``a`` twin for the operation ``prepare`` makes."""
+    op: Any = getattr(prepare, "__self__", None)  # the class of a ``prepare`` classmethod
+    name = op.name
+
+    def sync(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return drive(prepare(*args, **kwargs).plan(self), self._perform)
+
+    async def async_(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await adrive(prepare(*args, **kwargs).plan(self), self._aperform)
+
+    signature = inspect.signature(prepare)
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    signature = signature.replace(
+        parameters=[self_param, *signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
+    for fn, fn_name in ((sync, name), (async_, f"a{name}")):
+        described: Any = fn
+        described.__name__ = described.__qualname__ = fn_name
+        described.__doc__ = op.__doc__
+        described.__signature__ = signature  # what help() and the docs show
+        described.__muxi_operation__ = op
+    return sync, async_
