@@ -58,6 +58,7 @@ from muxi_isolation.stores.base import Backend
 from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord, WriteRecord
 
 from .._owned import OwnsBackend, Storage, unpack
+from .._plans import Plan, arun, run, step, twins
 from ._scope import HINT, config_scopes, resolve
 
 __all__ = ["MuxiCheckpointer"]
@@ -112,20 +113,14 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         session = None if thread is None else str(thread)
         return resolve(self.scope, *config_scopes(config), session=session, hint=HINT).user()
 
-    def _writable(self, user: Scope, thread: str) -> None:
+    def _writable(self, user: Scope, thread: str) -> Plan[object]:
         """Writes may race ahead of their checkpoint (LangGraph's async durability): open the
         session if this user has none (unless ``create_sessions=False``: then
         ``SessionNotFound``); an expired one raises ``SessionExpired``."""
+        s = self.sessions
         if self.create_sessions:
-            self.sessions.ensure(user, thread)
-        else:
-            self.sessions.touch(user, thread)
-
-    async def _awritable(self, user: Scope, thread: str) -> None:
-        if self.create_sessions:
-            await self.sessions.aensure(user, thread)
-        else:
-            await self.sessions.atouch(user, thread)
+            return (yield from step(s.ensure, s.aensure, user, thread))
+        return (yield from step(s.touch, s.atouch, user, thread))
 
     @staticmethod
     def _where(config: RunnableConfig) -> tuple[str, str]:
@@ -223,12 +218,29 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
             records = records if limit is None else records[:limit]
         return [self._tuple(r) for r in records]
 
-    # -- sync ------------------------------------------------------------------------------
+    # -- the operations, each one plan for both halves -------------------------------------
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        found = self.backend.get_checkpoints(self._user(config), self._query_one(config))
+    def _get_tuple(self, config: RunnableConfig) -> Plan[CheckpointTuple | None]:
+        b = self.backend
+        query = self._query_one(config)
+        found = yield from step(b.get_checkpoints, b.aget_checkpoints, self._user(config), query)
         return self._tuple(found[0]) if found else None
 
+    get_tuple, aget_tuple = twins(_get_tuple)
+
+    def _listing(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Plan[list[CheckpointTuple]]:
+        query, here = self._query(config, filter, before, limit)
+        b = self.backend
+        records = yield from step(b.get_checkpoints, b.aget_checkpoints, self._user(config), query)
+        return self._listed(records, here, limit)
+
+    # LangGraph's list/alist are (async) generators: the plan answers the whole list.
     def list(
         self,
         config: RunnableConfig | None,
@@ -237,66 +249,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        query, here = self._query(config, filter, before, limit)
-        records = self.backend.get_checkpoints(self._user(config), query)
-        yield from self._listed(records, here, limit)
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        user = self._user(config)
-        record = self._record(config, checkpoint, metadata)
-        self._writable(user, record.thread_id)
-        self.backend.put_checkpoint(user, record)
-        return self._config(replace(record, scope=user))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        user = self._user(config)
-        special, regular = self._writes(config, writes, task_id, task_path)
-        self._writable(user, self._where(config)[0])
-        for batch, overwrite in ((special, True), (regular, False)):
-            if batch:
-                self.backend.put_checkpoint_writes(user, batch, replace=overwrite)
-
-    def delete_thread(self, thread_id: str) -> None:
-        self.backend.delete_thread(self._user(None), str(thread_id))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        user = self._user(None)
-        source, target = str(source_thread_id), str(target_thread_id)
-        if self.backend.get_checkpoints(user, CheckpointQuery(source, limit=1)):
-            self._writable(user, target)  # the copy is a write to the target
-            self.backend.copy_thread(user, source, target)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        keep = _keep_latest(strategy)
-        self.backend.prune_threads(
-            self._user(None),
-            _ids(thread_ids, "thread_ids"),
-            keep_latest=keep,
-            whole_if=_DELTA_PENDING,
-        )
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        user = self._user(None)
-        for query in _run_queries(run_ids):
-            self.backend.delete_checkpoints(user, query)
-
-    # -- async -----------------------------------------------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        found = await self.backend.aget_checkpoints(self._user(config), self._query_one(config))
-        return self._tuple(found[0]) if found else None
+        yield from run(self._listing(config, filter, before, limit))
 
     async def alist(
         self,
@@ -306,61 +259,81 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        query, here = self._query(config, filter, before, limit)
-        records = await self.backend.aget_checkpoints(self._user(config), query)
-        for item in self._listed(records, here, limit):
+        for item in await arun(self._listing(config, filter, before, limit)):
             yield item
 
-    async def aput(
+    def _put(
         self,
         config: RunnableConfig,
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-    ) -> RunnableConfig:
+    ) -> Plan[RunnableConfig]:
         user = self._user(config)
         record = self._record(config, checkpoint, metadata)
-        await self._awritable(user, record.thread_id)
-        await self.backend.aput_checkpoint(user, record)
+        yield from self._writable(user, record.thread_id)
+        b = self.backend
+        yield from step(b.put_checkpoint, b.aput_checkpoint, user, record)
         return self._config(replace(record, scope=user))
 
-    async def aput_writes(
+    put, aput = twins(_put)
+
+    def _put_writes(
         self,
         config: RunnableConfig,
         writes: Sequence[tuple[str, Any]],
         task_id: str,
         task_path: str = "",
-    ) -> None:
+    ) -> Plan[None]:
         user = self._user(config)
         special, regular = self._writes(config, writes, task_id, task_path)
-        await self._awritable(user, self._where(config)[0])
+        yield from self._writable(user, self._where(config)[0])
+        b = self.backend
         for batch, overwrite in ((special, True), (regular, False)):
             if batch:
-                await self.backend.aput_checkpoint_writes(user, batch, replace=overwrite)
+                put, aput = b.put_checkpoint_writes, b.aput_checkpoint_writes
+                yield from step(put, aput, user, batch, replace=overwrite)
 
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self.backend.adelete_thread(self._user(None), str(thread_id))
+    put_writes, aput_writes = twins(_put_writes)
 
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+    def _delete_thread(self, thread_id: str) -> Plan[None]:
+        b = self.backend
+        yield from step(b.delete_thread, b.adelete_thread, self._user(None), str(thread_id))
+
+    delete_thread, adelete_thread = twins(_delete_thread)
+
+    def _copy_thread(self, source_thread_id: str, target_thread_id: str) -> Plan[None]:
         user = self._user(None)
         source, target = str(source_thread_id), str(target_thread_id)
-        if await self.backend.aget_checkpoints(user, CheckpointQuery(source, limit=1)):
-            await self._awritable(user, target)
-            await self.backend.acopy_thread(user, source, target)
+        b = self.backend
+        query = CheckpointQuery(source, limit=1)
+        if (yield from step(b.get_checkpoints, b.aget_checkpoints, user, query)):
+            yield from self._writable(user, target)  # the copy is a write to the target
+            yield from step(b.copy_thread, b.acopy_thread, user, source, target)
 
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+    copy_thread, acopy_thread = twins(_copy_thread)
+
+    def _prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> Plan[None]:
         keep = _keep_latest(strategy)
-        await self.backend.aprune_threads(
+        b = self.backend
+        yield from step(
+            b.prune_threads,
+            b.aprune_threads,
             self._user(None),
             _ids(thread_ids, "thread_ids"),
             keep_latest=keep,
             whole_if=_DELTA_PENDING,
         )
 
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+    prune, aprune = twins(_prune)
+
+    def _delete_for_runs(self, run_ids: Sequence[str]) -> Plan[None]:
         user = self._user(None)
+        b = self.backend
         for query in _run_queries(run_ids):
-            await self.backend.adelete_checkpoints(user, query)
+            yield from step(b.delete_checkpoints, b.adelete_checkpoints, user, query)
+
+    delete_for_runs, adelete_for_runs = twins(_delete_for_runs)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Like LangGraph's own savers: a zero-padded counter and a random tiebreak."""
