@@ -32,10 +32,12 @@ __all__ = [
     "check_json",
     "check_metadata",
     "delete_filter",
+    "dropped",
     "foreign_id",
     "foreign_id_prefix",
     "owner",
     "read_filter",
+    "refuse_scope_keys",
     "require_scope",
     "scope_metadata",
     "stamp",
@@ -51,6 +53,8 @@ USER_KEY = "muxi_user_id"
 SESSION_KEY = "muxi_session_id"
 RESERVED_KEYS = frozenset({TENANT_KEY, USER_KEY, SESSION_KEY})
 SCOPE_FIELDS = frozenset({"tenant_id", "user_id", "session_id"})
+# What no caller filter may name, in any store: the scope is applied around the filter.
+FORBIDDEN_FILTER_KEYS = RESERVED_KEYS | SCOPE_FIELDS
 
 R = TypeVar("R", Message, Memory, SessionRecord, Receipt)
 
@@ -120,10 +124,16 @@ def read_filter(caller: Mapping[str, Any] | Filter | None) -> Filter | None:
     if caller is not None and not isinstance(caller, (Mapping, Compare, And, Or, Not)):
         raise InvalidFilter(f"a filter must be a dict, not {type(caller).__name__}")
     node = caller if caller is None or not isinstance(caller, Mapping) else parse_filter(caller)
-    named = set(filter_keys(node)) & (RESERVED_KEYS | SCOPE_FIELDS)
+    refuse_scope_keys(filter_keys(node))
+    return node
+
+
+def refuse_scope_keys(keys: Iterable[str], *, allowed: frozenset[str] = frozenset()) -> None:
+    """``ReservedKey`` if a caller's filter names a scope or reserved key (``allowed``: bare
+    field names an adapter stores under another name, so they name no scope)."""
+    named = (set(keys) & FORBIDDEN_FILTER_KEYS) - allowed
     if named:
         raise ReservedKey(f"filters may not name scope keys: {sorted(named)}")
-    return node
 
 
 def delete_filter(caller: Mapping[str, Any] | Filter | None) -> Filter:
@@ -174,9 +184,17 @@ def verify(scope: Scope, records: Iterable[S]) -> list[S]:
         if _visible(scope, record.scope, session=isinstance(record, Message)):
             kept.append(record)
         else:
-            log.error("dropped a record from outside %s returned by storage", scope)
-            note_dropped(scope, getattr(record, "id", None))
+            dropped(scope, "record", "storage", getattr(record, "id", None))
     return kept
+
+
+def dropped(
+    scope: Scope, what: str, source: str, target: str | None = None, level: int = logging.ERROR
+) -> None:
+    """Report a record from outside ``scope`` that verification dropped: one logger
+    (``muxi_isolation.policy``) and one audit event, for our stores and foreign ones."""
+    log.log(level, "dropped a %s from outside %s returned by %s", what, scope, source)
+    note_dropped(scope, target)
 
 
 def scope_metadata(scope: Scope) -> dict[str, str]:

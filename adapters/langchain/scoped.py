@@ -29,7 +29,6 @@ can be added with ``register_filter_dialect``; a store with no dialect, or witho
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -39,17 +38,17 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from muxi_isolation import policy
+from muxi_isolation import policy_foreign as foreign
 from muxi_isolation.context import resolve
 from muxi_isolation.errors import (
     InvalidFilter,
     InvalidInput,
-    ReservedKey,
-    ScopeViolation,
     UnsupportedStore,
 )
 from muxi_isolation.filters import matches
 from muxi_isolation.scope import Scope
 
+from .._calls import Plan, call, twins
 from ._config import config_scope
 from .vectorstore import MuxiRetriever
 
@@ -61,10 +60,7 @@ __all__ = [
     "scope_vectorstore",
 ]
 
-log = logging.getLogger("muxi_isolation.adapters.langchain")
-
 View = Callable[[Document], "Document | None"]
-_FORBIDDEN = policy.RESERVED_KEYS | policy.SCOPE_FIELDS
 
 
 class FilterDialect(Protocol):
@@ -130,9 +126,7 @@ class MongoDialect:
     def scoped(self, scope: Scope, caller: Any, view: View) -> dict[str, Any]:
         if caller is not None and not isinstance(caller, Mapping):
             raise InvalidFilter("filter must be a dict")
-        named = set(_field_keys(caller)) & _FORBIDDEN
-        if named:
-            raise ReservedKey(f"filters may not name scope keys: {sorted(named)}")
+        foreign.refuse_filter_keys(_field_keys(caller))
         clauses: list[Any] = [
             {policy.TENANT_KEY: {"$eq": scope.tenant_id}},
             {policy.USER_KEY: {"$eq": scope.user_id}},
@@ -227,7 +221,7 @@ class ScopedVectorStore(VectorStore):
             if not doc.id.startswith(self._prefix):
                 return None
             caller_id = doc.id[len(self._prefix) :]
-        metadata = {k: v for k, v in doc.metadata.items() if k not in policy.RESERVED_KEYS}
+        metadata = foreign.unstamp(doc.metadata)
         return Document(id=caller_id, page_content=doc.page_content, metadata=metadata)
 
     def _visible(self, docs: Iterable[Document]) -> list[Document]:
@@ -239,14 +233,10 @@ class ScopedVectorStore(VectorStore):
         kept = []
         for doc, score in hits:
             visible = self._view(doc)
-            if visible is None:
-                log.error(
-                    "dropped a document from outside %s returned by %s",
-                    self.scope,
-                    type(self.store).__name__,
-                )
-            else:
+            if visible is not None:
                 kept.append((visible, score))
+            else:
+                foreign.dropped(self.scope, "document", type(self.store).__name__, doc.id)
         return kept
 
     def _filter(self, caller: Any) -> Any:
@@ -272,55 +262,34 @@ class ScopedVectorStore(VectorStore):
         ]
         return stamped, caller_ids
 
-    def _check_owner(self, existing: Iterable[Document]) -> None:
-        if any(self._view(doc) is None for doc in existing):
-            raise ScopeViolation("an id in this write holds a record not stamped for this scope")
-
     def _owned_ids(self, existing: Iterable[Document]) -> list[str]:
         return [doc.id for doc in existing if doc.id is not None and self._view(doc) is not None]
 
-    # -- writes
+    # -- writes and reads: one plan each, both halves made from it (see .._calls)
 
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+    def _add_documents(self, /, documents: list[Document], **kwargs: Any) -> Plan[list[str]]:
         """Stamp and upsert; returns the caller's ids."""
         stamped, caller_ids = self._stamped(documents, kwargs.pop("ids", None))
         stored_ids = [d.id or "" for d in stamped]
         if stamped:
-            self._check_owner(self.store.get_by_ids(stored_ids))
-            self.store.add_documents(stamped, ids=stored_ids, **kwargs)
+            existing = yield call(self.store, "get_by_ids", stored_ids)
+            foreign.refuse_taken(self.scope, [doc.metadata for doc in existing])
+            yield call(self.store, "add_documents", stamped, ids=stored_ids, **kwargs)
         return caller_ids
 
-    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        stamped, caller_ids = self._stamped(documents, kwargs.pop("ids", None))
-        stored_ids = [d.id or "" for d in stamped]
-        if stamped:
-            self._check_owner(await self.store.aget_by_ids(stored_ids))
-            await self.store.aadd_documents(stamped, ids=stored_ids, **kwargs)
-        return caller_ids
-
-    def add_texts(
+    def _add_texts(
         self,
+        /,
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
-    ) -> list[str]:
+    ) -> Plan[list[str]]:
         docs = _documents(texts, metadatas)
-        return self.add_documents(docs, ids=ids, **kwargs)
+        return (yield from self._add_documents(docs, ids=ids, **kwargs))
 
-    async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        docs = _documents(texts, metadatas)
-        return await self.aadd_documents(docs, ids=ids, **kwargs)
-
-    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+    def _delete(self, /, ids: list[str] | None = None, **kwargs: Any) -> Plan[bool]:
         """Delete this user's documents among ``ids``; other ids are left untouched.
 
         A scoped store deletes by id only: without ids, or with a ``filter`` (which the
@@ -328,77 +297,44 @@ class ScopedVectorStore(VectorStore):
         """
         ids = _delete_ids(ids, kwargs)
         self._agree()
-        owned = self._owned_ids(self.store.get_by_ids([self._stored_id(i) for i in ids]))
-        if owned:
-            self.store.delete(owned, **kwargs)
-        return True
-
-    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        ids = _delete_ids(ids, kwargs)
-        self._agree()
-        found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
+        found = yield call(self.store, "get_by_ids", [self._stored_id(i) for i in ids])
         owned = self._owned_ids(found)
         if owned:
-            await self.store.adelete(owned, **kwargs)
+            yield call(self.store, "delete", owned, **kwargs)
         return True
 
-    # -- reads
-
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+    def _get_by_ids(self, ids: Sequence[str], /) -> Plan[list[Document]]:
         self._agree()
-        return self._visible(self.store.get_by_ids([self._stored_id(i) for i in ids]))
-
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        self._agree()
-        found = await self.store.aget_by_ids([self._stored_id(i) for i in ids])
+        found = yield call(self.store, "get_by_ids", [self._stored_id(i) for i in ids])
         return self._visible(found)
 
-    def similarity_search(
-        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> list[Document]:
-        docs = self.store.similarity_search(query, k, filter=self._filter(filter), **kwargs)
-        return self._visible(docs)
-
-    async def asimilarity_search(
-        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> list[Document]:
-        docs = await self.store.asimilarity_search(query, k, filter=self._filter(filter), **kwargs)
-        return self._visible(docs)
-
-    def similarity_search_with_score(
-        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        hits = self.store.similarity_search_with_score(
-            query, k, filter=self._filter(filter), **kwargs
+    def _similarity_search(
+        self, /, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> Plan[list[Document]]:
+        scoped = self._filter(filter)
+        return self._visible(
+            (yield call(self.store, "similarity_search", query, k, filter=scoped, **kwargs))
         )
-        return self._visible_scored(hits)
 
-    async def asimilarity_search_with_score(
-        self, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        hits = await self.store.asimilarity_search_with_score(
-            query, k, filter=self._filter(filter), **kwargs
+    def _similarity_search_with_score(
+        self, /, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> Plan[list[tuple[Document, float]]]:
+        scoped = self._filter(filter)
+        name = "similarity_search_with_score"
+        return self._visible_scored(
+            (yield call(self.store, name, query, k, filter=scoped, **kwargs))
         )
-        return self._visible_scored(hits)
 
-    def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> list[Document]:
-        docs = self.store.similarity_search_by_vector(
-            embedding, k, filter=self._filter(filter), **kwargs
-        )
-        return self._visible(docs)
+    def _similarity_search_by_vector(
+        self, /, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
+    ) -> Plan[list[Document]]:
+        scoped = self._filter(filter)
+        name = "similarity_search_by_vector"
+        return self._visible((yield call(self.store, name, embedding, k, filter=scoped, **kwargs)))
 
-    async def asimilarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> list[Document]:
-        docs = await self.store.asimilarity_search_by_vector(
-            embedding, k, filter=self._filter(filter), **kwargs
-        )
-        return self._visible(docs)
-
-    def max_marginal_relevance_search(
+    def _max_marginal_relevance_search(
         self,
+        /,
         query: str,
         k: int = 4,
         fetch_k: int = 20,
@@ -406,29 +342,15 @@ class ScopedVectorStore(VectorStore):
         *,
         filter: Any = None,
         **kwargs: Any,
-    ) -> list[Document]:
-        docs = self.store.max_marginal_relevance_search(
-            query, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
-        )
-        return self._visible(docs)
+    ) -> Plan[list[Document]]:
+        args = (query, k, fetch_k, lambda_mult)
+        scoped = self._filter(filter)
+        name = "max_marginal_relevance_search"
+        return self._visible((yield call(self.store, name, *args, filter=scoped, **kwargs)))
 
-    async def amax_marginal_relevance_search(
+    def _max_marginal_relevance_search_by_vector(
         self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Any = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        docs = await self.store.amax_marginal_relevance_search(
-            query, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
-        )
-        return self._visible(docs)
-
-    def max_marginal_relevance_search_by_vector(
-        self,
+        /,
         embedding: list[float],
         k: int = 4,
         fetch_k: int = 20,
@@ -436,26 +358,27 @@ class ScopedVectorStore(VectorStore):
         *,
         filter: Any = None,
         **kwargs: Any,
-    ) -> list[Document]:
-        docs = self.store.max_marginal_relevance_search_by_vector(
-            embedding, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
-        )
-        return self._visible(docs)
+    ) -> Plan[list[Document]]:
+        args = (embedding, k, fetch_k, lambda_mult)
+        scoped = self._filter(filter)
+        name = "max_marginal_relevance_search_by_vector"
+        return self._visible((yield call(self.store, name, *args, filter=scoped, **kwargs)))
 
-    async def amax_marginal_relevance_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Any = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        docs = await self.store.amax_marginal_relevance_search_by_vector(
-            embedding, k, fetch_k, lambda_mult, filter=self._filter(filter), **kwargs
-        )
-        return self._visible(docs)
+    add_documents, aadd_documents = twins(_add_documents)
+    add_texts, aadd_texts = twins(_add_texts)
+    delete, adelete = twins(_delete)
+    get_by_ids, aget_by_ids = twins(_get_by_ids)
+    similarity_search, asimilarity_search = twins(_similarity_search)
+    similarity_search_with_score, asimilarity_search_with_score = twins(
+        _similarity_search_with_score
+    )
+    similarity_search_by_vector, asimilarity_search_by_vector = twins(_similarity_search_by_vector)
+    max_marginal_relevance_search, amax_marginal_relevance_search = twins(
+        _max_marginal_relevance_search
+    )
+    max_marginal_relevance_search_by_vector, amax_marginal_relevance_search_by_vector = twins(
+        _max_marginal_relevance_search_by_vector
+    )
 
     @classmethod
     def from_texts(

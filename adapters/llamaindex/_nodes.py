@@ -24,6 +24,8 @@ from llama_index.core.schema import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from muxi_isolation import policy
+from muxi_isolation import policy_foreign as foreign
+from muxi_isolation.policy_foreign import own_id
 from muxi_isolation.records import Memory
 from muxi_isolation.scope import Scope
 
@@ -38,8 +40,6 @@ __all__ = [
     "strip_node",
     "verified_nodes",
 ]
-
-log = logging.getLogger("muxi_isolation.adapters.llamaindex")
 
 NODE_ID_KEY = "_node_id"
 # LlamaIndex's Memory stamps ``session_id`` on what it flushes to memory blocks and
@@ -104,8 +104,7 @@ def strip_node(scope: Scope, node: N) -> N:
     outside ``scope``'s namespace, such as a node parser's, are kept as they are)."""
     update: dict[str, Any] = {}
     if policy.RESERVED_KEYS.intersection(node.metadata):
-        kept = {k: v for k, v in node.metadata.items() if k not in policy.RESERVED_KEYS}
-        update["metadata"] = kept
+        update["metadata"] = foreign.unstamp(node.metadata)
     own = policy.caller_id(scope, node.node_id)
     if own is not None:
         update["id_"] = own
@@ -113,12 +112,6 @@ def strip_node(scope: Scope, node: N) -> N:
     if related != node.relationships:
         update["relationships"] = related
     return node.model_copy(update=update) if update else node
-
-
-def own_id(scope: Scope, stored_id: str) -> str:
-    """The caller's id for an id stored in ``scope``'s namespace; any other id as it is."""
-    own = policy.caller_id(scope, stored_id)
-    return stored_id if own is None else own
 
 
 def _relink(node: BaseNode, rename: Callable[[str], str]) -> dict[NodeRelationship, Any]:
@@ -132,11 +125,8 @@ def _relink(node: BaseNode, rename: Callable[[str], str]) -> dict[NodeRelationsh
 
 
 def owned(scope: Scope, metadata: Mapping[str, Any] | None, level: int = logging.ERROR) -> bool:
-    """Whether a foreign store's record carries ``scope``'s stamp; logs it when it does not."""
-    if policy.verify_metadata(scope, metadata):
-        return True
-    log.log(level, "dropped a node from outside %s returned by a wrapped store", scope)
-    return False
+    """Whether a foreign store's record carries ``scope``'s stamp; reports it when it does not."""
+    return foreign.owned(scope, metadata, what="node", source="a wrapped store", level=level)
 
 
 def verified_nodes(scope: Scope, nodes: Sequence[N]) -> list[N]:

@@ -18,13 +18,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from .. import policy
+from .. import policy_foreign as foreign
 from ..audit import OK, probing
 from ..errors import InvalidInput, IsolationError, ScopeViolation, StorageError
 from ..records import Memory, Message, SessionRecord
@@ -135,24 +134,6 @@ def _numbered(messages: list[Message]) -> list[Message]:
     return [replace(m, scope=None) for m in messages]
 
 
-def _unprefixed(memory_id: str, owner: Scope) -> str:
-    """The caller's own id of a record a scoped foreign store kept under the owner's prefix."""
-    prefix = policy.foreign_id_prefix(owner)
-    return memory_id[len(prefix) :] if memory_id.startswith(prefix) else memory_id
-
-
-def _unstamped(metadata: Mapping[str, Any], owner: Scope) -> dict[str, Any]:
-    """Metadata without the scope stamps of a store we wrapped before; a stamp for
-    someone else than ``owner`` is refused, never carried over."""
-    data = dict(metadata)
-    stamps = policy.RESERVED_KEYS.intersection(data)
-    if not stamps:
-        return data
-    if not policy.verify_metadata(owner, data):
-        raise ScopeViolation("the source stamps this record for another owner")
-    return {k: v for k, v in data.items() if k not in stamps}
-
-
 class _Writer:
     def __init__(
         self,
@@ -242,8 +223,8 @@ class _Writer:
         user = scope.user()
         memory = replace(
             unit.memory,
-            id=_unprefixed(unit.memory.id, user),
-            metadata=_unstamped(unit.memory.metadata, user),
+            id=foreign.own_id(user, unit.memory.id),
+            metadata=foreign.claim(user, unit.memory.metadata),
             scope=None,
         )
         policy.check_metadata(memory.metadata)

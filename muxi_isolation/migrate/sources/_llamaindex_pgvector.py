@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import TableClause, select
 from sqlalchemy.engine import URL
 
-from ... import policy
+from ... import policy_foreign as foreign
 from .._units import Broken, MemoryItem, Source, Unit
 from ._adapters import llamaindex_node_to_memory
 from ._langchain_inmemory import document_key
@@ -68,7 +68,7 @@ class LlamaIndexPGVector(Source):
         except Exception:  # written without _node_content: a plain text node
             node = TextNode(id_=row.node_id, text=row.text or "", metadata=metadata)
         node.id_ = str(row.node_id)
-        stamps = {k: node.metadata.pop(k) for k in list(node.metadata) if k in policy.RESERVED_KEYS}
+        node.metadata, stamps = foreign.split_stamp(node.metadata)  # checked by the importer
         key = document_key(node.metadata, self.key_field, self.table_name)
         if key is None:
             return Broken(ref, f"no metadata field {self.key_field!r}")
