@@ -24,12 +24,12 @@ message before each model call.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
 from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
@@ -40,6 +40,7 @@ from muxi_isolation.context import use_scope
 from muxi_isolation.errors import MissingScope, UnsupportedStore
 from muxi_isolation.scope import Scope
 
+from .._plans import Plan, step, twins
 from ._scope import context_scope, graph_config, header_scope, resolve
 from .store import MuxiStore
 
@@ -119,54 +120,33 @@ class MuxiAgentMiddleware(AgentMiddleware[AgentState[Any], Any]):
     async def abefore_agent(
         self, state: AgentState[Any], runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
-        self._check(runtime)
-        return None
+        return self.before_agent(state, runtime)  # a check, no I/O: the sync half as is
 
-    def wrap_model_call(
-        self,
-        request: ModelRequest[Any],
-        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> Any:
+    # The handler is the framework's: sync on the sync half, async on the async one.
+    def _wrap_model_call(
+        self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Any]
+    ) -> Plan[Any]:
         with self._bound(request.runtime) as scope:
             store = request.runtime.store
             query = _last_user_text(request)
             if self.memories is not None and isinstance(store, MuxiStore) and query:
-                found = store.for_user(scope).search(
-                    self.memories, query=query, limit=self.memory_limit
+                mine = store.for_user(scope)
+                found = yield from step(
+                    mine.search, mine.asearch, self.memories, query=query, limit=self.memory_limit
                 )
                 request = self._with_memories(request, found)
-            return handler(request)
+            return (yield from step(handler, handler, request))
 
-    async def awrap_model_call(
-        self,
-        request: ModelRequest[Any],
-        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
-    ) -> Any:
-        with self._bound(request.runtime) as scope:
-            store = request.runtime.store
-            query = _last_user_text(request)
-            if self.memories is not None and isinstance(store, MuxiStore) and query:
-                found = await store.for_user(scope).asearch(
-                    self.memories, query=query, limit=self.memory_limit
-                )
-                request = self._with_memories(request, found)
-            return await handler(request)
+    wrap_model_call, awrap_model_call = twins(_wrap_model_call)
 
-    def wrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
-    ) -> ToolMessage | Command[Any]:
+    def _wrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]
+    ) -> Plan[ToolMessage | Command[Any]]:
         with self._bound(request.runtime):
-            return handler(request)
+            answer: ToolMessage | Command[Any] = yield from step(handler, handler, request)
+            return answer
 
-    async def awrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
-    ) -> ToolMessage | Command[Any]:
-        with self._bound(request.runtime):
-            return await handler(request)
+    wrap_tool_call, awrap_tool_call = twins(_wrap_tool_call)
 
     def _with_memories(
         self, request: ModelRequest[Any], found: list[SearchItem]
