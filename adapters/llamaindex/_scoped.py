@@ -36,7 +36,7 @@ Per store:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -53,19 +53,21 @@ from llama_index.core.vector_stores.types import (
 )
 
 from muxi_isolation import policy
-from muxi_isolation.errors import InvalidIdentifier, ReservedKey, ScopeViolation, UnsupportedStore
+from muxi_isolation import policy_foreign as foreign
+from muxi_isolation.errors import InvalidIdentifier, ScopeViolation, UnsupportedStore
+from muxi_isolation.policy_foreign import own_id
 from muxi_isolation.scope import Scope
 
+from .._calls import Call, Plan, twins
 from ._filters import check_delete_filters, check_pasteable, pasteable
-from ._nodes import own_id, owned, stamp_node, strip_node, verified_nodes
+from ._nodes import SESSION_ALIAS, owned, stamp_node, strip_node, verified_nodes
 from ._scope import resolve_scope
 from ._vector_store import MuxiVectorStore
 
 __all__ = ["ScopedVectorStore", "stamp_nodes"]
 
 SIMPLE, POSTGRES, GENERIC = "simple", "postgres", "generic"
-# Memory's own ``session_id`` key (see _nodes.SESSION_ALIAS) stays filterable here.
-_FORBIDDEN_FILTER_KEYS = policy.RESERVED_KEYS | (policy.SCOPE_FIELDS - {"session_id"})
+_ALIASED = frozenset(SESSION_ALIAS)
 
 
 def stamp_nodes(scope: Scope, nodes: Sequence[BaseNode]) -> list[BaseNode]:
@@ -84,17 +86,12 @@ def _kind(store: BasePydanticVectorStore) -> str:
     return GENERIC
 
 
-def _reject_reserved(filters: MetadataFilters) -> None:
+def _keys(filters: MetadataFilters) -> Iterator[str]:
     for f in filters.filters:
         if isinstance(f, MetadataFilters):
-            _reject_reserved(f)
-        elif f.key in _FORBIDDEN_FILTER_KEYS:
-            raise ReservedKey(f"filters may not name scope keys: {f.key!r}")
-
-
-def _refuse_taken(scope: Scope, metadata: Sequence[Mapping[str, Any] | None]) -> None:
-    if not all(policy.verify_metadata(scope, md) for md in metadata):
-        raise ScopeViolation("a node id in this batch is not available")
+            yield from _keys(f)
+        else:
+            yield f.key
 
 
 def _and(*groups: MetadataFilters | None) -> MetadataFilters:
@@ -201,7 +198,8 @@ class ScopedVectorStore(BasePydanticVectorStore):
     def _caller(self, filters: MetadataFilters | None) -> MetadataFilters | None:
         if filters is None or not filters.filters:
             return None
-        _reject_reserved(filters)
+        # Memory's own ``session_id`` key (see _nodes.SESSION_ALIAS) stays filterable here.
+        foreign.refuse_filter_keys(_keys(filters), allowed=_ALIASED)
         if self._guard:
             check_pasteable(filters, self._store_name)
         return filters
@@ -218,7 +216,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             for node in stamped:
                 node.get_embedding()  # raises now, not halfway through the batch
             data = self._simple.data.metadata_dict
-            _refuse_taken(scope, [data[n.node_id] for n in stamped if n.node_id in data])
+            foreign.refuse_taken(scope, [data[n.node_id] for n in stamped if n.node_id in data])
         return stamped
 
     def _checks_ids(self, nodes: Sequence[BaseNode]) -> bool:
@@ -253,7 +251,9 @@ class ScopedVectorStore(BasePydanticVectorStore):
             filters=self._wrap(scope, query.filters),
         )
 
-    def _verified(self, scope: Scope, result: VectorStoreQueryResult) -> VectorStoreQueryResult:
+    def _verified(
+        self, scope: Scope, result: VectorStoreQueryResult
+    ) -> Plan[VectorStoreQueryResult]:
         if result.nodes is not None:
             keep = [i for i, n in enumerate(result.nodes) if owned(scope, n.metadata)]
             nodes: list[BaseNode] | None = [strip_node(scope, result.nodes[i]) for i in keep]
@@ -262,7 +262,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             keep = [i for i, nid in enumerate(result.ids) if owned(scope, data.get(nid))]
             nodes = None
         else:
-            return self._verified_by_lookup(scope, result)
+            return (yield from self._verified_by_lookup(scope, result))
         return VectorStoreQueryResult(
             nodes=nodes,
             similarities=_pick(result.similarities, keep),
@@ -271,12 +271,12 @@ class ScopedVectorStore(BasePydanticVectorStore):
 
     def _verified_by_lookup(
         self, scope: Scope, result: VectorStoreQueryResult
-    ) -> VectorStoreQueryResult:
+    ) -> Plan[VectorStoreQueryResult]:
         ids = list(result.ids or [])
         if not ids:
             return _empty()
         try:
-            found = self._inner.get_nodes(node_ids=ids, filters=self._scope_filters(scope))
+            found = yield _fetch(self._inner, node_ids=ids, filters=self._scope_filters(scope))
         except NotImplementedError as exc:
             raise self._unverifiable() from exc
         return _keep_found(scope, result, found)
@@ -308,50 +308,53 @@ class ScopedVectorStore(BasePydanticVectorStore):
             ids = [i for i in ids if own_id(scope, refs.get(i, "")) == ref_doc_id]
         return ids
 
-    # -- sync
+    # -- the public calls: one plan each, both halves made from it (see .._calls)
 
-    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+    def _add(self, /, nodes: Sequence[BaseNode], **kwargs: Any) -> Plan[list[str]]:
         scope = self._current()
         stamped = self._stamped(scope, nodes)
         if self._checks_ids(stamped):
             try:
-                existing = self._inner.get_nodes(node_ids=[n.node_id for n in stamped])
+                existing = yield _fetch(self._inner, node_ids=[n.node_id for n in stamped])
             except NotImplementedError:
                 existing = []
-            _refuse_taken(scope, [n.metadata for n in existing])
-        return _own_ids(scope, self._inner.add(stamped, **kwargs))
+            foreign.refuse_taken(scope, [n.metadata for n in existing])
+        return _own_ids(scope, (yield Call(self._inner, "add", (stamped,), kwargs, "async_add")))
 
-    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+    def _query(self, /, query: VectorStoreQuery, **kwargs: Any) -> Plan[VectorStoreQueryResult]:
         scope = self._current()
         scoped = self._scoped_query(scope, query)
         if scoped is None:
             return _empty()
-        return self._verified(scope, self._inner.query(scoped, **kwargs))
+        result = yield Call(self._inner, "query", (scoped,), kwargs)
+        return (yield from self._verified(scope, result))
 
-    def get_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
+    def _get_nodes(
+        self, /, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> Plan[list[BaseNode]]:
         scope = self._current()
         stored = _stored_ids(scope, node_ids)
-        if self._kind == SIMPLE:  # it keeps no nodes and raises; verified all the same
-            return verified_nodes(scope, self._inner.get_nodes(stored, filters))
-        return verified_nodes(scope, self._inner.get_nodes(stored, self._wrap(scope, filters)))
+        if self._kind != SIMPLE:
+            filters = self._wrap(scope, filters)
+        # SimpleVectorStore keeps no nodes and raises; verified all the same
+        return verified_nodes(scope, (yield _fetch(self._inner, stored, filters)))
 
-    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+    def _delete(self, /, ref_doc_id: str, **delete_kwargs: Any) -> Plan[None]:
         scope = self._current()
         if self._kind == SIMPLE:
-            self._delete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
+            yield from self._delete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
             return
         spec = self._ref_doc_filters(scope, ref_doc_id)
-        found = self._inner.get_nodes(filters=spec or self._scope_filters(scope))
-        self._delete_ids(scope, _of_document(scope, found, ref_doc_id))
+        found = yield _fetch(self._inner, filters=spec or self._scope_filters(scope))
+        yield from self._delete_ids(scope, _of_document(scope, found, ref_doc_id))
 
-    def delete_nodes(
+    def _delete_nodes(
         self,
+        /,
         node_ids: list[str] | None = None,
         filters: MetadataFilters | None = None,
         **delete_kwargs: Any,
-    ) -> None:
+    ) -> Plan[None]:
         scope = self._current()
         check_delete_filters(filters)
         if _nothing(node_ids, filters):
@@ -359,114 +362,40 @@ class ScopedVectorStore(BasePydanticVectorStore):
         if self._kind == SIMPLE:
             targets = self._simple_targets(scope, node_ids)
             if targets:
-                self._inner.delete_nodes(targets, self._caller(filters), **delete_kwargs)
+                yield _remove(self._inner, targets, self._caller(filters), **delete_kwargs)
             return
-        found = self._inner.get_nodes(_stored_ids(scope, node_ids), self._wrap(scope, filters))
-        self._delete_ids(scope, _mine(scope, found))
+        found = yield _fetch(self._inner, _stored_ids(scope, node_ids), self._wrap(scope, filters))
+        yield from self._delete_ids(scope, _mine(scope, found))
 
-    def clear(self) -> None:
+    def _clear(self, /) -> Plan[None]:
         scope = self._current()
         if self._kind == SIMPLE:
-            self._delete_ids(scope, self._owned_ids(scope))
+            yield from self._delete_ids(scope, self._owned_ids(scope))
         else:
-            self._inner.delete_nodes(filters=self._scope_filters(scope))
+            yield _remove(self._inner, filters=self._scope_filters(scope))
 
-    def _delete_ids(self, scope: Scope, ids: list[str]) -> None:
+    def _delete_ids(self, scope: Scope, ids: list[str]) -> Plan[None]:
         if not ids:
             return
         if self._kind == SIMPLE:
-            self._inner.delete_nodes(node_ids=ids)
+            yield _remove(self._inner, node_ids=ids)
         else:
-            self._inner.delete_nodes(node_ids=ids, filters=self._scope_filters(scope))
+            yield _remove(self._inner, node_ids=ids, filters=self._scope_filters(scope))
 
-    # -- async
+    add, async_add = twins(_add, "async_add")
+    query, aquery = twins(_query)
+    get_nodes, aget_nodes = twins(_get_nodes)
+    delete, adelete = twins(_delete)
+    delete_nodes, adelete_nodes = twins(_delete_nodes)
+    clear, aclear = twins(_clear)
 
-    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        scope = self._current()
-        stamped = self._stamped(scope, nodes)
-        if self._checks_ids(stamped):
-            try:
-                existing = await self._inner.aget_nodes(node_ids=[n.node_id for n in stamped])
-            except NotImplementedError:
-                existing = []
-            _refuse_taken(scope, [n.metadata for n in existing])
-        return _own_ids(scope, await self._inner.async_add(stamped, **kwargs))
 
-    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        scope = self._current()
-        scoped = self._scoped_query(scope, query)
-        if scoped is None:
-            return _empty()
-        result = await self._inner.aquery(scoped, **kwargs)
-        if result.nodes is None and self._kind != SIMPLE:
-            return await self._averified_by_lookup(scope, result)
-        return self._verified(scope, result)
+def _fetch(store: BasePydanticVectorStore, /, *args: Any, **kwargs: Any) -> Call:
+    return Call(store, "get_nodes", args, kwargs)
 
-    async def _averified_by_lookup(
-        self, scope: Scope, result: VectorStoreQueryResult
-    ) -> VectorStoreQueryResult:
-        ids = list(result.ids or [])
-        if not ids:
-            return _empty()
-        try:
-            found = await self._inner.aget_nodes(node_ids=ids, filters=self._scope_filters(scope))
-        except NotImplementedError as exc:
-            raise self._unverifiable() from exc
-        return _keep_found(scope, result, found)
 
-    async def aget_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
-        scope = self._current()
-        stored = _stored_ids(scope, node_ids)
-        if self._kind == SIMPLE:
-            return verified_nodes(scope, await self._inner.aget_nodes(stored, filters))
-        found = await self._inner.aget_nodes(stored, self._wrap(scope, filters))
-        return verified_nodes(scope, found)
-
-    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        scope = self._current()
-        if self._kind == SIMPLE:
-            await self._adelete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
-            return
-        spec = self._ref_doc_filters(scope, ref_doc_id)
-        found = await self._inner.aget_nodes(filters=spec or self._scope_filters(scope))
-        await self._adelete_ids(scope, _of_document(scope, found, ref_doc_id))
-
-    async def adelete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        scope = self._current()
-        check_delete_filters(filters)
-        if _nothing(node_ids, filters):
-            return
-        if self._kind == SIMPLE:
-            targets = self._simple_targets(scope, node_ids)
-            if targets:
-                await self._inner.adelete_nodes(targets, self._caller(filters), **delete_kwargs)
-            return
-        found = await self._inner.aget_nodes(
-            _stored_ids(scope, node_ids), self._wrap(scope, filters)
-        )
-        await self._adelete_ids(scope, _mine(scope, found))
-
-    async def aclear(self) -> None:
-        scope = self._current()
-        if self._kind == SIMPLE:
-            await self._adelete_ids(scope, self._owned_ids(scope))
-        else:
-            await self._inner.adelete_nodes(filters=self._scope_filters(scope))
-
-    async def _adelete_ids(self, scope: Scope, ids: list[str]) -> None:
-        if not ids:
-            return
-        if self._kind == SIMPLE:
-            await self._inner.adelete_nodes(node_ids=ids)
-        else:
-            await self._inner.adelete_nodes(node_ids=ids, filters=self._scope_filters(scope))
+def _remove(store: BasePydanticVectorStore, /, *args: Any, **kwargs: Any) -> Call:
+    return Call(store, "delete_nodes", args, kwargs)
 
 
 @overload
