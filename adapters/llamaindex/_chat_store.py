@@ -49,6 +49,7 @@ from muxi_isolation.sessions import DEFAULT_TIMEOUT, SessionManager
 from muxi_isolation.stores.base import Backend
 
 from .._owned import OwnsBackend, Storage, unpack
+from .._plans import Plan, arun, step, twins
 from ._messages import to_chat_message, to_message
 from ._scope import resolve_scope
 
@@ -75,37 +76,45 @@ class _Binding:
     def readable(self, key: str) -> Scope:
         return resolve_scope(self.scope, key)  # the key is a source: the session it names
 
-    def writable(self, key: str) -> Scope:
+    def writable(self, key: str) -> Plan[Scope]:
         user = self.readable(key).user()
-        record = (self.sessions.ensure if self.create_sessions else self.sessions.touch)(user, key)
+        s = self.sessions
+        if self.create_sessions:
+            record = yield from step(s.ensure, s.aensure, user, key)
+        else:
+            record = yield from step(s.touch, s.atouch, user, key)
         return user.with_session(record.id)
 
-    def append(self, key: str, records: list[Message]) -> None:
+    def append(self, key: str, records: list[Message]) -> Plan[None]:
         """Append in one transaction with the session check; create the session if allowed."""
         scope = self.readable(key)
+        s = self.sessions
         try:
-            self.sessions.append(scope, records)
+            yield from step(s.append, s.aappend, scope, records)
         except SessionNotFound:
             if not self.create_sessions:
                 raise
-            self.sessions.ensure(scope.user(), key)
-            self.sessions.append(scope, records)
+            yield from step(s.ensure, s.aensure, scope.user(), key)
+            yield from step(s.append, s.aappend, scope, records)
 
-    async def aappend(self, key: str, records: list[Message]) -> None:
+    def replace(self, key: str, records: list[Message]) -> Plan[None]:
+        scope = yield from self.writable(key)
+        b = self.backend
+        yield from step(b.replace_messages, b.areplace_messages, scope, records)
+
+    def delete_at(self, key: str, idx: int) -> Plan[ChatMessage | None]:
+        """Delete the message at ``idx`` of the key's whole history (``None``: past its end)."""
         scope = self.readable(key)
-        try:
-            await self.sessions.aappend(scope, records)
-        except SessionNotFound:
-            if not self.create_sessions:
-                raise
-            await self.sessions.aensure(scope.user(), key)
-            await self.sessions.aappend(scope, records)
+        b = self.backend
+        target = _at((yield from step(b.get_messages, b.aget_messages, scope)), idx)
+        if target is None:
+            return None
+        found = yield from step(b.delete_message, b.adelete_message, scope, _seq(target))
+        return None if found is None else to_chat_message(found)
 
-    async def awritable(self, key: str) -> Scope:
-        user = self.readable(key).user()
-        touch = self.sessions.aensure if self.create_sessions else self.sessions.atouch
-        record = await touch(user, key)
-        return user.with_session(record.id)
+    def keys(self) -> Plan[list[str]]:
+        b = self.backend
+        return [s.id for s in (yield from step(b.list_sessions, b.alist_sessions, self.user()))]
 
 
 def _records(messages: Sequence[ChatMessage], status: str | None = None) -> list[Message]:
@@ -202,89 +211,58 @@ class MuxiChatStore(OwnsBackend, BaseChatStore):
             create_sessions=bool(data.get("create_sessions", True)),
         )
 
-    # -- sync
+    # -- the operations, each one plan for both halves
 
-    def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
-        records = _records(messages)
+    def _set_messages(self, key: str, messages: list[ChatMessage]) -> Plan[None]:
+        yield from self._binding.replace(key, _records(messages))
+
+    set_messages, aset_messages = twins(_set_messages)
+
+    def _get_messages(self, key: str) -> Plan[list[ChatMessage]]:
         b = self._binding
-        b.backend.replace_messages(b.writable(key), records)
-
-    def get_messages(self, key: str) -> list[ChatMessage]:
-        b = self._binding
-        return _chat(b.backend.get_messages(b.readable(key)))
-
-    def add_message(self, key: str, message: ChatMessage) -> None:
-        records = _records([message])
-        self._binding.append(key, records)
-
-    def delete_messages(self, key: str) -> list[ChatMessage] | None:
-        b = self._binding
-        scope = b.readable(key)
-        if b.backend.get_session(scope, _sid(scope)) is None:
-            return None
-        rows = b.backend.get_messages(scope)
-        b.backend.delete_messages(scope)
+        rows = yield from step(b.backend.get_messages, b.backend.aget_messages, b.readable(key))
         return _chat(rows)
 
-    def delete_message(self, key: str, idx: int) -> ChatMessage | None:
+    get_messages, aget_messages = twins(_get_messages)
+
+    def _add_message(self, key: str, message: ChatMessage) -> Plan[None]:
+        yield from self._binding.append(key, _records([message]))
+
+    add_message, async_add_message = twins(_add_message, async_name="async_add_message")
+
+    def _delete_messages(self, key: str) -> Plan[list[ChatMessage] | None]:
         b = self._binding
         scope = b.readable(key)
-        target = _at(b.backend.get_messages(scope), idx)
-        found = None if target is None else b.backend.delete_message(scope, _seq(target))
-        return None if found is None else to_chat_message(found)
-
-    def delete_last_message(self, key: str) -> ChatMessage | None:
-        b = self._binding
-        scope = b.readable(key)
-        last = b.backend.get_messages(scope, last=1)
-        found = b.backend.delete_message(scope, _seq(last[0])) if last else None
-        return None if found is None else to_chat_message(found)
-
-    def get_keys(self) -> list[str]:
-        b = self._binding
-        return [s.id for s in b.backend.list_sessions(b.user())]
-
-    # -- async
-
-    async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
-        records = _records(messages)
-        b = self._binding
-        await b.backend.areplace_messages(await b.awritable(key), records)
-
-    async def aget_messages(self, key: str) -> list[ChatMessage]:
-        b = self._binding
-        return _chat(await b.backend.aget_messages(b.readable(key)))
-
-    async def async_add_message(self, key: str, message: ChatMessage) -> None:
-        records = _records([message])
-        await self._binding.aappend(key, records)
-
-    async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
-        b = self._binding
-        scope = b.readable(key)
-        if await b.backend.aget_session(scope, _sid(scope)) is None:
+        be = b.backend
+        if (yield from step(be.get_session, be.aget_session, scope, _sid(scope))) is None:
             return None
-        rows = await b.backend.aget_messages(scope)
-        await b.backend.adelete_messages(scope)
+        rows = yield from step(be.get_messages, be.aget_messages, scope)
+        yield from step(be.delete_messages, be.adelete_messages, scope)
         return _chat(rows)
 
-    async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
+    delete_messages, adelete_messages = twins(_delete_messages)
+
+    def _delete_message(self, key: str, idx: int) -> Plan[ChatMessage | None]:
+        return (yield from self._binding.delete_at(key, idx))
+
+    delete_message, adelete_message = twins(_delete_message)
+
+    def _delete_last_message(self, key: str) -> Plan[ChatMessage | None]:
         b = self._binding
         scope = b.readable(key)
-        target = _at(await b.backend.aget_messages(scope), idx)
-        found = None if target is None else await b.backend.adelete_message(scope, _seq(target))
+        be = b.backend
+        last = yield from step(be.get_messages, be.aget_messages, scope, last=1)
+        if not last:
+            return None
+        found = yield from step(be.delete_message, be.adelete_message, scope, _seq(last[0]))
         return None if found is None else to_chat_message(found)
 
-    async def adelete_last_message(self, key: str) -> ChatMessage | None:
-        b = self._binding
-        scope = b.readable(key)
-        last = await b.backend.aget_messages(scope, last=1)
-        found = await b.backend.adelete_message(scope, _seq(last[0])) if last else None
-        return None if found is None else to_chat_message(found)
+    delete_last_message, adelete_last_message = twins(_delete_last_message)
 
-    async def aget_keys(self) -> list[str]:
-        b = self._binding
-        return [s.id for s in await b.backend.alist_sessions(b.user())]
+    def _get_keys(self) -> Plan[list[str]]:
+        return (yield from self._binding.keys())
+
+    get_keys, aget_keys = twins(_get_keys)
 
 
 class MuxiDBChatStore(OwnsBackend, AsyncDBChatStore):
@@ -348,21 +326,15 @@ class MuxiDBChatStore(OwnsBackend, AsyncDBChatStore):
     ) -> None:
         records = _records(messages, _status(status))
         if records:
-            await self._binding.aappend(key, records)
+            await arun(self._binding.append(key, records))
 
     async def set_messages(
         self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE
     ) -> None:
-        records = _records(messages, _status(status))
-        b = self._binding
-        await b.backend.areplace_messages(await b.awritable(key), records)
+        await arun(self._binding.replace(key, _records(messages, _status(status))))
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
-        b = self._binding
-        scope = b.readable(key)
-        target = _at(await b.backend.aget_messages(scope), idx)
-        found = None if target is None else await b.backend.adelete_message(scope, _seq(target))
-        return None if found is None else to_chat_message(found)
+        return await arun(self._binding.delete_at(key, idx))
 
     async def delete_messages(self, key: str, status: MessageStatus | None = None) -> None:
         b = self._binding
@@ -374,11 +346,11 @@ class MuxiDBChatStore(OwnsBackend, AsyncDBChatStore):
 
     async def archive_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
         b = self._binding
-        return _chat(await b.backend.atake_oldest(await b.awritable(key), n, archive=True))
+        scope = await arun(b.writable(key))
+        return _chat(await b.backend.atake_oldest(scope, n, archive=True))
 
     async def get_keys(self) -> list[str]:
-        b = self._binding
-        return [s.id for s in await b.backend.alist_sessions(b.user())]
+        return await arun(self._binding.keys())
 
 
 # LlamaIndex finds a chat store to load by its class name in this table, which has no
