@@ -374,9 +374,9 @@ def test_sqlite_with_an_admin_url_serves_the_tenant_path(tmp_path) -> None:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_purge_works_through_many_batches(make_backend, monkeypatch, kind: str) -> None:
-    from muxi_isolation.stores.sql import backend as sql_backend
+    from muxi_isolation.stores.sql import _admin
 
-    monkeypatch.setattr(sql_backend, "PURGE_BATCH", 2)
+    monkeypatch.setattr(_admin, "PURGE_BATCH", 2)
     backend = make_backend(kind)
     bob = Scope("tenant_a", "bob")
     for user in (ALICE, bob):

@@ -1,0 +1,240 @@
+"""How a call of the SQL backend becomes one transaction that opens for one scope.
+
+``Transactions`` holds the engines (the app's, the single SQLite writer, the owner's
+``admin_url``) and runs an operation's function on a connection of its own: on PostgreSQL
+the transaction's first statement sets the row-level-security scope, transaction-locally.
+The sync half runs on a sync engine; the async half on an async engine (aiosqlite, psycopg
+async), with the same function driven through ``AsyncConnection.run_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, TextClause
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
+
+from ...errors import ConfigError
+from ...scope import Scope
+from . import _errors, _rls
+from ._engines import open_engines
+from ._gate import Gate
+from ._pool import claim
+from ._schema import Tables
+from ._scope_key import StaleKey, read_scope_key
+from ._urls import Target
+
+__all__ = ["EVERY_TENANT", "Transactions"]
+
+log = logging.getLogger("muxi_isolation.stores.sql")
+T = TypeVar("T")
+EVERY_TENANT = ":every"  # never a tenant id (a tenant id cannot hold ":")
+
+
+class Transactions:
+    """The engines of one store, and each call in one transaction for one scope."""
+
+    dialect: str
+    tables: Tables
+    citus: bool
+    _target: Target
+
+    def _open_engines(
+        self,
+        admin: Target | None,
+        pool: dict[str, Any],
+        busy_timeout: float,
+        statement_timeout: float | None,
+    ) -> None:
+        self._gate = Gate(self._target.memory)
+        if statement_timeout is not None:
+            if not statement_timeout > 0:
+                raise ConfigError("statement_timeout must be a positive number of seconds")
+            busy_timeout = min(busy_timeout, statement_timeout)
+            pool["pool_timeout"] = statement_timeout
+        self._engine, self._aengine = open_engines(
+            self._target, pool, busy_timeout, statement_timeout
+        )
+        self._writers = self._engine, self._aengine
+        if self.dialect == "sqlite" and not self._target.memory:
+            # One writer connection: SQLite lets one writer in at a time anyway, and writers
+            # queued here hold no connection that a reader needs (WAL serves readers while a
+            # writer holds the file's lock).
+            single = {"pool_size": 1, "max_overflow": 0, "pool_timeout": busy_timeout}
+            self._writers = open_engines(self._target, single, busy_timeout, statement_timeout)
+        self._admin: tuple[Engine, AsyncEngine] | None = None
+        if admin is not None:
+            self._admin = open_engines(admin, {"poolclass": NullPool}, busy_timeout)
+        self._enter_statement: TextClause | None = None
+        self._scope_key: bytes | None = None
+
+    def setup(self) -> None:
+        raise NotImplementedError("setup")
+
+    async def asetup(self) -> None:
+        raise NotImplementedError("asetup")
+
+    def _enter(self, conn: Connection, scope: Scope | None, admin_tenant: str | None) -> None:
+        if self.dialect != "postgresql":
+            return
+        if admin_tenant is None:
+            assert scope is not None and self._scope_key is not None
+            statement = self._enter_statement
+            assert statement is not None
+            try:
+                _rls.enter_scope(conn, statement, scope, self._scope_key, citus=self.citus)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == _rls.STALE_KEY_STATE:
+                    raise StaleKey from exc
+                raise
+            return
+        if admin_tenant == EVERY_TENANT:
+            settings = {_rls.ADMIN: _rls.LIST_TENANTS}
+        else:
+            settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
+        _rls.apply_settings(conn, settings, set_local=self.citus)
+
+    def _call(
+        self,
+        conn: Connection,
+        scope: Scope | None,
+        admin_tenant: str | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        self._enter(conn, scope, admin_tenant)
+        return fn(conn, *args, **kwargs)
+
+    def _run(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool = False,
+        admin_tenant: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        try:
+            return self._run_once(scope, fn, args, kwargs, write, admin_tenant)
+        except StaleKey:  # the key was rotated and the old one dropped: read the new one
+            self._refresh_key()
+            return self._run_once(scope, fn, args, kwargs, write, admin_tenant)
+
+    def _run_once(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        write: bool,
+        admin_tenant: str | None,
+    ) -> T:
+        engines = self._writers if write else (self._engine, self._aengine)
+        engine = engines[0] if admin_tenant is None else self._admin_engines()[0]
+        self.setup()
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = engine.connect()
+            with conn:
+                conn.execution_options(muxi_write=write)
+                claim(conn)
+                with conn.begin():
+                    return self._call(conn, scope, admin_tenant, fn, args, kwargs)
+
+    async def _arun(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool = False,
+        admin_tenant: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        try:
+            return await self._arun_once(scope, fn, args, kwargs, write, admin_tenant)
+        except StaleKey:
+            await asyncio.to_thread(self._refresh_key)
+            return await self._arun_once(scope, fn, args, kwargs, write, admin_tenant)
+
+    async def _arun_once(
+        self,
+        scope: Scope | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        write: bool,
+        admin_tenant: str | None,
+    ) -> T:
+        engines = self._writers if write else (self._engine, self._aengine)
+        engine = engines[1] if admin_tenant is None else self._admin_engines()[1]
+        await self.asetup()
+        async with self._gate.ahold():
+            with _errors.unavailable():
+                conn = await engine.connect().start()
+            try:
+                with _errors.mapped():
+                    await conn.execution_options(muxi_write=write)
+                    await conn.run_sync(claim)
+                    async with conn.begin():
+                        return await conn.run_sync(
+                            self._call, scope, admin_tenant, fn, args, kwargs
+                        )
+            finally:
+                await conn.close()
+
+    def _refresh_key(self) -> None:
+        """Read the newest scope key (after a rotation dropped the one we held)."""
+        with self._as_owner() as conn:
+            self._scope_key = read_scope_key(conn, self.tables)
+        log.info("read the rotated row-level-security scope key")
+
+    @contextmanager
+    def _as_owner(self) -> Iterator[Connection]:
+        """One write transaction as the tables' owner (``admin_url``, else the app's role)."""
+        owner = self._admin[0] if self._admin else self._writers[0]
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable():
+                conn = owner.connect()
+            with conn:
+                conn.execution_options(muxi_write=True)
+                with conn.begin():
+                    yield conn
+
+    def _owner(self) -> Engine:
+        """The tables' owner (``admin_url``, else the app's role): it may build indexes."""
+        return self._admin[0] if self._admin else self._writers[0]
+
+    def _admin_engines(self) -> tuple[Engine, AsyncEngine]:
+        if self._admin is None:
+            if self.dialect == "postgresql":
+                raise ConfigError("tenant-wide operations on PostgreSQL need admin_url")
+            return self._writers
+        return self._admin
+
+    def _fold_log(self) -> None:
+        """SQLite: after deleting content, copy the write-ahead log into the database and
+        empty it, so no old log frame keeps the text (freed pages are zeroed by ``_ops``).
+        Best effort: a reader still holding old frames leaves them to a later checkpoint."""
+        if self.dialect != "sqlite" or self._target.memory:
+            return
+        # On the writer's own connection: an idle pooled writer keeps the log busy for any
+        # other connection's TRUNCATE checkpoint (it waited out the whole busy timeout).
+        with self._gate.hold(), _errors.mapped(), self._writers[0].connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            log.warning("the SQLite log could not be emptied now (a reader is active)")
+
+    def _all_engines(self) -> list[tuple[Engine, AsyncEngine]]:
+        engines = [(self._engine, self._aengine)]
+        if self._writers != engines[0]:
+            engines.append(self._writers)
+        return engines + ([self._admin] if self._admin else [])
