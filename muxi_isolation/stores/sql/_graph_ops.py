@@ -9,11 +9,8 @@ equality with bound values: ``json_extract(namespace, '$[i]')`` on SQLite, ``nam
 
 from __future__ import annotations
 
-import sys
-from array import array
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +18,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
-    Row,
     Table,
     Text,
     bindparam,
@@ -37,9 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ...errors import InvalidInput
 from ...filters import Filter
-from ...scope import Scope, known_scope
+from ...scope import Scope
 from ..graph import (
     WILDCARD,
     CheckpointQuery,
@@ -54,6 +49,15 @@ from ..graph import (
     encode_namespace,
 )
 from ._filters import compile_filter
+from ._graph_rows import (
+    chunks,
+    pack,
+    row_to_checkpoint,
+    row_to_item,
+    row_to_write,
+    utc_now,
+    with_writes,
+)
 from ._graph_schema import GraphTables
 
 if TYPE_CHECKING:
@@ -63,83 +67,6 @@ __all__ = ["GraphOps", "SQLGraph"]
 
 Cond = ColumnElement[bool]
 T = TypeVar("T")
-_CHUNK = 500
-_LITTLE = sys.byteorder == "little"
-
-
-def _pack(vectors: dict[str, list[float]]) -> tuple[list[str], bytes]:
-    dims = {len(v) for v in vectors.values()}
-    if len(dims) != 1:
-        # put_items checked it already; kept so no caller of _pack stores a ragged array
-        raise InvalidInput(
-            "an item's embeddings must all have the same dimension", field="embeddings"
-        )
-    values = array("f", [x for v in vectors.values() for x in v])
-    if not _LITTLE:
-        values.byteswap()
-    return list(vectors), values.tobytes()
-
-
-def _unpack(fields: list[str] | None, data: bytes | None) -> dict[str, list[float]] | None:
-    if not fields or data is None:
-        return None
-    values = array("f")
-    values.frombytes(bytes(data))
-    if not _LITTLE:
-        values.byteswap()
-    flat = values.tolist()
-    dim = len(flat) // len(fields)
-    return {f: flat[i * dim : (i + 1) * dim] for i, f in enumerate(fields)}
-
-
-def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
-    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-
-
-def _row_to_checkpoint(row: Row[Any]) -> CheckpointRecord:
-    m = row._mapping
-    return CheckpointRecord(
-        m["session_id"],
-        m["checkpoint_ns"],
-        m["checkpoint_id"],
-        m["parent_checkpoint_id"],
-        m["type"],
-        bytes(m["checkpoint"]),
-        dict(m["metadata"] or {}),
-        m["created_at"],
-        known_scope(m["tenant_id"], m["user_id"]),
-    )
-
-
-def _row_to_write(row: Row[Any]) -> WriteRecord:
-    m = row._mapping
-    return WriteRecord(
-        m["session_id"],
-        m["checkpoint_ns"],
-        m["checkpoint_id"],
-        m["task_id"],
-        m["idx"],
-        m["channel"],
-        m["type"],
-        bytes(m["value"]),
-        m["task_path"],
-        known_scope(m["tenant_id"], m["user_id"]),
-    )
-
-
-def _row_to_item(row: Row[Any], vectors: bool) -> StoreItem:
-    m = row._mapping
-    return StoreItem(
-        decode_namespace(m["namespace"]),
-        m["key"],
-        dict(m["value"]),
-        m["created_at"],
-        m["updated_at"],
-        m["expires_at"],
-        m["ttl_minutes"],
-        _unpack(m["embedding_fields"], m["embeddings"]) if vectors else None,
-        known_scope(m["tenant_id"], m["user_id"]),
-    )
 
 
 class GraphOps:
@@ -170,7 +97,7 @@ class GraphOps:
             type=record.type,
             checkpoint=record.checkpoint,
             metadata=record.metadata,
-            created_at=record.created_at or _now(),
+            created_at=record.created_at or utc_now(),
         )
         changing = ("parent_checkpoint_id", "type", "checkpoint", "metadata")
         conn.execute(
@@ -205,14 +132,14 @@ class GraphOps:
             .order_by(t.c.checkpoint_id.desc(), t.c.session_id.desc(), t.c.checkpoint_ns.desc())
             .limit(q.limit)
         )
-        found = [_row_to_checkpoint(row) for row in conn.execute(query)]
+        found = [row_to_checkpoint(row) for row in conn.execute(query)]
         if not found:
             return []
         writes = self._writes(
             conn, user, [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in found]
         )
         return [
-            _with_writes(r, writes.get((r.thread_id, r.checkpoint_ns, r.checkpoint_id), []))
+            with_writes(r, writes.get((r.thread_id, r.checkpoint_ns, r.checkpoint_id), []))
             for r in found
         ]
 
@@ -221,7 +148,7 @@ class GraphOps:
     ) -> dict[tuple[str, str, str], list[WriteRecord]]:
         w = self.g.writes
         out: dict[tuple[str, str, str], list[WriteRecord]] = {}
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             rows = conn.execute(
                 select(w)
                 .where(
@@ -231,7 +158,7 @@ class GraphOps:
                 .order_by(w.c.task_path, w.c.task_id, w.c.idx)
             )
             for row in rows:
-                write = _row_to_write(row)
+                write = row_to_write(row)
                 out.setdefault(
                     (write.thread_id, write.checkpoint_ns, write.checkpoint_id), []
                 ).append(write)
@@ -307,7 +234,7 @@ class GraphOps:
         whole_if: Filter | None,
     ) -> int:
         gone = 0
-        for chunk in _chunks(thread_ids):
+        for chunk in chunks(thread_ids):
             for table in (self.g.writes, self.g.checkpoints):  # writes go with checkpoints
                 where = [*self._user(table, user), table.c.session_id.in_(chunk)]
                 if keep_latest:
@@ -358,7 +285,7 @@ class GraphOps:
                 )
             )
         ]
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             for table in (w, t):
                 key = tuple_(table.c.session_id, table.c.checkpoint_ns, table.c.checkpoint_id)
                 conn.execute(delete(table).where(*self._user(table, user), key.in_(chunk)))
@@ -414,10 +341,10 @@ class GraphOps:
     ) -> list[StoreItem]:
         i = self.g.items
         by_ref: dict[ItemRef, StoreItem] = {}
-        for chunk in _chunks(refs):
+        for chunk in chunks(refs):
             query = select(i).where(*self._user(i, user), self._refs(chunk), self._live(now))
             for row in conn.execute(query):
-                item = _row_to_item(row, vectors=False)
+                item = row_to_item(row, vectors=False)
                 by_ref[(item.namespace, item.key)] = item
         return [by_ref[ref] for ref in dict.fromkeys(refs) if ref in by_ref]
 
@@ -425,13 +352,13 @@ class GraphOps:
         self, conn: Connection, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
     ) -> None:
         i = self.g.items
-        for chunk in _chunks(deletes):
+        for chunk in chunks(deletes):
             conn.execute(delete(i).where(*self._user(i, user), self._refs(chunk)))
         if not items:
             return
         rows = []
         for item in items:
-            fields, packed = _pack(item.embeddings) if item.embeddings else (None, None)
+            fields, packed = pack(item.embeddings) if item.embeddings else (None, None)
             rows.append(
                 {
                     "tenant_id": user.tenant_id,
@@ -440,8 +367,8 @@ class GraphOps:
                     "key": item.key,
                     "depth": len(item.namespace),
                     "value": item.value,
-                    "created_at": item.created_at or _now(),
-                    "updated_at": item.updated_at or _now(),
+                    "created_at": item.created_at or utc_now(),
+                    "updated_at": item.updated_at or utc_now(),
                     "expires_at": item.expires_at,
                     "ttl_minutes": item.ttl,
                     "embedding_fields": fields,
@@ -473,7 +400,7 @@ class GraphOps:
         query = query.order_by(i.c.updated_at.desc(), i.c.namespace, i.c.key)
         if not q.vectors:
             query = query.limit(q.limit).offset(q.offset or None)
-        return [_row_to_item(row, vectors=q.vectors) for row in conn.execute(query)]
+        return [row_to_item(row, vectors=q.vectors) for row in conn.execute(query)]
 
     def refresh_items(
         self, conn: Connection, user: Scope, items: list[StoreItem], now: datetime
@@ -484,7 +411,7 @@ class GraphOps:
             if item.ttl is not None:
                 by_ttl.setdefault(item.ttl, []).append((item.namespace, item.key))
         for ttl, refs in by_ttl.items():
-            for chunk in _chunks(refs):
+            for chunk in chunks(refs):
                 conn.execute(
                     update(i)
                     .where(*self._user(i, user), self._refs(chunk), i.c.ttl_minutes == ttl)
@@ -500,14 +427,6 @@ class GraphOps:
             where += self._rule(rule)
         query = select(i.c.namespace).where(*where).distinct()
         return [decode_namespace(row.namespace) for row in conn.execute(query)]
-
-
-def _with_writes(record: CheckpointRecord, writes: list[WriteRecord]) -> CheckpointRecord:
-    return replace(record, writes=tuple(writes))
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class SQLGraph:

@@ -67,50 +67,52 @@ def _json() -> JSON:
 
 
 def build_graph_tables(md: MetaData, prefix: str) -> GraphTables:
-    p = prefix
-    checkpoints = Table(
-        f"{p}checkpoints",
-        md,
+    checkpoints, writes = _checkpoint_tables(md, prefix)
+    return GraphTables(checkpoints, writes, _items_table(md, prefix))
+
+
+_CHECKPOINT_KEY = ("tenant_id", "user_id", "session_id", "checkpoint_ns", "checkpoint_id")
+
+
+def _checkpoint_key() -> list[Column[str]]:
+    """The columns that name one checkpoint (``_CHECKPOINT_KEY``)."""
+    return [
         *_ids("tenant_id", "user_id", "session_id"),
         _sorted_text("checkpoint_ns"),
         _sorted_text("checkpoint_id"),
+    ]
+
+
+def _checkpoint_tables(md: MetaData, p: str) -> tuple[Table, Table]:
+    """LangGraph's checkpoints and their pending writes."""
+    checkpoints = Table(
+        f"{p}checkpoints",
+        md,
+        *_checkpoint_key(),
         _sorted_text("parent_checkpoint_id", nullable=True),
         Column("type", Text, nullable=False),
         Column("checkpoint", LargeBinary, nullable=False),
         Column("metadata", _json(), nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
-        PrimaryKeyConstraint(
-            "tenant_id",
-            "user_id",
-            "session_id",
-            "checkpoint_ns",
-            "checkpoint_id",
-            name=f"{p}checkpoints_pkey",
-        ),
+        PrimaryKeyConstraint(*_CHECKPOINT_KEY, name=f"{p}checkpoints_pkey"),
     )
     writes = Table(
         f"{p}checkpoint_writes",
         md,
-        *_ids("tenant_id", "user_id", "session_id"),
-        _sorted_text("checkpoint_ns"),
-        _sorted_text("checkpoint_id"),
+        *_checkpoint_key(),
         _sorted_text("task_id"),
         Column("idx", Integer, nullable=False),
         Column("channel", Text, nullable=False),
         Column("type", Text, nullable=False),
         Column("value", LargeBinary, nullable=False),
         _sorted_text("task_path"),
-        PrimaryKeyConstraint(
-            "tenant_id",
-            "user_id",
-            "session_id",
-            "checkpoint_ns",
-            "checkpoint_id",
-            "task_id",
-            "idx",
-            name=f"{p}checkpoint_writes_pkey",
-        ),
+        PrimaryKeyConstraint(*_CHECKPOINT_KEY, "task_id", "idx", name=f"{p}checkpoint_writes_pkey"),
     )
+    return checkpoints, writes
+
+
+def _items_table(md: MetaData, p: str) -> Table:
+    """LangGraph's store items, with an index on the most recently updated."""
     items = Table(
         f"{p}store_items",
         md,
@@ -130,7 +132,7 @@ def build_graph_tables(md: MetaData, prefix: str) -> GraphTables:
         ),
     )
     Index(f"{p}store_items_recent", items.c.tenant_id, items.c.user_id, items.c.updated_at)
-    return GraphTables(checkpoints, writes, items)
+    return items
 
 
 def create_graph_tables(conn: Connection, graph: GraphTables) -> list[Table]:

@@ -221,6 +221,44 @@ def build_tables(
         raise ConfigError("embedding_dimension must be a positive integer or None")
     md = MetaData(schema=schema)
     p = prefix
+    sessions, messages, counters = _session_tables(md, p)
+    memories = _memories_table(md, p, dimension, precision)
+    version = Table(
+        f"{p}schema_version",
+        md,
+        Column("component", String(64), primary_key=True),
+        Column("version", Integer, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    receipts = Table(
+        f"{p}receipts",
+        md,
+        *_ids("tenant_id", "user_id", "key"),
+        Column("request", String(128), nullable=False),
+        Column("response", JSON, nullable=False),
+        Column("seqs", JSON, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("tenant_id", "user_id", "key", name=f"{p}receipts_pkey"),
+    )
+    graph = build_graph_tables(md, p)
+    return Tables(
+        md,
+        sessions,
+        messages,
+        counters,
+        memories,
+        version,
+        prefix,
+        dimension,
+        graph,
+        receipts,
+        text_config,
+        precision,
+    )
+
+
+def _session_tables(md: MetaData, p: str) -> tuple[Table, Table, Table]:
+    """Sessions, their messages, and each session's next-seq counter."""
     sessions = Table(
         f"{p}sessions",
         md,
@@ -255,6 +293,11 @@ def build_tables(
             "tenant_id", "user_id", "session_id", name=f"{p}message_counters_pkey"
         ),
     )
+    return sessions, messages, counters
+
+
+def _memories_table(md: MetaData, p: str, dimension: int | None, precision: Precision) -> Table:
+    """The users' memories, with an index for listing and one for the embedded rows."""
     memories = Table(
         f"{p}memories",
         md,
@@ -282,38 +325,7 @@ def build_tables(
         postgresql_where=embedded,
         sqlite_where=embedded,
     )
-    version = Table(
-        f"{p}schema_version",
-        md,
-        Column("component", String(64), primary_key=True),
-        Column("version", Integer, nullable=False),
-        Column("updated_at", UTCDateTime, nullable=False),
-    )
-    receipts = Table(
-        f"{p}receipts",
-        md,
-        *_ids("tenant_id", "user_id", "key"),
-        Column("request", String(128), nullable=False),
-        Column("response", JSON, nullable=False),
-        Column("seqs", JSON, nullable=False),
-        Column("created_at", UTCDateTime, nullable=False),
-        PrimaryKeyConstraint("tenant_id", "user_id", "key", name=f"{p}receipts_pkey"),
-    )
-    graph = build_graph_tables(md, p)
-    return Tables(
-        md,
-        sessions,
-        messages,
-        counters,
-        memories,
-        version,
-        prefix,
-        dimension,
-        graph,
-        receipts,
-        text_config,
-        precision,
-    )
+    return memories
 
 
 def replace_schema(tables: Tables, schema: str) -> Tables:

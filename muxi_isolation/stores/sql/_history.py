@@ -1,0 +1,436 @@
+"""Sessions and their messages (with idempotency receipts), on one connection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    Text,
+    TextClause,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from ...errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
+from ...quotas import SESSIONS, check_count
+from ...records import ACTIVE, ARCHIVED, Message, Receipt, SessionRecord
+from ...scope import Scope, known_scope
+from ..base import RECEIPT_WINDOW
+from ._ops_base import OpsBase, utc, utc_now
+
+__all__ = ["HistoryOps"]
+
+
+def _row_to_message(row: Row[Any]) -> Message:
+    m = row._mapping
+    return Message(
+        m["role"],
+        m["content"],
+        dict(m["metadata"] or {}),
+        list(m["tool_calls"] or []),
+        m["status"],
+        m["created_at"],
+        m["seq"],
+        known_scope(m["tenant_id"], m["user_id"], m["session_id"]),
+    )
+
+
+_JSON_COLUMNS = ("content", "metadata", "tool_calls")
+
+
+def _json(raw: str) -> Any:
+    """A JSON column read as text, decoded: the common values (no metadata, no tool calls,
+    text without escapes) without the json module, which took a quarter of a history read."""
+    if raw == "{}":
+        return {}
+    if raw == "[]":
+        return []
+    if raw[:1] == '"' and "\\" not in raw:  # a JSON string with no escape in it
+        return raw[1:-1]
+    return json.loads(raw)
+
+
+def _text_row_to_message(row: Row[Any]) -> Message:
+    """``_row_to_message`` for a row whose JSON columns were read as text (``Ops._read``)."""
+    m = row._mapping
+    return Message(
+        m["role"],
+        _json(m["content"]),
+        dict(_json(m["metadata"]) or {}),
+        list(_json(m["tool_calls"]) or []),
+        m["status"],
+        m["created_at"],
+        m["seq"],
+        known_scope(m["tenant_id"], m["user_id"], m["session_id"]),
+    )
+
+
+def _stored_text(column: Any) -> Any:
+    """SQLite keeps JSON as text: read it as stored."""
+    return type_coerce(column, Text)
+
+
+def _row_to_session(row: Row[Any]) -> SessionRecord:
+    m = row._mapping
+    return SessionRecord(
+        m["id"],
+        known_scope(m["tenant_id"], m["user_id"]),
+        m["created_at"],
+        m["last_active_at"],
+        m["expires_at"],
+    )
+
+
+def _row_to_receipt(row: Row[Any]) -> Receipt:
+    m = row._mapping
+    scope = known_scope(m["tenant_id"], m["user_id"])
+    seqs = tuple(int(n) for n in m["seqs"])
+    return Receipt(m["key"], m["request"], dict(m["response"]), seqs, m["created_at"], scope)
+
+
+MESSAGE_KEYS = (
+    "tenant_id",
+    "user_id",
+    "session_id",
+    "seq",
+    "role",
+    "content",
+    "metadata",
+    "tool_calls",
+    "status",
+    "created_at",
+)
+
+
+class HistoryOps(OpsBase):
+    """Sessions, messages and receipts."""
+
+    def insert_session(
+        self, conn: Connection, record: SessionRecord, receipt: Receipt | None = None
+    ) -> None:
+        self.put_receipt(conn, receipt)
+        s = record.scope
+        allowed = self.limits.for_tenant(s.tenant_id).max_sessions_per_user
+        if allowed is not None:
+            check_count(SESSIONS, allowed, self._counted(conn, SESSIONS, self.t.sessions, s), 1)
+        try:
+            conn.execute(
+                insert(self.t.sessions).values(
+                    tenant_id=s.tenant_id,
+                    user_id=s.user_id,
+                    id=record.id,
+                    created_at=record.created_at,
+                    last_active_at=record.last_active_at,
+                    expires_at=record.expires_at,
+                )
+            )
+        except IntegrityError as exc:
+            raise SessionExists(record.id) from exc
+
+    def put_receipt(
+        self, conn: Connection, receipt: Receipt | None, stored: Sequence[Message] = ()
+    ) -> None:
+        """Keep a request's receipt; one already kept under its key (and fresh) refuses the
+        whole transaction (``DuplicateRequest``): a retry of a stored request writes nothing."""
+        if receipt is None:
+            return
+        assert receipt.scope is not None and receipt.created_at is not None
+        r, user = self.t.receipts, receipt.scope
+        assert r is not None
+        mine = [*self._user(r, user), r.c.key == receipt.key]
+        stale = receipt.created_at - RECEIPT_WINDOW
+        conn.execute(delete(r).where(*mine, r.c.created_at < stale))
+        seqs = [m.seq for m in stored]
+        row = {"key": receipt.key, "request": receipt.request, "response": receipt.response}
+        try:  # the error ends the caller's transaction: nothing of the request is written
+            conn.execute(
+                insert(r).values(
+                    tenant_id=user.tenant_id,
+                    user_id=user.user_id,
+                    created_at=receipt.created_at,
+                    seqs=seqs,
+                    **row,
+                )
+            )
+        except IntegrityError as exc:
+            raise DuplicateRequest(receipt.key) from exc
+
+    def get_receipt(self, conn: Connection, user: Scope, key: str) -> Receipt | None:
+        r = self.t.receipts
+        assert r is not None
+        row = conn.execute(select(r).where(*self._user(r, user), r.c.key == key)).first()
+        return None if row is None else _row_to_receipt(row)
+
+    def get_session(self, conn: Connection, user: Scope, session_id: str) -> SessionRecord | None:
+        s = self.t.sessions
+        row = conn.execute(select(s).where(*self._user(s, user), s.c.id == session_id)).first()
+        return None if row is None else _row_to_session(row)
+
+    def list_sessions(self, conn: Connection, user: Scope) -> list[SessionRecord]:
+        s = self.t.sessions
+        rows = conn.execute(select(s).where(*self._user(s, user)).order_by(s.c.created_at, s.c.id))
+        return [_row_to_session(row) for row in rows]
+
+    def touch_session(
+        self,
+        conn: Connection,
+        user: Scope,
+        session_id: str,
+        last_active_at: datetime,
+        expires_at: datetime,
+        active_at: datetime | None = None,
+    ) -> bool:
+        """Move the session's times; with ``active_at``, only if it has not expired by then."""
+        stmt = self._once(f"touch:{active_at is not None}", lambda: self._touch(active_at))
+        params = self._scope_params(
+            user, muxi_id=session_id, muxi_last=last_active_at, muxi_expires=expires_at
+        )
+        if active_at is not None:
+            params["muxi_active"] = active_at
+        return conn.execute(stmt, params).rowcount > 0
+
+    def _touch(self, active_at: datetime | None) -> Any:
+        s = self.t.sessions
+        where = [
+            s.c.tenant_id == bindparam("muxi_tenant"),
+            s.c.user_id == bindparam("muxi_user"),
+            s.c.id == bindparam("muxi_id"),
+        ]
+        if active_at is not None:
+            where.append(s.c.expires_at > bindparam("muxi_active", type_=s.c.expires_at.type))
+        return (
+            update(s)
+            .where(*where)
+            .values(
+                last_active_at=bindparam("muxi_last", type_=s.c.last_active_at.type),
+                expires_at=bindparam("muxi_expires", type_=s.c.expires_at.type),
+            )
+        )
+
+    def append_to_session(
+        self,
+        conn: Connection,
+        scope: Scope,
+        messages: Sequence[Message],
+        now: datetime,
+        expires_at: datetime,
+        create: SessionRecord | None = None,
+        receipt: Receipt | None = None,
+    ) -> list[Message]:
+        """Touch the session if it is active and append, in the caller's one transaction
+        (storing ``create`` first, and the ``receipt`` last, when given)."""
+        user, sid = scope.user(), str(scope.session_id)
+        if create is not None:
+            self.insert_session(conn, create)
+        if not self.touch_session(conn, user, sid, now, expires_at, active_at=now):
+            found = self.get_session(conn, user, sid) is not None
+            raise SessionExpired(sid) if found else SessionNotFound(sid)
+        stored = self.append_messages(conn, scope, messages)
+        self.put_receipt(conn, receipt, stored)
+        return stored
+
+    def renew_session(
+        self, conn: Connection, user: Scope, session_id: str, now: datetime, expires_at: datetime
+    ) -> SessionRecord | None:
+        """Extend an active session and read it back, in the caller's one transaction."""
+        if not self.touch_session(conn, user, session_id, now, expires_at, active_at=now):
+            return None
+        return self.get_session(conn, user, session_id)
+
+    def delete_session(self, conn: Connection, user: Scope, session_id: str) -> bool:
+        scope = user.with_session(session_id)
+        for table in self._session_buffers():  # messages, counters, LangGraph checkpoints
+            conn.execute(delete(table).where(*self._session(table, scope)))
+        s = self.t.sessions
+        gone = conn.execute(delete(s).where(*self._user(s, user), s.c.id == session_id))
+        return gone.rowcount > 0
+
+    # -- messages
+
+    def _counter(self, scope: Scope, start: int, on_conflict: Any) -> Any:
+        """Upsert the session's next-seq counter: ``start`` if new, else ``on_conflict``."""
+        c = self.t.counters
+        stmt = self._insert(c).values(
+            tenant_id=scope.tenant_id,
+            user_id=scope.user_id,
+            session_id=scope.session_id,
+            next_seq=start,
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=[c.c.tenant_id, c.c.user_id, c.c.session_id],
+            set_={"next_seq": on_conflict},
+        )
+
+    def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
+        """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
+        stmt = self._once("next_seqs", lambda: self._next_seqs_text(conn))
+        ids = {"tenant_id": scope.tenant_id, "user_id": scope.user_id}
+        params = {**ids, "session_id": scope.session_id, "muxi_first": n + 1, "muxi_n": n}
+        return int(conn.execute(stmt, params).scalar_one()) - n
+
+    def _next_seqs_text(self, conn: Connection) -> TextClause:
+        """``_counter``'s upsert as text: SQLAlchemy compiles an ON CONFLICT construct anew
+        on every execution (it has no cache key); the same SQL runs on SQLite and PostgreSQL."""
+        name = conn.dialect.identifier_preparer.format_table(self.t.counters)
+        return text(
+            f"INSERT INTO {name} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
+            "VALUES (:tenant_id, :user_id, :session_id, :muxi_first) "
+            "ON CONFLICT (tenant_id, user_id, session_id) "
+            f"DO UPDATE SET next_seq = {name}.next_seq + :muxi_n RETURNING next_seq"
+        )
+
+    def append_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message]
+    ) -> list[Message]:
+        if not messages:
+            return []
+        first = self._next_seqs(conn, scope, len(messages))
+        now = utc_now()
+        stored = [
+            replace(m, seq=first + i, created_at=utc(m.created_at or now))
+            for i, m in enumerate(messages)
+        ]
+        rows = [self._message_row(scope, m) for m in stored]
+        if self.dialect == "sqlite":
+            sql, columns = self._once("insert_messages", lambda: self._driver_insert(conn))
+            params = [tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows]
+            conn.exec_driver_sql(sql, params)  # as the memories' upsert: no per-row work
+            return stored
+        conn.execute(insert(self.t.messages), rows)
+        return stored
+
+    def _driver_insert(self, conn: Connection) -> tuple[str, list[tuple[str, Any]]]:
+        """The messages' insert as driver SQL, its parameters in order with their columns'
+        bind processors (``_driver_upsert``): SQLAlchemy's parameter handling was a third of
+        a history append on SQLite."""
+        c = self.t.messages.c
+        keys = list(MESSAGE_KEYS)
+        compiled = insert(self.t.messages).compile(dialect=conn.dialect, column_keys=keys)
+        names = compiled.positiontup or []
+        return str(compiled), [(n, c[n].type.bind_processor(conn.dialect)) for n in names]
+
+    def replace_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message]
+    ) -> list[Message]:
+        conn.execute(delete(self.t.messages).where(*self._session(self.t.messages, scope)))
+        return self.append_messages(conn, scope, messages)
+
+    def get_messages(
+        self,
+        conn: Connection,
+        scope: Scope,
+        status: str | None,
+        limit: int | None,
+        offset: int | None,
+        last: int | None,
+    ) -> list[Message]:
+        m = self.t.messages
+        if last == 0:
+            return []
+        if limit is None and not offset:  # a whole history, or its last N: built once
+            newest = last is not None
+            stmt = self._once(
+                f"messages:{status is not None}:{newest}", lambda: self._read(status, newest)
+            )
+            params = self._scope_params(scope, muxi_status=status, muxi_last=last)
+            rows = conn.execute(stmt, params).all()
+            return [_text_row_to_message(row) for row in (reversed(rows) if newest else rows)]
+        query = select(m).where(*self._messages(scope, status))
+        query = query.order_by(m.c.seq).limit(limit).offset(offset or None)
+        return [_row_to_message(row) for row in conn.execute(query).all()]
+
+    def _read(self, status: str | None, newest: bool) -> Any:
+        m = self.t.messages
+        as_text = (lambda c: cast(c, Text)) if self.dialect == "postgresql" else _stored_text
+        columns = [as_text(c).label(c.name) if c.name in _JSON_COLUMNS else c for c in m.c]
+        query = select(*columns).where(*self._bound_session(m))
+        if status is not None:
+            query = query.where(m.c.status == bindparam("muxi_status"))
+        if newest:
+            return query.order_by(m.c.seq.desc()).limit(bindparam("muxi_last"))
+        return query.order_by(m.c.seq)
+
+    def count_messages(self, conn: Connection, scope: Scope, status: str | None) -> int:
+        query = select(func.count()).select_from(self.t.messages)
+        return int(conn.scalar(query.where(*self._messages(scope, status))) or 0)
+
+    def delete_messages(self, conn: Connection, scope: Scope, status: str | None) -> int:
+        return conn.execute(delete(self.t.messages).where(*self._messages(scope, status))).rowcount
+
+    def delete_message(self, conn: Connection, scope: Scope, seq: int) -> Message | None:
+        m = self.t.messages
+        stmt = delete(m).where(*self._session(m, scope), m.c.seq == seq).returning(*m.c)
+        row = conn.execute(stmt).first()
+        return None if row is None else _row_to_message(row)
+
+    def take_oldest(self, conn: Connection, scope: Scope, n: int, archive: bool) -> list[Message]:
+        if n == 0:
+            return []
+        m = self.t.messages
+        oldest = (
+            select(m)
+            .where(*self._messages(scope, ACTIVE))
+            .order_by(m.c.seq)
+            .limit(n)
+            .with_for_update()
+        )
+        taken = [_row_to_message(row) for row in conn.execute(oldest)]
+        if not taken:
+            return []
+        chosen = [*self._session(m, scope), m.c.seq.in_([t.seq for t in taken])]
+        if archive:
+            conn.execute(update(m).where(*chosen).values(status=ARCHIVED))
+        else:
+            conn.execute(delete(m).where(*chosen))
+        return taken
+
+    def restore_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message]
+    ) -> list[Message]:
+        """The session's messages replaced by these, seqs kept; the counter moves past them."""
+        m_table = self.t.messages
+        conn.execute(delete(m_table).where(*self._session(m_table, scope)))
+        if not messages:
+            return []
+        now = utc_now()
+        stored = [replace(m, created_at=utc(m.created_at or now)) for m in messages]
+        conn.execute(insert(m_table), [self._message_row(scope, m) for m in stored])
+        top = max(m.seq or 0 for m in stored) + 1
+        c = self.t.counters
+        conn.execute(self._counter(scope, top, case((c.c.next_seq > top, c.c.next_seq), else_=top)))
+        return stored
+
+    @staticmethod
+    def _message_row(scope: Scope, m: Message) -> dict[str, Any]:
+        return {
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "session_id": scope.session_id,
+            "seq": m.seq,
+            "role": m.role,
+            "content": m.content,
+            "metadata": m.metadata,
+            "tool_calls": m.tool_calls,
+            "status": m.status,
+            "created_at": m.created_at,
+        }
+
+    def list_message_sessions(self, conn: Connection, user: Scope) -> list[str]:
+        m = self.t.messages
+        query = select(m.c.session_id).where(*self._user(m, user)).distinct()
+        return sorted(str(sid) for sid in conn.scalars(query))

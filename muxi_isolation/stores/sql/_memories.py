@@ -1,0 +1,153 @@
+"""A user's memories: upsert (with the quota), read, list, count, delete, search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select
+
+from ...filters import Filter
+from ...quotas import MEMORIES, check_count
+from ...records import Memory
+from ...scope import Scope
+from . import _bulk
+from ._dimension import mismatch
+from ._ops_base import OpsBase, utc_now
+from ._text import TextSearcher
+from ._vectors import Scored, row_to_memory
+
+__all__ = ["MemoryOps"]
+
+MEMORY_KEYS = [
+    "tenant_id",
+    "user_id",
+    "id",
+    "session_id",
+    "content",
+    "metadata",
+    "embedding",
+    "created_at",
+]
+
+
+class MemoryOps(OpsBase):
+    """The user's memories."""
+
+    def upsert_memories(
+        self, conn: Connection, scope: Scope, memories: Sequence[Memory]
+    ) -> list[str]:
+        dimension = self.t.dimension
+        latest: dict[str, Memory] = {}
+        for memory in memories:
+            vec = memory.embedding
+            if vec is not None and dimension is not None and len(vec) != dimension:
+                raise mismatch(dimension, len(vec))
+            latest[memory.id] = memory
+        self._check_memories(conn, scope, list(latest))
+        now = utc_now()
+        if self.dialect == "postgresql":  # one short statement over arrays (``_bulk``)
+            _bulk.upsert(conn, self.t, scope, list(latest.values()), now)
+            return [memory.id for memory in memories]
+        rows = [
+            {
+                "tenant_id": scope.tenant_id,
+                "user_id": scope.user_id,
+                "id": memory.id,
+                "session_id": scope.session_id,
+                "content": memory.content,
+                "metadata": memory.metadata,
+                "embedding": memory.embedding,
+                "created_at": memory.created_at or now,
+            }
+            for memory in latest.values()
+        ]
+        sql, columns = self._once("upsert_memories", lambda: self._driver_upsert(conn))
+        # Column by column, then zipped: a quarter less time than a tuple per row.
+        by_column = [
+            [r[n] for r in rows] if p is None else [p(r[n]) for r in rows] for n, p in columns
+        ]
+        params = list(zip(*by_column, strict=True))
+        conn.exec_driver_sql(sql, params)  # SQLite: one executemany, no per-row statement work
+        return [memory.id for memory in memories]
+
+    def _memories_upsert(self) -> Any:
+        t = self.t.memories
+        stmt = self._insert(t)
+        changing = ("session_id", "content", "metadata", "embedding", "created_at")
+        return stmt.on_conflict_do_update(
+            index_elements=[t.c.tenant_id, t.c.user_id, t.c.id],
+            set_={name: stmt.excluded[name] for name in changing},
+        )
+
+    def _driver_upsert(self, conn: Connection) -> tuple[str, list[tuple[str, Any]]]:
+        """The upsert as the driver's SQL and its parameters in order, each with its column's
+        own bind processor: SQLAlchemy's per-row parameter handling took half a bulk load."""
+        c = self.t.memories.c
+        compiled = self._memories_upsert().compile(dialect=conn.dialect, column_keys=MEMORY_KEYS)
+        names = compiled.positiontup or []
+        return str(compiled), [(n, c[n].type.bind_processor(conn.dialect)) for n in names]
+
+    def _check_memories(self, conn: Connection, user: Scope, ids: list[str]) -> None:
+        """The ids new to this user must fit its quota (replacing one adds nothing)."""
+        allowed = self.limits.for_tenant(user.tenant_id).max_memories_per_user
+        if allowed is None:
+            return
+        t = self.t.memories
+        held = self._counted(conn, MEMORIES, t, user)
+        kept = select(func.count()).select_from(t).where(*self._user(t, user), t.c.id.in_(ids))
+        check_count(MEMORIES, allowed, held, len(ids) - int(conn.scalar(kept) or 0))
+
+    def get_memories(self, conn: Connection, user: Scope, ids: list[str]) -> list[Memory]:
+        t = self.t.memories
+        found = conn.execute(select(t).where(*self._user(t, user), t.c.id.in_(ids)))
+        by_id = {row.id: row_to_memory(row) for row in found}
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+    def list_memories(
+        self,
+        conn: Connection,
+        user: Scope,
+        node: Filter | None,
+        limit: int | None,
+        offset: int | None,
+    ) -> list[Memory]:
+        t = self.t.memories
+        query = (
+            select(t)
+            .where(*self._user(t, user), *self._filter(node))
+            .order_by(t.c.created_at, t.c.id)
+            .limit(limit)
+            .offset(offset or None)
+        )
+        return [row_to_memory(row) for row in conn.execute(query)]
+
+    def count_memories(self, conn: Connection, user: Scope, node: Filter | None) -> int:
+        t = self.t.memories
+        query = select(func.count()).select_from(t)
+        return int(conn.scalar(query.where(*self._user(t, user), *self._filter(node))) or 0)
+
+    def delete_memories(
+        self, conn: Connection, user: Scope, ids: list[str] | None, node: Filter | None
+    ) -> int:
+        if ids is not None and not ids:
+            return 0
+        t = self.t.memories
+        where = [*self._user(t, user), *self._filter(node)]
+        if ids is not None:
+            where.append(t.c.id.in_(ids))
+        return conn.execute(delete(t).where(*where)).rowcount
+
+    def search_memories(
+        self, conn: Connection, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        dimension = self.t.dimension
+        if dimension is not None and len(vector) != dimension:
+            raise mismatch(dimension, len(vector), "query")
+        return self.vectors.search(conn, user, vector, k, self._filter(node))
+
+    def search_text(
+        self, conn: Connection, user: Scope, query: str, k: int, node: Filter | None
+    ) -> list[Scored]:
+        """The user's ``k`` memories best matching ``query``'s words (``_text``)."""
+        return TextSearcher(self.t, self.dialect).search(conn, user, query, k, self._filter(node))
