@@ -48,7 +48,7 @@ from muxi_isolation.errors import (
 from muxi_isolation.filters import matches
 from muxi_isolation.scope import Scope
 
-from .._calls import Plan, call, twins
+from .._plans import Plan, step, twins
 from ._config import config_scope
 from .vectorstore import MuxiRetriever
 
@@ -265,16 +265,17 @@ class ScopedVectorStore(VectorStore):
     def _owned_ids(self, existing: Iterable[Document]) -> list[str]:
         return [doc.id for doc in existing if doc.id is not None and self._view(doc) is not None]
 
-    # -- writes and reads: one plan each, both halves made from it (see .._calls)
+    # -- writes and reads: one plan each, both halves made from it (see .._plans)
 
     def _add_documents(self, /, documents: list[Document], **kwargs: Any) -> Plan[list[str]]:
         """Stamp and upsert; returns the caller's ids."""
         stamped, caller_ids = self._stamped(documents, kwargs.pop("ids", None))
         stored_ids = [d.id or "" for d in stamped]
         if stamped:
-            existing = yield call(self.store, "get_by_ids", stored_ids)
+            s = self.store
+            existing = yield from step(s.get_by_ids, s.aget_by_ids, stored_ids)
             foreign.refuse_taken(self.scope, [doc.metadata for doc in existing])
-            yield call(self.store, "add_documents", stamped, ids=stored_ids, **kwargs)
+            yield from step(s.add_documents, s.aadd_documents, stamped, ids=stored_ids, **kwargs)
         return caller_ids
 
     def _add_texts(
@@ -296,41 +297,56 @@ class ScopedVectorStore(VectorStore):
         wrapped store would ignore or apply to every user), it raises ``InvalidFilter``.
         """
         ids = _delete_ids(ids, kwargs)
-        self._agree()
-        found = yield call(self.store, "get_by_ids", [self._stored_id(i) for i in ids])
+        found = yield from self._get_stored(ids)
         owned = self._owned_ids(found)
         if owned:
-            yield call(self.store, "delete", owned, **kwargs)
+            yield from step(self.store.delete, self.store.adelete, owned, **kwargs)
         return True
 
     def _get_by_ids(self, ids: Sequence[str], /) -> Plan[list[Document]]:
+        return self._visible((yield from self._get_stored(ids)))
+
+    def _get_stored(self, ids: Sequence[str]) -> Plan[list[Document]]:
         self._agree()
-        found = yield call(self.store, "get_by_ids", [self._stored_id(i) for i in ids])
-        return self._visible(found)
+        s = self.store
+        return (yield from step(s.get_by_ids, s.aget_by_ids, [self._stored_id(i) for i in ids]))
 
     def _similarity_search(
         self, /, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
     ) -> Plan[list[Document]]:
-        scoped = self._filter(filter)
-        return self._visible(
-            (yield call(self.store, "similarity_search", query, k, filter=scoped, **kwargs))
+        s, scoped = self.store, self._filter(filter)
+        found = yield from step(
+            s.similarity_search, s.asimilarity_search, query, k, filter=scoped, **kwargs
         )
+        return self._visible(found)
 
     def _similarity_search_with_score(
         self, /, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
     ) -> Plan[list[tuple[Document, float]]]:
-        scoped = self._filter(filter)
-        name = "similarity_search_with_score"
-        return self._visible_scored(
-            (yield call(self.store, name, query, k, filter=scoped, **kwargs))
+        s, scoped = self.store, self._filter(filter)
+        found = yield from step(
+            s.similarity_search_with_score,
+            s.asimilarity_search_with_score,
+            query,
+            k,
+            filter=scoped,
+            **kwargs,
         )
+        return self._visible_scored(found)
 
     def _similarity_search_by_vector(
         self, /, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
     ) -> Plan[list[Document]]:
-        scoped = self._filter(filter)
-        name = "similarity_search_by_vector"
-        return self._visible((yield call(self.store, name, embedding, k, filter=scoped, **kwargs)))
+        s, scoped = self.store, self._filter(filter)
+        found = yield from step(
+            s.similarity_search_by_vector,
+            s.asimilarity_search_by_vector,
+            embedding,
+            k,
+            filter=scoped,
+            **kwargs,
+        )
+        return self._visible(found)
 
     def _max_marginal_relevance_search(
         self,
@@ -343,10 +359,18 @@ class ScopedVectorStore(VectorStore):
         filter: Any = None,
         **kwargs: Any,
     ) -> Plan[list[Document]]:
-        args = (query, k, fetch_k, lambda_mult)
-        scoped = self._filter(filter)
-        name = "max_marginal_relevance_search"
-        return self._visible((yield call(self.store, name, *args, filter=scoped, **kwargs)))
+        s, scoped = self.store, self._filter(filter)
+        found = yield from step(
+            s.max_marginal_relevance_search,
+            s.amax_marginal_relevance_search,
+            query,
+            k,
+            fetch_k,
+            lambda_mult,
+            filter=scoped,
+            **kwargs,
+        )
+        return self._visible(found)
 
     def _max_marginal_relevance_search_by_vector(
         self,
@@ -359,10 +383,18 @@ class ScopedVectorStore(VectorStore):
         filter: Any = None,
         **kwargs: Any,
     ) -> Plan[list[Document]]:
-        args = (embedding, k, fetch_k, lambda_mult)
-        scoped = self._filter(filter)
-        name = "max_marginal_relevance_search_by_vector"
-        return self._visible((yield call(self.store, name, *args, filter=scoped, **kwargs)))
+        s, scoped = self.store, self._filter(filter)
+        found = yield from step(
+            s.max_marginal_relevance_search_by_vector,
+            s.amax_marginal_relevance_search_by_vector,
+            embedding,
+            k,
+            fetch_k,
+            lambda_mult,
+            filter=scoped,
+            **kwargs,
+        )
+        return self._visible(found)
 
     add_documents, aadd_documents = twins(_add_documents)
     add_texts, aadd_texts = twins(_add_texts)

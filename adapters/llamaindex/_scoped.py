@@ -58,7 +58,7 @@ from muxi_isolation.errors import InvalidIdentifier, ScopeViolation, Unsupported
 from muxi_isolation.policy_foreign import own_id
 from muxi_isolation.scope import Scope
 
-from .._calls import Call, Plan, twins
+from .._plans import Plan, step, twins
 from ._filters import check_delete_filters, check_pasteable, pasteable
 from ._nodes import SESSION_ALIAS, owned, stamp_node, strip_node, verified_nodes
 from ._scope import resolve_scope
@@ -276,7 +276,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         if not ids:
             return _empty()
         try:
-            found = yield _fetch(self._inner, node_ids=ids, filters=self._scope_filters(scope))
+            found = yield from self._fetch(node_ids=ids, filters=self._scope_filters(scope))
         except NotImplementedError as exc:
             raise self._unverifiable() from exc
         return _keep_found(scope, result, found)
@@ -308,25 +308,26 @@ class ScopedVectorStore(BasePydanticVectorStore):
             ids = [i for i in ids if own_id(scope, refs.get(i, "")) == ref_doc_id]
         return ids
 
-    # -- the public calls: one plan each, both halves made from it (see .._calls)
+    # -- the public calls: one plan each, both halves made from it (see .._plans)
 
     def _add(self, /, nodes: Sequence[BaseNode], **kwargs: Any) -> Plan[list[str]]:
         scope = self._current()
         stamped = self._stamped(scope, nodes)
         if self._checks_ids(stamped):
             try:
-                existing = yield _fetch(self._inner, node_ids=[n.node_id for n in stamped])
+                existing = yield from self._fetch(node_ids=[n.node_id for n in stamped])
             except NotImplementedError:
                 existing = []
             foreign.refuse_taken(scope, [n.metadata for n in existing])
-        return _own_ids(scope, (yield Call(self._inner, "add", (stamped,), kwargs, "async_add")))
+        inner = self._inner
+        return _own_ids(scope, (yield from step(inner.add, inner.async_add, stamped, **kwargs)))
 
     def _query(self, /, query: VectorStoreQuery, **kwargs: Any) -> Plan[VectorStoreQueryResult]:
         scope = self._current()
         scoped = self._scoped_query(scope, query)
         if scoped is None:
             return _empty()
-        result = yield Call(self._inner, "query", (scoped,), kwargs)
+        result = yield from step(self._inner.query, self._inner.aquery, scoped, **kwargs)
         return (yield from self._verified(scope, result))
 
     def _get_nodes(
@@ -337,7 +338,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
         if self._kind != SIMPLE:
             filters = self._wrap(scope, filters)
         # SimpleVectorStore keeps no nodes and raises; verified all the same
-        return verified_nodes(scope, (yield _fetch(self._inner, stored, filters)))
+        return verified_nodes(scope, (yield from self._fetch(stored, filters)))
 
     def _delete(self, /, ref_doc_id: str, **delete_kwargs: Any) -> Plan[None]:
         scope = self._current()
@@ -345,7 +346,7 @@ class ScopedVectorStore(BasePydanticVectorStore):
             yield from self._delete_ids(scope, self._simple_targets(scope, None, ref_doc_id))
             return
         spec = self._ref_doc_filters(scope, ref_doc_id)
-        found = yield _fetch(self._inner, filters=spec or self._scope_filters(scope))
+        found = yield from self._fetch(filters=spec or self._scope_filters(scope))
         yield from self._delete_ids(scope, _of_document(scope, found, ref_doc_id))
 
     def _delete_nodes(
@@ -362,9 +363,9 @@ class ScopedVectorStore(BasePydanticVectorStore):
         if self._kind == SIMPLE:
             targets = self._simple_targets(scope, node_ids)
             if targets:
-                yield _remove(self._inner, targets, self._caller(filters), **delete_kwargs)
+                yield from self._remove(targets, self._caller(filters), **delete_kwargs)
             return
-        found = yield _fetch(self._inner, _stored_ids(scope, node_ids), self._wrap(scope, filters))
+        found = yield from self._fetch(_stored_ids(scope, node_ids), self._wrap(scope, filters))
         yield from self._delete_ids(scope, _mine(scope, found))
 
     def _clear(self, /) -> Plan[None]:
@@ -372,30 +373,37 @@ class ScopedVectorStore(BasePydanticVectorStore):
         if self._kind == SIMPLE:
             yield from self._delete_ids(scope, self._owned_ids(scope))
         else:
-            yield _remove(self._inner, filters=self._scope_filters(scope))
+            yield from self._remove(filters=self._scope_filters(scope))
 
     def _delete_ids(self, scope: Scope, ids: list[str]) -> Plan[None]:
         if not ids:
             return
         if self._kind == SIMPLE:
-            yield _remove(self._inner, node_ids=ids)
+            yield from self._remove(node_ids=ids)
         else:
-            yield _remove(self._inner, node_ids=ids, filters=self._scope_filters(scope))
+            yield from self._remove(node_ids=ids, filters=self._scope_filters(scope))
 
-    add, async_add = twins(_add, "async_add")
+    def _fetch(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> Plan[list[BaseNode]]:
+        inner = self._inner
+        return (yield from step(inner.get_nodes, inner.aget_nodes, node_ids, filters))
+
+    def _remove(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> Plan[None]:
+        inner = self._inner
+        yield from step(inner.delete_nodes, inner.adelete_nodes, node_ids, filters, **delete_kwargs)
+
+    add, async_add = twins(_add, async_name="async_add")
     query, aquery = twins(_query)
     get_nodes, aget_nodes = twins(_get_nodes)
     delete, adelete = twins(_delete)
     delete_nodes, adelete_nodes = twins(_delete_nodes)
     clear, aclear = twins(_clear)
-
-
-def _fetch(store: BasePydanticVectorStore, /, *args: Any, **kwargs: Any) -> Call:
-    return Call(store, "get_nodes", args, kwargs)
-
-
-def _remove(store: BasePydanticVectorStore, /, *args: Any, **kwargs: Any) -> Call:
-    return Call(store, "delete_nodes", args, kwargs)
 
 
 @overload
