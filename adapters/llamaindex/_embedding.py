@@ -30,10 +30,8 @@ class HashingEmbedding(BaseEmbedding):
         return hashing_vector(query, self.dim)
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return hashing_vector(query, self.dim)
+        return self._get_query_embedding(query)  # pure computation: the sync half as is
 
+    # No _aget_text_embedding: BaseEmbedding's own falls back to this one.
     def _get_text_embedding(self, text: str) -> list[float]:
-        return hashing_vector(text, self.dim)
-
-    async def _aget_text_embedding(self, text: str) -> list[float]:
         return hashing_vector(text, self.dim)

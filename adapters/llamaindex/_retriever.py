@@ -26,6 +26,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from muxi_isolation.errors import UnsupportedStore
 from muxi_isolation.scope import Scope
 
+from .._plans import Plan, step, twins
 from ._nodes import owned, strip_node
 from ._scope import resolve_scope
 
@@ -56,10 +57,9 @@ class ScopedRetriever(BaseRetriever):
             if owned(scope, n.node.metadata, logging.WARNING)
         ]
 
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    def _retrieving(self, query_bundle: QueryBundle) -> Plan[list[NodeWithScore]]:
         scope = resolve_scope(self._scope)
-        return self._keep(scope, self._retriever.retrieve(query_bundle))
+        r = self._retriever
+        return self._keep(scope, (yield from step(r.retrieve, r.aretrieve, query_bundle)))
 
-    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        scope = resolve_scope(self._scope)
-        return self._keep(scope, await self._retriever.aretrieve(query_bundle))
+    _retrieve, _aretrieve = twins(_retrieving, "_retrieve")

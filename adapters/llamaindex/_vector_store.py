@@ -25,6 +25,7 @@ from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, Scored
 
 from .._owned import OwnsBackend, Storage, unpack
+from .._plans import Plan, step, twins
 from ._filters import check_delete_filters, to_filter
 from ._nodes import NODE_ID_KEY, SESSION_ALIAS, memory_to_node, node_to_memory
 from ._scope import resolve_scope
@@ -155,77 +156,61 @@ class MuxiVectorStore(OwnsBackend, BasePydanticVectorStore):
         """The scope the next call acts for."""
         return resolve_scope(self._scope)
 
-    # -- sync
+    # -- the operations, each one plan for both halves
 
-    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+    def _add(self, /, nodes: Sequence[BaseNode], **kwargs: Any) -> Plan[list[str]]:
         memories = [node_to_memory(n) for n in nodes]
-        return self._backend.upsert_memories(self.scope, memories)
+        b = self._backend
+        return (yield from step(b.upsert_memories, b.aupsert_memories, self.scope, memories))
 
-    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        self._backend.delete_memories(self.scope, filter={"ref_doc_id": ref_doc_id})
+    add, async_add = twins(_add, async_name="async_add")
 
-    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        return _result(self._backend.search_memories(self.scope, **_query_spec(query)))
+    def _delete(self, /, ref_doc_id: str, **delete_kwargs: Any) -> Plan[None]:
+        b = self._backend
+        where = {"ref_doc_id": ref_doc_id}
+        yield from step(b.delete_memories, b.adelete_memories, self.scope, filter=where)
 
-    def get_nodes(
+    delete, adelete = twins(_delete)
+
+    def _query(self, /, query: VectorStoreQuery, **kwargs: Any) -> Plan[VectorStoreQueryResult]:
+        scope, b = self.scope, self._backend
+        spec = _query_spec(query)
+        return _result((yield from step(b.search_memories, b.asearch_memories, scope, **spec)))
+
+    query, aquery = twins(_query)
+
+    def _get_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
+    ) -> Plan[list[BaseNode]]:
         scope = self.scope
         spec = to_filter(filters, SESSION_ALIAS)
+        b = self._backend
         if node_ids and spec is None:
-            rows = self._backend.get_memories(scope, node_ids)
+            rows = yield from step(b.get_memories, b.aget_memories, scope, node_ids)
         else:
-            rows = self._backend.list_memories(
-                scope, filter=_and(spec, _ids(NODE_ID_KEY, node_ids))
-            )
+            where = _and(spec, _ids(NODE_ID_KEY, node_ids))
+            rows = yield from step(b.list_memories, b.alist_memories, scope, filter=where)
         return [memory_to_node(m, embedding=True) for m in rows]
 
-    def delete_nodes(
+    get_nodes, aget_nodes = twins(_get_nodes)
+
+    def _delete_nodes(
         self,
+        /,
         node_ids: list[str] | None = None,
         filters: MetadataFilters | None = None,
         **delete_kwargs: Any,
-    ) -> None:
+    ) -> Plan[None]:
         target = _delete_spec(node_ids, filters)
         if target is not None:
-            self._backend.delete_memories(self.scope, ids=target[0], filter=target[1])
+            b = self._backend
+            ids, where = target
+            scope = self.scope
+            yield from step(b.delete_memories, b.adelete_memories, scope, ids=ids, filter=where)
 
-    def clear(self) -> None:
-        self._backend.delete_memories(self.scope)
+    delete_nodes, adelete_nodes = twins(_delete_nodes)
 
-    # -- async
+    def _clear(self) -> Plan[None]:
+        yield from step(self._backend.delete_memories, self._backend.adelete_memories, self.scope)
 
-    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        memories = [node_to_memory(n) for n in nodes]
-        return await self._backend.aupsert_memories(self.scope, memories)
-
-    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        await self._backend.adelete_memories(self.scope, filter={"ref_doc_id": ref_doc_id})
-
-    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        return _result(await self._backend.asearch_memories(self.scope, **_query_spec(query)))
-
-    async def aget_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
-        scope = self.scope
-        spec = to_filter(filters, SESSION_ALIAS)
-        if node_ids and spec is None:
-            rows = await self._backend.aget_memories(scope, node_ids)
-        else:
-            spec = _and(spec, _ids(NODE_ID_KEY, node_ids))
-            rows = await self._backend.alist_memories(scope, filter=spec)
-        return [memory_to_node(m, embedding=True) for m in rows]
-
-    async def adelete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        target = _delete_spec(node_ids, filters)
-        if target is not None:
-            await self._backend.adelete_memories(self.scope, ids=target[0], filter=target[1])
-
-    async def aclear(self) -> None:
-        await self._backend.adelete_memories(self.scope)
+    clear, aclear = twins(_clear)
