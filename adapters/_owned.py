@@ -26,6 +26,8 @@ from muxi_isolation.sessions import DEFAULT_TIMEOUT, SessionManager
 from muxi_isolation.stores import open_backend
 from muxi_isolation.stores.base import Backend
 
+from ._plans import Plan, step, twins
+
 __all__ = ["OwnsBackend", "Storage", "open_url", "unpack"]
 
 Storage = Backend | Isolation
@@ -126,39 +128,30 @@ class OwnsBackend:
     def _opened(self, url: str) -> None:
         """Told the URL ``from_url`` opened (a serializable store keeps it)."""
 
-    def setup(self) -> None:
+    def _setup(self) -> Plan[None]:
         """Create or upgrade the tables now; on memory storage there is nothing to do."""
-        backend = self._storage_backend()
-        setup = getattr(backend, "setup", None)
-        if setup is not None:
-            setup()
+        backend: Any = self._storage_backend()
+        if getattr(backend, "setup", None) is not None:  # SQL backends have both halves
+            yield from step(backend.setup, backend.asetup)
 
-    async def asetup(self) -> None:
-        backend = self._storage_backend()
-        asetup = getattr(backend, "asetup", None)
-        if asetup is not None:
-            await asetup()
+    setup, asetup = twins(_setup)
 
-    def close(self) -> None:
+    def _close(self) -> Plan[None]:
         """Close the backend this object opened (``from_url``/``from_config``); a shared
         backend stays open for its other users. Safe to call twice."""
         owned = getattr(self, "_owned", None)
         if owned is not None:
-            owned.close()
+            yield from step(owned.close, owned.aclose)
 
-    async def aclose(self) -> None:
-        owned = getattr(self, "_owned", None)
-        if owned is not None:
-            await owned.aclose()
+    close, aclose = twins(_close)
 
     def __enter__(self: T) -> T:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     async def __aenter__(self: T) -> T:
-        return self
+        return self.__enter__()
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def _exit(self, *exc: object) -> Plan[None]:
+        yield from step(self.close, self.aclose)
+
+    __exit__, __aexit__ = twins(_exit, "__exit__", "__aexit__")
