@@ -29,10 +29,6 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForRetrieverRun,
-    CallbackManagerForRetrieverRun,
-)
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import RunnableConfig, ensure_config
@@ -47,6 +43,7 @@ from muxi_isolation.scope import Scope
 from muxi_isolation.stores.base import Backend, FilterSpec, Scored
 
 from .._owned import OwnsBackend, Storage, unpack
+from .._plans import Plan, step, twins
 from ._config import arun_with_config, config_scope, run_with_config
 from ._mmr import mmr
 
@@ -168,46 +165,34 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self.relevance_score_fn
 
-    # -- writes
+    # -- each operation is one plan for both halves (``_no_extra`` names the sync one)
 
-    def add_texts(
+    def _add_texts(
         self,
+        /,
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
-    ) -> list[str]:
+    ) -> Plan[list[str]]:
         """Embed and upsert: an id this user already has is replaced, never duplicated."""
         _no_extra(kwargs, "add_texts")
         scope = self.current_scope()
         texts, metas, id_list = _batch(texts, metadatas, ids)
         if not texts:
             return []
-        vectors = self.embedding.embed_documents(texts)
-        self.backend.upsert_memories(scope, _memories(texts, metas, id_list, vectors))
+        e, b = self.embedding, self.backend
+        vectors = yield from step(e.embed_documents, e.aembed_documents, texts)
+        memories = _memories(texts, metas, id_list, vectors)
+        yield from step(b.upsert_memories, b.aupsert_memories, scope, memories)
         return id_list
 
-    async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        _no_extra(kwargs, "aadd_texts")
-        scope = self.current_scope()
-        texts, metas, id_list = _batch(texts, metadatas, ids)
-        if not texts:
-            return []
-        vectors = await self.embedding.aembed_documents(texts)
-        await self.backend.aupsert_memories(scope, _memories(texts, metas, id_list, vectors))
-        return id_list
+    add_texts, aadd_texts = twins(_add_texts)
 
-    def delete(
-        self, ids: list[str] | None = None, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> bool:
+    def _delete(
+        self, /, ids: list[str] | None = None, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> Plan[bool]:
         """Delete this user's documents by id and/or filter; other users' ids are missing.
 
         With neither ids nor a filter, or a filter that matches everything (``{}``), nothing
@@ -217,72 +202,71 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         _no_extra(kwargs, "delete")
         scope = self.current_scope()
         _check_delete(ids, filter)
-        self.backend.delete_memories(scope, ids=ids, filter=filter)
+        b = self.backend
+        yield from step(b.delete_memories, b.adelete_memories, scope, ids=ids, filter=filter)
         return True
 
-    async def adelete(
-        self, ids: list[str] | None = None, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> bool:
-        _no_extra(kwargs, "adelete")
-        scope = self.current_scope()
-        _check_delete(ids, filter)
-        await self.backend.adelete_memories(scope, ids=ids, filter=filter)
-        return True
+    delete, adelete = twins(_delete)
 
-    # -- reads by id
-
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return [_document(m) for m in self.backend.get_memories(self.current_scope(), ids)]
-
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        found = await self.backend.aget_memories(self.current_scope(), ids)
+    def _get_by_ids(self, ids: Sequence[str], /) -> Plan[list[Document]]:
+        b = self.backend
+        found = yield from step(b.get_memories, b.aget_memories, self.current_scope(), ids)
         return [_document(m) for m in found]
 
-    # -- similarity
+    get_by_ids, aget_by_ids = twins(_get_by_ids)
 
-    def similarity_search_with_score_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
+    # -- similarity: the by-query forms embed, then call the by-vector ones (public, so a
+    # subclass's override and the audit guard see the call as before)
+
+    def _similarity_search_with_score_by_vector(
+        self, /, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> Plan[list[tuple[Document, float]]]:
         _no_extra(kwargs, "similarity_search")
-        hits = self.backend.search_memories(self.current_scope(), embedding, k, filter=filter)
-        return [(_document(m), score) for m, score in hits]
-
-    async def asimilarity_search_with_score_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        _no_extra(kwargs, "asimilarity_search")
-        scope = self.current_scope()
-        hits = await self.backend.asearch_memories(scope, embedding, k, filter=filter)
-        return [(_document(m), score) for m, score in hits]
-
-    def similarity_search_with_score(
-        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        vector = self.embedding.embed_query(query)
-        return self.similarity_search_with_score_by_vector(vector, k, filter=filter, **kwargs)
-
-    async def asimilarity_search_with_score(
-        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        vector = await self.embedding.aembed_query(query)
-        return await self.asimilarity_search_with_score_by_vector(
-            vector, k, filter=filter, **kwargs
+        scope, b = self.current_scope(), self.backend
+        hits = yield from step(
+            b.search_memories, b.asearch_memories, scope, embedding, k, filter=filter
         )
+        return [(_document(m), score) for m, score in hits]
 
-    def similarity_search(
-        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[Document]:
-        return [d for d, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
+    similarity_search_with_score_by_vector, asimilarity_search_with_score_by_vector = twins(
+        _similarity_search_with_score_by_vector
+    )
 
-    async def asimilarity_search(
-        self, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[Document]:
-        hits = await self.asimilarity_search_with_score(query, k, filter=filter, **kwargs)
+    def _similarity_search_with_score(
+        self, /, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> Plan[list[tuple[Document, float]]]:
+        e = self.embedding
+        vector = yield from step(e.embed_query, e.aembed_query, query)
+        by_vector = self.similarity_search_with_score_by_vector
+        aby_vector = self.asimilarity_search_with_score_by_vector
+        return (yield from step(by_vector, aby_vector, vector, k, filter=filter, **kwargs))
+
+    similarity_search_with_score, asimilarity_search_with_score = twins(
+        _similarity_search_with_score
+    )
+
+    def _similarity_search(
+        self, /, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> Plan[list[Document]]:
+        scored, ascored = self.similarity_search_with_score, self.asimilarity_search_with_score
+        hits = yield from step(scored, ascored, query, k, filter=filter, **kwargs)
         return [d for d, _ in hits]
+
+    similarity_search, asimilarity_search = twins(_similarity_search)
+
+    def _similarity_search_by_vector(
+        self, /, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
+    ) -> Plan[list[Document]]:
+        scored = self.similarity_search_with_score_by_vector
+        ascored = self.asimilarity_search_with_score_by_vector
+        hits = yield from step(scored, ascored, embedding, k, filter=filter, **kwargs)
+        return [d for d, _ in hits]
+
+    similarity_search_by_vector, asimilarity_search_by_vector = twins(_similarity_search_by_vector)
 
     # -- hybrid: the user's vector ranking and full-text ranking, fused (issue 18)
 
-    def hybrid_search_with_score(
+    def _hybrid_search_with_score(
         self,
         query: str,
         k: int = 4,
@@ -290,14 +274,17 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         filter: FilterSpec = None,
         alpha: float = 0.5,
         text_k: int | None = None,
-    ) -> list[tuple[Document, float]]:
+    ) -> Plan[list[tuple[Document, float]]]:
         """The ``k`` documents best by ``query``'s embedding and its words together, fused
         by reciprocal rank (``alpha`` weights the vector side: 1 is vector search alone, 0
         the words'); ``text_k``: the word ranking's depth (default ``k``). Scores are the
         fused ones (small positive numbers, higher is better), not cosine similarities."""
-        vector = self.embedding.embed_query(query)
-        hits = self.backend.search_memories(
-            self.current_scope(),
+        scope, e, b = self.current_scope(), self.embedding, self.backend
+        vector = yield from step(e.embed_query, e.aembed_query, query)
+        hits = yield from step(
+            b.search_memories,
+            b.asearch_memories,
+            scope,
             vector,
             k,
             filter=filter,
@@ -308,23 +295,9 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         )
         return [(_document(m), score) for m, score in hits]
 
-    async def ahybrid_search_with_score(
-        self,
-        query: str,
-        k: int = 4,
-        *,
-        filter: FilterSpec = None,
-        alpha: float = 0.5,
-        text_k: int | None = None,
-    ) -> list[tuple[Document, float]]:
-        scope = self.current_scope()
-        vector = await self.embedding.aembed_query(query)
-        hits = await self.backend.asearch_memories(
-            scope, vector, k, filter=filter, text=query, mode="hybrid", alpha=alpha, text_k=text_k
-        )
-        return [(_document(m), score) for m, score in hits]
+    hybrid_search_with_score, ahybrid_search_with_score = twins(_hybrid_search_with_score)
 
-    def hybrid_search(
+    def _hybrid_search(
         self,
         query: str,
         k: int = 4,
@@ -332,44 +305,20 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         filter: FilterSpec = None,
         alpha: float = 0.5,
         text_k: int | None = None,
-    ) -> list[Document]:
+    ) -> Plan[list[Document]]:
         """``hybrid_search_with_score`` without the scores; the retriever's
         ``search_type="hybrid"``."""
-        hits = self.hybrid_search_with_score(query, k, filter=filter, alpha=alpha, text_k=text_k)
+        scored, ascored = self.hybrid_search_with_score, self.ahybrid_search_with_score
+        hits = yield from step(scored, ascored, query, k, filter=filter, alpha=alpha, text_k=text_k)
         return [d for d, _ in hits]
 
-    async def ahybrid_search(
-        self,
-        query: str,
-        k: int = 4,
-        *,
-        filter: FilterSpec = None,
-        alpha: float = 0.5,
-        text_k: int | None = None,
-    ) -> list[Document]:
-        hits = await self.ahybrid_search_with_score(
-            query, k, filter=filter, alpha=alpha, text_k=text_k
-        )
-        return [d for d, _ in hits]
-
-    def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[Document]:
-        hits = self.similarity_search_with_score_by_vector(embedding, k, filter=filter, **kwargs)
-        return [d for d, _ in hits]
-
-    async def asimilarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> list[Document]:
-        hits = await self.asimilarity_search_with_score_by_vector(
-            embedding, k, filter=filter, **kwargs
-        )
-        return [d for d, _ in hits]
+    hybrid_search, ahybrid_search = twins(_hybrid_search)
 
     # -- maximal marginal relevance
 
-    def max_marginal_relevance_search_by_vector(
+    def _max_marginal_relevance_search_by_vector(
         self,
+        /,
         embedding: list[float],
         k: int = 4,
         fetch_k: int = 20,
@@ -377,29 +326,22 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         *,
         filter: FilterSpec = None,
         **kwargs: Any,
-    ) -> list[Document]:
+    ) -> Plan[list[Document]]:
         _no_extra(kwargs, "max_marginal_relevance_search")
-        scope = self.current_scope()
-        hits = self.backend.search_memories(scope, embedding, max(k, fetch_k), filter=filter)
+        scope, b = self.current_scope(), self.backend
+        depth = max(k, fetch_k)
+        hits = yield from step(
+            b.search_memories, b.asearch_memories, scope, embedding, depth, filter=filter
+        )
         return _chosen(embedding, hits, k, lambda_mult)
 
-    async def amax_marginal_relevance_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: FilterSpec = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        _no_extra(kwargs, "amax_marginal_relevance_search")
-        scope = self.current_scope()
-        hits = await self.backend.asearch_memories(scope, embedding, max(k, fetch_k), filter=filter)
-        return _chosen(embedding, hits, k, lambda_mult)
+    max_marginal_relevance_search_by_vector, amax_marginal_relevance_search_by_vector = twins(
+        _max_marginal_relevance_search_by_vector
+    )
 
-    def max_marginal_relevance_search(
+    def _max_marginal_relevance_search(
         self,
+        /,
         query: str,
         k: int = 4,
         fetch_k: int = 20,
@@ -407,26 +349,20 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         *,
         filter: FilterSpec = None,
         **kwargs: Any,
-    ) -> list[Document]:
-        vector = self.embedding.embed_query(query)
-        return self.max_marginal_relevance_search_by_vector(
-            vector, k, fetch_k, lambda_mult, filter=filter, **kwargs
+    ) -> Plan[list[Document]]:
+        e = self.embedding
+        vector = yield from step(e.embed_query, e.aembed_query, query)
+        by_vector = self.max_marginal_relevance_search_by_vector
+        aby_vector = self.amax_marginal_relevance_search_by_vector
+        return (
+            yield from step(
+                by_vector, aby_vector, vector, k, fetch_k, lambda_mult, filter=filter, **kwargs
+            )
         )
 
-    async def amax_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: FilterSpec = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        vector = await self.embedding.aembed_query(query)
-        return await self.amax_marginal_relevance_search_by_vector(
-            vector, k, fetch_k, lambda_mult, filter=filter, **kwargs
-        )
+    max_marginal_relevance_search, amax_marginal_relevance_search = twins(
+        _max_marginal_relevance_search
+    )
 
     # -- construction
 
@@ -513,19 +449,19 @@ class MuxiRetriever(VectorStoreRetriever):
         config = ensure_config(config)
         return await arun_with_config(config, super().ainvoke(input, config, **kwargs))
 
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
+    def _relevant(self, /, query: str, *, run_manager: Any, **kwargs: Any) -> Plan[list[Document]]:
         if self.search_type != "hybrid":
-            return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
-        return self._store().hybrid_search(query, **(self.search_kwargs | kwargs))
+            base: Any = super()  # each half passes its own kind of run_manager
+            plain, aplain = base._get_relevant_documents, base._aget_relevant_documents
+            found: list[Document] = yield from step(
+                plain, aplain, query, run_manager=run_manager, **kwargs
+            )
+            return found
+        store = self._store()
+        options = self.search_kwargs | kwargs
+        return (yield from step(store.hybrid_search, store.ahybrid_search, query, **options))
 
-    async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        if self.search_type != "hybrid":
-            return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)
-        return await self._store().ahybrid_search(query, **(self.search_kwargs | kwargs))
+    _get_relevant_documents, _aget_relevant_documents = twins(_relevant, "_get_relevant_documents")
 
     def _store(self) -> MuxiVectorStore:
         store = self.vectorstore
