@@ -221,9 +221,9 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     # -- the operations, each one plan for both halves -------------------------------------
 
     def _get_tuple(self, config: RunnableConfig) -> Plan[CheckpointTuple | None]:
-        b = self.backend
+        b, user = self.backend, self._user(config)
         query = self._query_one(config)
-        found = yield from step(b.get_checkpoints, b.aget_checkpoints, self._user(config), query)
+        found = yield from step(b.get_checkpoints, b.aget_checkpoints, user, query)
         return self._tuple(found[0]) if found else None
 
     get_tuple, aget_tuple = twins(_get_tuple)
