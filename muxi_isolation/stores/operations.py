@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -61,8 +61,9 @@ class Operation(Generic[R]):
         def scope(self) -> Scope | None: ...
 
     def args(self) -> tuple[Any, ...]:
-        """The primitive's arguments: the fields, in order."""
-        return tuple(getattr(self, f.name) for f in fields(self))
+        """The primitive's arguments: the fields, in order (a frozen instance's ``__dict__``
+        holds exactly its fields, set in order; ``dataclasses.fields`` costs 3x more)."""
+        return tuple(vars(self).values())
 
     def plan(self, backend: Context) -> Plan[R]:
         """One primitive, its answer as it is (operations that verify override this)."""
