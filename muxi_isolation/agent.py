@@ -9,9 +9,12 @@ because every read and write goes through the backend with the turn's scope.
 
 One setting swaps in a real model: anything with ``async respond(turn) -> str`` is an
 ``Agent``, and ``as_agent`` wraps a LangChain chat model or agent graph
-(``LangChainAgent``) or a LlamaIndex LLM (``LlamaIndexAgent``). Those keep the same
-memory: "Remember ..." is stored the same way, and the user's memories go into the system
-prompt. The frameworks are imported only when such an adapter is built.
+(``muxi_isolation.adapters.langchain.LangChainAgent``) or a LlamaIndex LLM
+(``muxi_isolation.adapters.llamaindex.LlamaIndexAgent``), the agent classes those adapters
+register (``muxi_isolation.registry``). Those keep the same memory: "Remember ..." is
+stored the same way, and the user's memories go into the system prompt
+(``system_prompt``). This module imports no framework and no adapter: an adapter is
+loaded when an object of its framework is given.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from . import policy
-from .errors import AdapterUnavailable, ConfigError
+from . import policy, registry
+from .errors import ConfigError
 from .facade import SessionMessages, UserMemories
 from .records import Memory, Message
 from .scope import Scope
@@ -34,19 +37,23 @@ if TYPE_CHECKING:
     from .facade import Isolation
 
 __all__ = [
+    "DEFAULT_SYSTEM",
     "UNKNOWN_PREFERENCE",
     "Agent",
     "DemoAgent",
     "Fact",
-    "LangChainAgent",
-    "LlamaIndexAgent",
     "Turn",
     "as_agent",
     "load_agent",
     "parse_fact",
     "recall",
     "remember",
+    "reply_text",
+    "system_prompt",
 ]
+
+# Moved to the adapters (the core imports no framework); the old names still resolve.
+_MOVED = {"LangChainAgent": registry.LANGCHAIN, "LlamaIndexAgent": registry.LLAMAINDEX}
 
 UNKNOWN_PREFERENCE = "I don't know your preference yet."
 HELP = (
@@ -238,7 +245,8 @@ class DemoAgent:
 # -- real models ----------------------------------------------------------------------------
 
 
-def _text(content: Any) -> str:
+def reply_text(content: Any) -> str:
+    """The text of a model's reply: a string, or the text blocks of a list of blocks."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -251,7 +259,7 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-async def _context(turn: Turn, system: str, keep: bool) -> str:
+async def system_prompt(turn: Turn, system: str, keep: bool) -> str:
     """Store a "Remember ..." sentence if ``keep``; the system prompt with the user's memory."""
     parsed = parse_fact(turn.message)
     if keep and parsed is not None and parsed[0] == "tell":
@@ -263,80 +271,15 @@ async def _context(turn: Turn, system: str, keep: bool) -> str:
     return f"{system}\n\nWhat this user told you in earlier conversations:\n{known}"
 
 
-class LangChainAgent:
-    """A LangChain chat model, or an agent graph taking ``{"messages": [...]}``, as the agent."""
-
-    def __init__(self, model: Any, *, system: str = DEFAULT_SYSTEM, remember: bool = True) -> None:
-        try:
-            from langchain_core.language_models import BaseLanguageModel
-        except ImportError as exc:
-            raise AdapterUnavailable("langchain-core", "langchain") from exc
-        self.model = model
-        self.system = system
-        self.keep = remember
-        self._is_model = isinstance(model, BaseLanguageModel)
-
-    async def respond(self, turn: Turn) -> str:
-        from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-
-        kinds = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
-        messages: list[BaseMessage] = [SystemMessage(await _context(turn, self.system, self.keep))]
-        messages += [kinds[m.role](m.content) for m in turn.history if m.role in kinds]
-        messages.append(HumanMessage(turn.message))
-        if self._is_model:
-            reply = await self.model.ainvoke(messages)
-        else:
-            reply = (await self.model.ainvoke({"messages": messages}))["messages"][-1]
-        return _text(getattr(reply, "content", reply))
-
-
-class LlamaIndexAgent:
-    """A LlamaIndex LLM (anything with ``achat``) as the agent."""
-
-    def __init__(self, llm: Any, *, system: str = DEFAULT_SYSTEM, remember: bool = True) -> None:
-        try:
-            import llama_index.core.llms  # noqa: F401
-        except ImportError as exc:
-            raise AdapterUnavailable("llama-index-core", "llamaindex") from exc
-        self.llm = llm
-        self.system = system
-        self.keep = remember
-
-    async def respond(self, turn: Turn) -> str:
-        from llama_index.core.llms import ChatMessage
-
-        roles = {"user", "assistant", "system"}
-        system = await _context(turn, self.system, self.keep)
-        messages = [ChatMessage(role="system", content=system)]
-        messages += [
-            ChatMessage(role=m.role, content=_text(m.content))
-            for m in turn.history
-            if m.role in roles
-        ]
-        messages.append(ChatMessage(role="user", content=turn.message))
-        response = await self.llm.achat(messages)
-        return _text(response.message.content)
-
-
-def _instance_of(obj: Any, module: str, name: str) -> bool:
-    """``isinstance`` against a framework's base class (a user's own subclass too).
-
-    An object of a framework's class means the framework is loaded: a framework not in
-    ``sys.modules`` cannot have made ``obj``, and is not imported for nothing.
-    """
-    loaded = sys.modules.get(module)
-    base = getattr(loaded, name, None)
-    return isinstance(base, type) and isinstance(obj, base)
-
-
 def as_agent(obj: Any) -> Agent:
-    """``obj`` as an ``Agent``: itself if it has ``respond``, else a framework adapter."""
+    """``obj`` as an ``Agent``: itself if it has ``respond``, else the agent class an adapter
+    registered for its framework (``muxi_isolation.registry``)."""
     if isinstance(obj, Agent):
         return obj
-    if _instance_of(obj, "langchain_core.runnables", "Runnable"):
-        return LangChainAgent(obj)  # chat models and agent graphs are Runnables
-    if _instance_of(obj, "llama_index.core.base.llms.base", "BaseLLM"):
-        return LlamaIndexAgent(obj)
+    for adapter in registry.agent_adapters():
+        if adapter.serves(obj):
+            made: Agent = adapter.make(obj)
+            return made
     raise ConfigError(
         f"{type(obj).__name__} is not an agent: give an object with async respond(turn), "
         "a LangChain chat model or agent graph, or a LlamaIndex LLM"
@@ -360,3 +303,18 @@ def load_agent(spec: str | None) -> Agent:
     if inspect.isclass(obj) or inspect.isfunction(obj):
         obj = obj()
     return as_agent(obj)
+
+
+def __getattr__(name: str) -> Any:
+    """``LangChainAgent`` / ``LlamaIndexAgent`` from their adapters, with a warning."""
+    framework = _MOVED.get(name)
+    if framework is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    adapter = f"muxi_isolation.adapters.{framework.extra}"
+    warnings.warn(
+        f"muxi_isolation.agent.{name} moved: import it from {adapter}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    registry.load(framework)
+    return next(a.make for a in registry.agent_adapters() if a.framework == framework)

@@ -27,14 +27,14 @@ from muxi_isolation import (
     Scope,
     SessionManager,
 )
+from muxi_isolation.adapters.langchain import LangChainAgent
+from muxi_isolation.adapters.llamaindex import LlamaIndexAgent
 from muxi_isolation.agent import (
     HELP,
     UNKNOWN_PREFERENCE,
     Agent,
     DemoAgent,
     Fact,
-    LangChainAgent,
-    LlamaIndexAgent,
     Turn,
     as_agent,
     load_agent,

@@ -11,6 +11,7 @@ PINNED: dict[str, list[str]] = {
     "muxi_isolation.adapters.langchain": [
         "FilterDialect",
         "HashingEmbeddings",
+        "LangChainAgent",
         "MuxiChatMessageHistory",
         "MuxiHistoryFactory",
         "MuxiRetriever",
@@ -25,6 +26,7 @@ PINNED: dict[str, list[str]] = {
     ],
     "muxi_isolation.adapters.llamaindex": [
         "HashingEmbedding",
+        "LlamaIndexAgent",
         "MuxiChatStore",
         "MuxiDBChatStore",
         "MuxiVectorStore",

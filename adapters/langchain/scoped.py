@@ -127,10 +127,8 @@ class MongoDialect:
         if caller is not None and not isinstance(caller, Mapping):
             raise InvalidFilter("filter must be a dict")
         foreign.refuse_filter_keys(_field_keys(caller))
-        clauses: list[Any] = [
-            {policy.TENANT_KEY: {"$eq": scope.tenant_id}},
-            {policy.USER_KEY: {"$eq": scope.user_id}},
-        ]
+        stamp = policy.scope_metadata(scope.user())
+        clauses: list[Any] = [{key: {"$eq": value}} for key, value in stamp.items()]
         if caller:
             clauses.append(dict(caller))
         return {"$and": clauses}

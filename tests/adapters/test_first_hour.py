@@ -33,7 +33,9 @@ from muxi_isolation import (
 from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import langgraph as lg
 from muxi_isolation.adapters import llamaindex as li
-from muxi_isolation.agent import LangChainAgent, LlamaIndexAgent, as_agent, load_agent
+from muxi_isolation.adapters.langchain import LangChainAgent
+from muxi_isolation.adapters.llamaindex import LlamaIndexAgent
+from muxi_isolation.agent import as_agent, load_agent
 from muxi_isolation.stores.sql import SQLBackend
 
 ALICE = Scope.parse("tenant_a:alice")

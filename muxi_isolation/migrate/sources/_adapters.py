@@ -1,35 +1,32 @@
-"""Our framework adapters' conversions, loaded when a source needs them.
+"""Our framework adapters' conversions, as the adapters registered them.
 
-Imported by name at call time: the core never imports a framework at import time, and a
-missing one fails with the adapter's ``AdapterUnavailable`` (the pip line that fixes it)
-when a source is checked, before anything is written.
+Each adapter registers its conversions with ``muxi_isolation.registry`` when it is
+imported, and the registry loads it on first need: the core never imports a framework at
+import time, and a missing one fails with the adapter's ``AdapterUnavailable`` (the pip
+line that fixes it) when a source is checked, before anything is written.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
+from ... import registry
 from ...records import Memory, Message
 
 __all__ = ["langchain_to_record", "llamaindex_node_to_memory", "llamaindex_to_message"]
 
 
-def _function(module: str, name: str) -> Any:
-    return getattr(importlib.import_module(f"muxi_isolation.adapters.{module}"), name)
-
-
 def langchain_to_record() -> Callable[[Any], Message]:
     """``BaseMessage`` -> record, as ``MuxiChatMessageHistory`` stores it."""
-    return cast(Callable[[Any], Message], _function("langchain", "to_record"))
+    return registry.conversion(registry.LANGCHAIN, "to_record")
 
 
 def llamaindex_to_message() -> Callable[[Any], Message]:
     """``ChatMessage`` -> record, as ``MuxiChatStore`` stores it."""
-    return cast(Callable[[Any], Message], _function("llamaindex", "to_message"))
+    return registry.conversion(registry.LLAMAINDEX, "to_message")
 
 
 def llamaindex_node_to_memory() -> Callable[[Any], Memory]:
     """A node -> memory, as ``MuxiVectorStore`` (LlamaIndex) stores it."""
-    return cast(Callable[[Any], Memory], _function("llamaindex._nodes", "node_to_memory"))
+    return registry.conversion(registry.LLAMAINDEX, "node_to_memory")
