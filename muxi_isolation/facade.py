@@ -20,6 +20,7 @@ from typing import Any
 from . import policy
 from .config import Config, load_config
 from .errors import InvalidInput
+from .plans import Plan, step, twins
 from .records import Memory, Message, SessionRecord
 from .scope import Scope
 from .sessions import DEFAULT_TIMEOUT, Clock, SessionManager, utc_now
@@ -46,34 +47,34 @@ class SessionMessages:
     def scope(self) -> Scope:
         return self._scope
 
-    def add(self, role: str, content: Any, **metadata: Any) -> Message:
-        return self.add_messages([Message(role, content, metadata)])[0]
+    # Each method and its ``a`` twin run one plan (``plans``); only the I/O differs.
 
-    async def aadd(self, role: str, content: Any, **metadata: Any) -> Message:
-        return (await self.aadd_messages([Message(role, content, metadata)]))[0]
+    def _add(self, /, role: str, content: Any, **metadata: Any) -> Plan[Message]:
+        """Append one message (its metadata as keywords); the stored message."""
+        return (yield from self._add_messages([Message(role, content, metadata)]))[0]
 
-    def add_messages(
+    def _add_messages(
         self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[Message]:
+    ) -> Plan[list[Message]]:
         """Append; with ``idempotency_key`` a retry of a stored append writes nothing."""
-        return self._sessions.append(self._scope, messages, idempotency_key=idempotency_key)
+        s = self._sessions
+        key = idempotency_key
+        return (yield from step(s.append, s.aappend, self._scope, messages, idempotency_key=key))
 
-    async def aadd_messages(
-        self, messages: Sequence[Message], *, idempotency_key: str | None = None
-    ) -> list[Message]:
-        return await self._sessions.aappend(self._scope, messages, idempotency_key=idempotency_key)
+    def _get(self, *, last: int | None = None) -> Plan[list[Message]]:
+        """The session's messages, oldest first (``last``: only the newest ``last``)."""
+        b = self._backend
+        return (yield from step(b.get_messages, b.aget_messages, self._scope, last=last))
 
-    def get(self, *, last: int | None = None) -> list[Message]:
-        return self._backend.get_messages(self._scope, last=last)
+    def _clear(self) -> Plan[int]:
+        """Delete the session's messages; how many."""
+        b = self._backend
+        return (yield from step(b.delete_messages, b.adelete_messages, self._scope))
 
-    async def aget(self, *, last: int | None = None) -> list[Message]:
-        return await self._backend.aget_messages(self._scope, last=last)
-
-    def clear(self) -> int:
-        return self._backend.delete_messages(self._scope)
-
-    async def aclear(self) -> int:
-        return await self._backend.adelete_messages(self._scope)
+    add, aadd = twins(_add)
+    add_messages, aadd_messages = twins(_add_messages)
+    get, aget = twins(_get)
+    clear, aclear = twins(_clear)
 
 
 class UserMemories:
@@ -114,27 +115,18 @@ class UserMemories:
             raise InvalidInput("searching by text needs an embed function", field="query")
         return self._embed(query)
 
-    def add(
+    def _add(
         self,
         content: str,
         metadata: Mapping[str, Any] | None = None,
         *,
         embedding: Sequence[float] | None = None,
         id: str | None = None,
-    ) -> str:
+    ) -> Plan[str]:
+        """Store one memory (embedded with ``embed`` unless ``embedding`` is given); its id."""
         memory = self._memory(content, metadata, embedding, id)
-        return self._backend.upsert_memories(self._scope, [memory])[0]
-
-    async def aadd(
-        self,
-        content: str,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        embedding: Sequence[float] | None = None,
-        id: str | None = None,
-    ) -> str:
-        memory = self._memory(content, metadata, embedding, id)
-        return (await self._backend.aupsert_memories(self._scope, [memory]))[0]
+        b = self._backend
+        return (yield from step(b.upsert_memories, b.aupsert_memories, self._scope, [memory]))[0]
 
     def _ranking(
         self, query: str | Sequence[float], mode: str, text: str | None
@@ -147,7 +139,7 @@ class UserMemories:
             return (None if isinstance(query, str) else query), text
         return self._query(query), text
 
-    def search(
+    def _search(
         self,
         query: str | Sequence[float],
         k: int = 4,
@@ -157,50 +149,57 @@ class UserMemories:
         text: str | None = None,
         alpha: float = 0.5,
         text_k: int | None = None,
-    ) -> list[Scored]:
+    ) -> Plan[builtins.list[Scored]]:
         """The ``k`` best memories: by vector (``mode="vector"``), by the query's words
         (``"text"``), or both fused (``"hybrid"``, ``alpha`` weighting the vector side);
         see ``Backend.search_memories``."""
         vector, words = self._ranking(query, mode, text)
-        return self._backend.search_memories(
-            self._scope, vector, k, filter=filter, text=words, mode=mode, alpha=alpha, text_k=text_k
+        b = self._backend
+        return (
+            yield from step(
+                b.search_memories,
+                b.asearch_memories,
+                self._scope,
+                vector,
+                k,
+                filter=filter,
+                text=words,
+                mode=mode,
+                alpha=alpha,
+                text_k=text_k,
+            )
         )
 
-    async def asearch(
-        self,
-        query: str | Sequence[float],
-        k: int = 4,
-        *,
-        filter: FilterSpec = None,
-        mode: str = "vector",
-        text: str | None = None,
-        alpha: float = 0.5,
-        text_k: int | None = None,
-    ) -> list[Scored]:
-        vector, words = self._ranking(query, mode, text)
-        return await self._backend.asearch_memories(
-            self._scope, vector, k, filter=filter, text=words, mode=mode, alpha=alpha, text_k=text_k
-        )
-
-    def list(self, *, filter: FilterSpec = None, limit: int | None = None) -> builtins.list[Memory]:
-        return self._backend.list_memories(self._scope, filter=filter, limit=limit)
-
-    async def alist(
+    def _list(
         self, *, filter: FilterSpec = None, limit: int | None = None
-    ) -> builtins.list[Memory]:
-        return await self._backend.alist_memories(self._scope, filter=filter, limit=limit)
+    ) -> Plan[builtins.list[Memory]]:
+        """The user's memories, oldest first."""
+        b = self._backend
+        return (
+            yield from step(
+                b.list_memories, b.alist_memories, self._scope, filter=filter, limit=limit
+            )
+        )
 
-    def get(self, ids: Sequence[str]) -> builtins.list[Memory]:
-        return self._backend.get_memories(self._scope, ids)
+    def _get(self, ids: Sequence[str]) -> Plan[builtins.list[Memory]]:
+        """These memories of the user's, in the order asked (an id not found: left out)."""
+        b = self._backend
+        return (yield from step(b.get_memories, b.aget_memories, self._scope, ids))
 
-    async def aget(self, ids: Sequence[str]) -> builtins.list[Memory]:
-        return await self._backend.aget_memories(self._scope, ids)
+    def _delete(self, ids: Sequence[str] | None = None, *, filter: FilterSpec = None) -> Plan[int]:
+        """Delete these memories (or those matching ``filter``); how many."""
+        b = self._backend
+        return (
+            yield from step(
+                b.delete_memories, b.adelete_memories, self._scope, ids=ids, filter=filter
+            )
+        )
 
-    def delete(self, ids: Sequence[str] | None = None, *, filter: FilterSpec = None) -> int:
-        return self._backend.delete_memories(self._scope, ids=ids, filter=filter)
-
-    async def adelete(self, ids: Sequence[str] | None = None, *, filter: FilterSpec = None) -> int:
-        return await self._backend.adelete_memories(self._scope, ids=ids, filter=filter)
+    add, aadd = twins(_add)
+    search, asearch = twins(_search)
+    list, alist = twins(_list)
+    get, aget = twins(_get)
+    delete, adelete = twins(_delete)
 
 
 class Isolation:

@@ -19,6 +19,7 @@ from . import policy
 from .audit import probing
 from .errors import DuplicateRequest, InvalidInput, SessionExists, SessionExpired, SessionNotFound
 from .idempotency import message_request, replayed
+from .plans import Plan, step, twins
 from .records import Message, Receipt, SessionRecord
 from .scope import Scope, canonical_id
 from .stores.base import Backend
@@ -69,59 +70,75 @@ class SessionManager:
             raise SessionExpired(session_id)
         return record
 
-    # -- sync
+    # Each public method and its ``a`` twin run one plan (``plans``): the checks, retries
+    # and audit probes are written once; only the backend call differs (``step``).
 
-    def create(self, scope: Scope, session_id: str | None = None) -> SessionRecord:
+    def _create(self, scope: Scope, session_id: str | None = None) -> Plan[SessionRecord]:
         """A new session for ``scope``'s user; ``session_id`` lets an app pick the id."""
         user = policy.require_scope(scope).user()
-        return self.backend.insert_session(user, self._new_record(user, session_id))
+        b = self.backend
+        record = self._new_record(user, session_id)
+        return (yield from step(b.insert_session, b.ainsert_session, user, record))
 
-    def get(self, scope: Scope, session_id: str) -> SessionRecord:
+    def _get(self, scope: Scope, session_id: str) -> Plan[SessionRecord]:
         """The session, expired or not; ``SessionNotFound`` if it is not this user's."""
-        found = self.backend.get_session(scope, canonical_id(session_id, "session_id"))
+        b = self.backend
+        sid = canonical_id(session_id, "session_id")
+        found = yield from step(b.get_session, b.aget_session, scope, sid)
         if found is None:
             raise SessionNotFound(session_id)
         return found
 
-    def active(self, scope: Scope, session_id: str) -> SessionRecord:
+    def _active(self, scope: Scope, session_id: str) -> Plan[SessionRecord]:
         """The session if it is this user's and not expired; the check before every write."""
+        b = self.backend
         sid = canonical_id(session_id, "session_id")
-        return self._checked(self.backend.get_session(scope, sid), sid)
+        return self._checked((yield from step(b.get_session, b.aget_session, scope, sid)), sid)
 
-    def touch(self, scope: Scope, session_id: str) -> SessionRecord:
+    def _touch(self, scope: Scope, session_id: str) -> Plan[SessionRecord]:
         """Push an active session's expiry forward from now: one transaction, which never
         revives a session that expired or was deleted meanwhile."""
+        b = self.backend
         sid = canonical_id(session_id, "session_id")
         now = self.clock()
-        renewed = self.backend.renew_session(scope, sid, now=now, expires_at=now + self.timeout)
+        renewed = yield from self._renew(scope, sid, now)
         if renewed is None:  # only on failure: read once more to say why
-            self._checked(self.backend.get_session(scope, sid), sid)
+            self._checked((yield from step(b.get_session, b.aget_session, scope, sid)), sid)
             # another request created it between the two reads: renew it now
-            renewed = self.backend.renew_session(scope, sid, now=now, expires_at=now + self.timeout)
+            renewed = yield from self._renew(scope, sid, now)
         if renewed is None:
             raise SessionExpired(sid)
         return renewed
 
-    def ensure(self, scope: Scope, session_id: str) -> SessionRecord:
+    def _renew(self, scope: Scope, sid: str, now: datetime) -> Plan[SessionRecord | None]:
+        b = self.backend
+        expires_at = now + self.timeout
+        return (
+            yield from step(
+                b.renew_session, b.arenew_session, scope, sid, now=now, expires_at=expires_at
+            )
+        )
+
+    def _ensure(self, scope: Scope, session_id: str) -> Plan[SessionRecord]:
         """Touch the session, creating it under this id first if this user has none."""
         try:
             with probing():  # a miss here is ours, not an answer: no audit event
-                return self.touch(scope, session_id)
+                return (yield from self._touch(scope, session_id))
         except SessionNotFound:
             pass
         try:
-            return self.create(scope, session_id)
+            return (yield from self._create(scope, session_id))
         except SessionExists:  # another request created it first
-            return self.touch(scope, session_id)
+            return (yield from self._touch(scope, session_id))
 
-    def append(
+    def _append(
         self,
         scope: Scope,
         messages: Sequence[Message],
         *,
         idempotency_key: str | None = None,
         create: bool = False,
-    ) -> list[Message]:
+    ) -> Plan[builtins.list[Message]]:
         """Append to the scope's session if it is active, extending it: one transaction.
 
         With ``idempotency_key``, a retry of an append already stored for this user gets the
@@ -131,29 +148,35 @@ class SessionManager:
         """
         scope = policy.require_scope(scope, session=True)
         if idempotency_key is None:
-            return self._append(scope, messages, None, create)
+            return (yield from self._append_once(scope, messages, None, create))
+        b = self.backend
         request = message_request(scope.session_id, list(messages))
-        found = replayed(self.backend.get_receipt(scope, idempotency_key), request)
+        receipt_of = (scope, idempotency_key)
+        found = replayed((yield from step(b.get_receipt, b.aget_receipt, *receipt_of)), request)
         if found is None:
             try:
                 receipt = Receipt(idempotency_key, request, {})
-                return self._append(scope, messages, receipt, create)
+                return (yield from self._append_once(scope, messages, receipt, create))
             except DuplicateRequest:  # a twin of this request was stored meanwhile
-                found = replayed(self.backend.get_receipt(scope, idempotency_key), request)
-        return self._stored(scope, found, self.backend.get_messages(scope))
+                found = replayed(
+                    (yield from step(b.get_receipt, b.aget_receipt, *receipt_of)), request
+                )
+        history = yield from step(b.get_messages, b.aget_messages, scope)
+        return self._stored(scope, found, history)
 
-    def _append(
+    def _append_once(
         self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None, create: bool
-    ) -> list[Message]:
+    ) -> Plan[builtins.list[Message]]:
         try:
-            return self._store(scope, messages, receipt, None)
+            return (yield from self._store(scope, messages, receipt, None))
         except SessionNotFound:
             if not create:
                 raise
+        record = self._new_record(scope, scope.session_id)
         try:
-            return self._store(scope, messages, receipt, self._new_record(scope, scope.session_id))
+            return (yield from self._store(scope, messages, receipt, record))
         except SessionExists:  # another request created it first
-            return self._store(scope, messages, receipt, None)
+            return (yield from self._store(scope, messages, receipt, None))
 
     def _store(
         self,
@@ -161,11 +184,21 @@ class SessionManager:
         messages: Sequence[Message],
         receipt: Receipt | None,
         create: SessionRecord | None,
-    ) -> list[Message]:
+    ) -> Plan[builtins.list[Message]]:
+        b = self.backend
         now = self.clock()
         expires_at = now + self.timeout
-        return self.backend.append_to_session(
-            scope, messages, now=now, expires_at=expires_at, create=create, receipt=receipt
+        return (
+            yield from step(
+                b.append_to_session,
+                b.aappend_to_session,
+                scope,
+                messages,
+                now=now,
+                expires_at=expires_at,
+                create=create,
+                receipt=receipt,
+            )
         )
 
     @staticmethod
@@ -176,117 +209,33 @@ class SessionManager:
         seqs = set(receipt.seqs)
         return [m for m in history if m.seq in seqs]
 
-    def list(self, scope: Scope) -> builtins.list[SessionRecord]:
-        return self.backend.list_sessions(scope)
+    def _list(self, scope: Scope) -> Plan[builtins.list[SessionRecord]]:
+        """The user's sessions, oldest first."""
+        b = self.backend
+        return (yield from step(b.list_sessions, b.alist_sessions, scope))
 
-    def expire(self, scope: Scope, session_id: str) -> None:
+    def _expire(self, scope: Scope, session_id: str) -> Plan[None]:
         """End a session now; its messages stay until purged, the user's memory always."""
-        record = self.get(scope, session_id)
+        record = yield from self._get(scope, session_id)
+        b = self.backend
         now = self.clock()
-        self.backend.touch_session(scope, record.id, record.last_active_at, now)
+        yield from step(
+            b.touch_session, b.atouch_session, scope, record.id, record.last_active_at, now
+        )
 
-    def delete(self, scope: Scope, session_id: str) -> None:
+    def _delete(self, scope: Scope, session_id: str) -> Plan[None]:
         """Delete the session and its messages; ``SessionNotFound`` if not this user's."""
-        if not self.backend.delete_session(scope, canonical_id(session_id, "session_id")):
-            raise SessionNotFound(session_id)
-
-    # -- async
-
-    async def acreate(self, scope: Scope, session_id: str | None = None) -> SessionRecord:
-        user = policy.require_scope(scope).user()
-        return await self.backend.ainsert_session(user, self._new_record(user, session_id))
-
-    async def aget(self, scope: Scope, session_id: str) -> SessionRecord:
-        found = await self.backend.aget_session(scope, canonical_id(session_id, "session_id"))
-        if found is None:
-            raise SessionNotFound(session_id)
-        return found
-
-    async def aactive(self, scope: Scope, session_id: str) -> SessionRecord:
+        b = self.backend
         sid = canonical_id(session_id, "session_id")
-        return self._checked(await self.backend.aget_session(scope, sid), sid)
-
-    async def atouch(self, scope: Scope, session_id: str) -> SessionRecord:
-        sid = canonical_id(session_id, "session_id")
-        now = self.clock()
-        renewed = await self.backend.arenew_session(
-            scope, sid, now=now, expires_at=now + self.timeout
-        )
-        if renewed is None:
-            self._checked(await self.backend.aget_session(scope, sid), sid)
-            renewed = await self.backend.arenew_session(
-                scope, sid, now=now, expires_at=now + self.timeout
-            )
-        if renewed is None:
-            raise SessionExpired(sid)
-        return renewed
-
-    async def aensure(self, scope: Scope, session_id: str) -> SessionRecord:
-        try:
-            with probing():
-                return await self.atouch(scope, session_id)
-        except SessionNotFound:
-            pass
-        try:
-            return await self.acreate(scope, session_id)
-        except SessionExists:
-            return await self.atouch(scope, session_id)
-
-    async def aappend(
-        self,
-        scope: Scope,
-        messages: Sequence[Message],
-        *,
-        idempotency_key: str | None = None,
-        create: bool = False,
-    ) -> builtins.list[Message]:
-        scope = policy.require_scope(scope, session=True)
-        if idempotency_key is None:
-            return await self._aappend(scope, messages, None, create)
-        request = message_request(scope.session_id, list(messages))
-        found = replayed(await self.backend.aget_receipt(scope, idempotency_key), request)
-        if found is None:
-            try:
-                receipt = Receipt(idempotency_key, request, {})
-                return await self._aappend(scope, messages, receipt, create)
-            except DuplicateRequest:
-                found = replayed(await self.backend.aget_receipt(scope, idempotency_key), request)
-        return self._stored(scope, found, await self.backend.aget_messages(scope))
-
-    async def _aappend(
-        self, scope: Scope, messages: Sequence[Message], receipt: Receipt | None, create: bool
-    ) -> builtins.list[Message]:
-        try:
-            return await self._astore(scope, messages, receipt, None)
-        except SessionNotFound:
-            if not create:
-                raise
-        record = self._new_record(scope, scope.session_id)
-        try:
-            return await self._astore(scope, messages, receipt, record)
-        except SessionExists:
-            return await self._astore(scope, messages, receipt, None)
-
-    async def _astore(
-        self,
-        scope: Scope,
-        messages: Sequence[Message],
-        receipt: Receipt | None,
-        create: SessionRecord | None,
-    ) -> builtins.list[Message]:
-        now = self.clock()
-        expires_at = now + self.timeout
-        return await self.backend.aappend_to_session(
-            scope, messages, now=now, expires_at=expires_at, create=create, receipt=receipt
-        )
-
-    async def alist(self, scope: Scope) -> builtins.list[SessionRecord]:
-        return await self.backend.alist_sessions(scope)
-
-    async def aexpire(self, scope: Scope, session_id: str) -> None:
-        record = await self.aget(scope, session_id)
-        await self.backend.atouch_session(scope, record.id, record.last_active_at, self.clock())
-
-    async def adelete(self, scope: Scope, session_id: str) -> None:
-        if not await self.backend.adelete_session(scope, canonical_id(session_id, "session_id")):
+        if not (yield from step(b.delete_session, b.adelete_session, scope, sid)):
             raise SessionNotFound(session_id)
+
+    create, acreate = twins(_create)
+    get, aget = twins(_get)
+    active, aactive = twins(_active)
+    touch, atouch = twins(_touch)
+    ensure, aensure = twins(_ensure)
+    append, aappend = twins(_append)
+    list, alist = twins(_list)
+    expire, aexpire = twins(_expire)
+    delete, adelete = twins(_delete)

@@ -131,13 +131,14 @@ class Backend(GraphMethods):
         raise NotImplementedError("_append_audit")
 
     async def _aappend_audit(self, event: AuditEvent) -> None:
-        raise NotImplementedError("_aappend_audit")
+        """The async half: as ``_append_audit`` (a backend with asynchronous I/O overrides it)."""
+        self._append_audit(event)
 
     def _read_audit(self, query: AuditQuery) -> list[AuditEvent]:
         raise NotImplementedError("_read_audit")
 
     async def _aread_audit(self, query: AuditQuery) -> list[AuditEvent]:
-        raise NotImplementedError("_aread_audit")
+        return self._read_audit(query)
 
     def _prune_audit(self, before: datetime) -> int:
         raise NotImplementedError("_prune_audit")

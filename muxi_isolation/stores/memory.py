@@ -75,13 +75,7 @@ class MemoryBackend(MemoryGraph, Backend):
     def _append_audit(self, event: AuditEvent) -> None:
         self._audit_events.append(event)
 
-    async def _aappend_audit(self, event: AuditEvent) -> None:
-        self._audit_events.append(event)
-
     def _read_audit(self, query: AuditQuery) -> list[AuditEvent]:
-        return self._audit_events.read(query)
-
-    async def _aread_audit(self, query: AuditQuery) -> list[AuditEvent]:
         return self._audit_events.read(query)
 
     def _prune_audit(self, before: datetime) -> int:
