@@ -102,6 +102,22 @@ def run_demo(url: str | None = None, out: Out = print) -> int:
 
 
 def _play(base: str, key: dict[str, str], names: dict[str, str], out: Out) -> int:
+    checks = _Checks(out)
+    with httpx.Client(event_hooks=_shown(names, out), timeout=30) as http:
+        main = Formation(base, key["$KEY"], http=http)
+        tenant_a = Formation(base, key["$KEY_A"], http=http)
+        tenant_b = Formation(base, key["$KEY_B"], http=http)
+        admin = Formation(base, key["$ADMIN_KEY"], http=http)
+        _two_users(main, checks, out)
+        _two_tenants(tenant_a, tenant_b, admin, checks, out)
+    total = checks.passed + checks.failed
+    out(f"\n{checks.passed} of {total} isolation checks passed.")
+    return 0 if checks.failed == 0 else 1
+
+
+def _shown(names: dict[str, str], out: Out) -> dict[str, list[Callable[..., Any]]]:
+    """httpx event hooks that print each request as curl and each response in a line."""
+
     def show_request(request: httpx.Request) -> None:
         out(_curl(request, names))
 
@@ -112,67 +128,62 @@ def _play(base: str, key: dict[str, str], names: dict[str, str], out: Out) -> in
             text = text[: _WIDTH - 4] + " ..."
         out(f"-> {response.status_code} {text}".rstrip())
 
-    checks = _Checks(out)
-    hooks: dict[str, list[Callable[..., Any]]] = {
-        "request": [show_request],
-        "response": [show_response],
-    }
-    with httpx.Client(event_hooks=hooks, timeout=30) as http:
-        main = Formation(base, key["$KEY"], http=http)
-        tenant_a = Formation(base, key["$KEY_A"], http=http)
-        tenant_b = Formation(base, key["$KEY_B"], http=http)
-        admin = Formation(base, key["$ADMIN_KEY"], http=http)
+    return {"request": [show_request], "response": [show_response]}
 
-        out("\n1. User A starts a session and tells the agent a preference")
-        session = main.create_session(user_id="user_a")
-        told = main.chat("Remember I like Python", session_id=session.id, user_id="user_a")
-        checks.check("Python" in told.response, "the agent stored user A's preference")
 
-        out("\n2. User B asks; user B has no such memory")
-        answer = main.chat("What language do I like?", user_id="user_b")
-        checks.check(answer.response == UNKNOWN_PREFERENCE, f"user B hears {UNKNOWN_PREFERENCE!r}")
+def _two_users(main: Formation, checks: _Checks, out: Out) -> None:
+    """Steps 1-5: two users of one tenant, memory across sessions, no reading across."""
+    out("\n1. User A starts a session and tells the agent a preference")
+    session = main.create_session(user_id="user_a")
+    told = main.chat("Remember I like Python", session_id=session.id, user_id="user_a")
+    checks.check("Python" in told.response, "the agent stored user A's preference")
 
-        out("\n3. User A asks in a new session: memory outlives the session")
-        answer = main.chat("What language do I like?", user_id="user_a")
-        checks.check(answer.response == "You like Python.", "user A hears 'You like Python.'")
-        checks.check(answer.session_id != session.id, "a new session was created")
+    out("\n2. User B asks; user B has no such memory")
+    answer = main.chat("What language do I like?", user_id="user_b")
+    checks.check(answer.response == UNKNOWN_PREFERENCE, f"user B hears {UNKNOWN_PREFERENCE!r}")
 
-        out("\n4. User B tries to read user A's session")
-        try:
-            main.history(session.id, user_id="user_b")
-            checks.check(False, "user B cannot read user A's session")
-        except SessionNotFound:
-            checks.check(True, "user B gets 404 session_not_found, as for an unknown id")
+    out("\n3. User A asks in a new session: memory outlives the session")
+    answer = main.chat("What language do I like?", user_id="user_a")
+    checks.check(answer.response == "You like Python.", "user A hears 'You like Python.'")
+    checks.check(answer.session_id != session.id, "a new session was created")
 
-        out("\n5. User A reads the session's history")
-        history = main.history(session.id, user_id="user_a")
-        contents = [m.content for m in history.messages]
-        checks.check(
-            contents[:1] == ["Remember I like Python"] and len(contents) == 2,
-            "the history holds user A's turn and the answer",
-        )
+    out("\n4. User B tries to read user A's session")
+    try:
+        main.history(session.id, user_id="user_b")
+        checks.check(False, "user B cannot read user A's session")
+    except SessionNotFound:
+        checks.check(True, "user B gets 404 session_not_found, as for an unknown id")
 
-        out("\n6. Two tenants, the same user id: tenant_a:user_1 and tenant_b:user_1")
-        tenant_a.chat("Remember I like Rust", user_id="tenant_a:user_1")
-        answer = tenant_b.chat("What language do I like?", user_id="tenant_b:user_1")
-        checks.check(
-            answer.response == UNKNOWN_PREFERENCE, "tenant_b:user_1 sees nothing of tenant_a:user_1"
-        )
-        answer = tenant_a.chat("What language do I like?", user_id="tenant_a:user_1")
-        checks.check(answer.response == "You like Rust.", "tenant_a:user_1 hears 'You like Rust.'")
+    out("\n5. User A reads the session's history")
+    history = main.history(session.id, user_id="user_a")
+    contents = [m.content for m in history.messages]
+    checks.check(
+        contents[:1] == ["Remember I like Python"] and len(contents) == 2,
+        "the history holds user A's turn and the answer",
+    )
 
-        out("\n7. Tenant A's key tries to act for a user of tenant B")
-        try:
-            tenant_a.chat("What language do I like?", user_id="tenant_b:user_1")
-            checks.check(False, "tenant A's key is refused for tenant B")
-        except Forbidden:
-            checks.check(True, "403 forbidden")
 
-        out("\n8. An admin exports user A")
-        export = admin.export_user("user_a")
-        memories = [m["content"] for m in export["memories"]]
-        checks.check(memories == ["I like Python"], "user A's export holds only user A's memory")
+def _two_tenants(
+    tenant_a: Formation, tenant_b: Formation, admin: Formation, checks: _Checks, out: Out
+) -> None:
+    """Steps 6-8: the same user id in two tenants, a key held to its tenant, an export."""
+    out("\n6. Two tenants, the same user id: tenant_a:user_1 and tenant_b:user_1")
+    tenant_a.chat("Remember I like Rust", user_id="tenant_a:user_1")
+    answer = tenant_b.chat("What language do I like?", user_id="tenant_b:user_1")
+    checks.check(
+        answer.response == UNKNOWN_PREFERENCE, "tenant_b:user_1 sees nothing of tenant_a:user_1"
+    )
+    answer = tenant_a.chat("What language do I like?", user_id="tenant_a:user_1")
+    checks.check(answer.response == "You like Rust.", "tenant_a:user_1 hears 'You like Rust.'")
 
-    total = checks.passed + checks.failed
-    out(f"\n{checks.passed} of {total} isolation checks passed.")
-    return 0 if checks.failed == 0 else 1
+    out("\n7. Tenant A's key tries to act for a user of tenant B")
+    try:
+        tenant_a.chat("What language do I like?", user_id="tenant_b:user_1")
+        checks.check(False, "tenant A's key is refused for tenant B")
+    except Forbidden:
+        checks.check(True, "403 forbidden")
+
+    out("\n8. An admin exports user A")
+    export = admin.export_user("user_a")
+    memories = [m["content"] for m in export["memories"]]
+    checks.check(memories == ["I like Python"], "user A's export holds only user A's memory")
