@@ -15,10 +15,12 @@ from contextlib import contextmanager
 
 import pytest
 
+from muxi_isolation import Backend, Memory, Scope
 from muxi_isolation.adapters import langchain as lc
 from muxi_isolation.adapters import langgraph as lg
 from muxi_isolation.adapters import llamaindex as li
 from muxi_isolation.adapters._plans import Plan, arun, run, step, twins
+from muxi_isolation.audit import MISSING, Auditor, read_events
 
 
 class Flaky:
@@ -144,3 +146,14 @@ def test_an_adapters_pair_is_one_plan(cls: type, sync: str, async_: str) -> None
 def test_the_retriever_keeps_langchains_run_manager_protocol() -> None:
     # BaseRetriever reads the signature to decide whether to pass run_manager.
     assert lc.MuxiRetriever._new_arg_supported is True
+
+
+def test_a_storage_event_under_a_plan_names_its_adapter_on_both_halves(backend: Backend) -> None:
+    # The plan is suspended while its step runs: the pair's own frame names the adapter.
+    backend.audit = Auditor.database(backend)
+    backend.upsert_memories(Scope("tenant_a", "bob"), [Memory("b1", "x")])
+    store = lc.MuxiVectorStore(backend, lc.HashingEmbeddings(8), scope=Scope("tenant_a", "al"))
+    assert store.get_by_ids(["b1"]) == []
+    assert asyncio.run(store.aget_by_ids(["b1"])) == []
+    events = [(e.interface, e.operation, e.outcome) for e in read_events(backend)]
+    assert events == [("langchain", "get_memories", MISSING)] * 2
