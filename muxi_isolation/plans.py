@@ -23,12 +23,13 @@ both take the step's arguments and answer the same type.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
-__all__ = ["Plan", "Step", "arun", "run", "step", "twins"]
+__all__ = ["Plan", "Step", "arun", "in_thread", "run", "step", "twins"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +55,15 @@ def step(
     """Call ``sync`` (or await ``async_``) with the arguments; ``yield from`` it for the answer."""
     answer: R = yield Step(sync, async_, args, kwargs)
     return answer
+
+
+def in_thread(sync: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """The async half of a blocking call that has none: ``sync`` in a worker thread."""
+
+    async def threaded(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(sync, *args, **kwargs)
+
+    return threaded
 
 
 def run(plan: Plan[R]) -> R:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Protocol
 
+from ..plans import Plan, step, twins
 from ..scope import Scope
 from ._events import OK, AuditEvent
 
@@ -194,42 +195,30 @@ class Auditor:
             tuple(targets),
         )
 
-    def write(self, event: AuditEvent) -> None:
+    # Each pair below runs one plan (``plans``): only the sink's half differs.
+
+    def _write(self, event: AuditEvent) -> Plan[None]:
         """To every sink; a sink that fails is logged and skipped (the call's own outcome
         stands: a refusal is still refused, an admin act is done)."""
         for sink in self.sinks:
             try:
-                sink.write(event)
+                yield from step(sink.write, sink.awrite, event)
             except Exception:
                 log.exception("could not write the audit event %s", event.operation)
 
-    async def awrite(self, event: AuditEvent) -> None:
-        for sink in self.sinks:
-            try:
-                await sink.awrite(event)
-            except Exception:
-                log.exception("could not write the audit event %s", event.operation)
-
-    def record(
+    def _record(
         self,
         operation: str,
         outcome: str = OK,
         subject: Scope | str | None = None,
         targets: Sequence[str] = (),
-    ) -> None:
+    ) -> Plan[None]:
         """Record one event now (an edge's refusal, an admin act outside the storage)."""
         if self.enabled:
-            self.write(self.event(operation, outcome, subject, targets))
+            yield from self._write(self.event(operation, outcome, subject, targets))
 
-    async def arecord(
-        self,
-        operation: str,
-        outcome: str = OK,
-        subject: Scope | str | None = None,
-        targets: Sequence[str] = (),
-    ) -> None:
-        if self.enabled:
-            await self.awrite(self.event(operation, outcome, subject, targets))
+    write, awrite = twins(_write)
+    record, arecord = twins(_record)
 
 
 NO_AUDIT = Auditor()

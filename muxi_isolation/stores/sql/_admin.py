@@ -3,10 +3,11 @@ tenant drops its users' own HNSW indexes too; purging runs in short batches."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from ...plans import Plan, Step, in_thread, step, twins
 from ..base import Counts
 from ..operations import Operation
 from ._ann_index import AnnIndexes
@@ -15,6 +16,7 @@ from ._transactions import EVERY_TENANT
 
 __all__ = ["PURGE_BATCH", "AdminPath", "admin_tenant"]
 
+T = TypeVar("T")
 PURGE_BATCH = 500  # expired sessions per purge transaction
 
 
@@ -30,23 +32,21 @@ class AdminPath(Installing):
 
     _ann: AnnIndexes
 
-    def _forget_tenant(self, tenant_id: str) -> Counts:
-        users = self._tenant_users(tenant_id)
-        counts = self._run(
-            None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
-        )
-        self._ann.drop(self._owner(), tenant_id, users)
-        self._fold_log()
+    # Each sync/async pair runs one plan (``plans``): the blocking steps without an async
+    # engine (the index drop, the SQLite log, the user list) run in a thread on the async half.
+
+    def _forget_tenant_steps(self, tenant_id: str) -> Plan[Counts]:
+        users = yield from step(self._tenant_users, in_thread(self._tenant_users), tenant_id)
+        counts = yield from self._as_admin(tenant_id, self._ops.forget_tenant, tenant_id)
+        yield from step(self._ann.drop, in_thread(self._ann.drop), self._owner(), tenant_id, users)
+        yield from step(self._fold_log, in_thread(self._fold_log))
         return counts
 
-    async def _aforget_tenant(self, tenant_id: str) -> Counts:
-        users = await asyncio.to_thread(self._tenant_users, tenant_id)
-        counts = await self._arun(
-            None, self._ops.forget_tenant, tenant_id, write=True, admin_tenant=tenant_id
-        )
-        await asyncio.to_thread(self._ann.drop, self._owner(), tenant_id, users)
-        await asyncio.to_thread(self._fold_log)
-        return counts
+    def _as_admin(self, tenant_id: str, fn: Callable[..., T], *args: Any) -> Plan[T]:
+        """``fn(conn, *args)`` in one write transaction on the tenant's admin path."""
+        where = {"write": True, "admin_tenant": tenant_id}
+        answer: T = yield Step(self._run, self._arun, (None, fn, *args), where)
+        return answer
 
     def _tenant_users(self, tenant_id: str) -> list[str]:
         """Whose HNSW index a tenant's forgetting drops (read before the rows go)."""
@@ -54,39 +54,18 @@ class AdminPath(Installing):
             return []
         return self._run(None, self._ann.tenant_users, tenant_id, admin_tenant=tenant_id)
 
-    def _purge_expired(self, tenant_id: str, before: datetime) -> Counts:
+    def _purge_expired_steps(self, tenant_id: str, before: datetime) -> Plan[Counts]:
         total: Counts = {}
         while True:  # one short transaction per batch of sessions
-            counts, n = self._run(
-                None,
-                self._ops.purge_expired,
-                tenant_id,
-                before,
-                PURGE_BATCH,
-                write=True,
-                admin_tenant=tenant_id,
-            )
+            purge = self._ops.purge_expired
+            counts, n = yield from self._as_admin(tenant_id, purge, tenant_id, before, PURGE_BATCH)
             _add(total, counts)
             if n < PURGE_BATCH:
-                self._fold_log()
+                yield from step(self._fold_log, in_thread(self._fold_log))
                 return total
 
-    async def _apurge_expired(self, tenant_id: str, before: datetime) -> Counts:
-        total: Counts = {}
-        while True:
-            counts, n = await self._arun(
-                None,
-                self._ops.purge_expired,
-                tenant_id,
-                before,
-                PURGE_BATCH,
-                write=True,
-                admin_tenant=tenant_id,
-            )
-            _add(total, counts)
-            if n < PURGE_BATCH:
-                await asyncio.to_thread(self._fold_log)
-                return total
+    _forget_tenant, _aforget_tenant = twins(_forget_tenant_steps, "_forget_tenant")
+    _purge_expired, _apurge_expired = twins(_purge_expired_steps, "_purge_expired")
 
 
 def _add(total: Counts, more: Counts) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from ... import policy
 from ...audit import AuditEvent, AuditQuery
 from ...errors import ConfigError
+from ...plans import Plan, Step, in_thread, step, twins
 from ...quotas import Limits
 from ...records import Memory
 from ...scope import Scope
@@ -253,17 +254,16 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     def _build_index(self, user: Scope) -> None:
         self._ann.build(self._owner(), user)
 
-    def _forget_user(self, user: Scope) -> Counts:
-        counts = self._run(user, self._ops.forget_user, user, write=True)
-        self._ann.drop(self._owner(), user.tenant_id, [user.user_id])  # it holds their vectors
-        self._fold_log()
+    def _forget_user_steps(self, user: Scope) -> Plan[Counts]:
+        """One plan for both halves (``plans``); the blocking steps in a thread on the async."""
+        forget = (user, self._ops.forget_user, user)
+        counts: Counts = yield Step(self._run, self._arun, forget, {"write": True})
+        owner, mine = self._owner(), [user.user_id]  # their index holds their vectors
+        yield from step(self._ann.drop, in_thread(self._ann.drop), owner, user.tenant_id, mine)
+        yield from step(self._fold_log, in_thread(self._fold_log))
         return counts
 
-    async def _aforget_user(self, user: Scope) -> Counts:
-        counts = await self._arun(user, self._ops.forget_user, user, write=True)
-        await asyncio.to_thread(self._ann.drop, self._owner(), user.tenant_id, [user.user_id])
-        await asyncio.to_thread(self._fold_log)
-        return counts
+    _forget_user, _aforget_user = twins(_forget_user_steps, "_forget_user")
 
 
 # Operations that take more than their one transaction (an index, the SQLite log, batches).
