@@ -12,6 +12,7 @@ def test_public_names() -> None:
     assert sorted(adapter.__all__) == [
         "FilterDialect",
         "HashingEmbeddings",
+        "LangChainAgent",
         "MuxiChatMessageHistory",
         "MuxiHistoryFactory",
         "MuxiRetriever",

@@ -11,6 +11,7 @@ import muxi_isolation.adapters.llamaindex as adapter
 def test_public_names_are_pinned() -> None:
     assert sorted(adapter.__all__) == [
         "HashingEmbedding",
+        "LlamaIndexAgent",
         "MuxiChatStore",
         "MuxiDBChatStore",
         "MuxiVectorStore",
