@@ -79,6 +79,7 @@ PINNED: dict[str, list[str]] = {
         "forget_tenant",
         "forget_user",
         "iter_export",
+        "load_mapping",
         "open_configured_backend",
         "purge_expired",
         "register_section",

@@ -35,7 +35,7 @@ from ._import import run_import
 from ._progress import Progress
 from ._purge import PurgeReport, apurge_expired, purge_expired, retention_cutoff
 from ._report import ImportReport, Problem
-from ._scopemap import ScopeMap, Skip, scope_mapper, to_scope
+from ._scopemap import ScopeMap, Skip, load_mapping, scope_mapper, to_scope
 from ._units import Broken, Conversation, Extra, MemoryItem, Source
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "forget_tenant",
     "forget_user",
     "iter_export",
+    "load_mapping",
     "open_configured_backend",
     "purge_expired",
     "register_section",
