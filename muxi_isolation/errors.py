@@ -207,10 +207,6 @@ class DeadlineExceeded(StorageUnavailable):
 class UnsupportedOperation(StorageError, NotImplementedError):
     """The backend does not implement this storage operation (its primitive ``_name``)."""
 
-    def __init__(self, backend: object, operation: str) -> None:
-        super().__init__(f"{type(backend).__name__} does not support {operation!r}")
-        self.operation = operation
-
 
 class AdapterUnavailable(IsolationError, ImportError):
     """An optional framework is missing; the message holds the pip line that fixes it."""

@@ -117,7 +117,7 @@ class Backend(GraphMethods):
         """Run one primitive: the backend's ``_<name>`` with the operation's arguments."""
         primitive = getattr(self, f"_{op.name}", None)
         if primitive is None:
-            raise UnsupportedOperation(self, op.name)
+            raise UnsupportedOperation(f"{type(self).__name__} does not support {op.name!r}")
         return primitive(*op.args())
 
     async def _aperform(self, op: Operation[Any]) -> Any:
