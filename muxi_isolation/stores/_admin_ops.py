@@ -10,37 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .. import policy
 from ..scope import Scope
 from ._checks import Counts, add_counts, aware, canonical_tenant
-from .operations import Context, Operation, Plan, R
+from .operations import Context, OfUser, Operation, Plan, R
 
 
 @dataclass(frozen=True)
-class ForgetUser(Operation[Counts]):
+class ForgetUser(OfUser[Counts]):
     """Delete every row of this (tenant, user) in every table; counts by kind."""
 
     name = "forget_user"
-    level = "user"
     write = True
-    scope: Scope
-
-    @classmethod
-    def prepare(cls, scope: Scope) -> ForgetUser:
-        return cls(policy.require_scope(scope).user())
 
 
 @dataclass(frozen=True)
-class ListMessageSessions(Operation[list[str]]):
+class ListMessageSessions(OfUser[list[str]]):
     """Ids of this user's sessions that hold messages, record or not (sorted)."""
 
     name = "list_message_sessions"
-    level = "user"
-    scope: Scope
-
-    @classmethod
-    def prepare(cls, scope: Scope) -> ListMessageSessions:
-        return cls(policy.require_scope(scope).user())
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from .graph import (
     check_key,
     check_namespace,
 )
-from .operations import Context, Operation, Plan, R, methods
+from .operations import Context, Operation, Plan, R, Verified, methods
 
 __all__ = ["GraphMethods", "GraphOperation"]
 
@@ -277,7 +277,7 @@ class DeleteCheckpoints(GraphOperation[int]):
 
 
 @dataclass(frozen=True)
-class GetItems(GraphOperation[list[StoreItem]]):
+class GetItems(GraphOperation[list[StoreItem]], Verified[StoreItem]):
     """This user's items among ``refs`` that have not expired by ``now``."""
 
     name = "get_items"
@@ -292,7 +292,7 @@ class GetItems(GraphOperation[list[StoreItem]]):
     def plan(self, backend: Context) -> Plan[list[StoreItem]]:
         if not self.refs:
             return []
-        return policy.verify(self.scope, (yield self))
+        return (yield from super().plan(backend))
 
 
 @dataclass(frozen=True)
@@ -317,7 +317,7 @@ class PutItems(GraphOperation[None]):
 
 
 @dataclass(frozen=True)
-class SearchItems(GraphOperation[list[StoreItem]]):
+class SearchItems(GraphOperation[list[StoreItem]], Verified[StoreItem]):
     """This user's items under the query's namespace prefix, matching its filter (ranked
     by similarity when it has an embedding), that have not expired by ``now``."""
 
@@ -329,9 +329,6 @@ class SearchItems(GraphOperation[list[StoreItem]]):
     def prepare(cls, scope: Scope, query: ItemQuery, *, now: datetime) -> SearchItems:
         user = _user(scope)
         return cls(user, _check_items(query), now)
-
-    def plan(self, backend: Context) -> Plan[list[StoreItem]]:
-        return policy.verify(self.scope, (yield self))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ._checks import (
     ranked,
     search_plan,
 )
-from .operations import Context, Operation, Plan
+from .operations import Context, Operation, Plan, Verified
 
 
 def _user(scope: Scope) -> Scope:
@@ -53,7 +53,7 @@ class UpsertMemories(Operation[list[str]]):
 
 
 @dataclass(frozen=True)
-class GetMemories(Operation[list[Memory]]):
+class GetMemories(Verified[Memory]):
     """This user's memories among ``ids``; another user's id is simply missing."""
 
     name = "get_memories"
@@ -69,11 +69,11 @@ class GetMemories(Operation[list[Memory]]):
     def plan(self, backend: Context) -> Plan[list[Memory]]:
         if not self.ids:
             return []
-        return policy.verify(self.scope, (yield self))
+        return (yield from super().plan(backend))
 
 
 @dataclass(frozen=True)
-class ListMemories(Operation[list[Memory]]):
+class ListMemories(Verified[Memory]):
     """This user's memories, oldest first (then by id)."""
 
     name = "list_memories"
@@ -95,9 +95,6 @@ class ListMemories(Operation[list[Memory]]):
         user = _user(scope)
         check_window(limit, offset, None)
         return cls(user, caller_filter(filter), limit, offset)
-
-    def plan(self, backend: Context) -> Plan[list[Memory]]:
-        return policy.verify(self.scope, (yield self))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ._checks import (
     check_window,
     stamped_receipt,
 )
-from .operations import Context, Operation, Plan
+from .operations import Context, Operation, Plan, Verified, VerifiedOne
 
 
 def _stamped(scope: Scope, messages: Sequence[Message]) -> tuple[Message, ...]:
@@ -33,7 +33,7 @@ def _session(scope: Scope) -> Scope:
 
 
 @dataclass(frozen=True)
-class _Write(Operation[list[Message]]):
+class _Write(Verified[Message]):
     """Stamped messages written to the scope's session; the stored ones come back verified."""
 
     level = "session"
@@ -48,7 +48,7 @@ class _Write(Operation[list[Message]]):
 
     def plan(self, backend: Context) -> Plan[list[Message]]:
         check_messages(backend.limits, self.scope.tenant_id, self.messages)
-        return policy.verify(self.scope, (yield self))
+        return (yield from super().plan(backend))
 
     def args(self) -> tuple[object, ...]:
         return (self.scope, list(self.messages), *super().args()[2:])
@@ -127,7 +127,7 @@ class AppendToSession(_Write):
 
 
 @dataclass(frozen=True)
-class GetMessages(Operation[list[Message]]):
+class GetMessages(Verified[Message]):
     """Messages oldest first; ``last=N`` gives the newest N, still oldest first."""
 
     name = "get_messages"
@@ -152,9 +152,6 @@ class GetMessages(Operation[list[Message]]):
         check_window(limit, offset, last)
         check_status(status)
         return cls(scope, status, limit, offset, last)
-
-    def plan(self, backend: Context) -> Plan[list[Message]]:
-        return policy.verify(self.scope, (yield self))
 
 
 @dataclass(frozen=True)
@@ -181,7 +178,7 @@ class DeleteMessages(CountMessages):
 
 
 @dataclass(frozen=True)
-class DeleteMessage(Operation["Message | None"]):
+class DeleteMessage(VerifiedOne[Message]):
     """Delete one message of the session by its ``seq``; the message, or ``None``."""
 
     name = "delete_message"
@@ -195,13 +192,9 @@ class DeleteMessage(Operation["Message | None"]):
         check_int(seq, "seq")
         return cls(_session(scope), seq)
 
-    def plan(self, backend: Context) -> Plan[Message | None]:
-        found = yield self
-        return next(iter(policy.verify(self.scope, [found] if found else [])), None)
-
 
 @dataclass(frozen=True)
-class TakeOldest(Operation[list[Message]]):
+class TakeOldest(Verified[Message]):
     """Remove the oldest ``n`` active messages (or mark them archived); return them."""
 
     name = "take_oldest"
@@ -215,6 +208,3 @@ class TakeOldest(Operation[list[Message]]):
     def prepare(cls, scope: Scope, n: int, *, archive: bool) -> TakeOldest:
         check_k(n, "n")
         return cls(_session(scope), n, archive)
-
-    def plan(self, backend: Context) -> Plan[list[Message]]:
-        return policy.verify(self.scope, (yield self))

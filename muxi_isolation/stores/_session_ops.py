@@ -9,11 +9,7 @@ from .. import policy
 from ..records import Receipt, SessionRecord
 from ..scope import Scope, canonical_id
 from ._checks import check_session_id, fresh, stamped_receipt
-from .operations import Context, Operation, Plan
-
-
-def _one(scope: Scope, found: SessionRecord | None) -> SessionRecord | None:
-    return next(iter(policy.verify(scope, [found] if found else [])), None)
+from .operations import Context, OfUser, Operation, Plan, Verified, VerifiedOne
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ class GetReceipt(Operation["Receipt | None"]):
 
 
 @dataclass(frozen=True)
-class GetSession(Operation["SessionRecord | None"]):
+class GetSession(VerifiedOne[SessionRecord]):
     """The user's session record, or ``None`` (another user's id is simply missing)."""
 
     name = "get_session"
@@ -76,24 +72,12 @@ class GetSession(Operation["SessionRecord | None"]):
     def prepare(cls, scope: Scope, session_id: str) -> GetSession:
         return cls(policy.require_scope(scope).user(), check_session_id(session_id))
 
-    def plan(self, backend: Context) -> Plan[SessionRecord | None]:
-        return _one(self.scope, (yield self))
-
 
 @dataclass(frozen=True)
-class ListSessions(Operation[list[SessionRecord]]):
+class ListSessions(OfUser[list[SessionRecord]], Verified[SessionRecord]):
     """The user's session records, oldest first."""
 
     name = "list_sessions"
-    level = "user"
-    scope: Scope
-
-    @classmethod
-    def prepare(cls, scope: Scope) -> ListSessions:
-        return cls(policy.require_scope(scope).user())
-
-    def plan(self, backend: Context) -> Plan[list[SessionRecord]]:
-        return policy.verify(self.scope, (yield self))
 
 
 @dataclass(frozen=True)
@@ -117,7 +101,7 @@ class TouchSession(Operation[bool]):
 
 
 @dataclass(frozen=True)
-class RenewSession(Operation["SessionRecord | None"]):
+class RenewSession(VerifiedOne[SessionRecord]):
     """Extend the session if it is still active at ``now``, in one transaction, and
     return it as renewed; ``None`` if this user has no such active session."""
 
@@ -135,9 +119,6 @@ class RenewSession(Operation["SessionRecord | None"]):
     ) -> RenewSession:
         user = policy.require_scope(scope).user()
         return cls(user, check_session_id(session_id), now, expires_at)
-
-    def plan(self, backend: Context) -> Plan[SessionRecord | None]:
-        return _one(self.scope, (yield self))
 
 
 @dataclass(frozen=True)

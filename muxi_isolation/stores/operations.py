@@ -30,12 +30,27 @@ from typing import (
     TypeVar,
 )
 
+from .. import policy
+from ..policy import Stamped
 from ..quotas import Limits
 from ..scope import Scope
 
-__all__ = ["Context", "Level", "Operation", "Plan", "adrive", "drive", "methods"]
+__all__ = [
+    "Context",
+    "Level",
+    "OfUser",
+    "Operation",
+    "Plan",
+    "Verified",
+    "VerifiedOne",
+    "adrive",
+    "drive",
+    "methods",
+]
 
 R = TypeVar("R")
+S = TypeVar("S", bound=Stamped)
+U = TypeVar("U", bound="OfUser[Any]")
 P = ParamSpec("P")
 Level: TypeAlias = Literal["session", "user", "tenant"]
 Plan: TypeAlias = "Generator[Operation[Any], Any, R]"
@@ -69,6 +84,39 @@ class Operation(Generic[R]):
         """One primitive, its answer as it is (operations that verify override this)."""
         answer: R = yield self
         return answer
+
+
+@dataclass(frozen=True)
+class Verified(Operation[list[S]]):
+    """Answers records, each verified as the caller's (another's is dropped and logged)."""
+
+    scope: Scope
+
+    def plan(self, backend: Context) -> Plan[list[S]]:
+        return policy.verify(self.scope, (yield self))
+
+
+@dataclass(frozen=True)
+class VerifiedOne(Operation[S | None]):
+    """Answers one record or ``None``, verified as the caller's."""
+
+    scope: Scope
+
+    def plan(self, backend: Context) -> Plan[S | None]:
+        found = yield self
+        return next(iter(policy.verify(self.scope, [found] if found else [])), None)
+
+
+@dataclass(frozen=True)
+class OfUser(Operation[R]):
+    """Needs nothing but the caller's user: the scope, at the user level."""
+
+    level = "user"
+    scope: Scope
+
+    @classmethod
+    def prepare(cls: type[U], scope: Scope) -> U:
+        return cls(policy.require_scope(scope).user())
 
 
 def drive(plan: Plan[R], perform: Callable[[Operation[Any]], Any]) -> R:
