@@ -12,7 +12,7 @@ from datetime import datetime
 
 from ..scope import Scope
 from ._checks import Counts, add_counts, aware, canonical_tenant
-from .operations import Context, OfUser, Operation, Plan, R
+from .operations import Context, OfUser, Operation, Plan, R, perform
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,8 @@ class PurgeExpired(TenantOperation[Counts]):
         if self.tenant_id is not None:
             tenants = [self.tenant_id]
         else:
-            tenants = yield ListTenants()
+            tenants = yield from perform(backend, ListTenants())
         total: Counts = {"sessions": 0, "messages": 0}
         for tenant in tenants:
-            add_counts(total, (yield PurgeTenant(tenant, self.before)))
+            add_counts(total, (yield from perform(backend, PurgeTenant(tenant, self.before))))
         return total

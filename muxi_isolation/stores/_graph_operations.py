@@ -28,7 +28,7 @@ from .graph import (
     check_key,
     check_namespace,
 )
-from .operations import Context, Operation, Plan, R, Verified, methods
+from .operations import Context, Operation, Plan, R, Verified, methods, perform
 
 __all__ = ["GraphMethods", "GraphOperation"]
 
@@ -170,7 +170,7 @@ class GetCheckpoints(GraphOperation[list[CheckpointRecord]]):
         return cls(user, _check_query(query))
 
     def plan(self, backend: Context) -> Plan[list[CheckpointRecord]]:
-        return _verify_checkpoints(self.scope, (yield self))
+        return _verify_checkpoints(self.scope, (yield from perform(backend, self)))
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class PutCheckpointWrites(GraphOperation[None]):
 
     def plan(self, backend: Context) -> Plan[None]:
         if self.writes:
-            yield self
+            yield from perform(backend, self)
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class CopyThread(GraphOperation[int]):
     def plan(self, backend: Context) -> Plan[int]:
         if self.source == self.target:
             return 0
-        copied: int = yield self
+        copied: int = yield from perform(backend, self)
         return copied
 
 
@@ -257,7 +257,7 @@ class PruneThreads(GraphOperation[int]):
     def plan(self, backend: Context) -> Plan[int]:
         if not self.thread_ids:
             return 0
-        gone: int = yield self
+        gone: int = yield from perform(backend, self)
         return gone
 
 
@@ -313,7 +313,7 @@ class PutItems(GraphOperation[None]):
 
     def plan(self, backend: Context) -> Plan[None]:
         if self.items or self.deletes:
-            yield self
+            yield from perform(backend, self)
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ class RefreshItems(GraphOperation[None]):
 
     def plan(self, backend: Context) -> Plan[None]:
         if self.items:
-            yield self
+            yield from perform(backend, self)
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ class ListNamespaces(GraphOperation[list[Namespace]]):
         return cls(user, _check_rules(rules), now)
 
     def plan(self, backend: Context) -> Plan[list[Namespace]]:
-        return sorted((yield self))
+        return sorted((yield from perform(backend, self)))
 
 
 class GraphMethods:

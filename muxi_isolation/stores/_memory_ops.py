@@ -20,7 +20,7 @@ from ._checks import (
     ranked,
     search_plan,
 )
-from .operations import Context, Operation, Plan, Verified
+from .operations import Context, Operation, Plan, Verified, perform
 
 
 def _user(scope: Scope) -> Scope:
@@ -48,7 +48,7 @@ class UpsertMemories(Operation[list[str]]):
     def plan(self, backend: Context) -> Plan[list[str]]:
         if not self.memories:
             return []
-        ids: list[str] = yield self
+        ids: list[str] = yield from perform(backend, self)
         return ids
 
 
@@ -200,6 +200,6 @@ class SearchMemories(Operation[list[Scored]]):
         return cls(scope, by_vector, by_text, k, mode, alpha)
 
     def plan(self, backend: Context) -> Plan[list[Scored]]:
-        by_vector = [] if self.by_vector is None else (yield self.by_vector)
-        by_text = [] if self.by_text is None else (yield self.by_text)
+        by_vector = [] if self.by_vector is None else (yield from perform(backend, self.by_vector))
+        by_text = [] if self.by_text is None else (yield from perform(backend, self.by_text))
         return ranked(self.scope, self.mode, by_vector, by_text, self.k, self.alpha)

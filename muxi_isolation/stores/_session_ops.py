@@ -9,7 +9,7 @@ from .. import policy
 from ..records import Receipt, SessionRecord
 from ..scope import Scope, canonical_id
 from ._checks import check_session_id, fresh, stamped_receipt
-from .operations import Context, OfUser, Operation, Plan, Verified, VerifiedOne
+from .operations import Context, OfUser, Operation, Plan, Verified, VerifiedOne, perform
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class InsertSession(Operation[SessionRecord]):
         return cls(record, stamped_receipt(scope, receipt))
 
     def plan(self, backend: Context) -> Plan[SessionRecord]:
-        yield self
+        yield from perform(backend, self)
         return self.record
 
 
@@ -55,7 +55,7 @@ class GetReceipt(Operation["Receipt | None"]):
         return cls(user, canonical_id(key, "idempotency_key"))
 
     def plan(self, backend: Context) -> Plan[Receipt | None]:
-        found = yield self
+        found = yield from perform(backend, self)
         return fresh(policy.verify(self.scope, [found] if found else []))
 
 

@@ -4,18 +4,19 @@ Each storage operation is one frozen dataclass. Made by its ``prepare`` (the cal
 arguments), it has already failed closed on a missing scope, checked its input and stamped
 its writes; it declares the level of scope it needs (``level``), the backend primitive it
 asks for (``name``, with ``args``) and whether that writes. Its ``plan`` yields the
-primitives it needs (usually itself, once) and returns the caller's answer, verified.
+primitives it needs (usually itself, once, through ``perform``) and returns the caller's
+answer, verified.
 
-``drive`` and ``adrive`` run a plan; they differ only in how a primitive is performed
-(``Backend._perform`` or ``await Backend._aperform``), so every check is written once and
-holds on the sync and the async half alike. ``methods`` makes a backend's public pair
-(``get_messages``/``aget_messages``) from one operation.
+A plan is a ``plans`` plan: ``plans.run`` and ``plans.arun`` run it, and they differ only in
+how a primitive is performed (``Backend._perform`` or ``await Backend._aperform``), so every
+check is written once and holds on the sync and the async half alike. ``methods`` makes a
+backend's public pair (``get_messages``/``aget_messages``) from one operation.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -31,6 +32,7 @@ from typing import (
 )
 
 from .. import policy
+from ..plans import Plan, arun, run, step
 from ..policy import Stamped
 from ..quotas import Limits
 from ..scope import Scope
@@ -43,9 +45,8 @@ __all__ = [
     "Plan",
     "Verified",
     "VerifiedOne",
-    "adrive",
-    "drive",
     "methods",
+    "perform",
 ]
 
 R = TypeVar("R")
@@ -53,13 +54,16 @@ S = TypeVar("S", bound=Stamped)
 U = TypeVar("U", bound="OfUser[Any]")
 P = ParamSpec("P")
 Level: TypeAlias = Literal["session", "user", "tenant"]
-Plan: TypeAlias = "Generator[Operation[Any], Any, R]"
 
 
 class Context(Protocol):
-    """What a plan may read of the backend running it."""
+    """What a plan may use of the backend running it."""
 
     limits: Limits
+
+    def _perform(self, op: Operation[Any]) -> Any: ...
+
+    async def _aperform(self, op: Operation[Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Operation(Generic[R]):
 
     def plan(self, backend: Context) -> Plan[R]:
         """One primitive, its answer as it is (operations that verify override this)."""
-        answer: R = yield self
+        answer: R = yield from perform(backend, self)
         return answer
 
 
@@ -93,7 +97,7 @@ class Verified(Operation[list[S]]):
     scope: Scope
 
     def plan(self, backend: Context) -> Plan[list[S]]:
-        return policy.verify(self.scope, (yield self))
+        return policy.verify(self.scope, (yield from perform(backend, self)))
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class VerifiedOne(Operation[S | None]):
     scope: Scope
 
     def plan(self, backend: Context) -> Plan[S | None]:
-        found = yield self
+        found = yield from perform(backend, self)
         return next(iter(policy.verify(self.scope, [found] if found else [])), None)
 
 
@@ -119,26 +123,10 @@ class OfUser(Operation[R]):
         return cls(policy.require_scope(scope).user())
 
 
-def drive(plan: Plan[R], perform: Callable[[Operation[Any]], Any]) -> R:
-    """Run ``plan`` to its answer, performing each primitive it yields."""
-    answer: Any = None
-    while True:
-        try:
-            step = plan.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = perform(step)
-
-
-async def adrive(plan: Plan[R], perform: Callable[[Operation[Any]], Awaitable[Any]]) -> R:
-    """``drive`` for the async half: the same plan, each primitive awaited."""
-    answer: Any = None
-    while True:
-        try:
-            step = plan.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = await perform(step)
+def perform(backend: Context, op: Operation[R]) -> Plan[R]:
+    """The backend's primitive for ``op``, as a plan's step: ``yield from`` it for the answer."""
+    answer: R = yield from step(backend._perform, backend._aperform, op)
+    return answer
 
 
 Sync: TypeAlias = "Callable[Concatenate[Any, P], R]"
@@ -151,10 +139,10 @@ def methods(prepare: Callable[P, Operation[R]]) -> tuple[Sync[P, R], Async[P, R]
     name = op.name
 
     def sync(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return drive(prepare(*args, **kwargs).plan(self), self._perform)
+        return run(prepare(*args, **kwargs).plan(self))
 
     async def async_(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await adrive(prepare(*args, **kwargs).plan(self), self._aperform)
+        return await arun(prepare(*args, **kwargs).plan(self))
 
     signature = inspect.signature(prepare)
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
