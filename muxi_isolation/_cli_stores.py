@@ -101,8 +101,7 @@ def _seconds(text: str) -> int:
     JSON_OUT,
 )
 def import_(args: argparse.Namespace) -> int:
-    from .migrate import run_import
-    from .migrate._scopemap import load_mapping
+    from .migrate import load_mapping, run_import
     from .migrate.sources import open_source
 
     mapping = load_mapping(template=args.map_template, file=args.map_file, python=args.map_python)

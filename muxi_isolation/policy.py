@@ -29,6 +29,7 @@ __all__ = [
     "RESERVED_KEYS",
     "SCOPE_FIELDS",
     "caller_id",
+    "check_int",
     "check_json",
     "check_metadata",
     "delete_filter",
@@ -232,6 +233,12 @@ def caller_id(scope: Scope, stored_id: str) -> str | None:
     """The caller's own id for a stored id, or ``None`` if it is not in ``scope``'s namespace."""
     prefix = foreign_id_prefix(scope)
     return stored_id[len(prefix) :] if stored_id.startswith(prefix) else None
+
+
+def check_int(value: Any, what: str, *, minimum: int = _input.INT64_MIN) -> int:
+    """A 64-bit integer (what SQLite and PostgreSQL bind), at least ``minimum``; else
+    ``InvalidInput`` naming ``what``, the same on every backend."""
+    return _input.check_int(value, what, minimum=minimum)
 
 
 def check_json(value: Any, what: str) -> None:

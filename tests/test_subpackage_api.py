@@ -49,7 +49,13 @@ PINNED: dict[str, list[str]] = {
         "open_backend",
         "open_configured_backend",
     ],
-    "muxi_isolation.stores.sql": ["SCHEMA_VERSION", "SQLBackend", "citus_ddl", "create_app_role"],
+    "muxi_isolation.stores.sql": [
+        "SCHEMA_VERSION",
+        "SQLBackend",
+        "citus_ddl",
+        "create_app_role",
+        "resolve_url",
+    ],
     "muxi_isolation.migrate": [
         "EXPORT_FORMAT",
         "EXPORT_VERSION",

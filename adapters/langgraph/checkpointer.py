@@ -49,7 +49,6 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from muxi_isolation import policy
-from muxi_isolation._input import check_int
 from muxi_isolation.errors import InvalidInput
 from muxi_isolation.filters import Filter, parse_filter
 from muxi_isolation.scope import Scope
@@ -193,7 +192,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     ) -> tuple[CheckpointQuery, dict[str, Any]]:
         """The storage query, and the filter parts checked here (non-scalar values)."""
         if limit is not None:  # also when the limit is applied here, not by the storage
-            check_int(limit, "limit", minimum=0)
+            policy.check_int(limit, "limit", minimum=0)
         configurable = (config or {}).get("configurable") or {}
         thread = configurable.get("thread_id")
         ns = configurable.get("checkpoint_ns")

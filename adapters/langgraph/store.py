@@ -47,12 +47,10 @@ from langgraph.store.base import (
 )
 
 from muxi_isolation import policy
-from muxi_isolation._input import check_int
 from muxi_isolation.errors import InvalidInput
 from muxi_isolation.filters import parse_filter
 from muxi_isolation.scope import Scope
 from muxi_isolation.sessions import Clock, utc_now
-from muxi_isolation.stores._memory_graph import expiry
 from muxi_isolation.stores.base import Backend
 from muxi_isolation.stores.graph import (
     ItemQuery,
@@ -61,6 +59,7 @@ from muxi_isolation.stores.graph import (
     StoreItem,
     check_key,
     check_namespace,
+    expiry,
     rank_items,
 )
 
@@ -137,8 +136,8 @@ class MuxiStore(OwnsBackend, BaseStore):
             elif isinstance(op, SearchOp):
                 plan.searches.append((i, op))
             elif isinstance(op, ListNamespacesOp):
-                check_int(op.limit, "limit", minimum=0)  # paged here, not by the storage
-                check_int(op.offset, "offset", minimum=0)
+                policy.check_int(op.limit, "limit", minimum=0)  # paged here, not by the storage
+                policy.check_int(op.offset, "offset", minimum=0)
                 plan.lists.append((i, op))
             elif isinstance(op, PutOp):
                 ref = (check_namespace(op.namespace), check_key(op.key))

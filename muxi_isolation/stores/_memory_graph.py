@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ..filters import Filter, matches
@@ -21,19 +21,15 @@ from .graph import (
     Namespace,
     StoreItem,
     WriteRecord,
+    expiry,
     namespace_matches,
 )
 
-__all__ = ["MemoryGraph", "expiry"]
+__all__ = ["MemoryGraph"]
 
 UserKey = tuple[str, str]
 CheckpointKey = tuple[str, str, str]  # thread, namespace, checkpoint id
 WriteKey = tuple[str, str, str, str, int]  # ... task id, idx
-
-
-def expiry(now: datetime, ttl: float | None) -> datetime | None:
-    """When an item with ``ttl`` minutes lapses if touched at ``now``."""
-    return None if ttl is None else now + timedelta(minutes=ttl)
 
 
 def _live(item: StoreItem, now: datetime) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = [
     "check_namespace",
     "decode_namespace",
     "encode_namespace",
+    "expiry",
     "namespace_matches",
     "rank_items",
 ]
@@ -170,6 +171,11 @@ def _check_text(value: object, what: str, field: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: not text, no database stores them
         raise InvalidInput(f"a {what} must be valid Unicode", field=field) from None
+
+
+def expiry(now: datetime, ttl: float | None) -> datetime | None:
+    """When an item with ``ttl`` minutes lapses if touched at ``now``."""
+    return None if ttl is None else now + timedelta(minutes=ttl)
 
 
 def encode_namespace(namespace: Namespace) -> str:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from ...errors import AdapterUnavailable, ConfigError, UnreadableSource
-from ...stores.sql._urls import resolve_url
+from ...stores.sql import resolve_url
 
 __all__ = ["Database", "parse_vector", "vector_text"]
 
