@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from ...plans import Plan, Step, in_thread, step, twins
+from .._checks import add_counts
 from ..base import Counts
 from ..operations import Operation
 from ._ann_index import AnnIndexes
@@ -59,15 +60,10 @@ class AdminPath(Installing):
         while True:  # one short transaction per batch of sessions
             purge = self._ops.purge_expired
             counts, n = yield from self._as_admin(tenant_id, purge, tenant_id, before, PURGE_BATCH)
-            _add(total, counts)
+            add_counts(total, counts)
             if n < PURGE_BATCH:
                 yield from step(self._fold_log, in_thread(self._fold_log))
                 return total
 
     _forget_tenant, _aforget_tenant = twins(_forget_tenant_steps, "_forget_tenant")
     _purge_expired, _apurge_expired = twins(_purge_expired_steps, "_purge_expired")
-
-
-def _add(total: Counts, more: Counts) -> None:
-    for kind, n in more.items():
-        total[kind] = total.get(kind, 0) + n
