@@ -116,22 +116,14 @@ class MuxiChatMessageHistory(OwnsBackend, BaseChatMessageHistory):
 
 
 history_factory_config: list[ConfigurableFieldSpec] = [
+    # Both ids are strings the chain passes by name to the factory, shared by its steps.
     ConfigurableFieldSpec(
-        id="user_id",
-        annotation=str,
-        name="User ID",
-        description='The X-Muxi-User-Id value: "tenant_a:user_1", or "user_1".',
-        default=None,
-        is_shared=True,
-    ),
-    ConfigurableFieldSpec(
-        id="session_id",
-        annotation=str,
-        name="Session ID",
-        description="A session of that user (SessionManager.create).",
-        default=None,
-        is_shared=True,
-    ),
+        id=key, annotation=str, name=name, description=description, default=None, is_shared=True
+    )
+    for key, name, description in (
+        ("user_id", "User ID", 'The X-Muxi-User-Id value: "tenant_a:user_1", or "user_1".'),
+        ("session_id", "Session ID", "A session of that user (SessionManager.create)."),
+    )
 ]
 """The two ``ConfigurableFieldSpec``s ``MuxiHistoryFactory`` takes, for
 ``RunnableWithMessageHistory(history_factory_config=...)``."""

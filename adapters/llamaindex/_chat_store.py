@@ -149,7 +149,36 @@ def _seq(message: Message) -> int:
     return message.seq
 
 
-class MuxiChatStore(OwnsBackend, BaseChatStore):
+class _BoundStore(OwnsBackend):
+    """Both chat stores' constructor: one ``_Binding``, then the store's own fields.
+
+    Each pydantic subclass declares ``_binding`` and ``_owned`` as private attributes.
+    """
+
+    _binding: _Binding
+
+    def __init__(
+        self,
+        backend: Storage,
+        scope: Scope | None = None,
+        *,
+        sessions: SessionManager | None = None,
+        create_sessions: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        binding = _Binding(backend, scope, sessions, create_sessions)  # refused before init
+        super().__init__(**kwargs)
+        self._binding = binding
+        self._bound(binding)
+
+    def _bound(self, binding: _Binding) -> None:
+        """Record what a serializable store keeps of its binding (nothing by default)."""
+
+    def _storage_backend(self) -> Backend:
+        return self._binding.backend
+
+
+class MuxiChatStore(_BoundStore, BaseChatStore):
     """A ``BaseChatStore`` whose keys are one user's sessions.
 
     Use it as the store of ``ChatMemoryBuffer``::
@@ -167,28 +196,14 @@ class MuxiChatStore(OwnsBackend, BaseChatStore):
     _binding: _Binding = PrivateAttr()
     _owned: Backend | None = PrivateAttr(default=None)
 
-    def __init__(
-        self,
-        backend: Storage,
-        scope: Scope | None = None,
-        *,
-        sessions: SessionManager | None = None,
-        create_sessions: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        binding = _Binding(backend, scope, sessions, create_sessions)
-        super().__init__(**kwargs)
+    def _bound(self, binding: _Binding) -> None:
         self.user_id = None if binding.scope is None else binding.scope.header
         self.session_timeout = binding.sessions.timeout.total_seconds()
-        self.create_sessions = create_sessions
-        self._binding = binding
+        self.create_sessions = binding.create_sessions
 
     @classmethod
     def class_name(cls) -> str:
         return "MuxiChatStore"
-
-    def _storage_backend(self) -> Backend:
-        return self._binding.backend
 
     def _opened(self, url: str) -> None:
         self.url = url
@@ -265,7 +280,7 @@ class MuxiChatStore(OwnsBackend, BaseChatStore):
     get_keys, aget_keys = twins(_get_keys)
 
 
-class MuxiDBChatStore(OwnsBackend, AsyncDBChatStore):
+class MuxiDBChatStore(_BoundStore, AsyncDBChatStore):
     """An ``AsyncDBChatStore`` for ``llama_index.core.memory.Memory``, one user's sessions.
 
     ``Memory`` keeps its FIFO queue as ``active`` messages and archives the oldest ones when
@@ -278,24 +293,9 @@ class MuxiDBChatStore(OwnsBackend, AsyncDBChatStore):
     _binding: _Binding = PrivateAttr()
     _owned: Backend | None = PrivateAttr(default=None)
 
-    def __init__(
-        self,
-        backend: Storage,
-        scope: Scope | None = None,
-        *,
-        sessions: SessionManager | None = None,
-        create_sessions: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._binding = _Binding(backend, scope, sessions, create_sessions)
-
     @classmethod
     def class_name(cls) -> str:
         return "MuxiDBChatStore"
-
-    def _storage_backend(self) -> Backend:
-        return self._binding.backend
 
     async def get_messages(
         self,
