@@ -8,7 +8,8 @@
 ``AsyncFormation`` is the same with ``await``. Errors come back as the library's typed
 exceptions (``SessionNotFound``, ``Forbidden``, ...), rebuilt from the server's JSON
 ``error`` code, so code written against ``Isolation`` catches the same classes.
-Requests are built once in ``_FormationBase``; only sending is written twice.
+Every method is written once in ``_FormationBase``, as a plan; only the request itself
+(``_request`` / ``_arequest``) and the wait between retries differ.
 
 Retries: a 503 (the server's storage is out, or a request ran past its deadline) is retried
 ``retries`` times with exponential backoff (or the server's ``Retry-After``). Creating a
@@ -22,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, overload
 from urllib.parse import quote
 
+from ._closing import Closing
 from .errors import (
     AdapterUnavailable,
     DuplicateRequest,
@@ -42,6 +44,7 @@ from .errors import (
     SessionNotFound,
 )
 from .http import ERROR_STATUS
+from .plans import Plan, step, twins
 
 try:
     import httpx
@@ -59,6 +62,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+X = TypeVar("X", httpx.BaseTransport, httpx.AsyncBaseTransport)
 DEFAULT_URL = "http://localhost:8001"
 
 
@@ -216,13 +222,42 @@ def _json(response: httpx.Response) -> Any:
     return response.json()
 
 
-class _FormationBase:
+_asleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+class _Endpoint(Generic[P, T]):
+    """A public method written once, as a plan: ``Formation`` runs it, ``AsyncFormation``
+    awaits it (``plans.twins`` makes both halves; each class is given its own)."""
+
+    def __init__(self, plan: Callable[Concatenate[Any, P], Plan[T]]) -> None:
+        self.sync, self.async_ = twins(plan, plan.__name__, plan.__name__)
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> Callable[..., Any]: ...
+
+    @overload
+    def __get__(self, obj: AsyncFormation, owner: type[Any]) -> Callable[P, Awaitable[T]]: ...
+
+    @overload
+    def __get__(self, obj: Formation, owner: type[Any]) -> Callable[P, T]: ...
+
+    def __get__(self, obj: Any, owner: type[Any]) -> Any:
+        half = self.async_ if owner._awaits else self.sync
+        return half if obj is None else half.__get__(obj, owner)
+
+
+class _FormationBase(Generic[H, X]):
+    _awaits: ClassVar[bool]
+
     def __init__(
         self,
-        base_url: str,
-        client_key: str | None,
+        base_url: str = DEFAULT_URL,
+        client_key: str | None = None,
         *,
-        user_id: str | None,
+        user_id: str | None = None,
+        timeout: float = 30.0,
+        http: H | None = None,
+        transport: X | None = None,
         retries: int = 3,
         backoff: float = 0.2,
     ) -> None:
@@ -230,6 +265,17 @@ class _FormationBase:
         self.client_key = client_key
         self.user_id = user_id
         self.retries, self.backoff = retries, backoff
+        self._owns = http is None
+        self._http: H = http or self._open(timeout, transport)
+
+    def _open(self, timeout: float, transport: X | None) -> H:
+        raise NotImplementedError("_open")
+
+    def _request(self, call: _Call[Any]) -> httpx.Response:
+        raise NotImplementedError("_request")
+
+    async def _arequest(self, call: _Call[Any]) -> httpx.Response:
+        raise NotImplementedError("_arequest")
 
     def _retry_in(
         self, call: _Call[Any], attempt: int, response: httpx.Response | None
@@ -248,6 +294,22 @@ class _FormationBase:
             delay = max(delay, min(float(told), 30.0))
         return delay
 
+    def _send(self, call: _Call[T]) -> Plan[T]:
+        """Send ``call``, retrying as ``_retry_in`` says; the one place a request goes out."""
+        attempt = 0
+        while True:
+            try:
+                response = yield from step(self._request, self._arequest, call)
+            except httpx.TransportError:
+                if (delay := self._retry_in(call, attempt, None)) is None:
+                    raise
+            else:
+                if (delay := self._retry_in(call, attempt, response)) is None:
+                    raise_for_error(response)
+                    return call.parse(response)
+            yield from step(time.sleep, _asleep, delay)
+            attempt += 1
+
     def _call(
         self,
         method: str,
@@ -255,7 +317,8 @@ class _FormationBase:
         user_id: str | None,
         parse: Callable[[httpx.Response], T],
         json: Any = None,
-    ) -> _Call[T]:
+    ) -> Plan[T]:
+        """Build the request (its headers, its Idempotency-Key) and send it."""
         headers: list[tuple[bytes, bytes]] = []
         if self.client_key is not None:
             headers.append((b"X-Muxi-Client-Key", self.client_key.encode()))
@@ -266,18 +329,22 @@ class _FormationBase:
         if method == "POST":  # one key per call: its retries are one request to the server
             key = uuid.uuid4().hex
             headers.append((b"Idempotency-Key", key.encode()))
-        return _Call(method, self.base_url + path, headers, parse, json, key)
+        return self._send(_Call(method, self.base_url + path, headers, parse, json, key))
 
-    def _create_session(self, user_id: str | None) -> _Call[Session]:
+    @_Endpoint
+    def create_session(self, user_id: str | None = None) -> Plan[Session]:
         return self._call("POST", "/v1/sessions", user_id, lambda r: Session.from_json(r.json()))
 
-    def _chat(
+    @_Endpoint
+    def chat(
         self,
         message: str,
-        session_id: str | None,
-        user_id: str | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> _Call[ChatResponse]:
+        session_id: str | None = None,
+        user_id: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Plan[ChatResponse]:
+        """One chat turn; without ``session_id`` the server starts a new session."""
         body: dict[str, Any] = {"message": message}
         if session_id is not None:
             body["session_id"] = session_id
@@ -290,7 +357,8 @@ class _FormationBase:
 
         return self._call("POST", "/v1/chat", user_id, parse, body)
 
-    def _history(self, session_id: str, user_id: str | None) -> _Call[SessionHistory]:
+    @_Endpoint
+    def history(self, session_id: str, user_id: str | None = None) -> Plan[SessionHistory]:
         def parse(r: httpx.Response) -> SessionHistory:
             data = r.json()
             messages = [ChatMessage.from_json(m) for m in data["messages"]]
@@ -298,168 +366,61 @@ class _FormationBase:
 
         return self._call("GET", f"/v1/sessions/{quote(session_id, safe='')}", user_id, parse)
 
-    def _list_sessions(self, user_id: str | None) -> _Call[list[Session]]:
+    @_Endpoint
+    def list_sessions(self, user_id: str | None = None) -> Plan[list[Session]]:
         def parse(r: httpx.Response) -> list[Session]:
             return [Session.from_json(s) for s in r.json()["sessions"]]
 
         return self._call("GET", "/v1/sessions", user_id, parse)
 
-    def _delete_session(self, session_id: str, user_id: str | None) -> _Call[None]:
+    @_Endpoint
+    def delete_session(self, session_id: str, user_id: str | None = None) -> Plan[None]:
         path = f"/v1/sessions/{quote(session_id, safe='')}"
         return self._call("DELETE", path, user_id, lambda r: None)
 
-    def _export_user(self, user_id: str) -> _Call[dict[str, Any]]:
+    @_Endpoint
+    def export_user(self, user_id: str) -> Plan[dict[str, Any]]:
+        """Admin key: everything stored for ``user_id``."""
         return self._call("GET", f"/v1/admin/users/{quote(user_id, safe='')}/export", None, _json)
 
-    def _forget_user(self, user_id: str) -> _Call[dict[str, Any]]:
+    @_Endpoint
+    def forget_user(self, user_id: str) -> Plan[dict[str, Any]]:
+        """Admin key: delete every row of ``user_id``."""
         return self._call("DELETE", f"/v1/admin/users/{quote(user_id, safe='')}", None, _json)
 
 
-class Formation(_FormationBase):
+class Formation(_FormationBase[httpx.Client, httpx.BaseTransport], Closing):
     """A synchronous client for one server and one key.
 
     ``user_id`` on a call overrides the default given here; neither means user ``"0"``.
     Pass ``http`` to share a configured ``httpx.Client`` (it is then not closed here).
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        client_key: str | None = None,
-        *,
-        user_id: str | None = None,
-        timeout: float = 30.0,
-        http: httpx.Client | None = None,
-        transport: httpx.BaseTransport | None = None,
-        retries: int = 3,
-        backoff: float = 0.2,
-    ) -> None:
-        super().__init__(base_url, client_key, user_id=user_id, retries=retries, backoff=backoff)
-        self._owns = http is None
-        self._http = http or httpx.Client(timeout=timeout, transport=transport)
+    _awaits = False
 
-    def _send(self, call: _Call[T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                response = self._http.request(
-                    call.method, call.url, headers=call.headers, json=call.json
-                )
-            except httpx.TransportError:
-                if (delay := self._retry_in(call, attempt, None)) is None:
-                    raise
-            else:
-                if (delay := self._retry_in(call, attempt, response)) is None:
-                    raise_for_error(response)
-                    return call.parse(response)
-            time.sleep(delay)
-            attempt += 1
+    def _open(self, timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(timeout=timeout, transport=transport)
 
-    def create_session(self, user_id: str | None = None) -> Session:
-        return self._send(self._create_session(user_id))
-
-    def chat(
-        self,
-        message: str,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> ChatResponse:
-        """One chat turn; without ``session_id`` the server starts a new session."""
-        return self._send(self._chat(message, session_id, user_id, metadata))
-
-    def history(self, session_id: str, user_id: str | None = None) -> SessionHistory:
-        return self._send(self._history(session_id, user_id))
-
-    def list_sessions(self, user_id: str | None = None) -> list[Session]:
-        return self._send(self._list_sessions(user_id))
-
-    def delete_session(self, session_id: str, user_id: str | None = None) -> None:
-        self._send(self._delete_session(session_id, user_id))
-
-    def export_user(self, user_id: str) -> dict[str, Any]:
-        """Admin key: everything stored for ``user_id``."""
-        return self._send(self._export_user(user_id))
-
-    def forget_user(self, user_id: str) -> dict[str, Any]:
-        """Admin key: delete every row of ``user_id``."""
-        return self._send(self._forget_user(user_id))
+    def _request(self, call: _Call[Any]) -> httpx.Response:
+        return self._http.request(call.method, call.url, headers=call.headers, json=call.json)
 
     def close(self) -> None:
         if self._owns:
             self._http.close()
 
-    def __enter__(self) -> Formation:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncFormation(_FormationBase):
+class AsyncFormation(_FormationBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """``Formation`` with ``await``; ``transport=httpx.ASGITransport(app)`` calls an app."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        client_key: str | None = None,
-        *,
-        user_id: str | None = None,
-        timeout: float = 30.0,
-        http: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        retries: int = 3,
-        backoff: float = 0.2,
-    ) -> None:
-        super().__init__(base_url, client_key, user_id=user_id, retries=retries, backoff=backoff)
-        self._owns = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout, transport=transport)
+    _awaits = True
 
-    async def _send(self, call: _Call[T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(
-                    call.method, call.url, headers=call.headers, json=call.json
-                )
-            except httpx.TransportError:
-                if (delay := self._retry_in(call, attempt, None)) is None:
-                    raise
-            else:
-                if (delay := self._retry_in(call, attempt, response)) is None:
-                    raise_for_error(response)
-                    return call.parse(response)
-            await asyncio.sleep(delay)
-            attempt += 1
+    def _open(
+        self, timeout: float, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout, transport=transport)
 
-    async def create_session(self, user_id: str | None = None) -> Session:
-        return await self._send(self._create_session(user_id))
-
-    async def chat(
-        self,
-        message: str,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> ChatResponse:
-        return await self._send(self._chat(message, session_id, user_id, metadata))
-
-    async def history(self, session_id: str, user_id: str | None = None) -> SessionHistory:
-        return await self._send(self._history(session_id, user_id))
-
-    async def list_sessions(self, user_id: str | None = None) -> list[Session]:
-        return await self._send(self._list_sessions(user_id))
-
-    async def delete_session(self, session_id: str, user_id: str | None = None) -> None:
-        await self._send(self._delete_session(session_id, user_id))
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        return await self._send(self._export_user(user_id))
-
-    async def forget_user(self, user_id: str) -> dict[str, Any]:
-        return await self._send(self._forget_user(user_id))
+    async def _arequest(self, call: _Call[Any]) -> httpx.Response:
+        return await self._http.request(call.method, call.url, headers=call.headers, json=call.json)
 
     async def aclose(self) -> None:
         if self._owns:
