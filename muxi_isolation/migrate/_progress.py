@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sys
 import time
-from types import TracebackType
 from typing import Any, TextIO
+
+from .._closing import Closing
 
 __all__ = ["Progress"]
 
 
-class Progress:
+class Progress(Closing):
     """Counts work done; shows it on ``stream`` at most every ``interval`` seconds."""
 
     def __init__(
@@ -63,14 +64,3 @@ class Progress:
             self._bar.close()
         else:
             self._show("\n")
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import InvalidInput
+from ..plans import Plan, step, twins
 from ..sessions import Clock, utc_now
 from ..stores.base import Backend
 from ._codec import iso
@@ -55,29 +56,21 @@ def retention_cutoff(retention: float | Config | None, now: datetime) -> datetim
         raise InvalidInput("the retention reaches before year 1", field="retention") from None
 
 
-def purge_expired(
+def _purge_expired(
     backend: Backend,
     retention: float | Config | None,
     *,
     tenant_id: str | None = None,
     clock: Clock = utc_now,
-) -> PurgeReport:
+) -> Plan[PurgeReport]:
     """Delete the sessions whose retention has passed (every tenant, or one)."""
     before = retention_cutoff(retention, clock())
     if before is None:
         return PurgeReport(None, tenant_id, {})
-    return PurgeReport(before, tenant_id, backend.purge_expired(before, tenant_id=tenant_id))
-
-
-async def apurge_expired(
-    backend: Backend,
-    retention: float | Config | None,
-    *,
-    tenant_id: str | None = None,
-    clock: Clock = utc_now,
-) -> PurgeReport:
-    before = retention_cutoff(retention, clock())
-    if before is None:
-        return PurgeReport(None, tenant_id, {})
-    deleted = await backend.apurge_expired(before, tenant_id=tenant_id)
+    deleted = yield from step(
+        backend.purge_expired, backend.apurge_expired, before, tenant_id=tenant_id
+    )
     return PurgeReport(before, tenant_id, deleted)
+
+
+purge_expired, apurge_expired = twins(_purge_expired)

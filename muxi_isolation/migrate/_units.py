@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, TypeAlias
 
+from .._closing import Closing
 from ..records import Memory, Message, SessionRecord
 
 __all__ = ["Broken", "Conversation", "Extra", "MemoryItem", "Source", "Unit"]
@@ -79,7 +79,7 @@ class Broken:
 Unit: TypeAlias = "Conversation | MemoryItem | Extra | Broken"
 
 
-class Source:
+class Source(Closing):
     """A place to import from. ``check`` reads enough to know the whole source is usable
     (raising ``UnreadableSource`` otherwise) before ``units`` yields anything to write."""
 
@@ -95,14 +95,3 @@ class Source:
 
     def close(self) -> None:
         """Release connections or files. Safe to call twice."""
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
