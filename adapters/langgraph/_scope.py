@@ -19,8 +19,10 @@ Sources, all of which must agree on one (tenant, user) when several are present:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from copy import copy
+from typing import Any, TypeVar
 
+from muxi_isolation import policy
 from muxi_isolation.context import resolve
 from muxi_isolation.scope import Scope
 
@@ -29,12 +31,36 @@ try:  # LangGraph's own key for the runtime inside a config (what get_runtime() 
 except ImportError:  # pragma: no cover - the key has had this value since langgraph 0.6
     CONFIG_KEY_RUNTIME = "__pregel_runtime"
 
-__all__ = ["HINT", "config_scopes", "context_scope", "graph_config", "header_scope", "resolve"]
+__all__ = [
+    "HINT",
+    "bound_copy",
+    "config_scopes",
+    "context_scope",
+    "graph_config",
+    "header_scope",
+    "resolve",
+    "user_scope",
+]
+
+T = TypeVar("T")
 
 HINT = (
     "no user for this call: pass configurable user_id, a runtime context with user_id, "
     "bind one with for_user(), or set one with use_scope()"
 )
+
+
+def user_scope(scope: Scope | None) -> Scope | None:
+    """The (tenant, user) a saver or store is bound to, if any (its session is not kept)."""
+    return None if scope is None else policy.require_scope(scope).user()
+
+
+def bound_copy(owner: T, scope: Scope) -> T:
+    """``for_user`` of a saver or store: a copy acting for ``scope``'s user alone."""
+    bound: Any = copy(owner)
+    bound.scope = policy.require_scope(scope).user()
+    bound._owned = None  # the original closes the backend it opened
+    return bound  # type: ignore[no-any-return]
 
 
 def _field(source: object, name: str) -> Any:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
-from copy import copy
 from dataclasses import replace
 from typing import Any
 
@@ -58,7 +57,7 @@ from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord, Write
 
 from .._owned import OwnsBackend, Storage, unpack
 from .._plans import Plan, arun, run, step, twins
-from ._scope import HINT, config_scopes, resolve
+from ._scope import HINT, bound_copy, config_scopes, resolve, user_scope
 
 __all__ = ["MuxiCheckpointer"]
 
@@ -91,15 +90,12 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     ) -> None:
         super().__init__(serde=serde)
         self.backend, self.sessions = unpack(backend, sessions)
-        self.scope = None if scope is None else policy.require_scope(scope).user()
+        self.scope = user_scope(scope)
         self.create_sessions = create_sessions  # False: a thread must be an existing session
 
     def for_user(self, scope: Scope) -> MuxiCheckpointer:
         """The same saver bound to one user: every call acts for it alone."""
-        bound = copy(self)
-        bound.scope = policy.require_scope(scope).user()
-        bound._owned = None  # the original closes the backend it opened
-        return bound
+        return bound_copy(self, scope)
 
     def _storage_backend(self) -> Backend:
         return self.backend

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,9 +63,12 @@ from muxi_isolation.stores.graph import (
 )
 
 from .._owned import OwnsBackend, Storage, unpack
-from ._scope import HINT, config_scopes, graph_config, resolve
+from .._plans import Plan, step, twins
+from ._scope import HINT, bound_copy, config_scopes, graph_config, resolve, user_scope
 
 __all__ = ["MuxiStore"]
+
+_Ranked = list[tuple[StoreItem, float | None]]
 
 
 @dataclass
@@ -108,15 +110,12 @@ class MuxiStore(OwnsBackend, BaseStore):
         paths = (index or {}).get("fields") or ["$"]
         self._fields = [(p, p if p == "$" else tokenize_path(p)) for p in paths]
         self.ttl_config = ttl
-        self.scope = None if scope is None else policy.require_scope(scope).user()
+        self.scope = user_scope(scope)
         self.clock = clock
 
     def for_user(self, scope: Scope) -> MuxiStore:
         """The same store bound to one user: every call acts for it alone."""
-        bound = copy(self)
-        bound.scope = policy.require_scope(scope).user()
-        bound._owned = None  # the original closes the backend it opened
-        return bound
+        return bound_copy(self, scope)
 
     def _storage_backend(self) -> Backend:
         return self.backend
@@ -238,93 +237,67 @@ class MuxiStore(OwnsBackend, BaseStore):
             namespaces = sorted({ns[: op.max_depth] for ns in namespaces})
         return namespaces[op.offset : op.offset + op.limit]
 
-    # -- sync ------------------------------------------------------------------------------
+    # -- one plan for both halves (see .._plans)
 
-    def batch(self, ops: Iterable[Op]) -> list[Result]:
+    def _batch(self, ops: Iterable[Op]) -> Plan[list[Result]]:
         user, now = self._user(), self.clock()
         results, plan = self._plan(ops)
+        b = self.backend
         touched: list[StoreItem] = []
         if plan.gets:
-            found = self.backend.get_items(
-                user, [(op.namespace, op.key) for _, op in plan.gets], now=now
-            )
+            refs = [(op.namespace, op.key) for _, op in plan.gets]
+            found = yield from step(b.get_items, b.aget_items, user, refs, now=now)
             by_ref = {(f.namespace, f.key): f for f in found}
             for i, op in plan.gets:
                 hit = by_ref.get((tuple(op.namespace), op.key))
                 results[i] = None if hit is None else self._item(hit)
                 if hit is not None and self._refresh(op.refresh_ttl):
                     touched.append(hit)
-        for i, sop in plan.searches:
-            ranked = self._search(user, sop, now)
-            results[i] = [self._hit(item, score) for item, score in ranked]
-            if self._refresh(sop.refresh_ttl):
-                touched += [item for item, _ in ranked]
-        for i, lop in plan.lists:
-            results[i] = self._page(
-                self.backend.list_namespaces(user, self._rules(lop), now=now), lop
-            )
-        if touched:
-            self.backend.refresh_items(user, touched, now=now)
-        if plan.puts:
-            texts = self._to_embed(plan)
-            vectors: list[list[float]] = []
-            if texts and self.embeddings is not None:
-                vectors = self._check_dims(self.embeddings.embed_documents(texts))
-            self.backend.put_items(user, *self._items(plan, vectors, now))
-        return results
-
-    def _search(
-        self, user: Scope, op: SearchOp, now: datetime
-    ) -> list[tuple[StoreItem, float | None]]:
-        if op.query and self.embeddings is not None:
-            query = self._check_dims([self.embeddings.embed_query(op.query)])[0]
-            found = self.backend.search_items(user, self._query(op, True), now=now)
-            return rank_items(found, query, op.limit, op.offset)
-        return [
-            (item, None)
-            for item in self.backend.search_items(user, self._query(op, False), now=now)
-        ]
-
-    # -- async -----------------------------------------------------------------------------
-
-    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        user, now = self._user(), self.clock()
-        results, plan = self._plan(ops)
-        touched: list[StoreItem] = []
-        if plan.gets:
-            found = await self.backend.aget_items(
-                user, [(op.namespace, op.key) for _, op in plan.gets], now=now
-            )
-            by_ref = {(f.namespace, f.key): f for f in found}
-            for i, op in plan.gets:
-                hit = by_ref.get((tuple(op.namespace), op.key))
-                results[i] = None if hit is None else self._item(hit)
-                if hit is not None and self._refresh(op.refresh_ttl):
-                    touched.append(hit)
-        searched = await asyncio.gather(*(self._asearch(user, op, now) for _, op in plan.searches))
+        searched = yield from step(self._searches, self._asearches, user, plan.searches, now)
         for (i, sop), ranked in zip(plan.searches, searched, strict=True):
             results[i] = [self._hit(item, score) for item, score in ranked]
             if self._refresh(sop.refresh_ttl):
                 touched += [item for item, _ in ranked]
         for i, lop in plan.lists:
-            found_ns = await self.backend.alist_namespaces(user, self._rules(lop), now=now)
+            rules = self._rules(lop)
+            found_ns = yield from step(b.list_namespaces, b.alist_namespaces, user, rules, now=now)
             results[i] = self._page(found_ns, lop)
         if touched:
-            await self.backend.arefresh_items(user, touched, now=now)
+            yield from step(b.refresh_items, b.arefresh_items, user, touched, now=now)
         if plan.puts:
-            texts = self._to_embed(plan)
+            texts, e = self._to_embed(plan), self.embeddings
             vectors: list[list[float]] = []
-            if texts and self.embeddings is not None:
-                vectors = self._check_dims(await self.embeddings.aembed_documents(texts))
-            await self.backend.aput_items(user, *self._items(plan, vectors, now))
+            if texts and e is not None:
+                embedded = yield from step(e.embed_documents, e.aembed_documents, texts)
+                vectors = self._check_dims(embedded)
+            items, deletes = self._items(plan, vectors, now)
+            yield from step(b.put_items, b.aput_items, user, items, deletes)
         return results
 
-    async def _asearch(
-        self, user: Scope, op: SearchOp, now: datetime
-    ) -> list[tuple[StoreItem, float | None]]:
-        if op.query and self.embeddings is not None:
-            query = self._check_dims([await self.embeddings.aembed_query(op.query)])[0]
-            found = await self.backend.asearch_items(user, self._query(op, True), now=now)
-            return rank_items(found, query, op.limit, op.offset)
-        found = await self.backend.asearch_items(user, self._query(op, False), now=now)
-        return [(item, None) for item in found]
+    batch, abatch = twins(_batch)
+
+    def _search(self, user: Scope, op: SearchOp, now: datetime) -> Plan[_Ranked]:
+        b, e = self.backend, self.embeddings
+        query = None
+        if op.query and e is not None:
+            vector = yield from step(e.embed_query, e.aembed_query, op.query)
+            query = self._check_dims([vector])[0]
+        item_query = self._query(op, query is not None)
+        found = yield from step(b.search_items, b.asearch_items, user, item_query, now=now)
+        if query is None:
+            return [(item, None) for item in found]
+        return rank_items(found, query, op.limit, op.offset)
+
+    _ranked, _aranked = twins(_search, "_ranked", "_aranked")
+
+    # The one place the halves differ: the async one runs a batch's searches concurrently.
+
+    def _searches(
+        self, user: Scope, ops: list[tuple[int, SearchOp]], now: datetime
+    ) -> list[_Ranked]:
+        return [self._ranked(user, op, now) for _, op in ops]
+
+    async def _asearches(
+        self, user: Scope, ops: list[tuple[int, SearchOp]], now: datetime
+    ) -> list[_Ranked]:
+        return list(await asyncio.gather(*(self._aranked(user, op, now) for _, op in ops)))
