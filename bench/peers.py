@@ -96,6 +96,7 @@ from muxi_isolation import Memory, Scope
 from muxi_isolation.stores import open_backend
 from muxi_isolation.stores.sql import SQLBackend, create_app_role
 from muxi_isolation.stores.sql._schema import HNSW_EF_CONSTRUCTION, HNSW_M
+from muxi_isolation.stores.sql._vectors import Search
 
 K = 10
 TENANT = "bench"
@@ -299,7 +300,8 @@ class Ours:
         scope = Scope(TENANT, uid(user))
         if setting.forced == "exact":
             b = self.backend
-            return [m.id for m, _ in b._run(scope, b.vectors._exact, scope, query, K, [])]
+            exact = Search(scope, query, K, [])
+            return [m.id for m, _ in b._run(scope, b.vectors._exact, exact)]
         return [m.id for m, _ in self.backend.search_memories(scope, query, K)]
 
     def close(self) -> None:

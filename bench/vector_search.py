@@ -63,6 +63,7 @@ from sqlalchemy.engine import make_url
 
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SQLBackend, create_app_role
+from muxi_isolation.stores.sql._vectors import Search
 
 K = 10
 TENANT = "bench"
@@ -134,7 +135,7 @@ def store(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
 def forced(backend: SQLBackend, scope: Scope, query: list[float], path: str) -> list[str]:
     """One of the store's two paths, whatever the plan would be, in the store's transaction."""
     run = backend.vectors._ann if path == "hnsw" else backend.vectors._exact
-    return [m.id for m, _ in backend._run(scope, run, scope, query, K, [])]
+    return [m.id for m, _ in backend._run(scope, run, Search(scope, query, K, []))]
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from . import _bulk
 from ._dimension import mismatch
 from ._ops_base import OpsBase, utc_now
 from ._text import TextSearcher
-from ._vectors import Scored, row_to_memory
+from ._vectors import Scored, Search, row_to_memory
 
 __all__ = ["MemoryOps"]
 
@@ -144,10 +144,11 @@ class MemoryOps(OpsBase):
         dimension = self.t.dimension
         if dimension is not None and len(vector) != dimension:
             raise mismatch(dimension, len(vector), "query")
-        return self.vectors.search(conn, user, vector, k, self._filter(node))
+        return self.vectors.search(conn, Search(user, vector, k, self._filter(node)))
 
     def search_text(
         self, conn: Connection, user: Scope, query: str, k: int, node: Filter | None
     ) -> list[Scored]:
         """The user's ``k`` memories best matching ``query``'s words (``_text``)."""
-        return TextSearcher(self.t, self.dialect).search(conn, user, query, k, self._filter(node))
+        search = Search(user, query, k, self._filter(node))
+        return TextSearcher(self.t, self.dialect).search(conn, search)

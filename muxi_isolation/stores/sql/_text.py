@@ -16,7 +16,6 @@ database. Users who never search by text pay nothing per search; writes keep the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +30,9 @@ from sqlalchemy import (
     text,
 )
 
-from ...scope import Scope
 from ..keywords import words
 from ._schema import Tables
-from ._vectors import Scored, row_to_memory
+from ._vectors import Scored, Search, row_to_memory
 
 __all__ = ["TextSearcher", "scrub", "text_index_statements"]
 
@@ -96,53 +94,32 @@ class TextSearcher:
     tables: Tables
     dialect: str
 
-    def search(
-        self,
-        conn: Connection,
-        user: Scope,
-        query: str,
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
-        terms = words(query)
-        if k == 0 or not terms:
+    def search(self, conn: Connection, s: Search[str]) -> list[Scored]:
+        terms = words(s.query)
+        if s.k == 0 or not terms:
             return []
         if self.dialect == "postgresql":
-            return self._postgres(conn, user, terms, k, where)
-        return self._sqlite(conn, user, terms, k, where)
+            return self._postgres(conn, s, terms)
+        return self._sqlite(conn, s, terms)
 
-    def _postgres(
-        self,
-        conn: Connection,
-        user: Scope,
-        terms: list[str],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
+    def _postgres(self, conn: Connection, s: Search[str], terms: list[str]) -> list[Scored]:
         t = self.tables.memories
         config: ColumnElement[Any] = literal_column(f"'{self.tables.text_config}'::regconfig")
         vector = func.to_tsvector(config, t.c.content)
         query = func.to_tsquery(config, bindparam("muxi_text"))
         rank = func.ts_rank_cd(vector, query, type_=Float).label("rank")
-        mine = [t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id]
+        mine = [t.c.tenant_id == s.user.tenant_id, t.c.user_id == s.user.user_id]
         stmt = (
             select(t, rank)
-            .where(*mine, vector.op("@@")(query), *where)
+            .where(*mine, vector.op("@@")(query), *s.where)
             .order_by(rank.desc(), t.c.id)
-            .limit(k)
+            .limit(s.k)
         )
         # Words are letters and digits only: quoted lexemes ORed, never tsquery syntax.
         params = {"muxi_text": " | ".join(f"'{w}'" for w in terms)}
         return [(row_to_memory(row), float(row.rank)) for row in conn.execute(stmt, params)]
 
-    def _sqlite(
-        self,
-        conn: Connection,
-        user: Scope,
-        terms: list[str],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
+    def _sqlite(self, conn: Connection, s: Search[str], terms: list[str]) -> list[Scored]:
         t = self.tables.memories
         fts, fts_name = _fts(conn, self.tables)
         match = " OR ".join(f'"{w}"' for w in terms)
@@ -158,9 +135,9 @@ class TextSearcher:
             select(t, found.c.fts_rank)
             .select_from(t)
             .join(found, rowid == found.c.fts_rowid)
-            .where(t.c.tenant_id == user.tenant_id, t.c.user_id == user.user_id, *where)
+            .where(t.c.tenant_id == s.user.tenant_id, t.c.user_id == s.user.user_id, *s.where)
             .order_by(found.c.fts_rank, t.c.id)
-            .limit(k)
+            .limit(s.k)
         )
         rows: Any = conn.execute(stmt, {"muxi_text": match})
         return [(row_to_memory(row), -float(row.fts_rank)) for row in rows]

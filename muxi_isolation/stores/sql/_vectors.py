@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from sqlalchemy import (
@@ -62,6 +62,7 @@ __all__ = [
     "DEFAULT_ANN_THRESHOLD",
     "DEFAULT_EF_SEARCH",
     "DEFAULT_MAX_SCAN_TUPLES",
+    "Search",
     "VectorPlanner",
     "row_to_memory",
 ]
@@ -72,6 +73,19 @@ DEFAULT_EF_SEARCH = 400
 DEFAULT_MAX_SCAN_TUPLES = 50_000
 
 Scored = tuple[Memory, float]
+Q = TypeVar("Q")
+
+
+@dataclass(frozen=True, slots=True)
+class Search(Generic[Q]):
+    """One search of a user's memories (``VectorPlanner``, ``TextSearcher``): whose, for
+    what (a vector, or words), how many, and the caller's filter. Each path of a search
+    takes it whole, so the plan's steps cannot be handed mismatched parts."""
+
+    user: Scope
+    query: Q
+    k: int
+    where: Sequence[ColumnElement[bool]]
 
 
 def row_to_memory(row: Row[Any]) -> Memory:
@@ -99,30 +113,23 @@ class VectorPlanner:
     own_index: Callable[[Connection, Scope], bool] | None = None  # ``AnnIndexes.ready``
     cache: VectorCache = field(default_factory=VectorCache)
 
-    def search(
-        self,
-        conn: Connection,
-        user: Scope,
-        vector: list[float],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
-        if k == 0:
+    def search(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
+        if s.k == 0:
             return []
         if self.dialect == "sqlite":
-            return self._exact_local(conn, user, vector, k, where)
+            return self._exact_local(conn, s)
         if not self.tables.hnsw:
-            return self._exact(conn, user, vector, k, where)
+            return self._exact(conn, s)
         # One statement for a small user (the common case): the user's rows are counted
         # inside the exact search, which scans nothing once the count passes the threshold.
-        rows, hits = self._gated(conn, user, vector, k, where)
+        rows, hits = self._gated(conn, s)
         if rows <= self.ann_threshold:
             return hits
-        if self._ann_ready(conn, user):
-            hits = self._ann(conn, user, vector, k, where)
-            if len(hits) >= k:
+        if self._ann_ready(conn, s.user):
+            hits = self._ann(conn, s)
+            if len(hits) >= s.k:
                 return hits
-        return self._exact(conn, user, vector, k, where)
+        return self._exact(conn, s)
 
     def plan(self, conn: Connection, user: Scope) -> str:
         """Which path a search for this user takes: "exact" or "hnsw"."""
@@ -195,31 +202,17 @@ class VectorPlanner:
         query = bindparam("query_vector", vector, type_=column.type)
         return column.op("<=>", return_type=Float)(query)
 
-    def _exact(
-        self,
-        conn: Connection,
-        user: Scope,
-        vector: list[float],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
-        params = self._params(user, query_vector=vector, muxi_k=k)
-        stmt = self._exact_stmt if not where else self._exact_select(where)
+    def _exact(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
+        params = self._params(s.user, query_vector=s.query, muxi_k=s.k)
+        stmt = self._exact_stmt if not s.where else self._exact_select(s.where)
         return [_scored(row) for row in conn.execute(stmt, params)]
 
-    def _gated(
-        self,
-        conn: Connection,
-        user: Scope,
-        vector: list[float],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> tuple[int, list[Scored]]:
+    def _gated(self, conn: Connection, s: Search[list[float]]) -> tuple[int, list[Scored]]:
         """The user's embedded rows (counted up to the threshold + 1) and, when they are
         within the threshold, the exact search's hits, from one statement."""
         cap = self.ann_threshold + 1
-        params = self._params(user, query_vector=vector, muxi_k=k, muxi_cap=cap)
-        stmt = self._gated_stmt if not where else self._gated_select(where)
+        params = self._params(s.user, query_vector=s.query, muxi_k=s.k, muxi_cap=cap)
+        stmt = self._gated_stmt if not s.where else self._gated_select(s.where)
         rows = conn.execute(stmt, params).all()
         count = int(rows[0]._mapping["muxi_rows"]) if rows else 0
         return count, [_scored(row) for row in rows if row._mapping["id"] is not None]
@@ -263,23 +256,16 @@ class VectorPlanner:
             .order_by(top.c.distance, top.c.id)
         )
 
-    def _ann(
-        self,
-        conn: Connection,
-        user: Scope,
-        vector: list[float],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
+    def _ann(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
         settings = {
             "enable_sort": "off",
             "hnsw.iterative_scan": "relaxed_order",
-            "hnsw.ef_search": str(max(self.ef_search, k)),
+            "hnsw.ef_search": str(max(self.ef_search, s.k)),
             "hnsw.max_scan_tuples": str(self.max_scan_tuples),
         }
         _rls.apply_settings(conn, settings, set_local=self.set_local)
-        params = self._params(user, query_vector=vector, muxi_k=k)
-        stmt = self._ann_stmt if not where else self._ann_select(where)
+        params = self._params(s.user, query_vector=s.query, muxi_k=s.k)
+        stmt = self._ann_stmt if not s.where else self._ann_select(s.where)
         return [_scored(row) for row in conn.execute(stmt, params)]
 
     def _ann_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
@@ -317,30 +303,24 @@ class VectorPlanner:
         mine = [v.c.tenant_id == bindparam("muxi_tenant"), v.c.user_id == bindparam("muxi_user")]
         return select(v.c.version).where(*mine)
 
-    def _exact_local(
-        self,
-        conn: Connection,
-        user: Scope,
-        vector: list[float],
-        k: int,
-        where: Sequence[ColumnElement[bool]],
-    ) -> list[Scored]:
+    def _exact_local(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
+        user, where = s.user, s.where
         key = (user.tenant_id, user.user_id)
         version = None if where else conn.scalar(self._version_stmt, self._params(user))
         if version is None and not where:  # no memories, or forgotten (maybe elsewhere)
             self.cache.drop(*key)
         kept = None if version is None else self.cache.get(key, version)
         if kept is None:
-            ids, matrix = self._read_vectors(conn, user, len(vector), where)
+            ids, matrix = self._read_vectors(conn, s)
             if version is not None:
                 kept = Kept(version, ids, matrix, row_norms(matrix))
                 self.cache.put(key, kept)
         if kept is not None:
             ids = kept.ids
-            best = top_float32(vector, kept.matrix, kept.norms, k, ids.__getitem__)
+            best = top_float32(s.query, kept.matrix, kept.norms, s.k, ids.__getitem__)
         else:
-            scores = cosines(vector, matrix)
-            best = [(i, float(scores[i])) for i in best_first(scores, k, ids.__getitem__)]
+            scores = cosines(s.query, matrix)
+            best = [(i, float(scores[i])) for i in best_first(scores, s.k, ids.__getitem__)]
         if not best:
             return []
         wanted = [ids[i] for i, _ in best]
@@ -348,12 +328,11 @@ class VectorPlanner:
         by_id = {row.id: row_to_memory(row) for row in full}
         return [(by_id[ids[i]], score) for i, score in best if ids[i] in by_id]
 
-    def _read_vectors(
-        self, conn: Connection, user: Scope, dimension: int, where: Sequence[ColumnElement[bool]]
-    ) -> tuple[list[str], Any]:
+    def _read_vectors(self, conn: Connection, s: Search[list[float]]) -> tuple[list[str], Any]:
         """The user's ids and their vectors as one float32 matrix, in one query."""
-        stmt = self._vectors_stmt if not where else self._vectors_select(where)
-        rows = conn.execute(stmt, self._params(user)).all()
+        dimension = len(s.query)
+        stmt = self._vectors_stmt if not s.where else self._vectors_select(s.where)
+        rows = conn.execute(stmt, self._params(s.user)).all()
         ids: list[str] = [row[0] for row in rows]
         blobs: list[bytes] = [row[1] for row in rows]
         for blob in blobs:
