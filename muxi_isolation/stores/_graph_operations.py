@@ -28,7 +28,7 @@ from .graph import (
     check_key,
     check_namespace,
 )
-from .operations import Context, Operation, Plan, R, Verified, methods, perform
+from .operations import Context, Plan, R, UserOperation, Verified, methods, perform
 
 __all__ = ["GraphMethods", "GraphOperation"]
 
@@ -130,16 +130,9 @@ def _check_rules(rules: Sequence[MatchRule]) -> list[MatchRule]:
     return out
 
 
-def _user(scope: Scope) -> Scope:
-    return policy.require_scope(scope).user()
-
-
 @dataclass(frozen=True)
-class GraphOperation(Operation[R]):
+class GraphOperation(UserOperation[R]):
     """An operation on one user's checkpoints or store items."""
-
-    level = "user"
-    scope: Scope
 
 
 @dataclass(frozen=True)
@@ -152,7 +145,7 @@ class PutCheckpoint(GraphOperation[None]):
 
     @classmethod
     def prepare(cls, scope: Scope, record: CheckpointRecord) -> PutCheckpoint:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, _stamp_checkpoint(user, record))
 
 
@@ -165,7 +158,7 @@ class GetCheckpoints(GraphOperation[list[CheckpointRecord]]):
 
     @classmethod
     def prepare(cls, scope: Scope, query: CheckpointQuery) -> GetCheckpoints:
-        user = _user(scope)
+        user = cls.owner(scope)
         _check_limit(query.limit)
         return cls(user, _check_query(query))
 
@@ -186,7 +179,7 @@ class PutCheckpointWrites(GraphOperation[None]):
     def prepare(
         cls, scope: Scope, writes: Sequence[WriteRecord], *, replace: bool
     ) -> PutCheckpointWrites:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, [_stamp_write(user, w) for w in writes], replace)
 
     def plan(self, backend: Context) -> Plan[None]:
@@ -204,7 +197,7 @@ class DeleteThread(GraphOperation[int]):
 
     @classmethod
     def prepare(cls, scope: Scope, thread_id: str) -> DeleteThread:
-        return cls(_user(scope), _thread(thread_id))
+        return cls(cls.owner(scope), _thread(thread_id))
 
 
 @dataclass(frozen=True)
@@ -220,7 +213,7 @@ class CopyThread(GraphOperation[int]):
 
     @classmethod
     def prepare(cls, scope: Scope, source_thread_id: str, target_thread_id: str) -> CopyThread:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, _thread(source_thread_id), _thread(target_thread_id))
 
     def plan(self, backend: Context) -> Plan[int]:
@@ -251,7 +244,7 @@ class PruneThreads(GraphOperation[int]):
         keep_latest: bool,
         whole_if: Filter | None = None,
     ) -> PruneThreads:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, _threads(thread_ids), keep_latest, check_filter(whole_if))
 
     def plan(self, backend: Context) -> Plan[int]:
@@ -272,7 +265,7 @@ class DeleteCheckpoints(GraphOperation[int]):
 
     @classmethod
     def prepare(cls, scope: Scope, query: CheckpointQuery) -> DeleteCheckpoints:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, _check_delete(query))
 
 
@@ -286,7 +279,7 @@ class GetItems(GraphOperation[list[StoreItem]], Verified[StoreItem]):
 
     @classmethod
     def prepare(cls, scope: Scope, refs: Sequence[ItemRef], *, now: datetime) -> GetItems:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, [(check_namespace(ns), check_key(k)) for ns, k in refs], now)
 
     def plan(self, backend: Context) -> Plan[list[StoreItem]]:
@@ -308,7 +301,7 @@ class PutItems(GraphOperation[None]):
     def prepare(
         cls, scope: Scope, items: Sequence[StoreItem], deletes: Sequence[ItemRef]
     ) -> PutItems:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, *_stamp_items(user, items, deletes))
 
     def plan(self, backend: Context) -> Plan[None]:
@@ -327,7 +320,7 @@ class SearchItems(GraphOperation[list[StoreItem]], Verified[StoreItem]):
 
     @classmethod
     def prepare(cls, scope: Scope, query: ItemQuery, *, now: datetime) -> SearchItems:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, _check_items(query), now)
 
 
@@ -342,7 +335,7 @@ class RefreshItems(GraphOperation[None]):
 
     @classmethod
     def prepare(cls, scope: Scope, items: Sequence[StoreItem], *, now: datetime) -> RefreshItems:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, [i for i in items if i.ttl is not None], now)
 
     def plan(self, backend: Context) -> Plan[None]:
@@ -360,7 +353,7 @@ class ListNamespaces(GraphOperation[list[Namespace]]):
 
     @classmethod
     def prepare(cls, scope: Scope, rules: Sequence[MatchRule], *, now: datetime) -> ListNamespaces:
-        user = _user(scope)
+        user = cls.owner(scope)
         return cls(user, _check_rules(rules), now)
 
     def plan(self, backend: Context) -> Plan[list[Namespace]]:

@@ -20,11 +20,7 @@ from ._checks import (
     ranked,
     search_plan,
 )
-from .operations import Context, Operation, Plan, Verified, perform
-
-
-def _user(scope: Scope) -> Scope:
-    return policy.require_scope(scope).user()
+from .operations import Context, Operation, Plan, UserOperation, Verified, perform
 
 
 @dataclass(frozen=True)
@@ -53,18 +49,15 @@ class UpsertMemories(Operation[list[str]]):
 
 
 @dataclass(frozen=True)
-class GetMemories(Verified[Memory]):
+class GetMemories(UserOperation[list[Memory]], Verified[Memory]):
     """This user's memories among ``ids``; another user's id is simply missing."""
 
     name = "get_memories"
-    level = "user"
-    scope: Scope
     ids: list[str]
 
     @classmethod
     def prepare(cls, scope: Scope, ids: Sequence[str]) -> GetMemories:
-        user = _user(scope)
-        return cls(user, check_ids(ids) if ids else [])
+        return cls(cls.owner(scope), check_ids(ids) if ids else [])
 
     def plan(self, backend: Context) -> Plan[list[Memory]]:
         if not self.ids:
@@ -73,12 +66,10 @@ class GetMemories(Verified[Memory]):
 
 
 @dataclass(frozen=True)
-class ListMemories(Verified[Memory]):
+class ListMemories(UserOperation[list[Memory]], Verified[Memory]):
     """This user's memories, oldest first (then by id)."""
 
     name = "list_memories"
-    level = "user"
-    scope: Scope
     node: Filter | None
     limit: int | None
     offset: int | None
@@ -92,35 +83,30 @@ class ListMemories(Verified[Memory]):
         limit: int | None = None,
         offset: int | None = None,
     ) -> ListMemories:
-        user = _user(scope)
+        user = cls.owner(scope)
         check_window(limit, offset, None)
         return cls(user, caller_filter(filter), limit, offset)
 
 
 @dataclass(frozen=True)
-class CountMemories(Operation[int]):
+class CountMemories(UserOperation[int]):
     """How many memories this user holds (matching ``filter``)."""
 
     name = "count_memories"
-    level = "user"
-    scope: Scope
     node: Filter | None
 
     @classmethod
     def prepare(cls, scope: Scope, *, filter: FilterSpec = None) -> CountMemories:
-        user = _user(scope)
-        return cls(user, caller_filter(filter))
+        return cls(cls.owner(scope), caller_filter(filter))
 
 
 @dataclass(frozen=True)
-class DeleteMemories(Operation[int]):
+class DeleteMemories(UserOperation[int]):
     """Delete this user's memories by id and/or filter; neither means all of them (a
     filter that matches everything is refused: ``InvalidFilter``)."""
 
     name = "delete_memories"
-    level = "user"
     write = True
-    scope: Scope
     ids: list[str] | None
     node: Filter | None
 
@@ -128,37 +114,33 @@ class DeleteMemories(Operation[int]):
     def prepare(
         cls, scope: Scope, *, ids: Sequence[str] | None = None, filter: FilterSpec = None
     ) -> DeleteMemories:
-        user = _user(scope)
+        user = cls.owner(scope)
         node = caller_delete_filter(filter)
         return cls(user, None if ids is None else check_ids(ids), node)
 
 
 @dataclass(frozen=True)
-class VectorSearch(Operation[list[Scored]]):
+class VectorSearch(UserOperation[list[Scored]]):
     """The primitive: the ``k`` nearest of this user's memories to ``vector``."""
 
     name = "search_memories"
-    level = "user"
-    scope: Scope
     vector: list[float]
     k: int
     node: Filter | None
 
 
 @dataclass(frozen=True)
-class TextSearch(Operation[list[Scored]]):
+class TextSearch(UserOperation[list[Scored]]):
     """The primitive: this user's top ``k`` memories by keyword score for ``query``."""
 
     name = "search_text"
-    level = "user"
-    scope: Scope
     query: str
     k: int
     node: Filter | None
 
 
 @dataclass(frozen=True)
-class SearchMemories(Operation[list[Scored]]):
+class SearchMemories(UserOperation[list[Scored]]):
     """The ``k`` memories most similar to ``embedding``, with cosine similarity.
 
     Always ``min(k, matching memories with an embedding)`` results, best first.
@@ -171,7 +153,6 @@ class SearchMemories(Operation[list[Scored]]):
     """
 
     name = "search_memories"
-    level = "user"
     scope: Scope  # the caller's, which the results are verified against
     by_vector: VectorSearch | None
     by_text: TextSearch | None
@@ -192,7 +173,7 @@ class SearchMemories(Operation[list[Scored]]):
         alpha: float = 0.5,
         text_k: int | None = None,
     ) -> SearchMemories:
-        user = _user(scope)
+        user = cls.owner(scope)
         vector, query, depth = search_plan(embedding, text, mode, alpha, k, text_k)
         node = caller_filter(filter)
         by_vector = None if vector is None else VectorSearch(user, vector, k, node)

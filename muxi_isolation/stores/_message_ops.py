@@ -21,29 +21,23 @@ from ._checks import (
     check_window,
     stamped_receipt,
 )
-from .operations import Context, Operation, Plan, Verified, VerifiedOne
+from .operations import Context, Plan, SessionOperation, Verified, VerifiedOne
 
 
 def _stamped(scope: Scope, messages: Sequence[Message]) -> tuple[Message, ...]:
     return tuple(policy.stamp(scope, check_message(m)) for m in messages)
 
 
-def _session(scope: Scope) -> Scope:
-    return policy.require_scope(scope, session=True)
-
-
 @dataclass(frozen=True)
-class _Write(Verified[Message]):
+class _Write(SessionOperation[list[Message]], Verified[Message]):
     """Stamped messages written to the scope's session; the stored ones come back verified."""
 
-    level = "session"
     write = True
-    scope: Scope
     messages: tuple[Message, ...]
 
     @classmethod
     def prepare(cls, scope: Scope, messages: Sequence[Message]) -> _Write:
-        scope = _session(scope)
+        scope = cls.owner(scope)
         return cls(scope, _stamped(scope, messages))
 
     def plan(self, backend: Context) -> Plan[list[Message]]:
@@ -86,7 +80,7 @@ class RestoreMessages(_Write):
 
     @classmethod
     def prepare(cls, scope: Scope, messages: Sequence[Message]) -> _Write:
-        scope = _session(scope)
+        scope = cls.owner(scope)
         return cls(scope, _stamped(scope, check_seqs(messages)))
 
 
@@ -117,7 +111,7 @@ class AppendToSession(_Write):
         create: SessionRecord | None = None,
         receipt: Receipt | None = None,
     ) -> AppendToSession:
-        scope = _session(scope)
+        scope = cls.owner(scope)
         stamped = _stamped(scope, messages)
         if create is not None:
             if check_session_id(create.id) != scope.session_id:
@@ -127,12 +121,10 @@ class AppendToSession(_Write):
 
 
 @dataclass(frozen=True)
-class GetMessages(Verified[Message]):
+class GetMessages(SessionOperation[list[Message]], Verified[Message]):
     """Messages oldest first; ``last=N`` gives the newest N, still oldest first."""
 
     name = "get_messages"
-    level = "session"
-    scope: Scope
     status: str | None
     limit: int | None
     offset: int | None
@@ -148,25 +140,23 @@ class GetMessages(Verified[Message]):
         offset: int | None = None,
         last: int | None = None,
     ) -> GetMessages:
-        scope = _session(scope)
+        scope = cls.owner(scope)
         check_window(limit, offset, last)
         check_status(status)
         return cls(scope, status, limit, offset, last)
 
 
 @dataclass(frozen=True)
-class CountMessages(Operation[int]):
+class CountMessages(SessionOperation[int]):
     """How many messages the session holds (with ``status``: of that status)."""
 
     name = "count_messages"
-    level = "session"
-    scope: Scope
     status: str | None
 
     @classmethod
     def prepare(cls, scope: Scope, *, status: str | None = None) -> CountMessages:
         check_status(status)
-        return cls(_session(scope), status)
+        return cls(cls.owner(scope), status)
 
 
 @dataclass(frozen=True)
@@ -178,33 +168,29 @@ class DeleteMessages(CountMessages):
 
 
 @dataclass(frozen=True)
-class DeleteMessage(VerifiedOne[Message]):
+class DeleteMessage(SessionOperation["Message | None"], VerifiedOne[Message]):
     """Delete one message of the session by its ``seq``; the message, or ``None``."""
 
     name = "delete_message"
-    level = "session"
     write = True
-    scope: Scope
     seq: int
 
     @classmethod
     def prepare(cls, scope: Scope, seq: int) -> DeleteMessage:
         check_int(seq, "seq")
-        return cls(_session(scope), seq)
+        return cls(cls.owner(scope), seq)
 
 
 @dataclass(frozen=True)
-class TakeOldest(Verified[Message]):
+class TakeOldest(SessionOperation[list[Message]], Verified[Message]):
     """Remove the oldest ``n`` active messages (or mark them archived); return them."""
 
     name = "take_oldest"
-    level = "session"
     write = True
-    scope: Scope
     n: int
     archive: bool
 
     @classmethod
     def prepare(cls, scope: Scope, n: int, *, archive: bool) -> TakeOldest:
         check_k(n, "n")
-        return cls(_session(scope), n, archive)
+        return cls(cls.owner(scope), n, archive)

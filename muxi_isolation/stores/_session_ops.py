@@ -9,7 +9,16 @@ from .. import policy
 from ..records import Receipt, SessionRecord
 from ..scope import Scope, canonical_id
 from ._checks import check_session_id, fresh, stamped_receipt
-from .operations import Context, OfUser, Operation, Plan, Verified, VerifiedOne, perform
+from .operations import (
+    Context,
+    OfUser,
+    Operation,
+    Plan,
+    UserOperation,
+    Verified,
+    VerifiedOne,
+    perform,
+)
 
 
 @dataclass(frozen=True)
@@ -41,18 +50,15 @@ class InsertSession(Operation[SessionRecord]):
 
 
 @dataclass(frozen=True)
-class GetReceipt(Operation["Receipt | None"]):
+class GetReceipt(UserOperation["Receipt | None"]):
     """The user's receipt for an idempotency key, if stored within ``RECEIPT_WINDOW``."""
 
     name = "get_receipt"
-    level = "user"
-    scope: Scope
     key: str
 
     @classmethod
     def prepare(cls, scope: Scope, key: str) -> GetReceipt:
-        user = policy.require_scope(scope).user()
-        return cls(user, canonical_id(key, "idempotency_key"))
+        return cls(cls.owner(scope), canonical_id(key, "idempotency_key"))
 
     def plan(self, backend: Context) -> Plan[Receipt | None]:
         found = yield from perform(backend, self)
@@ -60,17 +66,15 @@ class GetReceipt(Operation["Receipt | None"]):
 
 
 @dataclass(frozen=True)
-class GetSession(VerifiedOne[SessionRecord]):
+class GetSession(UserOperation["SessionRecord | None"], VerifiedOne[SessionRecord]):
     """The user's session record, or ``None`` (another user's id is simply missing)."""
 
     name = "get_session"
-    level = "user"
-    scope: Scope
     session_id: str
 
     @classmethod
     def prepare(cls, scope: Scope, session_id: str) -> GetSession:
-        return cls(policy.require_scope(scope).user(), check_session_id(session_id))
+        return cls(cls.owner(scope), check_session_id(session_id))
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,11 @@ class ListSessions(OfUser[list[SessionRecord]], Verified[SessionRecord]):
 
 
 @dataclass(frozen=True)
-class TouchSession(Operation[bool]):
+class TouchSession(UserOperation[bool]):
     """Record activity on the user's session: whether it exists."""
 
     name = "touch_session"
-    level = "user"
     write = True
-    scope: Scope
     session_id: str
     last_active_at: datetime
     expires_at: datetime
@@ -96,19 +98,16 @@ class TouchSession(Operation[bool]):
     def prepare(
         cls, scope: Scope, session_id: str, last_active_at: datetime, expires_at: datetime
     ) -> TouchSession:
-        user = policy.require_scope(scope).user()
-        return cls(user, check_session_id(session_id), last_active_at, expires_at)
+        return cls(cls.owner(scope), check_session_id(session_id), last_active_at, expires_at)
 
 
 @dataclass(frozen=True)
-class RenewSession(VerifiedOne[SessionRecord]):
+class RenewSession(UserOperation["SessionRecord | None"], VerifiedOne[SessionRecord]):
     """Extend the session if it is still active at ``now``, in one transaction, and
     return it as renewed; ``None`` if this user has no such active session."""
 
     name = "renew_session"
-    level = "user"
     write = True
-    scope: Scope
     session_id: str
     now: datetime
     expires_at: datetime
@@ -117,20 +116,17 @@ class RenewSession(VerifiedOne[SessionRecord]):
     def prepare(
         cls, scope: Scope, session_id: str, *, now: datetime, expires_at: datetime
     ) -> RenewSession:
-        user = policy.require_scope(scope).user()
-        return cls(user, check_session_id(session_id), now, expires_at)
+        return cls(cls.owner(scope), check_session_id(session_id), now, expires_at)
 
 
 @dataclass(frozen=True)
-class DeleteSession(Operation[bool]):
+class DeleteSession(UserOperation[bool]):
     """Delete a session record and its messages; the user's memories stay."""
 
     name = "delete_session"
-    level = "user"
     write = True
-    scope: Scope
     session_id: str
 
     @classmethod
     def prepare(cls, scope: Scope, session_id: str) -> DeleteSession:
-        return cls(policy.require_scope(scope).user(), check_session_id(session_id))
+        return cls(cls.owner(scope), check_session_id(session_id))

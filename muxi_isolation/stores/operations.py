@@ -43,6 +43,8 @@ __all__ = [
     "OfUser",
     "Operation",
     "Plan",
+    "SessionOperation",
+    "UserOperation",
     "Verified",
     "VerifiedOne",
     "methods",
@@ -112,15 +114,35 @@ class VerifiedOne(Operation[S | None]):
 
 
 @dataclass(frozen=True)
-class OfUser(Operation[R]):
-    """Needs nothing but the caller's user: the scope, at the user level."""
+class UserOperation(Operation[R]):
+    """Acts for the caller's user: ``owner`` is the scope it keeps (fails closed)."""
 
-    level = "user"
+    level: ClassVar[Level] = "user"
     scope: Scope
+
+    @staticmethod
+    def owner(scope: Scope) -> Scope:
+        return policy.require_scope(scope).user()
+
+
+@dataclass(frozen=True)
+class SessionOperation(UserOperation[R]):
+    """Acts in one session of the caller's user: ``owner`` keeps the session as well."""
+
+    level = "session"
+
+    @staticmethod
+    def owner(scope: Scope) -> Scope:
+        return policy.require_scope(scope, session=True)
+
+
+@dataclass(frozen=True)
+class OfUser(UserOperation[R]):
+    """Needs nothing but the caller's user: the scope, at the user level."""
 
     @classmethod
     def prepare(cls: type[U], scope: Scope) -> U:
-        return cls(policy.require_scope(scope).user())
+        return cls(cls.owner(scope))
 
 
 def perform(backend: Context, op: Operation[R]) -> Plan[R]:
