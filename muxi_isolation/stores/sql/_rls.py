@@ -257,15 +257,20 @@ def read_scope_key(conn: Connection, tables: Tables) -> bytes:
     return bytes(newest.scalar_one())
 
 
+def _owned(conn: Connection, tables: Tables, only: Sequence[Table] | None) -> tuple[str, list[str]]:
+    """The current (owner) role, and the scoped tables (or ``only`` these), quoted."""
+    prep = conn.dialect.identifier_preparer
+    owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
+    return owner, [prep.format_table(t) for t in (tables.scoped if only is None else only)]
+
+
 def policies(conn: Connection, tables: Tables, only: Sequence[Table] | None = None) -> list[str]:
     """RLS DDL for the scoped tables (or ``only`` these, when a step adds tables); the admin
     policy names the current (owner) role."""
-    prep = conn.dialect.identifier_preparer
-    owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
+    owner, names = _owned(conn, tables, only)
     rule = _user_rule(conn, tables)
     out: list[str] = []
-    for table in tables.scoped if only is None else only:
-        name = prep.format_table(table)
+    for name in names:
         out += [
             f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY",
             f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY",
@@ -280,11 +285,9 @@ def list_policies(
     conn: Connection, tables: Tables, only: Sequence[Table] | None = None
 ) -> list[str]:
     """The owner's read-only view of every tenant (schema version 3), created afresh."""
-    prep = conn.dialect.identifier_preparer
-    owner = prep.quote(str(conn.scalar(text("SELECT current_user"))))
+    owner, names = _owned(conn, tables, only)
     out: list[str] = []
-    for table in tables.scoped if only is None else only:
-        name = prep.format_table(table)
+    for name in names:
         out += [
             f"DROP POLICY IF EXISTS muxi_tenant_list ON {name}",
             f"CREATE POLICY muxi_tenant_list ON {name} FOR SELECT TO {owner} USING ({_LIST_RULE})",
