@@ -49,6 +49,7 @@ from . import audit, migrate, policy
 from ._audit_edge import AuditActor, AuditEdge, audit_query
 from ._edge import Deadline, RateLimit
 from ._handlers import EXCEPTION_HANDLERS
+from ._json_shapes import message_fields
 from ._openapi import ID_PATTERN as ID_PATTERN  # re-exported: the contract tests read them
 from ._openapi import USER_PATTERN as USER_PATTERN
 from ._openapi import openapi_document, openapi_json
@@ -118,20 +119,8 @@ def _session_json(record: SessionRecord) -> dict[str, Any]:
     }
 
 
-def _message_json(message: Message) -> dict[str, Any]:
-    return {
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "metadata": message.metadata,
-        "tool_calls": message.tool_calls,
-        "status": message.status,
-        "created_at": None if message.created_at is None else iso_time(message.created_at),
-    }
-
-
 def _history_json(record: SessionRecord, messages: list[Message]) -> dict[str, Any]:
-    return {**_session_json(record), "messages": [_message_json(m) for m in messages]}
+    return {**_session_json(record), "messages": [message_fields(m, iso_time) for m in messages]}
 
 
 # -- admin functions: one each, swappable through create_app ---------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from .._json_shapes import message_fields
 from ..errors import UnreadableSource
 from ..records import Memory, Message, SessionRecord
 from ..scope import Scope, canonical_id
@@ -92,16 +93,7 @@ def session_from_json(data: Mapping[str, Any], user: Scope) -> SessionRecord:
 
 def message_json(message: Message) -> dict[str, Any]:
     assert message.scope is not None, "exported messages are stored ones"
-    return {
-        "session_id": message.scope.session_id,
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "metadata": message.metadata,
-        "tool_calls": message.tool_calls,
-        "status": message.status,
-        "created_at": iso(message.created_at),
-    }
+    return {"session_id": message.scope.session_id, **message_fields(message, iso)}
 
 
 def message_from_json(data: Mapping[str, Any]) -> tuple[str, Message]:
