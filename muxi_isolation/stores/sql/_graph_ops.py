@@ -68,6 +68,18 @@ __all__ = ["GraphOps", "SQLGraph"]
 Cond = ColumnElement[bool]
 T = TypeVar("T")
 
+# What an upsert replaces when the row's key is already stored (the rest is key, or kept).
+_CHECKPOINT_CHANGES = ("parent_checkpoint_id", "type", "checkpoint", "metadata")
+_WRITE_CHANGES = ("channel", "type", "value", "task_path")
+_ITEM_CHANGES = (
+    "value",
+    "updated_at",
+    "expires_at",
+    "ttl_minutes",
+    "embedding_fields",
+    "embeddings",
+)
+
 
 class GraphOps:
     """Checkpoints, pending writes and store items on one connection."""
@@ -80,32 +92,40 @@ class GraphOps:
     def _user(table: Table, user: Scope) -> list[Cond]:
         return [table.c.tenant_id == user.tenant_id, table.c.user_id == user.user_id]
 
+    @staticmethod
+    def _owner(user: Scope) -> dict[str, Any]:
+        """The columns that make a new row this user's (what ``_user`` then matches)."""
+        return {"tenant_id": user.tenant_id, "user_id": user.user_id}
+
     def _insert(self, table: Table) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _upsert(self, table: Table, changing: tuple[str, ...], rows: Any = None) -> Any:
+        """Insert into ``table`` (with ``rows``: what that select gives), ``changing``
+        replaced where the key is already stored."""
+        stmt = self._insert(table)
+        if rows is not None:
+            stmt = stmt.from_select([c.name for c in table.columns], rows)
+        return stmt.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={name: stmt.excluded[name] for name in changing},
+        )
 
     # -- checkpoints
 
     def put_checkpoint(self, conn: Connection, user: Scope, record: CheckpointRecord) -> None:
-        t = self.g.checkpoints
-        stmt = self._insert(t).values(
-            tenant_id=user.tenant_id,
-            user_id=user.user_id,
-            session_id=record.thread_id,
-            checkpoint_ns=record.checkpoint_ns,
-            checkpoint_id=record.checkpoint_id,
-            parent_checkpoint_id=record.parent_id,
-            type=record.type,
-            checkpoint=record.checkpoint,
-            metadata=record.metadata,
-            created_at=record.created_at or utc_now(),
-        )
-        changing = ("parent_checkpoint_id", "type", "checkpoint", "metadata")
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[c for c in t.primary_key.columns],
-                set_={name: stmt.excluded[name] for name in changing},
-            )
-        )
+        row = {
+            **self._owner(user),
+            "session_id": record.thread_id,
+            "checkpoint_ns": record.checkpoint_ns,
+            "checkpoint_id": record.checkpoint_id,
+            "parent_checkpoint_id": record.parent_id,
+            "type": record.type,
+            "checkpoint": record.checkpoint,
+            "metadata": record.metadata,
+            "created_at": record.created_at or utc_now(),
+        }
+        conn.execute(self._upsert(self.g.checkpoints, _CHECKPOINT_CHANGES), row)
 
     def _matching(self, user: Scope, q: CheckpointQuery) -> list[Cond]:
         t = self.g.checkpoints
@@ -170,8 +190,7 @@ class GraphOps:
         w = self.g.writes
         rows = [
             {
-                "tenant_id": user.tenant_id,
-                "user_id": user.user_id,
+                **self._owner(user),
                 "session_id": x.thread_id,
                 "checkpoint_ns": x.checkpoint_ns,
                 "checkpoint_id": x.checkpoint_id,
@@ -184,15 +203,12 @@ class GraphOps:
             }
             for x in writes
         ]
-        stmt = self._insert(w)
-        keys = list(w.primary_key.columns)
         if replace:
-            changing = ("channel", "type", "value", "task_path")
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={name: stmt.excluded[name] for name in changing}
-            )
+            stmt = self._upsert(w, _WRITE_CHANGES)
         else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            stmt = self._insert(w).on_conflict_do_nothing(
+                index_elements=list(w.primary_key.columns)
+            )
         conn.execute(stmt, rows)
 
     def delete_thread(self, conn: Connection, user: Scope, thread_id: str) -> int:
@@ -204,23 +220,15 @@ class GraphOps:
     def copy_thread(self, conn: Connection, user: Scope, source: str, target: str) -> int:
         """INSERT ... SELECT within the user's rows: both sides name (tenant, user)."""
         for table, changing in (
-            (self.g.checkpoints, ("parent_checkpoint_id", "type", "checkpoint", "metadata")),
-            (self.g.writes, ("channel", "type", "value", "task_path")),
+            (self.g.checkpoints, _CHECKPOINT_CHANGES),
+            (self.g.writes, _WRITE_CHANGES),
         ):
             mine = [*self._user(table, user), table.c.session_id == source]
             columns = [
                 bindparam(None, target, type_=c.type) if c.name == "session_id" else c
                 for c in table.columns
             ]
-            stmt = self._insert(table).from_select(
-                [c.name for c in table.columns], select(*columns).where(*mine)
-            )
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=list(table.primary_key.columns),
-                    set_={name: stmt.excluded[name] for name in changing},
-                )
-            )
+            conn.execute(self._upsert(table, changing, select(*columns).where(*mine)))
         t = self.g.checkpoints  # PostgreSQL gives no rowcount for INSERT ... SELECT
         count = select(func.count()).where(*self._user(t, user), t.c.session_id == source)
         return int(conn.execute(count).scalar_one())
@@ -361,8 +369,7 @@ class GraphOps:
             fields, packed = pack(item.embeddings) if item.embeddings else (None, None)
             rows.append(
                 {
-                    "tenant_id": user.tenant_id,
-                    "user_id": user.user_id,
+                    **self._owner(user),
                     "namespace": encode_namespace(item.namespace),
                     "key": item.key,
                     "depth": len(item.namespace),
@@ -375,20 +382,7 @@ class GraphOps:
                     "embeddings": packed,
                 }
             )
-        stmt = self._insert(i)
-        changing = (
-            "value",
-            "updated_at",
-            "expires_at",
-            "ttl_minutes",
-            "embedding_fields",
-            "embeddings",
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(i.primary_key.columns),
-            set_={name: stmt.excluded[name] for name in changing},
-        )
-        conn.execute(stmt, rows)
+        conn.execute(self._upsert(i, _ITEM_CHANGES), rows)
 
     def search_items(
         self, conn: Connection, user: Scope, q: ItemQuery, now: datetime
