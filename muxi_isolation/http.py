@@ -34,35 +34,9 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import context
+from . import context, errors
 from ._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from .context import use_scope
-from .errors import (
-    AccessDenied,
-    AdapterUnavailable,
-    ConfigError,
-    DeadlineExceeded,
-    DuplicateRequest,
-    Forbidden,
-    InvalidFilter,
-    InvalidIdentifier,
-    InvalidInput,
-    IsolationError,
-    KeyReused,
-    MissingScope,
-    QuotaExceeded,
-    ReservedKey,
-    ScopeViolation,
-    SessionError,
-    SessionExists,
-    SessionExpired,
-    SessionNotFound,
-    StorageError,
-    StorageUnavailable,
-    UnreadableSource,
-    UnsupportedOperation,
-    UnsupportedStore,
-)
 from .keys import AccessLevel, Grant, KeyRing
 from .scope import DEFAULT_TENANT
 from .scope import Scope as IsolationScope
@@ -91,31 +65,31 @@ GRANT_KEY = "muxi.grant"
 ANONYMOUS = Grant(AccessLevel.CLIENT, DEFAULT_TENANT)
 """The grant of a keyless request when the app allows them: a default-tenant client."""
 
-ERROR_STATUS: Mapping[type[IsolationError], tuple[int, str]] = {
-    SessionNotFound: (404, "session_not_found"),
-    SessionExpired: (410, "session_expired"),
-    SessionExists: (409, "session_exists"),
-    SessionError: (400, "session_error"),
-    InvalidIdentifier: (400, "invalid_identifier"),
-    ReservedKey: (400, "reserved_key"),
-    ScopeViolation: (400, "scope_violation"),
-    InvalidFilter: (400, "invalid_filter"),
-    KeyReused: (422, "idempotency_key_reused"),
-    InvalidInput: (400, "invalid_input"),
-    DuplicateRequest: (409, "duplicate_request"),
-    QuotaExceeded: (429, "quota_exceeded"),
-    AccessDenied: (401, "unauthorized"),
-    Forbidden: (403, "forbidden"),
-    DeadlineExceeded: (503, "deadline_exceeded"),
-    StorageUnavailable: (503, "storage_unavailable"),
-    UnsupportedOperation: (500, "unsupported_operation"),  # the server's backend lacks it
-    StorageError: (503, "storage_error"),
-    MissingScope: (500, "missing_scope"),
-    ConfigError: (500, "config_error"),
-    AdapterUnavailable: (500, "adapter_unavailable"),
-    UnsupportedStore: (500, "unsupported_store"),
-    UnreadableSource: (400, "unreadable_source"),
-    IsolationError: (500, "internal_error"),
+ERROR_STATUS: Mapping[type[errors.IsolationError], tuple[int, str]] = {
+    errors.SessionNotFound: (404, "session_not_found"),
+    errors.SessionExpired: (410, "session_expired"),
+    errors.SessionExists: (409, "session_exists"),
+    errors.SessionError: (400, "session_error"),
+    errors.InvalidIdentifier: (400, "invalid_identifier"),
+    errors.ReservedKey: (400, "reserved_key"),
+    errors.ScopeViolation: (400, "scope_violation"),
+    errors.InvalidFilter: (400, "invalid_filter"),
+    errors.KeyReused: (422, "idempotency_key_reused"),
+    errors.InvalidInput: (400, "invalid_input"),
+    errors.DuplicateRequest: (409, "duplicate_request"),
+    errors.QuotaExceeded: (429, "quota_exceeded"),
+    errors.AccessDenied: (401, "unauthorized"),
+    errors.Forbidden: (403, "forbidden"),
+    errors.DeadlineExceeded: (503, "deadline_exceeded"),
+    errors.StorageUnavailable: (503, "storage_unavailable"),
+    errors.UnsupportedOperation: (500, "unsupported_operation"),  # the server's backend lacks it
+    errors.StorageError: (503, "storage_error"),
+    errors.MissingScope: (500, "missing_scope"),
+    errors.ConfigError: (500, "config_error"),
+    errors.AdapterUnavailable: (500, "adapter_unavailable"),
+    errors.UnsupportedStore: (500, "unsupported_store"),
+    errors.UnreadableSource: (400, "unreadable_source"),
+    errors.IsolationError: (500, "internal_error"),
 }
 
 # Server-side failures get a fixed message: a driver's text is for the log, not the client.
@@ -124,27 +98,27 @@ RETRY_AFTER = "1"  # seconds: sent with every 503, which a client may retry
 _REQUIRED = "the X-Muxi-User-Id header is required"
 
 
-def error_status(exc: IsolationError) -> tuple[int, str]:
+def error_status(exc: errors.IsolationError) -> tuple[int, str]:
     """The HTTP status and stable error code of ``exc``: its most specific table entry."""
     for cls in type(exc).__mro__:
-        if issubclass(cls, IsolationError) and cls in ERROR_STATUS:
+        if issubclass(cls, errors.IsolationError) and cls in ERROR_STATUS:
             return ERROR_STATUS[cls]
-    return ERROR_STATUS[IsolationError]
+    return ERROR_STATUS[errors.IsolationError]
 
 
-def error_response(exc: IsolationError) -> tuple[int, dict[str, Any]]:
+def error_response(exc: errors.IsolationError) -> tuple[int, dict[str, Any]]:
     """The status and JSON body for ``exc``: ``{"error": code, "message": ..., ...}``."""
     status, code = error_status(exc)
     body: dict[str, Any] = {"error": code, "message": _PUBLIC_MESSAGES.get(status, str(exc))}
-    if isinstance(exc, InvalidIdentifier):
+    if isinstance(exc, errors.InvalidIdentifier):
         body["rule"] = exc.rule
-    if isinstance(exc, InvalidInput) and exc.field is not None:
+    if isinstance(exc, errors.InvalidInput) and exc.field is not None:
         body["field"] = exc.field
-    if isinstance(exc, (KeyReused, DuplicateRequest)):
+    if isinstance(exc, (errors.KeyReused, errors.DuplicateRequest)):
         body["key"] = exc.key
-    if isinstance(exc, (SessionNotFound, SessionExpired, SessionExists)):
+    if isinstance(exc, (errors.SessionNotFound, errors.SessionExpired, errors.SessionExists)):
         body["session_id"] = exc.session_id
-    if isinstance(exc, QuotaExceeded):
+    if isinstance(exc, errors.QuotaExceeded):
         body.update(limit=exc.limit, allowed=exc.allowed)
         if exc.retry_after is not None:
             body["retry_after"] = exc.retry_after
@@ -217,7 +191,7 @@ class MuxiIsolationMiddleware:
         path = str(scope.get("path", ""))
         try:
             resolved, grant = self.resolve(scope.get("headers") or [], path=path)
-        except IsolationError as exc:
+        except errors.IsolationError as exc:
             await send_json(send, *self._rejection(exc))
             return
         if grant.level is AccessLevel.ADMIN and not self._admin_path(path):
@@ -242,7 +216,7 @@ class MuxiIsolationMiddleware:
         with use_scope(resolved):
             try:
                 await self.app(child, receive, tracking_send)
-            except IsolationError as exc:
+            except errors.IsolationError as exc:
                 if started:
                     raise
                 log.info("request failed: %r", exc)
@@ -260,7 +234,7 @@ class MuxiIsolationMiddleware:
         try:
             key = _one(headers, KEY_HEADER.lower().encode())
         except _Duplicate as exc:
-            raise AccessDenied(f"send {exc} once") from None
+            raise errors.AccessDenied(f"send {exc} once") from None
         if key is None and self.allow_anonymous:
             grant = ANONYMOUS
         else:
@@ -268,7 +242,9 @@ class MuxiIsolationMiddleware:
         scope = self._scope(headers)
         if grant is ANONYMOUS:
             if scope.tenant_id != DEFAULT_TENANT:
-                raise Forbidden("a request without a key may only act for the default tenant")
+                raise errors.Forbidden(
+                    "a request without a key may only act for the default tenant"
+                )
         elif not (grant.level is AccessLevel.ADMIN and self._admin_path(path)):
             # (an admin endpoint names its user in the path and checks the level itself)
             grant.allow(scope)  # the grant already found: the key is hashed and looked up once
@@ -282,20 +258,20 @@ class MuxiIsolationMiddleware:
         try:
             raw = _one(headers, USER_HEADER.lower().encode())
         except _Duplicate as exc:
-            raise InvalidIdentifier("user_id", f"send {exc} once") from None
+            raise errors.InvalidIdentifier("user_id", f"send {exc} once") from None
         if raw is None:
             if self.require_user_header:
-                raise InvalidIdentifier("user_id", _REQUIRED)
+                raise errors.InvalidIdentifier("user_id", _REQUIRED)
             return IsolationScope.parse(None)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidIdentifier("user_id", "must be UTF-8") from None
+            raise errors.InvalidIdentifier("user_id", "must be UTF-8") from None
         return IsolationScope.parse(text)
 
     @staticmethod
-    def _rejection(exc: IsolationError) -> tuple[int, dict[str, Any]]:
+    def _rejection(exc: errors.IsolationError) -> tuple[int, dict[str, Any]]:
         status, body = error_response(exc)
-        if isinstance(exc, InvalidIdentifier):
+        if isinstance(exc, errors.InvalidIdentifier):
             body["error"] = "missing_user_id" if exc.rule == _REQUIRED else "invalid_user_id"
         return status, body
