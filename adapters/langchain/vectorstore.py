@@ -24,10 +24,11 @@ own ``relevance_score_fn``.
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, ParamSpec
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -48,6 +49,8 @@ from ._config import arun_with_config, config_scope, run_with_config
 from ._mmr import mmr
 
 __all__ = ["MuxiRetriever", "MuxiVectorStore"]
+
+P = ParamSpec("P")
 
 _HINT = (
     "no user for this call: bind a scope, pass configurable user_id in the RunnableConfig, "
@@ -117,6 +120,27 @@ def _chosen(query: list[float], hits: list[Scored], k: int, lambda_mult: float) 
     with_vectors = [m for m, _ in hits if m.embedding is not None]
     picks = mmr(query, [m.embedding or [] for m in with_vectors], k, lambda_mult)
     return [_document(with_vectors[i]) for i in picks]
+
+
+def _unscored(
+    scored: Callable[Concatenate[MuxiVectorStore, P], Plan[list[tuple[Document, float]]]],
+    doc: str | None = None,
+) -> Callable[Concatenate[MuxiVectorStore, P], Plan[list[Document]]]:
+    """The plan of ``scored``'s search without the scores: it calls the public scored pair
+    (so a subclass's override and the audit guard see the call) with the same arguments."""
+    name = scored.__name__.removeprefix("_")
+
+    def plan(self: MuxiVectorStore, /, *args: P.args, **kwargs: P.kwargs) -> Plan[list[Document]]:
+        pair = getattr(self, name), getattr(self, f"a{name}")
+        hits: list[tuple[Document, float]] = yield from step(*pair, *args, **kwargs)
+        return [d for d, _ in hits]
+
+    made: Any = plan  # named as the method it makes, with the scored search's signature
+    made.__name__ = "_" + name.replace("_with_score", "")
+    made.__qualname__ = f"{scored.__qualname__.rpartition('.')[0]}.{made.__name__}"
+    made.__module__, made.__doc__ = scored.__module__, doc
+    made.__signature__ = inspect.signature(scored)
+    return plan
 
 
 class MuxiVectorStore(OwnsBackend, VectorStore):
@@ -245,23 +269,10 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         _similarity_search_with_score
     )
 
-    def _similarity_search(
-        self, /, query: str, k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> Plan[list[Document]]:
-        scored, ascored = self.similarity_search_with_score, self.asimilarity_search_with_score
-        hits = yield from step(scored, ascored, query, k, filter=filter, **kwargs)
-        return [d for d, _ in hits]
-
+    _similarity_search = _unscored(_similarity_search_with_score)
     similarity_search, asimilarity_search = twins(_similarity_search)
 
-    def _similarity_search_by_vector(
-        self, /, embedding: list[float], k: int = 4, *, filter: FilterSpec = None, **kwargs: Any
-    ) -> Plan[list[Document]]:
-        scored = self.similarity_search_with_score_by_vector
-        ascored = self.asimilarity_search_with_score_by_vector
-        hits = yield from step(scored, ascored, embedding, k, filter=filter, **kwargs)
-        return [d for d, _ in hits]
-
+    _similarity_search_by_vector = _unscored(_similarity_search_with_score_by_vector)
     similarity_search_by_vector, asimilarity_search_by_vector = twins(_similarity_search_by_vector)
 
     # -- hybrid: the user's vector ranking and full-text ranking, fused (issue 18)
@@ -297,21 +308,11 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
 
     hybrid_search_with_score, ahybrid_search_with_score = twins(_hybrid_search_with_score)
 
-    def _hybrid_search(
-        self,
-        query: str,
-        k: int = 4,
-        *,
-        filter: FilterSpec = None,
-        alpha: float = 0.5,
-        text_k: int | None = None,
-    ) -> Plan[list[Document]]:
+    _hybrid_search = _unscored(
+        _hybrid_search_with_score,
         """``hybrid_search_with_score`` without the scores; the retriever's
-        ``search_type="hybrid"``."""
-        scored, ascored = self.hybrid_search_with_score, self.ahybrid_search_with_score
-        hits = yield from step(scored, ascored, query, k, filter=filter, alpha=alpha, text_k=text_k)
-        return [d for d, _ in hits]
-
+        ``search_type="hybrid"``.""",
+    )
     hybrid_search, ahybrid_search = twins(_hybrid_search)
 
     # -- maximal marginal relevance
@@ -366,9 +367,9 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
 
     # -- construction
 
-    @classmethod
-    def from_texts(
-        cls,
+    def _from_texts(  # made a classmethod pair below
+        cls: Any,
+        /,
         texts: list[str],
         embedding: Embeddings,
         metadatas: list[dict[str, Any]] | None = None,
@@ -377,39 +378,17 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         backend: Backend | None = None,
         scope: Scope | None = None,
         **kwargs: Any,
-    ) -> MuxiVectorStore:
+    ) -> Plan[MuxiVectorStore]:
         """A store on ``backend`` (required) holding ``texts`` for ``scope``."""
-        store = cls._new(embedding, backend, scope, kwargs)
-        store.add_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        backend: Backend | None = None,
-        scope: Scope | None = None,
-        **kwargs: Any,
-    ) -> MuxiVectorStore:
-        store = cls._new(embedding, backend, scope, kwargs)
-        await store.aadd_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    def _new(
-        cls,
-        embedding: Embeddings,
-        backend: Backend | None,
-        scope: Scope | None,
-        kwargs: dict[str, Any],
-    ) -> MuxiVectorStore:
         if not isinstance(backend, Backend):
             raise UnsupportedStore("from_texts() needs backend=<a muxi_isolation Backend>")
-        return cls(backend, embedding, scope=scope, **kwargs)
+        store: MuxiVectorStore = cls(backend, embedding, scope=scope, **kwargs)
+        yield from step(store.add_texts, store.aadd_texts, texts, metadatas, ids=ids)
+        return store
+
+    _from, _afrom = twins(_from_texts)
+    from_texts, afrom_texts = classmethod(_from), classmethod(_afrom)
+    del _from, _afrom
 
     def as_retriever(self, **kwargs: Any) -> MuxiRetriever:
         """A retriever over this store; ``k=`` may be given directly, as well as in
