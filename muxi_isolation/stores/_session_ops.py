@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from .. import policy
 from ..records import Receipt, SessionRecord
@@ -14,6 +15,7 @@ from .operations import (
     OfUser,
     Operation,
     Plan,
+    R,
     UserOperation,
     Verified,
     VerifiedOne,
@@ -65,16 +67,25 @@ class GetReceipt(UserOperation["Receipt | None"]):
         return fresh(policy.verify(self.scope, [found] if found else []))
 
 
-@dataclass(frozen=True)
-class GetSession(UserOperation["SessionRecord | None"], VerifiedOne[SessionRecord]):
-    """The user's session record, or ``None`` (another user's id is simply missing)."""
+One = TypeVar("One", bound="_OneSession[Any]")
 
-    name = "get_session"
+
+@dataclass(frozen=True)
+class _OneSession(UserOperation[R]):
+    """Takes one of the user's sessions by its id, and nothing else."""
+
     session_id: str
 
     @classmethod
-    def prepare(cls, scope: Scope, session_id: str) -> GetSession:
+    def prepare(cls: type[One], scope: Scope, session_id: str) -> One:
         return cls(cls.owner(scope), check_session_id(session_id))
+
+
+@dataclass(frozen=True)
+class GetSession(_OneSession["SessionRecord | None"], VerifiedOne[SessionRecord]):
+    """The user's session record, or ``None`` (another user's id is simply missing)."""
+
+    name = "get_session"
 
 
 @dataclass(frozen=True)
@@ -120,13 +131,8 @@ class RenewSession(UserOperation["SessionRecord | None"], VerifiedOne[SessionRec
 
 
 @dataclass(frozen=True)
-class DeleteSession(UserOperation[bool]):
+class DeleteSession(_OneSession[bool]):
     """Delete a session record and its messages; the user's memories stay."""
 
     name = "delete_session"
     write = True
-    session_id: str
-
-    @classmethod
-    def prepare(cls, scope: Scope, session_id: str) -> DeleteSession:
-        return cls(cls.owner(scope), check_session_id(session_id))
