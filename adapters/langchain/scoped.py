@@ -29,9 +29,10 @@ can be added with ``register_filter_dialect``; a store with no dialect, or witho
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 View = Callable[[Document], "Document | None"]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class FilterDialect(Protocol):
@@ -169,6 +172,28 @@ def _check_methods(store: VectorStore) -> None:
                 f"cannot scope {type(store).__name__}: it does not implement {name}(), "
                 "which the ownership checks need"
             )
+
+
+def _passed_on(
+    search: Callable[[VectorStore], Callable[P, R]],
+    visible: Callable[[ScopedVectorStore, R], R],
+) -> Callable[Concatenate[ScopedVectorStore, P], Plan[R]]:
+    """The plan of a search the wrapped store answers: ``search(store)`` (and its ``a``
+    twin) under the scope's filter, the caller's ``filter=`` inside it; ``visible`` verifies
+    every hit. It takes the arguments ``VectorStore`` declares for that search."""
+    model: Any = search(cast(Any, VectorStore))  # on the class: its name and signature
+    name = model.__name__
+
+    def plan(self: ScopedVectorStore, /, *args: P.args, **kwargs: P.kwargs) -> Plan[R]:
+        s, scoped = self.store, self._filter(kwargs.pop("filter", None))
+        pair = search(s), getattr(s, f"a{name}")
+        found: R = yield from step(*pair, *args, filter=scoped, **kwargs)
+        return visible(self, found)
+
+    made: Any = plan  # named as the method it makes
+    made.__name__, made.__qualname__ = f"_{name}", f"ScopedVectorStore._{name}"
+    made.__signature__ = inspect.signature(model)
+    return plan
 
 
 class ScopedVectorStore(VectorStore):
@@ -309,90 +334,15 @@ class ScopedVectorStore(VectorStore):
         s = self.store
         return (yield from step(s.get_by_ids, s.aget_by_ids, [self._stored_id(i) for i in ids]))
 
-    def _similarity_search(
-        self, /, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> Plan[list[Document]]:
-        s, scoped = self.store, self._filter(filter)
-        found = yield from step(
-            s.similarity_search, s.asimilarity_search, query, k, filter=scoped, **kwargs
-        )
-        return self._visible(found)
-
-    def _similarity_search_with_score(
-        self, /, query: str, k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> Plan[list[tuple[Document, float]]]:
-        s, scoped = self.store, self._filter(filter)
-        found = yield from step(
-            s.similarity_search_with_score,
-            s.asimilarity_search_with_score,
-            query,
-            k,
-            filter=scoped,
-            **kwargs,
-        )
-        return self._visible_scored(found)
-
-    def _similarity_search_by_vector(
-        self, /, embedding: list[float], k: int = 4, *, filter: Any = None, **kwargs: Any
-    ) -> Plan[list[Document]]:
-        s, scoped = self.store, self._filter(filter)
-        found = yield from step(
-            s.similarity_search_by_vector,
-            s.asimilarity_search_by_vector,
-            embedding,
-            k,
-            filter=scoped,
-            **kwargs,
-        )
-        return self._visible(found)
-
-    def _max_marginal_relevance_search(
-        self,
-        /,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Any = None,
-        **kwargs: Any,
-    ) -> Plan[list[Document]]:
-        s, scoped = self.store, self._filter(filter)
-        found = yield from step(
-            s.max_marginal_relevance_search,
-            s.amax_marginal_relevance_search,
-            query,
-            k,
-            fetch_k,
-            lambda_mult,
-            filter=scoped,
-            **kwargs,
-        )
-        return self._visible(found)
-
-    def _max_marginal_relevance_search_by_vector(
-        self,
-        /,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Any = None,
-        **kwargs: Any,
-    ) -> Plan[list[Document]]:
-        s, scoped = self.store, self._filter(filter)
-        found = yield from step(
-            s.max_marginal_relevance_search_by_vector,
-            s.amax_marginal_relevance_search_by_vector,
-            embedding,
-            k,
-            fetch_k,
-            lambda_mult,
-            filter=scoped,
-            **kwargs,
-        )
-        return self._visible(found)
+    _similarity_search = _passed_on(lambda s: s.similarity_search, _visible)
+    _similarity_search_with_score = _passed_on(
+        lambda s: s.similarity_search_with_score, _visible_scored
+    )
+    _similarity_search_by_vector = _passed_on(lambda s: s.similarity_search_by_vector, _visible)
+    _max_marginal_relevance_search = _passed_on(lambda s: s.max_marginal_relevance_search, _visible)
+    _max_marginal_relevance_search_by_vector = _passed_on(
+        lambda s: s.max_marginal_relevance_search_by_vector, _visible
+    )
 
     add_documents, aadd_documents = twins(_add_documents)
     add_texts, aadd_texts = twins(_add_texts)
