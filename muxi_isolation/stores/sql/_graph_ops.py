@@ -55,10 +55,10 @@ from ._graph_rows import (
     row_to_checkpoint,
     row_to_item,
     row_to_write,
-    utc_now,
     with_writes,
 )
 from ._graph_schema import GraphTables
+from ._ops_base import utc_now
 
 if TYPE_CHECKING:
     from ._schema import Tables

@@ -7,7 +7,6 @@ import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import Row
@@ -23,7 +22,6 @@ __all__ = [
     "row_to_item",
     "row_to_write",
     "unpack",
-    "utc_now",
     "with_writes",
 ]
 
@@ -109,7 +107,3 @@ def row_to_item(row: Row[Any], vectors: bool) -> StoreItem:
 
 def with_writes(record: CheckpointRecord, writes: list[WriteRecord]) -> CheckpointRecord:
     return replace(record, writes=tuple(writes))
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
