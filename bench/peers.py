@@ -96,6 +96,7 @@ from muxi_isolation import Memory, Scope
 from muxi_isolation.stores import open_backend
 from muxi_isolation.stores.sql import SQLBackend, create_app_role
 from muxi_isolation.stores.sql._schema import HNSW_EF_CONSTRUCTION, HNSW_M
+from muxi_isolation.stores.sql._transactions import Call
 from muxi_isolation.stores.sql._vectors import Search
 
 K = 10
@@ -301,7 +302,7 @@ class Ours:
         if setting.forced == "exact":
             b = self.backend
             exact = Search(scope, query, K, [])
-            return [m.id for m, _ in b._run(scope, b.vectors._exact, exact)]
+            return [m.id for m, _ in b._run(Call(scope, b.vectors._exact, (exact,)))]
         return [m.id for m, _ in self.backend.search_memories(scope, query, K)]
 
     def close(self) -> None:

@@ -63,6 +63,7 @@ from sqlalchemy.engine import make_url
 
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SQLBackend, create_app_role
+from muxi_isolation.stores.sql._transactions import Call
 from muxi_isolation.stores.sql._vectors import Search
 
 K = 10
@@ -125,7 +126,7 @@ def naive(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
         .order_by(distance)
         .limit(K)
     )
-    return backend._run(scope, lambda conn: list(conn.scalars(stmt)))
+    return backend._run(Call(scope, lambda conn: list(conn.scalars(stmt))))
 
 
 def store(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
@@ -135,7 +136,7 @@ def store(backend: SQLBackend, scope: Scope, query: list[float]) -> list[str]:
 def forced(backend: SQLBackend, scope: Scope, query: list[float], path: str) -> list[str]:
     """One of the store's two paths, whatever the plan would be, in the store's transaction."""
     run = backend.vectors._ann if path == "hnsw" else backend.vectors._exact
-    return [m.id for m, _ in backend._run(scope, run, Search(scope, query, K, []))]
+    return [m.id for m, _ in backend._run(Call(scope, run, (Search(scope, query, K, []),)))]
 
 
 def main() -> None:

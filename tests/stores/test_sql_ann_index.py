@@ -21,6 +21,7 @@ from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SQLBackend
 from muxi_isolation.stores.sql._ann_index import index_name
 from muxi_isolation.stores.sql._schema import create_hnsw
+from muxi_isolation.stores.sql._transactions import Call
 from muxi_isolation.stores.sql._vectors import Search
 
 DIM = 16
@@ -149,7 +150,7 @@ def test_a_users_search_runs_on_their_own_index_and_no_one_elses(store: SQLBacke
         mine, other = name_of(store, scope), name_of(store, TWIN if scope == BIG else BIG)
         assert mine in plans[-1] and other not in plans[-1], plans[-1]
     # The small user forced down the index path: neither index can serve them.
-    store._run(SMALL, store.vectors._ann, Search(SMALL, query, 5, []))
+    store._run(Call(SMALL, store.vectors._ann, (Search(SMALL, query, 5, []),)))
     assert "hnsw" not in plans[-1] and name_of(store, BIG) not in plans[-1], plans[-1]
 
 

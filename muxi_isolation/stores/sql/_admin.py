@@ -13,7 +13,7 @@ from ..base import Counts
 from ..operations import Operation
 from ._ann_index import AnnIndexes
 from ._install import Installing
-from ._transactions import EVERY_TENANT
+from ._transactions import EVERY_TENANT, Call
 
 __all__ = ["PURGE_BATCH", "AdminPath", "admin_tenant"]
 
@@ -45,15 +45,15 @@ class AdminPath(Installing):
 
     def _as_admin(self, tenant_id: str, fn: Callable[..., T], *args: Any) -> Plan[T]:
         """``fn(conn, *args)`` in one write transaction on the tenant's admin path."""
-        where = {"write": True, "admin_tenant": tenant_id}
-        answer: T = yield Step(self._run, self._arun, (None, fn, *args), where)
+        call = Call(None, fn, args, write=True, admin_tenant=tenant_id)
+        answer: T = yield Step(self._run, self._arun, (call,), {})
         return answer
 
     def _tenant_users(self, tenant_id: str) -> list[str]:
         """Whose HNSW index a tenant's forgetting drops (read before the rows go)."""
         if not self._ann.applies():
             return []
-        return self._run(None, self._ann.tenant_users, tenant_id, admin_tenant=tenant_id)
+        return self._run(Call(None, self._ann.tenant_users, (tenant_id,), admin_tenant=tenant_id))
 
     def _purge_expired_steps(self, tenant_id: str, before: datetime) -> Plan[Counts]:
         total: Counts = {}

@@ -13,7 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, TextClause
 from sqlalchemy.exc import DBAPIError
@@ -30,11 +31,24 @@ from ._schema import Tables
 from ._scope_key import StaleKey, read_scope_key
 from ._urls import Target
 
-__all__ = ["EVERY_TENANT", "Transactions"]
+__all__ = ["EVERY_TENANT", "Call", "Transactions"]
 
 log = logging.getLogger("muxi_isolation.stores.sql")
 T = TypeVar("T")
 EVERY_TENANT = ":every"  # never a tenant id (a tenant id cannot hold ":")
+
+
+@dataclass(slots=True)  # not frozen: a frozen one costs four times as much to make
+class Call(Generic[T]):
+    """``fn(conn, *args)`` in one transaction of its own, opened for ``scope`` (row-level
+    security), or with ``admin_tenant`` on the admin path; ``write``: on the writer. Made
+    once per call, for ``_run`` or ``_arun`` alike."""
+
+    scope: Scope | None
+    fn: Callable[..., T]
+    args: tuple[Any, ...] = ()
+    write: bool = False
+    admin_tenant: str | None = None
 
 
 class Transactions:
@@ -100,92 +114,56 @@ class Transactions:
             settings = {_rls.TENANT: admin_tenant, _rls.ADMIN: "on"}
         _rls.apply_settings(conn, settings, set_local=self.citus)
 
-    def _call(
-        self,
-        conn: Connection,
-        scope: Scope | None,
-        admin_tenant: str | None,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        self._enter(conn, scope, admin_tenant)
-        return fn(conn, *args, **kwargs)
+    def _call(self, conn: Connection, call: Call[T]) -> T:
+        self._enter(conn, call.scope, call.admin_tenant)
+        return call.fn(conn, *call.args)
 
-    def _run(
-        self,
-        scope: Scope | None,
-        fn: Callable[..., T],
-        *args: Any,
-        write: bool = False,
-        admin_tenant: str | None = None,
-        **kwargs: Any,
-    ) -> T:
+    def _engines_for(self, call: Call[Any]) -> tuple[Engine, AsyncEngine]:
+        """The admin path's engines, the single writer's, or the app's."""
+        if call.admin_tenant is not None:
+            return self._admin_engines()
+        return self._writers if call.write else (self._engine, self._aengine)
+
+    # ``_run`` and ``_arun`` are the one place where the sync and async I/O differ.
+
+    def _run(self, call: Call[T]) -> T:
         try:
-            return self._run_once(scope, fn, args, kwargs, write, admin_tenant)
+            return self._run_once(call)
         except StaleKey:  # the key was rotated and the old one dropped: read the new one
             self._refresh_key()
-            return self._run_once(scope, fn, args, kwargs, write, admin_tenant)
+            return self._run_once(call)
 
-    def _run_once(
-        self,
-        scope: Scope | None,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        write: bool,
-        admin_tenant: str | None,
-    ) -> T:
-        engines = self._writers if write else (self._engine, self._aengine)
-        engine = engines[0] if admin_tenant is None else self._admin_engines()[0]
+    def _run_once(self, call: Call[T]) -> T:
+        engine = self._engines_for(call)[0]
         self.setup()
         with self._gate.hold(), _errors.mapped():
             with _errors.unavailable():
                 conn = engine.connect()
             with conn:
-                conn.execution_options(muxi_write=write)
+                conn.execution_options(muxi_write=call.write)
                 claim(conn)
                 with conn.begin():
-                    return self._call(conn, scope, admin_tenant, fn, args, kwargs)
+                    return self._call(conn, call)
 
-    async def _arun(
-        self,
-        scope: Scope | None,
-        fn: Callable[..., T],
-        *args: Any,
-        write: bool = False,
-        admin_tenant: str | None = None,
-        **kwargs: Any,
-    ) -> T:
+    async def _arun(self, call: Call[T]) -> T:
         try:
-            return await self._arun_once(scope, fn, args, kwargs, write, admin_tenant)
+            return await self._arun_once(call)
         except StaleKey:
             await asyncio.to_thread(self._refresh_key)
-            return await self._arun_once(scope, fn, args, kwargs, write, admin_tenant)
+            return await self._arun_once(call)
 
-    async def _arun_once(
-        self,
-        scope: Scope | None,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        write: bool,
-        admin_tenant: str | None,
-    ) -> T:
-        engines = self._writers if write else (self._engine, self._aengine)
-        engine = engines[1] if admin_tenant is None else self._admin_engines()[1]
+    async def _arun_once(self, call: Call[T]) -> T:
+        engine = self._engines_for(call)[1]
         await self.asetup()
         async with self._gate.ahold():
             with _errors.unavailable():
                 conn = await engine.connect().start()
             try:
                 with _errors.mapped():
-                    await conn.execution_options(muxi_write=write)
+                    await conn.execution_options(muxi_write=call.write)
                     await conn.run_sync(claim)
                     async with conn.begin():
-                        return await conn.run_sync(
-                            self._call, scope, admin_tenant, fn, args, kwargs
-                        )
+                        return await conn.run_sync(self._call, call)
             finally:
                 await conn.close()
 

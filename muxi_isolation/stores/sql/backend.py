@@ -33,6 +33,7 @@ from ._engines import dispose_elsewhere
 from ._graph_ops import SQLGraph
 from ._ops import Ops
 from ._schema import Tables, build_tables
+from ._transactions import Call
 from ._types import PRECISIONS, Precision
 from ._urls import Target, resolve_url
 from ._vectors import (
@@ -148,7 +149,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     def search_plan(self, scope: Scope) -> str:
         """Which path ("exact" or "hnsw") a search for this user would take now."""
         user = policy.require_scope(scope).user()
-        return self._run(user, self.vectors.plan, user)
+        return self._run(Call(user, self.vectors.plan, (user,)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -217,21 +218,22 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     def _perform(self, op: Operation[Any]) -> Any:
         if op.name in _OWN_STEPS:
             return getattr(self, f"_{op.name}")(*op.args())
-        fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
-        return self._run(op.scope, fn, *op.args(), write=op.write, admin_tenant=admin_tenant(op))
+        return self._run(self._call_of(op))
 
     async def _aperform(self, op: Operation[Any]) -> Any:
         if op.name in _OWN_STEPS:
             return await getattr(self, f"_a{op.name}")(*op.args())
+        return await self._arun(self._call_of(op))
+
+    def _call_of(self, op: Operation[Any]) -> Call[Any]:
+        """The primitive ``op`` names, as one transaction of the SQL operations."""
         fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
-        return await self._arun(
-            op.scope, fn, *op.args(), write=op.write, admin_tenant=admin_tenant(op)
-        )
+        return Call(op.scope, fn, op.args(), op.write, admin_tenant(op))
 
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         self.setup()
         self._fix_dimension(memories)
-        ids, large = self._run(scope, self._ann.upsert, scope, memories, write=True)
+        ids, large = self._run(Call(scope, self._ann.upsert, (scope, memories), write=True))
         if large:  # past ann_threshold: the user's own HNSW index, after the commit
             self._index(scope.user())
         return ids
@@ -240,7 +242,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         await self.asetup()
         if self._dimension == _dimension.AUTO and not self.tables.dimension:
             await asyncio.to_thread(self._fix_dimension, memories)  # once per store
-        ids, large = await self._arun(scope, self._ann.upsert, scope, memories, write=True)
+        upsert = Call(scope, self._ann.upsert, (scope, memories), write=True)
+        ids, large = await self._arun(upsert)
         if large:
             await asyncio.to_thread(self._index, scope.user())
         return ids
@@ -256,8 +259,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
 
     def _forget_user_steps(self, user: Scope) -> Plan[Counts]:
         """One plan for both halves (``plans``); the blocking steps in a thread on the async."""
-        forget = (user, self._ops.forget_user, user)
-        counts: Counts = yield Step(self._run, self._arun, forget, {"write": True})
+        forget = Call(user, self._ops.forget_user, (user,), write=True)
+        counts: Counts = yield Step(self._run, self._arun, (forget,), {})
         owner, mine = self._owner(), [user.user_id]  # their index holds their vectors
         yield from step(self._ann.drop, in_thread(self._ann.drop), owner, user.tenant_id, mine)
         yield from step(self._fold_log, in_thread(self._fold_log))
