@@ -253,11 +253,12 @@ class MuxiStore(OwnsBackend, BaseStore):
                 results[i] = None if hit is None else self._item(hit)
                 if hit is not None and self._refresh(op.refresh_ttl):
                     touched.append(hit)
-        searched = yield from step(self._searches, self._asearches, user, plan.searches, now)
-        for (i, sop), ranked in zip(plan.searches, searched, strict=True):
-            results[i] = [self._hit(item, score) for item, score in ranked]
-            if self._refresh(sop.refresh_ttl):
-                touched += [item for item, _ in ranked]
+        if plan.searches:
+            searched = yield from step(self._searches, self._asearches, user, plan.searches, now)
+            for (i, sop), ranked in zip(plan.searches, searched, strict=True):
+                results[i] = [self._hit(item, score) for item, score in ranked]
+                if self._refresh(sop.refresh_ttl):
+                    touched += [item for item, _ in ranked]
         for i, lop in plan.lists:
             rules = self._rules(lop)
             found_ns = yield from step(b.list_namespaces, b.alist_namespaces, user, rules, now=now)
