@@ -254,7 +254,12 @@ class MuxiStore(OwnsBackend, BaseStore):
                 if hit is not None and self._refresh(op.refresh_ttl):
                     touched.append(hit)
         if plan.searches:
-            searched = yield from step(self._searches, self._asearches, user, plan.searches, now)
+            if len(plan.searches) == 1:  # nothing to run concurrently
+                searched = [(yield from self._search(user, plan.searches[0][1], now))]
+            else:
+                searched = yield from step(
+                    self._searches, self._asearches, user, plan.searches, now
+                )
             for (i, sop), ranked in zip(plan.searches, searched, strict=True):
                 results[i] = [self._hit(item, score) for item, score in ranked]
                 if self._refresh(sop.refresh_ttl):
