@@ -30,6 +30,7 @@ from ...errors import DuplicateRequest, SessionExists, SessionExpired, SessionNo
 from ...quotas import SESSIONS, check_count
 from ...records import ACTIVE, ARCHIVED, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
+from .._message_ops import AppendToSession, GetMessages
 from ..base import RECEIPT_WINDOW
 from ._ops_base import OpsBase, utc, utc_now
 
@@ -222,26 +223,19 @@ class HistoryOps(OpsBase):
             )
         )
 
-    def append_to_session(
-        self,
-        conn: Connection,
-        scope: Scope,
-        messages: Sequence[Message],
-        now: datetime,
-        expires_at: datetime,
-        create: SessionRecord | None = None,
-        receipt: Receipt | None = None,
-    ) -> list[Message]:
+    def append_to_session(self, conn: Connection, turn: AppendToSession) -> list[Message]:
         """Touch the session if it is active and append, in the caller's one transaction
-        (storing ``create`` first, and the ``receipt`` last, when given)."""
+        (storing ``create`` first, and the ``receipt`` last, when given). Takes the checked
+        operation whole (``SQLBackend._call_of``): its six fields are this step's arguments."""
+        scope, now = turn.scope, turn.now
         user, sid = scope.user(), str(scope.session_id)
-        if create is not None:
-            self.insert_session(conn, create)
-        if not self.touch_session(conn, user, sid, now, expires_at, active_at=now):
+        if turn.create is not None:
+            self.insert_session(conn, turn.create)
+        if not self.touch_session(conn, user, sid, now, turn.expires_at, active_at=now):
             found = self.get_session(conn, user, sid) is not None
             raise SessionExpired(sid) if found else SessionNotFound(sid)
-        stored = self.append_messages(conn, scope, messages)
-        self.put_receipt(conn, receipt, stored)
+        stored = self.append_messages(conn, scope, turn.messages)
+        self.put_receipt(conn, turn.receipt, stored)
         return stored
 
     def renew_session(
@@ -330,28 +324,21 @@ class HistoryOps(OpsBase):
         conn.execute(delete(self.t.messages).where(*self._session(self.t.messages, scope)))
         return self.append_messages(conn, scope, messages)
 
-    def get_messages(
-        self,
-        conn: Connection,
-        scope: Scope,
-        status: str | None,
-        limit: int | None,
-        offset: int | None,
-        last: int | None,
-    ) -> list[Message]:
-        m = self.t.messages
+    def get_messages(self, conn: Connection, read: GetMessages) -> list[Message]:
+        """The operation whole, as ``append_to_session``: its window is this step's arguments."""
+        m, last = self.t.messages, read.last
         if last == 0:
             return []
-        if limit is None and not offset:  # a whole history, or its last N: built once
-            newest = last is not None
+        if read.limit is None and not read.offset:  # a whole history, or its last N: built once
+            newest, status = last is not None, read.status
             stmt = self._once(
                 f"messages:{status is not None}:{newest}", lambda: self._read(status, newest)
             )
-            params = self._scope_params(scope, muxi_status=status, muxi_last=last)
+            params = self._scope_params(read.scope, muxi_status=status, muxi_last=last)
             rows = conn.execute(stmt, params).all()
             return [_text_row_to_message(row) for row in (reversed(rows) if newest else rows)]
-        query = select(m).where(*self._messages(scope, status))
-        query = query.order_by(m.c.seq).limit(limit).offset(offset or None)
+        query = select(m).where(*self._messages(read.scope, read.status))
+        query = query.order_by(m.c.seq).limit(read.limit).offset(read.offset or None)
         return [_row_to_message(row) for row in conn.execute(query).all()]
 
     def _read(self, status: str | None, newest: bool) -> Any:

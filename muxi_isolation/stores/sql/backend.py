@@ -228,7 +228,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     def _call_of(self, op: Operation[Any]) -> Call[Any]:
         """The primitive ``op`` names, as one transaction of the SQL operations."""
         fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
-        return Call(op.scope, fn, op.args(), op.write, admin_tenant(op))
+        args = (op,) if op.name in _WHOLE else op.args()
+        return Call(op.scope, fn, args, op.write, admin_tenant(op))
 
     def _upsert_memories(self, scope: Scope, memories: list[Memory]) -> list[str]:
         self.setup()
@@ -271,6 +272,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
 
 # Operations that take more than their one transaction (an index, the SQLite log, batches).
 _OWN_STEPS = frozenset({"upsert_memories", "forget_user", "forget_tenant", "purge_expired"})
+# Operations whose SQL step takes the operation itself, not its fields one by one.
+_WHOLE = frozenset({"append_to_session", "get_messages"})
 
 
 def _check(
