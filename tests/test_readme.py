@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,7 +56,7 @@ BLOCKS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database (so a block may create tables and revoke TEMPORARY freely)."""
     admin = make_url(request.getfixturevalue("postgres_urls").admin)
@@ -77,38 +76,35 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     engine.dispose()
 
 
-def run_block(code: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+# Both PostgreSQL blocks create the role ``muxi_app``: they run one after the other, in one
+# test; every other block is a test of its own, so xdist spreads them over its workers.
+POSTGRES_BLOCKS = [name for name, (code, _) in BLOCKS.items() if POSTGRES_VAR in code]
+
+
+def run_block(name: str, cwd: Path, postgres_url: str | None = None) -> None:
+    """Runs the block in a fresh interpreter in ``cwd``; checks it succeeds and prints its
+    ```output block, if it has one."""
+    code, output = BLOCKS[name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUXI_")}
+    if postgres_url is not None:
+        env[POSTGRES_VAR] = postgres_url
     cwd.mkdir()
     command = [sys.executable, "-c", code]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def runs(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Every block run once, two at a time (most of each run is importing frameworks)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUXI_")}
-    if any(POSTGRES_VAR in code for code, _ in BLOCKS.values()):
-        env[POSTGRES_VAR] = request.getfixturevalue("postgres_database")
-    base = tmp_path_factory.mktemp("blocks")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {
-            name: pool.submit(run_block, code, base / f"block{i}", env)
-            for i, (name, (code, _)) in enumerate(BLOCKS.items())
-        }
-        return {name: future.result() for name, future in futures.items()}
-
-
-@pytest.mark.parametrize("name", list(BLOCKS))
-def test_python_block_runs_as_written(
-    name: str, runs: dict[str, subprocess.CompletedProcess[str]]
-) -> None:
-    code, output = BLOCKS[name]
-    run = runs[name]
+    run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"{code}\n--- stdout\n{run.stdout}\n--- stderr\n{run.stderr}"
     if output is not None:
         assert run.stdout == output, "the page's ```output block is what the code prints"
+
+
+@pytest.mark.parametrize("name", [name for name in BLOCKS if name not in POSTGRES_BLOCKS])
+def test_python_block_runs_as_written(name: str, tmp_path: Path) -> None:
+    run_block(name, tmp_path / "block")
+
+
+def test_postgres_blocks_run_as_written(postgres_database: str, tmp_path: Path) -> None:
+    assert POSTGRES_BLOCKS, "the README shows the PostgreSQL deployment"
+    for i, name in enumerate(POSTGRES_BLOCKS):
+        run_block(name, tmp_path / f"block{i}", postgres_database)
 
 
 def test_readme_opens_with_the_two_commands_ci_runs() -> None:
