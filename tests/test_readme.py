@@ -10,7 +10,6 @@ exist.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _examples import user_env
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -85,12 +85,11 @@ def run_block(name: str, cwd: Path, postgres_url: str | None = None) -> None:
     """Runs the block in a fresh interpreter in ``cwd``; checks it succeeds and prints its
     ```output block, if it has one."""
     code, output = BLOCKS[name]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUXI_")}
-    if postgres_url is not None:
-        env[POSTGRES_VAR] = postgres_url
+    env = user_env() if postgres_url is None else user_env(**{POSTGRES_VAR: postgres_url})
     cwd.mkdir()
-    command = [sys.executable, "-c", code]
-    run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, f"{code}\n--- stdout\n{run.stdout}\n--- stderr\n{run.stderr}"
     if output is not None:
         assert run.stdout == output, "the page's ```output block is what the code prints"

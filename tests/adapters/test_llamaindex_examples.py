@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from _examples import EXAMPLES, run_python
 
 
 def run(name: str, *args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(str(EXAMPLES / name), *args, cwd=cwd)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
