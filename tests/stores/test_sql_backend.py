@@ -196,6 +196,23 @@ def test_naive_datetimes_are_utc(make_backend, kind: str) -> None:
     assert got is not None and got.created_at == T0 and got.created_at.tzinfo is timezone.utc
 
 
+async def test_sqlite_stores_every_timestamp_in_one_text_form(make_backend) -> None:
+    """The append's driver-SQL paths bind datetimes as SQLAlchemy does elsewhere: a whole
+    second kept its ``.000000`` (sqlite3's own adapter dropped it, so text comparisons
+    and sorting mixed two forms)."""
+    backend = make_backend("sqlite")
+    scope = ALICE.with_session("s")
+    backend.insert_session(ALICE, SessionRecord("s", ALICE, T0, T0, T0))
+    assert backend.touch_session(ALICE, "s", T0, T0 + timedelta(hours=1))
+    backend.append_messages(scope, [Message("user", "a", created_at=T0)])
+    await backend.aappend_messages(scope, [Message("user", "b", created_at=T0)])
+    with backend._engine.connect() as conn:
+        times = conn.execute(text("SELECT created_at FROM muxi_messages")).scalars().all()
+        session = conn.execute(text("SELECT last_active_at, expires_at FROM muxi_sessions"))
+        stamps = [*times, *session.one()]
+    assert stamps == [*["2026-01-08 10:00:00.000000"] * 3, "2026-01-08 11:00:00.000000"]
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Row,
     Text,
     TextClause,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
 from ...errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
@@ -118,6 +120,45 @@ MESSAGE_KEYS = (
 )
 
 
+def _processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The bind processor SQLAlchemy itself applies: the dialect's type's (the generic
+    type's left SQLite's datetimes to sqlite3's adapter, which drops a zero microsecond)."""
+    processor: Callable[[Any], Any] | None = kind.dialect_impl(dialect).bind_processor(dialect)
+    return processor
+
+
+@dataclass(frozen=True)
+class _Driver:
+    """A fixed statement compiled once to the driver's SQL, with its parameters' names in
+    the driver's order and their bind processors: run through ``exec_driver_sql``, it skips
+    SQLAlchemy's per-execution compile-cache lookup and parameter handling (most of each
+    statement's cost on SQLite). Still one of SQLAlchemy's executions: events, error mapping."""
+
+    sql: str
+    names: tuple[str, ...]
+    positional: bool  # qmark (SQLite); else named parameters (PostgreSQL's drivers)
+    processors: dict[str, Callable[[Any], Any]]
+
+    @classmethod
+    def of(cls, conn: Connection, stmt: Any) -> _Driver:
+        compiled = stmt.compile(dialect=conn.dialect)
+        processors = {}
+        for name, bind in compiled.binds.items():
+            processor = _processor(bind.type, conn.dialect)
+            if processor is not None:
+                processors[name] = processor
+        order = compiled.positiontup
+        names = tuple(compiled.binds if order is None else order)
+        return cls(str(compiled), names, order is not None, processors)
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> CursorResult[Any]:
+        for name, processor in self.processors.items():
+            params[name] = processor(params[name])
+        if self.positional:
+            return conn.exec_driver_sql(self.sql, tuple(params[n] for n in self.names))
+        return conn.exec_driver_sql(self.sql, {n: params[n] for n in self.names})
+
+
 class HistoryOps(OpsBase):
     """Sessions, messages and receipts."""
 
@@ -197,13 +238,20 @@ class HistoryOps(OpsBase):
         active_at: datetime | None = None,
     ) -> bool:
         """Move the session's times; with ``active_at``, only if it has not expired by then."""
-        stmt = self._once(f"touch:{active_at is not None}", lambda: self._touch(active_at))
-        params = self._scope_params(
-            user, muxi_id=session_id, muxi_last=last_active_at, muxi_expires=expires_at
-        )
-        if active_at is not None:
-            params["muxi_active"] = active_at
-        return conn.execute(stmt, params).rowcount > 0
+        stmt = self._driver(conn, f"touch:{active_at is not None}", lambda: self._touch(active_at))
+        params = {
+            "muxi_tenant": user.tenant_id,
+            "muxi_user": user.user_id,
+            "muxi_id": session_id,
+            "muxi_last": last_active_at,
+            "muxi_expires": expires_at,
+            "muxi_active": active_at,
+        }
+        return stmt.run(conn, params).rowcount > 0
+
+    def _driver(self, conn: Connection, name: str, build: Callable[[], Any]) -> _Driver:
+        driver: _Driver = self._once(f"driver:{name}", lambda: _Driver.of(conn, build()))
+        return driver
 
     def _touch(self, active_at: datetime | None) -> Any:
         s = self.t.sessions
@@ -272,10 +320,15 @@ class HistoryOps(OpsBase):
 
     def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
         """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
-        stmt = self._once("next_seqs", lambda: self._next_seqs_text(conn))
-        ids = {"tenant_id": scope.tenant_id, "user_id": scope.user_id}
-        params = {**ids, "session_id": scope.session_id, "muxi_first": n + 1, "muxi_n": n}
-        return int(conn.execute(stmt, params).scalar_one()) - n
+        stmt = self._driver(conn, "next_seqs", lambda: self._next_seqs_text(conn))
+        params = {
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "session_id": scope.session_id,
+            "muxi_first": n + 1,
+            "muxi_n": n,
+        }
+        return int(stmt.run(conn, params).scalar_one()) - n
 
     def _next_seqs_text(self, conn: Connection) -> TextClause:
         """``_counter``'s upsert as text: SQLAlchemy compiles an ON CONFLICT construct anew
@@ -316,7 +369,7 @@ class HistoryOps(OpsBase):
         keys = list(MESSAGE_KEYS)
         compiled = insert(self.t.messages).compile(dialect=conn.dialect, column_keys=keys)
         names = compiled.positiontup or []
-        return str(compiled), [(n, c[n].type.bind_processor(conn.dialect)) for n in names]
+        return str(compiled), [(n, _processor(c[n].type, conn.dialect)) for n in names]
 
     def replace_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
