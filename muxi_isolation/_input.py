@@ -53,13 +53,22 @@ def check_json(value: Any, field: str) -> None:
     """Refuse what not every backend stores alike: non-JSON values, NaN or infinity, and
     strings (values or keys, at any depth) that ``text_problem`` refuses."""
     try:
-        json.dumps(value, allow_nan=False)
+        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except RecursionError:
         raise InvalidInput(f"{field} is nested too deeply", field=field) from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(
             f"{field} must be JSON (no NaN or infinity): {exc}", field=field
         ) from exc
+    # Every string (key or value) is in ``dumped`` as it was, but for escapes: a NUL shows as
+    # \u0000 and a lone surrogate stays and does not encode. Neither there: nothing to refuse,
+    # without walking the tree (a literal "\\u0000" only sends it down the exact walk).
+    if "\\u0000" not in dumped:
+        try:
+            dumped.encode("utf-8")
+            return
+        except UnicodeEncodeError:
+            pass
     stack = [value]
     while stack:  # json.dumps accepted it: a finite tree of dicts, lists, tuples and scalars
         item = stack.pop()
