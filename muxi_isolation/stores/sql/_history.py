@@ -289,12 +289,59 @@ class HistoryOps(OpsBase):
         user, sid = scope.user(), str(scope.session_id)
         if turn.create is not None:
             self.insert_session(conn, turn.create)
-        if not self.touch_session(conn, user, sid, now, turn.expires_at, active_at=now):
+        n, first = len(turn.messages), None
+        if self.dialect == "postgresql" and n:  # one round trip for the touch and the seqs
+            first = self._touch_and_reserve(conn, scope, now, turn.expires_at, n)
+            touched = first is not None
+        else:
+            touched = self.touch_session(conn, user, sid, now, turn.expires_at, active_at=now)
+        if not touched:
             found = self.get_session(conn, user, sid) is not None
             raise SessionExpired(sid) if found else SessionNotFound(sid)
-        stored = self.append_messages(conn, scope, turn.messages)
+        if first is None:
+            stored = self.append_messages(conn, scope, turn.messages)
+        else:
+            stored = self._insert_messages(conn, scope, turn.messages, first)
         self.put_receipt(conn, turn.receipt, stored)
         return stored
+
+    def _touch_and_reserve(
+        self, conn: Connection, scope: Scope, now: datetime, expires_at: datetime, n: int
+    ) -> int | None:
+        """PostgreSQL: ``touch_session`` (only if active at ``now``) and ``_next_seqs`` in one
+        statement: the counter moves only for a session the touch found; ``None`` if none."""
+        stmt = self._driver(conn, "touch_and_reserve", lambda: self._touch_and_reserve_text(conn))
+        params = {
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "session_id": scope.session_id,
+            "muxi_last": now,
+            "muxi_expires": expires_at,
+            "muxi_active": now,
+            "muxi_first": n + 1,
+            "muxi_n": n,
+        }
+        row = stmt.run(conn, params).first()
+        return None if row is None else int(row[0]) - n
+
+    def _touch_and_reserve_text(self, conn: Connection) -> TextClause:
+        name = conn.dialect.identifier_preparer.format_table
+        sessions, counters = name(self.t.sessions), name(self.t.counters)
+        when = self.t.sessions.c.expires_at.type
+        return text(
+            f"WITH touched AS (UPDATE {sessions} "  # noqa: S608
+            "SET last_active_at = :muxi_last, expires_at = :muxi_expires "
+            "WHERE tenant_id = :tenant_id AND user_id = :user_id AND id = :session_id "
+            "AND expires_at > :muxi_active RETURNING 1) "
+            f"INSERT INTO {counters} (tenant_id, user_id, session_id, next_seq) "
+            "SELECT :tenant_id, :user_id, :session_id, :muxi_first FROM touched "
+            "ON CONFLICT (tenant_id, user_id, session_id) "
+            f"DO UPDATE SET next_seq = {counters}.next_seq + :muxi_n RETURNING next_seq"
+        ).bindparams(
+            bindparam("muxi_last", type_=when),
+            bindparam("muxi_expires", type_=when),
+            bindparam("muxi_active", type_=when),
+        )
 
     def renew_session(
         self, conn: Connection, user: Scope, session_id: str, now: datetime, expires_at: datetime
@@ -356,7 +403,14 @@ class HistoryOps(OpsBase):
     ) -> list[Message]:
         if not messages:
             return []
-        first = self._next_seqs(conn, scope, len(messages))
+        return self._insert_messages(
+            conn, scope, messages, self._next_seqs(conn, scope, len(messages))
+        )
+
+    def _insert_messages(
+        self, conn: Connection, scope: Scope, messages: Sequence[Message], first: int
+    ) -> list[Message]:
+        """Store the messages under the seqs from ``first`` on (reserved by the caller)."""
         now = utc_now()
         stored = [_numbered(m, first + i, utc(m.created_at or now)) for i, m in enumerate(messages)]
         rows = [self._message_row(scope, m) for m in stored]
