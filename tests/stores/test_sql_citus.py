@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event
 
-from muxi_isolation import ConfigError, Memory, Message, Scope, SessionRecord
+from muxi_isolation import ConfigError, Memory, Message, Scope, SessionExpired, SessionRecord
 from muxi_isolation.stores.sql import SQLBackend, citus_ddl
 
 T0 = datetime(2026, 1, 8, 10, 0, tzinfo=timezone.utc)
@@ -173,3 +173,24 @@ def test_citus_ddl_with_prefix_and_schema() -> None:
         citus_ddl(table_prefix="x'); DROP TABLE y; --")
     with pytest.raises(ConfigError):
         citus_ddl(schema="Tenants")
+
+
+@pytest.mark.parametrize(("citus", "expected"), [(False, 2), (True, 3)])
+def test_an_append_touches_and_reserves_in_one_statement_unless_citus(
+    make_backend, citus: bool, expected: int
+) -> None:
+    """PostgreSQL: the session touch and the seq counter are one data-modifying CTE (one round
+    trip); Citus keeps them apart. Either way the seqs and the refusals are the same."""
+    backend = make_backend("postgres", citus=citus)
+    backend.insert_session(ALICE, SessionRecord("s", ALICE, T0, T0, T0 + timedelta(hours=1)))
+    scope, later = ALICE.with_session("s"), T0 + timedelta(minutes=5)
+    log = StatementLog(backend)
+    pair = [Message("user", "a"), Message("assistant", "b")]
+    stored = backend.append_to_session(scope, pair, now=later, expires_at=later)
+    assert len(log.on_scoped_tables()) == expected
+    assert [m.seq for m in stored] == [1, 2]
+    with pytest.raises(SessionExpired):  # expired at `later`: refused, the counter unmoved
+        backend.append_to_session(scope, pair, now=later, expires_at=later)
+    backend.touch_session(ALICE, "s", later, later + timedelta(hours=1))
+    again = backend.append_to_session(scope, pair[:1], now=later, expires_at=later)
+    assert [m.seq for m in again] == [3]

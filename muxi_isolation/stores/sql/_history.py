@@ -172,6 +172,9 @@ class _Driver:
 class HistoryOps(OpsBase):
     """Sessions, messages and receipts."""
 
+    # PostgreSQL: an append's touch and seq reservation in one statement (off under Citus).
+    one_trip_append = True
+
     def insert_session(
         self, conn: Connection, record: SessionRecord, receipt: Receipt | None = None
     ) -> None:
@@ -290,7 +293,7 @@ class HistoryOps(OpsBase):
         if turn.create is not None:
             self.insert_session(conn, turn.create)
         n, first = len(turn.messages), None
-        if self.dialect == "postgresql" and n:  # one round trip for the touch and the seqs
+        if n and self.one_trip_append and self.dialect == "postgresql":
             first = self._touch_and_reserve(conn, scope, now, turn.expires_at, n)
             touched = first is not None
         else:

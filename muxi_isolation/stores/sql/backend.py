@@ -124,6 +124,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
             set_local=citus,
         )
         self._ops = Ops(self.tables, self.dialect, self.vectors)
+        self._ops.one_trip_append = not citus  # Citus: no data-modifying CTE in INSERT ... SELECT
         self._ann = AnnIndexes(self._ops, self.vectors)
         self.vectors.own_index = self._ann.ready
         if not ann_index_delay >= 0:
