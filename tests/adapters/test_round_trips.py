@@ -35,8 +35,10 @@ PAIR = [HumanMessage("what did I say?"), AIMessage("That the budget is 1.2M.")]
 PINNED = {
     "search": (4, 4),  # BEGIN, scope_enter, the search (the user's row count inside), COMMIT
     "read": (4, 3),  # BEGIN, scope_enter, the read, COMMIT
-    "append": (6, 5),  # BEGIN, scope_enter, touch, seqs, insert, COMMIT
-    "first append": (12, 10),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
+    # PostgreSQL: BEGIN, scope_enter, touch + seqs (one statement), insert, COMMIT;
+    # SQLite: BEGIN, touch, seqs, insert, COMMIT
+    "append": (5, 5),
+    "first append": (11, 10),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
 }
 
 
