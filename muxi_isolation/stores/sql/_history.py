@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    CursorResult,
     Row,
     Text,
     TextClause,
@@ -25,7 +24,6 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
 from ...errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
@@ -34,6 +32,7 @@ from ...records import ACTIVE, ARCHIVED, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from .._message_ops import AppendToSession, GetMessages
 from ..base import RECEIPT_WINDOW
+from ._driver import Driver, bind_processor
 from ._ops_base import OpsBase, utc, utc_now
 
 __all__ = ["HistoryOps"]
@@ -130,45 +129,6 @@ MESSAGE_KEYS = (
 )
 
 
-def _processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
-    """The bind processor SQLAlchemy itself applies: the dialect's type's (the generic
-    type's left SQLite's datetimes to sqlite3's adapter, which drops a zero microsecond)."""
-    processor: Callable[[Any], Any] | None = kind.dialect_impl(dialect).bind_processor(dialect)
-    return processor
-
-
-@dataclass(frozen=True)
-class _Driver:
-    """A fixed statement compiled once to the driver's SQL, with its parameters' names in
-    the driver's order and their bind processors: run through ``exec_driver_sql``, it skips
-    SQLAlchemy's per-execution compile-cache lookup and parameter handling (most of each
-    statement's cost on SQLite). Still one of SQLAlchemy's executions: events, error mapping."""
-
-    sql: str
-    names: tuple[str, ...]
-    positional: bool  # qmark (SQLite); else named parameters (PostgreSQL's drivers)
-    processors: dict[str, Callable[[Any], Any]]
-
-    @classmethod
-    def of(cls, conn: Connection, stmt: Any) -> _Driver:
-        compiled = stmt.compile(dialect=conn.dialect)
-        processors = {}
-        for name, bind in compiled.binds.items():
-            processor = _processor(bind.type, conn.dialect)
-            if processor is not None:
-                processors[name] = processor
-        order = compiled.positiontup
-        names = tuple(compiled.binds if order is None else order)
-        return cls(str(compiled), names, order is not None, processors)
-
-    def run(self, conn: Connection, params: dict[str, Any]) -> CursorResult[Any]:
-        for name, processor in self.processors.items():
-            params[name] = processor(params[name])
-        if self.positional:
-            return conn.exec_driver_sql(self.sql, tuple(params[n] for n in self.names))
-        return conn.exec_driver_sql(self.sql, {n: params[n] for n in self.names})
-
-
 class HistoryOps(OpsBase):
     """Sessions, messages and receipts."""
 
@@ -262,8 +222,8 @@ class HistoryOps(OpsBase):
         }
         return stmt.run(conn, params).rowcount > 0
 
-    def _driver(self, conn: Connection, name: str, build: Callable[[], Any]) -> _Driver:
-        driver: _Driver = self._once(f"driver:{name}", lambda: _Driver.of(conn, build()))
+    def _driver(self, conn: Connection, name: str, build: Callable[[], Any]) -> Driver:
+        driver: Driver = self._once(f"driver:{name}", lambda: Driver.of(conn, build()))
         return driver
 
     def _touch(self, active_at: datetime | None) -> Any:
@@ -433,7 +393,7 @@ class HistoryOps(OpsBase):
         keys = list(MESSAGE_KEYS)
         compiled = insert(self.t.messages).compile(dialect=conn.dialect, column_keys=keys)
         names = compiled.positiontup or []
-        return str(compiled), [(n, _processor(c[n].type, conn.dialect)) for n in names]
+        return str(compiled), [(n, bind_processor(c[n].type, conn.dialect)) for n in names]
 
     def replace_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
