@@ -410,3 +410,14 @@ async def test_purge_works_through_many_batches(make_backend, monkeypatch, kind:
         backend.insert_session(bob, SessionRecord(f"again{n}", bob, at, at, at))
     assert await backend.apurge_expired(cutoff) == {"sessions": 3, "messages": 0}
     assert [s.id for s in backend.list_sessions(bob)] == ["live"]
+
+
+def test_sqlite_stores_a_memorys_time_in_the_same_text_form(make_backend) -> None:
+    """The memories' driver-SQL upsert binds datetimes as the history's does (a whole second
+    keeps its ``.000000``), so every stored timestamp has one text form."""
+    backend = make_backend("sqlite")
+    backend.upsert_memories(ALICE, [Memory("m1", "bees", created_at=T0)])
+    with backend._engine.connect() as conn:
+        stamp = conn.execute(text("SELECT created_at FROM muxi_memories")).scalar_one()
+    assert stamp == "2026-01-08 10:00:00.000000"
+    assert backend.list_memories(ALICE)[0].created_at == T0

@@ -13,6 +13,7 @@ from ...records import Memory
 from ...scope import Scope
 from . import _bulk
 from ._dimension import mismatch
+from ._driver import bind_processor
 from ._ops_base import OpsBase, utc_now
 from ._text import TextSearcher
 from ._vectors import Scored, Search, row_to_memory
@@ -86,7 +87,7 @@ class MemoryOps(OpsBase):
         c = self.t.memories.c
         compiled = self._memories_upsert().compile(dialect=conn.dialect, column_keys=MEMORY_KEYS)
         names = compiled.positiontup or []
-        return str(compiled), [(n, c[n].type.bind_processor(conn.dialect)) for n in names]
+        return str(compiled), [(n, bind_processor(c[n].type, conn.dialect)) for n in names]
 
     def _check_memories(self, conn: Connection, user: Scope, ids: list[str]) -> None:
         """The ids new to this user must fit its quota (replacing one adds nothing)."""
