@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult
+from sqlalchemy import Connection, CursorResult, Table
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Driver", "bind_processor"]
+__all__ = ["Driver", "batch_sql", "bind_processor"]
 
 
 def bind_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -17,6 +17,17 @@ def bind_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     type's left SQLite's datetimes to sqlite3's adapter, which drops a zero microsecond)."""
     processor: Callable[[Any], Any] | None = kind.dialect_impl(dialect).bind_processor(dialect)
     return processor
+
+
+def batch_sql(
+    conn: Connection, stmt: Any, table: Table, keys: Sequence[str]
+) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
+    """A batch write of ``table``'s ``keys`` as the driver's SQL, its parameters in the
+    driver's order each with its column's bind processor, for one ``exec_driver_sql``
+    executemany (SQLite): SQLAlchemy's per-row parameter handling was most of a batch."""
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
+    names = compiled.positiontup or []
+    return str(compiled), [(n, bind_processor(table.c[n].type, conn.dialect)) for n in names]
 
 
 @dataclass(frozen=True)
