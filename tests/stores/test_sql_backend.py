@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -21,7 +22,7 @@ from muxi_isolation import (
     StorageUnavailable,
 )
 from muxi_isolation.stores import open_backend
-from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema
+from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _history, _schema
 from muxi_isolation.stores.sql._urls import resolve_url
 
 ALICE = Scope("tenant_a", "alice")
@@ -421,3 +422,15 @@ def test_sqlite_stores_a_memorys_time_in_the_same_text_form(make_backend) -> Non
         stamp = conn.execute(text("SELECT created_at FROM muxi_memories")).scalar_one()
     assert stamp == "2026-01-08 10:00:00.000000"
     assert backend.list_memories(ALICE)[0].created_at == T0
+
+
+def test_a_numbered_message_is_the_message_with_its_seq_and_time() -> None:
+    """``_numbered`` spells out ``Message``'s fields (``replace`` was a quarter of an
+    append): a field added to ``Message`` must be added there too, or this fails."""
+    message = Message(
+        "assistant", [{"type": "text"}], {"k": 1}, [{"id": "c"}], "archived", None, None, ALICE
+    )
+    assert _history._numbered(message, 7, T0) == replace(message, seq=7, created_at=T0)
+    assert [f.name for f in fields(Message)] == [
+        *("role", "content", "metadata", "tool_calls", "status", "created_at", "seq", "scope")
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ from ...records import ACTIVE, ARCHIVED, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from .._message_ops import AppendToSession, GetMessages
 from ..base import RECEIPT_WINDOW
-from ._driver import Driver, bind_processor
+from ._driver import Driver, batch_sql
 from ._ops_base import OpsBase, utc, utc_now
 
 __all__ = ["HistoryOps"]
@@ -107,13 +107,9 @@ def _row_to_receipt(row: Row[Any]) -> Receipt:
 
 def _numbered(m: Message, seq: int, created_at: datetime) -> Message:
     """``replace(m, seq=seq, created_at=created_at)`` at a quarter of its cost (it reads the
-    dataclass's fields on every call); ``_MESSAGE_FIELDS`` keeps the two in step."""
+    dataclass's fields on every call); a test keeps the two equal as ``Message`` changes."""
     return Message(m.role, m.content, m.metadata, m.tool_calls, m.status, created_at, seq, m.scope)
 
-
-_MESSAGE_FIELDS = ("role", "content", "metadata", "tool_calls", "status", "created_at", "seq")
-if tuple(f.name for f in fields(Message)) != (*_MESSAGE_FIELDS, "scope"):
-    raise ImportError("Message's fields changed: update _numbered")
 
 MESSAGE_KEYS = (
     "tenant_id",
@@ -378,22 +374,15 @@ class HistoryOps(OpsBase):
         stored = [_numbered(m, first + i, utc(m.created_at or now)) for i, m in enumerate(messages)]
         rows = [self._message_row(scope, m) for m in stored]
         if self.dialect == "sqlite":
-            sql, columns = self._once("insert_messages", lambda: self._driver_insert(conn))
+            t = self.t.messages  # driver SQL: SQLAlchemy's parameter handling was a third
+            sql, columns = self._once(
+                "insert_messages", lambda: batch_sql(conn, insert(t), t, MESSAGE_KEYS)
+            )
             params = [tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows]
             conn.exec_driver_sql(sql, params)  # as the memories' upsert: no per-row work
             return stored
         conn.execute(insert(self.t.messages), rows)
         return stored
-
-    def _driver_insert(self, conn: Connection) -> tuple[str, list[tuple[str, Any]]]:
-        """The messages' insert as driver SQL, its parameters in order with their columns'
-        bind processors (``_driver_upsert``): SQLAlchemy's parameter handling was a third of
-        a history append on SQLite."""
-        c = self.t.messages.c
-        keys = list(MESSAGE_KEYS)
-        compiled = insert(self.t.messages).compile(dialect=conn.dialect, column_keys=keys)
-        names = compiled.positiontup or []
-        return str(compiled), [(n, bind_processor(c[n].type, conn.dialect)) for n in names]
 
     def replace_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
