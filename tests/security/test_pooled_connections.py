@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from muxi_isolation import Memory, Scope
+from muxi_isolation import Memory, Message, Scope
+from muxi_isolation.sessions import SessionManager
 from muxi_isolation.stores.sql import SQLBackend, _rls
 
 ALICE = Scope("tenant_a", "alice")
@@ -222,15 +223,23 @@ def test_every_statement_names_the_schema_of_its_tables(pooled: SQLBackend) -> N
         sent.append(statement)
 
     names = [t.name for t in pooled.tables.scoped]
-    event.listen(pooled._engine, "before_cursor_execute", capture)
+    engines = {id(e): e for e in (pooled._engine, pooled._writers[0])}.values()
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", capture)
     try:
         pooled.upsert_memories(ALICE.with_session("s1"), [Memory("m", "x", {}, [1.0, 0.0])])
         pooled.list_memories(ALICE)
         pooled.search_memories(ALICE, [1.0, 0.0], k=1)
         pooled.delete_memories(ALICE, ids=["m"])
+        sessions = SessionManager(pooled)
+        record = sessions.create(ALICE)  # the append's touch + seqs statement, and the insert
+        sessions.append(ALICE.with_session(record.id), [Message("user", "hi")])
+        pooled.get_messages(ALICE.with_session(record.id))
         pooled.list_sessions(ALICE)
     finally:
-        event.remove(pooled._engine, "before_cursor_execute", capture)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", capture)
+    assert any(pooled.tables.counters.name in s for s in sent)
     assert any(pooled.tables.memories.name in s for s in sent)
     for statement in sent:
         bare = QUALIFIED.sub("", statement)
