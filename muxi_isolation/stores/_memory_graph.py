@@ -10,20 +10,9 @@ from typing import Any
 
 from ..filters import Filter, matches
 from ..scope import Scope
+from . import graph
 from ._graph_operations import GraphMethods
 from .base import Counts
-from .graph import (
-    CheckpointQuery,
-    CheckpointRecord,
-    ItemQuery,
-    ItemRef,
-    MatchRule,
-    Namespace,
-    StoreItem,
-    WriteRecord,
-    expiry,
-    namespace_matches,
-)
 
 __all__ = ["MemoryGraph"]
 
@@ -32,11 +21,11 @@ CheckpointKey = tuple[str, str, str]  # thread, namespace, checkpoint id
 WriteKey = tuple[str, str, str, str, int]  # ... task id, idx
 
 
-def _live(item: StoreItem, now: datetime) -> bool:
+def _live(item: graph.StoreItem, now: datetime) -> bool:
     return item.expires_at is None or item.expires_at > now
 
 
-def _newest_first(item: StoreItem) -> tuple[float, Namespace, str]:
+def _newest_first(item: graph.StoreItem) -> tuple[float, graph.Namespace, str]:
     stamp = item.updated_at or datetime.min.replace(tzinfo=timezone.utc)
     return (-stamp.timestamp(), item.namespace, item.key)
 
@@ -46,17 +35,17 @@ class MemoryGraph(GraphMethods):
 
     _lock: threading.RLock
     _graph_data: tuple[
-        dict[UserKey, dict[CheckpointKey, CheckpointRecord]],
-        dict[UserKey, dict[WriteKey, WriteRecord]],
-        dict[UserKey, dict[ItemRef, StoreItem]],
+        dict[UserKey, dict[CheckpointKey, graph.CheckpointRecord]],
+        dict[UserKey, dict[WriteKey, graph.WriteRecord]],
+        dict[UserKey, dict[graph.ItemRef, graph.StoreItem]],
     ]
 
     def _graph(
         self,
     ) -> tuple[
-        dict[UserKey, dict[CheckpointKey, CheckpointRecord]],
-        dict[UserKey, dict[WriteKey, WriteRecord]],
-        dict[UserKey, dict[ItemRef, StoreItem]],
+        dict[UserKey, dict[CheckpointKey, graph.CheckpointRecord]],
+        dict[UserKey, dict[WriteKey, graph.WriteRecord]],
+        dict[UserKey, dict[graph.ItemRef, graph.StoreItem]],
     ]:
         with self._lock:
             if not hasattr(self, "_graph_data"):
@@ -69,7 +58,7 @@ class MemoryGraph(GraphMethods):
 
     # -- checkpoints
 
-    def _put_checkpoint(self, user: Scope, record: CheckpointRecord) -> None:
+    def _put_checkpoint(self, user: Scope, record: graph.CheckpointRecord) -> None:
         checkpoints, _, _ = self._graph()
         key = (record.thread_id, record.checkpoint_ns, record.checkpoint_id)
         with self._lock:
@@ -78,7 +67,9 @@ class MemoryGraph(GraphMethods):
             created = old.created_at if old else record.created_at
             bucket[key] = replace(record, created_at=created or datetime.now(timezone.utc))
 
-    def _get_checkpoints(self, user: Scope, query: CheckpointQuery) -> list[CheckpointRecord]:
+    def _get_checkpoints(
+        self, user: Scope, query: graph.CheckpointQuery
+    ) -> list[graph.CheckpointRecord]:
         checkpoints, writes, _ = self._graph()
         with self._lock:
             rows = list(checkpoints.get(self._key(user), {}).values())
@@ -99,7 +90,9 @@ class MemoryGraph(GraphMethods):
             out.append(replace(r, writes=tuple(own)))
         return out
 
-    def _put_checkpoint_writes(self, user: Scope, writes: list[WriteRecord], replace: bool) -> None:
+    def _put_checkpoint_writes(
+        self, user: Scope, writes: list[graph.WriteRecord], replace: bool
+    ) -> None:
         _, stored, _ = self._graph()
         with self._lock:
             bucket = stored.setdefault(self._key(user), {})
@@ -143,7 +136,7 @@ class MemoryGraph(GraphMethods):
         wanted = set(thread_ids)
         with self._lock:
             mine = checkpoints.get(self._key(user), {})
-            newest: dict[tuple[str, str], CheckpointRecord] = {}
+            newest: dict[tuple[str, str], graph.CheckpointRecord] = {}
             for (thread, ns, cid), record in mine.items():
                 latest = newest.get((thread, ns))
                 if thread in wanted and (latest is None or cid > latest.checkpoint_id):
@@ -162,7 +155,7 @@ class MemoryGraph(GraphMethods):
             _drop(writes, self._key(user), doomed)
             return _drop(checkpoints, self._key(user), doomed)
 
-    def _delete_checkpoints(self, user: Scope, query: CheckpointQuery) -> int:
+    def _delete_checkpoints(self, user: Scope, query: graph.CheckpointQuery) -> int:
         checkpoints, writes, _ = self._graph()
         with self._lock:
             gone = {k for k, r in checkpoints.get(self._key(user), {}).items() if _wanted(r, query)}
@@ -171,14 +164,18 @@ class MemoryGraph(GraphMethods):
 
     # -- store items
 
-    def _get_items(self, user: Scope, refs: list[ItemRef], now: datetime) -> list[StoreItem]:
+    def _get_items(
+        self, user: Scope, refs: list[graph.ItemRef], now: datetime
+    ) -> list[graph.StoreItem]:
         _, _, items = self._graph()
         with self._lock:
             bucket = items.get(self._key(user), {})
             found = [bucket.get(ref) for ref in dict.fromkeys(refs)]
         return [i for i in found if i is not None and _live(i, now)]
 
-    def _put_items(self, user: Scope, new: list[StoreItem], deletes: list[ItemRef]) -> None:
+    def _put_items(
+        self, user: Scope, new: list[graph.StoreItem], deletes: list[graph.ItemRef]
+    ) -> None:
         _, _, items = self._graph()
         with self._lock:
             bucket = items.setdefault(self._key(user), {})
@@ -189,9 +186,11 @@ class MemoryGraph(GraphMethods):
                 created = old.created_at if old is not None else item.created_at
                 bucket[(item.namespace, item.key)] = replace(item, created_at=created)
 
-    def _search_items(self, user: Scope, query: ItemQuery, now: datetime) -> list[StoreItem]:
+    def _search_items(
+        self, user: Scope, query: graph.ItemQuery, now: datetime
+    ) -> list[graph.StoreItem]:
         _, _, items = self._graph()
-        rule = MatchRule("prefix", query.prefix)
+        rule = graph.MatchRule("prefix", query.prefix)
         with self._lock:
             rows = list(items.get(self._key(user), {}).values())
         rows = [
@@ -207,7 +206,7 @@ class MemoryGraph(GraphMethods):
         end = None if query.limit is None else query.offset + query.limit
         return rows[query.offset : end]
 
-    def _refresh_items(self, user: Scope, refreshed: list[StoreItem], now: datetime) -> None:
+    def _refresh_items(self, user: Scope, refreshed: list[graph.StoreItem], now: datetime) -> None:
         _, _, items = self._graph()
         with self._lock:
             bucket = items.get(self._key(user), {})
@@ -215,16 +214,16 @@ class MemoryGraph(GraphMethods):
                 ref = (item.namespace, item.key)
                 stored = bucket.get(ref)
                 if stored is not None and stored.ttl is not None:
-                    bucket[ref] = replace(stored, expires_at=expiry(now, stored.ttl))
+                    bucket[ref] = replace(stored, expires_at=graph.expiry(now, stored.ttl))
 
     def _list_namespaces(
-        self, user: Scope, rules: list[MatchRule], now: datetime
-    ) -> list[Namespace]:
+        self, user: Scope, rules: list[graph.MatchRule], now: datetime
+    ) -> list[graph.Namespace]:
         _, _, items = self._graph()
         with self._lock:
             rows = list(items.get(self._key(user), {}).values())
         found = {i.namespace for i in rows if _live(i, now)}
-        return [ns for ns in found if all(namespace_matches(ns, r) for r in rules)]
+        return [ns for ns in found if all(graph.namespace_matches(ns, r) for r in rules)]
 
     def _forget_graph(self, user: Scope) -> Counts:
         """Drop the user's graph data; counts only for the kinds the user had."""
@@ -277,12 +276,12 @@ def _drop(data: dict[UserKey, dict[Any, Any]], key: UserKey, doomed: Callable[[A
     return len(gone)
 
 
-def _exact_prefix(namespace: Namespace, prefix: Namespace) -> bool:
+def _exact_prefix(namespace: graph.Namespace, prefix: graph.Namespace) -> bool:
     """A search prefix is literal: unlike a listing rule, ``*`` here is just a label."""
     return namespace[: len(prefix)] == prefix
 
 
-def _wanted(r: CheckpointRecord, q: CheckpointQuery) -> bool:
+def _wanted(r: graph.CheckpointRecord, q: graph.CheckpointQuery) -> bool:
     return (
         (q.thread_id is None or r.thread_id == q.thread_id)
         and (q.checkpoint_ns is None or r.checkpoint_ns == q.checkpoint_ns)

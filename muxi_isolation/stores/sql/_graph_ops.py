@@ -35,19 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ...filters import Filter
 from ...scope import Scope
-from ..graph import (
-    WILDCARD,
-    CheckpointQuery,
-    CheckpointRecord,
-    ItemQuery,
-    ItemRef,
-    MatchRule,
-    Namespace,
-    StoreItem,
-    WriteRecord,
-    decode_namespace,
-    encode_namespace,
-)
+from .. import graph
 from ._filters import compile_filter
 from ._graph_rows import (
     chunks,
@@ -84,8 +72,8 @@ _ITEM_CHANGES = (
 class GraphOps:
     """Checkpoints, pending writes and store items on one connection."""
 
-    def __init__(self, graph: GraphTables, dialect: str) -> None:
-        self.g = graph
+    def __init__(self, tables: GraphTables, dialect: str) -> None:
+        self.g = tables
         self.dialect = dialect
 
     @staticmethod
@@ -113,7 +101,7 @@ class GraphOps:
 
     # -- checkpoints
 
-    def put_checkpoint(self, conn: Connection, user: Scope, record: CheckpointRecord) -> None:
+    def put_checkpoint(self, conn: Connection, user: Scope, record: graph.CheckpointRecord) -> None:
         row = {
             **self._owner(user),
             "session_id": record.thread_id,
@@ -127,7 +115,7 @@ class GraphOps:
         }
         conn.execute(self._upsert(self.g.checkpoints, _CHECKPOINT_CHANGES), row)
 
-    def _matching(self, user: Scope, q: CheckpointQuery) -> list[Cond]:
+    def _matching(self, user: Scope, q: graph.CheckpointQuery) -> list[Cond]:
         t = self.g.checkpoints
         where = self._user(t, user)
         if q.thread_id is not None:
@@ -143,8 +131,8 @@ class GraphOps:
         return where
 
     def get_checkpoints(
-        self, conn: Connection, user: Scope, q: CheckpointQuery
-    ) -> list[CheckpointRecord]:
+        self, conn: Connection, user: Scope, q: graph.CheckpointQuery
+    ) -> list[graph.CheckpointRecord]:
         t = self.g.checkpoints
         query = (
             select(t)
@@ -165,9 +153,9 @@ class GraphOps:
 
     def _writes(
         self, conn: Connection, user: Scope, keys: list[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], list[WriteRecord]]:
+    ) -> dict[tuple[str, str, str], list[graph.WriteRecord]]:
         w = self.g.writes
-        out: dict[tuple[str, str, str], list[WriteRecord]] = {}
+        out: dict[tuple[str, str, str], list[graph.WriteRecord]] = {}
         for chunk in chunks(keys):
             rows = conn.execute(
                 select(w)
@@ -185,7 +173,7 @@ class GraphOps:
         return out
 
     def put_checkpoint_writes(
-        self, conn: Connection, user: Scope, writes: list[WriteRecord], replace: bool
+        self, conn: Connection, user: Scope, writes: list[graph.WriteRecord], replace: bool
     ) -> None:
         w = self.g.writes
         rows = [
@@ -283,7 +271,7 @@ class GraphOps:
             .scalar_subquery()
         )
 
-    def delete_checkpoints(self, conn: Connection, user: Scope, q: CheckpointQuery) -> int:
+    def delete_checkpoints(self, conn: Connection, user: Scope, q: graph.CheckpointQuery) -> int:
         t, w = self.g.checkpoints, self.g.writes
         keys = [
             (row.session_id, row.checkpoint_ns, row.checkpoint_id)
@@ -305,9 +293,11 @@ class GraphOps:
         i = self.g.items
         return or_(i.c.expires_at.is_(None), i.c.expires_at > now)
 
-    def _refs(self, refs: Sequence[ItemRef]) -> Cond:
+    def _refs(self, refs: Sequence[graph.ItemRef]) -> Cond:
         i = self.g.items
-        return tuple_(i.c.namespace, i.c.key).in_([(encode_namespace(ns), k) for ns, k in refs])
+        return tuple_(i.c.namespace, i.c.key).in_(
+            [(graph.encode_namespace(ns), k) for ns, k in refs]
+        )
 
     def _label(self, index: int) -> ColumnElement[Any]:
         """The namespace label at ``index`` (negative: from the end), the index bound."""
@@ -319,18 +309,18 @@ class GraphOps:
         path = f"$[{index}]" if index >= 0 else f"$[#{index}]"
         return func.json_extract(column, path, type_=Text)
 
-    def _rule(self, rule: MatchRule) -> list[Cond]:
+    def _rule(self, rule: graph.MatchRule) -> list[Cond]:
         i = self.g.items
         n = len(rule.path)
         where: list[Cond] = [i.c.depth >= n] if n else []
         for j, label in enumerate(rule.path):
-            if label == WILDCARD:
+            if label == graph.WILDCARD:
                 continue
             index = j if rule.kind == "prefix" else j - n
             where.append(self._label(index) == label)
         return where
 
-    def _prefix(self, prefix: Namespace) -> list[Cond]:
+    def _prefix(self, prefix: graph.Namespace) -> list[Cond]:
         """A search prefix is literal: ``*`` is just a label here."""
         i = self.g.items
         if not prefix:
@@ -345,10 +335,10 @@ class GraphOps:
         return [compile_filter(node, self.g.items.c["value"], self.dialect)]
 
     def get_items(
-        self, conn: Connection, user: Scope, refs: list[ItemRef], now: datetime
-    ) -> list[StoreItem]:
+        self, conn: Connection, user: Scope, refs: list[graph.ItemRef], now: datetime
+    ) -> list[graph.StoreItem]:
         i = self.g.items
-        by_ref: dict[ItemRef, StoreItem] = {}
+        by_ref: dict[graph.ItemRef, graph.StoreItem] = {}
         for chunk in chunks(refs):
             query = select(i).where(*self._user(i, user), self._refs(chunk), self._live(now))
             for row in conn.execute(query):
@@ -357,7 +347,11 @@ class GraphOps:
         return [by_ref[ref] for ref in dict.fromkeys(refs) if ref in by_ref]
 
     def put_items(
-        self, conn: Connection, user: Scope, items: list[StoreItem], deletes: list[ItemRef]
+        self,
+        conn: Connection,
+        user: Scope,
+        items: list[graph.StoreItem],
+        deletes: list[graph.ItemRef],
     ) -> None:
         i = self.g.items
         for chunk in chunks(deletes):
@@ -370,7 +364,7 @@ class GraphOps:
             rows.append(
                 {
                     **self._owner(user),
-                    "namespace": encode_namespace(item.namespace),
+                    "namespace": graph.encode_namespace(item.namespace),
                     "key": item.key,
                     "depth": len(item.namespace),
                     "value": item.value,
@@ -385,8 +379,8 @@ class GraphOps:
         conn.execute(self._upsert(i, _ITEM_CHANGES), rows)
 
     def search_items(
-        self, conn: Connection, user: Scope, q: ItemQuery, now: datetime
-    ) -> list[StoreItem]:
+        self, conn: Connection, user: Scope, q: graph.ItemQuery, now: datetime
+    ) -> list[graph.StoreItem]:
         i = self.g.items
         query = select(i).where(
             *self._user(i, user), self._live(now), *self._prefix(q.prefix), *self._filter(q.filter)
@@ -397,10 +391,10 @@ class GraphOps:
         return [row_to_item(row, vectors=q.vectors) for row in conn.execute(query)]
 
     def refresh_items(
-        self, conn: Connection, user: Scope, items: list[StoreItem], now: datetime
+        self, conn: Connection, user: Scope, items: list[graph.StoreItem], now: datetime
     ) -> None:
         i = self.g.items
-        by_ttl: dict[float, list[ItemRef]] = {}
+        by_ttl: dict[float, list[graph.ItemRef]] = {}
         for item in items:
             if item.ttl is not None:
                 by_ttl.setdefault(item.ttl, []).append((item.namespace, item.key))
@@ -413,14 +407,14 @@ class GraphOps:
                 )
 
     def list_namespaces(
-        self, conn: Connection, user: Scope, rules: list[MatchRule], now: datetime
-    ) -> list[Namespace]:
+        self, conn: Connection, user: Scope, rules: list[graph.MatchRule], now: datetime
+    ) -> list[graph.Namespace]:
         i = self.g.items
         where = [*self._user(i, user), self._live(now)]
         for rule in rules:
             where += self._rule(rule)
         query = select(i.c.namespace).where(*where).distinct()
-        return [decode_namespace(row.namespace) for row in conn.execute(query)]
+        return [graph.decode_namespace(row.namespace) for row in conn.execute(query)]
 
 
 class SQLGraph:
