@@ -17,22 +17,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    Index,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    Text,
-    func,
-    insert,
-    inspect,
-    select,
-    text,
-)
+import sqlalchemy as sa
 
 from ...audit import GENESIS, AuditEvent, AuditQuery
 from ._schema import Tables
@@ -40,39 +25,39 @@ from ._types import UTCDateTime
 
 __all__ = ["append", "audit_table", "install", "prune", "read"]
 
-_TABLES: dict[tuple[str, str | None], Table] = {}
+_TABLES: dict[tuple[str, str | None], sa.Table] = {}
 
 
-def audit_table(tables: Tables) -> Table:
+def audit_table(tables: Tables) -> sa.Table:
     """The audit table beside ``tables`` (same prefix and schema), in its own metadata."""
     key = (tables.prefix, tables.metadata.schema)
     if key not in _TABLES:
         p = tables.prefix
-        table = Table(
+        table = sa.Table(
             f"{p}audit_events",
-            MetaData(schema=tables.metadata.schema),
-            Column("tenant_id", String(255), nullable=False),
-            Column("seq", BigInteger, nullable=False),
-            Column("at", UTCDateTime, nullable=False),
-            Column("user_id", String(255), nullable=True),
-            Column("session_id", String(255), nullable=True),
-            Column("actor", String(255), nullable=False),
-            Column("interface", String(32), nullable=False),
-            Column("operation", String(64), nullable=False),
-            Column("outcome", String(16), nullable=False),
-            Column("targets", Text, nullable=False),  # a JSON array of ids
-            Column("prev_hash", String(64), nullable=False),
-            Column("hash", String(64), nullable=False),
-            PrimaryKeyConstraint("tenant_id", "seq", name=f"{p}audit_events_pkey"),
+            sa.MetaData(schema=tables.metadata.schema),
+            sa.Column("tenant_id", sa.String(255), nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("at", UTCDateTime, nullable=False),
+            sa.Column("user_id", sa.String(255), nullable=True),
+            sa.Column("session_id", sa.String(255), nullable=True),
+            sa.Column("actor", sa.String(255), nullable=False),
+            sa.Column("interface", sa.String(32), nullable=False),
+            sa.Column("operation", sa.String(64), nullable=False),
+            sa.Column("outcome", sa.String(16), nullable=False),
+            sa.Column("targets", sa.Text, nullable=False),  # a JSON array of ids
+            sa.Column("prev_hash", sa.String(64), nullable=False),
+            sa.Column("hash", sa.String(64), nullable=False),
+            sa.PrimaryKeyConstraint("tenant_id", "seq", name=f"{p}audit_events_pkey"),
         )
-        Index(f"{p}audit_events_by_time", table.c.at)
+        sa.Index(f"{p}audit_events_by_time", table.c.at)
         _TABLES[key] = table
     return _TABLES[key]
 
 
-def _function(conn: Connection, tables: Tables) -> str:
+def _function(conn: sa.Connection, tables: Tables) -> str:
     prep = conn.dialect.identifier_preparer
-    schema = tables.metadata.schema or str(conn.scalar(text("SELECT current_schema()")))
+    schema = tables.metadata.schema or str(conn.scalar(sa.text("SELECT current_schema()")))
     return f"{prep.quote_schema(schema)}.{prep.quote(f'{tables.prefix}audit_append')}"
 
 
@@ -82,27 +67,27 @@ _ARGS = (
 )
 
 
-def install(conn: Connection, tables: Tables, *, app_role: str | None) -> None:
+def install(conn: sa.Connection, tables: Tables, *, app_role: str | None) -> None:
     """Create the table (and on PostgreSQL the append function) if missing; grant the app
     role (when the owner installs for one) ``EXECUTE`` on the function and nothing else."""
     table = audit_table(tables)
-    if not inspect(conn).has_table(table.name, schema=table.schema):
+    if not sa.inspect(conn).has_table(table.name, schema=table.schema):
         table.create(conn)
     if conn.dialect.name != "postgresql":
         return
     prep = conn.dialect.identifier_preparer
     name, target = _function(conn, tables), prep.format_table(table)
     signature = f"{name}(text, timestamptz, {', '.join(['text'] * 8)})"
-    if conn.scalar(text("SELECT to_regprocedure(:f)"), {"f": signature}) is None:
+    if conn.scalar(sa.text("SELECT to_regprocedure(:f)"), {"f": signature}) is None:
         _create_function(conn, name, target)
-        conn.execute(text(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC"))
+        conn.execute(sa.text(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC"))
     if app_role is not None:
         grantee = prep.quote(app_role)
-        conn.execute(text(f"REVOKE ALL ON {target} FROM {grantee}"))
-        conn.execute(text(f"GRANT EXECUTE ON FUNCTION {signature} TO {grantee}"))
+        conn.execute(sa.text(f"REVOKE ALL ON {target} FROM {grantee}"))
+        conn.execute(sa.text(f"GRANT EXECUTE ON FUNCTION {signature} TO {grantee}"))
 
 
-def _create_function(conn: Connection, name: str, target: str) -> None:
+def _create_function(conn: sa.Connection, name: str, target: str) -> None:
     # Names come from check_name and are quoted; every value is one of the function's args.
     body = (
         "DECLARE v_seq bigint; v_prev text; BEGIN "  # noqa: S608
@@ -116,14 +101,14 @@ def _create_function(conn: Connection, name: str, target: str) -> None:
         "encode(sha256(convert_to(v_prev || p_body, 'UTF8')), 'hex')); END"
     )
     conn.execute(
-        text(
+        sa.text(
             f"CREATE FUNCTION {name}({_ARGS}) RETURNS void LANGUAGE plpgsql VOLATILE "
             f"SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ {body} $$"
         )
     )
 
 
-def append(conn: Connection, tables: Tables, event: AuditEvent) -> None:
+def append(conn: sa.Connection, tables: Tables, event: AuditEvent) -> None:
     """Append ``event`` to its tenant's chain, in the caller's (short) transaction."""
     targets = json.dumps(list(event.targets), ensure_ascii=False)
     values = {
@@ -140,27 +125,29 @@ def append(conn: Connection, tables: Tables, event: AuditEvent) -> None:
     if conn.dialect.name == "postgresql":
         params = ", ".join(f":{k}" for k in values)
         conn.execute(
-            text(f"SELECT {_function(conn, tables)}({params}, :body)"),
+            sa.text(f"SELECT {_function(conn, tables)}({params}, :body)"),
             {**values, "body": event.body()},
         )
         return
     table = audit_table(tables)
     head = conn.execute(
-        select(table.c.seq, table.c.hash)
+        sa.select(table.c.seq, table.c.hash)
         .where(table.c.tenant_id == values["tenant_id"])
         .order_by(table.c.seq.desc())
         .limit(1)
     ).first()
     stored = event.chained(head[0] + 1, head[1]) if head else event.chained(1, GENESIS)
     conn.execute(
-        insert(table).values(**values, seq=stored.seq, prev_hash=stored.prev_hash, hash=stored.hash)
+        sa.insert(table).values(
+            **values, seq=stored.seq, prev_hash=stored.prev_hash, hash=stored.hash
+        )
     )
 
 
-def read(conn: Connection, tables: Tables, query: AuditQuery) -> list[AuditEvent]:
+def read(conn: sa.Connection, tables: Tables, query: AuditQuery) -> list[AuditEvent]:
     """The events ``query`` selects, oldest first (as the owner)."""
     t = audit_table(tables)
-    statement = select(t).order_by(t.c.at, t.c.tenant_id, t.c.seq)
+    statement = sa.select(t).order_by(t.c.at, t.c.tenant_id, t.c.seq)
     if query.tenant_id is not None:
         statement = statement.where(t.c.tenant_id == query.tenant_id)
     if query.user_id is not None:
@@ -190,13 +177,13 @@ def read(conn: Connection, tables: Tables, query: AuditQuery) -> list[AuditEvent
     ]
 
 
-def prune(conn: Connection, tables: Tables, before: datetime) -> int:
+def prune(conn: sa.Connection, tables: Tables, before: datetime) -> int:
     """Delete each chain's events up to its newest one older than ``before`` (as the
     owner): what is left of a chain still verifies from its first remaining event."""
     t = audit_table(tables)
     older = t.alias("older")
     cut = (
-        select(func.max(older.c.seq))
+        sa.select(sa.func.max(older.c.seq))
         .where(older.c.tenant_id == t.c.tenant_id, older.c.at < before)
         .scalar_subquery()
     )
