@@ -32,6 +32,8 @@ what a caller would naturally catch.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "AccessDenied",
     "AdapterUnavailable",
@@ -144,31 +146,31 @@ class QuotaExceeded(IsolationError):
 
 
 class SessionError(IsolationError):
-    """A problem with a session."""
+    """A problem with one session, named by ``session_id`` (the message says which)."""
+
+    _problem: ClassVar[str] = "session error"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"{self._problem}: {session_id!r}")
+        self.session_id = session_id
 
 
 class SessionNotFound(SessionError, LookupError):
     """No such session for this user. Another user's session gives the same error."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session not found: {session_id!r}")
-        self.session_id = session_id
+    _problem = "session not found"
 
 
 class SessionExists(SessionError):
     """This user already has a session with the id an app asked for."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session already exists: {session_id!r}")
-        self.session_id = session_id
+    _problem = "session already exists"
 
 
 class SessionExpired(SessionError):
     """The session passed its idle timeout; the user's persistent memory is kept."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session expired: {session_id!r}")
-        self.session_id = session_id
+    _problem = "session expired"
 
 
 class AccessDenied(IsolationError):
