@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
@@ -154,28 +154,42 @@ def _some(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v not in (None, {}, "")}
 
 
+class _Media(NamedTuple):
+    """One kind of media block, both ways: the neutral ``type``, LlamaIndex's ``block_type``,
+    its fields for the inline data and the MIME type, and its fields kept as ``extras``."""
+
+    type: str
+    block_type: str
+    data: str
+    mime: str | None
+    extras: tuple[str, ...]
+
+
+_MEDIA = (
+    _Media("image", "image", "image", "image_mimetype", ("detail", "path")),
+    _Media("audio", "audio", "audio", None, ("format", "path")),
+    _Media("video", "video", "video", "video_mimetype", ("detail", "fps", "path")),
+    _Media("file", "document", "data", "document_mimetype", ("title", "path")),
+)
+_BY_TYPE = {m.type: m for m in _MEDIA}
+_BY_BLOCK_TYPE = {m.block_type: m for m in _MEDIA}
+
+
 def _neutral_block(block: Mapping[str, Any]) -> dict[str, Any]:
     kind = block.get("block_type")
     if kind == "text":
         return {"type": "text", "text": block["text"]}
-    if kind == "image":
-        return _media(
-            "image",
-            block,
-            "image",
-            block.get("image_mimetype"),
-            _some(detail=block.get("detail"), path=block.get("path")),
-        )
-    if kind == "audio":
-        return _media(
-            "audio", block, "audio", None, _some(format=block.get("format"), path=block.get("path"))
-        )
-    if kind == "video":
-        extras = _some(detail=block.get("detail"), fps=block.get("fps"), path=block.get("path"))
-        return _media("video", block, "video", block.get("video_mimetype"), extras)
-    if kind == "document":
-        extras = _some(title=block.get("title"), path=block.get("path"))
-        return _media("file", block, "data", block.get("document_mimetype"), extras)
+    media = _BY_BLOCK_TYPE.get(kind) if isinstance(kind, str) else None
+    if media is not None:
+        return {
+            "type": media.type,
+            **_some(
+                url=block.get("url"),
+                base64=block.get(media.data),
+                mime_type=block.get(media.mime) if media.mime else None,
+            ),
+            **_some(extras=_some(**{name: block.get(name) for name in media.extras})),
+        }
     if kind == "thinking":
         extras = _some(
             num_tokens=block.get("num_tokens"),
@@ -187,16 +201,6 @@ def _neutral_block(block: Mapping[str, Any]) -> dict[str, Any]:
             **_some(extras=extras),
         }
     return {"type": "non_standard", "value": {LLAMA_INDEX_KEY: dict(block)}}
-
-
-def _media(
-    kind: str, block: Mapping[str, Any], data_field: str, mime: Any, extras: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "type": kind,
-        **_some(url=block.get("url"), base64=block.get(data_field), mime_type=mime),
-        **_some(extras=extras),
-    }
 
 
 # -- content blocks, neutral -> LlamaIndex
@@ -250,32 +254,13 @@ def _li_block(item: Any) -> dict[str, Any] | None:
         detail = url.get("detail") if isinstance(url, Mapping) else None
         url = url.get("url") if isinstance(url, Mapping) else url
         return {"block_type": "image", "url": url, **_some(detail=detail)}
-    if kind == "image":
+    media = _BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if media is not None:
+        mime = {media.mime: item.get("mime_type")} if media.mime else {}
         return {
-            "block_type": "image",
-            **_some(url=item.get("url"), image=item.get("base64")),
-            **_some(image_mimetype=item.get("mime_type")),
-            **_some(detail=extras.get("detail"), path=extras.get("path")),
-        }
-    if kind == "audio":
-        return {
-            "block_type": "audio",
-            **_some(url=item.get("url"), audio=item.get("base64")),
-            **_some(format=extras.get("format"), path=extras.get("path")),
-        }
-    if kind == "video":
-        return {
-            "block_type": "video",
-            **_some(url=item.get("url"), video=item.get("base64")),
-            **_some(video_mimetype=item.get("mime_type")),
-            **_some(detail=extras.get("detail"), fps=extras.get("fps"), path=extras.get("path")),
-        }
-    if kind == "file":
-        return {
-            "block_type": "document",
-            **_some(url=item.get("url"), data=item.get("base64")),
-            **_some(document_mimetype=item.get("mime_type")),
-            **_some(title=extras.get("title"), path=extras.get("path")),
+            "block_type": media.block_type,
+            **_some(url=item.get("url"), **{media.data: item.get("base64")}, **mime),
+            **_some(**{name: extras.get(name) for name in media.extras}),
         }
     if kind == "reasoning":
         return {
