@@ -249,9 +249,8 @@ class _Endpoints:
             if session_id is None:  # stored with the turn below: one write transaction
                 record = create = sessions.new_record(scope)
             else:  # fail before the agent runs; the append below checks again, atomically
-                record = await sessions.aactive(scope, session_id)
-                history = await backend.aget_messages(
-                    record.scope.with_session(record.id), last=HISTORY_WINDOW
+                record, history = await backend.aread_turn(
+                    scope, session_id, now=sessions.clock(), last=HISTORY_WINDOW
                 )
             turn_scope = record.scope.with_session(record.id)
             answer = await self.agent.respond(Turn(self.isolation, turn_scope, text, history))

@@ -93,6 +93,7 @@ OPERATIONS: dict[str, tuple[Kind, Targets]] = {
     "replace_messages": ("write", _none),
     "append_to_session": ("write", _none),
     "get_messages": ("read", _none),
+    "read_turn": ("read", _arg(1, "session_id")),
     "count_messages": ("read", _none),
     "delete_messages": ("write", _none),
     "delete_message": ("write", _none),

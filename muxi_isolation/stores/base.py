@@ -51,6 +51,7 @@ from ._session_ops import (
     RenewSession,
     TouchSession,
 )
+from ._turn_ops import ReadTurn
 from .operations import Operation, methods
 
 __all__ = ["RECEIPT_WINDOW", "SEARCH_MODES", "Backend", "Counts", "FilterSpec", "Scored"]
@@ -88,6 +89,7 @@ class Backend(GraphMethods):
     delete_messages, adelete_messages = methods(DeleteMessages.prepare)
     delete_message, adelete_message = methods(DeleteMessage.prepare)
     take_oldest, atake_oldest = methods(TakeOldest.prepare)
+    read_turn, aread_turn = methods(ReadTurn.prepare)  # the session and its history at once
     restore_messages, arestore_messages = methods(RestoreMessages.prepare)
 
     # -- memories (read at the user level)

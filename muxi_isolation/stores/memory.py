@@ -225,6 +225,15 @@ class MemoryBackend(MemoryGraph, Backend):
         start = offset or 0
         return rows[start : None if limit is None else start + limit]
 
+    def _read_turn(
+        self, user: Scope, session_id: str, last: int
+    ) -> tuple[SessionRecord | None, list[Message]]:
+        with self._lock:  # one hold: the record and its messages as they were together
+            record = self._get_session(user, session_id)
+            if record is None:
+                return None, []
+            return record, self._get_messages(user.with_session(session_id), None, None, None, last)
+
     def _count_messages(self, scope: Scope, status: str | None) -> int:
         with self._lock:
             return len(self._selected(scope, status))

@@ -291,6 +291,7 @@ def backend_rows() -> list[Row]:
         W(B, "append_to_session", "aappend_to_session",
           lambda c: ((c.scope, [msg(c)]), {"now": NOW, "expires_at": LATER}), session=True),
         R(B, "get_messages", "aget_messages", s(), session=True),
+        R(B, "read_turn", "aread_turn", s("s1", now=NOW, last=50)),
         R(B, "count_messages", "acount_messages", s(), session=True),
         R(B, "delete_messages", "adelete_messages", s(), session=True),
         R(B, "delete_message", "adelete_message", s(1), session=True),

@@ -51,6 +51,7 @@ EXAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "restore_messages": (([Message("user", "hi", seq=1)],), {}),
     "append_to_session": (([Message("user", "hi")],), {"now": NOW, "expires_at": NOW}),
     "get_messages": ((), {}),
+    "read_turn": (("s1",), {"now": NOW, "last": 5}),
     "count_messages": ((), {}),
     "delete_messages": ((), {}),
     "delete_message": ((1,), {}),

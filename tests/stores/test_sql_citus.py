@@ -30,6 +30,7 @@ def workload(backend: SQLBackend, scope: Scope) -> None:
     backend.touch_session(scope, "s1", T0, T0 + timedelta(hours=2))
     stored = backend.append_messages(s, [Message("user", f"m{i}") for i in range(4)])
     backend.get_messages(s, last=2)
+    backend.read_turn(scope, "s1", now=T0, last=2)
     backend.get_messages(s, limit=2, offset=1, status="active")
     backend.count_messages(s)
     backend.take_oldest(s, 1, archive=True)
@@ -61,6 +62,7 @@ async def aworkload(backend: SQLBackend, scope: Scope) -> None:
     await backend.atouch_session(scope, "s2", T0, T0)
     stored = await backend.aappend_messages(s, [Message("user", "a"), Message("user", "b")])
     await backend.aget_messages(s)
+    await backend.aread_turn(scope, "s2", now=T0 - timedelta(hours=1), last=1)
     await backend.acount_messages(s)
     await backend.atake_oldest(s, 1, archive=True)
     assert stored[1].seq is not None

@@ -21,12 +21,13 @@ from . import _text
 from ._history import HistoryOps
 from ._memories import MemoryOps
 from ._ops_base import Cond
+from ._turn import TurnOps
 from ._vector_cache import versions_table
 
 __all__ = ["Ops"]
 
 
-class Ops(HistoryOps, MemoryOps):
+class Ops(HistoryOps, TurnOps, MemoryOps):
     """Sessions, messages and memories on one connection; the caller owns the transaction.
     Here: the maintenance that spans them (forget a user or a tenant, purge expired)."""
 
