@@ -66,8 +66,8 @@ def in_thread(sync: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return threaded
 
 
-def run(plan: Plan[R]) -> R:
-    """Run ``plan`` to its answer, calling each step's sync half.
+async def _drive(plan: Plan[R], sync: bool) -> R:
+    """Run ``plan`` to its answer: each step's sync half called, or its async half awaited.
 
     A step's exception is thrown into the plan where it yielded, as if the call had raised
     there: the plan's ``try``/``with`` blocks see it, as straight-line code would.
@@ -81,29 +81,29 @@ def run(plan: Plan[R]) -> R:
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             try:
-                answer, error = todo.sync(*todo.args, **todo.kwargs), None
+                if sync:
+                    answer = todo.sync(*todo.args, **todo.kwargs)
+                else:
+                    answer = await todo.async_(*todo.args, **todo.kwargs)
+                error = None
             except BaseException as exc:  # thrown into the plan, not kept
                 answer, error = None, exc
     finally:
         plan.close()
 
 
-async def arun(plan: Plan[R]) -> R:
-    """``run`` for the async half: the same plan, each step's async half awaited."""
-    answer: Any = None
-    error: BaseException | None = None
+def run(plan: Plan[R]) -> R:
+    """Run ``plan`` to its answer, calling each step's sync half."""
     try:
-        while True:
-            try:
-                todo = plan.send(answer) if error is None else plan.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                answer, error = await todo.async_(*todo.args, **todo.kwargs), None
-            except BaseException as exc:  # thrown into the plan, not kept
-                answer, error = None, exc
-    finally:
-        plan.close()
+        _drive(plan, sync=True).send(None)  # awaits nothing: it finishes in this one send
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("a sync plan awaited")  # pragma: no cover
+
+
+def arun(plan: Plan[R]) -> Coroutine[Any, Any, R]:
+    """``run`` for the async half: the same plan, each step's async half awaited."""
+    return _drive(plan, sync=False)
 
 
 Sync: TypeAlias = Callable[Concatenate[S, P], R]
