@@ -2,13 +2,14 @@
 
 PostgreSQL: every exchange with the server is counted by libpq's own trace (one
 ``ReadyForQuery`` ends each one), so BEGIN, ``scope_enter``, COMMIT and the reset of a pooled
-connection count too. SQLite: every statement the backend sends (BEGIN, COMMIT and ROLLBACK
-included; SQLite's exact search reads the user's vectors, then the k rows).
+connection count too. SQLite: every statement SQLite runs, by its own trace (BEGIN, COMMIT and
+ROLLBACK included; SQLite's exact search reads the user's vectors, then the k rows).
 Both halves, sync and async, must cost the same.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import Engine, event, text
+from sqlalchemy.util import await_only
 
 from muxi_isolation import Memory, Message, Scope
 from muxi_isolation.adapters.langchain import MuxiChatMessageHistory
@@ -36,9 +38,9 @@ PINNED = {
     "search": (4, 4),  # BEGIN, scope_enter, the search (the user's row count inside), COMMIT
     "read": (4, 3),  # BEGIN, scope_enter, the read, COMMIT
     # PostgreSQL: BEGIN, scope_enter, touch + seqs (one statement), insert, COMMIT;
-    # SQLite: BEGIN, touch, seqs, insert, COMMIT
-    "append": (5, 5),
-    "first append": (11, 10),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
+    # SQLite: BEGIN, touch, seqs, the insert's two rows (one executemany), COMMIT
+    "append": (5, 6),
+    "first append": (11, 11),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
 }
 
 
@@ -86,23 +88,27 @@ def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
 
 @contextmanager
 def sqlite_statements(backend: SQLBackend) -> Iterator[list[int]]:
+    """SQLite's own trace of every connection checked out meanwhile: each statement it runs,
+    whoever sends it (SQLAlchemy, or the append on the DB-API connection), BEGIN, COMMIT
+    and ROLLBACK included; an executemany counts once per row."""
     counted: list[int] = []
 
-    def statement(*_args: Any) -> None:
+    def statement(_sql: str) -> None:
         counted.append(1)
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        traced = record.driver_connection.set_trace_callback(statement)
+        if inspect.isawaitable(traced):  # aiosqlite's, inside SQLAlchemy's greenlet
+            await_only(traced)
 
     engines = _engines(backend)
     for engine in engines:
-        event.listen(engine, "before_cursor_execute", statement)
-        event.listen(engine, "commit", statement)
-        event.listen(engine, "rollback", statement)
+        event.listen(engine.pool, "checkout", checkout)
     try:
         yield counted
     finally:
         for engine in engines:
-            event.remove(engine, "before_cursor_execute", statement)
-            event.remove(engine, "commit", statement)
-            event.remove(engine, "rollback", statement)
+            event.remove(engine.pool, "checkout", checkout)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

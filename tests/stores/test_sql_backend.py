@@ -22,7 +22,7 @@ from muxi_isolation import (
     StorageUnavailable,
 )
 from muxi_isolation.stores import open_backend
-from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _history, _schema
+from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema, _sqlite_append
 from muxi_isolation.stores.sql._urls import resolve_url
 
 ALICE = Scope("tenant_a", "alice")
@@ -430,7 +430,7 @@ def test_a_numbered_message_is_the_message_with_its_seq_and_time() -> None:
     message = Message(
         "assistant", [{"type": "text"}], {"k": 1}, [{"id": "c"}], "archived", None, None, ALICE
     )
-    assert _history._numbered(message, 7, T0) == replace(message, seq=7, created_at=T0)
+    assert _sqlite_append.numbered(message, 7, T0) == replace(message, seq=7, created_at=T0)
     assert [f.name for f in fields(Message)] == [
         *("role", "content", "metadata", "tool_calls", "status", "created_at", "seq", "scope")
     ]

@@ -1,4 +1,5 @@
-"""Fixed statements compiled once to the driver's own SQL (the history's hot writes)."""
+"""Fixed statements compiled once to the driver's own SQL (the history's hot writes), run
+through SQLAlchemy's ``exec_driver_sql`` or on a DB-API cursor itself (``Driver.on``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Table
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Driver", "batch_sql", "bind_processor"]
+__all__ = ["Driver", "batch_sql", "bind_processor", "dialect_of"]
+
+
+def dialect_of(conn: Connection | Dialect) -> Dialect:
+    return conn.dialect if isinstance(conn, Connection) else conn
 
 
 def bind_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -20,14 +25,15 @@ def bind_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
 
 
 def batch_sql(
-    conn: Connection, stmt: Any, table: Table, keys: Sequence[str]
+    conn: Connection | Dialect, stmt: Any, table: Table, keys: Sequence[str]
 ) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
     """A batch write of ``table``'s ``keys`` as the driver's SQL, its parameters in the
     driver's order each with its column's bind processor, for one ``exec_driver_sql``
     executemany (SQLite): SQLAlchemy's per-row parameter handling was most of a batch."""
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
+    dialect = dialect_of(conn)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
     names = compiled.positiontup or []
-    return str(compiled), [(n, bind_processor(table.c[n].type, conn.dialect)) for n in names]
+    return str(compiled), [(n, bind_processor(table.c[n].type, dialect)) for n in names]
 
 
 @dataclass(frozen=True)
@@ -43,20 +49,31 @@ class Driver:
     processors: dict[str, Callable[[Any], Any]]
 
     @classmethod
-    def of(cls, conn: Connection, stmt: Any) -> Driver:
-        compiled = stmt.compile(dialect=conn.dialect)
+    def of(cls, conn: Connection | Dialect, stmt: Any) -> Driver:
+        dialect = dialect_of(conn)
+        compiled = stmt.compile(dialect=dialect)
         processors = {}
         for name, bind in compiled.binds.items():
-            processor = bind_processor(bind.type, conn.dialect)
+            processor = bind_processor(bind.type, dialect)
             if processor is not None:
                 processors[name] = processor
         order = compiled.positiontup
         names = tuple(compiled.binds if order is None else order)
         return cls(str(compiled), names, order is not None, processors)
 
-    def run(self, conn: Connection, params: dict[str, Any]) -> CursorResult[Any]:
+    def params(self, params: dict[str, Any]) -> Any:
+        """The driver's parameters: processed, in its order (or by name)."""
         for name, processor in self.processors.items():
             params[name] = processor(params[name])
         if self.positional:
-            return conn.exec_driver_sql(self.sql, tuple(params[n] for n in self.names))
-        return conn.exec_driver_sql(self.sql, {n: params[n] for n in self.names})
+            return tuple(params[n] for n in self.names)
+        return {n: params[n] for n in self.names}
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, self.params(params))
+
+    def on(self, cursor: Any, params: dict[str, Any]) -> Any:
+        """Executed on a DB-API cursor itself: no SQLAlchemy execution at all (no events;
+        the caller maps the driver's errors)."""
+        cursor.execute(self.sql, self.params(params))
+        return cursor

@@ -32,8 +32,9 @@ from ...records import ACTIVE, ARCHIVED, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from .._message_ops import AppendToSession, GetMessages
 from ..base import RECEIPT_WINDOW
-from ._driver import Driver, batch_sql
-from ._ops_base import OpsBase, utc, utc_now
+from ._driver import Driver
+from ._ops_base import utc, utc_now
+from ._sqlite_append import DriverAppend
 
 __all__ = ["HistoryOps"]
 
@@ -105,27 +106,7 @@ def _row_to_receipt(row: Row[Any]) -> Receipt:
     return Receipt(m["key"], m["request"], dict(m["response"]), seqs, m["created_at"], scope)
 
 
-def _numbered(m: Message, seq: int, created_at: datetime) -> Message:
-    """``replace(m, seq=seq, created_at=created_at)`` at a quarter of its cost (it reads the
-    dataclass's fields on every call); a test keeps the two equal as ``Message`` changes."""
-    return Message(m.role, m.content, m.metadata, m.tool_calls, m.status, created_at, seq, m.scope)
-
-
-MESSAGE_KEYS = (
-    "tenant_id",
-    "user_id",
-    "session_id",
-    "seq",
-    "role",
-    "content",
-    "metadata",
-    "tool_calls",
-    "status",
-    "created_at",
-)
-
-
-class HistoryOps(OpsBase):
+class HistoryOps(DriverAppend):
     """Sessions, messages and receipts."""
 
     # PostgreSQL: an append's touch and seq reservation in one statement (off under Citus).
@@ -208,37 +189,12 @@ class HistoryOps(OpsBase):
     ) -> bool:
         """Move the session's times; with ``active_at``, only if it has not expired by then."""
         stmt = self._driver(conn, f"touch:{active_at is not None}", lambda: self._touch(active_at))
-        params = {
-            "muxi_tenant": user.tenant_id,
-            "muxi_user": user.user_id,
-            "muxi_id": session_id,
-            "muxi_last": last_active_at,
-            "muxi_expires": expires_at,
-            "muxi_active": active_at,
-        }
+        params = self._touch_params(user, session_id, last_active_at, expires_at, active_at)
         return stmt.run(conn, params).rowcount > 0
 
     def _driver(self, conn: Connection, name: str, build: Callable[[], Any]) -> Driver:
         driver: Driver = self._once(f"driver:{name}", lambda: Driver.of(conn, build()))
         return driver
-
-    def _touch(self, active_at: datetime | None) -> Any:
-        s = self.t.sessions
-        where = [
-            s.c.tenant_id == bindparam("muxi_tenant"),
-            s.c.user_id == bindparam("muxi_user"),
-            s.c.id == bindparam("muxi_id"),
-        ]
-        if active_at is not None:
-            where.append(s.c.expires_at > bindparam("muxi_active", type_=s.c.expires_at.type))
-        return (
-            update(s)
-            .where(*where)
-            .values(
-                last_active_at=bindparam("muxi_last", type_=s.c.last_active_at.type),
-                expires_at=bindparam("muxi_expires", type_=s.c.expires_at.type),
-            )
-        )
 
     def append_to_session(self, conn: Connection, turn: AppendToSession) -> list[Message]:
         """Touch the session if it is active and append, in the caller's one transaction
@@ -336,26 +292,8 @@ class HistoryOps(OpsBase):
 
     def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
         """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
-        stmt = self._driver(conn, "next_seqs", lambda: self._next_seqs_text(conn))
-        params = {
-            "tenant_id": scope.tenant_id,
-            "user_id": scope.user_id,
-            "session_id": scope.session_id,
-            "muxi_first": n + 1,
-            "muxi_n": n,
-        }
-        return int(stmt.run(conn, params).scalar_one()) - n
-
-    def _next_seqs_text(self, conn: Connection) -> TextClause:
-        """``_counter``'s upsert as text: SQLAlchemy compiles an ON CONFLICT construct anew
-        on every execution (it has no cache key); the same SQL runs on SQLite and PostgreSQL."""
-        name = conn.dialect.identifier_preparer.format_table(self.t.counters)
-        return text(
-            f"INSERT INTO {name} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
-            "VALUES (:tenant_id, :user_id, :session_id, :muxi_first) "
-            "ON CONFLICT (tenant_id, user_id, session_id) "
-            f"DO UPDATE SET next_seq = {name}.next_seq + :muxi_n RETURNING next_seq"
-        )
+        stmt = self._driver(conn, "next_seqs", lambda: self._next_seqs_text(conn.dialect))
+        return int(stmt.run(conn, self._seq_params(scope, n)).scalar_one()) - n
 
     def append_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]
@@ -370,18 +308,11 @@ class HistoryOps(OpsBase):
         self, conn: Connection, scope: Scope, messages: Sequence[Message], first: int
     ) -> list[Message]:
         """Store the messages under the seqs from ``first`` on (reserved by the caller)."""
-        now = utc_now()
-        stored = [_numbered(m, first + i, utc(m.created_at or now)) for i, m in enumerate(messages)]
-        rows = [self._message_row(scope, m) for m in stored]
-        if self.dialect == "sqlite":
-            t = self.t.messages  # driver SQL: SQLAlchemy's parameter handling was a third
-            sql, columns = self._once(
-                "insert_messages", lambda: batch_sql(conn, insert(t), t, MESSAGE_KEYS)
-            )
-            params = [tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows]
-            conn.exec_driver_sql(sql, params)  # as the memories' upsert: no per-row work
+        stored = self._numbered(messages, first)
+        if self.dialect == "sqlite":  # as the memories' upsert: no per-row work
+            conn.exec_driver_sql(*self._message_batch(conn, scope, stored))
             return stored
-        conn.execute(insert(self.t.messages), rows)
+        conn.execute(insert(self.t.messages), [self._message_row(scope, m) for m in stored])
         return stored
 
     def replace_messages(
@@ -467,21 +398,6 @@ class HistoryOps(OpsBase):
         c = self.t.counters
         conn.execute(self._counter(scope, top, case((c.c.next_seq > top, c.c.next_seq), else_=top)))
         return stored
-
-    @staticmethod
-    def _message_row(scope: Scope, m: Message) -> dict[str, Any]:
-        return {
-            "tenant_id": scope.tenant_id,
-            "user_id": scope.user_id,
-            "session_id": scope.session_id,
-            "seq": m.seq,
-            "role": m.role,
-            "content": m.content,
-            "metadata": m.metadata,
-            "tool_calls": m.tool_calls,
-            "status": m.status,
-            "created_at": m.created_at,
-        }
 
     def list_message_sessions(self, conn: Connection, user: Scope) -> list[str]:
         m = self.t.messages

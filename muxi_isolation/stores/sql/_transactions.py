@@ -4,7 +4,8 @@
 ``admin_url``) and runs an operation's function on a connection of its own: on PostgreSQL
 the transaction's first statement sets the row-level-security scope, transaction-locally.
 The sync half runs on a sync engine; the async half on an async engine (aiosqlite, psycopg
-async), with the same function driven through ``AsyncConnection.run_sync``.
+async), with the same function driven through ``AsyncConnection.run_sync``. A ``driver``
+call (SQLite's append) gets the pooled DB-API connection itself instead of SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, TextClause
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, PoolProxiedConnection
 
 from ...errors import ConfigError
 from ...scope import Scope
@@ -41,14 +43,16 @@ EVERY_TENANT = ":every"  # never a tenant id (a tenant id cannot hold ":")
 @dataclass(slots=True)  # not frozen: a frozen one costs four times as much to make
 class Call(Generic[T]):
     """``fn(conn, *args)`` in one transaction of its own, opened for ``scope`` (row-level
-    security), or with ``admin_tenant`` on the admin path; ``write``: on the writer. Made
-    once per call, for ``_run`` or ``_arun`` alike."""
+    security), or with ``admin_tenant`` on the admin path; ``write``: on the writer;
+    ``driver`` (SQLite only): ``conn`` is the DB-API connection, not SQLAlchemy's. Made once
+    per call, for ``_run`` or ``_arun`` alike."""
 
     scope: Scope | None
     fn: Callable[..., T]
     args: tuple[Any, ...] = ()
     write: bool = False
     admin_tenant: str | None = None
+    driver: bool = False
 
 
 class Transactions:
@@ -116,6 +120,9 @@ class Transactions:
 
     def _call(self, conn: Connection, call: Call[T]) -> T:
         self._enter(conn, call.scope, call.admin_tenant)
+        if call.driver:  # the async half: SQLAlchemy's transaction, the driver's statements
+            with _from_driver(conn.dialect):
+                return call.fn(conn.connection.dbapi_connection, *call.args)
         return call.fn(conn, *call.args)
 
     def _engines_for(self, call: Call[Any]) -> tuple[Engine, AsyncEngine]:
@@ -136,6 +143,8 @@ class Transactions:
     def _run_once(self, call: Call[T]) -> T:
         engine = self._engines_for(call)[0]
         self.setup()
+        if call.driver:
+            return self._run_on_driver(engine, call)
         with self._gate.hold(), _errors.mapped():
             with _errors.unavailable():
                 conn = engine.connect()
@@ -144,6 +153,24 @@ class Transactions:
                 claim(conn)
                 with conn.begin():
                     return self._call(conn, call)
+
+    def _run_on_driver(self, engine: Engine, call: Call[T]) -> T:
+        """SQLite: ``call`` on the pooled DB-API connection, in the transaction SQLAlchemy
+        would open (``configure_sqlite``: ``BEGIN IMMEDIATE`` for a write), committed or
+        rolled back here; the pool still checks the connection out and in (and rolls back
+        on its way back). No SQLAlchemy execution per statement: that was most of an
+        append's time. The driver's errors are SQLAlchemy's (``_from_driver``), so they are
+        mapped as on every other path."""
+        assert self.dialect == "sqlite"
+        dialect = engine.dialect
+        with self._gate.hold(), _errors.mapped():
+            with _errors.unavailable(), _from_driver(dialect):
+                pooled = engine.raw_connection()
+            try:
+                with _from_driver(dialect, pooled):
+                    return _in_transaction(pooled, call)
+            finally:
+                pooled.close()
 
     async def _arun(self, call: Call[T]) -> T:
         try:
@@ -216,3 +243,33 @@ class Transactions:
         if self._writers != engines[0]:
             engines.append(self._writers)
         return engines + ([self._admin] if self._admin else [])
+
+
+def _in_transaction(pooled: PoolProxiedConnection, call: Call[T]) -> T:
+    db = pooled.driver_connection
+    assert db is not None
+    db.execute("BEGIN IMMEDIATE" if call.write else "BEGIN")
+    try:
+        answer = call.fn(db, *call.args)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return answer
+
+
+@contextmanager
+def _from_driver(dialect: Dialect, pooled: PoolProxiedConnection | None = None) -> Iterator[None]:
+    """The DB-API's errors as SQLAlchemy raises them (``DBAPIError``, the driver's error as
+    ``orig``, no statement or parameters in its text), for ``_errors``; a connection the
+    driver reports lost is dropped from the pool, as SQLAlchemy does."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, None, None)
+        if lost and pooled is not None:
+            pooled.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
+        ) from exc

@@ -228,6 +228,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
 
     def _call_of(self, op: Operation[Any]) -> Call[Any]:
         """The primitive ``op`` names, as one transaction of the SQL operations."""
+        if op.name == "append_to_session" and self.dialect == "sqlite":  # the hot write
+            return Call(op.scope, self._ops.append_on_driver, (op,), write=True, driver=True)
         fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
         args = (op,) if op.name in _WHOLE else op.args()
         return Call(op.scope, fn, args, op.write, admin_tenant(op))
