@@ -9,36 +9,33 @@ from __future__ import annotations
 from typing import Any
 
 from muxi_isolation import registry
-from muxi_isolation.agent import DEFAULT_SYSTEM, Turn, reply_text, system_prompt
-from muxi_isolation.errors import AdapterUnavailable
+from muxi_isolation.agent import DEFAULT_SYSTEM, reply_text
+
+from .._agent import ChatAgent
 
 __all__ = ["LlamaIndexAgent"]
 
 
-class LlamaIndexAgent:
+class LlamaIndexAgent(ChatAgent):
     """A LlamaIndex LLM (anything with ``achat``) as the agent."""
 
-    def __init__(self, llm: Any, *, system: str = DEFAULT_SYSTEM, remember: bool = True) -> None:
-        try:
-            import llama_index.core.llms  # noqa: F401
-        except ImportError as exc:
-            raise AdapterUnavailable("llama-index-core", "llamaindex") from exc
-        self.llm = llm
-        self.system = system
-        self.keep = remember
+    requires = ("llama_index.core.llms", "llama-index-core", "llamaindex")
 
-    async def respond(self, turn: Turn) -> str:
+    def __init__(self, llm: Any, *, system: str = DEFAULT_SYSTEM, remember: bool = True) -> None:
+        # only to keep the parameter's name, llm
+        super().__init__(llm, system=system, remember=remember)
+
+    @property
+    def llm(self) -> Any:
+        """The LLM (the agent's ``model``)."""
+        return self.model
+
+    async def _ask(self, conversation: list[tuple[str, Any]]) -> str:
         from llama_index.core.llms import ChatMessage
 
-        roles = {"user", "assistant", "system"}
-        system = await system_prompt(turn, self.system, self.keep)
-        messages = [ChatMessage(role="system", content=system)]
-        messages += [
-            ChatMessage(role=m.role, content=reply_text(m.content))
-            for m in turn.history
-            if m.role in roles
+        messages = [
+            ChatMessage(role=role, content=reply_text(content)) for role, content in conversation
         ]
-        messages.append(ChatMessage(role="user", content=turn.message))
         response = await self.llm.achat(messages)
         return reply_text(response.message.content)
 
