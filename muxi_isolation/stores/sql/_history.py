@@ -88,14 +88,15 @@ def _stored_text(column: Any) -> Any:
     return type_coerce(column, Text)
 
 
-def _row_to_session(row: Row[Any]) -> SessionRecord:
+def _row_to_session(row: Row[Any], prefix: str = "") -> SessionRecord:
+    """The session of ``row``, whose columns are named ``prefix`` + column (in a join)."""
     m = row._mapping
     return SessionRecord(
-        m["id"],
-        known_scope(m["tenant_id"], m["user_id"]),
-        m["created_at"],
-        m["last_active_at"],
-        m["expires_at"],
+        m[f"{prefix}id"],
+        known_scope(m[f"{prefix}tenant_id"], m[f"{prefix}user_id"]),
+        m[f"{prefix}created_at"],
+        m[f"{prefix}last_active_at"],
+        m[f"{prefix}expires_at"],
     )
 
 

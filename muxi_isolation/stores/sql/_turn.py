@@ -9,25 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, Text, bindparam, cast, select
+from sqlalchemy import Connection, Text, bindparam, cast, select
 
 from ...records import Message, SessionRecord
-from ...scope import Scope, known_scope
-from ._history import _JSON_COLUMNS, _stored_text, _text_row_to_message
+from ...scope import Scope
+from ._history import _JSON_COLUMNS, _row_to_session, _stored_text, _text_row_to_message
 from ._ops_base import OpsBase
 
 __all__ = ["TurnOps"]
 
 
-def _session_of(row: Row[Any]) -> SessionRecord:
-    m = row._mapping
-    return SessionRecord(
-        m["s_id"],
-        known_scope(m["s_tenant_id"], m["s_user_id"]),
-        m["s_created_at"],
-        m["s_last_active_at"],
-        m["s_expires_at"],
-    )
+_SESSION = "s_"  # the session's columns in the join, apart from the messages'
 
 
 class TurnOps(OpsBase):
@@ -44,7 +36,7 @@ class TurnOps(OpsBase):
         if not rows:
             return None, []
         messages = [_text_row_to_message(row) for row in rows if row.seq is not None]
-        return _session_of(rows[0]), messages
+        return _row_to_session(rows[0], _SESSION), messages
 
     def _read_turn(self) -> Any:
         s, m = self.t.sessions, self.t.messages
@@ -60,7 +52,7 @@ class TurnOps(OpsBase):
         # Joined on the tenant too: both sides are one tenant's rows (a Citus router query).
         joined = s.outerjoin(newest, newest.c.tenant_id == s.c.tenant_id)
         return (
-            select(*(c.label(f"s_{c.name}") for c in s.c), *newest.c)  # apart from m's
+            select(*(c.label(f"{_SESSION}{c.name}") for c in s.c), *newest.c)
             .select_from(joined)
             .where(
                 s.c.tenant_id == bindparam("muxi_tenant"),
