@@ -10,7 +10,10 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Table
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Driver", "batch_sql", "bind_processor", "dialect_of"]
+__all__ = ["Driver", "Processors", "batch_sql", "bind_processor", "dialect_of"]
+
+# A column type's bind processor on a dialect (``bind_processor``, or a faster equivalent).
+Processors = Callable[[Any, Dialect], "Callable[[Any], Any] | None"]
 
 
 def dialect_of(conn: Connection | Dialect) -> Dialect:
@@ -25,7 +28,11 @@ def bind_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
 
 
 def batch_sql(
-    conn: Connection | Dialect, stmt: Any, table: Table, keys: Sequence[str]
+    conn: Connection | Dialect,
+    stmt: Any,
+    table: Table,
+    keys: Sequence[str],
+    processors: Processors = bind_processor,
 ) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
     """A batch write of ``table``'s ``keys`` as the driver's SQL, its parameters in the
     driver's order each with its column's bind processor, for one ``exec_driver_sql``
@@ -33,7 +40,7 @@ def batch_sql(
     dialect = dialect_of(conn)
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
     names = compiled.positiontup or []
-    return str(compiled), [(n, bind_processor(table.c[n].type, dialect)) for n in names]
+    return str(compiled), [(n, processors(table.c[n].type, dialect)) for n in names]
 
 
 @dataclass(frozen=True)
@@ -49,17 +56,19 @@ class Driver:
     processors: dict[str, Callable[[Any], Any]]
 
     @classmethod
-    def of(cls, conn: Connection | Dialect, stmt: Any) -> Driver:
+    def of(
+        cls, conn: Connection | Dialect, stmt: Any, processors: Processors = bind_processor
+    ) -> Driver:
         dialect = dialect_of(conn)
         compiled = stmt.compile(dialect=dialect)
-        processors = {}
+        found = {}
         for name, bind in compiled.binds.items():
-            processor = bind_processor(bind.type, dialect)
+            processor = processors(bind.type, dialect)
             if processor is not None:
-                processors[name] = processor
+                found[name] = processor
         order = compiled.positiontup
         names = tuple(compiled.binds if order is None else order)
-        return cls(str(compiled), names, order is not None, processors)
+        return cls(str(compiled), names, order is not None, found)
 
     def params(self, params: dict[str, Any]) -> Any:
         """The driver's parameters: processed, in its order (or by name)."""

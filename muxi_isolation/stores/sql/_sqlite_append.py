@@ -11,12 +11,15 @@ its schema (``main``), as everywhere else.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii  # what json.dumps runs for a str
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     TextClause,
     bindparam,
     delete,
@@ -36,10 +39,11 @@ from ...records import Message, Receipt, SessionRecord
 from ...scope import Scope
 from .._message_ops import AppendToSession
 from ..base import RECEIPT_WINDOW
-from ._driver import Driver, batch_sql, dialect_of
+from ._driver import Driver, batch_sql, bind_processor, dialect_of
 from ._ops_base import OpsBase, utc, utc_now
+from ._types import UTCDateTime
 
-__all__ = ["MESSAGE_KEYS", "DriverAppend", "numbered"]
+__all__ = ["DriverAppend", "json_text", "numbered", "sqlite_processors", "sqlite_time"]
 
 # The compiler of the driver statements: SQLite's SQL and bind processors are the same for
 # the sync (pysqlite) and the async (aiosqlite) engine.
@@ -59,6 +63,39 @@ MESSAGE_KEYS = (
 )
 _SESSION_KEYS = ("tenant_id", "user_id", "id", "created_at", "last_active_at", "expires_at")
 _RECEIPT_KEYS = ("tenant_id", "user_id", "key", "request", "response", "seqs", "created_at")
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """A ``UTCDateTime`` bound on SQLite, as SQLAlchemy's processors write it (naive UTC,
+    always six digits of microseconds), at a tenth of their cost."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value)``, SQLAlchemy's JSON processor on SQLite, without the json
+    module's per-call setup for a message's usual values (a text, no metadata, no calls)."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is dict and not value:
+        return "{}"
+    if kind is list and not value:
+        return "[]"
+    return json.dumps(value)
+
+
+def sqlite_processors(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The driver statements' bind processors: SQLAlchemy's, but ``sqlite_time`` and
+    ``json_text`` for their types (a test keeps each equal to SQLAlchemy's)."""
+    if isinstance(kind, UTCDateTime):
+        return sqlite_time
+    if isinstance(kind, JSON):
+        return json_text
+    return bind_processor(kind, dialect)
 
 
 def numbered(m: Message, seq: int, created_at: datetime) -> Message:
@@ -99,7 +136,9 @@ class DriverAppend(OpsBase):
             cur.close()
 
     def _on_driver(self, name: str, build: Callable[[], Any]) -> Driver:
-        driver: Driver = self._once(f"sqlite:{name}", lambda: Driver.of(_SQLITE, build()))
+        driver: Driver = self._once(
+            f"sqlite:{name}", lambda: Driver.of(_SQLITE, build(), sqlite_processors)
+        )
         return driver
 
     def _refuse_on(self, cur: Any, scope: Scope) -> None:
@@ -187,7 +226,8 @@ class DriverAppend(OpsBase):
     def _row(self, table: Any, keys: tuple[str, ...], row: dict[str, Any]) -> tuple[str, Any]:
         """One row's insert into ``table`` as the driver's SQL and parameters."""
         sql, columns = self._once(
-            f"sqlite:insert:{table.name}", lambda: batch_sql(_SQLITE, insert(table), table, keys)
+            f"sqlite:insert:{table.name}",
+            lambda: batch_sql(_SQLITE, insert(table), table, keys, sqlite_processors),
         )
         return sql, tuple(row[n] if p is None else p(row[n]) for n, p in columns)
 
@@ -257,12 +297,31 @@ class DriverAppend(OpsBase):
     ) -> tuple[str, list[tuple[Any, ...]]]:
         """SQLite's insert of the messages as the driver's SQL and one parameter tuple each
         (SQLAlchemy's parameter handling was a third of the insert)."""
+        sql = self._once("sqlite:insert_messages", lambda: self._message_sql(dialect_of(conn)))
+        t, u, s = scope.tenant_id, scope.user_id, scope.session_id
+        return sql, [
+            (
+                t,
+                u,
+                s,
+                m.seq,
+                m.role,
+                json_text(m.content),
+                json_text(m.metadata),
+                json_text(m.tool_calls),
+                m.status,
+                sqlite_time(m.created_at),
+            )
+            for m in stored
+        ]
+
+    def _message_sql(self, dialect: Dialect) -> str:
+        """The messages' insert; ``_message_batch`` builds each row in ``MESSAGE_KEYS``'
+        order, which must be the driver's (checked once, here)."""
         t = self.t.messages
-        sql, columns = self._once(
-            "insert_messages", lambda: batch_sql(dialect_of(conn), insert(t), t, MESSAGE_KEYS)
-        )
-        rows = [self._message_row(scope, m) for m in stored]
-        return sql, [tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows]
+        sql, columns = batch_sql(dialect, insert(t), t, MESSAGE_KEYS)
+        assert tuple(name for name, _ in columns) == MESSAGE_KEYS, columns
+        return sql
 
     @staticmethod
     def _message_row(scope: Scope, m: Message) -> dict[str, Any]:
