@@ -20,7 +20,8 @@ Pairs (the wrapped side first; ratio = wrapped / bare, medians of per-trial rati
 - Chat history: ``MuxiChatMessageHistory`` on SQLite (a file, WAL) vs langchain-core's
   ``InMemoryChatMessageHistory`` and vs a bare SQLAlchemy insert / select on SQLite (one
   table, same file settings). ``add``: ``add_messages`` of a user/AI pair; ``read``:
-  ``messages`` of a session holding --history messages. Also the statements each sends.
+  ``messages`` of a session holding --history messages. Also the statements each runs
+  (SQLite's trace: BEGIN and COMMIT included, an executemany once per row).
 - PostgreSQL (``--postgres``), as a non-owner app role under row-level security: the
   backend's search (users of 20 and 100 memories, dim --dim, k=4) and the LangChain history's
   read and add vs a raw psycopg transaction doing the same work with the same scoping
@@ -300,10 +301,13 @@ def history_pairs(args: Any, tmp: Path) -> dict[str, dict[str, float]]:
         args.trials,
         args.reps,
     )
-    sent: list[str] = []
+    sent: list[str] = []  # SQLite's own trace: every statement it runs, whoever sends it
+
+    def trace(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        record.driver_connection.set_trace_callback(sent.append)
+
     for engine in {backend._engine, backend._writers[0]}:
-        event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
-        event.listen(engine, "commit", lambda *a: sent.append("COMMIT"))
+        event.listen(engine.pool, "checkout", trace)
     assert muxi[0].messages
     out["statements"] = {"read": len(sent)}
     sent.clear()
