@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _examples import user_env
 
 from muxi_isolation import Isolation, KeyRing, Scope
 from muxi_isolation.errors import InvalidIdentifier
@@ -100,7 +101,10 @@ def schemathesis(url: str, cwd: Path, *options: str) -> None:
         "--output-sanitize=false",
         *options,
     ]
-    run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=180)
+    # user_env: the fuzzer's own process runs none of our code, so coverage stays out of it
+    run = subprocess.run(
+        command, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=180
+    )
     report = run.stdout[-12000:] + run.stderr[-3000:]
     assert run.returncode == 0, report
     assert "Tested: " in run.stdout and " passed" in run.stdout, report
