@@ -142,6 +142,16 @@ class MemoryOps(OpsBase):
             raise mismatch(dimension, len(vector), "query")
         return self.vectors.search(conn, Search(user, vector, k, self._filter(node)))
 
+    def search_on_driver(
+        self, db: Any, user: Scope, vector: list[float], k: int, node: Filter | None
+    ) -> list[Scored]:
+        """``search_memories`` without a filter, on SQLite's DB-API connection (``_vectors``)."""
+        assert node is None
+        dimension = self.t.dimension
+        if dimension is not None and len(vector) != dimension:
+            raise mismatch(dimension, len(vector), "query")
+        return self.vectors.search_on_driver(db, Search(user, vector, k, []))
+
     def search_text(
         self, conn: Connection, user: Scope, query: str, k: int, node: Filter | None
     ) -> list[Scored]:

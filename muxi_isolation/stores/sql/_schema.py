@@ -77,7 +77,7 @@ __all__ = [
     "with_dimension",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 COMPONENT = "muxi-isolation"
 HNSW_MAX_DIMENSION = 2000  # pgvector's limit for an HNSW index on VECTOR
 HNSW_MAX_HALF_DIMENSION = 4000  # ... and on HALFVEC
@@ -148,6 +148,15 @@ def _vector_versions(conn: Connection, tables: Tables) -> None:
         conn.execute(text(statement))
 
 
+def _versions_on_any_update(conn: Connection, tables: Tables) -> None:
+    """7 -> 8: SQLite's version moves on an update of any column of a memory, since a
+    search keeps the rows whole (``_vector_cache``)."""
+    from ._vector_cache import any_update_statements  # it reads these tables: import late
+
+    for statement in any_update_statements(conn, tables):
+        conn.execute(text(statement))
+
+
 UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     1: _sign_the_scope,
     2: _maintenance,
@@ -155,6 +164,7 @@ UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {
     4: _bind_the_scope,
     5: _text_index,
     6: _vector_versions,
+    7: _versions_on_any_update,
 }
 GRAPH_SINCE = 3  # upgrade steps before this one see the tables without the graph ones
 RECEIPTS_SINCE = 4  # ... and before this one without the receipts

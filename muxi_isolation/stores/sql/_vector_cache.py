@@ -1,29 +1,31 @@
-"""SQLite: a large user's vectors kept in memory between searches, checked on every search.
+"""SQLite: a user's memories kept in memory between searches, checked on every search.
 
 Reading a user's vectors is most of an exact search on SQLite (10,000 rows of 384 floats
 are 15 MB and about 10 ms to read), where an embedded peer keeps each user's index in
-memory. So a user's vectors are kept here once searched, as one float32 matrix with the
-rows' norms, until they change: a search then reads one version row, and only its top
-``k`` rows whole.
+memory. So a user's rows are kept here once searched, as one float32 matrix with the
+rows' norms and the rows' other columns as stored, until they change: a search then reads
+one version row and nothing else (the few rows it returns are decoded from the copy).
 
 "Until they change" is decided by the database, not by this process: a per-user version
 in ``memory_versions`` is set to a new random 64-bit value by triggers, in the same
-transaction as every insert, update and delete of the user's memories, whoever writes
-(this process, another one, the command line). A search reads the version in its own
-transaction and uses a kept copy only of that very version; a random value means a user
-forgotten and written again can never meet an old copy's version. Forgetting a user or
-tenant deletes their version rows and drops their copies here. Filtered searches read the
-rows (a filter selects rows by metadata, which the copy does not hold).
+transaction as every insert, update (of any column) and delete of the user's memories,
+whoever writes (this process, another one, the command line). A search reads the version
+in its own transaction and uses a kept copy only of that very version; a random value
+means a user forgotten and written again can never meet an old copy's version. Forgetting
+a user or tenant deletes their version rows and drops their copies here. Filtered
+searches read the rows (a filter selects rows by metadata, which the copy does not index).
 
 The copies are bounded by ``max_bytes`` per backend, least recently used out first; each
-is keyed by the exact (tenant, user) it was read for, in that user's scoped transaction.
+is keyed by the exact (tenant, user) it was read for, in that user's scoped transaction,
+and each kept row still carries its stored tenant and user, which the search's results
+are verified against like any row read from the database.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -33,7 +35,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, PrimaryKeyConstrai
 
 from ._schema import Tables
 
-__all__ = ["Kept", "VectorCache", "version_statements", "versions_table"]
+__all__ = ["Kept", "VectorCache", "any_update_statements", "version_statements", "versions_table"]
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 
@@ -87,24 +89,40 @@ def version_statements(conn: Connection, tables: Tables) -> list[str]:
         "WITHOUT ROWID",  # one B-tree to update per written memory, not two
         trigger("insert", "INSERT", bump("new")),
         trigger("delete", "DELETE", bump("old")),
-        trigger("update", "UPDATE OF tenant_id, user_id, id, embedding", bump("old") + bump("new")),
+        trigger("update", "UPDATE", bump("old") + bump("new")),  # any column: copies hold all
         f"INSERT OR REPLACE INTO {table} (tenant_id, user_id, version) "  # noqa: S608
         f"SELECT DISTINCT tenant_id, user_id, random() FROM {prep.format_table(tables.memories)}",
     ]
 
 
+def any_update_statements(conn: Connection, tables: Tables) -> list[str]:
+    """SQLite, 7 -> 8: the update trigger fires on any column (it watched the vector and
+    the keys; a kept copy now holds the other columns too), and every version moves."""
+    statements = version_statements(conn, tables)
+    if not statements:
+        return []
+    prep = conn.dialect.identifier_preparer
+    schema = prep.quote_schema(str(tables.memories.schema))
+    name = prep.quote(f"{tables.prefix}memories_version_update")
+    return [f"DROP TRIGGER IF EXISTS {schema}.{name}", *statements]
+
+
 @dataclass(frozen=True)
 class Kept:
-    """One user's vectors as stored at ``version``: ids, float32 rows, float64 norms."""
+    """One user's vectors as stored at ``version``: ids, float32 rows, float64 norms, and
+    each row's other columns as stored (``rows``: tenant, user, content, metadata text,
+    created_at text, session), so a search at that version reads nothing but the version."""
 
     version: int
     ids: list[str]
     matrix: npt.NDArray[np.float32]
     norms: npt.NDArray[np.float64]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    text_bytes: int = 0  # the rows' strings
 
     @property
     def nbytes(self) -> int:
-        return int(self.matrix.nbytes + self.norms.nbytes) + 64 * len(self.ids)
+        return int(self.matrix.nbytes + self.norms.nbytes) + 64 * len(self.ids) + self.text_bytes
 
 
 class VectorCache:

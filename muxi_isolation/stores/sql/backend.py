@@ -24,6 +24,7 @@ from ...quotas import Limits
 from ...records import Memory
 from ...scope import Scope
 from .._graph_operations import GraphOperation
+from .._memory_ops import VectorSearch
 from ..base import Backend, Counts
 from ..operations import Operation
 from . import _audit, _dimension, _errors
@@ -230,6 +231,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         """The primitive ``op`` names, as one transaction of the SQL operations."""
         if op.name == "append_to_session" and self.dialect == "sqlite":  # the hot write
             return Call(op.scope, self._ops.append_on_driver, (op,), write=True, driver=True)
+        if isinstance(op, VectorSearch) and op.node is None and self.dialect == "sqlite":
+            return Call(op.scope, self._ops.search_on_driver, op.args(), driver=True)  # hot read
         fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
         args = (op,) if op.name in _WHOLE else op.args()
         return Call(op.scope, fn, args, op.write, admin_tenant(op))
