@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, TextClause
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool, PoolProxiedConnection
 
@@ -159,18 +159,33 @@ class Transactions:
         would open (``configure_sqlite``: ``BEGIN IMMEDIATE`` for a write), committed or
         rolled back here; the pool still checks the connection out and in (and rolls back
         on its way back). No SQLAlchemy execution per statement: that was most of an
-        append's time. The driver's errors are SQLAlchemy's (``_from_driver``), so they are
-        mapped as on every other path."""
+        append's time. The driver's errors become SQLAlchemy's and are mapped by ``_errors``
+        as on every other path (on the error path only: its context managers cost as much as
+        a statement)."""
         assert self.dialect == "sqlite"
+        if self._gate.active:
+            with self._gate.hold():
+                return self._on_driver(engine, call)
+        return self._on_driver(engine, call)
+
+    def _on_driver(self, engine: Engine, call: Call[T]) -> T:
         dialect = engine.dialect
-        with self._gate.hold(), _errors.mapped():
-            with _errors.unavailable(), _from_driver(dialect):
-                pooled = engine.raw_connection()
-            try:
-                with _from_driver(dialect, pooled):
-                    return _in_transaction(pooled, call)
-            finally:
-                pooled.close()
+        failed = dialect.loaded_dbapi.Error
+        try:
+            pooled = engine.raw_connection()
+        except SQLAlchemyError:  # no pooled connection in time
+            with _errors.unavailable():
+                raise
+        except failed as exc:
+            with _errors.unavailable():
+                raise _driver_error(dialect, exc) from exc
+        try:
+            return _in_transaction(pooled, call)
+        except failed as exc:
+            with _errors.mapped():
+                raise _driver_error(dialect, exc, pooled) from exc
+        finally:
+            pooled.close()
 
     async def _arun(self, call: Call[T]) -> T:
         try:
@@ -259,17 +274,24 @@ def _in_transaction(pooled: PoolProxiedConnection, call: Call[T]) -> T:
 
 
 @contextmanager
-def _from_driver(dialect: Dialect, pooled: PoolProxiedConnection | None = None) -> Iterator[None]:
-    """The DB-API's errors as SQLAlchemy raises them (``DBAPIError``, the driver's error as
-    ``orig``, no statement or parameters in its text), for ``_errors``; a connection the
-    driver reports lost is dropped from the pool, as SQLAlchemy does."""
-    dbapi = dialect.loaded_dbapi
+def _from_driver(dialect: Dialect) -> Iterator[None]:
+    """The async half's driver statements: their errors as SQLAlchemy's (``_driver_error``)."""
     try:
         yield
-    except dbapi.Error as exc:
-        lost = dialect.is_disconnect(exc, None, None)
-        if lost and pooled is not None:
-            pooled.invalidate(exc)
-        raise DBAPIError.instance(
-            None, None, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
-        ) from exc
+    except dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(dialect, exc) from exc
+
+
+def _driver_error(
+    dialect: Dialect, exc: Any, pooled: PoolProxiedConnection | None = None
+) -> StatementError:
+    """A DB-API error as SQLAlchemy raises it (``DBAPIError``, the driver's error as ``orig``,
+    no statement or parameters in its text), for ``_errors``; a connection the driver reports
+    lost is dropped from the pool, as SQLAlchemy does."""
+    lost = dialect.is_disconnect(exc, None, None)
+    if lost and pooled is not None:
+        pooled.invalidate(exc)
+    error: StatementError = DBAPIError.instance(
+        None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+    )
+    return error
