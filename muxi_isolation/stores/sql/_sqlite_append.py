@@ -70,9 +70,9 @@ def sqlite_time(value: datetime | None) -> str | None:
     always six digits of microseconds), at a tenth of their cost."""
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.tzinfo is not None and value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(" ", "microseconds")[:26]  # without a UTC offset
 
 
 def json_text(value: Any) -> str:
@@ -98,6 +98,10 @@ def sqlite_processors(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | Non
     return bind_processor(kind, dialect)
 
 
+def _none(_kind: Any, _dialect: Dialect) -> None:
+    return None
+
+
 def numbered(m: Message, seq: int, created_at: datetime) -> Message:
     """``replace(m, seq=seq, created_at=created_at)`` at a quarter of its cost (it reads the
     dataclass's fields on every call); a test keeps the two equal as ``Message`` changes."""
@@ -118,8 +122,16 @@ class DriverAppend(OpsBase):
         try:
             if turn.create is not None:
                 self._create_on(cur, turn.create)
-            touch = self._on_driver("touch:True", lambda: self._touch(now))
-            params = self._touch_params(scope.user(), str(scope.session_id), now, turn.expires_at)
+            touch = self._on_driver("touch", lambda: self._touch(now), processed=False)
+            at = sqlite_time(now)  # the touch's last-active and active-at times: one text
+            params = {
+                "muxi_tenant": scope.tenant_id,
+                "muxi_user": scope.user_id,
+                "muxi_id": scope.session_id,
+                "muxi_last": at,
+                "muxi_expires": sqlite_time(turn.expires_at),
+                "muxi_active": at,
+            }
             if touch.on(cur, params).rowcount <= 0:
                 self._refuse_on(cur, scope)
             stored: list[Message] = []
@@ -135,9 +147,12 @@ class DriverAppend(OpsBase):
         finally:
             cur.close()
 
-    def _on_driver(self, name: str, build: Callable[[], Any]) -> Driver:
+    def _on_driver(self, name: str, build: Callable[[], Any], processed: bool = True) -> Driver:
+        """A driver statement, built once; ``processed=False``: its caller binds the stored
+        form itself (no bind processors)."""
+        processors = sqlite_processors if processed else _none
         driver: Driver = self._once(
-            f"sqlite:{name}", lambda: Driver.of(_SQLITE, build(), sqlite_processors)
+            f"sqlite:{name}", lambda: Driver.of(_SQLITE, build(), processors)
         )
         return driver
 
@@ -299,21 +314,13 @@ class DriverAppend(OpsBase):
         (SQLAlchemy's parameter handling was a third of the insert)."""
         sql = self._once("sqlite:insert_messages", lambda: self._message_sql(dialect_of(conn)))
         t, u, s = scope.tenant_id, scope.user_id, scope.session_id
-        return sql, [
-            (
-                t,
-                u,
-                s,
-                m.seq,
-                m.role,
-                json_text(m.content),
-                json_text(m.metadata),
-                json_text(m.tool_calls),
-                m.status,
-                sqlite_time(m.created_at),
-            )
-            for m in stored
-        ]
+        rows, last, at = [], None, None
+        for m in stored:
+            if m.created_at is not last:  # a batch's messages share their time: one text
+                last, at = m.created_at, sqlite_time(m.created_at)
+            data = json_text(m.content), json_text(m.metadata), json_text(m.tool_calls)
+            rows.append((t, u, s, m.seq, m.role, *data, m.status, at))
+        return sql, rows
 
     def _message_sql(self, dialect: Dialect) -> str:
         """The messages' insert; ``_message_batch`` builds each row in ``MESSAGE_KEYS``'
