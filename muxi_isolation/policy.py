@@ -104,6 +104,12 @@ def stamp(scope: Scope, record: R) -> R:
     check_metadata(record.metadata)
     if isinstance(record, Message):
         check_json([record.content, record.metadata, record.tool_calls], "message content")
+        if type(record) is Message:  # ``replace`` reads the fields on each call: 3x this
+            m = record
+            made = Message(
+                m.role, m.content, m.metadata, m.tool_calls, m.status, m.created_at, m.seq, target
+            )
+            return made  # type: ignore[return-value]  # R is Message here
     else:
         check_json(record.metadata, "memory metadata")
     return replace(record, scope=target)

@@ -20,6 +20,7 @@ from muxi_isolation import (
     SessionRecord,
     StorageError,
     StorageUnavailable,
+    policy,
 )
 from muxi_isolation.stores import open_backend
 from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema, _sqlite_append
@@ -425,12 +426,15 @@ def test_sqlite_stores_a_memorys_time_in_the_same_text_form(make_backend) -> Non
 
 
 def test_a_numbered_message_is_the_message_with_its_seq_and_time() -> None:
-    """``_numbered`` spells out ``Message``'s fields (``replace`` was a quarter of an
-    append): a field added to ``Message`` must be added there too, or this fails."""
+    """``numbered`` and ``policy.stamp`` spell out ``Message``'s fields (``replace`` was a
+    quarter of an append): a field added to ``Message`` must be added there too, or this
+    fails."""
     message = Message(
-        "assistant", [{"type": "text"}], {"k": 1}, [{"id": "c"}], "archived", None, None, ALICE
+        "assistant", [{"type": "text"}], {"k": 1}, [{"id": "c"}], "archived", T0, 3, ALICE
     )
     assert _sqlite_append.numbered(message, 7, T0) == replace(message, seq=7, created_at=T0)
+    here = ALICE.with_session("s1")
+    assert policy.stamp(here, message) == replace(message, scope=here)
     assert [f.name for f in fields(Message)] == [
         *("role", "content", "metadata", "tool_calls", "status", "created_at", "seq", "scope")
     ]
