@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
@@ -50,27 +51,33 @@ class MemoryOps(OpsBase):
         if self.dialect == "postgresql":  # one short statement over arrays (``_bulk``)
             _bulk.upsert(conn, self.t, scope, list(latest.values()), now)
             return [memory.id for memory in memories]
-        rows = [
-            {
-                "tenant_id": scope.tenant_id,
-                "user_id": scope.user_id,
-                "id": memory.id,
-                "session_id": scope.session_id,
-                "content": memory.content,
-                "metadata": memory.metadata,
-                "embedding": memory.embedding,
-                "created_at": memory.created_at or now,
-            }
-            for memory in latest.values()
-        ]
         t = self.t.memories
         sql, columns = self._once(
             "upsert_memories", lambda: batch_sql(conn, self._memories_upsert(), t, MEMORY_KEYS)
         )
-        # Column by column, then zipped: a quarter less time than a tuple per row.
-        by_column = [
-            [r[n] for r in rows] if p is None else [p(r[n]) for r in rows] for n, p in columns
-        ]
+        kept = list(latest.values())
+        rows: dict[str, list[Any]] = {
+            "id": [m.id for m in kept],
+            "content": [m.content for m in kept],
+            "metadata": [m.metadata for m in kept],
+            "embedding": [m.embedding for m in kept],
+            "created_at": [m.created_at or now for m in kept],
+        }
+        scoped: dict[str, str | None] = {"tenant_id": scope.tenant_id, "user_id": scope.user_id}
+        scoped["session_id"] = scope.session_id
+        # Column by column, then zipped: a quarter less time than a tuple per row. A value
+        # shared by the rows (the scope's; mostly ``now``) is processed once.
+        by_column: list[Any] = []
+        for name, process in columns:
+            if name in scoped:
+                one = scoped[name]
+                by_column.append(repeat(one if process is None else process(one), len(kept)))
+            elif process is None:
+                by_column.append(rows[name])
+            elif name == "created_at":
+                by_column.append(_each_once(process, rows[name]))
+            else:
+                by_column.append(list(map(process, rows[name])))
         params = list(zip(*by_column, strict=True))
         conn.exec_driver_sql(sql, params)  # SQLite: one executemany, no per-row statement work
         return [memory.id for memory in memories]
@@ -158,3 +165,12 @@ class MemoryOps(OpsBase):
         """The user's ``k`` memories best matching ``query``'s words (``_text``)."""
         search = Search(user, query, k, self._filter(node))
         return TextSearcher(self.t, self.dialect).search(conn, search)
+
+
+def _each_once(process: Any, values: list[Any]) -> list[Any]:
+    """``process`` over ``values``, computed once per distinct value."""
+    done: dict[Any, Any] = {}
+    for value in values:
+        if value not in done:
+            done[value] = process(value)
+    return [done[value] for value in values]
