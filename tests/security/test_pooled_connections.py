@@ -235,6 +235,7 @@ def test_every_statement_names_the_schema_of_its_tables(pooled: SQLBackend) -> N
         record = sessions.create(ALICE)  # the append's touch + seqs statement, and the insert
         sessions.append(ALICE.with_session(record.id), [Message("user", "hi")])
         pooled.get_messages(ALICE.with_session(record.id))
+        pooled.read_turn(ALICE, record.id, now=record.created_at, last=50)  # its join
         pooled.list_sessions(ALICE)
     finally:
         for engine in engines:
