@@ -7,7 +7,7 @@ quickest way to run an app or a test. Nothing persists past the process.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -22,7 +22,7 @@ from ..scope import Scope
 from ._memory_graph import MemoryGraph
 from .base import RECEIPT_WINDOW, Backend, Counts, Scored
 from .keywords import overlap, words
-from .similarity import rank
+from .similarity import best_first, cosines, mismatch, rank, row_norms
 
 __all__ = ["MemoryBackend"]
 
@@ -35,11 +35,24 @@ def _user_key(scope: Scope) -> UserKey:
     return (scope.tenant_id, scope.user_id)
 
 
-def _array(memory: Memory, held: tuple[Memory, Vector] | None) -> tuple[Memory, Vector]:
-    """The memory's vector as float64, converted once while the same record is stored."""
-    if held is not None and held[0] is memory:
-        return held
-    return memory, np.asarray(memory.embedding, dtype=np.float64)
+@dataclass(frozen=True)
+class _Kept:
+    """A user's embedded memories with their vectors as one float64 matrix (``None`` when
+    their lengths differ) and its rows' norms: made at a search, dropped by any write of
+    the user's memories, so a search scores a matrix instead of converting every vector."""
+
+    memories: list[Memory]
+    matrix: Vector | None
+    norms: Vector | None
+
+    @classmethod
+    def of(cls, memories: list[Memory]) -> _Kept:
+        embedded = [m for m in memories if m.embedding is not None]
+        embedded.sort(key=lambda m: (m.created_at or _now(), m.id))  # as ``_matching`` lists
+        if len({len(m.embedding or ()) for m in embedded}) > 1:
+            return cls(embedded, None, None)  # ``rank`` names the odd one out
+        matrix = np.asarray([m.embedding for m in embedded], dtype=np.float64)
+        return cls(embedded, matrix, row_norms(matrix) if embedded else None)
 
 
 def _session_key(scope: Scope) -> SessionKey:
@@ -65,8 +78,8 @@ class MemoryBackend(MemoryGraph, Backend):
         self._messages: dict[SessionKey, list[Message]] = {}
         self._next_seq: dict[SessionKey, int] = {}
         self._memories: dict[UserKey, dict[str, Memory]] = {}
-        # Each memory's vector as an array, for search; an entry holds while its memory does.
-        self._arrays: dict[UserKey, dict[str, tuple[Memory, Vector]]] = {}
+        # Each user's vectors as one matrix, for search, until a write of their memories.
+        self._kept: dict[UserKey, _Kept] = {}
         self._receipts: dict[UserKey, dict[str, Receipt]] = {}
         self._audit_events = EventList()  # never forgotten with a user: no content in it
 
@@ -279,6 +292,7 @@ class MemoryBackend(MemoryGraph, Backend):
             check_count(MEMORIES, allowed, lambda: len(bucket), len(new))
             for memory in memories:
                 bucket[memory.id] = replace(memory, created_at=memory.created_at or now)
+            self._kept.pop(_user_key(scope), None)
         return [m.id for m in memories]
 
     def _get_memories(self, user: Scope, ids: list[str]) -> list[Memory]:
@@ -307,26 +321,32 @@ class MemoryBackend(MemoryGraph, Backend):
             bucket = self._memories.get(_user_key(user), {})
             wanted = None if ids is None else set(ids)
             doomed = [m.id for m in self._matching(user, node) if wanted is None or m.id in wanted]
-            arrays = self._arrays.get(_user_key(user), {})
             for memory_id in doomed:
                 del bucket[memory_id]
-                arrays.pop(memory_id, None)
+            self._kept.pop(_user_key(user), None)
             return len(doomed)
 
     def _search_memories(
         self, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
-        embedded = [m for m in self._matching(user, node) if m.embedding is not None]
+        key = _user_key(user)
         with self._lock:
-            held = self._arrays.get(_user_key(user), {})
-            fresh = {m.id: _array(m, held.get(m.id)) for m in embedded}
-            if node is None:  # the user's whole set: what is gone goes from here too
-                held = self._arrays[_user_key(user)] = fresh
-            else:
-                held = self._arrays.setdefault(_user_key(user), {})
-                held.update(fresh)
-        vectors = [fresh[m.id][1] for m in embedded]
-        return [(embedded[i], s) for i, s in rank(vector, vectors, k, lambda i: embedded[i].id)]
+            kept = self._kept.get(key)
+            if kept is None:
+                kept = self._kept[key] = _Kept.of(list(self._memories.get(key, {}).values()))
+        embedded = kept.memories
+        if kept.matrix is None or kept.norms is None:
+            found = [m for m in embedded if matches(node, m.metadata)]
+            ranked = rank(vector, [m.embedding or [] for m in found], k, lambda i: found[i].id)
+            return [(found[i], score) for i, score in ranked]
+        if kept.matrix.shape[1] != len(vector):
+            raise mismatch(kept.matrix.shape[1], len(vector))
+        rows = np.arange(len(embedded))
+        if node is not None:
+            rows = np.flatnonzero([matches(node, m.metadata) for m in embedded])
+        scores = cosines(vector, kept.matrix[rows], kept.norms[rows])
+        best = best_first(scores, k, lambda j: embedded[rows[j]].id)
+        return [(embedded[rows[j]], float(scores[j])) for j in best]
 
     def _search_text(self, user: Scope, query: str, k: int, node: Filter | None) -> list[Scored]:
         return overlap(words(query), self._matching(user, node), k)
@@ -342,7 +362,7 @@ class MemoryBackend(MemoryGraph, Backend):
             for k in message_keys:
                 self._next_seq.pop(k, None)
             memories = len(self._memories.pop(key, {}))
-            self._arrays.pop(key, None)
+            self._kept.pop(key, None)
             receipts = len(self._receipts.pop(key, {}))
         counts = {"sessions": len(sessions), "messages": messages, "memories": memories}
         return {**counts, **_optional(receipts=receipts), **self._forget_graph(user)}
@@ -375,8 +395,8 @@ class MemoryBackend(MemoryGraph, Backend):
                 del self._next_seq[skey]
             for key in [k for k in self._memories if k[0] == tenant_id]:
                 counts["memories"] += len(self._memories.pop(key))
-            for key in [k for k in self._arrays if k[0] == tenant_id]:
-                del self._arrays[key]
+            for key in [k for k in self._kept if k[0] == tenant_id]:
+                del self._kept[key]
             receipts = sum(
                 len(self._receipts.pop(k)) for k in list(self._receipts) if k[0] == tenant_id
             )
