@@ -146,28 +146,32 @@ class QuotaExceeded(IsolationError):
 
 
 class SessionError(IsolationError):
-    """A problem with one session, named by ``session_id`` (the message says which)."""
+    """A problem with a session."""
 
-    _problem: ClassVar[str] = "session error"
+
+class _OneSession(SessionError):
+    """A problem with one session, named by ``session_id``; the class says which problem."""
+
+    _problem: ClassVar[str]
 
     def __init__(self, session_id: str) -> None:
         super().__init__(f"{self._problem}: {session_id!r}")
         self.session_id = session_id
 
 
-class SessionNotFound(SessionError, LookupError):
+class SessionNotFound(_OneSession, LookupError):
     """No such session for this user. Another user's session gives the same error."""
 
     _problem = "session not found"
 
 
-class SessionExists(SessionError):
+class SessionExists(_OneSession):
     """This user already has a session with the id an app asked for."""
 
     _problem = "session already exists"
 
 
-class SessionExpired(SessionError):
+class SessionExpired(_OneSession):
     """The session passed its idle timeout; the user's persistent memory is kept."""
 
     _problem = "session expired"
