@@ -98,10 +98,6 @@ def sqlite_processors(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | Non
     return bind_processor(kind, dialect)
 
 
-def _none(_kind: Any, _dialect: Dialect) -> None:
-    return None
-
-
 def numbered(m: Message, seq: int, created_at: datetime) -> Message:
     """``replace(m, seq=seq, created_at=created_at)`` at a quarter of its cost (it reads the
     dataclass's fields on every call); a test keeps the two equal as ``Message`` changes."""
@@ -122,23 +118,17 @@ class DriverAppend(OpsBase):
         try:
             if turn.create is not None:
                 self._create_on(cur, turn.create)
-            touch = self._on_driver("touch", lambda: self._touch(now), processed=False)
+            touch, reserve = self._once("sqlite:append", self._append_sql)
+            t, u, sid = scope.tenant_id, scope.user_id, scope.session_id
             at = sqlite_time(now)  # the touch's last-active and active-at times: one text
-            params = {
-                "muxi_tenant": scope.tenant_id,
-                "muxi_user": scope.user_id,
-                "muxi_id": scope.session_id,
-                "muxi_last": at,
-                "muxi_expires": sqlite_time(turn.expires_at),
-                "muxi_active": at,
-            }
-            if touch.on(cur, params).rowcount <= 0:
+            cur.execute(touch, (at, sqlite_time(turn.expires_at), t, u, sid, at))
+            if cur.rowcount <= 0:  # (aiosqlite's cursor answers None to execute)
                 self._refuse_on(cur, scope)
             stored: list[Message] = []
             if turn.messages:
-                seqs = self._on_driver("next_seqs", lambda: self._next_seqs_text(_SQLITE))
                 n = len(turn.messages)
-                first = int(seqs.on(cur, self._seq_params(scope, n)).fetchone()[0]) - n
+                cur.execute(reserve, (t, u, sid, n + 1, n))
+                first = int(cur.fetchone()[0]) - n
                 stored = self._numbered(turn.messages, first)
                 cur.executemany(*self._message_batch(_SQLITE, scope, stored))
             if turn.receipt is not None:
@@ -147,12 +137,26 @@ class DriverAppend(OpsBase):
         finally:
             cur.close()
 
-    def _on_driver(self, name: str, build: Callable[[], Any], processed: bool = True) -> Driver:
-        """A driver statement, built once; ``processed=False``: its caller binds the stored
-        form itself (no bind processors)."""
-        processors = sqlite_processors if processed else _none
+    def _append_sql(self) -> tuple[str, str]:
+        """The touch (only if active) and the seq reservation as SQLite's SQL, their
+        parameters in the order the append binds them: (last-active, expires, tenant, user,
+        session, active-at) and (tenant, user, session, first, n)."""
+        name = _SQLITE.identifier_preparer.format_table
+        sessions, counters = name(self.t.sessions), name(self.t.counters)
+        touch = (
+            f"UPDATE {sessions} SET last_active_at = ?, expires_at = ? "  # noqa: S608
+            "WHERE tenant_id = ? AND user_id = ? AND id = ? AND expires_at > ?"
+        )
+        reserve = (
+            f"INSERT INTO {counters} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
+            "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, user_id, session_id) "
+            f"DO UPDATE SET next_seq = {counters}.next_seq + ? RETURNING next_seq"
+        )
+        return touch, reserve
+
+    def _on_driver(self, name: str, build: Callable[[], Any]) -> Driver:
         driver: Driver = self._once(
-            f"sqlite:{name}", lambda: Driver.of(_SQLITE, build(), processors)
+            f"sqlite:{name}", lambda: Driver.of(_SQLITE, build(), sqlite_processors)
         )
         return driver
 
