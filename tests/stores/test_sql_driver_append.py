@@ -342,6 +342,8 @@ VALUES = [
     [],
     {"a": [1, 2.5, None]},
     [{"t": "x"}],
+    {"langchain": {"type": "human"}, "é": ["✓", {"k": 0.1, "n": -0.0, "big": 10**30}]},
+    [True, False, None, 1e100, float("nan"), {1: "int key"}, ("a", "tuple")],
 ]
 
 
@@ -354,3 +356,7 @@ def test_the_driver_processors_write_what_sqlalchemys_write() -> None:
     assert data is not None
     assert [json_text(v) for v in VALUES] == [data(v) for v in VALUES]
     assert [json_text(v) for v in VALUES] == [json.dumps(v) for v in VALUES]
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular"):  # json.dumps's own error
+        json_text(loop)
