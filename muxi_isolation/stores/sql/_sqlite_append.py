@@ -135,7 +135,7 @@ class DriverAppend(OpsBase):
             t, u, sid = scope.tenant_id, scope.user_id, scope.session_id
             at = sqlite_time(now)  # the touch's last-active and active-at times: one text
             cur.execute(touch, (at, sqlite_time(turn.expires_at), t, u, sid, at))
-            if cur.rowcount <= 0:  # (aiosqlite's cursor answers None to execute)
+            if cur.rowcount <= 0:  # off the cursor: the aiosqlite adapter's execute is None
                 self._refuse_on(cur, scope)
             stored: list[Message] = []
             if turn.messages:
