@@ -120,16 +120,19 @@ def top_float32(
     with np.errstate(all="ignore"):
         q32 = q.astype(np.float32)
         denominators = norms * q_norm
-        fast = _dots32(matrix, q32).astype(np.float64) / denominators
+        fast = np.divide(_dots32(matrix, q32), denominators)  # float64: one pass, no copy
     unit = 2.0**-24 * (d + 2)
     slack = 1.01 * unit / (1 - unit) + 1e-10  # 1e-10: float64 rounding and float32 underflow
     normal = denominators >= 1e-30  # not zero, tiny or NaN: the bound holds for these
+    everyone = bool(normal.all())  # the common case: no copy of the scores to screen them
+    screened = fast if everyone else fast[normal]
     bounded = unit < 0.5 and q_norm >= 1e-30 and bool(np.isfinite(q32).all())
-    if not bounded or normal.sum() <= k or not np.isfinite(fast[normal]).all():
+    if not bounded or len(screened) <= k or not np.isfinite(screened).all():
         candidates = np.arange(n)
     else:
-        kth = np.partition(fast[normal], -k)[-k]  # the k-th best fast score
-        candidates = np.flatnonzero(~normal | (fast >= kth - 2 * slack))
+        kth = np.partition(screened, -k)[-k]  # the k-th best fast score
+        near = fast >= kth - 2 * slack
+        candidates = np.flatnonzero(near if everyone else ~normal | near)
     exact = cosines(q, matrix[candidates], norms[candidates])
     best = best_first(exact, k, lambda j: key(int(candidates[j])))
     return [(int(candidates[j]), float(exact[j])) for j in best]

@@ -17,9 +17,10 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
   table is searched on it with pgvector 0.8's iterative scan (``hnsw.iterative_scan =
   relaxed_order``, ``max_scan_tuples``); it visits about ``k / fraction`` index tuples
   before it has ``k`` of the user's, so a sliver of a huge table is searched exactly.
-- SQLite: exact search over the user's rows: their float32 vectors read as raw bytes in
-  one query and ranked with numpy (``similarity``), then only the top ``k`` rows read whole.
-  A large user's vectors stay in memory while their stored version holds (``_vector_cache``).
+- SQLite: exact search over the user's rows, ranked with numpy (``similarity``). Without a
+  filter, on the DB-API connection: the user's stored version, then their rows as kept in
+  memory at that version (``_vector_cache``), or read in one query (vectors as raw float32
+  bytes) and kept. With a filter: the matching rows' vectors, then the top ``k`` rows whole.
 
 The threshold and the HNSW settings are measured by ``bench/vector_search.py``; statements
 are planned per execution (psycopg's server-side prepare is off), so each plan knows its user.
