@@ -3,9 +3,10 @@
     python bench/embedded.py                          # 100k memories, dim 384, 2,000 users
     python bench/embedded.py --rows 20000 --users 400  # a smoke run (~1 min)
 
-How long: 4.5 to 7 minutes (260-400 s) with the defaults on 2 shared cores, most of it
-Chroma's load (one database per user: 170-310 s); ours loads in 11-30 s, the queries
-(with ``--settle``) take about 2 minutes.
+How long: 3.5 to 7.5 minutes (205-450 s) with the defaults on 2 shared cores, most of it
+Chroma's load (one database per user: 120-310 s); ours loads in 5-21 s (5.1 s with the
+machine quiet, 21 s at a 1-minute load of 10), the queries (with ``--settle``) take about
+2 minutes. Both figures move with what else runs on the machine: compare within one run.
 
 The corpus of ``bench/_corpus.py`` (clustered embeddings, Zipf user sizes) goes into:
 
@@ -17,7 +18,7 @@ The corpus of ``bench/_corpus.py`` (clustered embeddings, Zipf user sizes) goes 
   with ``add`` (1,000 rows a call), searched with ``query(n_results=10)``; each sampled
   user's database is opened before its queries and the first query is reported apart
   (``chroma_first_ms``: it loads the user's index), as is our first query of the user
-  (``ours_first_ms``: it reads the user's vectors, which a search then keeps while they
+  (``ours_first_ms``: it reads the user's rows, which a search then keeps while they
   hold). Then ``--settle`` seconds pass before the timed queries: opening a Chroma
   database starts background work that slowed all three methods alike (numpy 2.4 ms at
   6k rows after 2 s, 6.3 ms without).
@@ -191,7 +192,7 @@ def run_queries(backend: SQLBackend, chroma: Chroma, corpus: Corpus, args: Any) 
             _, first_ms = timed(lambda: _chroma(opened, first))  # noqa: B023
             stats[b]["chroma_first_ms"].append(open_ms + first_ms)
             _, ours_first = timed(lambda: ours(first.tolist()))  # noqa: B023
-            stats[b]["ours_first_ms"].append(ours_first)  # reads the user's vectors
+            stats[b]["ours_first_ms"].append(ours_first)  # reads the user's rows
             time.sleep(args.settle)
             for q in range(args.queries):
                 query = corpus.query(user, rng)
@@ -256,7 +257,7 @@ def report(stats: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
     print(
         "ms: medians of the whole call; exact: share of our queries answering numpy's ids in "
         "numpy's order; first: opening a user's Chroma database and its first query; ours "
-        "first: our first query of the user (it reads the user's vectors, then keeps them)"
+        "first: our first query of the user (it reads the user's rows, then keeps them)"
     )
     return {
         "buckets": buckets,
