@@ -163,3 +163,17 @@ def test_a_version_7_store_is_upgraded_to_see_a_change_of_any_column(path: Path)
         assert {m.id: m.content for m in both(new, ALICE)}["m2"] == "redacted"
     finally:
         new.close()
+
+
+def test_a_kept_row_stamped_for_another_scope_never_reaches_the_caller(
+    backend: SQLBackend,
+) -> None:
+    """Rows from a kept copy are verified like rows read from the database: a copy that
+    held another user's row (a bug in the cache) still hands it to nobody."""
+    backend.upsert_memories(ALICE, memories("a"))
+    both(backend, ALICE)
+    kept = backend.vectors.cache._kept[("tenant_a", "alice")]
+    planted = kept.ids.index("m1")
+    kept.rows[planted] = ("tenant_b", "alice", *kept.rows[planted][2:])  # as if misfiled
+    found = both(backend, ALICE)
+    assert "m1" not in {m.id for m in found} and {m.scope for m in found} == {ALICE}
