@@ -2,7 +2,7 @@
 
 A schema a test leaves exactly as it was installed (the same tables, columns, indexes,
 policies, functions, grants, key ids and schema version; only rows added) is emptied with
-``TRUNCATE`` and handed to the next test that opens a default PostgreSQL backend. Anything
+``DELETE`` and handed to the next test that opens a default PostgreSQL backend. Anything
 else about it changed (a per-user index, a rotated key, a revoked grant, another
 dimension): it is dropped, as every schema used to be. The reference is a schema installed
 by this module itself, so "as installed" is never taken from a test.
@@ -82,8 +82,11 @@ class Spares:
         with self._admin.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '5s'"))
             if self._as_installed(conn, schema):
-                tables = self._data_tables(conn, schema)
-                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
+                # DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE's new files
+                # for every table and index cost ~6x as much (38 ms against 6 per test).
+                # No table has a trigger, a foreign key or a sequence to restart.
+                for table in self._data_tables(conn, schema):
+                    conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608
                 self._free.append(schema)
                 return
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
