@@ -49,11 +49,15 @@ def check_int(value: object, field: str, *, minimum: int = INT64_MIN) -> int:
     return value
 
 
+# ``json.dumps`` with options builds an encoder per call: most of a small message's check.
+_STRICT = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+
+
 def check_json(value: Any, field: str) -> None:
     """Refuse what not every backend stores alike: non-JSON values, NaN or infinity, and
     strings (values or keys, at any depth) that ``text_problem`` refuses."""
     try:
-        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        dumped = _STRICT.encode(value)
     except RecursionError:
         raise InvalidInput(f"{field} is nested too deeply", field=field) from None
     except (TypeError, ValueError) as exc:
