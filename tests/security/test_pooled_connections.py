@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -316,7 +317,15 @@ def test_a_temp_table_on_a_pooled_sqlite_connection_shadows_nothing(tmp_path: An
                 )
             )
         assert backend.list_memories(BOB) == []
-        backend.upsert_memories(BOB, [Memory("m1", "bob's own", {}, None)])
+        backend.upsert_memories(BOB, [Memory("m1", "bob's own", {}, [1.0, 0.0])])
+        with backend._engine.connect() as conn, conn.begin():  # a planted row with a vector
+            conn.execute(
+                text(f"UPDATE temp.{name} SET embedding = :e, content = 'planted'"),
+                {"e": struct.pack("<2f", 1.0, 0.0)},
+            )
+        # the search runs on the DB-API connection (the driver path), the same one
+        found = [m.id for m, _ in backend.search_memories(BOB, [1.0, 0.0], 5)]
+        assert found == ["m1"]
         with backend._engine.connect() as conn:  # the same connection, temp table and all
             real = conn.execute(text(f"SELECT id FROM main.{name}")).scalars().all()
             planted = conn.execute(text(f"SELECT id FROM temp.{name}")).scalars().all()
