@@ -24,6 +24,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
 from ...errors import DuplicateRequest, SessionExists, SessionExpired, SessionNotFound
@@ -190,8 +191,33 @@ class HistoryOps(DriverAppend):
     ) -> bool:
         """Move the session's times; with ``active_at``, only if it has not expired by then."""
         stmt = self._driver(conn, f"touch:{active_at is not None}", lambda: self._touch(active_at))
-        params = self._touch_params(user, session_id, last_active_at, expires_at, active_at)
+        params = {
+            "muxi_tenant": user.tenant_id,
+            "muxi_user": user.user_id,
+            "muxi_id": session_id,
+            "muxi_last": last_active_at,
+            "muxi_expires": expires_at,
+            "muxi_active": active_at,
+        }
         return stmt.run(conn, params).rowcount > 0
+
+    def _touch(self, active_at: datetime | None) -> Any:
+        s = self.t.sessions
+        where = [
+            s.c.tenant_id == bindparam("muxi_tenant"),
+            s.c.user_id == bindparam("muxi_user"),
+            s.c.id == bindparam("muxi_id"),
+        ]
+        if active_at is not None:
+            where.append(s.c.expires_at > bindparam("muxi_active", type_=s.c.expires_at.type))
+        return (
+            update(s)
+            .where(*where)
+            .values(
+                last_active_at=bindparam("muxi_last", type_=s.c.last_active_at.type),
+                expires_at=bindparam("muxi_expires", type_=s.c.expires_at.type),
+            )
+        )
 
     def _driver(self, conn: Connection, name: str, build: Callable[[], Any]) -> Driver:
         driver: Driver = self._once(f"driver:{name}", lambda: Driver.of(conn, build()))
@@ -294,7 +320,26 @@ class HistoryOps(DriverAppend):
     def _next_seqs(self, conn: Connection, scope: Scope, n: int) -> int:
         """Reserve ``n`` seqs for the session; the counter row's lock orders appends."""
         stmt = self._driver(conn, "next_seqs", lambda: self._next_seqs_text(conn.dialect))
-        return int(stmt.run(conn, self._seq_params(scope, n)).scalar_one()) - n
+        params = {
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "session_id": scope.session_id,
+            "muxi_first": n + 1,
+            "muxi_n": n,
+        }
+        return int(stmt.run(conn, params).scalar_one()) - n
+
+    def _next_seqs_text(self, dialect: Dialect) -> TextClause:
+        """The session's next-seq counter upsert as text: SQLAlchemy compiles an ON CONFLICT
+        construct anew on every execution (it has no cache key); the same SQL runs on SQLite
+        and PostgreSQL."""
+        name = dialect.identifier_preparer.format_table(self.t.counters)
+        return text(
+            f"INSERT INTO {name} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
+            "VALUES (:tenant_id, :user_id, :session_id, :muxi_first) "
+            "ON CONFLICT (tenant_id, user_id, session_id) "
+            f"DO UPDATE SET next_seq = {name}.next_seq + :muxi_n RETURNING next_seq"
+        )
 
     def append_messages(
         self, conn: Connection, scope: Scope, messages: Sequence[Message]

@@ -20,15 +20,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    TextClause,
     bindparam,
     delete,
     func,
     insert,
     literal_column,
     select,
-    text,
-    update,
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
@@ -263,60 +260,7 @@ class DriverAppend(OpsBase):
         )
         return sql, tuple(row[n] if p is None else p(row[n]) for n, p in columns)
 
-    # -- the statements, shared with the SQLAlchemy path (``HistoryOps``)
-
-    @staticmethod
-    def _touch_params(
-        user: Scope, session_id: str, last: datetime, expires: datetime, active: Any = None
-    ) -> dict[str, Any]:
-        return {
-            "muxi_tenant": user.tenant_id,
-            "muxi_user": user.user_id,
-            "muxi_id": session_id,
-            "muxi_last": last,
-            "muxi_expires": expires,
-            "muxi_active": last if active is None else active,
-        }
-
-    @staticmethod
-    def _seq_params(scope: Scope, n: int) -> dict[str, Any]:
-        return {
-            "tenant_id": scope.tenant_id,
-            "user_id": scope.user_id,
-            "session_id": scope.session_id,
-            "muxi_first": n + 1,
-            "muxi_n": n,
-        }
-
-    def _touch(self, active_at: datetime | None) -> Any:
-        s = self.t.sessions
-        where = [
-            s.c.tenant_id == bindparam("muxi_tenant"),
-            s.c.user_id == bindparam("muxi_user"),
-            s.c.id == bindparam("muxi_id"),
-        ]
-        if active_at is not None:
-            where.append(s.c.expires_at > bindparam("muxi_active", type_=s.c.expires_at.type))
-        return (
-            update(s)
-            .where(*where)
-            .values(
-                last_active_at=bindparam("muxi_last", type_=s.c.last_active_at.type),
-                expires_at=bindparam("muxi_expires", type_=s.c.expires_at.type),
-            )
-        )
-
-    def _next_seqs_text(self, dialect: Dialect) -> TextClause:
-        """The session's next-seq counter upsert as text: SQLAlchemy compiles an ON CONFLICT
-        construct anew on every execution (it has no cache key); the same SQL runs on SQLite
-        and PostgreSQL."""
-        name = dialect.identifier_preparer.format_table(self.t.counters)
-        return text(
-            f"INSERT INTO {name} (tenant_id, user_id, session_id, next_seq) "  # noqa: S608
-            "VALUES (:tenant_id, :user_id, :session_id, :muxi_first) "
-            "ON CONFLICT (tenant_id, user_id, session_id) "
-            f"DO UPDATE SET next_seq = {name}.next_seq + :muxi_n RETURNING next_seq"
-        )
+    # -- shared with the SQLAlchemy path (``HistoryOps``)
 
     @staticmethod
     def _numbered(messages: Sequence[Message], first: int) -> list[Message]:
