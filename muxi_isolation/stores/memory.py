@@ -47,8 +47,8 @@ class _Kept:
 
     @classmethod
     def of(cls, memories: list[Memory]) -> _Kept:
+        """From the user's memories in ``_matching``'s order."""
         embedded = [m for m in memories if m.embedding is not None]
-        embedded.sort(key=lambda m: (m.created_at or _now(), m.id))  # as ``_matching`` lists
         if len({len(m.embedding or ()) for m in embedded}) > 1:
             return cls(embedded, None, None)  # ``rank`` names the odd one out
         matrix = np.asarray([m.embedding for m in embedded], dtype=np.float64)
@@ -333,7 +333,7 @@ class MemoryBackend(MemoryGraph, Backend):
         with self._lock:
             kept = self._kept.get(key)
             if kept is None:
-                kept = self._kept[key] = _Kept.of(list(self._memories.get(key, {}).values()))
+                kept = self._kept[key] = _Kept.of(self._matching(user, None))
         embedded = kept.memories
         if kept.matrix is None or kept.norms is None:
             found = [m for m in embedded if matches(node, m.metadata)]
