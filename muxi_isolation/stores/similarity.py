@@ -34,6 +34,7 @@ __all__ = [
     "norm",
     "rank",
     "row_norms",
+    "top_exact",
     "top_float32",
 ]
 
@@ -174,5 +175,16 @@ def rank(
     for vector in vectors:  # the first of another length names itself, as the loop did
         if len(vector) != len(query):
             raise mismatch(len(vector), len(query))
-    scores = cosines(query, np.asarray(vectors, dtype=np.float64))
+    return top_exact(query, np.asarray(vectors, dtype=np.float64), k, key)
+
+
+def top_exact(
+    query: Sequence[float],
+    matrix: Matrix,
+    k: int,
+    key: Callable[[int], Any],
+    norms: Scores | None = None,
+) -> list[tuple[int, float]]:
+    """``best_first`` over every row of ``matrix`` scored in float64: positions and scores."""
+    scores = cosines(query, matrix, norms)
     return [(i, float(scores[i])) for i in best_first(scores, k, key)]

@@ -55,7 +55,7 @@ from sqlalchemy.dialects import sqlite
 
 from ...records import Memory
 from ...scope import Scope, known_scope
-from ..similarity import best_first, cosines, mismatch, row_norms, top_float32
+from ..similarity import mismatch, row_norms, top_exact, top_float32
 from . import _rls
 from ._schema import Tables
 from ._vector_cache import Kept, VectorCache, versions_table
@@ -365,8 +365,9 @@ class VectorPlanner:
         # A filter selects rows by metadata: read the matching rows' vectors, keep nothing.
         rows = conn.execute(self._vectors_select(s.where), self._params(s.user)).all()
         ids: list[str] = [row[0] for row in rows]
-        scores = cosines(s.query, _matrix([row[1] for row in rows], len(s.query)))
-        best = [(i, float(scores[i])) for i in best_first(scores, s.k, ids.__getitem__)]
+        best = top_exact(
+            s.query, _matrix([row[1] for row in rows], len(s.query)), s.k, ids.__getitem__
+        )
         if not best:
             return []
         wanted = [ids[i] for i, _ in best]
@@ -414,8 +415,7 @@ def _rank(kept: Kept, s: Search[list[float]]) -> list[tuple[int, float]]:
         return []
     if len(kept.ids) > _SMALL:
         return top_float32(s.query, kept.matrix, kept.norms, s.k, kept.ids.__getitem__)
-    scores = cosines(s.query, kept.matrix, kept.norms)
-    return [(i, float(scores[i])) for i in best_first(scores, s.k, kept.ids.__getitem__)]
+    return top_exact(s.query, kept.matrix, s.k, kept.ids.__getitem__, kept.norms)
 
 
 def _scored(row: Row[Any]) -> Scored:
