@@ -150,9 +150,7 @@ class MemoryOps(OpsBase):
     def search_memories(
         self, conn: Connection, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
-        dimension = self.t.dimension
-        if dimension is not None and len(vector) != dimension:
-            raise mismatch(dimension, len(vector), "query")
+        self._check_query(vector)
         return self.vectors.search(conn, Search(user, vector, k, self._filter(node)))
 
     def search_on_driver(
@@ -160,10 +158,14 @@ class MemoryOps(OpsBase):
     ) -> list[Scored]:
         """``search_memories`` without a filter, on SQLite's DB-API connection (``_vectors``)."""
         assert node is None
+        self._check_query(vector)
+        return self.vectors.search_on_driver(db, Search(user, vector, k, []))
+
+    def _check_query(self, vector: list[float]) -> None:
+        """A query of another length than the store's recorded dimension is refused."""
         dimension = self.t.dimension
         if dimension is not None and len(vector) != dimension:
             raise mismatch(dimension, len(vector), "query")
-        return self.vectors.search_on_driver(db, Search(user, vector, k, []))
 
     def search_text(
         self, conn: Connection, user: Scope, query: str, k: int, node: Filter | None
