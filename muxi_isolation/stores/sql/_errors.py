@@ -9,12 +9,18 @@ parameters (which hold user data).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from ...errors import DeadlineExceeded, InvalidInput, StorageError, StorageUnavailable
+from ...errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    IsolationError,
+    StorageError,
+    StorageUnavailable,
+)
 
 __all__ = ["describe", "mapped", "unavailable"]
 
@@ -39,37 +45,41 @@ def _past_deadline(exc: BaseException) -> bool:
     return "database is locked" in str(cause)  # SQLite's busy timeout ran out
 
 
+def _translated(exc: SQLAlchemyError, *, opening: bool) -> IsolationError:
+    """Our error for ``exc``; ``opening``: it came while opening a connection, so any error
+    there means we cannot reach the database."""
+    said = describe(exc)
+    if opening:
+        if _past_deadline(exc):
+            return DeadlineExceeded(f"no connection in time ({said})")
+        return StorageUnavailable(f"cannot reach the database ({said})")
+    if not isinstance(exc, DBAPIError):
+        return StorageError(f"the database failed ({said})")
+    if _past_deadline(exc):
+        return DeadlineExceeded(f"the call ran past its deadline ({said})")
+    if exc.connection_invalidated:
+        return StorageUnavailable(f"lost the database connection ({said})")
+    if "different vector dimensions" in str(exc.orig):
+        return InvalidInput(f"embedding dimensions differ ({said})", field="embedding")
+    if "out of range for type halfvec" in str(exc.orig):
+        return InvalidInput(  # the driver's message quotes the value: not repeated
+            "an embedding value is beyond the range of embedding_precision half "
+            "(float16: at most 65504 in size)",
+            field="embedding",
+        )
+    return StorageError(f"the database failed ({said})")
+
+
 @contextmanager
-def unavailable() -> Iterator[None]:
+def mapped(*, opening: bool = False) -> Iterator[None]:
+    """Around a transaction's work: a dropped connection is unavailability, the rest errors
+    (``opening``: see ``unavailable``)."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise _translated(exc, opening=opening) from exc
+
+
+def unavailable() -> AbstractContextManager[None]:
     """Around opening a connection: any database error there means we cannot reach it."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        if _past_deadline(exc):
-            raise DeadlineExceeded(f"no connection in time ({describe(exc)})") from exc
-        raise StorageUnavailable(f"cannot reach the database ({describe(exc)})") from exc
-
-
-@contextmanager
-def mapped() -> Iterator[None]:
-    """Around a transaction's work: a dropped connection is unavailability, the rest errors."""
-    try:
-        yield
-    except DBAPIError as exc:
-        if _past_deadline(exc):
-            raise DeadlineExceeded(f"the call ran past its deadline ({describe(exc)})") from exc
-        if exc.connection_invalidated:
-            raise StorageUnavailable(f"lost the database connection ({describe(exc)})") from exc
-        if "different vector dimensions" in str(exc.orig):
-            raise InvalidInput(
-                f"embedding dimensions differ ({describe(exc)})", field="embedding"
-            ) from exc
-        if "out of range for type halfvec" in str(exc.orig):
-            raise InvalidInput(  # the driver's message quotes the value: not repeated
-                "an embedding value is beyond the range of embedding_precision half "
-                "(float16: at most 65504 in size)",
-                field="embedding",
-            ) from exc
-        raise StorageError(f"the database failed ({describe(exc)})") from exc
-    except SQLAlchemyError as exc:
-        raise StorageError(f"the database failed ({describe(exc)})") from exc
+    return mapped(opening=True)
