@@ -45,7 +45,6 @@ from ._events import (
     chain_hash,
     verify_chain,
 )
-from ._hooks import OPERATIONS as OPERATIONS  # each audited method: (kind, targets)
 from ._hooks import guard, instrument, note_dropped, probing, recorded, refusal
 from ._trail import aread_events, heads, prune, read_events, verify
 

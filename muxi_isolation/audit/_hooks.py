@@ -20,7 +20,7 @@ from ._events import DENIED, DROPPED, MISSING, OK, REFUSALS, AuditEvent, Kind
 if TYPE_CHECKING:
     from ..stores.base import Backend
 
-__all__ = ["OPERATIONS", "guard", "instrument", "note_dropped", "probing", "recorded", "refusal"]
+__all__ = ["guard", "instrument", "note_dropped", "probing", "recorded", "refusal"]
 
 
 # -- the hooks on the storage pipeline ------------------------------------------------------
@@ -78,52 +78,6 @@ def _arg(i: int | None, name: str) -> Targets:
 
 def _none(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
     return []
-
-
-# Every public storage method: (kind, its target ids). Async twins are ``a`` + name.
-OPERATIONS: dict[str, tuple[Kind, Targets]] = {
-    "insert_session": ("write", _none),
-    "get_receipt": ("read", _none),
-    "get_session": ("read", _arg(1, "session_id")),
-    "list_sessions": ("read", _none),
-    "touch_session": ("write", _arg(1, "session_id")),
-    "renew_session": ("write", _arg(1, "session_id")),
-    "delete_session": ("write", _arg(1, "session_id")),
-    "append_messages": ("write", _none),
-    "replace_messages": ("write", _none),
-    "append_to_session": ("write", _none),
-    "get_messages": ("read", _none),
-    "read_turn": ("read", _arg(1, "session_id")),
-    "count_messages": ("read", _none),
-    "delete_messages": ("write", _none),
-    "delete_message": ("write", _none),
-    "take_oldest": ("write", _none),
-    "upsert_memories": ("write", _arg(1, "memories")),
-    "get_memories": ("read", _arg(1, "ids")),
-    "list_memories": ("read", _none),
-    "count_memories": ("read", _none),
-    "delete_memories": ("write", _arg(None, "ids")),
-    "search_memories": ("read", _none),
-    "forget_user": ("admin", _none),
-    "restore_messages": ("admin", _none),
-    "list_message_sessions": ("read", _none),
-    "forget_tenant": ("admin", _none),
-    "list_tenants": ("read", _none),
-    "purge_expired": ("admin", _none),
-    "put_checkpoint": ("write", _none),
-    "get_checkpoints": ("read", _none),
-    "put_checkpoint_writes": ("write", _none),
-    "delete_thread": ("write", _arg(1, "thread_id")),
-    "copy_thread": ("write", _arg(1, "source_thread_id")),
-    "prune_threads": ("write", _none),
-    "delete_checkpoints": ("write", _none),
-    "get_items": ("read", _none),
-    "put_items": ("write", _none),
-    "search_items": ("read", _none),
-    "refresh_items": ("write", _none),
-    "list_namespaces": ("read", _none),
-    "rotate_scope_key": ("admin", _none),
-}
 
 
 def _subject(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Scope | str | None:
@@ -262,16 +216,35 @@ def _safe(targets_of: Targets, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         return []
 
 
-def instrument(cls: type, names: Iterable[str] | None = None) -> None:
-    """Wrap ``cls``'s own public storage methods (and their ``a`` twins) with the hooks."""
-    for name in OPERATIONS if names is None else names:
-        kind, targets_of = OPERATIONS[name]
-        for attr in (name, f"a{name}"):
-            fn = cls.__dict__.get(attr)
-            if fn is not None and not getattr(fn, "__muxi_audited__", False):
-                wrapped = _wrap(name, kind, targets_of, fn)
-                wrapped.__muxi_audited__ = True  # type: ignore[attr-defined]
-                setattr(cls, attr, wrapped)
+def instrument(cls: type, *, admin: Iterable[str] = ()) -> None:
+    """Wrap ``cls``'s own storage methods (both halves, each made from its operation by
+    ``stores.operations.methods``) with the hooks, as their operations declare; ``admin``
+    names other methods of ``cls`` audited as admin acts."""
+    own = vars(cls)
+    audited = {attr: _declared(fn) for attr, fn in own.items() if _operation(fn) is not None}
+    audited.update({attr: (attr, "admin", _none) for attr in admin})
+    for attr, (name, kind, targets_of) in audited.items():
+        fn = own[attr]
+        if not getattr(fn, "__muxi_audited__", False):
+            wrapped = _wrap(name, kind, targets_of, fn)
+            wrapped.__muxi_audited__ = True  # type: ignore[attr-defined]
+            setattr(cls, attr, wrapped)
+
+
+def _operation(fn: Any) -> Any:
+    return getattr(fn, "__muxi_operation__", None)
+
+
+def _declared(fn: Callable[..., Any]) -> tuple[str, Kind, Targets]:
+    """A storage method's name (its sync one), kind and target ids, from its operation."""
+    op = _operation(fn)
+    kind: Kind = "admin" if op.admin else "write" if op.write else "read"
+    if op.audit_ids is None:
+        return op.name, kind, _none
+    params = list(inspect.signature(fn).parameters.values())[1:]  # after self
+    param = next(p for p in params if p.name == op.audit_ids)
+    keyword = param.kind is inspect.Parameter.KEYWORD_ONLY
+    return op.name, kind, _arg(None if keyword else params.index(param), param.name)
 
 
 def guard(cls: type, backend_of: Callable[[Any], Backend]) -> None:

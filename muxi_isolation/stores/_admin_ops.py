@@ -21,6 +21,7 @@ class ForgetUser(OfUser[Counts]):
 
     name = "forget_user"
     write = True
+    admin = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ForgetTenant(TenantOperation[Counts]):
 
     name = "forget_tenant"
     write = True
+    admin = True
     tenant_id: str
 
     @classmethod
@@ -86,6 +88,7 @@ class PurgeExpired(TenantOperation[Counts]):
     """
 
     name = "purge_expired"
+    admin = True
     before: datetime
     tenant_id: str | None
 

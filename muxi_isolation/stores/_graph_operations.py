@@ -193,6 +193,7 @@ class DeleteThread(GraphOperation[int]):
 
     name = "delete_thread"
     write = True
+    audit_ids = "thread_id"
     thread_id: str
 
     @classmethod
@@ -208,6 +209,7 @@ class CopyThread(GraphOperation[int]):
 
     name = "copy_thread"
     write = True
+    audit_ids = "source_thread_id"
     source: str
     target: str
 

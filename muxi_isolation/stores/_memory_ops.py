@@ -30,6 +30,7 @@ class UpsertMemories(Operation[list[str]]):
     name = "upsert_memories"
     level = "user"
     write = True
+    audit_ids = "memories"
     scope: Scope
     memories: tuple[Memory, ...]
 
@@ -53,6 +54,7 @@ class GetMemories(UserOperation[list[Memory]], Verified[Memory]):
     """This user's memories among ``ids``; another user's id is simply missing."""
 
     name = "get_memories"
+    audit_ids = "ids"
     ids: list[str]
 
     @classmethod
@@ -107,6 +109,7 @@ class DeleteMemories(UserOperation[int]):
 
     name = "delete_memories"
     write = True
+    audit_ids = "ids"
     ids: list[str] | None
     node: Filter | None
 

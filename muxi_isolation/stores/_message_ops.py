@@ -77,6 +77,7 @@ class RestoreMessages(_Write):
     """
 
     name = "restore_messages"
+    admin = True
 
     @classmethod
     def prepare(cls, scope: Scope, messages: Sequence[Message]) -> _Write:

@@ -86,6 +86,7 @@ class GetSession(_OneSession["SessionRecord | None"], VerifiedOne[SessionRecord]
     """The user's session record, or ``None`` (another user's id is simply missing)."""
 
     name = "get_session"
+    audit_ids = "session_id"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class TouchSession(UserOperation[bool]):
 
     name = "touch_session"
     write = True
+    audit_ids = "session_id"
     session_id: str
     last_active_at: datetime
     expires_at: datetime
@@ -119,6 +121,7 @@ class RenewSession(UserOperation["SessionRecord | None"], VerifiedOne[SessionRec
 
     name = "renew_session"
     write = True
+    audit_ids = "session_id"
     session_id: str
     now: datetime
     expires_at: datetime
@@ -136,3 +139,4 @@ class DeleteSession(_OneSession[bool]):
 
     name = "delete_session"
     write = True
+    audit_ids = "session_id"

@@ -20,6 +20,7 @@ class ReadTurn(UserOperation["tuple[SessionRecord, list[Message]]"]):
     id too) or ``SessionExpired``, as ``SessionManager.active`` gives them."""
 
     name = "read_turn"
+    audit_ids = "session_id"
     session_id: str
     now: datetime
     last: int

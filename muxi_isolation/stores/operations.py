@@ -75,6 +75,8 @@ class Operation(Generic[R]):
     name: ClassVar[str]  # the public method (``a``-prefixed twin) and the primitive ``_name``
     level: ClassVar[Level]  # session: one session; user: one user; tenant: the admin path
     write: ClassVar[bool] = False
+    admin: ClassVar[bool] = False  # the audit trail records it always, as an admin act
+    audit_ids: ClassVar[str | None] = None  # the argument whose ids its audit event names
 
     if TYPE_CHECKING:  # a field of each operation (``None`` on the admin path)
 

@@ -186,4 +186,4 @@ class Installing(Transactions):
         return self._rls
 
 
-instrument(Installing, ["rotate_scope_key"])  # an admin act: audited like the others
+instrument(Installing, admin=["rotate_scope_key"])  # an admin act: audited like the others
