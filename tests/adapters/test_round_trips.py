@@ -186,7 +186,12 @@ async def test_the_backends_own_calls_leave_nothing_for_a_reset(make_backend: An
     keyword search, reads and a forget, on both halves, leave no setting, lock or prepared
     statement on the session; and no reset was sent."""
     store = make_backend(
-        "postgres", embedding_dimension=2, ann_threshold=5, pool_size=1, max_overflow=0
+        "postgres",
+        embedding_dimension=2,
+        ann_threshold=5,
+        ann_index_delay=0,
+        pool_size=1,
+        max_overflow=0,
     )
     store.limits = Limits(max_sessions_per_user=100, max_memories_per_user=100)
     store.setup()  # its probe of the app role is not a call: that connection is reset

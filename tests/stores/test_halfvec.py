@@ -68,7 +68,11 @@ def open_pair(make_backend: Any) -> tuple[SQLBackend, SQLBackend]:
     pair = []
     for precision in ("full", "half"):
         backend = make_backend(
-            "postgres", embedding_dimension="auto", ann_threshold=100, embedding_precision=precision
+            "postgres",
+            embedding_dimension="auto",
+            ann_threshold=100,
+            embedding_precision=precision,
+            ann_index_delay=0,
         )
         for scope, memories in data.items():
             backend.upsert_memories(scope, memories)
@@ -134,7 +138,11 @@ def test_scoping_and_row_level_security_hold_on_halfvec(
     make_backend: Any, postgres_urls: Any, way: str
 ) -> None:
     backend = make_backend(
-        "postgres", embedding_dimension="auto", embedding_precision="half", ann_threshold=2
+        "postgres",
+        embedding_dimension="auto",
+        embedding_precision="half",
+        ann_threshold=2,
+        ann_index_delay=0,
     )
     secret = [1.0, 0.5, 0.25]  # the same vector and id for three users
     for scope in (BIG, TWIN, PEER):
@@ -277,7 +285,11 @@ def test_half_precision_indexes_up_to_4000_dimensions(make_backend: Any) -> None
     wide = [1.0] + [0.0] * 2999  # beyond full precision's HNSW limit of 2000
     for precision, indexed in (("full", False), ("half", True)):
         backend = make_backend(
-            "postgres", embedding_dimension="auto", embedding_precision=precision, ann_threshold=1
+            "postgres",
+            embedding_dimension="auto",
+            embedding_precision=precision,
+            ann_threshold=1,
+            ann_index_delay=0,
         )
         backend.upsert_memories(BIG, [Memory(f"m{i}", "x", {}, wide) for i in range(3)])
         assert backend.tables.hnsw is indexed
@@ -289,7 +301,11 @@ def test_changing_the_dimension_keeps_half_precision(
     make_backend: Any, postgres_admin: Any
 ) -> None:
     backend = make_backend(
-        "postgres", embedding_dimension="auto", embedding_precision="half", ann_threshold=1
+        "postgres",
+        embedding_dimension="auto",
+        embedding_precision="half",
+        ann_threshold=1,
+        ann_index_delay=0,
     )
     backend.upsert_memories(BIG, [Memory("m", "x", {}, [1.0, 0.0, 0.0])])
     assert backend.set_embedding_dimension(4, clear=True) == 1

@@ -19,7 +19,7 @@ from sqlalchemy import event, text
 
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SQLBackend
-from muxi_isolation.stores.sql._ann_index import index_name
+from muxi_isolation.stores.sql._ann_index import Deferred, index_name
 from muxi_isolation.stores.sql._schema import create_hnsw
 from muxi_isolation.stores.sql._transactions import Call
 from muxi_isolation.stores.sql._vectors import Search
@@ -51,8 +51,11 @@ def rows(prefix: str, n: int, seed: int) -> dict[str, list[float]]:
     return out
 
 
-def write(backend: SQLBackend, way: str, scope: Scope, data: dict[str, list[float]]) -> None:
-    """In batches of 50, as a loader would: the threshold is crossed inside the load."""
+def write(
+    backend: SQLBackend, way: str, scope: Scope, data: dict[str, list[float]], *, build: bool = True
+) -> None:
+    """In batches of 50, as a loader would: the threshold is crossed inside the load; then
+    (``build``) the builds waiting for the writes to pause are run, as a loader ends."""
     items = [Memory(i, i, {}, v) for i, v in data.items()]
     for start in range(0, len(items), 50):
         batch = items[start : start + 50]
@@ -60,6 +63,10 @@ def write(backend: SQLBackend, way: str, scope: Scope, data: dict[str, list[floa
             backend.upsert_memories(scope, batch)
         else:
             asyncio.run(backend.aupsert_memories(scope, batch))
+    if build and way == "sync":
+        assert backend.build_indexes(timeout=60)
+    elif build:
+        assert asyncio.run(backend.abuild_indexes(timeout=60))
 
 
 def search(backend: SQLBackend, way: str, scope: Scope, query: list[float], k: int) -> list[str]:
@@ -245,27 +252,124 @@ def test_a_deferred_build_waits_for_the_writes_to_pause(
     make_backend: Any, postgres_admin: Any, way: str
 ) -> None:
     """``ann_index_delay``: a bulk load puts no row into a live HNSW index; the index is
-    built once the user's writes paused, and searches are exact (and right) meanwhile."""
+    built once the user's writes paused (or ``build_indexes`` runs it now), and searches
+    are exact (and right) meanwhile."""
     store: SQLBackend = make_backend(
         "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=30
     )
     data = rows("b", 300, 1)
-    write(store, way, BIG, data)
+    write(store, way, BIG, data, build=False)
     assert hnsw_indexes(postgres_admin, store) == {}  # due in 30 s: none yet
     query = centers()[4]
     assert store.search_plan(BIG) == "exact"
     assert search(store, way, BIG, query, 10) == exact_top(query, data, 10)
-    assert store._deferred is not None and store._deferred.settle(timeout=60)
+    if way == "sync":
+        assert store.build_indexes(timeout=60)
+    else:
+        assert asyncio.run(store.abuild_indexes(timeout=60))
     assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
     assert store.search_plan(BIG) == "hnsw"
     assert len(search(store, way, BIG, query, 10)) == 10
+
+
+def test_the_default_defers_the_build(make_backend: Any, postgres_admin: Any) -> None:
+    store: SQLBackend = make_backend("postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD)
+    write(store, "sync", BIG, rows("b", 200, 1), build=False)
+    assert hnsw_indexes(postgres_admin, store) == {}  # due 2 s after the last write
+    assert store.build_indexes(timeout=60)
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
+
+
+def test_with_no_delay_the_write_that_crossed_builds_the_index(
+    make_backend: Any, postgres_admin: Any, way: str
+) -> None:
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0
+    )
+    write(store, way, BIG, rows("b", 200, 1), build=False)
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
+    assert store.build_indexes(timeout=0)  # nothing ever waits
+
+
+def test_closing_the_store_runs_the_builds_still_waiting(
+    make_backend: Any, postgres_admin: Any, way: str
+) -> None:
+    """A short process (an import) ends with its large users indexed."""
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=600
+    )
+    write(store, way, BIG, rows("b", 200, 1), build=False)
+    assert hnsw_indexes(postgres_admin, store) == {}
+    if way == "sync":
+        store.close()
+    else:
+        asyncio.run(store.aclose())
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
+
+
+def test_a_large_users_search_asks_for_a_missing_index(
+    make_backend: Any, postgres_admin: Any, way: str
+) -> None:
+    """An index gone (or never built: a process stopped first) is asked for by the user's
+    next search, which is exact meanwhile; no write is needed."""
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0.3
+    )
+    data = rows("b", 200, 1)
+    write(store, way, BIG, data)
+    with postgres_admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP INDEX "{store.tables.memories.schema}"."{name_of(store, BIG)}"')
+    query = centers()[5]
+    assert search(store, way, BIG, query, 10) == exact_top(query, data, 10)
+    deadline = time.monotonic() + 30
+    while store.search_plan(BIG) != "hnsw":
+        assert time.monotonic() < deadline, "the search did not ask for the index"
+        time.sleep(0.1)
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
+
+
+class Builds:
+    """A stand-in for the owner's build (the scheduler alone is under test): when each ran."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def __call__(self, user: Scope) -> None:
+        self.at.append(time.monotonic())
+
+
+def test_writes_push_a_build_back_no_further_than_the_cap() -> None:
+    builds = Builds()
+    deferred = Deferred(0.2, builds, cap=0.5)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:  # a user writing without a pause
+            deferred.want(BIG)
+            time.sleep(0.02)
+        assert builds.at and builds.at[0] < started + 3.0  # built while the writes went on
+    finally:
+        deferred.close()
+
+
+def test_a_search_asking_again_does_not_push_the_build_back() -> None:
+    builds = Builds()
+    deferred = Deferred(0.3, builds, cap=600)
+    try:
+        started = time.monotonic()
+        deferred.want(BIG)
+        while time.monotonic() - started < 3.0:
+            deferred.want(BIG, push=False)
+            time.sleep(0.02)
+        assert builds.at and builds.at[0] < started + 3.0
+    finally:
+        deferred.close()
 
 
 def test_a_deferred_build_runs_by_itself_after_the_pause(make_backend: Any) -> None:
     store: SQLBackend = make_backend(
         "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0.3
     )
-    write(store, "sync", BIG, rows("b", 200, 1))
+    write(store, "sync", BIG, rows("b", 200, 1), build=False)
     deadline = time.monotonic() + 30
     while store.search_plan(BIG) != "hnsw":
         assert time.monotonic() < deadline, "the index was never built"

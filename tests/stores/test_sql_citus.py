@@ -119,7 +119,7 @@ def assert_single_tenant(statement: str, parameters: object) -> None:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_every_statement_names_one_tenant(make_backend, kind: str) -> None:
-    backend = make_backend(kind, embedding_dimension=2, ann_threshold=2)
+    backend = make_backend(kind, embedding_dimension=2, ann_threshold=2, ann_index_delay=0)
     backend.setup()  # DDL is not routed: watch from here
     log = StatementLog(backend)
     workload(backend, ALICE)
@@ -135,7 +135,9 @@ async def test_every_statement_names_one_tenant(make_backend, kind: str) -> None
 
 
 async def test_citus_mode_sets_the_scope_with_set_local(make_backend) -> None:
-    backend = make_backend("postgres", embedding_dimension=2, ann_threshold=2, citus=True)
+    backend = make_backend(
+        "postgres", embedding_dimension=2, ann_threshold=2, citus=True, ann_index_delay=0
+    )
     backend.setup()
     log = StatementLog(backend)
     workload(backend, ALICE)

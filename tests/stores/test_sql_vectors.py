@@ -42,7 +42,9 @@ def exact_top(query: list[float], rows: dict[str, list[float]], k: int) -> list[
 @pytest.fixture
 def loaded(make_backend):
     """A PostgreSQL store (dimension 8, HNSW) with one large and one small user."""
-    backend = make_backend("postgres", embedding_dimension=DIM, ann_threshold=100)
+    backend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=100, ann_index_delay=0
+    )
     rng = random.Random(7)
     centers = [[rng.gauss(0, 1) for _ in range(DIM)] for _ in range(6)]
     big = {f"b{i:04d}": v for i, v in enumerate(clustered(rng, 600, centers))}
@@ -80,6 +82,7 @@ def test_a_small_share_of_a_big_table_is_searched_exactly(make_backend, postgres
         schema=table.schema,
         embedding_dimension=2,
         ann_threshold=10,
+        ann_index_delay=0,
         ann_min_fraction=0.2,
     )
     try:

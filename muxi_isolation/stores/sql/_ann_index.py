@@ -20,10 +20,14 @@ index holding that user's rows alone::
 - dropped when the user or the tenant is forgotten: the index holds the user's vectors.
 
 Building an index once is several times cheaper than inserting the same rows into a live
-one, so a bulk load can defer it: with ``ann_index_delay=s`` the build runs on a
-background thread once the user has had no write for ``s`` seconds (each write past the
-threshold pushes it back), and the load's rows go in without any HNSW work. Searches
-meanwhile are exact. The default, 0, builds at the end of the write that crossed.
+one, so builds are deferred: the build runs on a background thread once the user has had
+no write for ``ann_index_delay`` seconds (2 by default; each write past the threshold
+pushes it back, at most ``MAX_PUSH_BACK`` seconds from the first), and a bulk load's rows
+go in without any HNSW work. Searches meanwhile are exact. A search that finds a large
+user without an index asks for one (a process that stopped before building leaves no
+user unindexed for long), and closing the store runs the builds still waiting, so a
+short process such as ``muxi-isolation import`` ends with its users indexed.
+``ann_index_delay=0`` builds at the end of the write that crossed instead.
 
 Only another user's predicate never implies this one, so the planner cannot use it for
 anyone else; statements are sent unprepared (psycopg's unnamed statements are planned with
@@ -53,11 +57,22 @@ from ._ops import Ops
 from ._schema import HNSW_EF_CONSTRUCTION, HNSW_M, Tables, hnsw_name
 from ._vectors import VectorPlanner
 
-__all__ = ["AnnIndexes", "Deferred", "index_name", "shared_index"]
+__all__ = [
+    "DEFAULT_ANN_INDEX_DELAY",
+    "MAX_PUSH_BACK",
+    "AnnIndexes",
+    "Deferred",
+    "index_name",
+    "shared_index",
+]
 
 log = logging.getLogger("muxi_isolation.stores.sql")
 _NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 _LOCK_SPACE = 0x6D75_7869  # "muxi": the advisory lock's first key, the scope's hash the second
+DEFAULT_ANN_INDEX_DELAY = 2.0  # seconds without a write before a user's build
+# A user writing without pause is still indexed: a minute's rows into a live index cost
+# less than searching a large user exactly for as long as the writes go on.
+MAX_PUSH_BACK = 60.0
 
 
 def _digest(tables: Tables, tenant_id: str, user_id: str) -> bytes:
@@ -209,24 +224,43 @@ class AnnIndexes:
                 raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
 
 
+@dataclass(frozen=True)
+class _Due:
+    at: float  # when the build runs
+    first: float  # when the user first asked since the last build: ``at`` stays within the cap
+    user: Scope
+
+
 class Deferred:
     """Builds run on one background thread once each user's writes paused for ``delay``
-    seconds; a write past the threshold (``want``) pushes its user's build back."""
+    seconds; a write past the threshold (``want``) pushes its user's build back, but never
+    more than ``cap`` seconds past the user's first ask."""
 
-    def __init__(self, delay: float, build: Callable[[Scope], None]) -> None:
-        self.delay = delay
+    def __init__(
+        self, delay: float, build: Callable[[Scope], None], cap: float = MAX_PUSH_BACK
+    ) -> None:
+        self.delay, self.cap = delay, max(cap, delay)
         self._build = build
-        self._due: dict[tuple[str, str], tuple[float, Scope]] = {}
+        self._due: dict[tuple[str, str], _Due] = {}
         self._busy = 0
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def want(self, user: Scope) -> None:
+    def want(self, user: Scope, *, push: bool = True) -> None:
+        """Ask for the user's build; ``push=False`` (a search) leaves a due build's time."""
+        key = (user.tenant_id, user.user_id)
         with self._wake:
             if self._closed:
                 return
-            self._due[(user.tenant_id, user.user_id)] = (time.monotonic() + self.delay, user)
+            now = time.monotonic()
+            old = self._due.get(key)
+            if old is None:
+                self._due[key] = _Due(now + self.delay, now, user)
+            elif push:
+                self._due[key] = _Due(min(now + self.delay, old.first + self.cap), old.first, user)
+            else:
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="muxi-ann", daemon=True)
                 self._thread.start()
@@ -236,7 +270,7 @@ class Deferred:
         """Wait until no build is due or running (builds due later are run now)."""
         end = None if timeout is None else time.monotonic() + timeout
         with self._wake:
-            self._due = {key: (0.0, user) for key, (_, user) in self._due.items()}
+            self._due = {key: _Due(0.0, d.first, d.user) for key, d in self._due.items()}
             self._wake.notify_all()
             while self._due or self._busy:
                 left = None if end is None else end - time.monotonic()
@@ -246,6 +280,8 @@ class Deferred:
         return True
 
     def close(self) -> None:
+        """Run the builds still waiting, then stop the thread."""
+        self.settle()
         with self._wake:
             self._closed = True
             self._due.clear()
@@ -258,14 +294,14 @@ class Deferred:
             with self._wake:
                 while not self._closed:
                     now = time.monotonic()
-                    ready = [k for k, (at, _) in self._due.items() if at <= now]
+                    ready = [key for key, d in self._due.items() if d.at <= now]
                     if ready:
                         break
-                    nearest = min((at for at, _ in self._due.values()), default=None)
+                    nearest = min((d.at for d in self._due.values()), default=None)
                     self._wake.wait(None if nearest is None else nearest - now)
                 if self._closed:
                     return
-                _, user = self._due.pop(ready[0])
+                user = self._due.pop(ready[0]).user
                 self._busy += 1
             try:
                 self._build(user)  # logs its own failures

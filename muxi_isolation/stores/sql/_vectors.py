@@ -114,6 +114,7 @@ class VectorPlanner:
     set_local: bool = False
     shared: bool = False  # the one HNSW index of stores made before per-user indexes
     own_index: Callable[[Connection, Scope], bool] | None = None  # ``AnnIndexes.ready``
+    wants_index: Callable[[Scope], None] | None = None  # ``Deferred.want``: asks, never waits
     cache: VectorCache = field(default_factory=VectorCache)
 
     def search(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
@@ -132,6 +133,8 @@ class VectorPlanner:
             hits = self._ann(conn, s)
             if len(hits) >= s.k:
                 return hits
+        elif self.wants_index is not None:
+            self.wants_index(s.user)
         return self._exact(conn, s)
 
     def plan(self, conn: Connection, user: Scope) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import URL
@@ -29,7 +30,7 @@ from ..base import Backend, Counts
 from ..operations import Operation
 from . import _audit, _dimension, _errors
 from ._admin import AdminPath, admin_tenant
-from ._ann_index import AnnIndexes, Deferred
+from ._ann_index import DEFAULT_ANN_INDEX_DELAY, AnnIndexes, Deferred
 from ._engines import dispose_elsewhere
 from ._graph_ops import SQLGraph
 from ._ops import Ops
@@ -75,9 +76,10 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     scope with ``SET LOCAL`` so it reaches Citus workers (see docs/citus.md).
     ``ann_threshold``, ``ann_min_fraction``, ``ef_search`` and ``max_scan_tuples`` tune
     per-user vector search (see ``_vectors``); a user past ``ann_threshold`` gets an HNSW
-    index of their own, built at the end of the write that crossed it, or with
-    ``ann_index_delay=s`` in the background once their writes paused for ``s`` seconds (a
-    bulk load then puts no row into a live index; see ``_ann_index``).
+    index of their own, built in the background once their writes paused for
+    ``ann_index_delay`` seconds (a bulk load then puts no row into a live index; ``close``
+    and ``build_indexes`` run the builds still waiting; see ``_ann_index``), or with
+    ``ann_index_delay=0`` at the end of the write that crossed it.
     ``statement_timeout`` (seconds) bounds every call: PostgreSQL cancels a statement, lock
     wait or idle transaction past it.
     ``text_search_config``: PostgreSQL's text search configuration for keyword and hybrid
@@ -103,7 +105,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         statement_timeout: float | None = None,
         text_search_config: str = "english",
         embedding_precision: Precision = "full",
-        ann_index_delay: float = 0.0,
+        ann_index_delay: float = DEFAULT_ANN_INDEX_DELAY,
     ) -> None:
         self._target = resolve_url(url)
         admin = resolve_url(admin_url) if admin_url is not None else None
@@ -131,6 +133,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         if not ann_index_delay >= 0:
             raise ConfigError("ann_index_delay must be a number of seconds >= 0")
         self._deferred = Deferred(ann_index_delay, self._build_index) if ann_index_delay else None
+        if self._deferred is not None:  # a large user's search finding no index asks for one
+            self.vectors.wants_index = partial(self._deferred.want, push=False)
         pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
         self._open_engines(admin, pool, busy_timeout, statement_timeout)
         self._not_installed()
@@ -152,6 +156,14 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         """Which path ("exact" or "hnsw") a search for this user would take now."""
         user = policy.require_scope(scope).user()
         return self._run(Call(user, self.vectors.plan, (user,)))
+
+    def build_indexes(self, timeout: float | None = None) -> bool:
+        """Build now the per-user HNSW indexes waiting for their users' writes to pause, and
+        wait for them (the end of a bulk load); ``False`` if ``timeout`` seconds passed first."""
+        return self._deferred is None or self._deferred.settle(timeout)
+
+    async def abuild_indexes(self, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self.build_indexes, timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
