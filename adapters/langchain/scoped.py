@@ -51,6 +51,7 @@ from muxi_isolation.scope import Scope
 
 from .._plans import Plan, step, twins
 from ._config import config_scope
+from ._texts import AddTexts, add_texts_twins, listed
 from .vectorstore import MuxiRetriever
 
 __all__ = [
@@ -301,17 +302,9 @@ class ScopedVectorStore(VectorStore):
             yield from step(s.add_documents, s.aadd_documents, stamped, ids=stored_ids, **kwargs)
         return caller_ids
 
-    def _add_texts(
-        self,
-        /,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Plan[list[str]]:
-        docs = _documents(texts, metadatas)
-        return (yield from self._add_documents(docs, ids=ids, **kwargs))
+    def _add_batch(self, call: AddTexts) -> Plan[list[str]]:
+        docs = _documents(call.texts, call.metadatas)
+        return (yield from self._add_documents(docs, ids=call.ids, **call.kwargs))
 
     def _delete(self, /, ids: list[str] | None = None, **kwargs: Any) -> Plan[bool]:
         """Delete this user's documents among ``ids``; other ids are left untouched.
@@ -345,7 +338,7 @@ class ScopedVectorStore(VectorStore):
     )
 
     add_documents, aadd_documents = twins(_add_documents)
-    add_texts, aadd_texts = twins(_add_texts)
+    add_texts, aadd_texts = add_texts_twins(_add_batch)
     delete, adelete = twins(_delete)
     get_by_ids, aget_by_ids = twins(_get_by_ids)
     similarity_search, asimilarity_search = twins(_similarity_search)
@@ -386,11 +379,7 @@ def _delete_ids(ids: list[str] | None, kwargs: Mapping[str, Any]) -> list[str]:
 
 
 def _documents(texts: Iterable[str], metadatas: list[dict[str, Any]] | None) -> list[Document]:
-    texts = list(texts)
-    if metadatas is not None and len(metadatas) != len(texts):
-        raise InvalidInput(
-            f"got {len(metadatas)} metadatas for {len(texts)} texts", field="metadatas"
-        )
+    texts = listed(texts, metadatas)
     metas = metadatas if metadatas is not None else [{} for _ in texts]
     return [
         Document(page_content=t, metadata=dict(m or {})) for t, m in zip(texts, metas, strict=True)

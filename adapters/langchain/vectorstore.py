@@ -47,6 +47,7 @@ from .._owned import OwnsBackend, Storage, unpack
 from .._plans import Plan, step, twins
 from ._config import arun_with_config, config_scope, run_with_config
 from ._mmr import mmr
+from ._texts import AddTexts, add_texts_twins, listed
 
 __all__ = ["MuxiRetriever", "MuxiVectorStore"]
 
@@ -79,11 +80,7 @@ def _batch(
     texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None, ids: Sequence[Any] | None
 ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Validated texts, metadata copies and ids (a uuid4 where none was given)."""
-    texts = list(texts)
-    if metadatas is not None and len(metadatas) != len(texts):
-        raise InvalidInput(
-            f"got {len(metadatas)} metadatas for {len(texts)} texts", field="metadatas"
-        )
+    texts = listed(texts, metadatas)
     if ids is not None and len(ids) != len(texts):
         raise InvalidInput(f"got {len(ids)} ids for {len(texts)} texts", field="ids")
     for text in texts:
@@ -191,19 +188,11 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
 
     # -- each operation is one plan for both halves (``_no_extra`` names the sync one)
 
-    def _add_texts(
-        self,
-        /,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Plan[list[str]]:
+    def _add_batch(self, call: AddTexts) -> Plan[list[str]]:
         """Embed and upsert: an id this user already has is replaced, never duplicated."""
-        _no_extra(kwargs, "add_texts")
+        _no_extra(call.kwargs, "add_texts")
         scope = self.current_scope()
-        texts, metas, id_list = _batch(texts, metadatas, ids)
+        texts, metas, id_list = _batch(call.texts, call.metadatas, call.ids)
         if not texts:
             return []
         e, b = self.embedding, self.backend
@@ -212,7 +201,7 @@ class MuxiVectorStore(OwnsBackend, VectorStore):
         yield from step(b.upsert_memories, b.aupsert_memories, scope, memories)
         return id_list
 
-    add_texts, aadd_texts = twins(_add_texts)
+    add_texts, aadd_texts = add_texts_twins(_add_batch)
 
     def _delete(
         self, /, ids: list[str] | None = None, *, filter: FilterSpec = None, **kwargs: Any
