@@ -13,13 +13,13 @@ halves were written by hand.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from muxi_isolation import plans
 from muxi_isolation.plans import Async, Plan, Step, Sync, arun, run, step
 
-__all__ = ["Plan", "Step", "arun", "run", "step", "twins"]
+__all__ = ["Plan", "Step", "arun", "generator_twins", "run", "step", "twins"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +41,24 @@ def twins(
 
     async def async_(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         return await adrive(plan(self, *args, **kwargs))
+
+    return cast(Any, _moved(sync, made[0], plan)), cast(Any, _moved(async_, made[1], plan))
+
+
+def generator_twins(
+    plan: Callable[Concatenate[S, P], Plan[list[R]]], name: str, async_name: str
+) -> tuple[Callable[Concatenate[S, P], Iterator[R]], Callable[Concatenate[S, P], AsyncIterator[R]]]:
+    """``twins`` for a framework that wants a generator and an async generator (LangGraph's
+    ``list``/``alist``): each yields the items of the list ``plan`` answers."""
+    made = plans.twins(plan, name, async_name)
+    drive, adrive = run, arun
+
+    def sync(self: Any, /, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield from drive(plan(self, *args, **kwargs))
+
+    async def async_(self: Any, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        for item in await adrive(plan(self, *args, **kwargs)):
+            yield item
 
     return cast(Any, _moved(sync, made[0], plan)), cast(Any, _moved(async_, made[1], plan))
 

@@ -30,7 +30,7 @@ MuxiContext(...)}``, or name the user in ``configurable["user_id"]``.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -56,7 +56,7 @@ from muxi_isolation.stores.base import Backend
 from muxi_isolation.stores.graph import CheckpointQuery, CheckpointRecord, WriteRecord
 
 from .._owned import OwnsBackend, Storage, unpack
-from .._plans import Plan, arun, run, step, twins
+from .._plans import Plan, generator_twins, step, twins
 from ._scope import HINT, bound_copy, config_scopes, resolve, user_scope
 
 __all__ = ["MuxiCheckpointer"]
@@ -226,9 +226,10 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
     def _listing(
         self,
         config: RunnableConfig | None,
-        filter: dict[str, Any] | None,
-        before: RunnableConfig | None,
-        limit: int | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
     ) -> Plan[list[CheckpointTuple]]:
         query, here = self._query(config, filter, before, limit)
         b = self.backend
@@ -236,26 +237,7 @@ class MuxiCheckpointer(OwnsBackend, BaseCheckpointSaver[str]):
         return self._listed(records, here, limit)
 
     # LangGraph's list/alist are (async) generators: the plan answers the whole list.
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        yield from run(self._listing(config, filter, before, limit))
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        for item in await arun(self._listing(config, filter, before, limit)):
-            yield item
+    list, alist = generator_twins(_listing, "list", "alist")
 
     def _put(
         self,

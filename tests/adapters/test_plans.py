@@ -143,6 +143,14 @@ def test_an_adapters_pair_is_one_plan(cls: type, sync: str, async_: str) -> None
     assert inspect.iscoroutinefunction(getattr(cls, async_))
 
 
+def test_langgraphs_list_pair_is_one_plan_and_stays_an_iterator_pair() -> None:
+    # LangGraph iterates list/alist: made from one plan, they are still (async) generators.
+    sync, async_ = lg.MuxiCheckpointer.list, lg.MuxiCheckpointer.alist
+    plan = getattr(sync, "__muxi_plan__", None)
+    assert plan is not None and getattr(async_, "__muxi_plan__", None) is plan
+    assert inspect.isgeneratorfunction(sync) and inspect.isasyncgenfunction(async_)
+
+
 def test_the_retriever_keeps_langchains_run_manager_protocol() -> None:
     # BaseRetriever reads the signature to decide whether to pass run_manager.
     assert lc.MuxiRetriever._new_arg_supported is True
