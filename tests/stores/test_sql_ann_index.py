@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import threading
 import time
 from typing import Any
 
@@ -374,3 +375,85 @@ def test_a_deferred_build_runs_by_itself_after_the_pause(make_backend: Any) -> N
     while store.search_plan(BIG) != "hnsw":
         assert time.monotonic() < deadline, "the index was never built"
         time.sleep(0.1)
+
+
+def test_a_user_forgotten_before_their_deferred_build_gets_no_index(
+    make_backend: Any, postgres_admin: Any, way: str
+) -> None:
+    """No index may name a forgotten user: a waiting build is dropped with the user."""
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=600
+    )
+    write(store, way, BIG, rows("b", 200, 1), build=False)
+    write(store, way, TWIN, rows("t", 200, 2), build=False)
+    if way == "sync":
+        store.forget_user(BIG)
+        store.forget_tenant(TWIN.tenant_id)
+    else:
+        asyncio.run(store.aforget_user(BIG))
+        asyncio.run(store.aforget_tenant(TWIN.tenant_id))
+    store.close()  # runs every build still waiting
+    assert hnsw_indexes(postgres_admin, store) == {}
+
+
+def test_a_deferred_build_is_skipped_for_a_user_no_longer_large(
+    make_backend: Any, postgres_admin: Any
+) -> None:
+    """The build counts the user's rows (under their scope) when it runs, not when asked."""
+    store: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=600
+    )
+    data = rows("b", 200, 1)
+    write(store, "sync", BIG, data, build=False)
+    store.delete_memories(BIG, ids=list(data)[:150])
+    assert store.build_indexes(timeout=60)
+    assert hnsw_indexes(postgres_admin, store) == {}
+    write(store, "sync", BIG, rows("c", 100, 3))  # large again: built
+    assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
+
+
+def test_cancelling_drops_a_waiting_build_and_waits_out_a_running_one() -> None:
+    started, release = threading.Event(), threading.Event()
+    done: list[Scope] = []
+
+    def build(user: Scope) -> None:
+        if user == BIG:
+            started.set()
+            release.wait(10)
+        done.append(user)
+
+    deferred = Deferred(600, build)
+    try:
+        deferred.want(SMALL)
+        deferred.cancel(SMALL.tenant_id, [SMALL.user_id])
+        deferred.want(BIG)
+        threading.Thread(target=deferred.settle).start()
+        assert started.wait(10)
+        timer = threading.Timer(0.5, release.set)
+        timer.start()
+        deferred.cancel(BIG.tenant_id, [BIG.user_id])  # returns once the running build ended
+        assert done == [BIG]
+        assert deferred.settle(timeout=10) and done == [BIG]  # SMALL's build was dropped
+    finally:
+        release.set()
+        deferred.close()
+
+
+def test_a_failing_build_does_not_end_the_builds_thread(caplog: Any) -> None:
+    calls: list[Scope] = []
+
+    def build(user: Scope) -> None:
+        calls.append(user)
+        if len(calls) == 1:
+            raise RuntimeError("the first build fails")
+
+    deferred = Deferred(600, build)
+    try:
+        deferred.want(BIG)
+        assert deferred.settle(timeout=10)
+        deferred.want(SMALL)
+        assert deferred.settle(timeout=10)
+        assert calls == [BIG, SMALL]
+        assert "deferred HNSW index build failed" in caplog.text
+    finally:
+        deferred.close()

@@ -119,6 +119,7 @@ class AnnIndexes:
     ops: Ops
     vectors: VectorPlanner
     indexed: set[tuple[str, str]] = field(default_factory=set)  # seen valid in this process
+    deferred: Deferred | None = None  # the builds waiting for their users' writes to pause
 
     @property
     def tables(self) -> Tables:
@@ -206,7 +207,10 @@ class AnnIndexes:
         self.indexed.add(key)
 
     def drop(self, owner: Engine, tenant_id: str, user_ids: Sequence[str]) -> None:
-        """Drop these users' indexes, where there are any (a forgotten user's vectors)."""
+        """Drop these users' indexes, where there are any (a forgotten user's vectors),
+        after their waiting or running builds."""
+        if self.deferred is not None:
+            self.deferred.cancel(tenant_id, user_ids)
         for user_id in user_ids:
             self.indexed.discard((tenant_id, user_id))
         if not self.applies() or not user_ids:
@@ -243,6 +247,7 @@ class Deferred:
         self._build = build
         self._due: dict[tuple[str, str], _Due] = {}
         self._busy = 0
+        self._building: tuple[str, str] | None = None
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -279,6 +284,16 @@ class Deferred:
                 self._wake.wait(left)
         return True
 
+    def cancel(self, tenant_id: str, user_ids: Sequence[str]) -> None:
+        """Drop these users' waiting builds and wait out one running: their indexes are
+        about to be dropped, and none may be made after (it would name a forgotten user)."""
+        keys = {(tenant_id, user_id) for user_id in user_ids}
+        with self._wake:
+            for key in keys:
+                self._due.pop(key, None)
+            while self._building in keys:
+                self._wake.wait()
+
     def close(self) -> None:
         """Run the builds still waiting, then stop the thread."""
         self.settle()
@@ -303,11 +318,15 @@ class Deferred:
                     return
                 user = self._due.pop(ready[0]).user
                 self._busy += 1
+                self._building = ready[0]
             try:
-                self._build(user)  # logs its own failures
+                self._build(user)
+            except Exception:  # the thread serves every user: one failure must not end it
+                log.exception("a deferred HNSW index build failed; searching exactly")
             finally:
                 with self._wake:
                     self._busy -= 1
+                    self._building = None
                     self._wake.notify_all()
 
 

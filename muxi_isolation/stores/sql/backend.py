@@ -11,6 +11,7 @@ the same operation code driven through ``AsyncConnection.run_sync`` (``_transact
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.engine import URL
 
 from ... import policy
 from ...audit import AuditEvent, AuditQuery
-from ...errors import ConfigError
+from ...errors import ConfigError, StorageError
 from ...plans import Plan, Step, in_thread, step, twins
 from ...quotas import Limits
 from ...records import Memory
@@ -47,6 +48,8 @@ from ._vectors import (
 )
 
 __all__ = ["SQLBackend"]
+
+log = logging.getLogger("muxi_isolation.stores.sql")
 
 
 class SQLBackend(SQLGraph, AdminPath, Backend):
@@ -132,9 +135,10 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         self.vectors.own_index = self._ann.ready
         if not ann_index_delay >= 0:
             raise ConfigError("ann_index_delay must be a number of seconds >= 0")
-        self._deferred = Deferred(ann_index_delay, self._build_index) if ann_index_delay else None
+        self._deferred = Deferred(ann_index_delay, self._build_later) if ann_index_delay else None
         if self._deferred is not None:  # a large user's search finding no index asks for one
             self.vectors.wants_index = partial(self._deferred.want, push=False)
+            self._ann.deferred = self._deferred
         pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
         self._open_engines(admin, pool, busy_timeout, statement_timeout)
         self._not_installed()
@@ -275,6 +279,18 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
 
     def _build_index(self, user: Scope) -> None:
         self._ann.build(self._owner(), user)
+
+    def _build_later(self, user: Scope) -> None:
+        """A deferred build, once the user is seen (under their scope) to still need it: a
+        user forgotten since the ask gets no index naming them."""
+        cap = self.vectors.ann_threshold + 1
+        try:
+            rows = self._run(Call(user, self.vectors.user_rows, (user, cap)))
+        except StorageError as exc:
+            log.warning("could not count a user's rows for their HNSW index (%s)", exc)
+            return
+        if rows >= cap:
+            self._build_index(user)
 
     def _forget_user_steps(self, user: Scope) -> Plan[Counts]:
         """One plan for both halves (``plans``); the blocking steps in a thread on the async."""
