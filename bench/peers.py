@@ -242,7 +242,7 @@ class Ours:
     name = OURS
     per_user = True
 
-    def __init__(self, admin: str, dim: int, tag: str, delay: float = LOAD_DELAY) -> None:
+    def __init__(self, admin: str, dim: int, tag: str, delay: float | None = LOAD_DELAY) -> None:
         password = secrets.token_hex(8)
         role = create_app_role(admin, "muxi_bench_app", password=password)
         app = make_url(sa_url(admin)).set(username=role, password=password)
@@ -252,7 +252,7 @@ class Ours:
             admin_url=admin,
             embedding_dimension=dim,
             schema=self.schema,
-            ann_index_delay=delay,
+            **({} if delay is None else {"ann_index_delay": delay}),  # None: the store's default
         )
         assert isinstance(backend, SQLBackend)
         self.backend = backend
@@ -737,6 +737,18 @@ def write_interleaved(
     return spent
 
 
+def load_with_defaults(admin: str, args: Any, corpus: Corpus, tag: str) -> float:
+    """Ours loaded again, alone and with the store's default ``ann_index_delay`` (builds
+    start in the background once a user's writes pause), ended by ``build_indexes()``:
+    seconds for the load and every build (against the peers' interleaved add + build)."""
+    store = Ours(admin, args.dim, f"{tag}d", None)
+    try:
+        spent = write_interleaved([store], corpus, args.batch, 1)[store.name]
+        return round(spent + store.build(), 2)
+    finally:
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -819,6 +831,9 @@ def main() -> None:
             )
             for name, spent in incremental.items():
                 write[name]["incremental_s"] = spent
+            figures["load_and_index_s_ours_store_default"] = load_with_defaults(
+                admin, args, corpus, tag
+            )
             figures["postgres"] = server_version(libpq(admin))
             figures["shared_buffers"] = shared_buffers(libpq(admin))
         finally:
@@ -932,6 +947,10 @@ def report(
         figures[f"load_ratio_vs_{key}"] = round(
             figures[f"load_and_index_s_{peer}"] / figures[f"load_and_index_s_{OURS}"], 3
         )
+    figures["load_ratio_vs_pgvector_store_default"] = round(
+        figures[f"load_and_index_s_{LANGCHAIN}"] / figures["load_and_index_s_ours_store_default"],
+        3,
+    )
     for peer in (LANGCHAIN, LLAMA):
         figures[f"write_ratio_vs_{peer}"] = round(
             figures[f"rows_per_s_{OURS}"] / figures[f"rows_per_s_{peer}"], 3
