@@ -221,8 +221,9 @@ class _Endpoints:
 
     async def get_session(self, request: Request) -> Response:
         scope = user_scope(request)
-        record = await self.sessions.aget(scope, request.path_params["session_id"])
-        messages = await self.backend.aget_messages(record.scope.with_session(record.id))
+        sid = canonical_id(request.path_params["session_id"], "session_id")
+        # One read, one snapshot: the session (expired too) and its whole history.
+        record, messages = await self.backend.aread_turn(scope, sid, now=None, last=None)
         return JSONResponse(_history_json(record, messages))
 
     async def delete_session(self, request: Request) -> Response:

@@ -151,3 +151,23 @@ async def test_refused_turns_keep_their_status_and_read_once(
     assert agent.turns == ran  # refused before the agent ran
     history = backend.get_messages(ALICE.with_session(sid))
     assert [m.content for m in history] == ["hello", "seen 0"]  # nothing written
+
+
+async def test_a_sessions_history_is_one_read_expired_or_not_and_only_its_owners(
+    backend: Backend, http: httpx.AsyncClient, clock: Clock
+) -> None:
+    """``GET /v1/sessions/{id}``: the session (expired too) and its whole history in one
+    transaction; another user's or an unknown id is 404 after that one read."""
+    sid = (await chat(http, "tenant_a:alice", KEY_A)).json()["session_id"]
+    await chat(http, "tenant_a:alice", KEY_A, sid)
+    counted = Counted(backend)
+    clock.now += timedelta(seconds=TIMEOUT)  # expired: still readable
+    got = await http.get(f"/v1/sessions/{sid}", headers=as_user("tenant_a:alice", KEY_A))
+    assert got.status_code == 200
+    assert [m["content"] for m in got.json()["messages"]] == ["hello", "seen 0", "hello", "seen 2"]
+    assert counted.take() == (["read_turn"], 1 if isinstance(backend, SQLBackend) else 0)
+    for user, key in (("tenant_a:bob", KEY_A), ("tenant_b:alice", KEY_B)):
+        refused = await http.get(f"/v1/sessions/{sid}", headers=as_user(user, key))
+        assert (refused.status_code, refused.json()["error"]) == (404, "session_not_found")
+        assert "hello" not in refused.text
+        assert counted.take()[0] == ["read_turn"]

@@ -17,17 +17,23 @@ from .operations import Context, Plan, UserOperation, perform
 class ReadTurn(UserOperation["tuple[SessionRecord, list[Message]]"]):
     """The user's session, if it is active at ``now``, and its newest ``last`` messages
     (oldest first), read together in one transaction. ``SessionNotFound`` (another user's
-    id too) or ``SessionExpired``, as ``SessionManager.active`` gives them."""
+    id too) or ``SessionExpired``, as ``SessionManager.active`` gives them.
+
+    ``now=None`` answers an expired session too and ``last=None`` every message, as
+    ``SessionManager.get`` and ``get_messages`` would, in one read (``GET /v1/sessions``)."""
 
     name = "read_turn"
     audit_ids = "session_id"
     session_id: str
-    now: datetime
-    last: int
+    now: datetime | None
+    last: int | None
 
     @classmethod
-    def prepare(cls, scope: Scope, session_id: str, *, now: datetime, last: int) -> ReadTurn:
-        check_k(last, "last")
+    def prepare(
+        cls, scope: Scope, session_id: str, *, now: datetime | None, last: int | None
+    ) -> ReadTurn:
+        if last is not None:
+            check_k(last, "last")
         return cls(cls.owner(scope), check_session_id(session_id), now, last)
 
     def args(self) -> tuple[object, ...]:
@@ -39,6 +45,6 @@ class ReadTurn(UserOperation["tuple[SessionRecord, list[Message]]"]):
         record = next(iter(policy.verify(self.scope, [found] if found else [])), None)
         if record is None or record.id != self.session_id:
             raise SessionNotFound(self.session_id)
-        if record.expired(self.now):
+        if self.now is not None and record.expired(self.now):
             raise SessionExpired(self.session_id)
         return record, policy.verify(self.scope.with_session(record.id), messages)

@@ -239,7 +239,7 @@ class MemoryBackend(MemoryGraph, Backend):
         return rows[start : None if limit is None else start + limit]
 
     def _read_turn(
-        self, user: Scope, session_id: str, last: int
+        self, user: Scope, session_id: str, last: int | None
     ) -> tuple[SessionRecord | None, list[Message]]:
         with self._lock:  # one hold: the record and its messages as they were together
             record = self._get_session(user, session_id)

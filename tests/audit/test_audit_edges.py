@@ -80,7 +80,7 @@ async def test_http_refusals_are_events_with_the_keys_id(backend: Backend) -> No
         (mine, "http", "GET /v1/sessions", DENIED, "tenant_b", "eve"),
         (mine, "http", "GET /v1/admin/audit", DENIED, "tenant_a", "alice"),
         (mine, "http", "POST /v1/chat", DENIED, "tenant_a", "alice"),
-        (mine, "http", "get_session", MISSING, "tenant_a", "alice"),
+        (mine, "http", "read_turn", MISSING, "tenant_a", "alice"),  # the session and history
     ]
 
 

@@ -139,3 +139,20 @@ async def test_sql_reads_it_in_one_statement(make_backend: Any, kind: str, half:
     tables = [t.name for t in backend.tables.scoped]
     assert seen.count("<begin>") == 1
     assert len([s for s in seen if any(t in s for t in tables)]) == 1
+
+
+async def test_with_no_now_and_no_last_an_expired_session_and_every_message(
+    backend: Backend, half: str
+) -> None:
+    """What ``GET /v1/sessions/{id}`` reads: no expiry check and no window, the same scope."""
+    record = seed(backend, ALICE, "s1", [f"a{i}" for i in range(5)])
+    seed(backend, BOB, "s1", ["bob"])  # same id, another user's
+    empty = seed(backend, ALICE, "s2", [])
+    found, history = await read_turn(backend, half, ALICE, "s1", now=None, last=None)
+    assert found == record and [m.content for m in history] == [f"a{i}" for i in range(5)]
+    assert await read_turn(backend, half, ALICE, "s2", now=None, last=None) == (empty, [])
+    with pytest.raises(SessionExpired):  # with ``now``, the expiry is checked as before
+        await read_turn(backend, half, ALICE, "s1", now=T0 + 2 * HOUR, last=None)
+    for other in (BOB, ALICE_B):  # Alice's "s2" is nobody else's, expired or not
+        with pytest.raises(SessionNotFound):
+            await read_turn(backend, half, other, "s2", now=None, last=None)

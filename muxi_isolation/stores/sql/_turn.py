@@ -26,19 +26,23 @@ class TurnOps(OpsBase):
     """What a chat turn reads before its agent runs."""
 
     def read_turn(
-        self, conn: Connection, user: Scope, session_id: str, last: int
+        self, conn: Connection, user: Scope, session_id: str, last: int | None
     ) -> tuple[SessionRecord | None, list[Message]]:
-        """The user's session and its newest ``last`` messages, oldest first; no row: no
-        such session of this user (``None``, and no messages)."""
-        stmt = self._once("read_turn", self._read_turn)
-        params = self._scope_params(user.with_session(session_id), muxi_last=last)
+        """The user's session and its newest ``last`` messages (``None``: all), oldest
+        first; no row: no such session of this user (``None``, and no messages)."""
+        scope = user.with_session(session_id)
+        if last is None:  # no LIMIT at all: SQLite refuses a NULL one
+            stmt, params = self._once("read_session", self._read_turn), self._scope_params(scope)
+        else:
+            stmt = self._once("read_turn", lambda: self._read_turn(bindparam("muxi_last")))
+            params = self._scope_params(scope, muxi_last=last)
         rows = conn.execute(stmt, params).all()
         if not rows:
             return None, []
         messages = [_text_row_to_message(row) for row in rows if row.seq is not None]
         return _row_to_session(rows[0], _SESSION), messages
 
-    def _read_turn(self) -> Any:
+    def _read_turn(self, last: Any = None) -> Any:
         s, m = self.t.sessions, self.t.messages
         as_text = (lambda c: cast(c, Text)) if self.dialect == "postgresql" else _stored_text
         columns = [as_text(c).label(c.name) if c.name in _JSON_COLUMNS else c for c in m.c]
@@ -46,7 +50,7 @@ class TurnOps(OpsBase):
             select(*columns)
             .where(*self._bound_session(m))
             .order_by(m.c.seq.desc())
-            .limit(bindparam("muxi_last"))
+            .limit(last)
             .subquery("newest")
         )
         # Joined on the tenant too: both sides are one tenant's rows (a Citus router query).
