@@ -107,10 +107,27 @@ def name_of(backend: SQLBackend, scope: Scope) -> str:
     return index_name(backend.tables, scope.tenant_id, scope.user_id)
 
 
+def opened(make_backend: Any, delay: float | None = None) -> SQLBackend:
+    """A PostgreSQL store with the threshold of these tests; ``delay``: its
+    ``ann_index_delay`` (``None``: the store's default)."""
+    extra = {} if delay is None else {"ann_index_delay": delay}
+    backend: SQLBackend = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, **extra
+    )
+    return backend
+
+
+def wait_for_hnsw(store: SQLBackend, user: Scope, failure: str) -> None:
+    """Until the user's searches run on their own index (built in the background)."""
+    deadline = time.monotonic() + 30
+    while store.search_plan(user) != "hnsw":
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def store(make_backend: Any) -> SQLBackend:
-    backend: SQLBackend = make_backend("postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD)
-    return backend
+    return opened(make_backend)
 
 
 def test_a_user_past_the_threshold_gets_an_index_and_searches_stay_exact_or_better(
@@ -255,9 +272,7 @@ def test_a_deferred_build_waits_for_the_writes_to_pause(
     """``ann_index_delay``: a bulk load puts no row into a live HNSW index; the index is
     built once the user's writes paused (or ``build_indexes`` runs it now), and searches
     are exact (and right) meanwhile."""
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=30
-    )
+    store = opened(make_backend, delay=30)
     data = rows("b", 300, 1)
     write(store, way, BIG, data, build=False)
     assert hnsw_indexes(postgres_admin, store) == {}  # due in 30 s: none yet
@@ -274,7 +289,7 @@ def test_a_deferred_build_waits_for_the_writes_to_pause(
 
 
 def test_the_default_defers_the_build(make_backend: Any, postgres_admin: Any) -> None:
-    store: SQLBackend = make_backend("postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD)
+    store = opened(make_backend)
     write(store, "sync", BIG, rows("b", 200, 1), build=False)
     assert hnsw_indexes(postgres_admin, store) == {}  # due 2 s after the last write
     assert store.build_indexes(timeout=60)
@@ -284,9 +299,7 @@ def test_the_default_defers_the_build(make_backend: Any, postgres_admin: Any) ->
 def test_with_no_delay_the_write_that_crossed_builds_the_index(
     make_backend: Any, postgres_admin: Any, way: str
 ) -> None:
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0
-    )
+    store = opened(make_backend, delay=0)
     write(store, way, BIG, rows("b", 200, 1), build=False)
     assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
     assert store.build_indexes(timeout=0)  # nothing ever waits
@@ -296,9 +309,7 @@ def test_closing_the_store_runs_the_builds_still_waiting(
     make_backend: Any, postgres_admin: Any, way: str
 ) -> None:
     """A short process (an import) ends with its large users indexed."""
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=600
-    )
+    store = opened(make_backend, delay=600)
     write(store, way, BIG, rows("b", 200, 1), build=False)
     assert hnsw_indexes(postgres_admin, store) == {}
     if way == "sync":
@@ -313,19 +324,14 @@ def test_a_large_users_search_asks_for_a_missing_index(
 ) -> None:
     """An index gone (or never built: a process stopped first) is asked for by the user's
     next search, which is exact meanwhile; no write is needed."""
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0.3
-    )
+    store = opened(make_backend, delay=0.3)
     data = rows("b", 200, 1)
     write(store, way, BIG, data)
     with postgres_admin.begin() as conn:
         conn.exec_driver_sql(f'DROP INDEX "{store.tables.memories.schema}"."{name_of(store, BIG)}"')
     query = centers()[5]
     assert search(store, way, BIG, query, 10) == exact_top(query, data, 10)
-    deadline = time.monotonic() + 30
-    while store.search_plan(BIG) != "hnsw":
-        assert time.monotonic() < deadline, "the search did not ask for the index"
-        time.sleep(0.1)
+    wait_for_hnsw(store, BIG, "the search did not ask for the index")
     assert set(hnsw_indexes(postgres_admin, store)) == {name_of(store, BIG)}
 
 
@@ -367,23 +373,16 @@ def test_a_search_asking_again_does_not_push_the_build_back() -> None:
 
 
 def test_a_deferred_build_runs_by_itself_after_the_pause(make_backend: Any) -> None:
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=0.3
-    )
+    store = opened(make_backend, delay=0.3)
     write(store, "sync", BIG, rows("b", 200, 1), build=False)
-    deadline = time.monotonic() + 30
-    while store.search_plan(BIG) != "hnsw":
-        assert time.monotonic() < deadline, "the index was never built"
-        time.sleep(0.1)
+    wait_for_hnsw(store, BIG, "the index was never built")
 
 
 def test_a_user_forgotten_before_their_deferred_build_gets_no_index(
     make_backend: Any, postgres_admin: Any, way: str
 ) -> None:
     """No index may name a forgotten user: a waiting build is dropped with the user."""
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=600
-    )
+    store = opened(make_backend, delay=600)
     write(store, way, BIG, rows("b", 200, 1), build=False)
     write(store, way, TWIN, rows("t", 200, 2), build=False)
     if way == "sync":
@@ -400,9 +399,7 @@ def test_a_deferred_build_is_skipped_for_a_user_no_longer_large(
     make_backend: Any, postgres_admin: Any
 ) -> None:
     """The build counts the user's rows (under their scope) when it runs, not when asked."""
-    store: SQLBackend = make_backend(
-        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ann_index_delay=600
-    )
+    store = opened(make_backend, delay=600)
     data = rows("b", 200, 1)
     write(store, "sync", BIG, data, build=False)
     store.delete_memories(BIG, ids=list(data)[:150])
