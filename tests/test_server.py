@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _clock import Clock
 
 from muxi_isolation import (
     AccessDenied,
@@ -37,17 +38,6 @@ KEY_B = "fmc_tenant_b"
 ADMIN = "fma_admin"
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 TIMEOUT = 3600
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 8, 10, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def keyring() -> KeyRing:

@@ -6,11 +6,12 @@ with the status and error code it always had, before the agent runs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from _clock import Clock
 from sqlalchemy import event
 
 from muxi_isolation import Backend, Isolation, KeyRing, Scope
@@ -22,14 +23,6 @@ from muxi_isolation.stores.sql import SQLBackend
 KEY_A, KEY_B = "fmc_turn_a", "fmc_turn_b"
 TIMEOUT = 3600
 ALICE = Scope("tenant_a", "alice")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 8, 10, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Quiet:

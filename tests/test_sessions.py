@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
+from _clock import Clock
 
 from muxi_isolation import (
     Backend,
@@ -18,17 +19,6 @@ from muxi_isolation.sessions import new_session_id
 
 ALICE = Scope("tenant_a", "alice")
 BOB = Scope("tenant_a", "bob")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 8, 10, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _clock import Clock
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
@@ -118,14 +119,6 @@ async def test_from_url_async_data_outlives_the_object(tmp_path: Path) -> None:
 # -- item 3: the session timeout comes from the config -------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 8, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def test_from_config_takes_the_configured_session_timeout(tmp_path: Path) -> None:
     config = {
         "memory": {
@@ -144,7 +137,7 @@ def test_from_config_takes_the_configured_session_timeout(tmp_path: Path) -> Non
 
 
 def test_an_isolation_brings_its_session_timeout(backend: Backend) -> None:
-    clock = Clock()
+    clock = Clock(datetime(2026, 1, 8, tzinfo=timezone.utc))
     iso = Isolation(backend, session_timeout=60, clock=clock)
     history = lc.MuxiHistoryFactory(iso)("chat-1", "tenant_a:alice")
     store = li.MuxiChatStore(iso, ALICE)
@@ -158,7 +151,7 @@ def test_an_isolation_brings_its_session_timeout(backend: Backend) -> None:
 
 
 async def test_an_isolation_brings_its_session_timeout_async(backend: Backend) -> None:
-    clock = Clock()
+    clock = Clock(datetime(2026, 1, 8, tzinfo=timezone.utc))
     iso = Isolation(backend, session_timeout=60, clock=clock)
     history = lc.MuxiHistoryFactory(iso)("chat-1", "tenant_a:alice")
     store = li.MuxiDBChatStore(iso, ALICE)

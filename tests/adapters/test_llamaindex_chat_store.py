@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from _clock import Clock
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory import ChatMemoryBuffer, Memory, VectorMemoryBlock
@@ -50,14 +51,6 @@ def texts(messages: list[ChatMessage] | None) -> list[str | None]:
 
 def msg(text: str, role: str = "user") -> ChatMessage:
     return ChatMessage(role=role, content=text)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 RICH = [
@@ -147,7 +140,7 @@ def test_create_sessions_false_requires_an_existing_session(backend: Backend) ->
 
 
 def test_expired_session_refuses_writes_and_keeps_history(backend: Backend) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     store = MuxiChatStore(backend, ALICE, sessions=SessionManager(backend, timeout=60, clock=clock))
     store.add_message("s", msg("a"))
     clock.now += timedelta(seconds=30)
@@ -285,7 +278,7 @@ async def test_db_store_keys_and_isolation(backend: Backend) -> None:
 
 
 async def test_db_store_refuses_reserved_keys_and_expired_sessions(backend: Backend) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     sessions = SessionManager(backend, timeout=60, clock=clock)
     store = MuxiDBChatStore(backend, ALICE, sessions=sessions)
     with pytest.raises(ReservedKey):

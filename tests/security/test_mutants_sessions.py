@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
+from _clock import Clock
 
 from muxi_isolation import (
     Backend,
@@ -29,17 +30,6 @@ from muxi_isolation.sessions import new_session_id, utc_now
 ALICE = Scope("tenant_a", "alice")
 BOB = Scope("tenant_a", "bob")
 TIMEOUT = timedelta(seconds=3600)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 8, 10, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture(params=["sync", "async"])
