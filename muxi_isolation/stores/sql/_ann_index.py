@@ -128,6 +128,15 @@ class AnnIndexes:
     def applies(self) -> bool:
         return self.vectors.dialect == "postgresql" and self.tables.hnsw
 
+    def settle(self, timeout: float | None = None) -> bool:
+        """Run the builds waiting for their users' writes to pause now, and wait for them."""
+        return self.deferred is None or self.deferred.settle(timeout)
+
+    def close(self) -> None:
+        """Run the builds still waiting, then stop their thread."""
+        if self.deferred is not None:
+            self.deferred.close()
+
     # -- inside the caller's scoped transactions (the app's role) ---------------------------
 
     def upsert(

@@ -135,10 +135,9 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         self.vectors.own_index = self._ann.ready
         if not ann_index_delay >= 0:
             raise ConfigError("ann_index_delay must be a number of seconds >= 0")
-        self._deferred = Deferred(ann_index_delay, self._build_later) if ann_index_delay else None
-        if self._deferred is not None:  # a large user's search finding no index asks for one
-            self.vectors.wants_index = partial(self._deferred.want, push=False)
-            self._ann.deferred = self._deferred
+        if ann_index_delay:  # the builds wait; a large user's search finding no index asks
+            self._ann.deferred = Deferred(ann_index_delay, self._build_later)
+            self.vectors.wants_index = partial(self._ann.deferred.want, push=False)
         pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
         self._open_engines(admin, pool, busy_timeout, statement_timeout)
         self._not_installed()
@@ -164,7 +163,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     def build_indexes(self, timeout: float | None = None) -> bool:
         """Build now the per-user HNSW indexes waiting for their users' writes to pause, and
         wait for them (the end of a bulk load); ``False`` if ``timeout`` seconds passed first."""
-        return self._deferred is None or self._deferred.settle(timeout)
+        return self._ann.settle(timeout)
 
     async def abuild_indexes(self, timeout: float | None = None) -> bool:
         return await asyncio.to_thread(self.build_indexes, timeout)
@@ -175,8 +174,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         if self._closed:
             return
         self._closed = True
-        if self._deferred is not None:
-            self._deferred.close()
+        self._ann.close()  # the builds still waiting run first
         engines = self._all_engines()
         for sync_engine, async_engine in engines:
             sync_engine.dispose()
@@ -186,8 +184,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         if self._closed:
             return
         self._closed = True
-        if self._deferred is not None:
-            await asyncio.to_thread(self._deferred.close)
+        await asyncio.to_thread(self._ann.close)
         engines = self._all_engines()
         for sync_engine, async_engine in engines:
             await async_engine.dispose()
@@ -272,10 +269,10 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         return ids
 
     def _index(self, user: Scope) -> None:
-        if self._deferred is None:
+        if self._ann.deferred is None:
             self._build_index(user)
         else:
-            self._deferred.want(user)
+            self._ann.deferred.want(user)
 
     def _build_index(self, user: Scope) -> None:
         self._ann.build(self._owner(), user)
