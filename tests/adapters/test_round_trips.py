@@ -9,7 +9,6 @@ Both halves, sync and async, must cost the same.
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import tempfile
@@ -18,9 +17,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from _watch import engines, listening, sqlite_trace
 from langchain_core.messages import AIMessage, HumanMessage
-from sqlalchemy import Engine, event, text
-from sqlalchemy.util import await_only
+from sqlalchemy import text
 
 from muxi_isolation import Memory, Message, Scope
 from muxi_isolation.adapters.langchain import MuxiChatMessageHistory
@@ -46,13 +45,6 @@ PINNED = {
 }
 
 
-def _engines(backend: SQLBackend) -> list[Engine]:
-    found = {id(e): e for e in (backend._engine, backend._writers[0])}
-    for engine in (backend._aengine, backend._writers[1]):
-        found[id(engine.sync_engine)] = engine.sync_engine
-    return list(found.values())
-
-
 @contextmanager
 def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
     """libpq's trace of every connection used meanwhile, one per checkout."""
@@ -76,41 +68,9 @@ def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
         os.close(fd)
         os.unlink(path)
 
-    engines = _engines(backend)
-    for engine in engines:
-        event.listen(engine.pool, "checkout", checkout)
-        event.listen(engine.pool, "checkin", checkin)
-    try:
+    pools = [engine.pool for engine in engines(backend)]
+    with listening(pools, "checkout", checkout), listening(pools, "checkin", checkin):
         yield counted
-    finally:
-        for engine in engines:
-            event.remove(engine.pool, "checkout", checkout)
-            event.remove(engine.pool, "checkin", checkin)
-
-
-@contextmanager
-def sqlite_statements(backend: SQLBackend) -> Iterator[list[int]]:
-    """SQLite's own trace of every connection checked out meanwhile: each statement it runs,
-    whoever sends it (SQLAlchemy, or the append on the DB-API connection), BEGIN, COMMIT
-    and ROLLBACK included; an executemany counts once per row."""
-    counted: list[int] = []
-
-    def statement(_sql: str) -> None:
-        counted.append(1)
-
-    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
-        traced = record.driver_connection.set_trace_callback(statement)
-        if inspect.isawaitable(traced):  # aiosqlite's, inside SQLAlchemy's greenlet
-            await_only(traced)
-
-    engines = _engines(backend)
-    for engine in engines:
-        event.listen(engine.pool, "checkout", checkout)
-    try:
-        yield counted
-    finally:
-        for engine in engines:
-            event.remove(engine.pool, "checkout", checkout)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -122,16 +82,16 @@ def store(request: pytest.FixtureRequest, make_backend: Any) -> Iterator[SQLBack
 
 
 def _count(store: SQLBackend) -> Any:
-    return (
-        postgres_round_trips(store) if store.dialect == "postgresql" else sqlite_statements(store)
-    )
+    """PostgreSQL: libpq's trace per checkout; SQLite: the statements it runs."""
+    return postgres_round_trips(store) if store.dialect == "postgresql" else sqlite_trace(store)
 
 
-def _trips(traces: list[Any]) -> list[int]:
-    """Per checkout: the server's ``ReadyForQuery`` messages (PostgreSQL), or statements."""
-    return [
-        t if isinstance(t, int) else len(re.findall(r"\tB\t\d+\tReadyForQuery", t)) for t in traces
-    ]
+def _trips(store: SQLBackend, traces: list[str]) -> list[int]:
+    """Per checkout, the server's ``ReadyForQuery`` messages (PostgreSQL); SQLite: one a
+    statement."""
+    if store.dialect != "postgresql":
+        return [1 for _ in traces]
+    return [len(re.findall(r"\tB\t\d+\tReadyForQuery", t)) for t in traces]
 
 
 def _calls(store: SQLBackend) -> dict[str, tuple[Callable[[], Any], Callable[[], Awaitable[Any]]]]:
@@ -166,7 +126,7 @@ async def test_round_trips_per_scoped_call_are_pinned(store: SQLBackend, call: s
         result = sync()
     with _count(store) as acounted:
         await async_()
-    trips, atrips = _trips(counted), _trips(acounted)
+    trips, atrips = _trips(store, counted), _trips(store, acounted)
     assert (sum(trips), sum(atrips)) == (pinned, pinned), (trips, atrips)
     if call == "search":
         assert len(result) == 4

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from _watch import executed
+from sqlalchemy import text
 
 from muxi_isolation import Memory, Message, Scope
 from muxi_isolation.sessions import SessionManager
@@ -218,16 +219,8 @@ QUALIFIED = re.compile(r'"public"\."(?P<name>[a-z0-9_]+)"')
 
 def test_every_statement_names_the_schema_of_its_tables(pooled: SQLBackend) -> None:
     """No table name reaches PostgreSQL unqualified, where pg_temp would be searched first."""
-    sent: list[str] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
     names = [t.name for t in pooled.tables.scoped]
-    engines = {id(e): e for e in (pooled._engine, pooled._writers[0])}.values()
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with executed(pooled) as sent:
         pooled.upsert_memories(ALICE.with_session("s1"), [Memory("m", "x", {}, [1.0, 0.0])])
         pooled.list_memories(ALICE)
         pooled.search_memories(ALICE, [1.0, 0.0], k=1)
@@ -238,9 +231,6 @@ def test_every_statement_names_the_schema_of_its_tables(pooled: SQLBackend) -> N
         pooled.get_messages(ALICE.with_session(record.id))
         pooled.read_turn(ALICE, record.id, now=record.created_at, last=50)  # its join
         pooled.list_sessions(ALICE)
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", capture)
     assert any(pooled.tables.counters.name in s for s in sent)
     assert any(pooled.tables.memories.name in s for s in sent)
     for statement in sent:

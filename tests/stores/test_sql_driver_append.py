@@ -12,13 +12,13 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, event, text
+from _watch import executed
+from sqlalchemy import JSON, text
 from sqlalchemy.dialects import sqlite
 
 from muxi_isolation import (
@@ -53,31 +53,11 @@ async def call(backend: SQLBackend, half: str, name: str, *args: Any, **kwargs: 
     return await getattr(backend, "a" + name)(*args, **kwargs)
 
 
-@contextmanager
-def through_sqlalchemy(backend: SQLBackend) -> Iterator[list[str]]:
-    """The statements SQLAlchemy executes meanwhile, on every engine of the backend."""
-    sent: list[str] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    engines = {id(e): e for e in (backend._engine, backend._writers[0])}
-    for a in (backend._aengine, backend._writers[1]):
-        engines[id(a.sync_engine)] = a.sync_engine
-    for engine in engines.values():
-        event.listen(engine, "before_cursor_execute", capture)
-    try:
-        yield sent
-    finally:
-        for engine in engines.values():
-            event.remove(engine, "before_cursor_execute", capture)
-
-
 async def append(backend: SQLBackend, half: str, scope: Scope, *texts: str, **kw: Any) -> Any:
     """``append_to_session`` at ``now`` (default T0), checking it ran on the driver."""
     now = kw.pop("now", T0)
     messages = [Message("user", t) for t in texts]
-    with through_sqlalchemy(backend) as sent:
+    with executed(backend) as sent:
         try:
             return await call(
                 backend,
@@ -228,7 +208,7 @@ async def test_a_retried_append_is_answered_from_its_receipt(store: SQLBackend, 
     method = manager.append if half == "sync" else manager.aappend
 
     async def send() -> list[Message]:
-        with through_sqlalchemy(store) as sent:
+        with executed(store) as sent:
             answer = method(s, messages, idempotency_key="k")
             result: list[Message] = answer if half == "sync" else await answer  # type: ignore[misc]
         assert not [q for q in sent if "muxi_messages" in q and "INSERT" in q], sent
@@ -251,7 +231,7 @@ def test_two_threads_appending_to_one_session_keep_seq_order(store: SQLBackend) 
             answers.append(manager.append(s, [Message("user", f"{n}.{i}.q"), Message("user", "a")]))
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    with through_sqlalchemy(store) as sent:
+    with executed(store) as sent:
         for t in threads:
             t.start()
         for t in threads:

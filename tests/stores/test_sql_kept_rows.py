@@ -8,17 +8,14 @@ module, as another process would). Each check runs on both halves.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.util import await_only
+from _watch import sqlite_trace
+from sqlalchemy import text
 
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema
@@ -55,31 +52,11 @@ def backend(path: Path) -> Iterator[SQLBackend]:
     store.close()
 
 
-@contextmanager
-def statements(backend: SQLBackend) -> Iterator[list[str]]:
-    """Every statement SQLite runs on the connections checked out meanwhile."""
-    seen: list[str] = []
-    engines = [backend._engine, backend._aengine.sync_engine]
-
-    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
-        traced = record.driver_connection.set_trace_callback(seen.append)
-        if inspect.isawaitable(traced):  # aiosqlite's, inside SQLAlchemy's greenlet
-            await_only(traced)
-
-    for engine in engines:
-        event.listen(engine, "checkout", checkout)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "checkout", checkout)
-
-
 def test_a_kept_users_search_reads_the_version_and_nothing_else(backend: SQLBackend) -> None:
     backend.upsert_memories(ALICE, memories("a"))
     both(backend, ALICE)  # reads the rows once and keeps them
     for half in ("sync", "async"):
-        with statements(backend) as seen:
+        with sqlite_trace(backend) as seen:
             if half == "sync":
                 backend.search_memories(ALICE, QUERY, 3)
             else:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from _watch import engines, listening
 
 from muxi_isolation import Memory, Scope
 from muxi_isolation.stores.sql import SQLBackend
@@ -39,14 +39,8 @@ def inserts(backend: SQLBackend) -> Iterator[list[int]]:
         if sql.startswith("INSERT INTO main.muxi_memories "):
             runs.append(len(params) if many else 1)
 
-    engines = [backend._writers[0], backend._writers[1].sync_engine]
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", before)
-    try:
+    with listening(engines(backend), "before_cursor_execute", before):
         yield runs
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", before)
 
 
 def batch(word: str) -> list[Memory]:

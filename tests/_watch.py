@@ -1,0 +1,65 @@
+"""What a SQL backend sends, watched from outside through SQLAlchemy's events (tests only):
+every engine of a backend, listeners that are always removed, the statements SQLAlchemy
+executes and the statements SQLite itself runs."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.util import await_only
+
+from muxi_isolation.stores.sql import SQLBackend
+
+__all__ = ["engines", "executed", "listening", "sqlite_trace"]
+
+
+def engines(backend: SQLBackend) -> list[Engine]:
+    """The backend's engines, each once: readers and writers, the async ones' sync engines."""
+    found = {id(e): e for e in (backend._engine, backend._writers[0])}
+    for engine in (backend._aengine, backend._writers[1]):
+        found[id(engine.sync_engine)] = engine.sync_engine
+    return list(found.values())
+
+
+@contextmanager
+def listening(targets: Sequence[Any], name: str, fn: Callable[..., Any]) -> Iterator[None]:
+    """``fn`` on event ``name`` of every target meanwhile."""
+    for target in targets:
+        event.listen(target, name, fn)
+    try:
+        yield
+    finally:
+        for target in targets:
+            event.remove(target, name, fn)
+
+
+@contextmanager
+def executed(backend: SQLBackend) -> Iterator[list[str]]:
+    """The statements SQLAlchemy executes meanwhile, on every engine of the backend."""
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    with listening(engines(backend), "before_cursor_execute", capture):
+        yield sent
+
+
+@contextmanager
+def sqlite_trace(backend: SQLBackend) -> Iterator[list[str]]:
+    """SQLite's own trace of every connection checked out meanwhile: each statement it runs,
+    whoever sends it (SQLAlchemy, or the library on the DB-API connection), BEGIN, COMMIT
+    and ROLLBACK included; an executemany once per row."""
+    seen: list[str] = []
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        traced = record.driver_connection.set_trace_callback(seen.append)
+        if inspect.isawaitable(traced):  # aiosqlite's, inside SQLAlchemy's greenlet
+            await_only(traced)
+
+    with listening([e.pool for e in engines(backend)], "checkout", checkout):
+        yield seen
