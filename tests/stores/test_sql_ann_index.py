@@ -338,11 +338,13 @@ def test_a_large_users_search_asks_for_a_missing_index(
 class Builds:
     """A stand-in for the owner's build (the scheduler alone is under test): when each ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, succeed: bool = True) -> None:
         self.at: list[float] = []
+        self.succeed = succeed
 
-    def __call__(self, user: Scope) -> None:
+    def __call__(self, user: Scope) -> bool:
         self.at.append(time.monotonic())
+        return self.succeed
 
 
 def test_writes_push_a_build_back_no_further_than_the_cap() -> None:
@@ -413,11 +415,12 @@ def test_cancelling_drops_a_waiting_build_and_waits_out_a_running_one() -> None:
     started, release = threading.Event(), threading.Event()
     done: list[Scope] = []
 
-    def build(user: Scope) -> None:
+    def build(user: Scope) -> bool:
         if user == BIG:
             started.set()
             release.wait(10)
         done.append(user)
+        return True
 
     deferred = Deferred(600, build)
     try:
@@ -439,10 +442,11 @@ def test_cancelling_drops_a_waiting_build_and_waits_out_a_running_one() -> None:
 def test_a_failing_build_does_not_end_the_builds_thread(caplog: Any) -> None:
     calls: list[Scope] = []
 
-    def build(user: Scope) -> None:
+    def build(user: Scope) -> bool:
         calls.append(user)
         if len(calls) == 1:
             raise RuntimeError("the first build fails")
+        return True
 
     deferred = Deferred(600, build)
     try:
@@ -452,5 +456,26 @@ def test_a_failing_build_does_not_end_the_builds_thread(caplog: Any) -> None:
         assert deferred.settle(timeout=10)
         assert calls == [BIG, SMALL]
         assert "deferred HNSW index build failed" in caplog.text
+    finally:
+        deferred.close()
+
+
+def test_after_a_failed_build_searches_do_not_ask_again_but_a_write_does() -> None:
+    """A build that cannot succeed (no owner's rights) is not retried, and logged, for
+    every search of a large user: searches wait ``RETRY_AFTER``; a write asks at once."""
+    builds = Builds(succeed=False)
+    deferred = Deferred(600, builds)
+    try:
+        deferred.want(BIG)
+        assert deferred.settle(timeout=10) and len(builds.at) == 1
+        deferred.want(BIG, push=False)  # a search
+        assert deferred.settle(timeout=10) and len(builds.at) == 1
+        deferred.want(BIG)  # a write
+        assert deferred.settle(timeout=10) and len(builds.at) == 2
+        builds.succeed = True
+        deferred.want(BIG)
+        assert deferred.settle(timeout=10) and len(builds.at) == 3
+        deferred.want(BIG, push=False)  # built: a search may ask again (the index went)
+        assert deferred.settle(timeout=10) and len(builds.at) == 4
     finally:
         deferred.close()

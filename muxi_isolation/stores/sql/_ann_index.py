@@ -60,6 +60,7 @@ from ._vectors import VectorPlanner
 __all__ = [
     "DEFAULT_ANN_INDEX_DELAY",
     "MAX_PUSH_BACK",
+    "RETRY_AFTER",
     "AnnIndexes",
     "Deferred",
     "index_name",
@@ -70,6 +71,10 @@ log = logging.getLogger("muxi_isolation.stores.sql")
 _NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 _LOCK_SPACE = 0x6D75_7869  # "muxi": the advisory lock's first key, the scope's hash the second
 DEFAULT_ANN_INDEX_DELAY = 2.0  # seconds without a write before a user's build
+# After a failed build, a search asks again only this much later (a write at once): a
+# build that cannot succeed (the app role owns no table and there is no admin_url) is not
+# retried, and logged, every few seconds for each search of a large user.
+RETRY_AFTER = 600.0
 # A user writing without pause is still indexed: a minute's rows into a live index cost
 # less than searching a large user exactly for as long as the writes go on.
 MAX_PUSH_BACK = 60.0
@@ -165,15 +170,17 @@ class AnnIndexes:
 
     # -- as the owner, outside any transaction ----------------------------------------------
 
-    def build(self, owner: Engine, user: Scope) -> None:
+    def build(self, owner: Engine, user: Scope) -> bool:
         """Make the user's index unless it is there (concurrently: writes go on). The write
-        that asked for it is committed: a failure is logged, searches stay exact, and the
-        user's next write tries again."""
+        that asked for it is committed: a failure is logged (``False``), searches stay
+        exact, and the user's next write tries again."""
         try:
             with _mapped():
                 self._build(owner, user)
         except StorageError as exc:
             log.warning("could not build a user's HNSW index (%s); searching exactly", exc)
+            return False
+        return True
 
     def _build(self, owner: Engine, user: Scope) -> None:
         from psycopg import sql
@@ -250,11 +257,12 @@ class Deferred:
     more than ``cap`` seconds past the user's first ask."""
 
     def __init__(
-        self, delay: float, build: Callable[[Scope], None], cap: float = MAX_PUSH_BACK
+        self, delay: float, build: Callable[[Scope], bool], cap: float = MAX_PUSH_BACK
     ) -> None:
         self.delay, self.cap = delay, max(cap, delay)
-        self._build = build
+        self._build = build  # False: it failed
         self._due: dict[tuple[str, str], _Due] = {}
+        self._failed: dict[tuple[str, str], float] = {}  # when each user's last build failed
         self._busy = 0
         self._building: tuple[str, str] | None = None
         self._wake = threading.Condition()
@@ -262,12 +270,14 @@ class Deferred:
         self._closed = False
 
     def want(self, user: Scope, *, push: bool = True) -> None:
-        """Ask for the user's build; ``push=False`` (a search) leaves a due build's time."""
+        """Ask for the user's build; ``push=False`` (a search) leaves a due build's time,
+        and asks nothing within ``RETRY_AFTER`` of the user's last failed build."""
         key = (user.tenant_id, user.user_id)
         with self._wake:
-            if self._closed:
-                return
             now = time.monotonic()
+            failed = self._failed.get(key)
+            if self._closed or (not push and failed is not None and now < failed + RETRY_AFTER):
+                return
             old = self._due.get(key)
             if old is None:
                 self._due[key] = _Due(now + self.delay, now, user)
@@ -328,12 +338,17 @@ class Deferred:
                 user = self._due.pop(ready[0]).user
                 self._busy += 1
                 self._building = ready[0]
+            built = False
             try:
-                self._build(user)
+                built = self._build(user)
             except Exception:  # the thread serves every user: one failure must not end it
                 log.exception("a deferred HNSW index build failed; searching exactly")
             finally:
                 with self._wake:
+                    if built:
+                        self._failed.pop(ready[0], None)
+                    else:
+                        self._failed[ready[0]] = time.monotonic()
                     self._busy -= 1
                     self._building = None
                     self._wake.notify_all()

@@ -274,20 +274,19 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         else:
             self._ann.deferred.want(user)
 
-    def _build_index(self, user: Scope) -> None:
-        self._ann.build(self._owner(), user)
+    def _build_index(self, user: Scope) -> bool:
+        return self._ann.build(self._owner(), user)
 
-    def _build_later(self, user: Scope) -> None:
+    def _build_later(self, user: Scope) -> bool:
         """A deferred build, once the user is seen (under their scope) to still need it: a
-        user forgotten since the ask gets no index naming them."""
+        user forgotten since the ask gets no index naming them. ``False``: it failed."""
         cap = self.vectors.ann_threshold + 1
         try:
             rows = self._run(Call(user, self.vectors.user_rows, (user, cap)))
         except StorageError as exc:
             log.warning("could not count a user's rows for their HNSW index (%s)", exc)
-            return
-        if rows >= cap:
-            self._build_index(user)
+            return False
+        return rows < cap or self._build_index(user)
 
     def _forget_user_steps(self, user: Scope) -> Plan[Counts]:
         """One plan for both halves (``plans``); the blocking steps in a thread on the async."""
