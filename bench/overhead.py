@@ -63,6 +63,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
     VectorStoreQuery,
 )
+from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     JSON,
@@ -334,9 +335,13 @@ def postgres_pairs(args: Any, table: np.ndarray) -> dict[str, dict[str, float]]:
             app.set(drivername="postgresql").render_as_string(hide_password=False),
             prepare_threshold=None,
         )
+        # The issue's "raw exact query": the one statement alone, no transaction or scope
+        # (the server's superuser skips row-level security), the vector sent in binary.
+        bare = psycopg.connect(admin_url, autocommit=True, prepare_threshold=None)
         try:
-            return RawPostgres(backend, raw, table).pairs(args)
+            return RawPostgres(backend, raw, table, bare).pairs(args)
         finally:
+            bare.close()
             raw.close()
             backend.close()
             owner = create_engine(make_url(admin_url).set(drivername="postgresql+psycopg"))
@@ -349,8 +354,8 @@ class RawPostgres:
     """What one would write by hand with psycopg, under the same row-level security: each
     call one transaction that opens its scope with ``scope_enter``, then the same work."""
 
-    def __init__(self, backend: SQLBackend, raw: Any, table: np.ndarray) -> None:
-        self.backend, self.raw, self.table = backend, raw, table
+    def __init__(self, backend: SQLBackend, raw: Any, table: np.ndarray, bare: Any) -> None:
+        self.backend, self.raw, self.table, self.bare = backend, raw, table, bare
         rows = table.tolist()
         self.users = {n: Scope(TENANT, f"p{n}") for n in (20, 100)}
         for n, user in self.users.items():
@@ -376,10 +381,25 @@ class RawPostgres:
         self.enter = f"SELECT {schema}.{prep.quote(t.prefix + 'scope_enter')}(%s, %s, %s)"
         self.key = backend._scope_key
         assert self.key is not None
+        register_vector(bare)  # the extension exists now
 
     def _scoped(self, cur: Any, user: Scope) -> None:
         assert self.key is not None
         cur.execute(self.enter, (user.tenant_id, user.user_id, _rls.scope_tag(self.key, user)))
+
+    def exact_alone(self, user: Scope, query: list[float], k: int = 4) -> list[Any]:
+        """The exact query as one statement and nothing else (see ``postgres_pairs``)."""
+        exact = (
+            f"SELECT id, content, metadata, vector_send(embedding), created_at, d FROM "
+            f"(SELECT *, embedding <=> %s AS d FROM {self.memories} WHERE tenant_id = %s "
+            "AND user_id = %s AND embedding IS NOT NULL OFFSET 0) mine ORDER BY d, id LIMIT %s"
+        )
+        vector = np.asarray(query, dtype=np.float32)
+        rows = self.bare.execute(exact, (vector, user.tenant_id, user.user_id, k)).fetchall()
+        return [
+            (r[0], r[1], r[2], np.frombuffer(r[3][4:], ">f4").tolist(), r[4], 1 - r[5])
+            for r in rows
+        ]
 
     def search(self, user: Scope, query: list[float], k: int = 4) -> list[Any]:
         exact = (
@@ -461,6 +481,13 @@ class RawPostgres:
         for n, user in self.users.items():
             mine = [m.id for m, _ in self.backend.search_memories(user, queries[0], k=4)]
             assert mine == [r[0] for r in self.search(user, queries[0])], mine
+            assert mine == [r[0] for r in self.exact_alone(user, queries[0])], mine
+            out[f"search_{n}_rows_vs_exact_alone"] = pair(
+                lambda i, u=user: self.backend.search_memories(u, queries[i % 64], k=4),
+                lambda i, u=user: self.exact_alone(u, queries[i % 64]),
+                args.trials,
+                args.reps,
+            )
             out[f"search_{n}_rows"] = pair(
                 lambda i, u=user: self.backend.search_memories(u, queries[i % 64], k=4),
                 lambda i, u=user: self.search(u, queries[i % 64]),
@@ -586,7 +613,7 @@ def main() -> None:
     wanted = args.postgres or os.environ.get("MUXI_BENCH_POSTGRES_URL")
     if args.only == "postgres" or (args.only is None and wanted):
         results["postgres_rls"] = postgres_pairs(args, table)
-    head = f"{'pair':>20} {'operation':>19} {'wrapped µs':>11} {'bare µs':>9} {'ratio':>6}"
+    head = f"{'pair':>20} {'operation':>31} {'wrapped µs':>11} {'bare µs':>9} {'ratio':>6}"
     print(head)
     print("-" * len(head))
     figures: dict[str, Any] = {}
@@ -601,7 +628,7 @@ def main() -> None:
             elif name != "chat_history":
                 flag = " ok" if r["ratio"] <= TARGET else " over target"
             print(
-                f"{name:>20} {op:>19} {r['wrapped_us']:11.1f} {r['bare_us']:9.1f} "
+                f"{name:>20} {op:>31} {r['wrapped_us']:11.1f} {r['bare_us']:9.1f} "
                 f"{r['ratio']:5.2f}x{flag}"
             )
             figures[f"{name}_{op}_ratio"] = round(r["ratio"], 3)

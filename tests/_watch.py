@@ -1,10 +1,13 @@
-"""What a SQL backend sends, watched from outside through SQLAlchemy's events (tests only):
-every engine of a backend, listeners that are always removed, the statements SQLAlchemy
-executes and the statements SQLite itself runs."""
+"""What a SQL backend sends, watched from outside (tests only): every engine of a backend,
+listeners that are always removed, the statements SQLAlchemy executes, the statements SQLite
+itself runs and libpq's trace of PostgreSQL's round trips."""
 
 from __future__ import annotations
 
 import inspect
+import os
+import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +17,14 @@ from sqlalchemy.util import await_only
 
 from muxi_isolation.stores.sql import SQLBackend
 
-__all__ = ["engines", "executed", "listening", "sqlite_trace"]
+__all__ = [
+    "engines",
+    "executed",
+    "listening",
+    "postgres_round_trips",
+    "round_trips",
+    "sqlite_trace",
+]
 
 
 def engines(backend: SQLBackend) -> list[Engine]:
@@ -63,3 +73,36 @@ def sqlite_trace(backend: SQLBackend) -> Iterator[list[str]]:
 
     with listening([e.pool for e in engines(backend)], "checkout", checkout):
         yield seen
+
+
+@contextmanager
+def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
+    """libpq's trace of every connection used meanwhile, one per checkout."""
+    counted: list[str] = []
+    traces: dict[int, tuple[Any, int, str]] = {}
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        pgconn = record.driver_connection.pgconn
+        fd, path = tempfile.mkstemp(prefix="muxi-trace-")
+        pgconn.trace(fd)
+        traces[id(record)] = (pgconn, fd, path)
+
+    def checkin(_dbapi: Any, record: Any) -> None:
+        found = traces.pop(id(record), None)
+        if found is None:
+            return
+        pgconn, fd, path = found
+        pgconn.untrace()  # flushes the trace
+        with open(path) as trace:
+            counted.append(trace.read())
+        os.close(fd)
+        os.unlink(path)
+
+    pools = [engine.pool for engine in engines(backend)]
+    with listening(pools, "checkout", checkout), listening(pools, "checkin", checkin):
+        yield counted
+
+
+def round_trips(traces: list[str]) -> list[int]:
+    """Per checkout, the server's ``ReadyForQuery`` messages: one ends each round trip."""
+    return [len(re.findall(r"\tB\t\d+\tReadyForQuery", t)) for t in traces]

@@ -9,15 +9,11 @@ Both halves, sync and async, must cost the same.
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from _watch import engines, listening, sqlite_trace
+from _watch import postgres_round_trips, round_trips, sqlite_trace
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import text
 
@@ -34,43 +30,16 @@ PAIR = [HumanMessage("what did I say?"), AIMessage("That the budget is 1.2M.")]
 # (PostgreSQL round trips, SQLite statements) per call. A pooled PostgreSQL connection that
 # ran only the backend's own statements goes back to the pool without a reset.
 PINNED = {
-    # PostgreSQL: BEGIN, scope_enter, the search (the user's row count inside), COMMIT;
-    # SQLite: BEGIN, the user's version (their rows are kept while it holds), COMMIT
-    "search": (4, 3),
+    # PostgreSQL: BEGIN, scope_enter, the search (the user's row count inside) and COMMIT
+    # in one flight (``_pipeline``); SQLite: BEGIN, the user's version (their rows are kept
+    # while it holds), COMMIT
+    "search": (1, 3),
     "read": (4, 3),  # BEGIN, scope_enter, the read, COMMIT
     # PostgreSQL: BEGIN, scope_enter, touch + seqs (one statement), insert, COMMIT;
     # SQLite: BEGIN, touch, seqs, the insert's two rows (one executemany), COMMIT
     "append": (5, 6),
     "first append": (11, 11),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
 }
-
-
-@contextmanager
-def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
-    """libpq's trace of every connection used meanwhile, one per checkout."""
-    counted: list[str] = []
-    traces: dict[int, tuple[Any, int, str]] = {}
-
-    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
-        pgconn = record.driver_connection.pgconn
-        fd, path = tempfile.mkstemp(prefix="muxi-trace-")
-        pgconn.trace(fd)
-        traces[id(record)] = (pgconn, fd, path)
-
-    def checkin(_dbapi: Any, record: Any) -> None:
-        found = traces.pop(id(record), None)
-        if found is None:
-            return
-        pgconn, fd, path = found
-        pgconn.untrace()  # flushes the trace
-        with open(path) as trace:
-            counted.append(trace.read())
-        os.close(fd)
-        os.unlink(path)
-
-    pools = [engine.pool for engine in engines(backend)]
-    with listening(pools, "checkout", checkout), listening(pools, "checkin", checkin):
-        yield counted
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -91,7 +60,7 @@ def _trips(store: SQLBackend, traces: list[str]) -> list[int]:
     statement."""
     if store.dialect != "postgresql":
         return [1 for _ in traces]
-    return [len(re.findall(r"\tB\t\d+\tReadyForQuery", t)) for t in traces]
+    return round_trips(traces)
 
 
 def _calls(store: SQLBackend) -> dict[str, tuple[Callable[[], Any], Callable[[], Awaitable[Any]]]]:
@@ -176,8 +145,12 @@ async def test_the_backends_own_calls_leave_nothing_for_a_reset(make_backend: An
         await calls()
     assert len(traces) > 10 and not [t for t in traces if "DISCARD" in t]
     with store._engine.connect() as conn:  # the one pooled connection, as the calls left it
+        db = conn.connection.driver_connection
+        assert (db.autocommit, db.info.transaction_status.name) == (False, "IDLE")
         left = conn.execute(LEFT).one()
     async with store._aengine.connect() as aconn:
+        adb = (await aconn.get_raw_connection()).driver_connection
+        assert (adb.autocommit, adb.info.transaction_status.name) == (False, "IDLE")
         aleft = (await aconn.execute(LEFT)).one()
     assert tuple(left) == tuple(aleft) == (0, 0, 0, "", "on")
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ...errors import (
@@ -22,7 +24,7 @@ from ...errors import (
     StorageUnavailable,
 )
 
-__all__ = ["describe", "mapped", "unavailable"]
+__all__ = ["describe", "from_driver", "mapped", "unavailable"]
 
 
 def describe(exc: BaseException) -> str:
@@ -83,3 +85,19 @@ def mapped(*, opening: bool = False) -> Iterator[None]:
 def unavailable() -> AbstractContextManager[None]:
     """Around opening a connection: any database error there means we cannot reach it."""
     return mapped(opening=True)
+
+
+def from_driver(
+    dialect: Dialect, exc: Any, pooled: Any = None, connection: Any = None
+) -> StatementError:
+    """A DB-API error as SQLAlchemy raises it (``DBAPIError``, the driver's error as ``orig``,
+    no statement or parameters in its text), for ``mapped``; a connection the driver reports
+    lost (``connection``: the driver's, which psycopg marks broken) is dropped from the pool
+    (``pooled``), as SQLAlchemy does."""
+    lost = dialect.is_disconnect(exc, connection, None)
+    if lost and pooled is not None:
+        pooled.invalidate(exc)
+    error: StatementError = DBAPIError.instance(
+        None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+    )
+    return error

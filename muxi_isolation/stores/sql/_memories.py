@@ -156,9 +156,12 @@ class MemoryOps(OpsBase):
     def search_on_driver(
         self, db: Any, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
-        """``search_memories`` without a filter, on SQLite's DB-API connection (``_vectors``)."""
+        """``search_memories`` without a filter: on SQLite's DB-API connection, or on
+        PostgreSQL in one round trip for a user within the threshold (``_pipeline``)."""
         assert node is None
         self._check_query(vector)
+        if self.dialect == "postgresql":
+            return self.vectors.search_pipelined(db, Search(user, vector, k, []))
         return self.vectors.search_on_driver(db, Search(user, vector, k, []))
 
     def _check_query(self, vector: list[float]) -> None:

@@ -5,7 +5,9 @@
 the transaction's first statement sets the row-level-security scope, transaction-locally.
 The sync half runs on a sync engine; the async half on an async engine (aiosqlite, psycopg
 async), with the same function driven through ``AsyncConnection.run_sync``. A ``driver``
-call (SQLite's append) gets the pooled DB-API connection itself instead of SQLAlchemy's.
+call gets, on SQLite (the append, a search), the pooled DB-API connection itself instead
+of SQLAlchemy's; on PostgreSQL (a search) a ``Pipelined``, which opens its scope, reads
+and commits in one round trip.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, TextClause
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool, PoolProxiedConnection
 
@@ -28,6 +30,7 @@ from ...scope import Scope
 from . import _errors, _rls
 from ._engines import open_engines
 from ._gate import Gate
+from ._pipeline import Flight, Pipelined
 from ._pool import claim
 from ._schema import Tables
 from ._scope_key import StaleKey, read_scope_key
@@ -44,8 +47,9 @@ EVERY_TENANT = ":every"  # never a tenant id (a tenant id cannot hold ":")
 class Call(Generic[T]):
     """``fn(conn, *args)`` in one transaction of its own, opened for ``scope`` (row-level
     security), or with ``admin_tenant`` on the admin path; ``write``: on the writer;
-    ``driver`` (SQLite only): ``conn`` is the DB-API connection, not SQLAlchemy's. Made once
-    per call, for ``_run`` or ``_arun`` alike."""
+    ``driver``: ``conn`` is SQLite's DB-API connection, not SQLAlchemy's, or on PostgreSQL
+    a ``Pipelined`` (a scoped read in one round trip). Made once per call, for ``_run`` or
+    ``_arun`` alike."""
 
     scope: Scope | None
     fn: Callable[..., T]
@@ -90,6 +94,8 @@ class Transactions:
         if admin is not None:
             self._admin = open_engines(admin, {"poolclass": NullPool}, busy_timeout)
         self._enter_statement: TextClause | None = None
+        self._enter_sql: str | None = None  # the same, as psycopg's SQL (``_pipelined``)
+        self._flights: dict[tuple[int, bool], tuple[Any, Flight]] = {}
         self._scope_key: bytes | None = None
 
     def setup(self) -> None:
@@ -119,11 +125,23 @@ class Transactions:
         _rls.apply_settings(conn, settings, set_local=self.citus)
 
     def _call(self, conn: Connection, call: Call[T]) -> T:
+        if call.driver and self.dialect == "postgresql":
+            return call.fn(self._pipelined(conn, call.scope), *call.args)
         self._enter(conn, call.scope, call.admin_tenant)
         if call.driver:  # the async half: SQLAlchemy's transaction, the driver's statements
             with _from_driver(conn.dialect):
                 return call.fn(conn.connection.dbapi_connection, *call.args)
         return call.fn(conn, *call.args)
+
+    def _pipelined(self, conn: Connection, scope: Scope | None) -> Pipelined:
+        """PostgreSQL's driver call: its statement and its scope in one round trip."""
+        assert scope is not None and self._scope_key is not None and not self.citus
+        if self._enter_sql is None:
+            assert self._enter_statement is not None
+            self._enter_sql = str(self._enter_statement.compile(dialect=conn.dialect))
+        tag = _rls.scope_tag(self._scope_key, scope)
+        enter = (self._enter_sql, {"t": scope.tenant_id, "u": scope.user_id, "tag": tag})
+        return Pipelined(conn, enter, lambda c: self._enter(c, scope, None), self._flights)
 
     def _engines_for(self, call: Call[Any]) -> tuple[Engine, AsyncEngine]:
         """The admin path's engines, the single writer's, or the app's."""
@@ -143,7 +161,7 @@ class Transactions:
     def _run_once(self, call: Call[T]) -> T:
         engine = self._engines_for(call)[0]
         self.setup()
-        if call.driver:
+        if call.driver and self.dialect == "sqlite":
             return self._run_on_driver(engine, call)
         with self._gate.hold(), _errors.mapped():
             with _errors.unavailable():
@@ -178,12 +196,12 @@ class Transactions:
                 raise
         except failed as exc:
             with _errors.unavailable():
-                raise _driver_error(dialect, exc) from exc
+                raise _errors.from_driver(dialect, exc) from exc
         try:
             return _in_transaction(pooled, call)
         except failed as exc:
             with _errors.mapped():
-                raise _driver_error(dialect, exc, pooled) from exc
+                raise _errors.from_driver(dialect, exc, pooled) from exc
         finally:
             pooled.close()
 
@@ -279,19 +297,4 @@ def _from_driver(dialect: Dialect) -> Iterator[None]:
     try:
         yield
     except dialect.loaded_dbapi.Error as exc:
-        raise _driver_error(dialect, exc) from exc
-
-
-def _driver_error(
-    dialect: Dialect, exc: Any, pooled: PoolProxiedConnection | None = None
-) -> StatementError:
-    """A DB-API error as SQLAlchemy raises it (``DBAPIError``, the driver's error as ``orig``,
-    no statement or parameters in its text), for ``_errors``; a connection the driver reports
-    lost is dropped from the pool, as SQLAlchemy does."""
-    lost = dialect.is_disconnect(exc, None, None)
-    if lost and pooled is not None:
-        pooled.invalidate(exc)
-    error: StatementError = DBAPIError.instance(
-        None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
-    )
-    return error
+        raise _errors.from_driver(dialect, exc) from exc

@@ -29,7 +29,7 @@ are planned per execution (psycopg's server-side prepare is off), so each plan k
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -57,6 +57,7 @@ from ...records import Memory
 from ...scope import Scope, known_scope
 from ..similarity import mismatch, row_norms, top_exact, top_float32
 from . import _rls
+from ._pipeline import Pipelined
 from ._schema import Tables
 from ._vector_cache import Kept, VectorCache, versions_table
 
@@ -74,6 +75,7 @@ DEFAULT_ANN_THRESHOLD = 5000
 DEFAULT_ANN_MIN_FRACTION = 0.005
 DEFAULT_EF_SEARCH = 400
 DEFAULT_MAX_SCAN_TUPLES = 50_000
+_MAX_LARGE = 100_000
 
 Scored = tuple[Memory, float]
 Q = TypeVar("Q")
@@ -92,7 +94,11 @@ class Search(Generic[Q]):
 
 
 def row_to_memory(row: Row[Any]) -> Memory:
-    m = row._mapping
+    return memory_of(row._mapping)
+
+
+def memory_of(m: Mapping[Any, Any]) -> Memory:
+    """A memory from a row's columns by name (SQLAlchemy's row, or ``_pipeline``'s)."""
     return Memory(
         m["id"],
         m["content"],
@@ -116,6 +122,7 @@ class VectorPlanner:
     own_index: Callable[[Connection, Scope], bool] | None = None  # ``AnnIndexes.ready``
     wants_index: Callable[[Scope], None] | None = None  # ``Deferred.want``: asks, never waits
     cache: VectorCache = field(default_factory=VectorCache)
+    _large: set[tuple[str, str]] = field(default_factory=set)  # users last seen above it
 
     def search(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
         if s.k == 0:
@@ -128,6 +135,7 @@ class VectorPlanner:
         # inside the exact search, which scans nothing once the count passes the threshold.
         rows, hits = self._gated(conn, s)
         if rows <= self.ann_threshold:
+            self._large.discard((s.user.tenant_id, s.user.user_id))
             return hits
         if self._ann_ready(conn, s.user):
             hits = self._ann(conn, s)
@@ -216,12 +224,48 @@ class VectorPlanner:
     def _gated(self, conn: Connection, s: Search[list[float]]) -> tuple[int, list[Scored]]:
         """The user's embedded rows (counted up to the threshold + 1) and, when they are
         within the threshold, the exact search's hits, from one statement."""
-        cap = self.ann_threshold + 1
-        params = self._params(s.user, query_vector=s.query, muxi_k=s.k, muxi_cap=cap)
         stmt = self._gated_stmt if not s.where else self._gated_select(s.where)
-        rows = conn.execute(stmt, params).all()
-        count = int(rows[0]._mapping["muxi_rows"]) if rows else 0
-        return count, [_scored(row) for row in rows if row._mapping["id"] is not None]
+        rows = conn.execute(stmt, self._gated_params(s)).all()
+        return _counted([row._mapping for row in rows])
+
+    def _gated_params(self, s: Search[list[float]]) -> dict[str, Any]:
+        cap = self.ann_threshold + 1
+        return self._params(s.user, query_vector=s.query, muxi_k=s.k, muxi_cap=cap)
+
+    def search_pipelined(self, db: Pipelined, s: Search[list[float]]) -> list[Scored]:
+        """An unfiltered PostgreSQL search in one round trip, its scope opened and its
+        transaction committed in the same flight: exact, the user's rows counted in the same
+        scan (``_windowed_stmt``). A user it finds above the threshold is searched by their
+        plan (``search``: their own HNSW index, asked for if missing, in a scoped transaction
+        after the flight) at once and from then on, until the plan sees them within it."""
+        if s.k <= 0:
+            return []
+        key = (s.user.tenant_id, s.user.user_id)
+        if key not in self._large:
+            params = self._params(s.user, query_vector=s.query, muxi_k=s.k)
+            rows, hits = _counted(db.rows(self._windowed_stmt, params))
+            if rows <= self.ann_threshold or not self.tables.hnsw:
+                return hits
+            if len(self._large) >= _MAX_LARGE:  # a bound, far above any real store's
+                self._large.clear()
+            self._large.add(key)
+        return self.search(db.scoped(), s)
+
+    @cached_property
+    def _windowed_stmt(self) -> Select[Any]:
+        """The exact search, the user's rows counted over the same scan (a window): one
+        reference to the table, so row-level security's checks run once, against three in
+        ``_gated_stmt`` (which costs about twice as much on the server for a small user). It
+        scores every row of the user, hence only for users not known to be large."""
+        t = self.tables.memories
+        rows = func.count().over().label("muxi_rows")
+        mine = (
+            select(t, self._distance(None).label("distance"), rows)
+            .where(*self._scope(None))
+            .cte("mine")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        return select(mine).order_by(mine.c.distance, mine.c.id).limit(bindparam("muxi_k"))
 
     def _gated_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
         """``_exact_select`` behind the capped count: the count's one row, left-joined to
@@ -422,6 +466,16 @@ def _rank(kept: Kept, s: Search[list[float]]) -> list[tuple[int, float]]:
 
 
 def _scored(row: Row[Any]) -> Scored:
-    distance = float(row._mapping["distance"])
+    return _scored_of(row._mapping)
+
+
+def _scored_of(m: Mapping[Any, Any]) -> Scored:
+    distance = float(m["distance"])
     similarity = 0.0 if math.isnan(distance) else 1.0 - distance
-    return row_to_memory(row), similarity
+    return memory_of(m), similarity
+
+
+def _counted(rows: Sequence[Mapping[Any, Any]]) -> tuple[int, list[Scored]]:
+    """A gated search's rows: the user's rows as counted, and the hits (none past the cap)."""
+    count = int(rows[0]["muxi_rows"]) if rows else 0
+    return count, [_scored_of(row) for row in rows if row["id"] is not None]

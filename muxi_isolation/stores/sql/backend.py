@@ -244,8 +244,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         """The primitive ``op`` names, as one transaction of the SQL operations."""
         if op.name == "append_to_session" and self.dialect == "sqlite":  # the hot write
             return Call(op.scope, self._ops.append_on_driver, (op,), write=True, driver=True)
-        if isinstance(op, VectorSearch) and op.node is None and self.dialect == "sqlite":
-            return Call(op.scope, self._ops.search_on_driver, op.args(), driver=True)  # hot read
+        if isinstance(op, VectorSearch) and op.node is None and not self.citus:  # hot read
+            return Call(op.scope, self._ops.search_on_driver, op.args(), driver=True)
         fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
         args = (op,) if op.name in _WHOLE else op.args()
         return Call(op.scope, fn, args, op.write, admin_tenant(op))

@@ -1,0 +1,176 @@
+"""PostgreSQL's one-round-trip search (``_pipeline``): the same answers as the planned search,
+a large user handed to their plan, a stale scope key read again, and the pooled connection
+left as it was found (outside a transaction, autocommit off) after a flight that succeeded or
+failed on the server, or dropped when it died or was cancelled midway. Both halves where
+there are two."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from _watch import executed, postgres_round_trips, round_trips
+from sqlalchemy import text
+
+from muxi_isolation import Memory, Scope
+from muxi_isolation.errors import DeadlineExceeded, StorageUnavailable
+from muxi_isolation.stores.sql import SQLBackend
+
+HALVES = pytest.mark.parametrize("half", ["sync", "async"])
+
+ALICE = Scope("tenant_a", "alice")
+BOB = Scope("tenant_a", "bob")
+QUERY = [1.0, 0.25]
+EVERYONE = {"all": True}  # a filter every row matches: the search planned through SQLAlchemy
+
+
+def vectors(n: int, offset: float = 0.0) -> list[Memory]:
+    return [Memory(f"m{i}", f"text {i}", {"all": True}, [1.0, i / 3 + offset]) for i in range(n)]
+
+
+def searcher(store: SQLBackend, half: str) -> Callable[..., Awaitable[Any]]:
+    async def search(user: Scope, k: int = 4, **options: Any) -> Any:
+        if half == "sync":
+            return store.search_memories(user, QUERY, k=k, **options)
+        return await store.asearch_memories(user, QUERY, k=k, **options)
+
+    return search
+
+
+def answers(found: list[tuple[Memory, float]]) -> list[tuple[Any, ...]]:
+    return [(m.id, m.content, m.metadata, m.embedding, m.created_at, m.scope, s) for m, s in found]
+
+
+async def pooled(store: SQLBackend, half: str, look: Callable[[Any], Any]) -> Any:
+    """``look`` at the half's pool's one psycopg connection as the calls left it (while
+    checked out: the pool's reset of this unclaimed checkout comes after)."""
+    if half == "sync":
+        with store._engine.connect() as conn:
+            return look(conn.connection.driver_connection)
+    async with store._aengine.connect() as aconn:
+        return look((await aconn.get_raw_connection()).driver_connection)
+
+
+def state(db: Any) -> tuple[bool, str]:
+    return db.autocommit, db.info.transaction_status.name
+
+
+def pid(db: Any) -> int:
+    return int(db.info.backend_pid)
+
+
+@HALVES
+async def test_one_round_trip_answers_as_the_planned_search(make_backend: Any, half: str) -> None:
+    store = make_backend("postgres", embedding_dimension=2, pool_size=1, max_overflow=0)
+    store.upsert_memories(ALICE, vectors(12))
+    store.upsert_memories(BOB, vectors(3, offset=0.1))
+    search = searcher(store, half)
+    for user, k in [(ALICE, 4), (ALICE, 30), (BOB, 10), (Scope("tenant_a", "nobody"), 4)]:
+        with postgres_round_trips(store) as traces:
+            found = await search(user, k)
+        assert sum(round_trips(traces)) == 1
+        assert answers(found) == answers(await search(user, k, filter=EVERYONE))
+        assert [m.scope.user_id for m, _ in found] == [user.user_id] * len(found)
+    assert await pooled(store, half, state) == (False, "IDLE")
+
+
+@HALVES
+async def test_a_large_user_is_searched_by_their_plan_until_seen_small(
+    make_backend: Any, half: str
+) -> None:
+    """The flight finds her past the threshold: her plan (her own HNSW index) answers, then
+    and from then on, with no flight first; once her plan sees her small, flights again."""
+    store = make_backend("postgres", embedding_dimension=2, ann_threshold=5, ann_index_delay=0)
+    store.upsert_memories(ALICE, vectors(8))  # past the threshold: her own HNSW index
+    search = searcher(store, half)
+    exact = answers(await search(ALICE, filter=EVERYONE))
+    with postgres_round_trips(store) as first, executed(store) as planned:
+        assert answers(await search(ALICE)) == exact
+    with postgres_round_trips(store) as then:
+        assert answers(await search(ALICE)) == exact
+    assert sum(round_trips(first)) == sum(round_trips(then)) + 1  # the flight, then her plan
+    assert any("<=>" in sql and "found" in sql for sql in planned)  # the HNSW statement
+    store.forget_user(ALICE)
+    store.upsert_memories(ALICE, vectors(2))
+    await search(ALICE)  # still by her plan, which sees her within the threshold
+    with postgres_round_trips(store) as small:
+        assert len(await search(ALICE)) == 2
+    assert sum(round_trips(small)) == 1
+
+
+@HALVES
+async def test_a_flight_past_its_deadline_leaves_the_connection_as_found(
+    make_backend: Any, postgres_admin: Any, half: str
+) -> None:
+    """The search waits on a lock held elsewhere until ``lock_timeout``: the flight fails on
+    the server after BEGIN and ``scope_enter`` ran, so it is rolled back; the one pooled
+    connection then serves the next search, outside a transaction, autocommit off."""
+    store = make_backend(
+        "postgres", embedding_dimension=2, statement_timeout=0.5, pool_size=1, max_overflow=0
+    )
+    store.upsert_memories(ALICE, vectors(3))
+    search = searcher(store, half)
+    await search(ALICE)
+    before = await pooled(store, half, pid)
+    table = store._engine.dialect.identifier_preparer.format_table(store.tables.memories)
+    with postgres_admin.begin() as admin:
+        admin.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        with pytest.raises(DeadlineExceeded):
+            await search(ALICE)
+    assert await pooled(store, half, state) == (False, "IDLE")
+    assert len(await search(ALICE)) == 3
+    assert await pooled(store, half, pid) == before  # kept, not replaced
+
+
+@HALVES
+async def test_a_flight_whose_connection_dies_is_unavailable_and_the_next_one_reconnects(
+    make_backend: Any, postgres_admin: Any, half: str
+) -> None:
+    store = make_backend("postgres", embedding_dimension=2, pool_size=1, max_overflow=0)
+    store.upsert_memories(ALICE, vectors(3))
+    search = searcher(store, half)
+    await search(ALICE)  # the async pool's connection exists too
+    killed = await pooled(store, half, pid)
+    with postgres_admin.begin() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": killed})
+    with pytest.raises(StorageUnavailable):
+        await search(ALICE)
+    assert len(await search(ALICE)) == 3
+    assert await pooled(store, half, state) == (False, "IDLE")
+
+
+@HALVES
+async def test_a_stale_scope_key_is_read_again_and_the_search_retried(
+    make_backend: Any, half: str
+) -> None:
+    store = make_backend("postgres", embedding_dimension=2)
+    store.upsert_memories(ALICE, vectors(3))
+    key = store._scope_key
+    store._scope_key = b"\x00" * 32  # as if ours were rotated away: it verifies under no key
+    assert len(await searcher(store, half)(ALICE)) == 3
+    assert store._scope_key == key
+
+
+async def test_a_flight_cancelled_midway_drops_its_connection(
+    make_backend: Any, postgres_admin: Any
+) -> None:
+    """An async search cancelled while its flight waits on the server: the connection is in
+    an unknown state (pipeline mode, autocommit, a statement running), so the pool never
+    hands it out again; the next search gets a new one."""
+    store = make_backend("postgres", embedding_dimension=2, pool_size=1, max_overflow=0)
+    store.upsert_memories(ALICE, vectors(3))
+    await store.asearch_memories(ALICE, QUERY, k=4)
+    before = await pooled(store, "async", pid)
+    table = store._engine.dialect.identifier_preparer.format_table(store.tables.memories)
+    with postgres_admin.begin() as admin:
+        admin.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        waiting = asyncio.ensure_future(store.asearch_memories(ALICE, QUERY, k=4))
+        await asyncio.sleep(0.3)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert len(await store.asearch_memories(ALICE, QUERY, k=4)) == 3
+    assert await pooled(store, "async", state) == (False, "IDLE")
+    assert await pooled(store, "async", pid) != before
