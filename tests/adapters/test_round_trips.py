@@ -34,7 +34,7 @@ PINNED = {
     # in one flight (``_pipeline``); SQLite: BEGIN, the user's version (their rows are kept
     # while it holds), COMMIT
     "search": (1, 3),
-    "read": (4, 3),  # BEGIN, scope_enter, the read, COMMIT
+    "read": (1, 3),  # BEGIN, scope_enter, the read, COMMIT: in one flight on PostgreSQL
     # PostgreSQL: BEGIN, scope_enter, touch + seqs (one statement), insert, COMMIT;
     # SQLite: BEGIN, touch, seqs, the insert's two rows (one executemany), COMMIT
     "append": (5, 6),

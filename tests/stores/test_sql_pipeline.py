@@ -14,7 +14,7 @@ import pytest
 from _watch import executed, postgres_round_trips, round_trips
 from sqlalchemy import text
 
-from muxi_isolation import Memory, Scope
+from muxi_isolation import Memory, Message, Scope
 from muxi_isolation.errors import DeadlineExceeded, StorageUnavailable
 from muxi_isolation.stores.sql import SQLBackend
 
@@ -73,6 +73,38 @@ async def test_one_round_trip_answers_as_the_planned_search(make_backend: Any, h
         assert sum(round_trips(traces)) == 1
         assert answers(found) == answers(await search(user, k, filter=EVERYONE))
         assert [m.scope.user_id for m, _ in found] == [user.user_id] * len(found)
+    assert await pooled(store, half, state) == (False, "IDLE")
+
+
+@HALVES
+async def test_a_history_read_in_one_round_trip_answers_as_the_windowed_read(
+    make_backend: Any, half: str
+) -> None:
+    """A whole history, its last N and a status (one flight) against the same read with a
+    window (``limit``: SQLAlchemy's path); another session of hers reads as nothing."""
+    store = make_backend("postgres", pool_size=1, max_overflow=0)
+    scope = ALICE.with_session("s1")
+    status = ["archived", "archived", "active", "active", "active", "active"]
+    store.append_messages(
+        scope, [Message("user", f"m{i}", {"i": i}, [], status[i]) for i in range(6)]
+    )
+
+    async def read(where: Scope, **window: Any) -> list[Message]:
+        if half == "sync":
+            return store.get_messages(where, **window)
+        return await store.aget_messages(where, **window)
+
+    for window in [{}, {"last": 3}, {"status": "active"}, {"last": 2, "status": "archived"}]:
+        with postgres_round_trips(store) as traces:
+            found = await read(scope, **window)
+        assert sum(round_trips(traces)) == 1
+        windowed = {**window, "limit": 100} if "last" not in window else None
+        if windowed is not None:
+            assert found == await read(scope, **windowed)
+        assert found and {m.scope for m in found} == {scope}
+    assert [m.content for m in await read(scope, last=3)] == ["m3", "m4", "m5"]
+    assert [m.content for m in await read(scope, limit=2, offset=1)] == ["m1", "m2"]
+    assert await read(ALICE.with_session("s2")) == []
     assert await pooled(store, half, state) == (False, "IDLE")
 
 

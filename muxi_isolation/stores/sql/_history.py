@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,7 @@ from .._message_ops import AppendToSession, GetMessages
 from ..base import RECEIPT_WINDOW
 from ._driver import Driver
 from ._ops_base import utc, utc_now
+from ._pipeline import Pipelined
 from ._sqlite_append import DriverAppend
 
 __all__ = ["HistoryOps"]
@@ -70,8 +71,12 @@ def _json(raw: str) -> Any:
 
 
 def _text_row_to_message(row: Row[Any]) -> Message:
-    """``_row_to_message`` for a row whose JSON columns were read as text (``Ops._read``)."""
-    m = row._mapping
+    return _text_message_of(row._mapping)
+
+
+def _text_message_of(m: Mapping[Any, Any]) -> Message:
+    """``_row_to_message`` for a row whose JSON columns were read as text (``Ops._read``),
+    by column name (SQLAlchemy's row, or ``_pipeline``'s)."""
     return Message(
         m["role"],
         _json(m["content"]),
@@ -369,20 +374,30 @@ class HistoryOps(DriverAppend):
 
     def get_messages(self, conn: Connection, read: GetMessages) -> list[Message]:
         """The operation whole, as ``append_to_session``: its window is this step's arguments."""
-        m, last = self.t.messages, read.last
-        if last == 0:
+        m = self.t.messages
+        if read.last == 0:
             return []
         if read.limit is None and not read.offset:  # a whole history, or its last N: built once
-            newest, status = last is not None, read.status
-            stmt = self._once(
-                f"messages:{status is not None}:{newest}", lambda: self._read(status, newest)
-            )
-            params = self._scope_params(read.scope, muxi_status=status, muxi_last=last)
-            rows = conn.execute(stmt, params).all()
-            return [_text_row_to_message(row) for row in (reversed(rows) if newest else rows)]
+            stmt, params = self._whole(read)
+            rows = [row._mapping for row in conn.execute(stmt, params)]
+            return [_text_message_of(row) for row in (reversed(rows) if read.last else rows)]
         query = select(m).where(*self._messages(read.scope, read.status))
         query = query.order_by(m.c.seq).limit(read.limit).offset(read.offset or None)
         return [_row_to_message(row) for row in conn.execute(query).all()]
+
+    def messages_on_driver(self, db: Pipelined, read: GetMessages) -> list[Message]:
+        """``get_messages`` of a whole history or its last N on PostgreSQL, in one round
+        trip: its scope opened and its transaction committed in the same flight."""
+        rows = db.rows(*self._whole(read))
+        return [_text_message_of(row) for row in (reversed(rows) if read.last else rows)]
+
+    def _whole(self, read: GetMessages) -> tuple[Any, dict[str, Any]]:
+        """The statement (built once) and parameters of a whole history or its last N."""
+        newest, status = read.last is not None, read.status
+        stmt = self._once(
+            f"messages:{status is not None}:{newest}", lambda: self._read(status, newest)
+        )
+        return stmt, self._scope_params(read.scope, muxi_status=status, muxi_last=read.last)
 
     def _read(self, status: str | None, newest: bool) -> Any:
         m = self.t.messages

@@ -27,6 +27,7 @@ from ...records import Memory
 from ...scope import Scope
 from .._graph_operations import GraphOperation
 from .._memory_ops import VectorSearch
+from .._message_ops import GetMessages
 from ..base import Backend, Counts
 from ..operations import Operation
 from . import _audit, _dimension, _errors
@@ -120,6 +121,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
             table_prefix, schema, fixed, text_search_config, embedding_precision
         )
         self.citus = citus
+        self._pipelines = self.dialect == "postgresql" and not citus  # one-trip reads
         self.vectors = VectorPlanner(
             self.tables,
             self.dialect,
@@ -246,6 +248,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
             return Call(op.scope, self._ops.append_on_driver, (op,), write=True, driver=True)
         if isinstance(op, VectorSearch) and op.node is None and not self.citus:  # hot read
             return Call(op.scope, self._ops.search_on_driver, op.args(), driver=True)
+        if isinstance(op, GetMessages) and self._pipelines and op.limit is None and not op.offset:
+            return Call(op.scope, self._ops.messages_on_driver, (op,), driver=True)  # one trip
         fn = getattr(self._graph_ops if isinstance(op, GraphOperation) else self._ops, op.name)
         args = (op,) if op.name in _WHOLE else op.args()
         return Call(op.scope, fn, args, op.write, admin_tenant(op))
