@@ -34,6 +34,7 @@ __all__ = [
     "norm",
     "rank",
     "row_norms",
+    "screen_scale",
     "top_exact",
     "top_float32",
 ]
@@ -42,6 +43,8 @@ Matrix = npt.NDArray[np.floating[Any]]
 Scores = npt.NDArray[np.float64]
 
 _BLOCK = 4096  # rows scored at a time: a float64 copy of a block stays in cache
+_TINY = 1e-30  # norms within [_TINY, 1 / _TINY]: the float32 screen's bound holds
+_SORTED = 64  # candidates up to which sorting them all beats best_first's partition
 
 
 def mismatch(vector: int, query: int) -> InvalidInput:
@@ -87,8 +90,11 @@ def cosines(query: Sequence[float] | Scores, matrix: Matrix, norms: Scores | Non
         raise mismatch(matrix.shape[-1], len(q))
     if norms is None:
         norms = row_norms(matrix)
+    return _cosines(q, _query_norm(q), matrix, norms)
+
+
+def _cosines(q: Scores, q_norm: float, matrix: Matrix, norms: Scores) -> Scores:
     out = np.empty(matrix.shape[0], dtype=np.float64)
-    q_norm = _query_norm(q)
     with np.errstate(all="ignore"):  # 0/0 for a zero vector; overflow of absurd magnitudes
         for start in range(0, matrix.shape[0], _BLOCK):
             block = matrix[start : start + _BLOCK].astype(np.float64, copy=False)
@@ -99,8 +105,21 @@ def cosines(query: Sequence[float] | Scores, matrix: Matrix, norms: Scores | Non
     return out
 
 
+def screen_scale(norms: Scores) -> npt.NDArray[np.float32] | None:
+    """Each row's 1/norm in float32, for ``top_float32`` to screen rows with one multiply;
+    ``None`` when some norm is outside [1e-30, 1e30] (zero, tiny, huge or not finite)."""
+    if len(norms) == 0 or not (norms.min() >= _TINY and norms.max() <= 1 / _TINY):
+        return None
+    return (1.0 / norms).astype(np.float32)
+
+
 def top_float32(
-    query: Sequence[float], matrix: Matrix, norms: Scores, k: int, key: Callable[[int], Any]
+    query: Sequence[float],
+    matrix: Matrix,
+    norms: Scores,
+    k: int,
+    key: Callable[[int], Any],
+    scale: npt.NDArray[np.float32] | None = None,
 ) -> list[tuple[int, float]]:
     """``best_first`` over ``cosines`` (the same positions and scores, to the bit), for a
     float32 ``matrix``: every row is scored in float32 (no float64 copy, twice the SIMD
@@ -110,6 +129,13 @@ def top_float32(
     times sum |q_j v_j| <= |q| |v|, so no cosine moves by more than ``slack``: a row whose
     fast score is ``2 * slack`` below the k-th best fast score cannot be in the exact top k.
     Where the bound does not hold (overflow, tiny norms), the rows are scored exactly.
+
+    With ``scale`` (the rows' ``screen_scale``) and a query norm within [1e-30, 1e30], the
+    fast score is the float32 dot with the unit query times the row's float32 1/norm: all
+    float32, one pass after the dot. No value can overflow, underflow costs at most an
+    absolute 1e-12, and no exact score is zero, NaN or infinite. The roundings of 1/norm and
+    of the product are two more units (the unit query's float64 one is in the 1e-10); two
+    more cover the cut's rounding to float32 (at most one unit, the cut being below 2).
     """
     q = np.asarray(query, dtype=np.float64)
     if k <= 0 or len(matrix) == 0:  # no rows: nothing of another length either
@@ -118,6 +144,33 @@ def top_float32(
         raise mismatch(matrix.shape[-1], len(q))
     n, d = matrix.shape
     q_norm = _query_norm(q)
+    if n > k and scale is not None and _TINY <= q_norm <= 1 / _TINY and d < 2**22:
+        fast = _dots32(matrix, (q / q_norm).astype(np.float32))
+        np.multiply(fast, scale, out=fast)  # |fast| <= 1.01: no overflow
+        unit = 2.0**-24 * (d + 6)
+        slack = 1.01 * unit / (1 - unit) + 1e-10
+        cut = np.float32(float(np.partition(fast, -k)[-k]) - 2 * slack)  # the k-th best's
+        candidates = np.flatnonzero(fast >= cut)
+        # ``_cosines``' arithmetic, less its guards: no denominator is zero, no dot overflows
+        block = matrix[candidates].astype(np.float64)
+        exact = np.einsum("ij,j->i", block, q) / (norms[candidates] * q_norm)
+    else:
+        candidates = np.arange(n) if n <= k else _screened(q, q_norm, matrix, norms, k)
+        exact = _cosines(q, q_norm, matrix[candidates], norms[candidates])
+    if len(candidates) > _SORTED:
+        best = best_first(exact, k, lambda j: key(int(candidates[j])))
+        return [(int(candidates[j]), float(exact[j])) for j in best]
+    values, rows = exact.tolist(), candidates.tolist()  # few: sort them all by (-score, key)
+    order = sorted(range(len(rows)), key=lambda j: (-values[j], key(rows[j])))
+    return [(rows[j], values[j]) for j in order[:k]]
+
+
+def _screened(
+    q: Scores, q_norm: float, matrix: Matrix, norms: Scores, k: int
+) -> npt.NDArray[np.intp]:
+    """``top_float32``'s candidates without a usable ``scale``: the float32 dot divided by
+    the float64 denominators, every row scored exactly where the bound does not hold."""
+    n, d = matrix.shape
     with np.errstate(all="ignore"):
         q32 = q.astype(np.float32)
         denominators = norms * q_norm
@@ -129,14 +182,10 @@ def top_float32(
     screened = fast if everyone else fast[normal]
     bounded = unit < 0.5 and q_norm >= 1e-30 and bool(np.isfinite(q32).all())
     if not bounded or len(screened) <= k or not np.isfinite(screened).all():
-        candidates = np.arange(n)
-    else:
-        kth = np.partition(screened, -k)[-k]  # the k-th best fast score
-        near = fast >= kth - 2 * slack
-        candidates = np.flatnonzero(near if everyone else ~normal | near)
-    exact = cosines(q, matrix[candidates], norms[candidates])
-    best = best_first(exact, k, lambda j: key(int(candidates[j])))
-    return [(int(candidates[j]), float(exact[j])) for j in best]
+        return np.arange(n)
+    kth = np.partition(screened, -k)[-k]  # the k-th best fast score
+    near = fast >= kth - 2 * slack
+    return np.flatnonzero(near if everyone else ~normal | near)
 
 
 def _dots32(matrix: Matrix, q32: Matrix) -> Matrix:

@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from muxi_isolation import Memory, Scope
-from muxi_isolation.stores.similarity import best_first, cosines, row_norms, top_float32
+from muxi_isolation.stores.similarity import (
+    best_first,
+    cosines,
+    row_norms,
+    screen_scale,
+    top_float32,
+)
 from muxi_isolation.stores.sql import SCHEMA_VERSION, SQLBackend, _schema
 from muxi_isolation.stores.sql._vector_cache import Kept, VectorCache
 
@@ -199,13 +205,29 @@ def test_the_cache_holds_at_most_its_bytes_least_recently_used_out_first() -> No
     assert cache.get(("t", "huge"), 1) is None  # never holds more than its bytes
 
 
+def test_the_float32_screen_scores_rows_and_queries_past_float32_exactly() -> None:
+    """A row whose float32 dot overflows (a norm past 1e30), a query whose squared norm
+    does (past 1e154): scored in float64 as ``cosines`` scores them, not screened."""
+    matrix = np.ones((20, 8), dtype=np.float32)
+    matrix[:, 7] = np.arange(20, dtype=np.float32)  # row 0 is the query's direction
+    matrix[1:4, :7] = 3e38  # float32 dots past its largest value
+    ids = [f"m{i:02d}" for i in range(20)]
+    for query in ([1.0] * 7 + [0.0], [1e300] * 7 + [0.0]):
+        for rows in (matrix, matrix[4:], matrix[4:] * np.float32(1e20)):  # 1e320: float64's
+            exact = cosines(query, rows)
+            want = [(i, float(exact[i])) for i in best_first(exact, 3, ids.__getitem__)]
+            norms = row_norms(rows)
+            assert top_float32(query, rows, norms, 3, ids.__getitem__, screen_scale(norms)) == want
+
+
 near = st.floats(-1, 1, allow_nan=False, width=32)
 
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(data=st.data())
 def test_the_float32_screen_returns_the_exact_ranking_to_the_bit(data) -> None:
-    """Near-ties, exact ties, zero, tiny and huge vectors: the same positions and scores."""
+    """Near-ties, exact ties, zero, tiny and huge vectors: the same positions and scores,
+    with and without the rows' ``screen_scale``."""
     dim = data.draw(st.integers(1, 24))
     base = np.asarray(data.draw(st.lists(near, min_size=dim, max_size=dim)))
     n = data.draw(st.integers(1, 120))
@@ -220,10 +242,12 @@ def test_the_float32_screen_returns_the_exact_ranking_to_the_bit(data) -> None:
     else:
         matrix = rng.normal(size=(n, dim)) * 10.0 ** rng.integers(-40, 38, size=(n, 1))
     matrix = matrix.astype(np.float32)
-    scale = 10.0 ** data.draw(st.integers(-45, 40))
+    scale = 10.0 ** data.draw(st.integers(-45, 40) | st.sampled_from([-170, 170]))  # |q|^2: 0, inf
     query = ((base + rng.normal(scale=1e-3, size=dim)) * scale).tolist()
     k = data.draw(st.integers(1, 15))
     ids = [f"m{i:03d}" for i in rng.permutation(n)]
     exact = cosines(query, matrix)
     want = [(i, float(exact[i])) for i in best_first(exact, k, ids.__getitem__)]
-    assert top_float32(query, matrix, row_norms(matrix), k, ids.__getitem__) == want
+    norms = row_norms(matrix)
+    assert top_float32(query, matrix, norms, k, ids.__getitem__) == want
+    assert top_float32(query, matrix, norms, k, ids.__getitem__, screen_scale(norms)) == want

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Column, Connection, Integer, MetaData, PrimaryKeyConstraint, String, Table
 
+from ..similarity import screen_scale
 from ._schema import Tables
 
 __all__ = ["Kept", "VectorCache", "any_update_statements", "version_statements", "versions_table"]
@@ -109,9 +110,10 @@ def any_update_statements(conn: Connection, tables: Tables) -> list[str]:
 
 @dataclass(frozen=True)
 class Kept:
-    """One user's vectors as stored at ``version``: ids, float32 rows, float64 norms, and
-    each row's other columns as stored (``rows``: tenant, user, content, metadata text,
-    created_at text, session), so a search at that version reads nothing but the version."""
+    """One user's vectors as stored at ``version``: ids, float32 rows, float64 norms (and
+    their float32 ``screen_scale``), and each row's other columns as stored (``rows``:
+    tenant, user, content, metadata text, created_at text, session), so a search at that
+    version reads nothing but the version."""
 
     version: int
     ids: list[str]
@@ -119,10 +121,19 @@ class Kept:
     norms: npt.NDArray[np.float64]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     text_bytes: int = 0  # the rows' strings
+    scale: npt.NDArray[np.float32] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", screen_scale(self.norms))
 
     @property
     def nbytes(self) -> int:
-        return int(self.matrix.nbytes + self.norms.nbytes) + 64 * len(self.ids) + self.text_bytes
+        arrays = (
+            self.matrix.nbytes
+            + self.norms.nbytes
+            + (0 if self.scale is None else self.scale.nbytes)
+        )
+        return int(arrays) + 64 * len(self.ids) + self.text_bytes
 
 
 class VectorCache:

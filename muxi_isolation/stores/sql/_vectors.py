@@ -461,7 +461,7 @@ def _rank(kept: Kept, s: Search[list[float]]) -> list[tuple[int, float]]:
     if not kept.ids:
         return []
     if len(kept.ids) > _SMALL:
-        return top_float32(s.query, kept.matrix, kept.norms, s.k, kept.ids.__getitem__)
+        return top_float32(s.query, kept.matrix, kept.norms, s.k, kept.ids.__getitem__, kept.scale)
     return top_exact(s.query, kept.matrix, s.k, kept.ids.__getitem__, kept.norms)
 
 
