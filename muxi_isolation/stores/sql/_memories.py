@@ -157,7 +157,7 @@ class MemoryOps(OpsBase):
         self, db: Any, user: Scope, vector: list[float], k: int, node: Filter | None
     ) -> list[Scored]:
         """``search_memories`` without a filter: on SQLite's DB-API connection, or on
-        PostgreSQL in one round trip for a user within the threshold (``_pipeline``)."""
+        PostgreSQL in one round trip (a large user's plan after it; ``_pipeline``)."""
         assert node is None
         self._check_query(vector)
         if self.dialect == "postgresql":

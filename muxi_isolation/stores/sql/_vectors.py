@@ -6,7 +6,8 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
 
 - PostgreSQL, user with at most ``ann_threshold`` embedded rows: exact search over the
   user's rows, reached through the composite B-tree (a MATERIALIZED CTE keeps the planner
-  off the HNSW index). Cost grows with the user's rows, not the table's.
+  off the HNSW index). Cost grows with the user's rows, not the table's. Unfiltered, it
+  is one round trip (``search_pipelined``), the user's rows counted in the same scan.
 - PostgreSQL, larger user with an HNSW index of their own (``_ann_index``: made when a
   write takes them past the threshold, used once valid): HNSW over their rows alone,
   ``ef_search`` candidates, re-sorted; sorting is priced out in that transaction so the
