@@ -25,8 +25,10 @@ Pairs (the wrapped side first; ratio = wrapped / bare, medians of per-trial rati
 - PostgreSQL (``--postgres``), as a non-owner app role under row-level security: the
   backend's search (users of 20 and 100 memories, dim --dim, k=4) and the LangChain history's
   read and add vs a raw psycopg transaction doing the same work with the same scoping
-  (BEGIN, ``scope_enter``, the exact query or the history's statements, COMMIT); and the
-  round trips each backend call costs, counted by libpq's trace.
+  (BEGIN, ``scope_enter``, the exact query or the history's statements, COMMIT); the
+  search also vs the exact query alone (``_vs_exact_alone``: one statement as the server's
+  superuser, no transaction or scope, the vector in binary: issue 15's "raw exact query");
+  and the round trips each backend call costs, counted by libpq's trace.
 
 Embeddings come from a lookup table (no model), so the ratios show the wrappers' own cost;
 any real embedding call would shrink them. The target for the wrapped vector stores is
