@@ -206,3 +206,26 @@ async def test_a_flight_cancelled_midway_drops_its_connection(
     assert len(await store.asearch_memories(ALICE, QUERY, k=4)) == 3
     assert await pooled(store, "async", state) == (False, "IDLE")
     assert await pooled(store, "async", pid) != before
+
+
+@HALVES
+async def test_without_pipeline_mode_the_reads_take_their_transaction_as_before(
+    make_backend: Any, monkeypatch: pytest.MonkeyPatch, half: str
+) -> None:
+    """A libpq before 14 has no pipeline mode (psycopg says so): the backend made there
+    searches and reads in a scoped transaction of four round trips, with the same answers.
+    (The libpq here has it: psycopg's answer is the one thing replaced.)"""
+    import psycopg
+
+    monkeypatch.setattr(psycopg.capabilities, "has_pipeline", lambda *_a, **_k: False)
+    store = make_backend("postgres", embedding_dimension=2)
+    store.upsert_memories(ALICE, vectors(5))
+    scope = ALICE.with_session("s1")
+    store.append_messages(scope, [Message("user", "hello")])
+    search = searcher(store, half)
+    with postgres_round_trips(store) as traces:
+        found = await search(ALICE)
+        read = store.get_messages(scope) if half == "sync" else await store.aget_messages(scope)
+    assert round_trips(traces) == [4, 4]
+    assert answers(found) == answers(await search(ALICE, filter=EVERYONE))
+    assert [m.content for m in read] == ["hello"]

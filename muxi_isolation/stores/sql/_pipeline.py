@@ -28,7 +28,7 @@ from sqlalchemy.util import await_only
 from . import _errors, _rls
 from ._scope_key import StaleKey
 
-__all__ = ["Flight", "Pipelined"]
+__all__ = ["Flight", "Pipelined", "supported"]
 
 Rows = list[dict[str, Any]]
 Processors = tuple[Callable[[Any], Any] | None, ...]
@@ -163,3 +163,14 @@ def _put_back(db: Any, is_async: bool) -> bool:
     except Exception:  # any failure here: the connection is dropped
         return False
     return True
+
+
+def supported() -> bool:
+    """Whether psycopg can run a pipeline here: it needs libpq 14 or later (the one
+    ``psycopg[binary]`` ships is); with an older one the reads take four round trips."""
+    import psycopg
+
+    capabilities = getattr(psycopg, "capabilities", None)  # psycopg 3.2 and later
+    if capabilities is not None:
+        return bool(capabilities.has_pipeline())
+    return bool(psycopg.Pipeline.is_supported())  # pragma: no cover - psycopg 3.1

@@ -30,7 +30,7 @@ from .._memory_ops import VectorSearch
 from .._message_ops import GetMessages
 from ..base import Backend, Counts
 from ..operations import Operation
-from . import _audit, _dimension, _errors
+from . import _audit, _dimension, _errors, _pipeline
 from ._admin import AdminPath, admin_tenant
 from ._ann_index import DEFAULT_ANN_INDEX_DELAY, AnnIndexes, Deferred
 from ._engines import dispose_elsewhere
@@ -121,7 +121,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
             table_prefix, schema, fixed, text_search_config, embedding_precision
         )
         self.citus = citus
-        self._pipelines = self.dialect == "postgresql" and not citus  # one-trip reads
+        # One-round-trip reads (``_pipeline``): not under Citus, nor with a libpq before 14.
+        self._pipelines = self.dialect == "postgresql" and not citus and _pipeline.supported()
         self.vectors = VectorPlanner(
             self.tables,
             self.dialect,
@@ -246,7 +247,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         """The primitive ``op`` names, as one transaction of the SQL operations."""
         if op.name == "append_to_session" and self.dialect == "sqlite":  # the hot write
             return Call(op.scope, self._ops.append_on_driver, (op,), write=True, driver=True)
-        if isinstance(op, VectorSearch) and op.node is None and not self.citus:  # hot read
+        hot_search = self._pipelines or self.dialect == "sqlite"
+        if isinstance(op, VectorSearch) and op.node is None and hot_search:  # hot read
             return Call(op.scope, self._ops.search_on_driver, op.args(), driver=True)
         if isinstance(op, GetMessages) and self._pipelines and op.limit is None and not op.offset:
             return Call(op.scope, self._ops.messages_on_driver, (op,), driver=True)  # one trip
