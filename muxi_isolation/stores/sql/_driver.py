@@ -4,7 +4,7 @@ through SQLAlchemy's ``exec_driver_sql`` or on a DB-API cursor itself (``Driver.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Table
@@ -54,6 +54,7 @@ class Driver:
     names: tuple[str, ...]
     positional: bool  # qmark (SQLite); else named parameters (PostgreSQL's drivers)
     processors: dict[str, Callable[[Any], Any]]
+    defaults: dict[str, Any] = field(default_factory=dict)  # the statement's own values
 
     @classmethod
     def of(
@@ -61,17 +62,22 @@ class Driver:
     ) -> Driver:
         dialect = dialect_of(conn)
         compiled = stmt.compile(dialect=dialect)
-        found = {}
+        found, defaults = {}, {}
         for name, bind in compiled.binds.items():
             processor = processors(bind.type, dialect)
             if processor is not None:
                 found[name] = processor
+            if not bind.required:  # a literal, or a parameter made with a value
+                defaults[name] = bind.value
         order = compiled.positiontup
         names = tuple(compiled.binds if order is None else order)
-        return cls(str(compiled), names, order is not None, found)
+        return cls(str(compiled), names, order is not None, found, defaults)
 
     def params(self, params: dict[str, Any]) -> Any:
-        """The driver's parameters: processed, in its order (or by name)."""
+        """The driver's parameters (``params`` over the statement's own): processed, in its
+        order (or by name)."""
+        if self.defaults:
+            params = {**self.defaults, **params}
         for name, processor in self.processors.items():
             params[name] = processor(params[name])
         if self.positional:

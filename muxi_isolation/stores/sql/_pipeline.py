@@ -26,6 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.util import await_only
 
 from . import _errors, _rls
+from ._driver import Driver
 from ._scope_key import StaleKey
 
 __all__ = ["Flight", "Pipelined", "supported"]
@@ -37,13 +38,11 @@ Answer = tuple[list[tuple[Any, ...]], tuple[int, ...]]  # rows, their columns' t
 
 @dataclass(frozen=True)
 class Flight:
-    """A statement compiled once to psycopg's SQL: its own bound values (literals), the bind
-    processors SQLAlchemy would apply, its columns' names and types, and their result
-    processors (by the types the server answered with, as SQLAlchemy keys them)."""
+    """A statement compiled once to psycopg's SQL (``Driver``), with its columns' names and
+    types and their result processors (by the types the server answered with, as
+    SQLAlchemy keys them)."""
 
-    sql: str
-    defaults: dict[str, Any]
-    binds: dict[str, Callable[[Any], Any]]
+    driver: Driver
     keys: tuple[str, ...]
     types: tuple[Any, ...]
     dialect: Dialect
@@ -51,23 +50,9 @@ class Flight:
 
     @classmethod
     def of(cls, stmt: Any, dialect: Dialect) -> Flight:
-        compiled = stmt.compile(dialect=dialect)
-        binds, defaults = {}, {}
-        for name, bind in compiled.binds.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                binds[name] = processor
-            if not bind.required:
-                defaults[name] = bind.value
         columns = list(stmt.selected_columns)
         keys, types = tuple(c.key for c in columns), tuple(c.type for c in columns)
-        return cls(str(compiled), defaults, binds, keys, types, dialect)
-
-    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        params = {**self.defaults, **given}
-        for name, processor in self.binds.items():
-            params[name] = processor(params[name])
-        return params
+        return cls(Driver.of(dialect, stmt), keys, types, dialect)
 
     def decode(self, rows: list[tuple[Any, ...]], oids: tuple[int, ...]) -> Rows:
         processors = self.results.get(oids)
@@ -98,7 +83,7 @@ class Pipelined:
 
     def rows(self, stmt: Any, params: Mapping[str, Any]) -> Rows:
         flight = self._flight(stmt)
-        read = (flight.sql, flight.params(params))
+        read = (flight.driver.sql, flight.driver.params(dict(params)))
         queued = (("BEGIN", None), self.enter, read, ("COMMIT", None))
         db = self.conn.connection.driver_connection
         failed, is_async = self.conn.dialect.loaded_dbapi.Error, self.conn.dialect.is_async
