@@ -254,19 +254,11 @@ class VectorPlanner:
 
     @cached_property
     def _windowed_stmt(self) -> Select[Any]:
-        """The exact search, the user's rows counted over the same scan (a window): one
-        reference to the table, so row-level security's checks run once, against three in
-        ``_gated_stmt`` (which costs about twice as much on the server for a small user). It
-        scores every row of the user, hence only for users not known to be large."""
-        t = self.tables.memories
-        rows = func.count().over().label("muxi_rows")
-        mine = (
-            select(t, self._distance(None).label("distance"), rows)
-            .where(*self._scope(None))
-            .cte("mine")
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        return select(mine).order_by(mine.c.distance, mine.c.id).limit(bindparam("muxi_k"))
+        """``_exact_select`` with the user's rows counted over the same scan (a window), so
+        the count needs no reference to the table of its own: ``_gated_stmt``'s count, scan
+        and join cost about twice as much on the server for a small user. It scores every row
+        of the user, hence only for users not known to be large."""
+        return self._exact_select([], counted=True)
 
     def _gated_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
         """``_exact_select`` behind the capped count: the count's one row, left-joined to
@@ -286,22 +278,28 @@ class VectorPlanner:
             .order_by(hits.c.distance, hits.c.id)
         )
 
-    def _exact_select(self, where: Sequence[ColumnElement[bool]]) -> Select[Any]:
+    def _exact_select(
+        self, where: Sequence[ColumnElement[bool]], counted: bool = False
+    ) -> Select[Any]:
+        """The user's ``k`` nearest rows, exactly: every row's distance (ids only, so the
+        scan carries no content), the top ``k``, then those rows whole; ``counted``: each
+        result also says how many rows the scan saw (``muxi_rows``)."""
         t = self.tables.memories
+        scored = [t.c.id, self._distance(None).label("distance")]
+        if counted:
+            scored.append(func.count().over().label("muxi_rows"))
         mine = (
-            select(t.c.id, self._distance(None).label("distance"))
+            select(*scored)
             .where(*self._scope(None), *where)
             .cte("mine")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         top = (
-            select(mine.c.id, mine.c.distance)
-            .order_by(mine.c.distance, mine.c.id)
-            .limit(bindparam("muxi_k"))
-            .subquery("top")
-        )
+            select(*mine.c).order_by(mine.c.distance, mine.c.id).limit(bindparam("muxi_k"))
+        ).subquery("top")
+        extra = [top.c.muxi_rows] if counted else []
         return (
-            select(t, top.c.distance)
+            select(t, top.c.distance, *extra)
             .join(top, t.c.id == top.c.id)
             .where(*self._scope(None)[:2])
             .order_by(top.c.distance, top.c.id)
