@@ -82,6 +82,7 @@ __all__ = [
     "create_app_role",
     "create_scope_key",
     "drop_old_scope_keys",
+    "enter_params",
     "enter_scope",
     "enter_statement",
     "grants",
@@ -341,7 +342,12 @@ def enter_scope(
         settings = {TENANT: user.tenant_id, USER: user.user_id, SCOPE_TAG: tag}
         apply_settings(conn, settings, set_local=True)
         return
-    conn.execute(statement, {"t": user.tenant_id, "u": user.user_id, "tag": scope_tag(key, user)})
+    conn.execute(statement, enter_params(user, key))
+
+
+def enter_params(user: Scope, key: bytes) -> dict[str, str]:
+    """``enter_statement``'s parameters for ``user``: the ids and their signed tag."""
+    return {"t": user.tenant_id, "u": user.user_id, "tag": scope_tag(key, user)}
 
 
 def apply_settings(conn: Connection, settings: Mapping[str, str], *, set_local: bool) -> None:

@@ -139,8 +139,7 @@ class Transactions:
         if self._enter_sql is None:
             assert self._enter_statement is not None
             self._enter_sql = str(self._enter_statement.compile(dialect=conn.dialect))
-        tag = _rls.scope_tag(self._scope_key, scope)
-        enter = (self._enter_sql, {"t": scope.tenant_id, "u": scope.user_id, "tag": tag})
+        enter = (self._enter_sql, _rls.enter_params(scope, self._scope_key))
         return Pipelined(conn, enter, lambda c: self._enter(c, scope, None), self._flights)
 
     def _engines_for(self, call: Call[Any]) -> tuple[Engine, AsyncEngine]:
