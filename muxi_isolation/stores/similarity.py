@@ -44,7 +44,7 @@ Scores = npt.NDArray[np.float64]
 
 _BLOCK = 4096  # rows scored at a time: a float64 copy of a block stays in cache
 _TINY = 1e-30  # norms within [_TINY, 1 / _TINY]: the float32 screen's bound holds
-_SORTED = 64  # candidates up to which sorting them all beats best_first's partition
+_SORTED = 64  # scores up to which sorting them all beats a partition first
 
 
 def mismatch(vector: int, query: int) -> InvalidInput:
@@ -157,12 +157,8 @@ def top_float32(
     else:
         candidates = np.arange(n) if n <= k else _screened(q, q_norm, matrix, norms, k)
         exact = _cosines(q, q_norm, matrix[candidates], norms[candidates])
-    if len(candidates) > _SORTED:
-        best = best_first(exact, k, lambda j: key(int(candidates[j])))
-        return [(int(candidates[j]), float(exact[j])) for j in best]
-    values, rows = exact.tolist(), candidates.tolist()  # few: sort them all by (-score, key)
-    order = sorted(range(len(rows)), key=lambda j: (-values[j], key(rows[j])))
-    return [(rows[j], values[j]) for j in order[:k]]
+    best = best_first(exact, k, lambda j: key(int(candidates[j])))
+    return [(int(candidates[j]), float(exact[j])) for j in best]
 
 
 def _screened(
@@ -202,7 +198,7 @@ def best_first(scores: Scores, k: int, key: Callable[[int], Any]) -> list[int]:
     n = len(scores)
     if k <= 0 or n == 0:
         return []
-    if k < n:
+    if k < n and n > _SORTED:
         kth = np.partition(scores, n - k)[n - k]  # the k-th largest
         candidates = np.flatnonzero(scores >= kth)
     else:
