@@ -208,3 +208,56 @@ def test_sqlbackend_is_what_open_backend_gives(tmp_path) -> None:
         assert isinstance(backend, SQLBackend) and backend.tables.dimension == 4
     finally:
         backend.close()
+
+
+def _plan_nodes(plan: dict) -> list[dict]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(_plan_nodes(child))
+    return nodes
+
+
+@pytest.mark.parametrize("statement", ["_exact_stmt", "_gated_stmt", "_windowed_stmt"])
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
+def test_exact_search_reads_only_the_top_k_rows_whole(
+    make_backend, postgres_admin, statement: str, analyzed: bool
+) -> None:
+    """The exact search scores ids and distances, then reads its top k rows whole by key.
+    A join back planned from a guessed row count (a table not yet analyzed) once read every
+    row of the user whole once per hit: 31 ms for a 3,683-row user against 2 ms.
+    EXPLAIN ANALYZE the store's statement as the app role, under the user's scope."""
+    from muxi_isolation.stores.sql import _rls
+
+    backend = make_backend("postgres", embedding_dimension=DIM)
+    rng = random.Random(11)
+    rows = [
+        Memory(f"m{i:04d}", "x" * 200, {}, [rng.gauss(0, 1) for _ in range(DIM)])
+        for i in range(1500)
+    ]
+    backend.upsert_memories(BIG, rows)
+    if analyzed:
+        with postgres_admin.begin() as conn:
+            conn.exec_driver_sql(
+                f'ANALYZE "{backend.tables.memories.schema}".{backend.tables.memories.name}'
+            )
+    v = backend.vectors
+    stmt = getattr(v, statement)
+    params = v._params(BIG, query_vector=rows[0].embedding, muxi_k=5, muxi_cap=v.ann_threshold + 1)
+    with backend._engine.connect() as conn, conn.begin():
+        conn.execute(
+            _rls.enter_statement(conn, backend.tables), _rls.enter_params(BIG, backend._scope_key)
+        )
+        compiled = stmt.compile(dialect=conn.dialect)
+        bound = compiled.construct_params(params)
+        bound = {k: compiled._bind_processors.get(k, lambda x: x)(x) for k, x in bound.items()}
+        found = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string, bound)
+        plan = found.scalar()[0]["Plan"]
+        hits = conn.execute(stmt, params).all()
+    assert hits[0].id == "m0000" and len(hits) == 5
+    read = [
+        n["Actual Rows"] * n["Actual Loops"]
+        for n in _plan_nodes(plan)
+        if n.get("Relation Name") == backend.tables.memories.name
+    ]
+    counted = [1500] if statement == "_gated_stmt" else []  # its capped count's own scan
+    assert sorted(read) == [5, 1500, *counted], read  # the scored scan, the top k by key

@@ -282,14 +282,14 @@ class VectorPlanner:
         self, where: Sequence[ColumnElement[bool]], counted: bool = False
     ) -> Select[Any]:
         """The user's ``k`` nearest rows, exactly: every row's distance (ids only, so the
-        scan carries no content), the top ``k``, then those rows whole; ``counted``: each
-        result also says how many rows the scan saw (``muxi_rows``)."""
+        scan carries no content), the top ``k``, then each of those rows whole by its key
+        (a lateral lookup: a join back planned from a guessed row count read every row of
+        the user whole, once per hit); ``counted``: each result also says how many rows the scan saw
+        (``muxi_rows``, counted over the kept scan: a window over it kept every row's
+        vector too, and spilled to disk from a few thousand rows)."""
         t = self.tables.memories
-        scored = [t.c.id, self._distance(None).label("distance")]
-        if counted:
-            scored.append(func.count().over().label("muxi_rows"))
         mine = (
-            select(*scored)
+            select(t.c.id, self._distance(None).label("distance"))
             .where(*self._scope(None), *where)
             .cte("mine")
             .prefix_with("MATERIALIZED", dialect="postgresql")
@@ -297,11 +297,14 @@ class VectorPlanner:
         top = (
             select(*mine.c).order_by(mine.c.distance, mine.c.id).limit(bindparam("muxi_k"))
         ).subquery("top")
-        extra = [top.c.muxi_rows] if counted else []
+        # LIMIT 1 (the key is unique) keeps the planner from flattening the lookup into a
+        # join it would plan again from its guess.
+        by_key = select(t).where(*self._scope(None)[:2], t.c.id == top.c.id).limit(1)
+        row = by_key.lateral("row")
+        extra = [select(func.count()).select_from(mine).label("muxi_rows")] if counted else []
         return (
-            select(t, top.c.distance, *extra)
-            .join(top, t.c.id == top.c.id)
-            .where(*self._scope(None)[:2])
+            select(*row.c, top.c.distance, *extra)
+            .select_from(top.join(row, true()))
             .order_by(top.c.distance, top.c.id)
         )
 
