@@ -112,24 +112,63 @@ async def test_a_history_read_in_one_round_trip_answers_as_the_windowed_read(
 async def test_a_large_user_is_searched_by_their_plan_until_seen_small(
     make_backend: Any, half: str
 ) -> None:
-    """The flight finds her past the threshold: her plan (her own HNSW index) answers, then
-    and from then on, with no flight first; once her plan sees her small, flights again."""
+    """The flight finds her past the threshold: her plan answers at once (her rows counted,
+    her own HNSW index found); from then on one flight on her index answers alone; once
+    forgotten, that flight finds fewer than k rows, her plan sees her small: flights again."""
     store = make_backend("postgres", embedding_dimension=2, ann_threshold=5, ann_index_delay=0)
     store.upsert_memories(ALICE, vectors(8))  # past the threshold: her own HNSW index
     search = searcher(store, half)
-    exact = answers(await search(ALICE, filter=EVERYONE))
     with postgres_round_trips(store) as first, executed(store) as planned:
-        assert answers(await search(ALICE)) == exact
-    with postgres_round_trips(store) as then:
-        assert answers(await search(ALICE)) == exact
-    assert sum(round_trips(first)) == sum(round_trips(then)) + 1  # the flight, then her plan
+        found = [answers(await search(ALICE))]
     assert any("<=>" in sql and "found" in sql for sql in planned)  # the HNSW statement
+    assert sum(round_trips(first)) > 2  # the flight, then her plan's transaction
+    for _ in range(2):
+        with postgres_round_trips(store) as then, executed(store) as sent:
+            found.append(answers(await search(ALICE)))
+        assert sum(round_trips(then)) == 1 and sent == []  # one flight, nothing planned
+        assert all(f"'{name}'" in then[0] for name in ("enable_sort", "hnsw.ef_search"))
+    assert found == [answers(await search(ALICE, filter=EVERYONE))] * 3
     store.forget_user(ALICE)
     store.upsert_memories(ALICE, vectors(2))
-    await search(ALICE)  # still by her plan, which sees her within the threshold
+    with executed(store) as replanned:
+        assert len(await search(ALICE)) == 2  # 2 < k: her plan, which sees her small
+    assert replanned
     with postgres_round_trips(store) as small:
         assert len(await search(ALICE)) == 2
     assert sum(round_trips(small)) == 1
+
+
+@HALVES
+async def test_a_known_large_users_plan_is_made_again_after_a_while(
+    make_backend: Any, postgres_admin: Any, half: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Her index dropped where this process cannot see (another process forgetting and
+    rewriting her, an operator): the flight on it still answers exactly, and within
+    ``_RECHECK`` her plan is made again, which finds no index and asks for one."""
+    from muxi_isolation.stores.sql import _vectors
+    from muxi_isolation.stores.sql._ann_index import index_name
+
+    store = make_backend("postgres", embedding_dimension=2, ann_threshold=5, ann_index_delay=0)
+    store.upsert_memories(ALICE, vectors(8))
+    search = searcher(store, half)
+    exact = answers(await search(ALICE, filter=EVERYONE))
+    await search(ALICE)  # her plan: her index found
+    asked: list[Scope] = []
+    monkeypatch.setattr(store.vectors, "wants_index", asked.append)
+    index = f'"{store.tables.memories.schema}"."{index_name(store.tables, "tenant_a", "alice")}"'
+    with postgres_admin.begin() as admin:
+        admin.execute(text(f"DROP INDEX {index}"))
+    with postgres_round_trips(store) as traces:
+        assert answers(await search(ALICE)) == exact
+    assert sum(round_trips(traces)) == 1 and asked == []
+    monkeypatch.setattr(_vectors, "_RECHECK", 0.0)
+    with executed(store) as replanned:
+        assert answers(await search(ALICE)) == exact
+    assert replanned and asked == [ALICE]
+    monkeypatch.undo()
+    with executed(store) as planned_again:  # no index found: her plan until one is
+        assert answers(await search(ALICE)) == exact
+    assert planned_again
 
 
 @HALVES

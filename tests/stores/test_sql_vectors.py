@@ -217,7 +217,7 @@ def _plan_nodes(plan: dict) -> list[dict]:
     return nodes
 
 
-@pytest.mark.parametrize("statement", ["_exact_stmt", "_gated_stmt", "_windowed_stmt"])
+@pytest.mark.parametrize("statement", ["_exact_stmt", "_gated_stmt", "_counted_stmt"])
 @pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
 def test_exact_search_reads_only_the_top_k_rows_whole(
     make_backend, postgres_admin, statement: str, analyzed: bool

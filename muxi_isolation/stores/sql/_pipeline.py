@@ -81,10 +81,15 @@ class Pipelined:
     open_scope: Callable[[Connection], None]
     flights: dict[tuple[int, bool], tuple[Any, Flight]]  # by the statement's id, and half
 
-    def rows(self, stmt: Any, params: Mapping[str, Any]) -> Rows:
+    def rows(
+        self, stmt: Any, params: Mapping[str, Any], settings: Mapping[str, str] | None = None
+    ) -> Rows:
+        """``stmt``'s rows; ``settings``: transaction-local settings made before it (bound
+        ``set_config`` parameters, in the same flight)."""
         flight = self._flight(stmt)
         read = (flight.driver.sql, flight.driver.params(dict(params)))
-        queued = (("BEGIN", None), self.enter, read, ("COMMIT", None))
+        made = _settings(settings) if settings else ()
+        queued = (("BEGIN", None), self.enter, *made, read, ("COMMIT", None))
         db = self.conn.connection.driver_connection
         failed, is_async = self.conn.dialect.loaded_dbapi.Error, self.conn.dialect.is_async
         try:
@@ -117,12 +122,18 @@ class Pipelined:
         return kept[1]
 
 
+def _settings(settings: Mapping[str, str]) -> tuple[tuple[str, tuple[str, ...]]]:
+    """One ``SELECT set_config(name, value, true), ...``: names and values as parameters."""
+    calls = ", ".join(["set_config(%s, %s, true)"] * len(settings))
+    return ((f"SELECT {calls}", tuple(x for item in settings.items() for x in item)),)
+
+
 def _fly(db: Any, queued: tuple[tuple[str, Any], ...]) -> Answer:
     db.autocommit = True
     with db.pipeline():
         cursors = [db.execute(sql, params) for sql, params in queued]
     db.autocommit = False
-    read = cursors[2]
+    read = cursors[-2]
     return read.fetchall(), tuple(c.type_code for c in read.description)
 
 
@@ -131,7 +142,7 @@ async def _afly(db: Any, queued: tuple[tuple[str, Any], ...]) -> Answer:
     async with db.pipeline():
         cursors = [await db.execute(sql, params) for sql, params in queued]
     await db.set_autocommit(False)
-    read = cursors[2]
+    read = cursors[-2]
     return await read.fetchall(), tuple(c.type_code for c in read.description)
 
 

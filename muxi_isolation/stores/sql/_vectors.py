@@ -30,6 +30,7 @@ are planned per execution (psycopg's server-side prepare is off), so each plan k
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -77,6 +78,10 @@ DEFAULT_ANN_MIN_FRACTION = 0.005
 DEFAULT_EF_SEARCH = 400
 DEFAULT_MAX_SCAN_TUPLES = 50_000
 _MAX_LARGE = 100_000
+# A large user's plan (their rows counted, their index looked up) is made again at most
+# this long after it last found their index: a user shrunk, or an index dropped by another
+# process, is seen within it (the search on a missing index is exact meanwhile, just slower).
+_RECHECK = 30.0
 
 Scored = tuple[Memory, float]
 Q = TypeVar("Q")
@@ -123,7 +128,8 @@ class VectorPlanner:
     own_index: Callable[[Connection, Scope], bool] | None = None  # ``AnnIndexes.ready``
     wants_index: Callable[[Scope], None] | None = None  # ``Deferred.want``: asks, never waits
     cache: VectorCache = field(default_factory=VectorCache)
-    _large: set[tuple[str, str]] = field(default_factory=set)  # users last seen above it
+    # Users last seen above the threshold: when their plan last found their index (or None).
+    _large: dict[tuple[str, str], float | None] = field(default_factory=dict)
 
     def search(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
         if s.k == 0:
@@ -134,16 +140,20 @@ class VectorPlanner:
             return self._exact(conn, s)
         # One statement for a small user (the common case): the user's rows are counted
         # inside the exact search, which scans nothing once the count passes the threshold.
+        key = (s.user.tenant_id, s.user.user_id)
         rows, hits = self._gated(conn, s)
         if rows <= self.ann_threshold:
-            self._large.discard((s.user.tenant_id, s.user.user_id))
+            self._large.pop(key, None)
             return hits
         if self._ann_ready(conn, s.user):
+            self._mark(key, time.monotonic())
             hits = self._ann(conn, s)
             if len(hits) >= s.k:
                 return hits
-        elif self.wants_index is not None:
-            self.wants_index(s.user)
+        else:
+            self._mark(key, None)
+            if self.wants_index is not None:
+                self.wants_index(s.user)
         return self._exact(conn, s)
 
     def plan(self, conn: Connection, user: Scope) -> str:
@@ -236,24 +246,36 @@ class VectorPlanner:
     def search_pipelined(self, db: Pipelined, s: Search[list[float]]) -> list[Scored]:
         """An unfiltered PostgreSQL search in one round trip, its scope opened and its
         transaction committed in the same flight: exact, the user's rows counted in the same
-        scan (``_windowed_stmt``). A user it finds above the threshold is searched by their
+        scan (``_counted_stmt``). A user it finds above the threshold is searched by their
         plan (``search``: their own HNSW index, asked for if missing, in a scoped transaction
-        after the flight) at once and from then on, until the plan sees them within it."""
+        after the flight) at once; once that plan found their index, in one flight on it
+        (``_ann_stmt``, its settings made in the flight), the plan looked at again every
+        ``_RECHECK`` seconds and whenever the index yields fewer than ``k`` rows."""
         if s.k <= 0:
             return []
         key = (s.user.tenant_id, s.user.user_id)
+        params = self._params(s.user, query_vector=s.query, muxi_k=s.k)
         if key not in self._large:
-            params = self._params(s.user, query_vector=s.query, muxi_k=s.k)
-            rows, hits = _counted(db.rows(self._windowed_stmt, params))
+            rows, hits = _counted(db.rows(self._counted_stmt, params))
             if rows <= self.ann_threshold or not self.tables.hnsw:
                 return hits
-            if len(self._large) >= _MAX_LARGE:  # a bound, far above any real store's
-                self._large.clear()
-            self._large.add(key)
+            self._mark(key, None)
+        else:
+            indexed = self._large[key]
+            if indexed is not None and time.monotonic() - indexed < _RECHECK:
+                found = db.rows(self._ann_stmt, params, settings=self._ann_settings(s.k))
+                if len(found) >= s.k:
+                    return [_scored_of(row) for row in found]
         return self.search(db.scoped(), s)
 
+    def _mark(self, key: tuple[str, str], indexed: float | None) -> None:
+        """Remember a large user, and when their plan last found their index (``None``)."""
+        if key not in self._large and len(self._large) >= _MAX_LARGE:  # far above any store's
+            self._large.clear()
+        self._large[key] = indexed
+
     @cached_property
-    def _windowed_stmt(self) -> Select[Any]:
+    def _counted_stmt(self) -> Select[Any]:
         """``_exact_select`` with the user's rows counted over the same scan (a window), so
         the count needs no reference to the table of its own: ``_gated_stmt``'s count, scan
         and join cost about twice as much on the server for a small user. It scores every row
@@ -308,14 +330,18 @@ class VectorPlanner:
             .order_by(top.c.distance, top.c.id)
         )
 
-    def _ann(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
-        settings = {
+    def _ann_settings(self, k: int) -> dict[str, str]:
+        """The HNSW statement's settings: sorting priced out (the planner takes the index it
+        was chosen for), pgvector's iterative scan, ``ef_search`` candidates."""
+        return {
             "enable_sort": "off",
             "hnsw.iterative_scan": "relaxed_order",
-            "hnsw.ef_search": str(max(self.ef_search, s.k)),
+            "hnsw.ef_search": str(max(self.ef_search, k)),
             "hnsw.max_scan_tuples": str(self.max_scan_tuples),
         }
-        _rls.apply_settings(conn, settings, set_local=self.set_local)
+
+    def _ann(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
+        _rls.apply_settings(conn, self._ann_settings(s.k), set_local=self.set_local)
         params = self._params(s.user, query_vector=s.query, muxi_k=s.k)
         stmt = self._ann_stmt if not s.where else self._ann_select(s.where)
         return [_scored(row) for row in conn.execute(stmt, params)]
