@@ -23,6 +23,7 @@ __all__ = [
     "listening",
     "postgres_round_trips",
     "round_trips",
+    "sent_sql",
     "sqlite_trace",
 ]
 
@@ -101,6 +102,21 @@ def postgres_round_trips(backend: SQLBackend) -> Iterator[list[str]]:
     pools = [engine.pool for engine in engines(backend)]
     with listening(pools, "checkout", checkout), listening(pools, "checkin", checkin):
         yield counted
+
+
+_MESSAGE = re.compile(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")  # each starts with its time
+_SENT = re.compile(
+    r'\tF\t\d+\t(?:Parse\t "[^"]*" "(?P<parse>.*)" \d+(?: \d+)*|Query\t "(?P<query>.*)")$', re.S
+)
+
+
+def sent_sql(traces: list[str]) -> list[str]:
+    """The SQL of every statement the client sent in libpq's traces (its Parse and Query
+    messages): whoever sent it, SQLAlchemy or a pipelined flight on the driver."""
+    found = (_SENT.search(message.rstrip("\n")) for t in traces for message in _MESSAGE.split(t))
+    return [
+        m.group("parse") if m.group("parse") is not None else m.group("query") for m in found if m
+    ]
 
 
 def round_trips(traces: list[str]) -> list[int]:

@@ -35,10 +35,13 @@ PINNED = {
     # while it holds), COMMIT
     "search": (1, 3),
     "read": (1, 3),  # BEGIN, scope_enter, the read, COMMIT: in one flight on PostgreSQL
-    # PostgreSQL: BEGIN, scope_enter, touch + seqs (one statement), insert, COMMIT;
-    # SQLite: BEGIN, touch, seqs, the insert's two rows (one executemany), COMMIT
-    "append": (5, 6),
-    "first append": (11, 11),  # refused (BEGIN, touch, session?, ROLLBACK), then create + append
+    # PostgreSQL: BEGIN, scope_enter, touch + seqs + insert (one statement), COMMIT in one
+    # flight (``_pg_append``); SQLite: BEGIN, touch, seqs, the insert's two rows (one
+    # executemany), COMMIT
+    "append": (1, 6),
+    # refused (PostgreSQL: the flight finds no session, then BEGIN, touch, session?,
+    # ROLLBACK: one more than before), then create + append on the usual path
+    "first append": (12, 11),
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _watch import executed
+from _watch import executed, postgres_round_trips, sent_sql
 from sqlalchemy import text
 
 from muxi_isolation import Memory, Message, Scope
@@ -220,7 +220,7 @@ QUALIFIED = re.compile(r'"public"\."(?P<name>[a-z0-9_]+)"')
 def test_every_statement_names_the_schema_of_its_tables(pooled: SQLBackend) -> None:
     """No table name reaches PostgreSQL unqualified, where pg_temp would be searched first."""
     names = [t.name for t in pooled.tables.scoped]
-    with executed(pooled) as sent:
+    with executed(pooled) as sent, postgres_round_trips(pooled) as traces:
         pooled.upsert_memories(ALICE.with_session("s1"), [Memory("m", "x", {}, [1.0, 0.0])])
         pooled.list_memories(ALICE)
         pooled.search_memories(ALICE, [1.0, 0.0], k=1)
@@ -231,9 +231,11 @@ def test_every_statement_names_the_schema_of_its_tables(pooled: SQLBackend) -> N
         pooled.get_messages(ALICE.with_session(record.id))
         pooled.read_turn(ALICE, record.id, now=record.created_at, last=50)  # its join
         pooled.list_sessions(ALICE)
-    assert any(pooled.tables.counters.name in s for s in sent)
+    on_the_wire = sent_sql(traces)  # the pipelined flights' statements too (search, append)
+    assert any(pooled.tables.counters.name in s for s in on_the_wire)
     assert any(pooled.tables.memories.name in s for s in sent)
-    for statement in sent:
+    assert len(on_the_wire) > len(sent)
+    for statement in [*sent, *on_the_wire]:
         bare = QUALIFIED.sub("", statement)
         for name in names:
             assert not re.search(rf'(?<![."\w]){name}\b|"{name}"', bare), statement

@@ -11,6 +11,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from _watch import postgres_round_trips, sent_sql
 from sqlalchemy import event
 
 from muxi_isolation import ConfigError, Memory, Message, Scope, SessionExpired, SessionRecord
@@ -179,19 +180,23 @@ def test_citus_ddl_with_prefix_and_schema() -> None:
         citus_ddl(schema="Tenants")
 
 
-@pytest.mark.parametrize(("citus", "expected"), [(False, 2), (True, 3)])
+# Citus: the touch, the counter, and the insert's two rows (psycopg's executemany sends each)
+@pytest.mark.parametrize(("citus", "expected"), [(False, 1), (True, 4)])
 def test_an_append_touches_and_reserves_in_one_statement_unless_citus(
     make_backend, citus: bool, expected: int
 ) -> None:
-    """PostgreSQL: the session touch and the seq counter are one data-modifying CTE (one round
-    trip); Citus keeps them apart. Either way the seqs and the refusals are the same."""
+    """PostgreSQL: the session touch, the seq counter and the insert are one statement of
+    data-modifying CTEs (in one flight: ``_pg_append``); Citus keeps them apart. Either
+    way the seqs and the refusals are the same. Counted on the wire (libpq's trace)."""
     backend = make_backend("postgres", citus=citus)
     backend.insert_session(ALICE, SessionRecord("s", ALICE, T0, T0, T0 + timedelta(hours=1)))
     scope, later = ALICE.with_session("s"), T0 + timedelta(minutes=5)
-    log = StatementLog(backend)
+    scoped = [t.name for t in backend.tables.scoped]
     pair = [Message("user", "a"), Message("assistant", "b")]
-    stored = backend.append_to_session(scope, pair, now=later, expires_at=later)
-    assert len(log.on_scoped_tables()) == expected
+    with postgres_round_trips(backend) as traces:
+        stored = backend.append_to_session(scope, pair, now=later, expires_at=later)
+    sent = [s for s in sent_sql(traces) if any(name in s for name in scoped)]
+    assert len(sent) == expected, [s[:40] for s in sent]
     assert [m.seq for m in stored] == [1, 2]
     with pytest.raises(SessionExpired):  # expired at `later`: refused, the counter unmoved
         backend.append_to_session(scope, pair, now=later, expires_at=later)

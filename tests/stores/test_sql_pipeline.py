@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -15,7 +16,14 @@ from _watch import executed, postgres_round_trips, round_trips
 from sqlalchemy import text
 
 from muxi_isolation import Memory, Message, Scope
-from muxi_isolation.errors import DeadlineExceeded, StorageUnavailable
+from muxi_isolation.errors import (
+    DeadlineExceeded,
+    SessionExpired,
+    SessionNotFound,
+    StorageUnavailable,
+)
+from muxi_isolation.records import Receipt, SessionRecord
+from muxi_isolation.sessions import SessionManager
 from muxi_isolation.stores.sql import SQLBackend
 
 HALVES = pytest.mark.parametrize("half", ["sync", "async"])
@@ -268,3 +276,89 @@ async def test_without_pipeline_mode_the_reads_take_their_transaction_as_before(
     assert round_trips(traces) == [4, 4]
     assert answers(found) == answers(await search(ALICE, filter=EVERYONE))
     assert [m.content for m in read] == ["hello"]
+
+
+def appender(store: SQLBackend, half: str) -> Callable[..., Awaitable[list[Message]]]:
+    async def append(scope: Scope, messages: list[Message], **options: Any) -> list[Message]:
+        now = datetime.now(timezone.utc)
+        when = {"now": now, "expires_at": now + timedelta(hours=1), **options}
+        if half == "sync":
+            return store.append_to_session(scope, messages, **when)
+        return await store.aappend_to_session(scope, messages, **when)
+
+    return append
+
+
+KINDS = [  # every kind of content, metadata and tool calls a message holds
+    Message("user", "plain", {}, []),
+    Message("assistant", [{"type": "text", "text": 'a "block"\\'}], {"n": 1.5, "é": [None]}, []),
+    Message("assistant", "", {}, [{"id": "c1", "name": "f", "args": {"a": [1, True]}}]),
+    Message("tool", '{"a": 1}', {"q": "\u2028"}, [], "archived"),
+]
+
+
+@HALVES
+async def test_a_plain_append_is_one_round_trip_and_stores_as_the_usual_path(
+    make_backend: Any, half: str
+) -> None:
+    """An append to her session, no receipt: BEGIN, scope_enter, the touch, the seqs and
+    the insert in one statement, COMMIT, in one flight. What it answers is what a read
+    gives back, and what the usual path (pipelines off) stores, seq for seq."""
+    store = make_backend("postgres", pool_size=1, max_overflow=0)
+    usual = make_backend("postgres")
+    usual._pipelines = False
+    append, append_usual = appender(store, half), appender(usual, half)
+    for backend in (store, usual):
+        SessionManager(backend).create(ALICE, session_id="s1")
+    scope = ALICE.with_session("s1")
+    first = await append(scope, KINDS[:1])
+    with postgres_round_trips(store) as traces:
+        stored = first + await append(scope, KINDS[1:])
+    assert sum(round_trips(traces)) == 1
+    assert [m.seq for m in stored] == [1, 2, 3, 4]
+    assert stored == store.get_messages(scope)
+    expected = await append_usual(scope, KINDS[:1]) + await append_usual(scope, KINDS[1:])
+
+    def kept(messages: list[Message]) -> list[tuple[Any, ...]]:
+        return [(m.role, m.content, m.metadata, m.tool_calls, m.status, m.seq) for m in messages]
+
+    assert kept(stored) == kept(expected) == kept(usual.get_messages(scope))
+    assert await pooled(store, half, state) == (False, "IDLE")
+
+
+@HALVES
+async def test_an_append_to_a_missing_or_expired_session_writes_nothing(
+    make_backend: Any, half: str
+) -> None:
+    """The flight's touch finds no active session: the statement writes nothing (no seq is
+    reserved), and the usual path says why; the next append to a live session numbers on."""
+    store = make_backend("postgres")
+    append = appender(store, half)
+    SessionManager(store).create(ALICE, session_id="s1")
+    scope = ALICE.with_session("s1")
+    with pytest.raises(SessionNotFound):
+        await append(ALICE.with_session("nope"), KINDS[:1])
+    later = datetime.now(timezone.utc) + timedelta(days=2)  # past the session's expiry
+    with pytest.raises(SessionExpired):
+        await append(scope, KINDS[:1], now=later, expires_at=later + timedelta(hours=1))
+    assert store.get_messages(scope) == [] and store.get_messages(ALICE.with_session("nope")) == []
+    assert [m.seq for m in await append(scope, KINDS[:2])] == [1, 2]
+
+
+@HALVES
+async def test_an_append_with_a_receipt_or_a_new_session_takes_the_usual_path(
+    make_backend: Any, half: str
+) -> None:
+    store = make_backend("postgres")
+    append = appender(store, half)
+    scope = ALICE.with_session("s1")
+    now = datetime.now(timezone.utc)
+    record = SessionRecord("s1", ALICE, now, now, now + timedelta(hours=1))
+    with postgres_round_trips(store) as created:
+        await append(scope, KINDS[:1], create=record)
+    receipt = Receipt("k1", "digest", {"ok": True})
+    with postgres_round_trips(store) as receipted:
+        stored = await append(scope, KINDS[:1], receipt=receipt)
+    assert sum(round_trips(created)) > 1 and sum(round_trips(receipted)) > 1
+    assert [m.seq for m in stored] == [2]
+    assert store.get_receipt(ALICE, "k1") is not None

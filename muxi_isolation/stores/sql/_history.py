@@ -33,6 +33,7 @@ from ...records import ACTIVE, ARCHIVED, Message, Receipt, SessionRecord
 from ...scope import Scope, known_scope
 from .._message_ops import AppendToSession, GetMessages
 from ..base import RECEIPT_WINDOW
+from . import _pg_append
 from ._driver import Driver
 from ._ops_base import utc, utc_now
 from ._pipeline import Pipelined
@@ -384,6 +385,10 @@ class HistoryOps(DriverAppend):
         query = select(m).where(*self._messages(read.scope, read.status))
         query = query.order_by(m.c.seq).limit(read.limit).offset(read.offset or None)
         return [_row_to_message(row) for row in conn.execute(query).all()]
+
+    def append_pipelined(self, db: Pipelined, turn: AppendToSession) -> list[Message]:
+        """``append_to_session`` on PostgreSQL: a plain append in one round trip."""
+        return _pg_append.append_pipelined(self, db, turn)
 
     def messages_on_driver(self, db: Pipelined, read: GetMessages) -> list[Message]:
         """``get_messages`` of a whole history or its last N on PostgreSQL, in one round

@@ -247,6 +247,8 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         """The primitive ``op`` names, as one transaction of the SQL operations."""
         if op.name == "append_to_session" and self.dialect == "sqlite":  # the hot write
             return Call(op.scope, self._ops.append_on_driver, (op,), write=True, driver=True)
+        if op.name == "append_to_session" and self._pipelines:  # one trip, when plain
+            return Call(op.scope, self._ops.append_pipelined, (op,), write=True, driver=True)
         hot_search = self._pipelines or self.dialect == "sqlite"
         if isinstance(op, VectorSearch) and op.node is None and hot_search:  # hot read
             return Call(op.scope, self._ops.search_on_driver, op.args(), driver=True)
