@@ -45,7 +45,9 @@ search itself. The last line is one JSON object; its headline keys:
 >= 3), ``load_ratio_vs_pgvectorstore``, ``small_user_ratio_vs_exact`` (forced exact median /
 ours, users at or under ``ann_threshold``: >= 1 means no slower than exact),
 ``large_user_ratio_vs_tuned_peer`` (for users above the threshold, per bucket, the faster
-peer at its fastest setting reaching the bar in that bucket / ours; the lowest bucket), and
+peer at its fastest setting reaching the bar in that bucket / ours; the lowest bucket),
+``large_user_ratio_vs_tuned_peer_at_our_recall`` (the same with the peer's setting reaching
+recall 0.99 in that bucket, as ours must: the issue's "at recall >= 0.99"), and
 ``ours_exact_or_better`` (fill 1.00 and recall@10 >= 0.99 in every bucket, and 0 rows of
 another user in any result, in this run).
 
@@ -103,6 +105,7 @@ from muxi_isolation.stores.sql._vectors import Search
 K = 10
 TENANT = "bench"
 BAR = 0.95
+OUR_BAR = 0.99  # what every bucket of ours must reach
 LOAD_DELAY = 600.0  # ours: ann_index_delay, so no index build runs during the peers' turns
 OURS, LANGCHAIN, LLAMA = "ours", "langchain_pgvector", "llamaindex_pgvector"
 
@@ -571,21 +574,22 @@ def headline(
         if small
         else None,
     }
-    ratios = []
-    for b in large:
-        label = bucket_label(*BUCKETS[b])
-        tuned = [
-            r["buckets"][label]["median_ms"]
-            for results in peers.values()
-            for r in results.values()
-            if r["buckets"][label]["recall"] >= BAR
-        ]
-        if tuned:
-            ratios.append(min(tuned) / ours["buckets"][label]["median_ms"])
-    out["large_user_ratio_vs_tuned_peer"] = round(min(ratios), 3) if ratios else None
+    for key, bar in (("", BAR), ("_at_our_recall", OUR_BAR)):
+        ratios = []
+        for b in large:
+            label = bucket_label(*BUCKETS[b])
+            tuned = [
+                r["buckets"][label]["median_ms"]
+                for results in peers.values()
+                for r in results.values()
+                if r["buckets"][label]["recall"] >= bar
+            ]
+            if tuned:
+                ratios.append(min(tuned) / ours["buckets"][label]["median_ms"])
+        out[f"large_user_ratio_vs_tuned_peer{key}"] = round(min(ratios), 3) if ratios else None
     buckets = ours["buckets"].values()
     out["ours_exact_or_better"] = bool(
-        all(v["min_fill"] >= 1.0 and v["recall"] >= 0.99 for v in buckets)
+        all(v["min_fill"] >= 1.0 and v["recall"] >= OUR_BAR for v in buckets)
         and ours["foreign"] == 0
         and forced_exact["foreign"] == 0
     )
