@@ -479,3 +479,28 @@ def test_after_a_failed_build_searches_do_not_ask_again_but_a_write_does() -> No
         assert deferred.settle(timeout=10) and len(builds.at) == 4
     finally:
         deferred.close()
+
+
+def test_a_users_ef_search_follows_the_size_of_her_index(make_backend: Any) -> None:
+    """``EF_PER_ROOT`` candidates per square root of the rows her index holds (the catalog's
+    count, read with its validity), at least k, at most the store's ``ef_search``; nothing
+    known (no index: forgotten) is the store's."""
+    from muxi_isolation.stores.sql._vectors import EF_PER_ROOT
+
+    store = opened(make_backend)
+    write(store, "sync", BIG, rows("b", 400, 1))
+    assert store.search_plan(BIG) == "hnsw"  # her plan read her index's state
+    ef = math.ceil(EF_PER_ROOT * math.sqrt(400))
+    assert store.vectors._ann_settings(BIG, 10)["hnsw.ef_search"] == str(ef) != "400"
+    assert store.vectors._ann_settings(BIG, 500)["hnsw.ef_search"] == "500"
+    assert store.vectors._ann_settings(SMALL, 10)["hnsw.ef_search"] == "400"
+    capped = make_backend(
+        "postgres", embedding_dimension=DIM, ann_threshold=THRESHOLD, ef_search=50
+    )
+    write(capped, "sync", BIG, rows("b", 400, 1))
+    assert capped.search_plan(BIG) == "hnsw"
+    assert capped.vectors._ann_settings(BIG, 10)["hnsw.ef_search"] == "50"
+    store.forget_user(BIG)
+    assert store.vectors._ann_settings(BIG, 10)["hnsw.ef_search"] == "400"
+    store.vectors.index_rows(("tenant_a", "small"), -1.0)  # never counted (PostgreSQL: -1)
+    assert store.vectors._ann_settings(SMALL, 10)["hnsw.ef_search"] == "400"

@@ -98,17 +98,19 @@ def _qualified(conn: Connection, tables: Tables, tenant_id: str, user_id: str) -
     return f"{prep.quote_schema(str(tables.memories.schema))}.{name}"
 
 
-def _state(conn: Connection, tables: Tables, qualified: str) -> bool | None:
-    """``True``: the index is there and valid; ``False``: there, not (yet) valid; ``None``."""
+def _state(conn: Connection, tables: Tables, qualified: str) -> tuple[bool | None, float]:
+    """``True``: the index is there and valid; ``False``: there, not (yet) valid; ``None``;
+    and the rows it holds as the catalog counts them (at its build, and at each vacuum)."""
     table = conn.dialect.identifier_preparer.format_table(tables.memories)
-    found = conn.scalar(
+    found = conn.execute(
         text(
-            "SELECT i.indisvalid AND i.indisready FROM pg_catalog.pg_index i "
+            "SELECT i.indisvalid AND i.indisready, c.reltuples FROM pg_catalog.pg_index i "
+            "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indexrelid = to_regclass(:index) AND i.indrelid = to_regclass(:table)"
         ),
         {"index": qualified, "table": table},
-    )
-    return None if found is None else bool(found)
+    ).first()
+    return (None, 0.0) if found is None else (bool(found[0]), float(found[1]))
 
 
 def shared_index(conn: Connection, tables: Tables) -> bool:
@@ -158,8 +160,10 @@ class AnnIndexes:
     def ready(self, conn: Connection, user: Scope) -> bool:
         """Whether the user's own index is there and valid (searched under the user's scope)."""
         key = (user.tenant_id, user.user_id)
-        valid = _state(conn, self.tables, _qualified(conn, self.tables, *key)) is True
+        state, rows = _state(conn, self.tables, _qualified(conn, self.tables, *key))
+        valid = state is True
         (self.indexed.add if valid else self.indexed.discard)(key)
+        self.vectors.index_rows(key, rows if valid else None)
         return valid
 
     def tenant_users(self, conn: Connection, tenant_id: str) -> list[str]:
@@ -194,7 +198,7 @@ class AnnIndexes:
                 return  # another process builds it
             try:
                 qualified = _qualified(conn, self.tables, *key)
-                state = _state(conn, self.tables, qualified)
+                state, _ = _state(conn, self.tables, qualified)
                 if state is False:  # a build that failed (or was cancelled) left it invalid
                     raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
                 if state is not True:
@@ -229,6 +233,7 @@ class AnnIndexes:
             self.deferred.cancel(tenant_id, user_ids)
         for user_id in user_ids:
             self.indexed.discard((tenant_id, user_id))
+            self.vectors.index_rows((tenant_id, user_id), None)
         if not self.applies() or not user_ids:
             return
         with _mapped(), _autocommit(owner) as (conn, raw):
