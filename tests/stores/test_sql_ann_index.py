@@ -483,8 +483,8 @@ def test_after_a_failed_build_searches_do_not_ask_again_but_a_write_does() -> No
 
 def test_a_users_ef_search_follows_the_size_of_her_index(make_backend: Any) -> None:
     """``EF_PER_ROOT`` candidates per square root of the rows her index holds (the catalog's
-    count, read with its validity), at least k, at most the store's ``ef_search``; nothing
-    known (no index: forgotten) is the store's."""
+    count, read with its validity), at least k, at most pgvector's 1,000; nothing known (no
+    index: forgotten) is 400; a store's own ``ef_search`` is everyone's."""
     from muxi_isolation.stores.sql._vectors import EF_PER_ROOT
 
     store = opened(make_backend)
@@ -504,3 +504,6 @@ def test_a_users_ef_search_follows_the_size_of_her_index(make_backend: Any) -> N
     assert store.vectors._ann_settings(BIG, 10)["hnsw.ef_search"] == "400"
     store.vectors.index_rows(("tenant_a", "small"), -1.0)  # never counted (PostgreSQL: -1)
     assert store.vectors._ann_settings(SMALL, 10)["hnsw.ef_search"] == "400"
+    for held, ef in ((17_900, "536"), (10**6, "1000")):  # above 400 where the size asks
+        store.vectors.index_rows(("tenant_a", "small"), float(held))
+        assert store.vectors._ann_settings(SMALL, 10)["hnsw.ef_search"] == ef

@@ -10,9 +10,10 @@ LIMIT k``. So the plan is made per user, always returning ``min(k, matching rows
   is one round trip (``search_pipelined``), the user's rows counted in the same scan.
 - PostgreSQL, larger user with an HNSW index of their own (``_ann_index``: made when a
   write takes them past the threshold, used once valid): HNSW over their rows alone,
-  ``ef_search`` candidates, re-sorted; sorting is priced out in that transaction so the
-  planner takes the index it was chosen for. Until the index is valid: exact search. If
-  the scan yields fewer than ``k`` (a selective filter), exact search runs instead.
+  ``ef_search`` candidates (by the size of their index), re-sorted; sorting is priced
+  out in that transaction so the planner takes the index it was chosen for. Until the
+  index is valid: exact search. If the scan yields fewer than ``k`` (a selective
+  filter), exact search runs instead.
 - A store made before per-user indexes keeps its one shared HNSW index (``shared``): a
   large user without an index of their own who holds at least ``ann_min_fraction`` of the
   table is searched on it with pgvector 0.8's iterative scan (``hnsw.iterative_scan =
@@ -76,13 +77,14 @@ __all__ = [
 DEFAULT_ANN_THRESHOLD = 2000
 DEFAULT_ANN_MIN_FRACTION = 0.005
 DEFAULT_EF_SEARCH = 400
-# HNSW candidates per square root of a user's index rows, up to the store's ef_search. On
-# bench/peers.py's clustered corpus (384 dimensions, new queries) recall@10 reached 0.99 at
-# ef_search 100-120 for a 3,683-row user (1.6-2.0 per root), 150-200 at 5,054 rows
-# (2.1-2.8), 200-300 at 7,895 (2.3-3.4) and 400 at 17,900 (3.0). At 3.5 per root the
-# 7,895-row user's recall fell from 0.995 to 0.991 (80 queries) for a search 9% faster;
-# 4 keeps more of the margin, and leaves users from ~10,000 rows at the store's 400.
+# HNSW candidates per square root of a user's index rows (``ef_search=None``, the default).
+# On bench/peers.py's clustered corpus (384 dimensions, new queries) recall@10 reached 0.99
+# at ef_search 100-120 for a 3,683-row user (1.6-2.0 per root), 150-200 at 5,054 rows
+# (2.1-2.8), 200-300 at 7,895 (2.3-3.4) and about 400 at 17,900 (3.0), where three builds
+# of that user's index gave 0.9875-0.9917 at 400: 4 per root (536 there) keeps a margin
+# everywhere. At 3.5 per root the 7,895-row user's recall fell from 0.995 to 0.991.
 EF_PER_ROOT = 4.0
+MAX_EF_SEARCH = 1000  # pgvector's limit
 DEFAULT_MAX_SCAN_TUPLES = 50_000
 _MAX_LARGE = 100_000
 # A large user's plan (their rows counted, their index looked up) is made again at most
@@ -128,7 +130,7 @@ class VectorPlanner:
     dialect: str
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     ann_min_fraction: float = DEFAULT_ANN_MIN_FRACTION
-    ef_search: int = DEFAULT_EF_SEARCH
+    ef_search: int | None = None  # None: by the size of the user's index; else fixed
     max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES
     set_local: bool = False
     shared: bool = False  # the one HNSW index of stores made before per-user indexes
@@ -340,15 +342,18 @@ class VectorPlanner:
 
     def _ann_settings(self, user: Scope, k: int) -> dict[str, str]:
         """The HNSW statement's settings: sorting priced out (the planner takes the index it
-        was chosen for), pgvector's iterative scan, and ``ef_search`` candidates: by the
-        size of the user's index (``EF_PER_ROOT`` per square root of its rows), at most the
-        store's ``ef_search`` (all of it while the size is unknown), at least ``k``."""
-        rows = self._index_rows.get((user.tenant_id, user.user_id))
-        ef = self.ef_search if rows is None else math.ceil(EF_PER_ROOT * math.sqrt(rows))
+        was chosen for), pgvector's iterative scan, and ``ef_search`` candidates: the
+        store's, if it fixed one; else ``EF_PER_ROOT`` per square root of the rows in the
+        user's own index (``DEFAULT_EF_SEARCH`` while that size is unknown); at least k."""
+        ef = self.ef_search
+        if ef is None:
+            rows = self._index_rows.get((user.tenant_id, user.user_id))
+            by_size = DEFAULT_EF_SEARCH if rows is None else EF_PER_ROOT * math.sqrt(rows)
+            ef = min(math.ceil(by_size), MAX_EF_SEARCH)
         return {
             "enable_sort": "off",
             "hnsw.iterative_scan": "relaxed_order",
-            "hnsw.ef_search": str(max(min(ef, self.ef_search), k)),
+            "hnsw.ef_search": str(max(ef, k)),
             "hnsw.max_scan_tuples": str(self.max_scan_tuples),
         }
 

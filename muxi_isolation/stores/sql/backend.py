@@ -43,7 +43,6 @@ from ._urls import Target, resolve_url
 from ._vectors import (
     DEFAULT_ANN_MIN_FRACTION,
     DEFAULT_ANN_THRESHOLD,
-    DEFAULT_EF_SEARCH,
     DEFAULT_MAX_SCAN_TUPLES,
     VectorPlanner,
 )
@@ -79,8 +78,10 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     ``table_prefix`` and ``schema`` (PostgreSQL) place the tables. ``citus=True`` sets the
     scope with ``SET LOCAL`` so it reaches Citus workers (see docs/citus.md).
     ``ann_threshold``, ``ann_min_fraction``, ``ef_search`` and ``max_scan_tuples`` tune
-    per-user vector search (see ``_vectors``); a user past ``ann_threshold`` gets an HNSW
-    index of their own, built in the background once their writes paused for
+    per-user vector search (see ``_vectors``; ``ef_search=None``: chosen per user by
+    the size of their HNSW index; a number fixes it for everyone); a user past
+    ``ann_threshold`` gets an HNSW index of their own, built in the background once
+    their writes paused for
     ``ann_index_delay`` seconds (a bulk load then puts no row into a live index; ``close``
     and ``build_indexes`` run the builds still waiting; see ``_ann_index``), or with
     ``ann_index_delay=0`` at the end of the write that crossed it.
@@ -101,7 +102,7 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
         citus: bool = False,
         ann_threshold: int = DEFAULT_ANN_THRESHOLD,
         ann_min_fraction: float = DEFAULT_ANN_MIN_FRACTION,
-        ef_search: int = DEFAULT_EF_SEARCH,
+        ef_search: int | None = None,
         max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES,
         pool_size: int = 5,
         max_overflow: int = 10,
