@@ -273,23 +273,7 @@ class HistoryOps(DriverAppend):
         return None if row is None else int(row[0]) - n
 
     def _touch_and_reserve_text(self, conn: Connection) -> TextClause:
-        name = conn.dialect.identifier_preparer.format_table
-        sessions, counters = name(self.t.sessions), name(self.t.counters)
-        when = self.t.sessions.c.expires_at.type
-        return text(
-            f"WITH touched AS (UPDATE {sessions} "  # noqa: S608
-            "SET last_active_at = :muxi_last, expires_at = :muxi_expires "
-            "WHERE tenant_id = :tenant_id AND user_id = :user_id AND id = :session_id "
-            "AND expires_at > :muxi_active RETURNING 1) "
-            f"INSERT INTO {counters} (tenant_id, user_id, session_id, next_seq) "
-            "SELECT :tenant_id, :user_id, :session_id, :muxi_first FROM touched "
-            "ON CONFLICT (tenant_id, user_id, session_id) "
-            f"DO UPDATE SET next_seq = {counters}.next_seq + :muxi_n RETURNING next_seq"
-        ).bindparams(
-            bindparam("muxi_last", type_=when),
-            bindparam("muxi_expires", type_=when),
-            bindparam("muxi_active", type_=when),
-        )
+        return _pg_append.touch_and_reserve(self.t, conn.dialect, "SELECT next_seq FROM reserved")
 
     def renew_session(
         self, conn: Connection, user: Scope, session_id: str, now: datetime, expires_at: datetime

@@ -10,26 +10,28 @@ every row it writes, as on the usual path. The session's row lock, then the coun
 order concurrent appends as there. A session the touch finds missing or expired makes the
 statement write nothing (each step reads the one before), and the append is made again
 on the usual path, which says which (``SessionNotFound``, ``SessionExpired``). An append
-that creates its session, or stores a receipt, takes the usual path.
+that creates its session, or stores a receipt, takes the usual path. The touch and the
+reservation are the usual path's statement too (``touch_and_reserve``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, TextualSelect, bindparam, text
+from sqlalchemy import BigInteger, TextClause, TextualSelect, bindparam, text
 from sqlalchemy.engine import Dialect
 
 from ...records import Message
 from .._message_ops import AppendToSession
 from ._ops_base import utc, utc_now
 from ._pipeline import Pipelined
+from ._schema import Tables
 from ._sqlite_append import json_text, numbered
 
 if TYPE_CHECKING:
     from ._history import HistoryOps
 
-__all__ = ["append_pipelined"]
+__all__ = ["append_pipelined", "touch_and_reserve"]
 
 
 def append_pipelined(ops: HistoryOps, db: Pipelined, turn: AppendToSession) -> list[Message]:
@@ -68,33 +70,40 @@ def append_pipelined(ops: HistoryOps, db: Pipelined, turn: AppendToSession) -> l
 def _append_text(ops: HistoryOps, dialect: Dialect) -> TextualSelect:
     """Touch (if active), reserve ``muxi_n`` seqs, insert the messages numbered from the
     first of them; answers the counter's new value, or no row when nothing was touched."""
+    stored = dialect.identifier_preparer.format_table(ops.t.messages)
+    written = (
+        f", written AS (INSERT INTO {stored} (tenant_id, user_id, session_id, seq, role, "  # noqa: S608
+        "content, metadata, tool_calls, status, created_at) "
+        "SELECT :tenant_id, :user_id, :session_id, reserved.next_seq - :muxi_n + m.n - 1, "
+        "m.role, m.content, m.metadata, m.tool_calls, m.status, m.created_at "
+        "FROM reserved, unnest(CAST(:muxi_roles AS text[]), CAST(:muxi_contents AS json[]), "
+        "CAST(:muxi_metadata AS json[]), CAST(:muxi_tool_calls AS json[]), "
+        "CAST(:muxi_statuses AS text[]), CAST(:muxi_times AS timestamptz[])) "
+        "WITH ORDINALITY AS m(role, content, metadata, tool_calls, status, created_at, n)) "
+    )
+    then = written + "SELECT next_seq FROM reserved"  # noqa: S608 (our SQL, quoted names)
+    return touch_and_reserve(ops.t, dialect, then).columns(next_seq=BigInteger)
+
+
+def touch_and_reserve(tables: Tables, dialect: Dialect, then: str) -> TextClause:
+    """``WITH touched AS (...), reserved AS (...)`` then ``then``: touch the session only
+    if active at ``muxi_active``, and reserve ``muxi_n`` seqs (``muxi_first`` for a new
+    counter) only for a session touched; ``reserved.next_seq`` is the counter's new value.
+    (``HistoryOps._touch_and_reserve``, and ``_append_text`` with the insert after it.)"""
     name = dialect.identifier_preparer.format_table
-    sessions, counters, stored = (name(t) for t in (ops.t.sessions, ops.t.counters, ops.t.messages))
-    when = ops.t.sessions.c.expires_at.type
-    return (
-        text(
-            f"WITH touched AS (UPDATE {sessions} "  # noqa: S608 (quoted table names)
-            "SET last_active_at = :muxi_last, expires_at = :muxi_expires "
-            "WHERE tenant_id = :tenant_id AND user_id = :user_id AND id = :session_id "
-            "AND expires_at > :muxi_active RETURNING 1), "
-            f"reserved AS (INSERT INTO {counters} (tenant_id, user_id, session_id, next_seq) "
-            "SELECT :tenant_id, :user_id, :session_id, :muxi_first FROM touched "
-            "ON CONFLICT (tenant_id, user_id, session_id) "
-            f"DO UPDATE SET next_seq = {counters}.next_seq + :muxi_n RETURNING next_seq), "
-            f"written AS (INSERT INTO {stored} (tenant_id, user_id, session_id, seq, role, "
-            "content, metadata, tool_calls, status, created_at) "
-            "SELECT :tenant_id, :user_id, :session_id, reserved.next_seq - :muxi_n + m.n - 1, "
-            "m.role, m.content, m.metadata, m.tool_calls, m.status, m.created_at "
-            "FROM reserved, unnest(CAST(:muxi_roles AS text[]), CAST(:muxi_contents AS json[]), "
-            "CAST(:muxi_metadata AS json[]), CAST(:muxi_tool_calls AS json[]), "
-            "CAST(:muxi_statuses AS text[]), CAST(:muxi_times AS timestamptz[])) "
-            "WITH ORDINALITY AS m(role, content, metadata, tool_calls, status, created_at, n)) "
-            "SELECT next_seq FROM reserved"
-        )
-        .bindparams(
-            bindparam("muxi_last", type_=when),
-            bindparam("muxi_expires", type_=when),
-            bindparam("muxi_active", type_=when),
-        )
-        .columns(next_seq=BigInteger)
+    sessions, counters = name(tables.sessions), name(tables.counters)
+    when = tables.sessions.c.expires_at.type
+    return text(
+        f"WITH touched AS (UPDATE {sessions} "  # noqa: S608 (quoted table names)
+        "SET last_active_at = :muxi_last, expires_at = :muxi_expires "
+        "WHERE tenant_id = :tenant_id AND user_id = :user_id AND id = :session_id "
+        "AND expires_at > :muxi_active RETURNING 1), "
+        f"reserved AS (INSERT INTO {counters} (tenant_id, user_id, session_id, next_seq) "
+        "SELECT :tenant_id, :user_id, :session_id, :muxi_first FROM touched "
+        "ON CONFLICT (tenant_id, user_id, session_id) "
+        f"DO UPDATE SET next_seq = {counters}.next_seq + :muxi_n RETURNING next_seq) " + then
+    ).bindparams(
+        bindparam("muxi_last", type_=when),
+        bindparam("muxi_expires", type_=when),
+        bindparam("muxi_active", type_=when),
     )
