@@ -81,10 +81,9 @@ class SQLBackend(SQLGraph, AdminPath, Backend):
     per-user vector search (see ``_vectors``; ``ef_search=None``: chosen per user by
     the size of their HNSW index; a number fixes it for everyone); a user past
     ``ann_threshold`` gets an HNSW index of their own, built in the background once
-    their writes paused for
-    ``ann_index_delay`` seconds (a bulk load then puts no row into a live index; ``close``
-    and ``build_indexes`` run the builds still waiting; see ``_ann_index``), or with
-    ``ann_index_delay=0`` at the end of the write that crossed it.
+    their writes paused for ``ann_index_delay`` seconds (a bulk load then puts no row
+    into a live index; ``close`` and ``build_indexes`` run the builds still waiting; see
+    ``_ann_index``), or with ``ann_index_delay=0`` at the end of the write that crossed it.
     ``statement_timeout`` (seconds) bounds every call: PostgreSQL cancels a statement, lock
     wait or idle transaction past it.
     ``text_search_config``: PostgreSQL's text search configuration for keyword and hybrid
