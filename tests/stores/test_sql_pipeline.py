@@ -331,16 +331,18 @@ async def test_an_append_to_a_missing_or_expired_session_writes_nothing(
     make_backend: Any, half: str
 ) -> None:
     """The flight's touch finds no active session: the statement writes nothing (no seq is
-    reserved), and the usual path says why; the next append to a live session numbers on."""
+    reserved) and says whether the session exists, so the append fails as on the usual
+    path, in the one round trip; the next append to a live session numbers on."""
     store = make_backend("postgres")
     append = appender(store, half)
     SessionManager(store).create(ALICE, session_id="s1")
     scope = ALICE.with_session("s1")
-    with pytest.raises(SessionNotFound):
+    with postgres_round_trips(store) as missing, pytest.raises(SessionNotFound):
         await append(ALICE.with_session("nope"), KINDS[:1])
     later = datetime.now(timezone.utc) + timedelta(days=2)  # past the session's expiry
-    with pytest.raises(SessionExpired):
+    with postgres_round_trips(store) as expired, pytest.raises(SessionExpired):
         await append(scope, KINDS[:1], now=later, expires_at=later + timedelta(hours=1))
+    assert sum(round_trips(missing)) == sum(round_trips(expired)) == 1
     assert store.get_messages(scope) == [] and store.get_messages(ALICE.with_session("nope")) == []
     assert [m.seq for m in await append(scope, KINDS[:2])] == [1, 2]
 

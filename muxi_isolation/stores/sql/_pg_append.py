@@ -8,8 +8,9 @@ is here one statement, the touch, the reservation and the insert as data-modifyi
 BEGIN, ``scope_enter`` and COMMIT in one flight (``_pipeline``): row-level security checks
 every row it writes, as on the usual path. The session's row lock, then the counter's,
 order concurrent appends as there. A session the touch finds missing or expired makes the
-statement write nothing (each step reads the one before), and the append is made again
-on the usual path, which says which (``SessionNotFound``, ``SessionExpired``). An append
+statement write nothing (each step reads the one before); it says whether the session
+exists, so the append fails as on the usual path (``SessionExpired`` if it does, else
+``SessionNotFound``), in the same round trip. An append
 that creates its session, or stores a receipt, takes the usual path. The touch and the
 reservation are the usual path's statement too (``touch_and_reserve``).
 """
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, TextClause, TextualSelect, bindparam, text
+from sqlalchemy import BigInteger, Boolean, TextClause, TextualSelect, bindparam, text
 from sqlalchemy.engine import Dialect
 
+from ...errors import SessionExpired, SessionNotFound
 from ...records import Message
 from .._message_ops import AppendToSession
 from ._ops_base import utc, utc_now
@@ -58,10 +60,11 @@ def append_pipelined(ops: HistoryOps, db: Pipelined, turn: AppendToSession) -> l
         "muxi_statuses": [m.status for m in messages],
         "muxi_times": times,
     }
-    rows = db.rows(stmt, params)
-    if not rows:  # no active session: the usual path finds out which error it is
-        return ops.append_to_session(db.scoped(), turn)
-    first = int(rows[0]["next_seq"]) - n
+    found = db.rows(stmt, params)[0]
+    if found["next_seq"] is None:  # nothing touched: as the usual path, say why
+        sid = str(scope.session_id)
+        raise SessionExpired(sid) if found["session_exists"] else SessionNotFound(sid)
+    first = int(found["next_seq"]) - n
     return [
         numbered(m, first + i, at) for i, (m, at) in enumerate(zip(messages, times, strict=True))
     ]
@@ -69,8 +72,10 @@ def append_pipelined(ops: HistoryOps, db: Pipelined, turn: AppendToSession) -> l
 
 def _append_text(ops: HistoryOps, dialect: Dialect) -> TextualSelect:
     """Touch (if active), reserve ``muxi_n`` seqs, insert the messages numbered from the
-    first of them; answers the counter's new value, or no row when nothing was touched."""
-    stored = dialect.identifier_preparer.format_table(ops.t.messages)
+    first of them; answers the counter's new value (NULL when nothing was touched) and
+    whether the session exists at all (expired: the statement's snapshot, before it)."""
+    name = dialect.identifier_preparer.format_table
+    stored, sessions = name(ops.t.messages), name(ops.t.sessions)
     written = (
         f", written AS (INSERT INTO {stored} (tenant_id, user_id, session_id, seq, role, "  # noqa: S608
         "content, metadata, tool_calls, status, created_at) "
@@ -81,8 +86,13 @@ def _append_text(ops: HistoryOps, dialect: Dialect) -> TextualSelect:
         "CAST(:muxi_statuses AS text[]), CAST(:muxi_times AS timestamptz[])) "
         "WITH ORDINALITY AS m(role, content, metadata, tool_calls, status, created_at, n)) "
     )
-    then = written + "SELECT next_seq FROM reserved"  # noqa: S608 (our SQL, quoted names)
-    return touch_and_reserve(ops.t, dialect, then).columns(next_seq=BigInteger)
+    answer = (
+        "SELECT (SELECT next_seq FROM reserved) AS next_seq, "  # noqa: S608 (quoted names)
+        f"EXISTS (SELECT 1 FROM {sessions} WHERE tenant_id = :tenant_id "
+        "AND user_id = :user_id AND id = :session_id) AS session_exists"
+    )
+    stmt = touch_and_reserve(ops.t, dialect, written + answer)
+    return stmt.columns(next_seq=BigInteger, session_exists=Boolean)
 
 
 def touch_and_reserve(tables: Tables, dialect: Dialect, then: str) -> TextClause:
