@@ -393,6 +393,8 @@ def test_reads_answer_while_writers_wait_on_a_locked_sqlite_file(tmp_path: Path)
     path = tmp_path / "locked.db"
     backend = SQLBackend(f"sqlite:///{path}", embedding_dimension=None, busy_timeout=20)
     backend.upsert_memories(ALICE, [Memory("m0", "before the lock")])
+    backend.list_memories(ALICE)  # the read path's own connection made: reads are timed,
+    asyncio.run(backend.alist_memories(ALICE))  # not the connections' setup
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # the write lock, held as by another process
     errors: list[BaseException] = []
@@ -421,7 +423,9 @@ def test_reads_answer_while_writers_wait_on_a_locked_sqlite_file(tmp_path: Path)
                 took.append(time.monotonic() - started)
 
         asyncio.run(async_reads())
-        assert max(took) < 1.0
+        # The bug: 7-10 s. Warm reads here take 1-10 ms; one CI run on a loaded 2-core
+        # host took 1.5 s for the first (a bound of 1 s failed it).
+        assert max(took) < 3.0, took
     finally:
         other.execute("COMMIT")
         for thread in writers:
