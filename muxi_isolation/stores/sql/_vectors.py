@@ -85,6 +85,7 @@ _MAX_LARGE = 100_000
 _RECHECK = 30.0
 
 Q = TypeVar("Q")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +245,7 @@ class VectorPlanner(LocalSearch):
 
     def _mark(self, key: tuple[str, str], indexed: float | None) -> None:
         """Remember a large user, and when their plan last found their index (``None``)."""
-        if key not in self._large and len(self._large) >= _MAX_LARGE:  # far above any store's
-            self._large.clear()
-        self._large[key] = indexed
+        _remember(self._large, key, indexed)
 
     @cached_property
     def _counted_stmt(self) -> Select[Any]:
@@ -327,9 +326,7 @@ class VectorPlanner(LocalSearch):
         if rows is None or rows <= 0:  # never counted: -1 (a vacuum counts it)
             self._index_rows.pop(key, None)
             return
-        if key not in self._index_rows and len(self._index_rows) >= _MAX_LARGE:
-            self._index_rows.clear()
-        self._index_rows[key] = rows
+        _remember(self._index_rows, key, rows)
 
     def _ann(self, conn: Connection, s: Search[list[float]]) -> list[Scored]:
         _rls.apply_settings(conn, self._ann_settings(s.user, s.k), set_local=self.set_local)
@@ -349,6 +346,14 @@ class VectorPlanner(LocalSearch):
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         return select(found).order_by(found.c.distance, found.c.id)
+
+
+def _remember(kept: dict[tuple[str, str], V], key: tuple[str, str], value: V) -> None:
+    """``kept[key] = value``, the dict bounded at ``_MAX_LARGE`` users (far above any
+    store's large users): past it, it starts again empty."""
+    if key not in kept and len(kept) >= _MAX_LARGE:
+        kept.clear()
+    kept[key] = value
 
 
 def _scored(row: Row[Any]) -> Scored:
