@@ -134,6 +134,9 @@ async def test_the_backends_own_calls_leave_nothing_for_a_reset(make_backend: An
         await store.aupsert_memories(ALICE, [Memory("a", "word", {}, [0.5, 1.0])])
         assert store.search_plan(ALICE) == "hnsw"
         assert len(store.search_memories(ALICE, [1.0, 0.5], k=3)) == 3
+        # her index now known: one flight on it, its settings made in the flight (both halves)
+        assert len(store.search_memories(ALICE, [1.0, 0.5], k=3)) == 3
+        assert len(await store.asearch_memories(ALICE, [1.0, 0.5], k=3)) == 3
         assert (
             len(await store.asearch_memories(ALICE, [1.0, 0.5], k=3, text="word", mode="hybrid"))
             == 3
